@@ -1,0 +1,58 @@
+"""What the core tells its driver happened, in the past tense.
+
+Events are small frozen records; the driver drains them after each input and hands them to the
+application (deliveries) or to its own bookkeeping (sends, for histories and statistics).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pyderecho.core.layout import Mode, ViewLayout
+from pyderecho.core.view import NodeId, View
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    """A message handed to the application, in the shard's delivery order."""
+
+    epoch: int
+    subgroup: int
+    shard: int
+    mode: Mode
+    sender: NodeId
+    index: int
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class MessageSent:
+    """A queued message left this sender with its per-sender index."""
+
+    epoch: int
+    subgroup: int
+    shard: int
+    index: int
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class NullsSent:
+    """This sender filled ``count`` turns of the round robin with nulls, from index ``first``."""
+
+    epoch: int
+    subgroup: int
+    shard: int
+    first: int
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class ViewInstalled:
+    """A view became current, with its layout (which may be inadequate)."""
+
+    view: View
+    layout: ViewLayout
+
+
+Event = Delivered | MessageSent | NullsSent | ViewInstalled

@@ -1,0 +1,321 @@
+"""Multicast inside one view, for one shard (DESIGN.md 3.2).
+
+Each sender has a window of ``window_size`` messages: it may send message ``i`` only once every
+member holds message ``i - window_size`` (the ``received`` columns of the table say so). That is
+the whole flow control. In ``AtomicMulticast`` and ``Paxos`` shards the total order is the round
+robin over the senders: message ``i`` of the sender of rank ``r`` among ``s`` senders has global
+index ``i*s + r``. A member delivers global index ``k`` once every member's ``seq`` is at least
+``k``: it is then *stable*, held everywhere, so every survivor can deliver it. A sender with
+nothing to send sends nulls when others have run ahead of its turn, so the round robin never
+waits on an idle sender. ``Raw`` shards deliver each sender's messages as they arrive, in
+per-sender order, and never send nulls.
+
+Messages of one block go straight from the sender to every member. Larger ones are split into
+blocks relayed along a chain (the sender, then the members after it in rank order): every block
+crosses each link once and the sender transmits it once, so the time approaches size/bandwidth
+rather than size times the number of receivers.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from pyderecho.core.config import CoreConfig
+from pyderecho.core.errors import LocalProtocolError, RemoteProtocolError
+from pyderecho.core.events import Delivered, Event, MessageSent, NullsSent
+from pyderecho.core.layout import Mode, ShardRef
+from pyderecho.core.sst import ShardTable
+from pyderecho.core.view import NodeId
+from pyderecho.wire import Block, Data, Nulls, ShardRow, WireMessage
+
+Outbox = list[tuple[NodeId, WireMessage]]
+
+
+class _Assembly:
+    """A large message arriving block by block, in any order."""
+
+    __slots__ = ("buffer", "have", "missing")
+
+    def __init__(self, size: int, num_blocks: int) -> None:
+        self.buffer = bytearray(size)
+        self.have = [False] * num_blocks
+        self.missing = num_blocks
+
+
+class ShardMulticast:
+    """One member's side of one shard's multicast in one epoch."""
+
+    def __init__(
+        self,
+        me: NodeId,
+        epoch: int,
+        ref: ShardRef,
+        config: CoreConfig,
+        *,
+        outbox: Outbox,
+        events: list[Event],
+    ) -> None:
+        self.epoch = epoch
+        self.subgroup = ref.subgroup
+        self.shard = ref.shard
+        self.mode = ref.layout.mode
+        self.members = ref.layout.members
+        self.rank = self.members.index(me)
+        self.member_rank = {node: rank for rank, node in enumerate(self.members)}
+        self.senders = ref.layout.sending_members
+        self.sender_rank = {node: rank for rank, node in enumerate(self.senders)}
+        self.my_sender_rank = self.sender_rank.get(me, -1)
+        self.peers = tuple(m for m in self.members if m != me)
+        self._config = config
+        self._outbox = outbox
+        self._events = events
+        self.table = ShardTable(len(self.members), len(self.senders))
+        self.pending: deque[bytes] = deque()
+        """Messages the application sent that wait for a window slot."""
+        self.next_index = 0
+        self._held: list[dict[int, bytes | None]] = [{} for _ in self.senders]
+        """Per sender: messages (None for a null) held and not yet delivered."""
+        self._assembling: dict[tuple[int, int], _Assembly] = {}
+        self.delivered_upto = -1
+        """Ordered: the last global index delivered (or skipped, for a null)."""
+        self.duplicates = 0
+        self.dirty = False
+        """The own row changed since it was last pushed."""
+        n = len(self.members)
+        self._relay_next: list[NodeId | None] = []
+        for sender in self.senders:
+            position = (self.rank - self.member_rank[sender]) % n
+            self._relay_next.append(self.members[(self.rank + 1) % n] if position + 1 < n else None)
+
+    # -- the application side ---------------------------------------------------------------
+
+    def send(self, payload: bytes) -> None:
+        """Queue ``payload``; it goes out as soon as the window has room."""
+        if self.my_sender_rank < 0:
+            raise LocalProtocolError(
+                f"member {self.members[self.rank]} is not a sender of subgroup {self.subgroup} "
+                f"shard {self.shard}"
+            )
+        if len(payload) > self._config.max_message_size:
+            raise LocalProtocolError(
+                f"message of {len(payload)} bytes exceeds max_message_size "
+                f"({self._config.max_message_size})"
+            )
+        self.pending.append(payload)
+        self._pump()
+
+    # -- the peer side ----------------------------------------------------------------------
+
+    def receive(self, src: NodeId, message: WireMessage) -> None:
+        """Handle a message of this shard and epoch from ``src``."""
+        src_rank = self.member_rank.get(src)
+        if src_rank is None:
+            raise RemoteProtocolError(
+                f"{src} is not a member of subgroup {self.subgroup} shard {self.shard}"
+            )
+        if isinstance(message, ShardRow):
+            if self.table.merge(src_rank, message):
+                self._deliver_stable()
+                self._pump()
+            return
+        sender = self.sender_rank.get(message.sender)
+        if sender is None:
+            raise RemoteProtocolError(
+                f"{message.sender} is not a sender of subgroup {self.subgroup} shard {self.shard}"
+            )
+        if isinstance(message, Data):
+            if message.sender != src:
+                raise RemoteProtocolError(f"{src} sent a message in the name of {message.sender}")
+            self._hold(sender, message.index, message.payload)
+        elif isinstance(message, Nulls):
+            if message.sender != src or message.count < 1:
+                raise RemoteProtocolError(f"bad null run from {src}: {message}")
+            for index in range(message.first, message.first + message.count):
+                self._hold(sender, index, None)
+        else:
+            self._receive_block(sender, message)
+            return
+        self._after_arrival(sender)
+
+    def _receive_block(self, sender: int, block: Block) -> None:
+        key = (sender, block.index)
+        size = self._config.block_size
+        num_blocks = -(-block.size // size)
+        if not 0 <= block.block < num_blocks or block.size > self._config.max_message_size:
+            raise RemoteProtocolError(f"block {block.block} of a {block.size}-byte message")
+        if (
+            block.index < self.table.received[self.rank][sender]
+            or block.index in self._held[sender]
+        ):
+            self.duplicates += 1
+            return
+        assembly = self._assembling.get(key)
+        if assembly is None:
+            assembly = self._assembling[key] = _Assembly(block.size, num_blocks)
+        if assembly.have[block.block]:
+            self.duplicates += 1
+            return
+        start = block.block * size
+        expected = min(size, block.size - start)
+        if len(block.data) != expected:
+            raise RemoteProtocolError(
+                f"block {block.block} carries {len(block.data)} bytes, expected {expected}"
+            )
+        relay_to = self._relay_next[sender]
+        if relay_to is not None:
+            self._outbox.append((relay_to, block))
+        assembly.buffer[start : start + expected] = block.data
+        assembly.have[block.block] = True
+        assembly.missing -= 1
+        if assembly.missing == 0:
+            del self._assembling[key]
+            self._hold(sender, block.index, bytes(assembly.buffer))
+            self._after_arrival(sender)
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _already_held(self, sender: int, index: int) -> bool:
+        return index < self.table.received[self.rank][sender] or index in self._held[sender]
+
+    def _hold(self, sender: int, index: int, payload: bytes | None) -> None:
+        if self._already_held(sender, index):
+            self.duplicates += 1
+            return
+        self._held[sender][index] = payload
+
+    def _after_arrival(self, sender: int) -> None:
+        """Advance the own ``received`` counter over what is now contiguous, then deliver."""
+        received = self.table.received[self.rank]
+        held = self._held[sender]
+        count = received[sender]
+        if self.mode is Mode.RAW:
+            while count in held:
+                self._deliver(sender, count, held.pop(count))
+                count += 1
+        else:
+            while count in held:
+                count += 1
+        if count == received[sender]:
+            return
+        received[sender] = count
+        self.dirty = True
+        if self.mode is not Mode.RAW:
+            self._advance_seq()
+            self._pump()
+
+    def _advance_seq(self) -> None:
+        received = self.table.received[self.rank]
+        s = len(received)
+        seq = min(count * s + rank for rank, count in enumerate(received)) - 1
+        if seq > self.table.seq[self.rank]:
+            self.table.seq[self.rank] = seq
+            self.dirty = True
+            self._deliver_stable()
+
+    def _deliver_stable(self) -> None:
+        if self.mode is Mode.RAW:
+            return
+        stable = self.table.min_seq()
+        if stable <= self.delivered_upto:
+            return
+        s = len(self.senders)
+        for k in range(self.delivered_upto + 1, stable + 1):
+            sender, index = k % s, k // s
+            self._deliver(sender, index, self._held[sender].pop(index))
+        self.delivered_upto = stable
+        self.table.delivered[self.rank] = stable
+        self.dirty = True
+
+    def _deliver(self, sender: int, index: int, payload: bytes | None) -> None:
+        if payload is not None:
+            self._events.append(
+                Delivered(
+                    self.epoch,
+                    self.subgroup,
+                    self.shard,
+                    self.mode,
+                    self.senders[sender],
+                    index,
+                    payload,
+                )
+            )
+
+    def _pump(self) -> None:
+        """Send what the window allows, then nulls if the round robin waits on this sender."""
+        me = self.my_sender_rank
+        if me < 0:
+            return
+        window_end = self.table.min_received(me) + self._config.window_size
+        while self.pending and self.next_index < window_end:
+            self._transmit(self.pending.popleft())
+        if not self.pending and self.mode is not Mode.RAW:
+            self._send_nulls()
+
+    def _transmit(self, payload: bytes) -> None:
+        me = self.my_sender_rank
+        index = self.next_index
+        sender = self.senders[me]
+        self._events.append(MessageSent(self.epoch, self.subgroup, self.shard, index, payload))
+        if len(payload) <= self._config.block_size:
+            data = Data(self.epoch, self.subgroup, self.shard, sender, index, payload)
+            self._outbox.extend((peer, data) for peer in self.peers)
+        else:
+            relay_to = self._relay_next[me]
+            size = self._config.block_size
+            view = memoryview(payload)
+            for number, start in enumerate(range(0, len(payload), size)):
+                block = Block(
+                    self.epoch,
+                    self.subgroup,
+                    self.shard,
+                    sender,
+                    index,
+                    len(payload),
+                    number,
+                    bytes(view[start : start + size]),
+                )
+                if relay_to is not None:
+                    self._outbox.append((relay_to, block))
+        self._held[me][index] = payload
+        self._claim_indices(index + 1)
+
+    def _send_nulls(self) -> None:
+        """Fill this sender's turns that others have already passed."""
+        me = self.my_sender_rank
+        received = self.table.received[self.rank]
+        s = len(received)
+        passed = max(
+            ((count - 1) * s + rank for rank, count in enumerate(received) if rank != me),
+            default=-1,
+        )
+        upto = (passed - me - 1) // s + 1 if passed > me else 0
+        if upto <= self.next_index:
+            return
+        first, count = self.next_index, upto - self.next_index
+        self._events.append(NullsSent(self.epoch, self.subgroup, self.shard, first, count))
+        nulls = Nulls(self.epoch, self.subgroup, self.shard, self.senders[me], first, count)
+        self._outbox.extend((peer, nulls) for peer in self.peers)
+        held = self._held[me]
+        for index in range(first, upto):
+            held[index] = None
+        self._claim_indices(upto)
+
+    def _claim_indices(self, upto: int) -> None:
+        """Own messages below ``upto`` are sent: count them as held here."""
+        me = self.my_sender_rank
+        self.next_index = upto
+        self.dirty = True
+        if self.mode is Mode.RAW:
+            held = self._held[me]
+            received = self.table.received[self.rank]
+            for index in range(received[me], upto):
+                self._deliver(me, index, held.pop(index))
+            received[me] = upto
+        else:
+            self.table.received[self.rank][me] = upto
+            self._advance_seq()
+
+    def row(self) -> ShardRow:
+        """The own row, to push to the other members."""
+        self.dirty = False
+        return self.table.row(self.rank, self.epoch, self.subgroup, self.shard)

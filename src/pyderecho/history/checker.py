@@ -1,0 +1,426 @@
+"""The history checker: does a run's record of sends and deliveries keep Derecho's promises?
+
+A run (simulated, or real members writing delivery logs) produces one :class:`SentRecord` per
+message or null that left a sender and one :class:`DeliveryRecord` per message handed to an
+application. :func:`check_history` reads both and lists every broken promise as a
+:class:`Violation`, so a failing seed says *what* went wrong, at which member, in which shard.
+
+The ordering check has TigerBeetle's shape: each ordered shard gets one canonical sequence (the
+longest one any member delivered) with a running hash per position, each of which stands for the
+whole prefix up to it. A member is correct when its own running hash equals the canonical one at
+its length; only when it does not are the entries walked to find and report the first divergence.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from pyderecho.core.layout import Mode
+from pyderecho.core.view import NodeId
+from pyderecho.history.records import DeliveryRecord, SentRecord
+
+ShardKey = tuple[int, int, int]
+"""A shard of one epoch: ``(epoch, subgroup, shard)``. Indices restart in every epoch."""
+
+ViolationKind = Literal[
+    "order",
+    "fifo",
+    "duplicate",
+    "invented",
+    "null-delivered",
+    "digest",
+    "missing",
+    "mode",
+    "non-member",
+    "index-reused",
+]
+
+_SendKey = tuple[int, int, int, NodeId, int]
+"""``(epoch, subgroup, shard, sender, index)``: what names one send."""
+
+_MISSING_SHOWN = 5
+"""How many missing messages a "missing" violation names before it only counts the rest."""
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    """One broken promise, located precisely enough to start debugging from.
+
+    ``kind`` is a short identifier that stays stable, so tests can match on it:
+
+    - ``order``: an ordered shard's member delivered a sequence that is not a prefix of the
+      canonical one (``detail`` names the first divergence and both entries there);
+    - ``fifo``: a sender's messages were delivered out of order, or with a message skipped;
+    - ``duplicate``: the same ``(sender, index)`` delivered twice to one member;
+    - ``invented``: a delivery that no sender sent;
+    - ``null-delivered``: a null reached the application;
+    - ``digest``: a delivery whose payload differs from what was sent;
+    - ``missing``: with ``complete=True``, a member did not deliver everything sent in its shard;
+    - ``mode``: members disagree on a shard's delivery mode (their layouts differ);
+    - ``non-member``: a delivery at a member that ``members_of`` does not put in the shard;
+    - ``index-reused``: a sender sent two different things under one index (``member`` is the
+      sender).
+    """
+
+    kind: ViolationKind
+    member: NodeId
+    shard: ShardKey
+    detail: str
+
+    def __str__(self) -> str:
+        epoch, subgroup, shard = self.shard
+        return (
+            f"{self.kind}: member {self.member}, epoch {epoch} subgroup {subgroup} "
+            f"shard {shard}: {self.detail}"
+        )
+
+
+def check_history(
+    deliveries: Mapping[NodeId, Sequence[DeliveryRecord]],
+    sent: Iterable[SentRecord],
+    *,
+    complete: bool = False,
+    members_of: Mapping[ShardKey, Collection[NodeId]] | None = None,
+) -> list[Violation]:
+    """Every violation in a history; an empty list means the history keeps every promise.
+
+    ``deliveries`` maps each member to what it delivered, in delivery order. Safety is always
+    checked: ordered and persistent shards deliver one sequence everywhere, every shard keeps
+    per-sender FIFO order, and nothing is duplicated, invented, altered or a null.
+
+    ``complete=True`` adds liveness, for runs that ended with nothing in flight: every member of
+    each shard delivered every non-null message sent in it. The members of a shard are
+    ``members_of[shard]`` where given; otherwise (and for shards ``members_of`` does not name)
+    every member that sent or delivered anything in it, since senders deliver their own messages.
+
+    Violations come sorted by shard, then member, so the same history always reads the same.
+    """
+    sends = _Sends(sent)
+    grouped, violations = _group(deliveries)
+    violations += sends.violations
+    shards = set(grouped) | set(sends.senders)
+    if members_of is not None:
+        shards |= set(members_of)
+    for shard in sorted(shards):
+        by_member = grouped.get(shard, {})
+        named = members_of.get(shard) if members_of is not None else None
+        members = (
+            set(named) if named is not None else set(by_member) | sends.senders.get(shard, set())
+        )
+        if by_member and _mode_of(by_member) is not Mode.RAW:
+            violations += _check_order(shard, by_member)
+        for member in sorted(set(by_member) | members):
+            records = by_member.get(member, [])
+            if named is not None and member not in members:
+                violations.append(
+                    Violation(
+                        "non-member",
+                        member,
+                        shard,
+                        f"delivered {len(records)} messages in a shard it is not a member of",
+                    )
+                )
+            found, delivered = _check_deliveries(shard, member, records, sends)
+            violations += found
+            if complete and member in members:
+                violations += _check_complete(shard, member, delivered, sends)
+    violations.sort(key=lambda v: (v.shard, v.member))
+    return violations
+
+
+class HistoryRecorder:
+    """Collects a run's records as they happen, for a driver to check at the end.
+
+    Drivers call :meth:`record_sent` and :meth:`record_delivery` from their hooks and
+    :meth:`check` once the run is over; nothing is checked while recording, so recording costs
+    one append.
+    """
+
+    def __init__(self) -> None:
+        self._deliveries: dict[NodeId, list[DeliveryRecord]] = {}
+        self._sent: list[SentRecord] = []
+
+    @property
+    def deliveries(self) -> Mapping[NodeId, Sequence[DeliveryRecord]]:
+        """Each member's deliveries, in the order it delivered them."""
+        return self._deliveries
+
+    @property
+    def sent(self) -> Sequence[SentRecord]:
+        """Every message and null that left a sender, in the order they were recorded."""
+        return self._sent
+
+    def record_sent(self, record: SentRecord) -> None:
+        self._sent.append(record)
+
+    def record_delivery(self, record: DeliveryRecord) -> None:
+        self._deliveries.setdefault(record.member, []).append(record)
+
+    def check(
+        self,
+        *,
+        complete: bool = False,
+        members_of: Mapping[ShardKey, Collection[NodeId]] | None = None,
+    ) -> list[Violation]:
+        """:func:`check_history` over what was recorded so far."""
+        return check_history(self._deliveries, self._sent, complete=complete, members_of=members_of)
+
+
+class _Sends:
+    """The sent records, indexed for the lookups every delivery needs.
+
+    A sender's indices interleave messages and nulls, so FIFO cannot be "index = previous + 1".
+    Instead each non-null message gets its *position*: its rank among its sender's non-null
+    messages in the shard. Per-sender FIFO without gaps is then exactly "positions 0, 1, 2, ...".
+    """
+
+    def __init__(self, sent: Iterable[SentRecord]) -> None:
+        self.records: dict[_SendKey, SentRecord] = {}
+        self.senders: dict[ShardKey, set[NodeId]] = {}
+        self.violations: list[Violation] = []
+        for record in sent:
+            shard = (record.epoch, record.subgroup, record.shard)
+            key = (*shard, record.member, record.index)
+            prior = self.records.setdefault(key, record)
+            if prior is record:
+                self.senders.setdefault(shard, set()).add(record.member)
+            elif prior != record:
+                # The same record twice (a driver logging a retransmission) is harmless.
+                self.violations.append(
+                    Violation(
+                        "index-reused",
+                        record.member,
+                        shard,
+                        f"index {record.index} sent as {_describe_sent(prior)} "
+                        f"and again as {_describe_sent(record)}",
+                    )
+                )
+        self.messages: dict[ShardKey, dict[NodeId, list[int]]] = {}
+        """Each sender's non-null indices in each shard, ascending: position -> index."""
+        for (epoch, subgroup, shard_no, sender, index), record in self.records.items():
+            if not record.null:
+                shard = (epoch, subgroup, shard_no)
+                self.messages.setdefault(shard, {}).setdefault(sender, []).append(index)
+        self.position: dict[_SendKey, int] = {}
+        """Each non-null message's rank among its sender's non-null messages in the shard."""
+        for shard, by_sender in self.messages.items():
+            for sender, indices in by_sender.items():
+                indices.sort()
+                for position, index in enumerate(indices):
+                    self.position[(*shard, sender, index)] = position
+
+
+def _group(
+    deliveries: Mapping[NodeId, Sequence[DeliveryRecord]],
+) -> tuple[dict[ShardKey, dict[NodeId, list[DeliveryRecord]]], list[Violation]]:
+    """Each member's deliveries split by shard, and "mode" violations found on the way.
+
+    A shard's mode is the one its lowest member recorded first; a member that recorded another
+    computed a different layout from the same view, which the layout contract forbids.
+    """
+    grouped: dict[ShardKey, dict[NodeId, list[DeliveryRecord]]] = {}
+    for member in sorted(deliveries):
+        mine: dict[ShardKey, list[DeliveryRecord]] = {}
+        for record in deliveries[member]:
+            if record.member != member:
+                raise ValueError(f"a delivery at member {record.member} is filed under {member}")
+            shard = (record.epoch, record.subgroup, record.shard)
+            records = mine.get(shard)
+            if records is None:
+                mine[shard] = records = []
+            records.append(record)
+        for shard, records in mine.items():
+            grouped.setdefault(shard, {})[member] = records
+    violations: list[Violation] = []
+    for shard in sorted(grouped):
+        by_member = grouped[shard]
+        mode = _mode_of(by_member)
+        for member in sorted(by_member):
+            other = next((r.mode for r in by_member[member] if r.mode is not mode), None)
+            if other is not None:
+                violations.append(
+                    Violation(
+                        "mode",
+                        member,
+                        shard,
+                        f"delivered in mode {other.value}; the shard's mode is {mode.value}",
+                    )
+                )
+    return grouped, violations
+
+
+def _mode_of(by_member: Mapping[NodeId, Sequence[DeliveryRecord]]) -> Mode:
+    return by_member[min(by_member)][0].mode
+
+
+def _check_order(
+    shard: ShardKey, by_member: Mapping[NodeId, Sequence[DeliveryRecord]]
+) -> list[Violation]:
+    """Every member's sequence must be a prefix of the longest one (ties: the lowest member's).
+
+    If the members agree, every sequence is a prefix of the longest, so the longest is the one
+    reference that needs no guessing; a member that delivered a different tail is reported at the
+    first position where it leaves that reference.
+    """
+    canonical_member = min(by_member, key=lambda m: (-len(by_member[m]), m))
+    canonical = by_member[canonical_member]
+    chain = _prefix_hashes(canonical)
+    violations: list[Violation] = []
+    for member in sorted(by_member):
+        records = by_member[member]
+        if member == canonical_member or _head(records) == chain[len(records) - 1]:
+            continue
+        position = next(
+            p for p, record in enumerate(records) if _entry(record) != _entry(canonical[p])
+        )
+        violations.append(
+            Violation(
+                "order",
+                member,
+                shard,
+                f"at position {position} delivered {_describe(records[position])} where member "
+                f"{canonical_member} delivered {_describe(canonical[position])}",
+            )
+        )
+    return violations
+
+
+def _prefix_hashes(records: Sequence[DeliveryRecord]) -> list[bytes]:
+    """The running hash after each entry: equal hashes at position p mean equal prefixes up to p."""
+    running = hashlib.blake2b(digest_size=16)
+    hashes: list[bytes] = []
+    for record in records:
+        running.update(_encode(record))
+        hashes.append(running.digest())
+    return hashes
+
+
+def _head(records: Sequence[DeliveryRecord]) -> bytes:
+    """The running hash after the last entry, so one comparison settles a whole prefix."""
+    running = hashlib.blake2b(digest_size=16)
+    for record in records:
+        running.update(_encode(record))
+    return running.digest()
+
+
+def _encode(record: DeliveryRecord) -> bytes:
+    sender, index, digest = _entry(record)
+    # The digest's length makes the concatenation of entries unambiguous.
+    return f"{sender} {index} {len(digest)} {digest}".encode()
+
+
+def _entry(record: DeliveryRecord) -> tuple[NodeId, int, str]:
+    """What two members must agree on at each position of an ordered shard."""
+    return record.sender, record.index, record.digest
+
+
+def _check_deliveries(
+    shard: ShardKey, member: NodeId, records: Sequence[DeliveryRecord], sends: _Sends
+) -> tuple[list[Violation], set[tuple[NodeId, int]]]:
+    """Per-delivery checks at one member of one shard.
+
+    Returns the violations and the non-null messages sent in the shard that were delivered, as
+    ``(sender, index)`` pairs, for the completeness check. A duplicate, invented or null delivery
+    is reported as such and kept out of the FIFO check, so one fault is not reported twice.
+    """
+    violations: list[Violation] = []
+    delivered: set[tuple[NodeId, int]] = set()
+    bogus: set[tuple[NodeId, int]] = set()
+    """Invented or null deliveries: kept apart so ``delivered`` stays a subset of the sends."""
+    last: dict[NodeId, int] = {}
+    """Per sender, the highest position delivered so far."""
+    by_sender = sends.messages.get(shard, {})
+    for record in records:
+        sender, index = record.sender, record.index
+        if (sender, index) in delivered or (sender, index) in bogus:
+            violations.append(
+                Violation("duplicate", member, shard, f"delivered {_describe(record)} again")
+            )
+            continue
+        key = (*shard, sender, index)
+        sent = sends.records.get(key)
+        if sent is None:
+            bogus.add((sender, index))
+            violations.append(
+                Violation("invented", member, shard, f"delivered {_describe(record)}, never sent")
+            )
+            continue
+        if sent.null:
+            bogus.add((sender, index))
+            violations.append(
+                Violation(
+                    "null-delivered", member, shard, f"delivered the null {_describe(record)}"
+                )
+            )
+            continue
+        delivered.add((sender, index))
+        if sent.digest != record.digest:
+            violations.append(
+                Violation(
+                    "digest",
+                    member,
+                    shard,
+                    f"delivered {_describe(record)}; the sender sent digest {sent.digest}",
+                )
+            )
+        position = sends.position[key]
+        previous = last.get(sender, -1)
+        if position > previous + 1:
+            violations.append(
+                Violation(
+                    "fifo",
+                    member,
+                    shard,
+                    f"delivered {_describe(record)} having skipped sender {sender} "
+                    f"#{by_sender[sender][previous + 1]} (a gap)",
+                )
+            )
+        elif position <= previous:
+            violations.append(
+                Violation(
+                    "fifo",
+                    member,
+                    shard,
+                    f"delivered {_describe(record)} after sender {sender} "
+                    f"#{by_sender[sender][previous]} (out of order)",
+                )
+            )
+        last[sender] = max(previous, position)
+    return violations, delivered
+
+
+def _check_complete(
+    shard: ShardKey, member: NodeId, delivered: set[tuple[NodeId, int]], sends: _Sends
+) -> list[Violation]:
+    """One "missing" violation when the member lacks any non-null message sent in the shard."""
+    by_sender = sends.messages.get(shard, {})
+    total = sum(len(indices) for indices in by_sender.values())
+    if len(delivered) == total:
+        return []
+    missing = [
+        (sender, index)
+        for sender in sorted(by_sender)
+        for index in by_sender[sender]
+        if (sender, index) not in delivered
+    ]
+    named = ", ".join(f"sender {s} #{i}" for s, i in missing[:_MISSING_SHOWN])
+    more = f" and {len(missing) - _MISSING_SHOWN} more" if len(missing) > _MISSING_SHOWN else ""
+    return [
+        Violation(
+            "missing",
+            member,
+            shard,
+            f"delivered {total - len(missing)} of {total} messages sent; missing {named}{more}",
+        )
+    ]
+
+
+def _describe(record: DeliveryRecord) -> str:
+    return f"sender {record.sender} #{record.index} (digest {record.digest})"
+
+
+def _describe_sent(record: SentRecord) -> str:
+    return "a null" if record.null else f"digest {record.digest}"

@@ -1,0 +1,19 @@
+"""Tools for testing replicated code: the deterministic simulator and the history checker.
+
+Public, like ``trio.testing``: users test their own layouts and replicated classes with them.
+"""
+
+from pyderecho.history.checker import HistoryRecorder, Violation, check_history
+from pyderecho.history.records import DeliveryRecord, SentRecord, payload_digest
+from pyderecho.transport.sim import LinkModel, Simulation
+
+__all__ = [
+    "DeliveryRecord",
+    "HistoryRecorder",
+    "LinkModel",
+    "SentRecord",
+    "Simulation",
+    "Violation",
+    "check_history",
+    "payload_digest",
+]

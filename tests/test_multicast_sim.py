@@ -1,0 +1,238 @@
+"""Multicast inside one view, driven by the deterministic simulator and judged by the checker."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pyderecho.core.config import CoreConfig
+from pyderecho.core.errors import LocalProtocolError
+from pyderecho.core.layout import Allocation, InadequateView, LayoutFunction, Mode, ShardLayout
+from pyderecho.core.node import Node
+from pyderecho.core.view import View
+from pyderecho.transport.sim import LinkModel, Simulation
+from pyderecho.wire import Data, ShardRow, encode
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One randomized run: group size, modes, workload and faults, all from a seed."""
+
+    seed: int
+    members: int
+    all_mode: Mode
+    shard_mode: Mode
+    shard_size: int
+    overlap_senders: int
+    messages: int
+    large_every: int
+    jitter_s: float
+    pauses: int
+
+    def layout(self, view: View) -> Allocation:
+        """Three overlapping subgroups: everyone; disjoint shards; a subset with few senders."""
+        members = view.members
+        shards = [
+            ShardLayout(members[i : i + self.shard_size], self.shard_mode)
+            for i in range(0, len(members) - self.shard_size + 1, self.shard_size)
+        ]
+        subset = members[: max(2, len(members) // 2)]
+        senders = subset[: min(self.overlap_senders, len(subset))]
+        return {
+            "All": [[ShardLayout(members, self.all_mode)]],
+            "Sharded": [shards],
+            "Overlap": [[ShardLayout(subset, Mode.ORDERED, senders)]],
+        }
+
+
+def run_scenario(scenario: Scenario) -> Simulation:
+    config = CoreConfig(window_size=8, block_size=512, max_message_size=8192)
+    link = LinkModel(jitter_s=scenario.jitter_s)
+    sim = Simulation(
+        scenario.members, scenario.layout, seed=scenario.seed, config=config, link=link
+    )
+    layout = sim.nodes[0].layout
+    rng = sim.rng
+    for number in range(scenario.messages):
+        ref = layout.shards[rng.randrange(len(layout.shards))]
+        sender = rng.choice(ref.layout.sending_members)
+        size = 3000 if scenario.large_every and number % scenario.large_every == 0 else 40
+        payload = (b"%d/%d/" % (sender, number)).ljust(size, b".")
+        sim.send(sender, ref.subgroup, payload, at=rng.uniform(0, 2e-3))
+    for _ in range(scenario.pauses):
+        member = rng.randrange(scenario.members)
+        sim.pause(member, at=rng.uniform(0, 2e-3), duration=rng.uniform(1e-4, 3e-3))
+    sim.run()
+    return sim
+
+
+def members_of(sim: Simulation) -> dict[tuple[int, int, int], tuple[int, ...]]:
+    layout = sim.nodes[sim.view.members[0]].layout
+    return {(0, ref.subgroup, ref.shard): ref.layout.members for ref in layout.shards}
+
+
+scenarios = st.builds(
+    Scenario,
+    seed=st.integers(0, 2**32),
+    members=st.integers(2, 16),
+    all_mode=st.sampled_from([Mode.RAW, Mode.ORDERED]),
+    shard_mode=st.sampled_from([Mode.RAW, Mode.ORDERED]),
+    shard_size=st.integers(1, 4),
+    overlap_senders=st.integers(1, 3),
+    messages=st.integers(0, 150),
+    large_every=st.sampled_from([0, 3, 10]),
+    jitter_s=st.sampled_from([0.0, 30e-6, 500e-6]),
+    pauses=st.integers(0, 3),
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scenarios)
+def test_every_member_delivers_the_same_history(scenario: Scenario) -> None:
+    sim = run_scenario(scenario)
+    violations = sim.recorder.check(complete=True, members_of=members_of(sim))
+    assert violations == [], f"{scenario}: {[str(v) for v in violations[:5]]}"
+    sent = sum(1 for record in sim.recorder.sent if not record.null)
+    assert sent == scenario.messages
+
+
+@pytest.mark.slow
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scenarios)
+def test_every_member_delivers_the_same_history_long_sweep(scenario: Scenario) -> None:
+    sim = run_scenario(scenario)
+    assert sim.recorder.check(complete=True, members_of=members_of(sim)) == []
+
+
+def test_same_seed_same_run_other_seed_other_run() -> None:
+    base = Scenario(7, 9, Mode.ORDERED, Mode.RAW, 3, 2, 120, 5, 200e-6, 2)
+    first, again = run_scenario(base), run_scenario(base)
+    assert first.trace_digest == again.trace_digest
+    assert first.events_processed == again.events_processed
+    other = run_scenario(Scenario(8, *list(base.__dict__.values())[1:]))
+    assert other.trace_digest != first.trace_digest
+
+
+def single_shard(mode: Mode) -> LayoutFunction:
+    def layout(view: View) -> Allocation:
+        return {"T": [[ShardLayout(view.members, mode)]]}
+
+    return layout
+
+
+def test_large_message_is_relayed_so_the_sender_sends_each_block_once() -> None:
+    size, block = 64 * 1024, 1024
+    config = CoreConfig(block_size=block, max_message_size=size)
+    sim = Simulation(8, single_shard(Mode.ORDERED), seed=3, config=config)
+    payload = bytes(range(256)) * (size // 256)
+    sim.send(0, 0, payload)
+    sim.run()
+    assert sim.recorder.check(complete=True, members_of={(0, 0, 0): tuple(range(8))}) == []
+    for member in range(8):
+        (record,) = sim.recorder.deliveries[member]
+        assert record.size == size
+    # Every byte crosses the sender's link about once, not once per receiver (7 times).
+    assert size <= sim.bytes_sent[0] < 1.5 * size
+    receivers = [sim.bytes_sent[m] for m in range(1, 7)]
+    assert all(size <= sent < 1.5 * size for sent in receivers)  # each relays once
+    assert sim.bytes_sent[7] < size / 4  # the end of the chain relays nothing
+
+
+def test_relay_finishes_near_size_over_bandwidth() -> None:
+    """Pipelining: the time approaches size/bandwidth, not 7 times that for 8 members."""
+    size, block = 256 * 1024, 4096
+    config = CoreConfig(block_size=block, max_message_size=size)
+    link = LinkModel(jitter_s=0.0)
+    times = {}
+    for members in (2, 8):
+        sim = Simulation(members, single_shard(Mode.RAW), seed=1, config=config, link=link)
+        sim.send(0, 0, b"x" * size)
+        sim.run()
+        times[members] = sim.now
+    one_copy = size / link.bandwidth_bytes_per_s
+    assert times[2] > one_copy
+    # Each extra hop adds a block's time and a link latency, not another copy of the message.
+    assert times[8] < 3 * one_copy
+    per_hop = block / link.bandwidth_bytes_per_s + link.latency_s
+    assert times[8] - times[2] < 6 * 2 * per_hop
+
+
+def test_an_idle_sender_sends_nulls_and_they_are_never_delivered() -> None:
+    sim = Simulation(3, single_shard(Mode.ORDERED), seed=5)
+    for number in range(50):
+        sim.send(1, 0, b"m%d" % number)
+    sim.run()
+    nulls = [record for record in sim.recorder.sent if record.null]
+    assert {record.member for record in nulls} == {0, 2}
+    for member in range(3):
+        delivered = [(r.sender, r.index) for r in sim.recorder.deliveries[member]]
+        assert delivered == [(1, i) for i in range(50)]
+    assert sim.recorder.check(complete=True, members_of={(0, 0, 0): (0, 1, 2)}) == []
+
+
+def test_raw_mode_sends_no_nulls_and_keeps_sender_fifo() -> None:
+    sim = Simulation(4, single_shard(Mode.RAW), seed=2, link=LinkModel(jitter_s=1e-3))
+    for number in range(40):
+        sim.send(number % 4, 0, b"r%d" % number)
+    sim.run()
+    assert not [record for record in sim.recorder.sent if record.null]
+    for member in range(4):
+        per_sender: dict[int, list[int]] = {}
+        for record in sim.recorder.deliveries[member]:
+            per_sender.setdefault(record.sender, []).append(record.index)
+        assert per_sender == {s: list(range(10)) for s in range(4)}
+
+
+def test_window_bounds_how_far_a_sender_runs_ahead_of_a_paused_member() -> None:
+    config = CoreConfig(window_size=4)
+    sim = Simulation(3, single_shard(Mode.ORDERED), seed=1, config=config)
+    sim.pause(2, at=0.0, duration=1.0)
+    for number in range(30):
+        sim.send(0, 0, b"w%d" % number, at=1e-6)
+    sim.run(until=0.5)
+    shard = sim.nodes[0].shard_of(0)
+    assert shard is not None
+    assert shard.next_index == 4
+    assert len(shard.pending) == 26
+    assert not sim.recorder.deliveries.get(0)  # nothing is stable while member 2 is paused
+    sim.run()
+    assert len(sim.recorder.deliveries[2]) == 30
+
+
+def test_bad_input_is_counted_and_dropped() -> None:
+    node = Node(0, View(0, (0, 1, 2)), single_shard(Mode.ORDERED))
+    node.events()
+    node.receive_bytes(1, b"\xc1 not msgpack")
+    node.receive_bytes(1, encode(ShardRow(0, 0, 0, (1, 2), 0, 0)))  # wrong row width
+    node.receive_bytes(9, encode(Data(0, 0, 0, 9, 0, b"x")))  # not a member
+    node.receive_bytes(1, encode(Data(0, 0, 0, 2, 0, b"x")))  # 1 speaks for 2
+    node.receive_bytes(1, encode(Data(5, 0, 0, 1, 0, b"x")))  # another epoch
+    node.receive_bytes(1, encode(Data(0, 3, 0, 1, 0, b"x")))  # no such subgroup
+    assert node.stats == {"malformed": 1, "rejected": 3, "other_epoch": 1, "unknown_shard": 1}
+    assert node.events() == []
+    node.receive_bytes(1, encode(Data(0, 0, 0, 1, 0, b"ok")))
+    node.receive_bytes(1, encode(Data(0, 0, 0, 1, 0, b"ok")))
+    assert node.duplicates == 1
+
+
+def test_local_misuse_raises_local_protocol_error() -> None:
+    def layout(view: View) -> Allocation:
+        return {"T": [[ShardLayout(view.members, Mode.ORDERED, senders=(0,))]]}
+
+    config = CoreConfig(block_size=16, max_message_size=32)
+    sender = Node(0, View(0, (0, 1)), layout, config)
+    with pytest.raises(LocalProtocolError, match="max_message_size"):
+        sender.send(0, b"x" * 33)
+    with pytest.raises(LocalProtocolError, match="no shard of subgroup 4"):
+        sender.send(4, b"x")
+    with pytest.raises(LocalProtocolError, match="not a sender"):
+        Node(1, View(0, (0, 1)), layout, config).send(0, b"x")
+
+    def inadequate(view: View) -> Allocation:
+        raise InadequateView("needs 5 members")
+
+    with pytest.raises(LocalProtocolError, match="needs 5 members"):
+        Node(0, View(0, (0, 1)), inadequate).send(0, b"x")
