@@ -65,7 +65,7 @@ def run_scenario(scenario: Scenario) -> Simulation:
     for _ in range(scenario.pauses):
         member = rng.randrange(scenario.members)
         sim.pause(member, at=rng.uniform(0, 2e-3), duration=rng.uniform(1e-4, 3e-3))
-    sim.run()
+    assert sim.settle(limit=5.0)
     return sim
 
 
@@ -129,7 +129,7 @@ def test_large_message_is_relayed_so_the_sender_sends_each_block_once() -> None:
     sim = Simulation(8, single_shard(Mode.ORDERED), seed=3, config=config)
     payload = bytes(range(256)) * (size // 256)
     sim.send(0, 0, payload)
-    sim.run()
+    assert sim.settle(limit=5.0)
     assert sim.recorder.check(complete=True, members_of={(0, 0, 0): tuple(range(8))}) == []
     for member in range(8):
         (record,) = sim.recorder.deliveries[member]
@@ -150,8 +150,8 @@ def test_relay_finishes_near_size_over_bandwidth() -> None:
     for members in (2, 8):
         sim = Simulation(members, single_shard(Mode.RAW), seed=1, config=config, link=link)
         sim.send(0, 0, b"x" * size)
-        sim.run()
-        times[members] = sim.now
+        assert sim.settle(limit=5.0)
+        times[members] = sim.last_progress
     one_copy = size / link.bandwidth_bytes_per_s
     assert times[2] > one_copy
     # Each extra hop adds a block's time and a link latency, not another copy of the message.
@@ -164,7 +164,7 @@ def test_an_idle_sender_sends_nulls_and_they_are_never_delivered() -> None:
     sim = Simulation(3, single_shard(Mode.ORDERED), seed=5)
     for number in range(50):
         sim.send(1, 0, b"m%d" % number)
-    sim.run()
+    assert sim.settle(limit=5.0)
     nulls = [record for record in sim.recorder.sent if record.null]
     assert {record.member for record in nulls} == {0, 2}
     for member in range(3):
@@ -177,7 +177,7 @@ def test_raw_mode_sends_no_nulls_and_keeps_sender_fifo() -> None:
     sim = Simulation(4, single_shard(Mode.RAW), seed=2, link=LinkModel(jitter_s=1e-3))
     for number in range(40):
         sim.send(number % 4, 0, b"r%d" % number)
-    sim.run()
+    assert sim.settle(limit=5.0)
     assert not [record for record in sim.recorder.sent if record.null]
     for member in range(4):
         per_sender: dict[int, list[int]] = {}
@@ -198,23 +198,23 @@ def test_window_bounds_how_far_a_sender_runs_ahead_of_a_paused_member() -> None:
     assert shard.next_index == 4
     assert len(shard.pending) == 26
     assert not sim.recorder.deliveries.get(0)  # nothing is stable while member 2 is paused
-    sim.run()
+    assert sim.settle(limit=5.0)
     assert len(sim.recorder.deliveries[2]) == 30
 
 
 def test_bad_input_is_counted_and_dropped() -> None:
     node = Node(0, View(0, (0, 1, 2)), single_shard(Mode.ORDERED))
     node.events()
-    node.receive_bytes(1, b"\xc1 not msgpack")
-    node.receive_bytes(1, encode(ShardRow(0, 0, 0, (1, 2), 0, 0)))  # wrong row width
-    node.receive_bytes(9, encode(Data(0, 0, 0, 9, 0, b"x")))  # not a member
-    node.receive_bytes(1, encode(Data(0, 0, 0, 2, 0, b"x")))  # 1 speaks for 2
-    node.receive_bytes(1, encode(Data(5, 0, 0, 1, 0, b"x")))  # another epoch
-    node.receive_bytes(1, encode(Data(0, 3, 0, 1, 0, b"x")))  # no such subgroup
-    assert node.stats == {"malformed": 1, "rejected": 3, "other_epoch": 1, "unknown_shard": 1}
+    node.receive_bytes(1, b"\xc1 not msgpack", 0.0)
+    node.receive_bytes(1, encode(ShardRow(0, 0, 0, (1, 2), 0, 0)), 0.0)  # wrong row width
+    node.receive_bytes(9, encode(Data(0, 0, 0, 9, 0, b"x")), 0.0)  # not a member
+    node.receive_bytes(1, encode(Data(0, 0, 0, 2, 0, b"x")), 0.0)  # 1 speaks for 2
+    node.receive_bytes(1, encode(Data(5, 0, 0, 1, 0, b"x")), 0.0)  # a view not yet installed
+    node.receive_bytes(1, encode(Data(0, 3, 0, 1, 0, b"x")), 0.0)  # no such subgroup
+    assert node.stats == {"malformed": 1, "rejected": 3, "early": 1, "unknown_shard": 1}
     assert node.events() == []
-    node.receive_bytes(1, encode(Data(0, 0, 0, 1, 0, b"ok")))
-    node.receive_bytes(1, encode(Data(0, 0, 0, 1, 0, b"ok")))
+    node.receive_bytes(1, encode(Data(0, 0, 0, 1, 0, b"ok")), 0.0)
+    node.receive_bytes(1, encode(Data(0, 0, 0, 1, 0, b"ok")), 0.0)
     assert node.duplicates == 1
 
 
@@ -225,14 +225,14 @@ def test_local_misuse_raises_local_protocol_error() -> None:
     config = CoreConfig(block_size=16, max_message_size=32)
     sender = Node(0, View(0, (0, 1)), layout, config)
     with pytest.raises(LocalProtocolError, match="max_message_size"):
-        sender.send(0, b"x" * 33)
+        sender.send(0, b"x" * 33, 0.0)
     with pytest.raises(LocalProtocolError, match="no shard of subgroup 4"):
-        sender.send(4, b"x")
+        sender.send(4, b"x", 0.0)
     with pytest.raises(LocalProtocolError, match="not a sender"):
-        Node(1, View(0, (0, 1)), layout, config).send(0, b"x")
+        Node(1, View(0, (0, 1)), layout, config).send(0, b"x", 0.0)
 
     def inadequate(view: View) -> Allocation:
         raise InadequateView("needs 5 members")
 
     with pytest.raises(LocalProtocolError, match="needs 5 members"):
-        Node(0, View(0, (0, 1)), inadequate).send(0, b"x")
+        Node(0, View(0, (0, 1)), inadequate).send(0, b"x", 0.0)

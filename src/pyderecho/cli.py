@@ -56,7 +56,15 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("--messages", type=_non_negative, default=1000)
     simulate.add_argument("--size", type=_positive, default=64, help="payload bytes")
     simulate.add_argument("--seed", type=int, default=1)
-    simulate.add_argument("--pause", type=_non_negative, default=0, help="members to pause")
+    simulate.add_argument("--crash", type=_non_negative, default=0, help="members to crash")
+    simulate.add_argument("--join", type=_non_negative, default=0, help="processes that join")
+    simulate.add_argument("--leave", type=_non_negative, default=0, help="members that leave")
+    simulate.add_argument(
+        "--pause", type=_non_negative, default=0, help="members to freeze past the timeout"
+    )
+    simulate.add_argument(
+        "--partition", action="store_true", help="split off a minority for a while, then heal"
+    )
     simulate.add_argument("--window", type=_positive, default=defaults.window_size)
     simulate.add_argument("--block-size", type=_positive, default=defaults.block_size)
     simulate.add_argument("--json", action="store_true", help="print one JSON object")
@@ -84,7 +92,11 @@ def _simulate(args: argparse.Namespace) -> int:
             mode=Mode(args.mode),
             messages=args.messages,
             size=args.size,
+            crash=args.crash,
+            join=args.join,
+            leave=args.leave,
             pauses=args.pause,
+            partition=args.partition,
             config=config,
         )
         report = run_simulation(spec)
@@ -98,6 +110,11 @@ def _simulate(args: argparse.Namespace) -> int:
             f"seed {report.seed}: {report.members} members, {report.subgroups} subgroups, "
             f"{report.shards} shards; {report.messages} messages sent, {report.delivered} "
             f"deliveries in {report.sim_time_s * 1e3:.3f} ms simulated ({report.wall_s} s wall)"
+        )
+        print(
+            f"views installed: {report.views_installed}; view changes took "
+            f"{', '.join(f'{ms:.1f}' for ms in report.view_change_ms) or 'none'} ms; "
+            f"stopped: {report.stopped or 'none'}"
         )
         for violation in report.violations:
             print(f"VIOLATION {violation}")

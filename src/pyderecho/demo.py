@@ -59,7 +59,7 @@ def run_demo(out: Callable[[str], None] = print) -> int:
             sim.send(member, store, f"put k{member}={round_}".encode(), at=at)
     for member in (0, 3, 6):
         sim.send(member, audit, f"audit from {member}".encode(), at=sim.rng.uniform(0, 1e-4))
-    sim.run()
+    sim.settle(limit=60.0)
 
     out("")
     out("Raw ticker: each member gets every tick, each sender's in order, senders interleaved")

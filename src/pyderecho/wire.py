@@ -7,6 +7,8 @@ row push costs a few bytes of framing, not a dictionary of field names.
 
 from __future__ import annotations
 
+import enum
+
 import msgspec
 
 from pyderecho.core.errors import RemoteProtocolError
@@ -30,6 +32,14 @@ class ShardRow(msgspec.Struct, frozen=True, array_like=True, tag="r"):
     """Largest global index the member holds with no gap, -1 for none."""
     delivered: int
     """Largest global index the member has delivered (ordered) or -1."""
+    wedged: bool = False
+    """The member has stopped sending in this epoch: its ``received`` counters above are what a
+    ragged-edge decision may safely be computed from."""
+    suspected: int = 0
+    """Bit ``r`` set: the member suspects the shard member of rank ``r`` and ignores it."""
+    cutoff: tuple[int, ...] = ()
+    """The ragged-edge decision once known: per sender, how many of its messages are delivered
+    in this epoch. Empty until decided; never changes once set."""
 
 
 class Data(msgspec.Struct, frozen=True, array_like=True, tag="d"):
@@ -69,7 +79,85 @@ class Block(msgspec.Struct, frozen=True, array_like=True, tag="b"):
     data: bytes
 
 
-WireMessage = ShardRow | Data | Nulls | Block
+class Heartbeat(msgspec.Struct, frozen=True, array_like=True, tag="h"):
+    """I am alive (sent to the members that monitor the sender)."""
+
+    epoch: int
+
+
+class ChangeKind(enum.IntEnum):
+    REMOVE = 0
+    """The member is suspected to have failed."""
+    JOIN = 1
+    LEAVE = 2
+    """The member asked to leave: it is removed, but nobody suspects it."""
+
+
+class Change(msgspec.Struct, frozen=True, array_like=True):
+    """One membership change to ``node``."""
+
+    node: int
+    kind: ChangeKind = ChangeKind.REMOVE
+    address: str = ""
+    """Where a joiner listens (empty in the simulator)."""
+
+
+class MembershipRow(msgspec.Struct, frozen=True, array_like=True, tag="m"):
+    """A member's row of the membership columns of the shared state table.
+
+    Only its owner writes a row, and each push carries a higher ``version``; a receiver keeps the
+    newest version it has seen, so duplicated or late pushes are harmless.
+    """
+
+    epoch: int
+    version: int
+    suspected: tuple[int, ...]
+    """Members this member suspects (node ids), sorted."""
+    leader: int
+    """The member this row follows as leader of the view change."""
+    leader_version: int
+    """The version of the leader's row whose changes, commit and final this row echoes."""
+    changes: tuple[Change, ...] = ()
+    """The proposed changes: the leader's own list, or a member's echo of it."""
+    committed: int = 0
+    """How many of ``changes`` are committed (every unsuspected member acknowledged them)."""
+    final: int = 0
+    """How many of ``changes`` the next view installs: set once every unsuspected member holds
+    the commit, so a later leader always finds it."""
+    leaving: bool = False
+    collecting: bool = False
+    """The row's owner has just taken over as leader and is still collecting every member's
+    row: followers report to it but must not echo it yet."""
+
+
+class JoinRequest(msgspec.Struct, frozen=True, array_like=True, tag="j"):
+    """A process asks to join; members that do not lead forward it to the leader."""
+
+    node: int
+    address: str = ""
+
+
+class Welcome(msgspec.Struct, frozen=True, array_like=True, tag="w"):
+    """Sent to a joiner: the view it is a member of."""
+
+    epoch: int
+    members: tuple[int, ...]
+    joined: tuple[int, ...]
+    departed: tuple[int, ...]
+
+
+class Removed(msgspec.Struct, frozen=True, array_like=True, tag="x"):
+    """Sent to a process that speaks in an old view it has been removed from."""
+
+    epoch: int
+
+
+ShardMessage = ShardRow | Data | Nulls | Block
+"""Messages that belong to one shard of one epoch."""
+
+WireMessage = (
+    ShardRow | Data | Nulls | Block | Heartbeat | MembershipRow | JoinRequest | Welcome | Removed
+)
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder: msgspec.msgpack.Decoder[WireMessage] = msgspec.msgpack.Decoder(WireMessage)

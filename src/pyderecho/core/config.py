@@ -17,12 +17,27 @@ class CoreConfig:
     window_size: int = 100
     block_size: int = 256 * 1024
     max_message_size: int = 64 * 1024 * 1024
+    heartbeat_interval: float = 0.1
+    """Seconds between heartbeats to the members that watch this one."""
+    heartbeat_timeout: float = 1.0
+    """Seconds of silence after which a watched member is suspected; also how long a step of a
+    view change may wait on a member before that member is suspected."""
+    monitors: int = 3
+    """How many ring successors each member watches: enough that one failure is seen by
+    several members, few enough that heartbeats cost O(n), not O(n^2)."""
 
     def __post_init__(self) -> None:
         for name in ("window_size", "block_size", "max_message_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not 0 < self.heartbeat_interval < self.heartbeat_timeout:
+            raise ValueError(
+                f"heartbeat_interval ({self.heartbeat_interval}) must be positive and below "
+                f"heartbeat_timeout ({self.heartbeat_timeout})"
+            )
+        if not isinstance(self.monitors, int) or self.monitors < 1:
+            raise ValueError(f"monitors must be a positive integer, got {self.monitors!r}")
         if self.max_message_size < self.block_size:
             raise ValueError(
                 f"max_message_size ({self.max_message_size}) must be at least block_size "

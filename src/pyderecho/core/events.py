@@ -55,4 +55,30 @@ class ViewInstalled:
     layout: ViewLayout
 
 
-Event = Delivered | MessageSent | NullsSent | ViewInstalled
+@dataclass(frozen=True, slots=True)
+class Stopped:
+    """This member stopped for good: it crashed its own protocol, left, was removed, or found
+    itself on the minority side of a partition. To come back it must join as a new member."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Suspected:
+    """This member now suspects ``node`` (its own detection, or adopted from another member):
+    the current view will change."""
+
+    node: NodeId
+
+
+@dataclass(frozen=True, slots=True)
+class Abandoned:
+    """A message this member sent was not delivered in its view and cannot be re-sent in the
+    next one, where this member no longer sends in that subgroup."""
+
+    type_name: str
+    subgroup_index: int
+    payload: bytes
+
+
+Event = Delivered | MessageSent | NullsSent | ViewInstalled | Stopped | Suspected | Abandoned

@@ -26,7 +26,7 @@ from pyderecho.core.events import Delivered, Event, MessageSent, NullsSent
 from pyderecho.core.layout import Mode, ShardRef
 from pyderecho.core.sst import ShardTable
 from pyderecho.core.view import NodeId
-from pyderecho.wire import Block, Data, Nulls, ShardRow, WireMessage
+from pyderecho.wire import Block, Data, Nulls, ShardMessage, ShardRow, WireMessage
 
 Outbox = list[tuple[NodeId, WireMessage]]
 
@@ -81,6 +81,10 @@ class ShardMulticast:
         self.duplicates = 0
         self.dirty = False
         """The own row changed since it was last pushed."""
+        self.wedged = False
+        """No more sending or ordered delivery in this epoch: a view change is under way."""
+        self.cleaned = False
+        """The ragged-edge decision has been applied: this epoch's deliveries are final."""
         n = len(self.members)
         self._relay_next: list[NodeId | None] = []
         for sender in self.senders:
@@ -106,7 +110,7 @@ class ShardMulticast:
 
     # -- the peer side ----------------------------------------------------------------------
 
-    def receive(self, src: NodeId, message: WireMessage) -> None:
+    def receive(self, src: NodeId, message: ShardMessage) -> None:
         """Handle a message of this shard and epoch from ``src``."""
         src_rank = self.member_rank.get(src)
         if src_rank is None:
@@ -213,7 +217,7 @@ class ShardMulticast:
             self._deliver_stable()
 
     def _deliver_stable(self) -> None:
-        if self.mode is Mode.RAW:
+        if self.mode is Mode.RAW or self.wedged:
             return
         stable = self.table.min_seq()
         if stable <= self.delivered_upto:
@@ -243,7 +247,7 @@ class ShardMulticast:
     def _pump(self) -> None:
         """Send what the window allows, then nulls if the round robin waits on this sender."""
         me = self.my_sender_rank
-        if me < 0:
+        if me < 0 or self.wedged:
             return
         window_end = self.table.min_received(me) + self._config.window_size
         while self.pending and self.next_index < window_end:
@@ -314,6 +318,78 @@ class ShardMulticast:
         else:
             self.table.received[self.rank][me] = upto
             self._advance_seq()
+
+    # -- view change ------------------------------------------------------------------------
+
+    def wedge(self) -> None:
+        """Stop sending and stop ordered delivery: from now on the ragged edge decides."""
+        if not self.wedged:
+            self.wedged = True
+            self.table.wedged[self.rank] = True
+            self.dirty = True
+
+    def suspect(self, node: NodeId) -> None:
+        """Mark ``node`` suspected in the own row, so a new shard leader knows this member no
+        longer listens to it."""
+        rank = self.member_rank.get(node)
+        if rank is not None and not self.table.suspected[self.rank] >> rank & 1:
+            self.table.suspected[self.rank] |= 1 << rank
+            self.dirty = True
+
+    def publish_cutoff(self, cutoff: tuple[int, ...]) -> None:
+        """Hold the ragged-edge decision in the own row, for the other members to echo."""
+        if not self.table.cutoff[self.rank]:
+            self.table.cutoff[self.rank] = cutoff
+            self.dirty = True
+
+    def apply_cutoff(self) -> None:
+        """Deliver exactly what the published ragged-edge decision keeps, in the normal order;
+        the rest of this epoch is discarded here and at every other survivor."""
+        cutoff = self.table.cutoff[self.rank]
+        self.cleaned = True
+        if self.mode is Mode.RAW:
+            return
+        s = len(self.senders)
+        k = self.delivered_upto + 1
+        while k // s < cutoff[k % s]:
+            sender, index = k % s, k // s
+            if index not in self._held[sender]:
+                raise RemoteProtocolError(
+                    f"cutoff {cutoff} keeps message {index} of sender {sender}, not held here"
+                )
+            self._deliver(sender, index, self._held[sender].pop(index))
+            k += 1
+        self.delivered_upto = k - 1
+        self.table.delivered[self.rank] = k - 1
+
+    @property
+    def flushed(self) -> bool:
+        """Every message this member sent is delivered (ordered) or held everywhere (raw)."""
+        me = self.my_sender_rank
+        if me < 0:
+            return True
+        if self.pending:
+            return False
+        if self.mode is Mode.RAW:
+            return self.table.min_received(me) >= self.next_index
+        return not any(payload is not None for payload in self._held[me].values())
+
+    @property
+    def idle(self) -> bool:
+        """Nothing queued, in flight or undelivered here: with every member idle, every message
+        sent has been delivered everywhere."""
+        return self.flushed and not any(self._held) and not self._assembling
+
+    def leftover(self) -> list[bytes]:
+        """Own messages this epoch did not deliver, oldest first: they are re-sent in the next
+        view. Raw shards never re-send (a raw message may have been delivered somewhere)."""
+        me = self.my_sender_rank
+        unsent = list(self.pending)
+        if me < 0 or self.mode is Mode.RAW:
+            return unsent
+        held = self._held[me]
+        trimmed = [held[index] for index in sorted(held)]
+        return [payload for payload in trimmed if payload is not None] + unsent
 
     def row(self) -> ShardRow:
         """The own row, to push to the other members."""

@@ -1,23 +1,45 @@
 """The state machine of one member: events in, actions out.
 
-A driver calls :meth:`Node.send` for the application and :meth:`Node.receive` for each message
-from a peer, then drains :meth:`Node.outbox` (messages to send, in order, per peer) and
-:meth:`Node.events` (deliveries and other news). The node never does I/O, never reads a clock
-and keeps no randomness, so the same inputs always give the same outputs.
+A driver calls :meth:`Node.send` for the application, :meth:`Node.receive` for each message from
+a peer and :meth:`Node.tick` when :meth:`Node.next_deadline` comes, always with its clock's
+``now``; then it drains :meth:`Node.outbox` (messages to send, in order, per peer) and
+:meth:`Node.events` (deliveries, views, a stop). The node never does I/O, never reads a clock and
+keeps no randomness, so the same inputs always give the same outputs.
+
+The node ties the protocol steps together: multicast per shard (:mod:`.multicast`), failure
+detection and view-change agreement (:mod:`.membership`), and, once a change is final, the
+ragged-edge cleanup of every shard and the installation of the next view.
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import MutableMapping
+from collections import Counter, deque
+from collections.abc import MutableMapping, Sequence
 
 from pyderecho.core.config import CoreConfig
 from pyderecho.core.errors import LocalProtocolError, RemoteProtocolError
-from pyderecho.core.events import Event, ViewInstalled
+from pyderecho.core.events import Abandoned, Event, Stopped, Suspected, ViewInstalled
 from pyderecho.core.layout import LayoutFunction, ViewLayout, compute_layout
+from pyderecho.core.membership import Membership, next_view, ragged_edge_step
 from pyderecho.core.multicast import Outbox, ShardMulticast
 from pyderecho.core.view import NodeId, View
-from pyderecho.wire import WireMessage, decode
+from pyderecho.wire import (
+    Change,
+    ChangeKind,
+    Heartbeat,
+    JoinRequest,
+    MembershipRow,
+    Removed,
+    Welcome,
+    WireMessage,
+    decode,
+)
+
+SubgroupKey = tuple[str, int]
+"""A subgroup by replicated type and index: stable across views, unlike the flattened id."""
+
+MAX_EARLY_MESSAGES = 100_000
+"""Messages of a view not yet installed kept for later; beyond this they are dropped."""
 
 
 class Node:
@@ -26,29 +48,55 @@ class Node:
     def __init__(
         self,
         node_id: NodeId,
-        view: View,
+        view: View | None,
         layout: LayoutFunction,
         config: CoreConfig | None = None,
         *,
+        now: float = 0.0,
+        contacts: Sequence[NodeId] = (),
+        address: str = "",
         layout_cache: MutableMapping[tuple[int, tuple[NodeId, ...]], ViewLayout] | None = None,
     ) -> None:
-        """``layout_cache`` lets members in one process share each view's layout: a layout
-        is a pure function of the view, and a simulated group of a thousand members would
-        otherwise compute it a thousand times."""
-        if node_id not in view:
+        """A founding member of ``view``, or, with ``view=None``, a process that joins the
+        group through ``contacts``.
+
+        ``layout_cache`` lets members in one process share each view's layout: a layout is a
+        pure function of the view, and a simulated group of a thousand members would otherwise
+        compute it a thousand times.
+        """
+        if view is not None and node_id not in view:
             raise LocalProtocolError(f"node {node_id} is not a member of view {view.epoch}")
+        if view is None and not contacts:
+            raise LocalProtocolError("a joining node needs at least one contact")
         self.node_id = node_id
         self.config = config or CoreConfig()
         self.stats: Counter[str] = Counter()
         """Counts of rejected or ignored input, by reason: a peer's misbehaviour shows here."""
+        self.stopped = ""
+        """Why this member stopped; empty while it runs."""
         self._outbox: Outbox = []
         self._events: list[Event] = []
         self._shards: dict[tuple[int, int], ShardMulticast] = {}
         self._by_subgroup: dict[int, ShardMulticast] = {}
+        self._carried: dict[SubgroupKey, list[bytes]] = {}
+        """Messages waiting for a view in which this member can send them."""
+        self._early: deque[tuple[NodeId, WireMessage]] = deque()
         self._layout_function = layout
         self._layout_cache = {} if layout_cache is None else layout_cache
-        self.view = view
-        self.layout = self._install(view, self._layout_for(view))
+        self._contacts = tuple(contacts)
+        self._address = address
+        self._join_attempt = 0
+        self._next_join = now
+        self._leave_requested = False
+        self._next: View | None = None
+        self._previous: Membership | None = None
+        self._reported: set[NodeId] = set()
+        """Suspicions of this view already reported as events."""
+        self.membership: Membership | None = None
+        self.view = View(-1, ())
+        self.layout = ViewLayout(self.view, adequate=False, reason="not yet a member")
+        if view is not None:
+            self._install(view, now)
 
     def _layout_for(self, view: View) -> ViewLayout:
         key = (view.epoch, view.members)
@@ -57,32 +105,19 @@ class Node:
             layout = self._layout_cache[key] = compute_layout(self._layout_function, view)
         return layout
 
-    def _install(self, view: View, layout: ViewLayout) -> ViewLayout:
-        self._shards.clear()
-        self._by_subgroup.clear()
-        if layout.adequate:
-            for ref in layout.shards_of(self.node_id):
-                shard = ShardMulticast(
-                    self.node_id,
-                    view.epoch,
-                    ref,
-                    self.config,
-                    outbox=self._outbox,
-                    events=self._events,
-                )
-                self._shards[(ref.subgroup, ref.shard)] = shard
-                self._by_subgroup[ref.subgroup] = shard
-        self._events.append(ViewInstalled(view, layout))
-        return layout
+    # -- inputs from the application --------------------------------------------------------
 
-    # -- inputs -----------------------------------------------------------------------------
-
-    def send(self, subgroup: int, payload: bytes) -> None:
+    def send(self, subgroup: int, payload: bytes, now: float) -> None:
         """Multicast ``payload`` to this member's shard of ``subgroup``.
 
         The message is queued and leaves as soon as the shard's window has room; its index shows
-        in the :class:`~pyderecho.core.events.MessageSent` event.
+        in the :class:`~pyderecho.core.events.MessageSent` event. During a view change it waits
+        and goes out in the next view.
         """
+        if self.stopped:
+            raise LocalProtocolError(f"member {self.node_id} has stopped: {self.stopped}")
+        if self._leave_requested:
+            raise LocalProtocolError(f"member {self.node_id} is leaving the group")
         if not self.layout.adequate:
             raise LocalProtocolError(
                 f"view {self.view.epoch} is inadequate ({self.layout.reason}): nothing is sent "
@@ -95,46 +130,281 @@ class Node:
                 f"{self.view.epoch}"
             )
         shard.send(payload)
-        self._flush()
+        self._advance(now)
 
-    def receive(self, src: NodeId, message: WireMessage) -> None:
+    def leave(self, now: float) -> None:
+        """Leave the group once every message this member sent has been delivered."""
+        self._leave_requested = True
+        self._advance(now)
+
+    def report_failure(self, node: NodeId, now: float) -> None:
+        """The application has its own evidence that ``node`` failed."""
+        if self.membership is not None:
+            self.membership.suspect(node, now, local=True)
+            self._advance(now)
+
+    # -- inputs from peers and the clock ----------------------------------------------------
+
+    def receive(self, src: NodeId, message: WireMessage, now: float) -> None:
         """Handle one message from peer ``src``; a bad message is counted and dropped."""
-        if message.epoch != self.view.epoch:
-            self.stats["other_epoch"] += 1
-            return
-        shard = self._shards.get((message.subgroup, message.shard))
-        if shard is None:
-            self.stats["unknown_shard"] += 1
+        if self.stopped:
             return
         try:
-            shard.receive(src, message)
+            self._dispatch(src, message, now)
         except RemoteProtocolError:
             self.stats["rejected"] += 1
-        self._flush()
+        self._advance(now)
 
-    def receive_bytes(self, src: NodeId, data: bytes | memoryview) -> None:
+    def receive_bytes(self, src: NodeId, data: bytes | memoryview, now: float) -> None:
         """Decode and handle one framed message; malformed bytes are counted and dropped."""
         try:
             message = decode(data)
         except RemoteProtocolError:
             self.stats["malformed"] += 1
             return
-        self.receive(src, message)
+        self.receive(src, message, now)
+
+    def tick(self, now: float) -> None:
+        """The deadline from :meth:`next_deadline` has come."""
+        if self.stopped:
+            return
+        if self.membership is not None:
+            self.membership.tick(now)
+        elif now >= self._next_join:
+            contact = self._contacts[self._join_attempt % len(self._contacts)]
+            self._join_attempt += 1
+            self._next_join = now + self.config.heartbeat_timeout
+            self._outbox.append((contact, JoinRequest(self.node_id, self._address)))
+        self._advance(now)
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`tick` must be called next; None once the member has stopped."""
+        if self.stopped:
+            return None
+        if self.membership is None:
+            return self._next_join
+        return self.membership.next_deadline()
 
     # -- outputs ----------------------------------------------------------------------------
 
     def outbox(self) -> Outbox:
         """Messages to send, oldest first; per destination they must stay in this order."""
-        out, self._outbox[:] = self._outbox[:], []
+        out = self._outbox[:]
+        self._outbox.clear()
         return out
 
     def events(self) -> list[Event]:
         """What happened since the last call, oldest first."""
-        out, self._events[:] = self._events[:], []
+        out = self._events[:]
+        self._events.clear()
         return out
 
+    def shard_of(self, subgroup: int) -> ShardMulticast | None:
+        """This member's shard of ``subgroup`` in the current view, if any."""
+        return self._by_subgroup.get(subgroup)
+
+    @property
+    def idle(self) -> bool:
+        """A member of a view with no change under way and nothing left to send or deliver."""
+        membership = self.membership
+        if membership is None or membership.changing:
+            return False
+        return all(shard.idle for shard in self._shards.values())
+
+    @property
+    def duplicates(self) -> int:
+        return sum(shard.duplicates for shard in self._shards.values())
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _dispatch(self, src: NodeId, message: WireMessage, now: float) -> None:
+        membership = self.membership
+        if isinstance(message, JoinRequest):
+            self._on_join_request(src, message, now)
+            return
+        if isinstance(message, Welcome):
+            if membership is None and self.node_id in message.members:
+                self._install(
+                    View(message.epoch, message.members, message.joined, message.departed), now
+                )
+            return
+        if isinstance(message, Removed):
+            if membership is not None and message.epoch > self.view.epoch:
+                self._stop(f"removed from the group: view {message.epoch} excludes it")
+            return
+        if membership is None:
+            self._keep_early(src, message)
+            return
+        membership.heard_from(src, now)
+        if message.epoch > self.view.epoch:
+            self._keep_early(src, message)
+            return
+        if message.epoch < self.view.epoch:
+            self._on_old_epoch(src, message, now)
+            return
+        if isinstance(message, Heartbeat):
+            return
+        if isinstance(message, MembershipRow):
+            membership.receive_row(src, message, now)
+            return
+        shard = self._shards.get((message.subgroup, message.shard))
+        if shard is None:
+            self.stats["unknown_shard"] += 1
+            return
+        shard.receive(src, message)
+
+    def _on_old_epoch(self, src: NodeId, message: WireMessage, now: float) -> None:
+        self.stats["other_epoch"] += 1
+        if src not in self.view:
+            self._outbox.append((src, Removed(self.view.epoch)))
+        elif (
+            isinstance(message, MembershipRow)
+            and self._previous is not None
+            and message.epoch == self._previous.view.epoch
+        ):
+            # A leader of the view this member already left behind is finishing its change:
+            # answer with the final this member installed, which that leader will adopt.
+            self._previous.receive_row(src, message, now)
+            self._previous.step(now)
+
+    def _on_join_request(self, src: NodeId, request: JoinRequest, now: float) -> None:
+        membership = self.membership
+        if membership is None:
+            return
+        if request.node in self.view:
+            view = self.view
+            self._outbox.append(
+                (request.node, Welcome(view.epoch, view.members, view.joined, view.departed))
+            )
+            return
+        leader = membership.request_join(
+            Change(request.node, ChangeKind.JOIN, request.address), now
+        )
+        if leader is not None and leader not in (self.node_id, src):
+            self._outbox.append((leader, request))
+
+    def _keep_early(self, src: NodeId, message: WireMessage) -> None:
+        if len(self._early) >= MAX_EARLY_MESSAGES:
+            self.stats["early_dropped"] += 1
+            return
+        self.stats["early"] += 1
+        self._early.append((src, message))
+
+    def _advance(self, now: float) -> None:
+        """Run every protocol step the last input may have enabled, then push changed rows.
+
+        Installing a view can enable the next change at once (a suspicion carried over), so
+        the steps run again until the view stays put.
+        """
+        while self.membership is not None and not self.stopped:
+            membership = self.membership
+            if self._leave_requested and not membership.leaving and self._flushed():
+                membership.request_leave(now)
+            membership.step(now)
+            if len(membership.suspected) > len(self._reported):
+                news = sorted(membership.suspected - self._reported)
+                self._reported.update(news)
+                self._events.extend(Suspected(node) for node in news)
+            if membership.stopped:
+                self._stop(membership.stopped)
+            elif membership.changing:
+                self._wedge(membership)
+                if membership.final:
+                    self._clean_up(membership, now)
+            if self.membership is membership:
+                break
+        self._flush()
+
+    def _flushed(self) -> bool:
+        return all(shard.flushed for shard in self._shards.values())
+
+    def _wedge(self, membership: Membership) -> None:
+        for shard in self._shards.values():
+            shard.wedge()
+            for node in membership.suspected:
+                shard.suspect(node)
+
+    def _clean_up(self, membership: Membership, now: float) -> None:
+        if self._next is None:
+            self._next = next_view(self.view, membership.changes[: membership.final])
+            if self.node_id not in self._next:
+                self._stop("left the group" if membership.leaving else "removed from the group")
+                return
+        survivors = set(self._next.members)
+        waiting: set[NodeId] = set()
+        for shard in self._shards.values():
+            was_clean = shard.cleaned
+            waiting.update(ragged_edge_step(shard, survivors, membership.suspected))
+            if shard.cleaned and not was_clean:
+                membership.progress(now)
+        membership.cleanup_waits_on = waiting
+        if not waiting:
+            self._flush()
+            self._install(self._next, now)
+
+    def _install(self, view: View, now: float) -> None:
+        """Make ``view`` current: new shards, re-sent leftovers, and the next membership."""
+        old = self.membership
+        carried = self._carried
+        for ref_key, shard in self._subgroup_keys():
+            carried.setdefault(ref_key, []).extend(shard.leftover())
+        if old is not None and old.leads:
+            for change in old.changes[: old.final]:
+                if change.kind is ChangeKind.JOIN:
+                    self._outbox.append(
+                        (change.node, Welcome(view.epoch, view.members, view.joined, view.departed))
+                    )
+        self._previous = old
+        self._next = None
+        self.view = view
+        self.layout = self._layout_for(view)
+        self._shards.clear()
+        self._by_subgroup.clear()
+        suspected = old.suspected if old is not None else set()
+        self.membership = Membership(
+            self.node_id, view, self.config, self._outbox, now, suspected=suspected
+        )
+        self._reported = set(self.membership.suspected)
+        if self.layout.adequate:
+            for ref in self.layout.shards_of(self.node_id):
+                shard = ShardMulticast(
+                    self.node_id,
+                    view.epoch,
+                    ref,
+                    self.config,
+                    outbox=self._outbox,
+                    events=self._events,
+                )
+                self._shards[(ref.subgroup, ref.shard)] = shard
+                self._by_subgroup[ref.subgroup] = shard
+        self._events.append(ViewInstalled(view, self.layout))
+        for (type_name, index), payloads in list(carried.items()):
+            subgroup = self.layout.subgroup_ids.get((type_name, index))
+            target = self._by_subgroup.get(subgroup) if subgroup is not None else None
+            if target is not None and target.my_sender_rank >= 0:
+                del carried[(type_name, index)]
+                for payload in payloads:
+                    target.send(payload)
+            elif self.layout.adequate:
+                del carried[(type_name, index)]
+                self._events.extend(Abandoned(type_name, index, p) for p in payloads)
+        early, self._early = self._early, deque()
+        for src, message in early:
+            if self.stopped:
+                break
+            self.receive(src, message, now)
+
+    def _subgroup_keys(self) -> list[tuple[SubgroupKey, ShardMulticast]]:
+        ids = {sid: key for key, sid in self.layout.subgroup_ids.items()}
+        return [(ids[shard.subgroup], shard) for shard in self._shards.values()]
+
+    def _stop(self, reason: str) -> None:
+        if not self.stopped:
+            self.stopped = reason
+            self._events.append(Stopped(reason))
+
     def _flush(self) -> None:
-        """Push every row that changed during this input, once, to the shard's other members.
+        """Push every shard row that changed during this input, once, to the shard's members.
 
         Pushing once per input rather than once per change coalesces a burst of updates into
         one small frame per peer.
@@ -143,11 +413,3 @@ class Node:
             if shard.dirty:
                 row = shard.row()
                 self._outbox.extend((peer, row) for peer in shard.peers)
-
-    def shard_of(self, subgroup: int) -> ShardMulticast | None:
-        """This member's shard of ``subgroup`` in the current view, if any."""
-        return self._by_subgroup.get(subgroup)
-
-    @property
-    def duplicates(self) -> int:
-        return sum(shard.duplicates for shard in self._shards.values())

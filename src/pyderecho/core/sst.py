@@ -16,7 +16,17 @@ from pyderecho.wire import ShardRow
 class ShardTable:
     """The SST slice of one shard: rows indexed by member rank within the shard."""
 
-    __slots__ = ("delivered", "num_members", "num_senders", "received", "seq", "stale_pushes")
+    __slots__ = (
+        "cutoff",
+        "delivered",
+        "num_members",
+        "num_senders",
+        "received",
+        "seq",
+        "stale_pushes",
+        "suspected",
+        "wedged",
+    )
 
     def __init__(self, num_members: int, num_senders: int) -> None:
         self.num_members = num_members
@@ -24,6 +34,9 @@ class ShardTable:
         self.received: list[list[int]] = [[0] * num_senders for _ in range(num_members)]
         self.seq: list[int] = [-1] * num_members
         self.delivered: list[int] = [-1] * num_members
+        self.wedged: list[bool] = [False] * num_members
+        self.suspected: list[int] = [0] * num_members
+        self.cutoff: list[tuple[int, ...]] = [()] * num_members
         self.stale_pushes = 0
         """Pushes that changed nothing: harmless, counted so that a flood is visible."""
 
@@ -46,6 +59,17 @@ class ShardTable:
         if row.delivered > self.delivered[rank]:
             self.delivered[rank] = row.delivered
             changed = True
+        if row.wedged and not self.wedged[rank]:
+            self.wedged[rank] = True
+            changed = True
+        if row.suspected | self.suspected[rank] != self.suspected[rank]:
+            self.suspected[rank] |= row.suspected
+            changed = True
+        if row.cutoff and not self.cutoff[rank]:
+            if len(row.cutoff) != self.num_senders:
+                raise RemoteProtocolError(f"a cutoff of {len(row.cutoff)} senders")
+            self.cutoff[rank] = row.cutoff
+            changed = True
         if not changed:
             self.stale_pushes += 1
         return changed
@@ -67,4 +91,7 @@ class ShardTable:
             received=tuple(self.received[rank]),
             seq=self.seq[rank],
             delivered=self.delivered[rank],
+            wedged=self.wedged[rank],
+            suspected=self.suspected[rank],
+            cutoff=self.cutoff[rank],
         )

@@ -18,8 +18,8 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from pyderecho.core.layout import Mode
-from pyderecho.core.view import NodeId
+from pyderecho.core.layout import Mode, ViewLayout
+from pyderecho.core.view import NodeId, View
 from pyderecho.history.records import DeliveryRecord, SentRecord
 
 ShardKey = tuple[int, int, int]
@@ -36,6 +36,8 @@ ViolationKind = Literal[
     "mode",
     "non-member",
     "index-reused",
+    "view",
+    "virtual-synchrony",
 ]
 
 _SendKey = tuple[int, int, int, NodeId, int]
@@ -62,7 +64,11 @@ class Violation:
     - ``mode``: members disagree on a shard's delivery mode (their layouts differ);
     - ``non-member``: a delivery at a member that ``members_of`` does not put in the shard;
     - ``index-reused``: a sender sent two different things under one index (``member`` is the
-      sender).
+      sender);
+    - ``view``: members installed different member lists under one epoch, or a member skipped
+      an epoch (``shard`` is ``(epoch, -1, -1)``);
+    - ``virtual-synchrony``: two members that both moved on to the next view delivered different
+      messages of an ordered shard in this one.
     """
 
     kind: ViolationKind
@@ -131,17 +137,105 @@ def check_history(
     return violations
 
 
+def check_views(
+    views: Mapping[NodeId, Sequence[View]],
+    deliveries: Mapping[NodeId, Sequence[DeliveryRecord]],
+) -> list[Violation]:
+    """The virtual synchrony promises, on top of :func:`check_history`'s.
+
+    Every member that installs epoch ``e`` installs the same member list, and a member moves
+    through epochs one at a time (it may start later, by joining). Any two members that install
+    view ``e + 1`` after ``e`` delivered exactly the same messages, in the same order, in every
+    ordered shard of view ``e`` they share: the ragged edge leaves nothing half-delivered.
+    """
+    violations: list[Violation] = []
+    agreed: dict[int, tuple[NodeId, tuple[NodeId, ...]]] = {}
+    moved_on: dict[NodeId, set[int]] = {}
+    for member in sorted(views):
+        epochs = moved_on.setdefault(member, set())
+        previous: int | None = None
+        for view in views[member]:
+            first = agreed.setdefault(view.epoch, (member, view.members))
+            if first[1] != view.members:
+                violations.append(
+                    Violation(
+                        "view",
+                        member,
+                        (view.epoch, -1, -1),
+                        f"installed members {list(view.members)}, member {first[0]} installed "
+                        f"{list(first[1])}",
+                    )
+                )
+            if previous is not None:
+                if view.epoch != previous + 1:
+                    violations.append(
+                        Violation(
+                            "view",
+                            member,
+                            (view.epoch, -1, -1),
+                            f"installed epoch {view.epoch} right after epoch {previous}",
+                        )
+                    )
+                else:
+                    epochs.add(previous)
+            previous = view.epoch
+    ended: dict[ShardKey, dict[NodeId, list[tuple[NodeId, int]]]] = {}
+    for member, records in deliveries.items():
+        finished = moved_on.get(member, set())
+        for record in records:
+            if record.mode is not Mode.RAW and record.epoch in finished:
+                key = (record.epoch, record.subgroup, record.shard)
+                ended.setdefault(key, {}).setdefault(member, []).append(
+                    (record.sender, record.index)
+                )
+    for shard in sorted(ended):
+        sequences = ended[shard]
+        for member in sorted(sequences):
+            reference = sequences[min(sequences)]
+            if sequences[member] != reference:
+                violations.append(
+                    Violation(
+                        "virtual-synchrony",
+                        member,
+                        shard,
+                        f"delivered {len(sequences[member])} messages before the next view, "
+                        f"member {min(sequences)} delivered {len(reference)} (or others)",
+                    )
+                )
+    violations.sort(key=lambda v: (v.shard, v.member))
+    return violations
+
+
 class HistoryRecorder:
     """Collects a run's records as they happen, for a driver to check at the end.
 
-    Drivers call :meth:`record_sent` and :meth:`record_delivery` from their hooks and
-    :meth:`check` once the run is over; nothing is checked while recording, so recording costs
-    one append.
+    Drivers call :meth:`record_sent`, :meth:`record_delivery` and :meth:`record_view` from their
+    hooks and :meth:`check` once the run is over; nothing is checked while recording, so
+    recording costs one append.
     """
 
     def __init__(self) -> None:
         self._deliveries: dict[NodeId, list[DeliveryRecord]] = {}
         self._sent: list[SentRecord] = []
+        self._views: dict[NodeId, list[View]] = {}
+        self._layouts: dict[int, ViewLayout] = {}
+
+    @property
+    def views(self) -> Mapping[NodeId, Sequence[View]]:
+        """Each member's installed views, in order."""
+        return self._views
+
+    def members_of(self) -> dict[ShardKey, tuple[NodeId, ...]]:
+        """Every shard of every recorded view, with its members: for complete checks."""
+        return {
+            (epoch, ref.subgroup, ref.shard): ref.layout.members
+            for epoch, layout in self._layouts.items()
+            for ref in layout.shards
+        }
+
+    def record_view(self, member: NodeId, view: View, layout: ViewLayout) -> None:
+        self._views.setdefault(member, []).append(view)
+        self._layouts.setdefault(view.epoch, layout)
 
     @property
     def deliveries(self) -> Mapping[NodeId, Sequence[DeliveryRecord]]:
@@ -165,8 +259,11 @@ class HistoryRecorder:
         complete: bool = False,
         members_of: Mapping[ShardKey, Collection[NodeId]] | None = None,
     ) -> list[Violation]:
-        """:func:`check_history` over what was recorded so far."""
-        return check_history(self._deliveries, self._sent, complete=complete, members_of=members_of)
+        """:func:`check_history` and :func:`check_views` over what was recorded so far."""
+        found = check_history(
+            self._deliveries, self._sent, complete=complete, members_of=members_of
+        )
+        return found + check_views(self._views, self._deliveries)
 
 
 class _Sends:

@@ -1,0 +1,452 @@
+"""Virtual synchrony membership: failure detection, the view-change agreement, the ragged edge.
+
+Failure detection. Members sit on a ring in rank order; each watches its ``monitors`` successors
+and sends heartbeats to its predecessors, and any frame counts as a heartbeat. Watching a few
+neighbours instead of everyone keeps the cost linear in the group size (a thousand members do
+not exchange a million heartbeats per period); what a neighbour cannot see, the progress timeouts
+below catch. A member that suspects someone pushes its membership row to every member, so
+suspicion spreads at once; members that adopt a suspicion they saw push only to the leader.
+
+Agreement (DESIGN.md 3.3). The leader is the lowest-ranked member its follower does not
+suspect. It proposes the changes (removals of suspected members, joins) in its row; members copy
+("echo") the leader's row into their own and push it back, which acknowledges it. When every
+unsuspected member echoes the proposal, the leader *commits* it; when every unsuspected member
+echoes the commit, it marks it *final*, and only then does anyone install the next view. The
+extra round is what lets a leader fail at any point: a commit is made final only once every
+possible successor holds it, and a successor first collects every member's row and adopts any
+commit or final it finds before it proposes anything of its own.
+
+Partition safety. A member that suspects at least half of the view, or a leader that cannot gather
+the acknowledgements of a majority, stops instead of going on: only a side holding a majority of
+the view can ever install the next one.
+
+Ragged edge. Once the change is final, each shard's leader (its lowest-ranked survivor) waits
+until every surviving shard member has wedged and stopped listening to the would-be leaders
+below it, reuses a decision any of them already holds, or else computes, per sender, the minimum
+``received`` count over the survivors. Every survivor delivers exactly up to that point and
+discards the rest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pyderecho.core.config import CoreConfig
+from pyderecho.core.multicast import Outbox, ShardMulticast
+from pyderecho.core.view import NodeId, View
+from pyderecho.wire import Change, ChangeKind, Heartbeat, MembershipRow
+
+
+@dataclass(slots=True)
+class _Leading:
+    """What a member does while it leads this view's change."""
+
+    ready: bool
+    """False while a leader that took over still collects every member's row."""
+    pending_joins: list[Change] = field(default_factory=list)
+    milestone: int = 0
+    """The own row version every unsuspected member must echo before the next step."""
+
+
+def _successors(members: tuple[NodeId, ...], rank: int, count: int) -> list[NodeId]:
+    n = len(members)
+    return [members[(rank + step) % n] for step in range(1, min(count, n - 1) + 1)]
+
+
+def _predecessors(members: tuple[NodeId, ...], rank: int, count: int) -> list[NodeId]:
+    n = len(members)
+    return [members[(rank - step) % n] for step in range(1, min(count, n - 1) + 1)]
+
+
+def next_view(view: View, changes: tuple[Change, ...]) -> View:
+    """The view the final ``changes`` lead to: survivors keep their order, joiners go last."""
+    removed = {change.node for change in changes if change.kind is not ChangeKind.JOIN}
+    joined = tuple(change.node for change in changes if change.kind is ChangeKind.JOIN)
+    return View(
+        epoch=view.epoch + 1,
+        members=tuple(m for m in view.members if m not in removed) + joined,
+        joined=joined,
+        departed=tuple(m for m in view.members if m in removed),
+    )
+
+
+class Membership:
+    """One member's side of failure detection and view-change agreement in one view."""
+
+    def __init__(
+        self,
+        me: NodeId,
+        view: View,
+        config: CoreConfig,
+        outbox: Outbox,
+        now: float,
+        *,
+        suspected: set[NodeId] | None = None,
+    ) -> None:
+        self.me = me
+        self.view = view
+        self.config = config
+        self._outbox = outbox
+        self.rank = view.rank_of(me)
+        self.suspected: set[NodeId] = {m for m in suspected or () if m in view}
+        self.local_suspicion = bool(self.suspected)
+        """A suspicion this member raised itself: its row then goes to everyone."""
+        self.rows: dict[NodeId, MembershipRow] = {}
+        self.version = 0
+        self.leader = self._lowest_unsuspected()
+        self.leader_version = 0
+        self.changes: tuple[Change, ...] = ()
+        self.committed = 0
+        self.final = 0
+        self.leaving = False
+        self.stopped = ""
+        """Why this member stopped, empty while it runs."""
+        self.last_heard = dict.fromkeys(view.members, now)
+        self.watched = _successors(view.members, self.rank, config.monitors)
+        self.watchers = _predecessors(view.members, self.rank, config.monitors)
+        self._last_tick = now
+        self._next_heartbeat = now
+        self._waiting_since = now
+        """When the change last made progress here; a stall past the timeout is a failure."""
+        self._leading: _Leading | None = None
+        self.cleanup_waits_on: set[NodeId] = set()
+        """Members the ragged-edge cleanup waits on, set by the node once the change is final."""
+        self._dirty = True
+        self._to_everyone = True
+        self._update_leadership(now)
+
+    # -- queries ----------------------------------------------------------------------------
+
+    @property
+    def changing(self) -> bool:
+        """A view change is under way: members must stay wedged until the next view."""
+        return bool(self.suspected or self.changes or self.leaving)
+
+    @property
+    def leads(self) -> bool:
+        """This member leads the change in this view (it welcomes the joiners)."""
+        return self._leading is not None
+
+    def next_deadline(self) -> float:
+        return min(self._next_heartbeat, self._last_tick + self.config.heartbeat_interval)
+
+    # -- inputs -----------------------------------------------------------------------------
+
+    def heard_from(self, src: NodeId, now: float) -> None:
+        if src in self.last_heard:
+            self.last_heard[src] = now
+
+    def tick(self, now: float) -> None:
+        """Send heartbeats, suspect silent watched members, and time out stalled steps."""
+        if self.stopped:
+            return
+        starved = now - self._last_tick > self.config.heartbeat_timeout
+        self._last_tick = now
+        if now >= self._next_heartbeat:
+            self._next_heartbeat = now + self.config.heartbeat_interval
+            beat = Heartbeat(self.view.epoch)
+            self._outbox.extend((peer, beat) for peer in self.watchers)
+        if starved:
+            # This member itself was paused or starved: the silence it measured is its own.
+            for member in self.last_heard:
+                self.last_heard[member] = now
+            self._waiting_since = now
+            return
+        deadline = now - self.config.heartbeat_timeout
+        for member in self.watched:
+            if member not in self.suspected and self.last_heard[member] < deadline:
+                self.suspect(member, now, local=True)
+                if self.stopped:
+                    return
+        # A follower gives the leader twice as long as the leader gives its followers, so that a
+        # slow follower is removed before anyone blames the leader for it.
+        patience = self.config.heartbeat_timeout * (1 if self._leading is not None else 2)
+        if self.changing and now - self._waiting_since > patience:
+            self._time_out_stalled_step(now)
+
+    def progress(self, now: float) -> None:
+        """The change moved forward (a shard finished its cleanup): restart the stall clock."""
+        self._waiting_since = now
+
+    def suspect(self, node: NodeId, now: float, *, local: bool) -> None:
+        """Suspect ``node`` (seen by this member itself when ``local``)."""
+        if node == self.me or node not in self.view or node in self.suspected:
+            return
+        if not self.changing:
+            self._waiting_since = now
+        self.suspected.add(node)
+        self._dirty = True
+        if local:
+            self._to_everyone = True
+        if 2 * len(self.suspected) >= len(self.view.members):
+            self._stop(
+                f"partitioned: suspects {len(self.suspected)} of {len(self.view.members)} "
+                "members, so this side holds no majority"
+            )
+            return
+        self._update_leadership(now)
+
+    def request_join(self, change: Change, now: float) -> NodeId | None:
+        """A joiner asked; returns the leader to forward to, or None when this member leads."""
+        if self._leading is None:
+            return self.leader
+        if change.node in self.view or any(c.node == change.node for c in self.changes):
+            return None
+        if all(c.node != change.node for c in self._leading.pending_joins):
+            self._leading.pending_joins.append(change)
+            self._waiting_since = now
+        return None
+
+    def request_leave(self, now: float) -> None:
+        if not self.leaving:
+            if not self.changing:
+                self._waiting_since = now
+            self.leaving = True
+            self._dirty = True
+
+    def receive_row(self, src: NodeId, row: MembershipRow, now: float) -> None:
+        if self.stopped or src in self.suspected or src not in self.view:
+            return
+        known = self.rows.get(src)
+        if known is not None and row.version <= known.version:
+            return
+        if 2 * len(row.suspected) >= len(self.view.members):
+            return  # its owner holds no majority and has stopped: its suspicions are void
+        self.rows[src] = row
+        leading = self._leading
+        if leading is not None and not leading.ready and row.leader == self.me:
+            self._absorb(row)
+        for node in row.suspected:
+            if node == self.me:
+                if src == self.leader:
+                    self._stop(f"removed from the group: suspected by the leader {src}")
+                    return
+            else:
+                self.suspect(node, now, local=False)
+                if self.stopped:
+                    return
+        if src == self.leader and row.leader == src and not row.collecting:
+            self._follow(row, now)
+
+    # -- steps ------------------------------------------------------------------------------
+
+    def _follow(self, row: MembershipRow, now: float) -> None:
+        """Echo the leader's row: its changes, commit and final become this member's."""
+        if row.version <= self.leader_version:
+            return
+        self.leader_version = row.version
+        self._dirty = True
+        if self.final:
+            return  # a final change never changes: every later leader adopts the same one
+        if (row.changes, row.committed, row.final) != (self.changes, self.committed, self.final):
+            self.changes, self.committed, self.final = row.changes, row.committed, row.final
+            self._waiting_since = now
+            for change in row.changes:
+                if change.kind is ChangeKind.REMOVE:
+                    self.suspect(change.node, now, local=False)
+
+    def step(self, now: float) -> None:
+        """Advance the leader's side of the change, then push the own row where it must go."""
+        if self.stopped:
+            return
+        if self._leading is not None:
+            self._lead(now)
+        if self._dirty and not self.stopped:
+            self._push()
+
+    def _lead(self, now: float) -> None:
+        leading = self._leading
+        assert leading is not None
+        others = [m for m in self.view.members if m != self.me and m not in self.suspected]
+        if not leading.ready:
+            if not all(self._follows_me(m) for m in others):
+                return
+            leading.ready = True
+            self._milestone(now)
+        if self.final:
+            return
+        if self.committed:
+            if self._all_echoed(others, leading.milestone):
+                self.final = self.committed
+                self._milestone(now)
+            return
+        wanted = self._wanted_changes(leading)
+        if wanted != self.changes:
+            self.changes = wanted
+            self._milestone(now)
+            return
+        if self.changes and self._all_echoed(others, leading.milestone):
+            survivors = len(self.view.members) - len(self.suspected)
+            if 2 * survivors <= len(self.view.members):
+                self._stop("partitioned: the leader cannot reach a majority of the view")
+                return
+            self.committed = len(self.changes)
+            self._milestone(now)
+
+    def _wanted_changes(self, leading: _Leading) -> tuple[Change, ...]:
+        """The proposal: what is already proposed, then new removals, leaves and joins."""
+        proposed = {c.node for c in self.changes}
+        extra: list[Change] = []
+        for member in self.view.members:
+            if member in proposed:
+                continue
+            if member in self.suspected:
+                extra.append(Change(member, ChangeKind.REMOVE))
+            elif (member == self.me and self.leaving) or (
+                member in self.rows and self.rows[member].leaving
+            ):
+                extra.append(Change(member, ChangeKind.LEAVE))
+        extra.extend(c for c in leading.pending_joins if c.node not in proposed)
+        leading.pending_joins.clear()
+        return self.changes + tuple(extra)
+
+    def _absorb(self, row: MembershipRow) -> None:
+        """A leader that took over adopts any final or commit a member already holds: a final
+        may already be installed somewhere, and a commit may already be final somewhere."""
+        if self.final:
+            return
+        if row.final:
+            self.changes, self.committed, self.final = row.changes, row.final, row.final
+        elif row.committed > self.committed:
+            self.changes, self.committed = row.changes, row.committed
+
+    def _follows_me(self, member: NodeId) -> bool:
+        row = self.rows.get(member)
+        return row is not None and row.leader == self.me
+
+    def _all_echoed(self, others: list[NodeId], version: int) -> bool:
+        return all(self._follows_me(m) and self.rows[m].leader_version >= version for m in others)
+
+    def _milestone(self, now: float) -> None:
+        assert self._leading is not None
+        self._dirty = True
+        self._to_everyone = True
+        self._leading.milestone = self.version + 1
+        self._waiting_since = now
+
+    def _time_out_stalled_step(self, now: float) -> None:
+        """Suspect whoever the stalled step waits on: the leader, or the members that do not
+        answer the leader."""
+        self._waiting_since = now
+        if self.final:
+            blamed = sorted(self.cleanup_waits_on)
+        elif self._leading is None:
+            blamed = [self.leader]
+        else:
+            ready, version = self._leading.ready, self._leading.milestone
+            blamed = [
+                m
+                for m in self.view.members
+                if m != self.me
+                and m not in self.suspected
+                and not (
+                    self._follows_me(m) and (not ready or self.rows[m].leader_version >= version)
+                )
+            ]
+        for member in blamed:
+            self.suspect(member, now, local=True)
+            if self.stopped:
+                return
+
+    def _update_leadership(self, now: float) -> None:
+        leader = self._lowest_unsuspected()
+        if leader != self.leader:
+            self.leader = leader
+            self.leader_version = 0
+            self._dirty = True
+            self._to_everyone = True
+            self._waiting_since = now
+        if leader == self.me and self._leading is None:
+            # The lowest rank leads from the start; anyone else takes over from a leader that
+            # may have left a proposal, a commit or a final behind, and must collect first.
+            self._leading = _Leading(ready=self.rank == 0)
+            self._waiting_since = now
+
+    def _lowest_unsuspected(self) -> NodeId:
+        return next(m for m in self.view.members if m not in self.suspected)
+
+    def _push(self) -> None:
+        self.version += 1
+        row = MembershipRow(
+            epoch=self.view.epoch,
+            version=self.version,
+            suspected=tuple(sorted(self.suspected)),
+            leader=self.leader,
+            leader_version=self.leader_version if self._leading is None else self.version,
+            changes=self.changes,
+            committed=self.committed,
+            final=self.final,
+            leaving=self.leaving,
+            collecting=self._leading is not None and not self._leading.ready,
+        )
+        if self._to_everyone or self._leading is not None:
+            targets = [m for m in self.view.members if m != self.me]
+        else:
+            targets = [self.leader] if self.leader != self.me else []
+        self._outbox.extend((peer, row) for peer in targets)
+        self._dirty = False
+        self._to_everyone = False
+
+    def _stop(self, reason: str) -> None:
+        if not self.stopped:
+            self.stopped = reason
+
+
+def ragged_edge_step(
+    shard: ShardMulticast, survivors: set[NodeId], suspected: set[NodeId]
+) -> list[NodeId]:
+    """Advance one shard's ragged-edge cleanup; returns the members it still waits on, or an
+    empty list once this member has applied the decision.
+
+    ``survivors`` are the members the final change keeps; ``suspected`` are those this member
+    no longer listens to. Members that are not survivors never publish a decision: they stop as
+    soon as they learn the change is final.
+
+    The shard leader applies its own decision only once every live member echoes it. So if it
+    is suspected after publishing, either nobody applied its decision, or every live member
+    holds it and a successor finds and reuses it: no two survivors ever apply different cuts.
+    """
+    if shard.cleaned:
+        return []
+    table = shard.table
+    members = shard.members
+    live = [r for r, m in enumerate(members) if m in survivors and m not in suspected]
+    if live[0] == shard.rank:
+        return _lead_ragged_edge(shard, live, suspected)
+    for rank in live:
+        if table.cutoff[rank]:
+            shard.publish_cutoff(table.cutoff[rank])
+            shard.apply_cutoff()
+            return []
+    return [members[live[0]]]
+
+
+def _lead_ragged_edge(
+    shard: ShardMulticast, live: list[int], suspected: set[NodeId]
+) -> list[NodeId]:
+    table = shard.table
+    members = shard.members
+    if not table.cutoff[shard.rank]:
+        # Survivors below this member are suspected: every live member must stop listening to
+        # them before this one decides, or one of them could still hand out a second decision.
+        ignored = 0
+        for rank in range(shard.rank):
+            if members[rank] in suspected:
+                ignored |= 1 << rank
+        waiting = [
+            members[r]
+            for r in live
+            if not (table.wedged[r] and table.suspected[r] & ignored == ignored)
+        ]
+        if waiting:
+            return waiting
+        held = next((table.cutoff[r] for r in live if table.cutoff[r]), None)
+        if held is None:
+            senders = range(len(shard.senders))
+            held = tuple(min(table.received[r][s] for r in live) for s in senders)
+        shard.publish_cutoff(held)
+    cutoff = table.cutoff[shard.rank]
+    waiting = [members[r] for r in live if table.cutoff[r] != cutoff]
+    if not waiting:
+        shard.apply_cutoff()
+    return waiting

@@ -1,0 +1,46 @@
+"""The interface every real transport implements, shaped after one-sided writes.
+
+A transport moves opaque frames between members. It promises what the protocol core assumes of
+a link: frames from one peer arrive whole, once, in the order they were sent (like RDMA writes
+to one remote buffer, or one TCP stream). A broken link is reported, never hidden: the membership
+protocol treats it as a failure signal. Frames are handed to the receiver as a memoryview that is
+only valid during the callback, so a transport that can deliver in place (shared memory) never
+copies.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from typing import Protocol
+
+from pyderecho.core.view import NodeId
+
+FrameHandler = Callable[[NodeId, memoryview], None]
+"""Called for each frame from an authenticated peer; the view dies when the call returns."""
+
+PeerLostHandler = Callable[[NodeId, str], None]
+"""Called once when the link to a peer breaks, with the reason."""
+
+
+class Transport(Protocol):
+    """Reliable, FIFO-per-peer, authenticated frame delivery between members."""
+
+    node_id: NodeId
+    stats: Counter[str]
+    """Counts of rejected input and link events, by reason (malformed, bad_auth, oversized...)."""
+
+    async def start(self, on_frame: FrameHandler, on_peer_lost: PeerLostHandler) -> None:
+        """Begin accepting peers and delivering their frames to ``on_frame``."""
+
+    def connect(self, peer: NodeId, address: str) -> None:
+        """Open (or reopen) the link to ``peer`` at ``address``; frames queue meanwhile."""
+
+    def send(self, peer: NodeId, frame: bytes | memoryview) -> None:
+        """Queue ``frame`` for ``peer`` without blocking; frames to one peer keep their order."""
+
+    def disconnect(self, peer: NodeId) -> None:
+        """Drop the link to ``peer`` (it left or was removed) and anything queued for it."""
+
+    async def close(self) -> None:
+        """Close every link and release every resource (sockets, segments, descriptors)."""
