@@ -1,0 +1,534 @@
+"""The TCP transport: authenticated, length-prefixed frames over asyncio streams.
+
+Links. Each ordered pair of members has its own connection: ``a`` dials ``b`` to send to ``b``
+and accepts ``b``'s connection to receive from it. One connection per direction, rather than one
+shared per pair, because then nothing has to decide *which* of two connections survives when two
+members dial each other at the same moment (a shared link needs a tie-break that both ends apply
+identically, and frames queued on the losing connection must not be lost or duplicated). Here
+each end owns the only stream it writes to, its FIFO order is the stream's order, and only the
+sending side needs the other's address. The cost is two sockets per peer instead of one.
+
+A link is one peer's pair of connections. When either breaks (closed, reset, a protocol error, a
+send queue over its bound, a dial that never succeeds), both are torn down and
+``on_peer_lost(peer, reason)`` is called once: the peer sees its own side break too, and the
+membership protocol hears of the failure from both ends. Nothing redials on its own;
+:meth:`TcpTransport.connect` reopens.
+
+Safety against peers. Every connection runs :mod:`pyderecho.transport.auth` (mutual HMAC over
+the group secret, within ``handshake_timeout``) before its first frame reaches ``on_frame``;
+a frame over ``max_frame_size``, a stream that ends mid-frame, a handler that rejects a frame
+as malformed all end the link; each kind of refusal has a ``stats`` counter. Memory is bounded:
+at most ``max_send_queue_bytes`` wait per peer (a peer that cannot keep up is failed, not
+buffered for), the kernel and the event loop's write buffer hold the rest, and an announced frame
+length is checked before its payload is read. At most ``max_pending_handshakes`` unauthenticated
+connections are held at once.
+
+Sending. :meth:`TcpTransport.send` appends the caller's buffer to the peer's queue and wakes its
+writer task, which hands everything queued to the stream in one ``writelines`` call per batch:
+frames sent in one turn of the event loop share a system call, and a payload is never joined
+into another buffer here. (Python 3.11's asyncio still joins each batch into one buffer; from
+3.12 it passes the buffers to ``sendmsg`` as they are.) A TLS listener upgrades each accepted
+connection inside that connection's own task, so a stalled or failed TLS handshake is timed,
+counted and bounded like an authentication handshake.
+
+``stats`` keys: ``accepted`` and ``connected`` (links authenticated), ``connect_retry``,
+``connect_failed``, ``peer_lost``, ``peer_closed``, ``connection_reset``, ``inbound_replaced``
+(a peer reconnected), ``send_no_link`` (a frame for a peer with no link, dropped),
+``send_overflow``; and for bad input: ``bad_hello``, ``wrong_group``, ``bad_auth``,
+``rejected`` (the peer refused us), ``bad_tls``, ``handshake_timeout``,
+``handshake_incomplete``, ``handshake_limit``, ``oversized``, ``truncated``, ``malformed``,
+``handler_error``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import ssl
+from collections import Counter, deque
+from collections.abc import Collection, Coroutine, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyderecho.core.errors import LocalProtocolError, RemoteProtocolError
+from pyderecho.core.view import NodeId
+from pyderecho.transport.auth import (
+    NONCE_SIZE,
+    Handshake,
+    HandshakeError,
+    HandshakeIncomplete,
+    HandshakeTimeout,
+    Identity,
+    Role,
+    run_handshake,
+)
+from pyderecho.transport.base import FrameHandler, PeerLostHandler
+from pyderecho.transport.framing import MAX_FRAME_LIMIT, FrameError, read_frame, write_frames
+
+MiB = 1 << 20
+
+_BATCH_BYTES = 256 * 1024
+"""Frames are handed to the stream in batches of about this size: large enough that many small
+frames share a system call, small enough to bound the copy Python < 3.12 makes of a batch."""
+_STREAM_LIMIT = 1 * MiB
+"""The stream reader pauses the socket once it buffers twice this much: a frame's bytes are
+read in large chunks without letting a fast peer fill this member's memory."""
+_FIRST_RETRY_S = 0.02
+_MAX_RETRY_S = 1.0
+
+
+class BadTls(HandshakeError):
+    """The TLS layer of a connection failed (certificate not trusted, peer not speaking TLS...)."""
+
+    counter = "bad_tls"
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    """Split ``"host:port"`` (or ``"[v6-host]:port"``) into its parts; ``ValueError`` if bad."""
+    host, sep, port_text = address.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or not port_text.isdigit() or int(port_text) > 65535:
+        raise ValueError(f"address {address!r} is not host:port")
+    return host, int(port_text)
+
+
+def format_address(host: str, port: int) -> str:
+    """The inverse of :func:`parse_address`."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+@dataclass(eq=False)
+class _Outbound:
+    """The sending half of a link: our connection to the peer and the frames waiting for it."""
+
+    address: str
+    queue: deque[memoryview] = field(default_factory=deque)
+    queued_bytes: int = 0
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    writer: asyncio.StreamWriter | None = None
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+@dataclass(eq=False)
+class _Inbound:
+    """The receiving half of a link: the peer's authenticated connection to us."""
+
+    writer: asyncio.StreamWriter
+    task: asyncio.Task[Any]
+
+
+class TcpTransport:
+    """Reliable, FIFO-per-peer, authenticated frame delivery over TCP (optionally TLS).
+
+    ``listen`` is ``"host:port"``; port 0 picks a free port, readable from :attr:`address` after
+    :meth:`start`. ``ssl_server`` wraps accepted connections and ``ssl_client`` dialed ones (the
+    dialed host name is checked against the certificate when the context says so); the group
+    secret is still required inside TLS.
+    """
+
+    def __init__(
+        self,
+        node_id: NodeId,
+        listen: str,
+        *,
+        group: str,
+        secret: bytes,
+        allowed_peers: Collection[NodeId] | None = None,
+        max_frame_size: int = 16 * MiB,
+        max_send_queue_bytes: int = 64 * MiB,
+        handshake_timeout: float = 5.0,
+        connect_timeout: float = 10.0,
+        max_pending_handshakes: int = 128,
+        ssl_server: ssl.SSLContext | None = None,
+        ssl_client: ssl.SSLContext | None = None,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        if not 0 < max_frame_size <= MAX_FRAME_LIMIT:
+            raise ValueError(f"max_frame_size must be in 1..{MAX_FRAME_LIMIT}")
+        if max_send_queue_bytes < max_frame_size:
+            raise ValueError("max_send_queue_bytes must hold at least one frame of max_frame_size")
+        if handshake_timeout <= 0 or connect_timeout <= 0 or max_pending_handshakes < 1:
+            raise ValueError("timeouts and max_pending_handshakes must be positive")
+        self.node_id: NodeId = node_id
+        self.stats: Counter[str] = Counter()
+        self._identity = Identity(group, secret, node_id)
+        self._listen = parse_address(listen)
+        self._allowed = None if allowed_peers is None else frozenset(allowed_peers)
+        self._max_frame = max_frame_size
+        self._max_queue = max_send_queue_bytes
+        self._handshake_timeout = handshake_timeout
+        self._connect_timeout = connect_timeout
+        self._max_pending = max_pending_handshakes
+        self._ssl_server = ssl_server
+        self._ssl_client = ssl_client
+        self._log = logger or logging.getLogger(__name__)
+        self._server: asyncio.Server | None = None
+        self._on_frame: FrameHandler | None = None
+        self._on_peer_lost: PeerLostHandler | None = None
+        self._out: dict[NodeId, _Outbound] = {}
+        self._in: dict[NodeId, _Inbound] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._pending = 0
+        self._closed = False
+
+    @property
+    def address(self) -> str:
+        """Where peers reach this member, with the port actually bound."""
+        if self._server is None or not self._server.sockets:
+            raise LocalProtocolError("the transport is not listening: call start() first")
+        host, port = self._server.sockets[0].getsockname()[:2]
+        return format_address(host, port)
+
+    async def start(self, on_frame: FrameHandler, on_peer_lost: PeerLostHandler) -> None:
+        """Listen; from now on authenticated peers' frames go to ``on_frame``."""
+        if self._server is not None or self._closed:
+            raise LocalProtocolError("start() may be called once, before close()")
+        self._on_frame, self._on_peer_lost = on_frame, on_peer_lost
+        host, port = self._listen
+        self._server = await asyncio.start_server(
+            self._accept, host, port, limit=_STREAM_LIMIT, backlog=512
+        )
+
+    def connect(self, peer: NodeId, address: str) -> None:
+        """Dial ``peer`` at ``address`` and keep retrying, with backoff, for ``connect_timeout``.
+
+        Frames sent meanwhile queue. Calling again with the same address while the link is up
+        (or still dialing) does nothing; with another address, the old outbound connection and
+        its queue are dropped and the new address dialed.
+        """
+        self._require_started()
+        if peer == self.node_id:
+            raise LocalProtocolError(f"node {peer} cannot connect to itself")
+        parse_address(address)
+        current = self._out.get(peer)
+        if current is not None:
+            if current.address == address:
+                return
+            self._drop_outbound(peer, current)
+        out = _Outbound(address)
+        self._out[peer] = out
+        out.tasks.append(self._spawn(self._run_outbound(peer, out), f"tcp-send-{peer}"))
+
+    def send(self, peer: NodeId, frame: bytes | memoryview) -> None:
+        """Queue ``frame`` for ``peer``; it is not copied, so its buffer must not change until
+        the peer has it (the protocol reuses a send-window slot only once every member has
+        acknowledged it). Frames for a peer without a link are dropped and counted."""
+        self._require_started()
+        view = memoryview(frame).cast("B")
+        if view.nbytes > self._max_frame:
+            raise LocalProtocolError(
+                f"frame of {view.nbytes} bytes exceeds max_frame_size {self._max_frame}"
+            )
+        out = self._out.get(peer)
+        if out is None:
+            self.stats["send_no_link"] += 1
+            return
+        if out.queued_bytes + view.nbytes > self._max_queue:
+            self._lose(
+                peer,
+                out,
+                f"send queue over {self._max_queue} bytes: node {peer} is not keeping up",
+                "send_overflow",
+            )
+            return
+        out.queue.append(view)
+        out.queued_bytes += view.nbytes
+        out.ready.set()
+
+    def disconnect(self, peer: NodeId) -> None:
+        """Drop both connections to ``peer`` and its queued frames; ``on_peer_lost`` is not
+        called (the caller knows), but the peer sees its link break."""
+        out = self._out.pop(peer, None)
+        if out is not None:
+            self._drop_outbound(peer, out)
+        inbound = self._in.pop(peer, None)
+        if inbound is not None:
+            self._drop_inbound(inbound)
+
+    async def close(self) -> None:
+        """Close every link and the listener; no callback runs after this returns.
+
+        Frames still queued are dropped; what the streams already hold is flushed (within a
+        second) so a peer reads every frame written before the end of the stream.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        if self._server is not None:
+            self._server.close()
+        me = asyncio.current_task()
+        tasks = [task for task in self._tasks if task is not me]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._out.clear()
+        self._in.clear()
+        writers = list(self._writers)
+        self._writers.clear()
+        for writer in writers:
+            writer.close()
+        if writers:
+            closing = [asyncio.ensure_future(writer.wait_closed()) for writer in writers]
+            _, late = await asyncio.wait(closing, timeout=1.0)
+            for future in late:
+                future.cancel()
+            await asyncio.gather(*closing, return_exceptions=True)
+            for writer in writers:
+                writer.transport.abort()
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    def _require_started(self) -> None:
+        if self._server is None or self._closed:
+            raise LocalProtocolError("the transport is not running (start() it, do not close())")
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(coro, name=f"pyderecho-{name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # -- receiving -------------------------------------------------------------------------
+
+    def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """A plain callback, not a coroutine, so the connection's task is registered (and
+        cancelled by :meth:`close`) from the moment it exists."""
+        if self._closed or self._pending >= self._max_pending:
+            if not self._closed:
+                self.stats["handshake_limit"] += 1
+            writer.transport.abort()
+            return
+        self._pending += 1
+        self._writers.add(writer)
+        self._spawn(self._serve_inbound(reader, writer), "tcp-accept")
+
+    async def _serve_inbound(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        where = writer.get_extra_info("peername")
+        handshake = Handshake(
+            self._identity,
+            Role.ACCEPTOR,
+            secrets.token_bytes(NONCE_SIZE),
+            allowed_peers=self._allowed,
+        )
+        try:
+            if self._ssl_server is not None:
+                await self._start_tls(writer, self._ssl_server)
+            peer = await run_handshake(reader, writer, handshake, self._handshake_timeout)
+        except (HandshakeIncomplete, HandshakeTimeout) as exc:
+            # Port scanners and health checks end up here: worth a count, not a warning.
+            self.stats[exc.counter] += 1
+            self._log.info("node %s: connection from %s dropped: %s", self.node_id, where, exc)
+            self._discard(writer, graceful=False)
+            return
+        except HandshakeError as exc:
+            self.stats[exc.counter] += 1
+            self._log.warning("node %s refused a connection from %s: %s", self.node_id, where, exc)
+            self._discard(writer, graceful=True)  # so that our REJECT reaches the peer
+            return
+        finally:
+            self._pending -= 1
+        task = asyncio.current_task()
+        assert task is not None, "always runs as the task _accept spawned"
+        link = _Inbound(writer, task)
+        previous = self._in.get(peer)
+        if previous is not None:
+            self.stats["inbound_replaced"] += 1
+            self._drop_inbound(previous)
+        self._in[peer] = link
+        self.stats["accepted"] += 1
+        await self._receive_frames(peer, link, reader)
+
+    async def _start_tls(self, writer: asyncio.StreamWriter, context: ssl.SSLContext) -> None:
+        """Upgrade an accepted connection to TLS inside its own task, rather than letting the
+        listener do it: a failed or stalled TLS handshake is then timed, counted, bounded by
+        ``max_pending_handshakes`` and cancelled by :meth:`close` like any other."""
+        try:
+            async with asyncio.timeout(self._handshake_timeout):
+                await writer.start_tls(context)
+        except TimeoutError:
+            raise HandshakeTimeout(f"no TLS handshake within {self._handshake_timeout} s") from None
+        except ssl.SSLError as exc:
+            raise BadTls(f"TLS failed: {exc}") from None
+        except OSError as exc:
+            raise HandshakeIncomplete(f"connection failed during TLS: {exc}") from None
+
+    async def _receive_frames(
+        self, peer: NodeId, link: _Inbound, reader: asyncio.StreamReader
+    ) -> None:
+        assert self._on_frame is not None
+        on_frame = self._on_frame
+        try:
+            while (data := await read_frame(reader, self._max_frame)) is not None:
+                try:
+                    on_frame(peer, memoryview(data))
+                except RemoteProtocolError as exc:
+                    self._lose(peer, link, f"node {peer} sent a bad frame: {exc}", "malformed")
+                    return
+                except Exception:
+                    self._log.exception("frame handler failed on a frame from node %s", peer)
+                    self._lose(peer, link, "the frame handler raised", "handler_error")
+                    return
+        except FrameError as exc:
+            self._lose(peer, link, f"node {peer} broke the framing: {exc}", exc.counter)
+        except OSError as exc:
+            self._lose(peer, link, f"connection from node {peer} failed: {exc}", "connection_reset")
+        else:
+            self._lose(peer, link, f"node {peer} closed the connection", "peer_closed")
+
+    # -- sending ---------------------------------------------------------------------------
+
+    async def _run_outbound(self, peer: NodeId, out: _Outbound) -> None:
+        try:
+            reader, writer = await self._dial(peer, out)
+        except (OSError, HandshakeIncomplete, HandshakeTimeout) as exc:
+            reason = f"could not reach node {peer} at {out.address}: {exc}"
+            self._lose(peer, out, reason, "connect_failed")
+            return
+        except HandshakeError as exc:
+            reason = f"link to node {peer} at {out.address} refused: {exc}"
+            self._log.warning("node %s: %s", self.node_id, reason)
+            self._lose(peer, out, reason, exc.counter)
+            return
+        out.writer = writer
+        self.stats["connected"] += 1
+        out.tasks.append(self._spawn(self._watch_outbound(peer, out, reader), f"tcp-watch-{peer}"))
+        try:
+            while True:
+                await out.ready.wait()
+                out.ready.clear()
+                while out.queue:
+                    batch: list[memoryview] = []
+                    size = 0
+                    while out.queue and size < _BATCH_BYTES:
+                        frame = out.queue.popleft()
+                        batch.append(frame)
+                        size += frame.nbytes
+                    out.queued_bytes -= size
+                    write_frames(writer, batch)
+                    await writer.drain()
+        except OSError as exc:
+            self._lose(peer, out, f"connection to node {peer} failed: {exc}", "connection_reset")
+
+    async def _dial(
+        self, peer: NodeId, out: _Outbound
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """Connect and authenticate, retrying with exponential backoff until the peer is up or
+        ``connect_timeout`` has passed. A refusal (wrong group, bad proof, a certificate that
+        does not verify...) is final: trying again would meet the same answer."""
+        host, port = parse_address(out.address)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._connect_timeout
+        delay = _FIRST_RETRY_S
+        while True:
+            writer: asyncio.StreamWriter | None = None
+            try:
+                async with asyncio.timeout(self._handshake_timeout):
+                    reader, writer = await asyncio.open_connection(
+                        host,
+                        port,
+                        ssl=self._ssl_client,
+                        server_hostname=host if self._ssl_client else None,
+                        limit=_STREAM_LIMIT,
+                    )
+                self._writers.add(writer)
+                handshake = Handshake(
+                    self._identity,
+                    Role.DIALER,
+                    secrets.token_bytes(NONCE_SIZE),
+                    expected_peer=peer,
+                )
+                await run_handshake(reader, writer, handshake, self._handshake_timeout)
+                return reader, writer
+            except ssl.SSLError as exc:
+                if writer is not None:
+                    self._discard(writer, graceful=False)
+                raise BadTls(f"TLS failed: {exc}") from None
+            except (OSError, HandshakeIncomplete, HandshakeTimeout) as exc:
+                if writer is not None:
+                    self._discard(writer, graceful=False)
+                if loop.time() + delay > deadline:
+                    raise
+                self.stats["connect_retry"] += 1
+                self._log.debug("node %s: dialing node %s again: %s", self.node_id, peer, exc)
+            except HandshakeError:
+                if writer is not None:
+                    self._discard(writer, graceful=True)
+                raise
+            except asyncio.CancelledError:  # disconnected, failed by send(), or closed
+                if writer is not None:
+                    self._discard(writer, graceful=False)
+                raise
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, _MAX_RETRY_S)
+
+    async def _watch_outbound(
+        self, peer: NodeId, out: _Outbound, reader: asyncio.StreamReader
+    ) -> None:
+        """The acceptor never writes after the handshake, so reading our outbound connection
+        only ever ends it: this is how a broken link is noticed while we have nothing to send."""
+        try:
+            data = await reader.read(1)
+        except OSError as exc:
+            self._lose(peer, out, f"connection to node {peer} failed: {exc}", "connection_reset")
+            return
+        if data:
+            self._lose(peer, out, f"node {peer} wrote on our sending connection", "malformed")
+        else:
+            self._lose(peer, out, f"node {peer} closed the connection", "peer_closed")
+
+    # -- losing links ----------------------------------------------------------------------
+
+    def _lose(self, peer: NodeId, half: _Outbound | _Inbound, reason: str, counter: str) -> None:
+        """Fail the link to ``peer`` because ``half`` of it broke; report it once.
+
+        A half that is no longer registered belongs to a link already torn down (the other half
+        failed first, or the caller disconnected): its news is stale and ignored. The report is
+        scheduled, never made from inside a call into the transport (``send`` may be the one
+        that found the peer too slow).
+        """
+        if self._out.get(peer) is not half and self._in.get(peer) is not half:
+            return
+        self.stats[counter] += 1
+        self.stats["peer_lost"] += 1
+        self.disconnect(peer)
+        asyncio.get_running_loop().call_soon(self._report_lost, peer, reason)
+
+    def _report_lost(self, peer: NodeId, reason: str) -> None:
+        if not self._closed and self._on_peer_lost is not None:
+            self._on_peer_lost(peer, reason)
+
+    def _drop_outbound(self, peer: NodeId, out: _Outbound) -> None:
+        if self._out.get(peer) is out:
+            del self._out[peer]
+        out.queue.clear()
+        out.queued_bytes = 0
+        _cancel_others(out.tasks)
+        if out.writer is not None:
+            self._discard(out.writer, graceful=False)
+
+    def _drop_inbound(self, link: _Inbound) -> None:
+        _cancel_others([link.task])
+        self._discard(link.writer, graceful=False)
+
+    def _discard(self, writer: asyncio.StreamWriter, *, graceful: bool) -> None:
+        """Close a stream we are done with: gracefully when something we wrote (a REJECT) should
+        still reach the peer, by abort when the peer is broken and nothing more is owed."""
+        self._writers.discard(writer)
+        if graceful:
+            writer.close()
+        else:
+            writer.transport.abort()
+
+
+def _cancel_others(tasks: Iterable[asyncio.Task[Any]]) -> None:
+    """Cancel ``tasks`` except the running one, which is tearing its own link down and returns
+    by itself."""
+    me = asyncio.current_task()
+    for task in tasks:
+        if task is not me:
+            task.cancel()
