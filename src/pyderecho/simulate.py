@@ -111,12 +111,13 @@ class _Run:
         self.delivered: dict[NodeId, Counter[bytes]] = {}
         self.abandoned: dict[NodeId, set[bytes]] = {}
         self.first_suspicion: float | None = None
+        self.join_started: dict[NodeId, float] = {}
         self.view_changes: dict[int, float] = {}
         self.minority: set[NodeId] = set()
         self.partition_epoch: dict[NodeId, int] = {}
         self.sim.on_event = self._observe
         timeout = spec.config.heartbeat_timeout
-        self.traffic_s = 4 * timeout if spec.faulty else 0.0
+        self.traffic_s = 6 * timeout if spec.faulty else 0.0
         self.quiet_at = 0.0
         """When the last fault is over; from then on the group must settle within a bound."""
 
@@ -129,7 +130,11 @@ class _Run:
             if self.first_suspicion is None:
                 self.first_suspicion = self.sim.now
         elif isinstance(event, ViewInstalled) and event.view.epoch > 0:
-            start = self.first_suspicion if self.first_suspicion is not None else self.sim.now
+            # A change starts at its first suspicion, or when its first joiner started asking.
+            starts = [self.join_started[j] for j in event.view.joined if j in self.join_started]
+            if self.first_suspicion is not None:
+                starts.append(self.first_suspicion)
+            start = min(starts, default=self.sim.now)
             self.view_changes.setdefault(event.view.epoch, (self.sim.now - start) * 1e3)
             self.first_suspicion = None
 
@@ -140,7 +145,9 @@ class _Run:
         founders = list(sim.view.members)
         rng.shuffle(founders)
         timeout = spec.config.heartbeat_timeout
-        window = (0.2 * self.traffic_s, 0.6 * self.traffic_s)
+        # Faults spread over most of the run, so some land in separate view changes and some
+        # during a change already under way.
+        window = (0.1 * self.traffic_s, 0.8 * self.traffic_s)
         victims = founders[: spec.crash + spec.leave + spec.pauses]
         for member in victims[: spec.crash]:
             sim.crash(member, at=rng.uniform(*window))
@@ -163,7 +170,9 @@ class _Run:
         steady = [m for m in founders if m not in victims and m not in self.minority]
         for number in range(spec.join):
             contacts = rng.sample(steady, min(3, len(steady)))
-            sim.join(spec.members + number, at=rng.uniform(*window), contacts=contacts)
+            at = rng.uniform(*window)
+            self.join_started[spec.members + number] = at
+            sim.join(spec.members + number, at=at, contacts=contacts)
         self.quiet_at = max(self.quiet_at, window[1], self.traffic_s)
 
     def _note_partition(self) -> None:

@@ -111,8 +111,9 @@ class Membership:
         self._leading: _Leading | None = None
         self.cleanup_waits_on: set[NodeId] = set()
         """Members the ragged-edge cleanup waits on, set by the node once the change is final."""
-        self._dirty = True
-        self._to_everyone = True
+        # A fresh row has nothing to say unless suspicions carried over from the last view.
+        self._dirty = self.local_suspicion
+        self._to_everyone = self.local_suspicion
         self._update_leadership(now)
 
     # -- queries ----------------------------------------------------------------------------
@@ -178,7 +179,7 @@ class Membership:
         self._dirty = True
         if local:
             self._to_everyone = True
-        if 2 * len(self.suspected) >= len(self.view.members):
+        if not self._holds_majority():
             self._stop(
                 f"partitioned: suspects {len(self.suspected)} of {len(self.view.members)} "
                 "members, so this side holds no majority"
@@ -276,8 +277,7 @@ class Membership:
             self._milestone(now)
             return
         if self.changes and self._all_echoed(others, leading.milestone):
-            survivors = len(self.view.members) - len(self.suspected)
-            if 2 * survivors <= len(self.view.members):
+            if not self._holds_majority():
                 self._stop("partitioned: the leader cannot reach a majority of the view")
                 return
             self.committed = len(self.changes)
@@ -361,6 +361,11 @@ class Membership:
             # may have left a proposal, a commit or a final behind, and must collect first.
             self._leading = _Leading(ready=self.rank == 0)
             self._waiting_since = now
+
+    def _holds_majority(self) -> bool:
+        """More than half of the view is unsuspected: the one rule that keeps two sides of a
+        partition from both going on."""
+        return 2 * (len(self.view.members) - len(self.suspected)) > len(self.view.members)
 
     def _lowest_unsuspected(self) -> NodeId:
         return next(m for m in self.view.members if m not in self.suspected)

@@ -10,8 +10,9 @@ Links are reliable and FIFO, as the protocol assumes of TCP: each message takes 
 link time (size over bandwidth, one message at a time per sender) plus latency and jitter, and a
 message never overtakes an earlier one on the same link. Messages on different links reorder
 freely. Faults: a member can be paused (it handles nothing until it resumes, then everything
-queued for it, in order), crashed (it stops for good and its links go silent), or cut off by a
-partition (links across it break: what crosses them while it lasts is lost).
+queued for it, in order), crashed (it stops for good; what it had in flight is lost on a random
+half of its links), or cut off by a partition (links across it break: what crosses them while
+it lasts is lost).
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ class Simulation:
         self.rng = random.Random(root.getrandbits(64))
         """For the caller's workload and faults: drawn from the same root seed."""
         self._link_rng = random.Random(root.getrandbits(64))
+        self._crash_rng = random.Random(root.getrandbits(64))
         self.link = link or LinkModel()
         self.config = config or CoreConfig()
         self._layout = layout
@@ -85,6 +87,8 @@ class Simulation:
         self._side: dict[NodeId, int] = {}
         """While a partition lasts: each member's side; links between sides are cut."""
         self.crashed: set[NodeId] = set()
+        self._severed: set[tuple[NodeId, NodeId]] = set()
+        """Links whose in-flight messages a crash destroyed."""
         self.stopped: dict[NodeId, str] = {}
         self.recorder = HistoryRecorder()
         """Every send, delivery and view, for :mod:`pyderecho.history.checker`."""
@@ -230,15 +234,20 @@ class Simulation:
                     self._dispatch(*event)
             return
         if kind == _CRASH:
+            # A crash breaks its connections before what they buffered got out, on some links
+            # and not others: that is what leaves survivors holding different messages.
             self.crashed.add(node_id)
             self._paused.pop(node_id, None)
+            for peer in sorted(self.nodes):
+                if self._crash_rng.random() < 0.5:
+                    self._severed.add((node_id, peer))
             return
         if held is not None:
             held.append((kind, a, b, c))
             return
         node = self.nodes[node_id]
         if kind == _ARRIVE:
-            if self._cut(b, node_id):
+            if self._cut(b, node_id) or (b, node_id) in self._severed:
                 return
             self._trace.update(f"{self.now!r} {b}>{node_id} {len(c)}".encode())
             node.receive_bytes(b, c, self.now)
