@@ -144,6 +144,8 @@ class Welcome(msgspec.Struct, frozen=True, array_like=True, tag="w"):
     members: tuple[int, ...]
     joined: tuple[int, ...]
     departed: tuple[int, ...]
+    addresses: tuple[str, ...] = ()
+    """Where each member listens, in ``members`` order (empty in the simulator)."""
 
 
 class Removed(msgspec.Struct, frozen=True, array_like=True, tag="x"):

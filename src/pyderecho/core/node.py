@@ -14,7 +14,7 @@ ragged-edge cleanup of every shard and the installation of the next view.
 from __future__ import annotations
 
 from collections import Counter, deque
-from collections.abc import MutableMapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 
 from pyderecho.core.config import CoreConfig
 from pyderecho.core.errors import LocalProtocolError, RemoteProtocolError
@@ -54,11 +54,15 @@ class Node:
         *,
         now: float = 0.0,
         contacts: Sequence[NodeId] = (),
-        address: str = "",
+        addresses: Mapping[NodeId, str] | None = None,
         layout_cache: MutableMapping[tuple[int, tuple[NodeId, ...]], ViewLayout] | None = None,
     ) -> None:
         """A founding member of ``view``, or, with ``view=None``, a process that joins the
         group through ``contacts``.
+
+        ``addresses`` says where members listen, for transports that dial them; this node's own
+        entry is what it tells the group when it joins. Joins and welcomes keep the map
+        current: :attr:`addresses`.
 
         ``layout_cache`` lets members in one process share each view's layout: a layout is a
         pure function of the view, and a simulated group of a thousand members would otherwise
@@ -84,7 +88,7 @@ class Node:
         self._layout_function = layout
         self._layout_cache = {} if layout_cache is None else layout_cache
         self._contacts = tuple(contacts)
-        self._address = address
+        self.addresses: dict[NodeId, str] = dict(addresses or {})
         self._join_attempt = 0
         self._next_join = now
         self._leave_requested = False
@@ -174,7 +178,8 @@ class Node:
             contact = self._contacts[self._join_attempt % len(self._contacts)]
             self._join_attempt += 1
             self._next_join = now + self.config.heartbeat_timeout
-            self._outbox.append((contact, JoinRequest(self.node_id, self._address)))
+            request = JoinRequest(self.node_id, self.addresses.get(self.node_id, ""))
+            self._outbox.append((contact, request))
         self._advance(now)
 
     def next_deadline(self) -> float | None:
@@ -224,6 +229,9 @@ class Node:
             return
         if isinstance(message, Welcome):
             if membership is None and self.node_id in message.members:
+                self.addresses.update(
+                    (m, a) for m, a in zip(message.members, message.addresses, strict=False) if a
+                )
                 self._install(
                     View(message.epoch, message.members, message.joined, message.departed), now
                 )
@@ -272,10 +280,7 @@ class Node:
         if membership is None:
             return
         if request.node in self.view:
-            view = self.view
-            self._outbox.append(
-                (request.node, Welcome(view.epoch, view.members, view.joined, view.departed))
-            )
+            self._outbox.append((request.node, self._welcome()))
             return
         leader = membership.request_join(
             Change(request.node, ChangeKind.JOIN, request.address), now
@@ -348,12 +353,10 @@ class Node:
         carried = self._carried
         for ref_key, shard in self._subgroup_keys():
             carried.setdefault(ref_key, []).extend(shard.leftover())
-        if old is not None and old.leads:
+        if old is not None:
             for change in old.changes[: old.final]:
-                if change.kind is ChangeKind.JOIN:
-                    self._outbox.append(
-                        (change.node, Welcome(view.epoch, view.members, view.joined, view.departed))
-                    )
+                if change.address:
+                    self.addresses[change.node] = change.address
         self._previous = old
         self._next = None
         self.view = view
@@ -378,6 +381,9 @@ class Node:
                 self._shards[(ref.subgroup, ref.shard)] = shard
                 self._by_subgroup[ref.subgroup] = shard
         self._events.append(ViewInstalled(view, self.layout))
+        if old is not None and old.leads:
+            welcome = self._welcome()
+            self._outbox.extend((joiner, welcome) for joiner in view.joined)
         for (type_name, index), payloads in list(carried.items()):
             subgroup = self.layout.subgroup_ids.get((type_name, index))
             target = self._by_subgroup.get(subgroup) if subgroup is not None else None
@@ -393,6 +399,11 @@ class Node:
             if self.stopped:
                 break
             self.receive(src, message, now)
+
+    def _welcome(self) -> Welcome:
+        view = self.view
+        addresses = tuple(self.addresses.get(m, "") for m in view.members)
+        return Welcome(view.epoch, view.members, view.joined, view.departed, addresses)
 
     def _subgroup_keys(self) -> list[tuple[SubgroupKey, ShardMulticast]]:
         ids = {sid: key for key, sid in self.layout.subgroup_ids.items()}

@@ -1,0 +1,220 @@
+"""Drive a protocol core node from an asyncio event loop, over a real transport.
+
+The shape is aioquic's: every input (a frame, a lost link, the timer, the application) goes into
+the :class:`~pyderecho.core.node.Node` with the loop's clock, then the driver drains what came
+out: frames to the transport, events to the application, and one timer re-armed at the node's
+next deadline. Nothing here decides anything; there is one loop thread per process and no
+polling, so an idle group sleeps until its next heartbeat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from types import TracebackType
+
+from pyderecho.core.events import Delivered, Event, Stopped, ViewInstalled
+from pyderecho.core.node import Node
+from pyderecho.core.view import NodeId, View
+from pyderecho.transport.base import Transport
+from pyderecho.wire import encode
+
+EventHandler = Callable[[Event], None]
+
+
+class GroupStopped(Exception):
+    """This member stopped (it left, was removed, or was on the minority side of a
+    partition); the reason says which. To come back it must join again as a new member."""
+
+
+class Member:
+    """One running member: a core node, a transport and the loop that connects them.
+
+    ``on_event`` sees every event in order (deliveries, views, a stop); it runs on the loop,
+    so it must not block. ``max_queued`` bounds how many messages :meth:`send` lets wait for a
+    window slot before it waits too: that is the backpressure an application feels.
+    """
+
+    def __init__(
+        self,
+        node: Node,
+        transport: Transport,
+        *,
+        on_event: EventHandler | None = None,
+        max_queued: int | None = None,
+    ) -> None:
+        self.node = node
+        self.transport = transport
+        self.on_event = on_event
+        self._max_queued = max_queued or 4 * node.config.window_size
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._connected: dict[NodeId, str] = {}
+        self._progress = asyncio.Event()
+        self._stopped: asyncio.Future[str] | None = None
+
+    # -- life cycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stopped = self._loop.create_future()
+        await self.transport.start(self._on_frame, self._on_peer_lost)
+        self._connect_known()
+        self._step()
+
+    async def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        await self.transport.close()
+
+    async def __aenter__(self) -> Member:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # -- the application side ---------------------------------------------------------------
+
+    @property
+    def view(self) -> View:
+        return self.node.view
+
+    async def send(self, subgroup: int, payload: bytes) -> None:
+        """Multicast ``payload`` in this member's shard of ``subgroup`` (``ordered_send``).
+
+        Returns once the message is queued in the core; waits first while too many of this
+        member's messages wait for a window slot.
+        """
+        while True:
+            self._raise_if_stopped()
+            shard = self.node.shard_of(subgroup)
+            if shard is None or len(shard.pending) < self._max_queued:
+                break
+            await self._wait_progress()
+        self.node.send(subgroup, payload, self._now())
+        self._step()
+
+    async def leave(self) -> str:
+        """Leave the group once this member's messages are delivered; returns the reason the
+        member stopped (``"left the group"``)."""
+        self.node.leave(self._now())
+        self._step()
+        return await self.stopped()
+
+    async def stopped(self) -> str:
+        """Wait until this member stops; returns why."""
+        assert self._stopped is not None, "start() first"
+        return await asyncio.shield(self._stopped)
+
+    async def wait_for_view(self, accept: Callable[[View], bool], timeout: float) -> View:
+        """Wait until the current view satisfies ``accept``."""
+        async with asyncio.timeout(timeout):
+            while not accept(self.node.view):
+                self._raise_if_stopped()
+                await self._wait_progress()
+        return self.node.view
+
+    def report_failure(self, node: NodeId) -> None:
+        """The application has its own evidence that ``node`` failed."""
+        self.node.report_failure(node, self._now())
+        self._step()
+
+    # -- the driver -------------------------------------------------------------------------
+
+    def _now(self) -> float:
+        assert self._loop is not None, "start() first"
+        return self._loop.time()
+
+    def _on_frame(self, src: NodeId, frame: memoryview) -> None:
+        self.node.receive_bytes(src, frame, self._now())
+        self._step()
+
+    def _on_peer_lost(self, peer: NodeId, reason: str) -> None:
+        # A broken link is failure evidence: the membership protocol decides what follows.
+        self._connected.pop(peer, None)
+        if peer in self.node.view:
+            self.node.report_failure(peer, self._now())
+        self._step()
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        self.node.tick(self._now())
+        self._step()
+
+    def _step(self) -> None:
+        node = self.node
+        for dst, message in node.outbox():
+            if dst not in self._connected:
+                self._connect(dst)
+            self.transport.send(dst, encode(message))
+        for event in node.events():
+            if isinstance(event, ViewInstalled):
+                self._connect_known()
+            elif (
+                isinstance(event, Stopped)
+                and self._stopped is not None
+                and not self._stopped.done()
+            ):
+                self._stopped.set_result(event.reason)
+            if self.on_event is not None:
+                self.on_event(event)
+        self._arm_timer()
+        self._progress.set()
+
+    def _arm_timer(self) -> None:
+        deadline = self.node.next_deadline()
+        if deadline == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = deadline
+        if deadline is not None and self._loop is not None:
+            self._timer = self._loop.call_at(deadline, self._on_timer)
+
+    def _connect_known(self) -> None:
+        for member in self.node.view.members:
+            if member != self.node.node_id and member not in self._connected:
+                self._connect(member)
+        for departed in self.node.view.departed:
+            if departed in self._connected:
+                del self._connected[departed]
+                self.transport.disconnect(departed)
+
+    def _connect(self, peer: NodeId) -> None:
+        address = self.node.addresses.get(peer)
+        if address and peer != self.node.node_id:
+            self._connected[peer] = address
+            self.transport.connect(peer, address)
+
+    async def _wait_progress(self) -> None:
+        self._progress.clear()
+        await self._progress.wait()
+
+    def _raise_if_stopped(self) -> None:
+        if self.node.stopped:
+            raise GroupStopped(self.node.stopped)
+
+
+def deliveries(member: Member) -> asyncio.Queue[Delivered]:
+    """An unbounded queue of ``member``'s deliveries, for applications that prefer to pull."""
+    queue: asyncio.Queue[Delivered] = asyncio.Queue()
+    previous = member.on_event
+
+    def forward(event: Event) -> None:
+        if isinstance(event, Delivered):
+            queue.put_nowait(event)
+        if previous is not None:
+            previous(event)
+
+    member.on_event = forward
+    return queue
