@@ -88,3 +88,59 @@ def test_the_installed_command_runs_the_demo() -> None:
     assert done.returncode == 0, done.stderr
     assert "no violations" in done.stdout
     assert "AtomicMulticast" in done.stdout
+
+
+def test_simulate_with_faults_reports_views(capsys: pytest.CaptureFixture[str]) -> None:
+    status, report = run_json(
+        capsys,
+        "--members",
+        "9",
+        "--layout",
+        "shards-of-3",
+        "--messages",
+        "300",
+        "--crash",
+        "1",
+        "--join",
+        "1",
+        "--leave",
+        "1",
+        "--pause",
+        "1",
+        "--seed",
+        "2",
+    )
+    assert status == 0, report["violations"]
+    assert isinstance(report["views_installed"], int) and report["views_installed"] >= 1
+    changes = report["view_change_ms"]
+    assert isinstance(changes, list) and len(changes) == report["views_installed"]
+    assert "left the group" in report["stopped"].values()  # type: ignore[union-attr]
+
+
+def test_simulate_refuses_faults_that_leave_no_majority(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["simulate", "--members", "4", "--crash", "2"]) == 2
+    assert "majority" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_seed_example_with_crashes_and_joins(capsys: pytest.CaptureFixture[str]) -> None:
+    status, report = run_json(
+        capsys,
+        "--members",
+        "1025",
+        "--layout",
+        "seed-example",
+        "--mode",
+        "ordered",
+        "--messages",
+        "20000",
+        "--crash",
+        "5",
+        "--join",
+        "3",
+        "--seed",
+        "11",
+    )
+    assert status == 0
+    assert report["violations"] == []
+    assert isinstance(report["views_installed"], int) and report["views_installed"] >= 2

@@ -236,3 +236,11 @@ def test_local_misuse_raises_local_protocol_error() -> None:
 
     with pytest.raises(LocalProtocolError, match="needs 5 members"):
         Node(0, View(0, (0, 1)), inadequate).send(0, b"x", 0.0)
+
+
+def test_paxos_is_refused_until_there_is_a_log() -> None:
+    def layout(view: View) -> Allocation:
+        return {"T": [[ShardLayout(view.members, Mode.PAXOS)]]}
+
+    with pytest.raises(LocalProtocolError, match="persistent log"):
+        Node(0, View(0, (0, 1)), layout)

@@ -5,7 +5,16 @@ Everything public is re-exported here; every other module may change without not
 
 from pyderecho.core.config import CoreConfig
 from pyderecho.core.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
-from pyderecho.core.events import Delivered, Event, MessageSent, NullsSent, ViewInstalled
+from pyderecho.core.events import (
+    Abandoned,
+    Delivered,
+    Event,
+    MessageSent,
+    NullsSent,
+    Stopped,
+    Suspected,
+    ViewInstalled,
+)
 from pyderecho.core.layout import (
     Allocation,
     AtomicMulticast,
@@ -27,16 +36,20 @@ from pyderecho.core.layout import (
 from pyderecho.core.node import Node
 from pyderecho.core.view import NodeId, View
 from pyderecho.layouts import resolve_layout
+from pyderecho.runtime import GroupStopped, Member, deliveries
 
 __all__ = [
+    "Abandoned",
     "Allocation",
     "AtomicMulticast",
     "CoreConfig",
     "Delivered",
     "Event",
+    "GroupStopped",
     "InadequateView",
     "LayoutFunction",
     "LocalProtocolError",
+    "Member",
     "MessageSent",
     "Mode",
     "Node",
@@ -48,10 +61,13 @@ __all__ = [
     "RemoteProtocolError",
     "ShardLayout",
     "ShardRef",
+    "Stopped",
+    "Suspected",
     "View",
     "ViewInstalled",
     "ViewLayout",
     "compute_layout",
+    "deliveries",
     "every_member",
     "layout_of",
     "one_subgroup",

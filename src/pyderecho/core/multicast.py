@@ -55,6 +55,12 @@ class ShardMulticast:
         outbox: Outbox,
         events: list[Event],
     ) -> None:
+        if ref.layout.mode is Mode.PAXOS:
+            raise LocalProtocolError(
+                f"{ref.type_name}[{ref.subgroup_index}] shard {ref.shard} asks for Paxos, which "
+                "needs the persistent log; this version has none yet, so it refuses rather than "
+                "deliver without durability. Use AtomicMulticast for now."
+            )
         self.epoch = epoch
         self.subgroup = ref.subgroup
         self.shard = ref.shard

@@ -3,7 +3,7 @@
 Public, like ``trio.testing``: users test their own layouts and replicated classes with them.
 """
 
-from pyderecho.history.checker import HistoryRecorder, Violation, check_history
+from pyderecho.history.checker import HistoryRecorder, Violation, check_history, check_views
 from pyderecho.history.records import DeliveryRecord, SentRecord, payload_digest
 from pyderecho.transport.sim import LinkModel, Simulation
 
@@ -15,5 +15,6 @@ __all__ = [
     "Simulation",
     "Violation",
     "check_history",
+    "check_views",
     "payload_digest",
 ]
