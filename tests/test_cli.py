@@ -114,7 +114,8 @@ def test_simulate_with_faults_reports_views(capsys: pytest.CaptureFixture[str]) 
     assert isinstance(report["views_installed"], int) and report["views_installed"] >= 1
     changes = report["view_change_ms"]
     assert isinstance(changes, list) and len(changes) == report["views_installed"]
-    assert "left the group" in report["stopped"].values()  # type: ignore[union-attr]
+    stopped = report["stopped"]
+    assert isinstance(stopped, dict) and "left the group" in stopped.values()
 
 
 def test_simulate_refuses_faults_that_leave_no_majority(capsys: pytest.CaptureFixture[str]) -> None:
