@@ -207,14 +207,14 @@ def test_bad_input_is_counted_and_dropped() -> None:
     node.events()
     node.receive_bytes(1, b"\xc1 not msgpack", 0.0)
     node.receive_bytes(1, encode(ShardRow(0, 0, 0, (1, 2), 0, 0)), 0.0)  # wrong row width
-    node.receive_bytes(9, encode(Data(0, 0, 0, 9, 0, b"x")), 0.0)  # not a member
-    node.receive_bytes(1, encode(Data(0, 0, 0, 2, 0, b"x")), 0.0)  # 1 speaks for 2
-    node.receive_bytes(1, encode(Data(5, 0, 0, 1, 0, b"x")), 0.0)  # a view not yet installed
-    node.receive_bytes(1, encode(Data(0, 3, 0, 1, 0, b"x")), 0.0)  # no such subgroup
+    node.receive_bytes(9, encode(Data(0, 0, 0, 9, 0, (b"x",))), 0.0)  # not a member
+    node.receive_bytes(1, encode(Data(0, 0, 0, 2, 0, (b"x",))), 0.0)  # 1 speaks for 2
+    node.receive_bytes(1, encode(Data(5, 0, 0, 1, 0, (b"x",))), 0.0)  # a view not yet installed
+    node.receive_bytes(1, encode(Data(0, 3, 0, 1, 0, (b"x",))), 0.0)  # no such subgroup
     assert node.stats == {"malformed": 1, "rejected": 3, "early": 1, "unknown_shard": 1}
     assert node.events() == []
-    node.receive_bytes(1, encode(Data(0, 0, 0, 1, 0, b"ok")), 0.0)
-    node.receive_bytes(1, encode(Data(0, 0, 0, 1, 0, b"ok")), 0.0)
+    node.receive_bytes(1, encode(Data(0, 0, 0, 1, 0, (b"ok",))), 0.0)
+    node.receive_bytes(1, encode(Data(0, 0, 0, 1, 0, (b"ok",))), 0.0)
     assert node.duplicates == 1
 
 

@@ -53,6 +53,7 @@ class Member:
         self._connected: dict[NodeId, str] = {}
         self._progress = asyncio.Event()
         self._stopped: asyncio.Future[str] | None = None
+        self._flush_scheduled = False
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -99,7 +100,15 @@ class Member:
             if shard is None or len(shard.pending) < self._max_queued:
                 break
             await self._wait_progress()
-        self.node.send(subgroup, payload, self._now())
+        self.node.send(subgroup, payload, self._now(), flush=False)
+        if not self._flush_scheduled:
+            # Everything sent in this turn of the loop leaves together, as one batch per peer.
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        self.node.flush(self._now())
         self._step()
 
     async def leave(self) -> str:

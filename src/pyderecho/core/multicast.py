@@ -99,8 +99,12 @@ class ShardMulticast:
 
     # -- the application side ---------------------------------------------------------------
 
-    def send(self, payload: bytes) -> None:
-        """Queue ``payload``; it goes out as soon as the window has room."""
+    def send(self, payload: bytes, *, now: bool = True) -> None:
+        """Queue ``payload``; it goes out as soon as the window has room.
+
+        With ``now=False`` it only waits in the queue until :meth:`pump`: a driver that queues
+        a burst first sends it as one batch.
+        """
         if self.my_sender_rank < 0:
             raise LocalProtocolError(
                 f"member {self.members[self.rank]} is not a sender of subgroup {self.subgroup} "
@@ -112,6 +116,11 @@ class ShardMulticast:
                 f"({self._config.max_message_size})"
             )
         self.pending.append(payload)
+        if now:
+            self._pump()
+
+    def pump(self) -> None:
+        """Send what the window allows of the queue."""
         self._pump()
 
     # -- the peer side ----------------------------------------------------------------------
@@ -136,7 +145,8 @@ class ShardMulticast:
         if isinstance(message, Data):
             if message.sender != src:
                 raise RemoteProtocolError(f"{src} sent a message in the name of {message.sender}")
-            self._hold(sender, message.index, message.payload)
+            for offset, payload in enumerate(message.payloads):
+                self._hold(sender, message.index + offset, payload)
         elif isinstance(message, Nulls):
             if message.sender != src or message.count < 1:
                 raise RemoteProtocolError(f"bad null run from {src}: {message}")
@@ -256,36 +266,59 @@ class ShardMulticast:
         if me < 0 or self.wedged:
             return
         window_end = self.table.min_received(me) + self._config.window_size
-        while self.pending and self.next_index < window_end:
-            self._transmit(self.pending.popleft())
+        batch: list[bytes] = []
+        batch_bytes = 0
+        limit = self._config.block_size
+        while self.pending and self.next_index + len(batch) < window_end:
+            payload = self.pending.popleft()
+            if len(payload) > limit or batch_bytes + len(payload) > limit:
+                self._transmit_small(batch)
+                batch, batch_bytes = [], 0
+            if len(payload) > limit:
+                self._transmit_large(payload)
+            else:
+                batch.append(payload)
+                batch_bytes += len(payload)
+        self._transmit_small(batch)
         if not self.pending and self.mode is not Mode.RAW:
             self._send_nulls()
 
-    def _transmit(self, payload: bytes) -> None:
+    def _transmit_small(self, payloads: list[bytes]) -> None:
+        if not payloads:
+            return
+        me = self.my_sender_rank
+        first = self.next_index
+        data = Data(self.epoch, self.subgroup, self.shard, self.senders[me], first, tuple(payloads))
+        self._outbox.extend((peer, data) for peer in self.peers)
+        held = self._held[me]
+        for offset, payload in enumerate(payloads):
+            self._events.append(
+                MessageSent(self.epoch, self.subgroup, self.shard, first + offset, payload)
+            )
+            held[first + offset] = payload
+        self._claim_indices(first + len(payloads))
+
+    def _transmit_large(self, payload: bytes) -> None:
         me = self.my_sender_rank
         index = self.next_index
         sender = self.senders[me]
         self._events.append(MessageSent(self.epoch, self.subgroup, self.shard, index, payload))
-        if len(payload) <= self._config.block_size:
-            data = Data(self.epoch, self.subgroup, self.shard, sender, index, payload)
-            self._outbox.extend((peer, data) for peer in self.peers)
-        else:
-            relay_to = self._relay_next[me]
-            size = self._config.block_size
-            view = memoryview(payload)
-            for number, start in enumerate(range(0, len(payload), size)):
-                block = Block(
-                    self.epoch,
-                    self.subgroup,
-                    self.shard,
-                    sender,
-                    index,
-                    len(payload),
-                    number,
-                    bytes(view[start : start + size]),
-                )
-                if relay_to is not None:
-                    self._outbox.append((relay_to, block))
+        relay_to = self._relay_next[me]
+        size = self._config.block_size
+        view = memoryview(payload)
+        for number, start in enumerate(range(0, len(payload), size)):
+            block = Block(
+                self.epoch,
+                self.subgroup,
+                self.shard,
+                sender,
+                index,
+                len(payload),
+                number,
+                bytes(view[start : start + size]),
+            )
+            if relay_to is not None:
+                self._outbox.append((relay_to, block))
         self._held[me][index] = payload
         self._claim_indices(index + 1)
 

@@ -111,12 +111,13 @@ class Node:
 
     # -- inputs from the application --------------------------------------------------------
 
-    def send(self, subgroup: int, payload: bytes, now: float) -> None:
+    def send(self, subgroup: int, payload: bytes, now: float, *, flush: bool = True) -> None:
         """Multicast ``payload`` to this member's shard of ``subgroup``.
 
         The message is queued and leaves as soon as the shard's window has room; its index shows
         in the :class:`~pyderecho.core.events.MessageSent` event. During a view change it waits
-        and goes out in the next view.
+        and goes out in the next view. With ``flush=False`` it waits for :meth:`flush`, so that
+        a driver can send a burst as one batch.
         """
         if self.stopped:
             raise LocalProtocolError(f"member {self.node_id} has stopped: {self.stopped}")
@@ -133,7 +134,16 @@ class Node:
                 f"member {self.node_id} is in no shard of subgroup {subgroup} in view "
                 f"{self.view.epoch}"
             )
-        shard.send(payload)
+        shard.send(payload, now=flush)
+        if flush:
+            self._advance(now)
+
+    def flush(self, now: float) -> None:
+        """Send what was queued with ``send(..., flush=False)``."""
+        if self.stopped:
+            return
+        for shard in self._shards.values():
+            shard.pump()
         self._advance(now)
 
     def leave(self, now: float) -> None:
