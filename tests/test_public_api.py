@@ -9,6 +9,7 @@ PUBLIC = {
     "Abandoned",
     "Allocation",
     "AtomicMulticast",
+    "BlockingMember",
     "CoreConfig",
     "Delivered",
     "Event",

@@ -3,6 +3,7 @@
 Everything public is re-exported here; every other module may change without notice.
 """
 
+from pyderecho.blocking import BlockingMember
 from pyderecho.core.config import CoreConfig
 from pyderecho.core.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 from pyderecho.core.events import (
@@ -42,6 +43,7 @@ __all__ = [
     "Abandoned",
     "Allocation",
     "AtomicMulticast",
+    "BlockingMember",
     "CoreConfig",
     "Delivered",
     "Event",

@@ -1,0 +1,112 @@
+"""The asyncio runtime and its blocking face, over real TCP sockets on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+from pyderecho.blocking import BlockingMember
+from pyderecho.core.config import CoreConfig
+from pyderecho.core.events import Delivered, Event, Stopped
+from pyderecho.core.node import Node
+from pyderecho.core.view import View
+from pyderecho.layouts import resolve_layout
+from pyderecho.runtime import Member, deliveries
+from pyderecho.transport.tcp import TcpTransport
+
+SECRET = b"runtime-test-secret!"
+FAST = CoreConfig(heartbeat_interval=0.05, heartbeat_timeout=0.5)
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    for sock in sockets:
+        sock.bind(("127.0.0.1", 0))
+    ports = [sock.getsockname()[1] for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports
+
+
+def make_node(member: int, addresses: dict[int, str]) -> Node:
+    view = View(0, tuple(sorted(addresses)))
+    return Node(member, view, resolve_layout("every-member"), FAST, addresses=addresses)
+
+
+def make_transport(member: int, addresses: dict[int, str]) -> TcpTransport:
+    return TcpTransport(member, addresses[member], group="runtime", secret=SECRET)
+
+
+def test_members_deliver_one_order_and_survive_a_lost_member() -> None:
+    async def scenario() -> None:
+        addresses = {i: f"127.0.0.1:{port}" for i, port in enumerate(free_ports(3))}
+        members = [Member(make_node(i, addresses), make_transport(i, addresses)) for i in addresses]
+        queues = [deliveries(member) for member in members]
+        for member in members:
+            await member.start()
+        for round_ in range(200):
+            for member in members:
+                await member.send(0, b"%d:%d" % (member.node.node_id, round_))
+        orders: list[list[tuple[int, int]]] = []
+        for q in queues:
+            got = [await asyncio.wait_for(q.get(), 10) for _ in range(600)]
+            orders.append([(d.sender, d.index) for d in got])
+        assert orders[0] == orders[1] == orders[2]
+        assert sorted(orders[0]) == sorted((s, i) for s in range(3) for i in range(200))
+
+        await members[2].close()  # its links break: the others take that as a failure
+        for member in members[:2]:
+            view = await member.wait_for_view(lambda v: v.epoch >= 1, timeout=10)
+            assert view.members == (0, 1)
+        await members[0].send(0, b"after")
+        for q in queues[:2]:
+            late = await asyncio.wait_for(q.get(), 10)
+            assert late.payload == b"after"
+        for member in members[:2]:
+            await member.close()
+
+    asyncio.run(scenario())
+
+
+def test_leave_stops_the_member_cleanly_and_the_rest_go_on() -> None:
+    async def scenario() -> None:
+        addresses = {i: f"127.0.0.1:{port}" for i, port in enumerate(free_ports(3))}
+        members = [Member(make_node(i, addresses), make_transport(i, addresses)) for i in addresses]
+        for member in members:
+            await member.start()
+        assert await asyncio.wait_for(members[1].leave(), 10) == "left the group"
+        view = await members[0].wait_for_view(lambda v: v.epoch >= 1, timeout=10)
+        assert view.members == (0, 2)
+        assert view.departed == (1,)
+        for member in members:
+            await member.close()
+
+    asyncio.run(scenario())
+
+
+def test_the_blocking_member_sends_and_receives_from_plain_threads() -> None:
+    addresses = {i: f"127.0.0.1:{port}" for i, port in enumerate(free_ports(3))}
+    stops: list[Event] = []
+    members = [
+        BlockingMember(
+            make_node(i, addresses),
+            make_transport(i, addresses),
+            on_event=lambda e: stops.append(e) if isinstance(e, Stopped) else None,
+        )
+        for i in addresses
+    ]
+    for member in members:
+        member.start()
+    try:
+        for number in range(50):
+            members[number % 3].send(0, b"b%d" % number)
+        for member in members:
+            got: list[Delivered] = [member.deliveries.get(timeout=10) for _ in range(50)]
+            assert sorted(d.payload for d in got) == sorted(b"b%d" % n for n in range(50))
+        assert members[2].leave() == "left the group"
+        view = members[0].wait_for_view(lambda v: v.epoch >= 1, timeout=10)
+        assert view.members == (0, 1)
+        assert [e.reason for e in stops if isinstance(e, Stopped)] == ["left the group"]
+    finally:
+        for member in members:
+            member.close()
