@@ -15,12 +15,14 @@ import random
 import pytest
 
 from pyderecho.core.config import CoreConfig
+from pyderecho.core.errors import LocalProtocolError
+from pyderecho.core.events import Event, Suspected
 from pyderecho.core.layout import Mode
 from pyderecho.core.membership import Membership
 from pyderecho.core.multicast import ShardMulticast
 from pyderecho.layouts import resolve_layout
 from pyderecho.simulate import SimulationSpec, run_simulation
-from pyderecho.transport.sim import LinkModel
+from pyderecho.transport.sim import LinkModel, Simulation
 
 SLOW_LINKS = LinkModel(latency_s=2e-3, jitter_s=3e-3)
 """Links slow enough that a crash or a cut catches messages in flight, so survivors hold
@@ -218,3 +220,53 @@ def test_letting_the_minority_go_on_is_caught(monkeypatch: pytest.MonkeyPatch) -
         )
         caught += run_simulation(spec).violations
     assert any(v.startswith(("partition", "view")) for v in caught), caught[:3]
+
+
+def test_an_inadequate_view_delivers_nothing_until_a_join_fixes_it() -> None:
+    """shards-of-3 needs 6 members: after a crash the view is inadequate; a join repairs it."""
+    config = CoreConfig(heartbeat_interval=0.05, heartbeat_timeout=0.5)
+    sim = Simulation(6, resolve_layout("shards-of-3"), seed=4, config=config)
+    sim.crash(5, at=0.1)
+    assert sim.run_until(lambda: sim.nodes[0].view.epoch == 1, limit=5.0)
+    node = sim.nodes[0]
+    assert not node.layout.adequate
+    with pytest.raises(LocalProtocolError, match="inadequate"):
+        sim.send_now(0, 0, b"too early")
+    sim.join(6, at=sim.now, contacts=[0, 1])
+    assert sim.run_until(lambda: sim.nodes[0].view.epoch == 2, limit=10.0)
+    assert sim.nodes[0].layout.adequate
+    assert 6 in sim.nodes[0].view.members
+    sim.send_now(0, sim.nodes[0].layout.subgroup_ids[("Shards", 0)], b"now it works")
+    assert sim.settle(limit=20.0)
+    delivered = {r.member for rs in sim.recorder.deliveries.values() for r in rs}
+    shard = sim.nodes[0].shard_of(0)
+    assert shard is not None
+    assert delivered == set(shard.members)
+    assert sim.recorder.check() == []
+
+
+@pytest.mark.parametrize("delay_us", [0, 25, 50, 80, 120, 200, 400])
+def test_the_leader_failing_during_a_view_change_is_handled_by_the_next(delay_us: int) -> None:
+    """Member 3 crashes; the leader (0) crashes ``delay_us`` after it suspects 3, at some step
+    of that change (proposal, commit, final, cleanup), and member 1 takes over, reusing
+    whatever the old leader left behind."""
+    config = CoreConfig(heartbeat_interval=0.05, heartbeat_timeout=0.5)
+    sim = Simulation(7, resolve_layout("every-member"), seed=delay_us, config=config)
+    for number in range(300):
+        sim.send(number % 7, 0, b"m%d" % number, at=number * 2e-3)
+    sim.crash(3, at=0.2)
+
+    def crash_leader_after_suspicion(member: int, event: Event) -> None:
+        if member == 0 and isinstance(event, Suspected) and event.node == 3:
+            sim.crash(0, at=sim.now + delay_us * 1e-6)
+
+    sim.on_event = crash_leader_after_suspicion
+    survivors = [1, 2, 4, 5, 6]
+
+    def moved_on() -> bool:
+        views = {sim.nodes[m].view.members for m in survivors}
+        return views == {tuple(survivors)} and sim.settled()
+
+    assert sim.run_until(moved_on, limit=30.0)
+    assert sim.running == survivors
+    assert sim.recorder.check() == []

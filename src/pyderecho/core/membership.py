@@ -416,14 +416,16 @@ def ragged_edge_step(
     table = shard.table
     members = shard.members
     live = [r for r, m in enumerate(members) if m in survivors and m not in suspected]
-    if live[0] == shard.rank:
+    leader = live[0]
+    if leader == shard.rank:
         return _lead_ragged_edge(shard, live, suspected)
-    for rank in live:
-        if table.cutoff[rank]:
-            shard.publish_cutoff(table.cutoff[rank])
-            shard.apply_cutoff()
-            return []
-    return [members[live[0]]]
+    # Follow only the shard leader: a decision reaches a member from the leader it listens to,
+    # so once it stops listening to a leader, that leader's decision cannot reach it sideways.
+    if table.cutoff[leader]:
+        shard.publish_cutoff(table.cutoff[leader])
+        shard.apply_cutoff()
+        return []
+    return [members[leader]]
 
 
 def _lead_ragged_edge(
@@ -432,23 +434,24 @@ def _lead_ragged_edge(
     table = shard.table
     members = shard.members
     if not table.cutoff[shard.rank]:
-        # Survivors below this member are suspected: every live member must stop listening to
-        # them before this one decides, or one of them could still hand out a second decision.
-        ignored = 0
-        for rank in range(shard.rank):
-            if members[rank] in suspected:
-                ignored |= 1 << rank
-        waiting = [
-            members[r]
-            for r in live
-            if not (table.wedged[r] and table.suspected[r] & ignored == ignored)
-        ]
-        if waiting:
-            return waiting
         held = next((table.cutoff[r] for r in live if table.cutoff[r]), None)
         if held is None:
+            # Survivors below this member are suspected: every live member must stop listening
+            # to them before this one decides, or one of them could hand out a second decision.
+            ignored = 0
+            for rank in range(shard.rank):
+                if members[rank] in suspected:
+                    ignored |= 1 << rank
+            waiting = [
+                members[r]
+                for r in live
+                if not (table.wedged[r] and table.suspected[r] & ignored == ignored)
+            ]
+            if waiting:
+                return waiting
             senders = range(len(shard.senders))
             held = tuple(min(table.received[r][s] for r in live) for s in senders)
+        # A decision a live member already holds is the only one there can be: reuse it.
         shard.publish_cutoff(held)
     cutoff = table.cutoff[shard.rank]
     waiting = [members[r] for r in live if table.cutoff[r] != cutoff]
