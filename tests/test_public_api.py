@@ -46,6 +46,7 @@ PUBLIC = {
 
 TESTING = {
     "DeliveryRecord",
+    "FaultProxy",
     "HistoryRecorder",
     "LinkModel",
     "SentRecord",

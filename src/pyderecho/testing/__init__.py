@@ -5,10 +5,12 @@ Public, like ``trio.testing``: users test their own layouts and replicated class
 
 from pyderecho.history.checker import HistoryRecorder, Violation, check_history, check_views
 from pyderecho.history.records import DeliveryRecord, SentRecord, payload_digest
+from pyderecho.testing.fault_proxy import FaultProxy
 from pyderecho.transport.sim import LinkModel, Simulation
 
 __all__ = [
     "DeliveryRecord",
+    "FaultProxy",
     "HistoryRecorder",
     "LinkModel",
     "SentRecord",
