@@ -1,17 +1,24 @@
-"""The ``pyderecho`` command."""
+"""The ``pyderecho`` command: ``node``, ``status``, ``check``, ``demo`` and ``simulate``."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
+from pyderecho.config import SettingsError, add_arguments, load_settings
 from pyderecho.core.config import CoreConfig
+from pyderecho.core.errors import RemoteProtocolError
 from pyderecho.core.layout import Mode
+from pyderecho.delivery_log import LogError, check_logs
 from pyderecho.demo import run_demo
 from pyderecho.layouts import resolve_layout
+from pyderecho.member_main import run_node
 from pyderecho.simulate import SimulationSpec, run_simulation
+from pyderecho.status import format_status, query_status
 
 
 def _positive(text: str) -> int:
@@ -25,6 +32,20 @@ def _non_negative(text: str) -> int:
     value = int(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be a non-negative number, got {text}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number from 0 to 65535, got {value}")
     return value
 
 
@@ -69,12 +90,119 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("--block-size", type=_positive, default=defaults.block_size)
     simulate.add_argument("--json", action="store_true", help="print one JSON object")
 
-    commands.add_parser(
+    demo = commands.add_parser(
         "demo",
-        help="show a group at work: subgroups, shards, both modes",
-        description="Run a small group and show subgroups, shards and both delivery modes.",
+        help="show a group of processes at work: views, shards, both modes, a crash, a join",
+        description="Start a group of member processes on this host, send in both modes, kill "
+        "one, let a new one join, check the delivery logs, and stop them all.",
     )
+    demo.add_argument("--transport", choices=["tcp", "shm"], default="tcp")
+
+    _add_node_parser(commands)
+
+    status = commands.add_parser(
+        "status",
+        help="show a running member's view, layout and counters",
+        description="Ask members started with --status-port for their view, layout and "
+        "counters. The group and its secret come from member settings (a member's config "
+        "file will do).",
+    )
+    status.add_argument(
+        "--contact",
+        metavar="HOST:PORT",
+        action="append",
+        required=True,
+        help="a member's status address; repeat to ask several",
+    )
+    status.add_argument("--timeout", type=_non_negative_float, default=5.0, metavar="SECONDS")
+    status.add_argument("--json", action="store_true", help="print each answer as JSON")
+    add_arguments(status)
+
+    check = commands.add_parser(
+        "check",
+        help="check members' delivery logs against the virtual synchrony guarantees",
+        description="Read the delivery logs of a run (pyderecho node --delivery-log) and run the "
+        "history checker over all of them together. Exits 1 on any violation.",
+    )
+    check.add_argument("logs", nargs="+", type=Path, metavar="LOG")
     return parser
+
+
+def _add_node_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    node = commands.add_parser(
+        "node",
+        help="run one member of a group",
+        description="Run one member until it stops. Prints one JSON line per event on stdout. "
+        "SIGTERM or SIGINT makes it leave the group. Exit status: 0 after a leave or a stop "
+        "on request, 3 when removed from the group or on the minority side of a partition.",
+    )
+    add_arguments(node)
+    run = node.add_argument_group("process")
+    run.add_argument(
+        "--join",
+        action="store_true",
+        help="join a running group: the other members listed in members are the contacts",
+    )
+    run.add_argument(
+        "--wait-for-start",
+        action="store_true",
+        help="print a waiting line, then start only once a line comes on standard input: "
+        "founders started together this way do not suspect each other for starting late",
+    )
+    run.add_argument("--delivery-log", metavar="FILE", type=Path, help="append the history here")
+    run.add_argument(
+        "--shm-dir",
+        metavar="DIR",
+        default="/dev/shm",
+        help="the members' socket directory for the shm transport [/dev/shm]",
+    )
+    run.add_argument(
+        "--leave-timeout",
+        metavar="SECONDS",
+        type=_non_negative_float,
+        default=10.0,
+        help="longest wait for a clean leave after SIGTERM or SIGINT [10]",
+    )
+    run.add_argument(
+        "--status-port",
+        metavar="PORT",
+        type=_port,
+        help="answer `pyderecho status` on this port, 0 for any (needs the group secret)",
+    )
+    run.add_argument(
+        "--status-host", metavar="HOST", default="127.0.0.1", help="status address [127.0.0.1]"
+    )
+    run.add_argument(
+        "--stats-interval",
+        metavar="SECONDS",
+        type=_non_negative_float,
+        default=0.0,
+        help="print a stats line this often while the counts change; 0: never [0]",
+    )
+    work = node.add_argument_group("built-in workload")
+    work.add_argument(
+        "--send-count", metavar="N", type=_non_negative, default=0, help="messages to send [0]"
+    )
+    work.add_argument(
+        "--send-rate",
+        metavar="PER_S",
+        type=_non_negative_float,
+        default=0.0,
+        help="messages per second; 0: as fast as flow control allows [0]",
+    )
+    work.add_argument(
+        "--size",
+        metavar="BYTES",
+        type=_non_negative,
+        default=64,
+        help="payload bytes, or the payload's unique prefix if that is longer [64]",
+    )
+    work.add_argument(
+        "--subgroup",
+        metavar="ID",
+        type=_non_negative,
+        help="send only in this subgroup (default: each of this member's subgroups in turn)",
+    )
 
 
 def _simulate(args: argparse.Namespace) -> int:
@@ -122,11 +250,60 @@ def _simulate(args: argparse.Namespace) -> int:
     return 1 if report.violations else 0
 
 
+def _check(args: argparse.Namespace) -> int:
+    try:
+        verdict = check_logs(args.logs)
+    except LogError as exc:
+        print(f"pyderecho check: {exc}", file=sys.stderr)
+        return 2
+    for violation in verdict.violations:
+        print(violation)
+    if verdict.reconstructed:
+        print(
+            f"note: {verdict.reconstructed} sends taken from deliveries "
+            "(their senders have no log that ended cleanly)"
+        )
+    if verdict.violations:
+        print(f"{len(verdict.violations)} violations")
+        return 1
+    print(f"no violations: {verdict.deliveries} deliveries at {verdict.members} members")
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    try:
+        settings = load_settings(args)
+    except SettingsError as exc:
+        print(f"pyderecho status: {exc}", file=sys.stderr)
+        return 2
+    if settings.secret is None:
+        print("pyderecho status: the group has no secret: no member serves status", file=sys.stderr)
+        return 2
+    failed = 0
+    for contact in args.contact:
+        try:
+            answer = asyncio.run(
+                query_status(contact, settings.group, settings.secret, args.timeout)
+            )
+        except (OSError, TimeoutError, ValueError, RemoteProtocolError) as exc:
+            print(f"pyderecho status: {contact}: {exc or type(exc).__name__}", file=sys.stderr)
+            failed += 1
+            continue
+        print(json.dumps(answer) if args.json else format_status(answer))
+    return 1 if failed else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "simulate":
         return _simulate(args)
-    return run_demo()
+    if args.command == "node":
+        return run_node(args)
+    if args.command == "check":
+        return _check(args)
+    if args.command == "status":
+        return _status(args)
+    return run_demo(transport=args.transport)
 
 
 if __name__ == "__main__":

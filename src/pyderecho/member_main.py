@@ -1,0 +1,444 @@
+"""``pyderecho node``: one member of a group as an operating-system process.
+
+The process reads its settings (:mod:`pyderecho.config`), builds its transport (tcp or shm), its
+protocol core (:class:`~pyderecho.core.node.Node`) and the runtime that joins them
+(:class:`~pyderecho.runtime.Member`), then runs until the member stops or is told to.
+
+What the process says. Standard output carries one JSON object per line, flushed at once, for
+scripts and supervisors to follow (``{"event": "ready" | "view" | "suspected" | "abandoned" |
+"workload-done" | "stats" | "stopped", ...}``); diagnostics go to standard error.
+
+How it ends. SIGTERM or SIGINT makes the member leave the group (its messages are delivered
+first), waiting at most ``--leave-timeout`` seconds; a second signal ends it at once. Exit status:
+0 once told to stop, however the leave ended (the ``stopped`` line's reason says how); 3 when,
+unasked, the group removed the member or it found itself on the minority side of a partition (it
+must join again as a new member); 2 for bad settings; 1 for anything else.
+
+The flags are defined with the command (:mod:`pyderecho.cli`). A built-in workload
+(``--send-count``, ``--send-rate``, ``--size``, ``--subgroup``) gives tests and the demo traffic
+without writing an application: each message is unique per member and counter, so a delivery log
+can tell every one apart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import importlib
+import json
+import logging
+import os
+import signal
+import ssl
+import sys
+from collections import Counter
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from pyderecho.config import Settings, SettingsError, load_settings
+from pyderecho.core.errors import LocalProtocolError
+from pyderecho.core.events import (
+    Abandoned,
+    Delivered,
+    Event,
+    MessageSent,
+    NullsSent,
+    Suspected,
+    ViewInstalled,
+)
+from pyderecho.core.node import Node
+from pyderecho.core.view import NodeId, View
+from pyderecho.delivery_log import DeliveryLog, view_record
+from pyderecho.layouts import resolve_layout
+from pyderecho.runtime import GroupStopped, Member
+from pyderecho.status import StatusServer
+from pyderecho.transport.base import Transport
+from pyderecho.transport.shm import ShmTransport
+from pyderecho.transport.tcp import TcpTransport
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_SETTINGS = 2
+EXIT_REMOVED = 3
+_YIELD_EVERY = 64
+"""An unthrottled workload gives the loop a turn this often even when no window is full, so
+heartbeats and incoming frames never wait behind a long burst of sends."""
+
+
+def run_node(args: argparse.Namespace) -> int:
+    """Run one member until it stops; returns the process's exit status."""
+    try:
+        settings = load_settings(args)
+        _check_process_flags(settings, args)
+    except SettingsError as exc:
+        print(f"pyderecho node: {exc}", file=sys.stderr)
+        return EXIT_SETTINGS
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=logging.INFO,
+        format=f"%(asctime)s member {settings.member_id} %(levelname)s %(name)s: %(message)s",
+    )
+    if args.wait_for_start:
+        # Founders that start more than heartbeat_timeout apart suspect each other before
+        # they ever meet: a supervisor loads them all, then releases them together.
+        _emit({"event": "waiting"})
+        if not sys.stdin.readline():
+            print("pyderecho node: standard input closed before the start line", file=sys.stderr)
+            return EXIT_FAILED
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        return runner.run(MemberProcess(settings, args).run())
+
+
+def _check_process_flags(settings: Settings, args: argparse.Namespace) -> None:
+    """The checks that involve the process's own flags; the settings checked themselves."""
+    if settings.contacts:
+        # A link is authenticated as a given member id, so a contact known only by its
+        # address cannot be dialed: the ids come with the addresses in members.
+        raise SettingsError(
+            "contacts",
+            "settings",
+            "not supported by pyderecho node: list the members to join through, with their "
+            "ids, in members, and give --join",
+        )
+    others = [m for m in settings.members if m.id != settings.member_id]
+    if args.join and not others:
+        raise SettingsError(
+            "members", "flag --join", "a joining member needs other members to contact"
+        )
+    if not args.join and not settings.members:
+        raise SettingsError(
+            "members", "not set", "a founding member needs the first view (or give --join)"
+        )
+    if args.size > settings.max_message_size:
+        raise SettingsError(
+            "size", "flag --size", f"exceeds max_message_size ({settings.max_message_size})"
+        )
+    if args.status_port is not None and settings.secret is None:
+        raise SettingsError("secret", "not set", "--status-port needs the group secret")
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's loop where it is installed (faster I/O), else asyncio's own."""
+    try:
+        uvloop = importlib.import_module("uvloop")
+    except ImportError:
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
+
+def _emit(record: Mapping[str, Any]) -> None:
+    sys.stdout.write(json.dumps(record) + "\n")
+    sys.stdout.flush()
+
+
+class MemberProcess:
+    """The member, its workload, its log and its status port, for one run of the process."""
+
+    def __init__(self, settings: Settings, args: argparse.Namespace) -> None:
+        self.settings = settings
+        self.args = args
+        self.member_id: NodeId = settings.member_id
+        self.sent = 0
+        """Messages the workload handed to the member."""
+        self.delivered: Counter[str] = Counter()
+        """Deliveries, by mode."""
+        self.address = ""
+        """Where peers reach this member."""
+        self._view_changed = asyncio.Event()
+        self._terminate = asyncio.Event()
+        self._leaving = False
+        """Told to stop, the member is leaving: however that ends, it ends as asked."""
+        self._abort = asyncio.Event()
+        self._log: DeliveryLog | None = None
+        self._started = 0.0
+
+    async def run(self) -> int:
+        """Start the member, serve until it stops or a signal asks it to leave; the exit status."""
+        loop = asyncio.get_running_loop()
+        self._started = loop.time()
+        settings, args = self.settings, self.args
+        try:
+            transport, addresses = self._transport()
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            print(f"pyderecho node: cannot set up the transport: {exc}", file=sys.stderr)
+            return EXIT_SETTINGS
+        others = [m.id for m in settings.members if m.id != self.member_id]
+        node = Node(
+            self.member_id,
+            None if args.join else View(0, tuple(m.id for m in settings.members)),
+            resolve_layout(settings.layout),
+            settings.core,
+            now=loop.time(),
+            contacts=others if args.join else (),
+            addresses=addresses,
+        )
+        if args.delivery_log is not None:
+            self._log = DeliveryLog(args.delivery_log, self.member_id, settings.group)
+        member = Member(node, transport, on_event=self._on_event)
+        status: StatusServer | None = None
+        reason, failed = "failed", True
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self._on_signal)
+        try:
+            await member.start()
+            self.address = addresses.get(self.member_id) or _bound_address(transport)
+            # The join request goes out on the first timer, which runs after this: it carries
+            # the address actually bound when the settings asked for port 0.
+            node.addresses[self.member_id] = self.address
+            ready: dict[str, Any] = {
+                "event": "ready",
+                "member": self.member_id,
+                "pid": os.getpid(),
+                "transport": settings.transport,
+                "address": self.address,
+            }
+            if args.status_port is not None:
+                assert settings.secret is not None, "checked with the flags"
+                status = StatusServer(
+                    settings.group, settings.secret, self.member_id, lambda: self.status(member)
+                )
+                ready["status"] = await status.start(args.status_host, args.status_port)
+            _emit(ready)
+            reason = await self._serve(member)
+            failed = False
+        except OSError as exc:
+            print(f"pyderecho node: {exc}", file=sys.stderr)
+            reason = f"failed: {exc}"
+        finally:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(signum)
+            if status is not None:
+                await status.close()
+            await member.close()
+            if self._log is not None:
+                self._log.close(reason)
+        _emit(
+            {"event": "stopped", "reason": reason, "sent": self.sent, "delivered": self.delivered}
+        )
+        if failed:
+            return EXIT_FAILED
+        return EXIT_REMOVED if node.stopped and not self._leaving else EXIT_OK
+
+    def _transport(self) -> tuple[Transport, dict[NodeId, str]]:
+        """The transport, and the address of every member known so far (this one's included
+        when the settings give it)."""
+        settings = self.settings
+        me = self.member_id
+        if settings.transport == "shm":
+            # Members on one host share the socket directory: its path is every address.
+            directory = os.path.abspath(self.args.shm_dir)
+            shm = ShmTransport(me, directory, group=settings.group, secret=_shm_secret(settings))
+            return shm, {m.id: directory for m in settings.members} | {me: directory}
+        assert settings.listen is not None and settings.secret is not None, "checked by config"
+        server, client = _tls_contexts(settings) if settings.tls is not None else (None, None)
+        tcp = TcpTransport(
+            me,
+            str(settings.listen),
+            group=settings.group,
+            secret=settings.secret,
+            ssl_server=server,
+            ssl_client=client,
+        )
+        addresses = {m.id: str(m.address) for m in settings.members}
+        if me not in addresses and settings.listen.port != 0:
+            addresses[me] = str(settings.listen)
+        return tcp, addresses
+
+    async def _serve(self, member: Member) -> str:
+        """Run the workload until the member stops or a signal comes; why the member ended."""
+        args = self.args
+        helpers: list[asyncio.Future[None]] = []
+        if args.send_count > 0:
+            helpers.append(asyncio.ensure_future(self._workload(member)))
+        if args.stats_interval > 0:
+            helpers.append(asyncio.ensure_future(self._report_stats()))
+        stopped = asyncio.ensure_future(member.stopped())
+        terminate = asyncio.ensure_future(self._terminate.wait())
+        try:
+            await asyncio.wait((stopped, terminate), return_when=asyncio.FIRST_COMPLETED)
+            await _cancel(helpers)
+            if stopped.done():
+                return stopped.result()
+            self._leaving = True
+            return await self._leave(member)
+        finally:
+            await _cancel([*helpers, stopped, terminate])
+
+    async def _leave(self, member: Member) -> str:
+        """Leave the group, waiting at most ``--leave-timeout`` or until a second signal."""
+        if member.node.membership is None:
+            return "terminated before it joined"
+        timeout = self.args.leave_timeout
+        leave = asyncio.ensure_future(member.leave())
+        abort = asyncio.ensure_future(self._abort.wait())
+        try:
+            await asyncio.wait((leave, abort), timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            if leave.done():
+                return leave.result()
+            if abort.done():
+                return "terminated: interrupted while leaving"
+            return f"terminated: still in the group after {timeout:g} s"
+        finally:
+            await _cancel([leave, abort])
+
+    def _on_signal(self) -> None:
+        (self._abort if self._terminate.is_set() else self._terminate).set()
+
+    def _on_event(self, event: Event) -> None:
+        log = self._log
+        if isinstance(event, Delivered):
+            self.delivered[event.mode.value] += 1
+            if log is not None:
+                log.delivered(event)
+        elif isinstance(event, MessageSent):
+            if log is not None:
+                log.sent(event)
+        elif isinstance(event, NullsSent):
+            if log is not None:
+                log.nulls(event)
+        elif isinstance(event, ViewInstalled):
+            self._view_changed.set()
+            if log is not None:
+                log.view(event)
+            _emit({"event": "view", **view_record(event.view, event.layout)})
+        elif isinstance(event, Suspected):
+            _emit({"event": "suspected", "member": event.node})
+        elif isinstance(event, Abandoned):
+            _emit(
+                {
+                    "event": "abandoned",
+                    "type": event.type_name,
+                    "index": event.subgroup_index,
+                    "size": len(event.payload),
+                }
+            )
+
+    # -- the built-in workload ----------------------------------------------------------------
+
+    async def _workload(self, member: Member) -> None:
+        """Send ``--send-count`` messages, round robin over this member's subgroups, paced by
+        ``--send-rate`` or else by flow control alone; wait out views it cannot send in."""
+        args = self.args
+        loop = asyncio.get_running_loop()
+        interval = 1.0 / args.send_rate if args.send_rate else 0.0
+        filler = b"." * args.size
+        next_at = loop.time()
+        while self.sent < args.send_count:
+            node = member.node
+            targets = self._targets(node)
+            if not targets:
+                await self._next_view()
+                continue
+            prefix = f"{self.member_id}:{self.sent}:".encode()
+            epoch = node.view.epoch
+            try:
+                await member.send(targets[self.sent % len(targets)], prefix + filler[len(prefix) :])
+            except GroupStopped:
+                return
+            except LocalProtocolError:
+                # The view changed while the send waited for room: pick again in the new one.
+                if node.view.epoch == epoch:
+                    await self._next_view()
+                continue
+            self.sent += 1
+            if interval:
+                next_at = max(next_at + interval, loop.time() - 1.0)  # catch up at most 1 s
+                await asyncio.sleep(next_at - loop.time())
+            elif self.sent % _YIELD_EVERY == 0:
+                await asyncio.sleep(0)
+        _emit({"event": "workload-done", "sent": self.sent})
+
+    def _targets(self, node: Node) -> list[int]:
+        """The subgroups this member can send in now."""
+        wanted = self.args.subgroup
+        return sorted(
+            ref.subgroup
+            for ref in node.layout.shards_of(self.member_id)
+            if (wanted is None or ref.subgroup == wanted)
+            and (shard := node.shard_of(ref.subgroup)) is not None
+            and shard.my_sender_rank >= 0
+        )
+
+    async def _next_view(self) -> None:
+        self._view_changed.clear()
+        await self._view_changed.wait()
+
+    async def _report_stats(self) -> None:
+        last: tuple[int, dict[str, int]] | None = None
+        while True:
+            await asyncio.sleep(self.args.stats_interval)
+            counts = (self.sent, dict(self.delivered))
+            if counts != last:
+                last = counts
+                _emit({"event": "stats", "sent": counts[0], "delivered": counts[1]})
+
+    # -- status -------------------------------------------------------------------------------
+
+    def status(self, member: Member) -> dict[str, Any]:
+        """What ``pyderecho status`` shows: view, layout, counters."""
+        node = member.node
+        record = view_record(node.view, node.layout)
+        mine = {(ref.subgroup, ref.shard) for ref in node.layout.shards_of(self.member_id)}
+        for shard in record["shards"]:
+            shard["mine"] = (shard["subgroup"], shard["shard"]) in mine
+        view = {key: record.pop(key) for key in ("epoch", "members", "joined", "departed")}
+        return {
+            "member": self.member_id,
+            "pid": os.getpid(),
+            "transport": self.settings.transport,
+            "address": self.address,
+            "uptime_s": asyncio.get_running_loop().time() - self._started,
+            "stopped": node.stopped,
+            "view": view,
+            **record,
+            "counts": {"sent": self.sent, "delivered": dict(self.delivered)},
+            "node_stats": dict(node.stats),
+            "transport_stats": dict(member.transport.stats),
+        }
+
+
+def _bound_address(transport: Transport) -> str:
+    """Where a TCP member listening on port 0 ended up (other transports know beforehand)."""
+    assert isinstance(transport, TcpTransport), "only tcp addresses are left to the bind"
+    return transport.address
+
+
+def _shm_secret(settings: Settings) -> bytes:
+    """The group secret, or for an shm group without one a stand-in derived from its name.
+
+    The shm transport always runs the secret handshake, and the settings let an shm group go
+    without a secret: its members are then told apart from other users' processes only by the
+    transport's same-user check (``SO_PEERCRED``), which is what such a group asked for.
+    """
+    if settings.secret is not None:
+        return settings.secret
+    logging.getLogger(__name__).warning(
+        "no group secret: shm peers are authenticated only as processes of the same user"
+    )
+    return hashlib.sha256(
+        b"pyderecho shm group without a secret\x00" + settings.group.encode()
+    ).digest()
+
+
+def _tls_contexts(settings: Settings) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """Server and client contexts from the settings' certificate, key and CA: with a CA, each
+    side requires the other's certificate to chain to it (mutual TLS)."""
+    tls = settings.tls
+    assert tls is not None
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=tls.ca)
+    server.load_cert_chain(tls.cert, tls.key)
+    if tls.ca is not None:
+        server.verify_mode = ssl.CERT_REQUIRED
+    client = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=tls.ca)
+    client.load_cert_chain(tls.cert, tls.key)
+    return server, client
+
+
+async def _cancel(tasks: list[asyncio.Future[Any]]) -> None:
+    for task in tasks:
+        task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.gather(*tasks, return_exceptions=True)
