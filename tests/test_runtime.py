@@ -110,3 +110,44 @@ def test_the_blocking_member_sends_and_receives_from_plain_threads() -> None:
     finally:
         for member in members:
             member.close()
+
+
+def test_the_last_row_reaches_a_member_leaving_a_pair() -> None:
+    """Regression: the runtime dropped the links to departed members at once, and with them
+    the final row a leaving member waits for; it then stopped as "partitioned"."""
+
+    async def scenario() -> None:
+        addresses = {i: f"127.0.0.1:{port}" for i, port in enumerate(free_ports(2))}
+        members = [Member(make_node(i, addresses), make_transport(i, addresses)) for i in addresses]
+        for member in members:
+            await member.start()
+        assert await asyncio.wait_for(members[1].leave(), 10) == "left the group"
+        view = await members[0].wait_for_view(lambda v: v.epoch >= 1, timeout=10)
+        assert view.members == (0,)
+        for member in members:
+            await member.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_founder_that_starts_late_is_not_suspected() -> None:
+    """Founders start seconds apart in practice: one that has not shown up yet gets
+    startup_timeout, not heartbeat_timeout."""
+
+    async def scenario() -> None:
+        addresses = {i: f"127.0.0.1:{port}" for i, port in enumerate(free_ports(3))}
+        members = [Member(make_node(i, addresses), make_transport(i, addresses)) for i in addresses]
+        await members[0].start()
+        await members[1].start()
+        await asyncio.sleep(4 * FAST.heartbeat_timeout)  # the late founder's start-up time
+        queue = deliveries(members[2])
+        await members[2].start()
+        await members[0].send(0, b"all here")
+        await members[1].send(0, b"late one hears it")
+        got = [await asyncio.wait_for(queue.get(), 10) for _ in range(2)]
+        assert [d.payload for d in got] == [b"all here", b"late one hears it"]
+        for member in members:
+            assert member.view.epoch == 0
+            await member.close()
+
+    asyncio.run(scenario())

@@ -191,13 +191,11 @@ class Member:
             self._timer = self._loop.call_at(deadline, self._on_timer)
 
     def _connect_known(self) -> None:
+        # Links to departed members are left alone: frames queued for them (the final row a
+        # leaving member waits for) must still go out, and their own stop closes the link.
         for member in self.node.view.members:
             if member != self.node.node_id and member not in self._connected:
                 self._connect(member)
-        for departed in self.node.view.departed:
-            if departed in self._connected:
-                del self._connected[departed]
-                self.transport.disconnect(departed)
 
     def _connect(self, peer: NodeId) -> None:
         address = self.node.addresses.get(peer)

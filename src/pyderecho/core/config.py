@@ -22,6 +22,8 @@ class CoreConfig:
     heartbeat_timeout: float = 1.0
     """Seconds of silence after which a watched member is suspected; also how long a step of a
     view change may wait on a member before that member is suspected."""
+    startup_timeout: float = 10.0
+    """How long a founding member may take to show up at all before it is suspected."""
     monitors: int = 3
     """How many ring successors each member watches: enough that one failure is seen by
     several members, few enough that heartbeats cost O(n), not O(n^2)."""
@@ -35,6 +37,11 @@ class CoreConfig:
             raise ValueError(
                 f"heartbeat_interval ({self.heartbeat_interval}) must be positive and below "
                 f"heartbeat_timeout ({self.heartbeat_timeout})"
+            )
+        if self.startup_timeout < self.heartbeat_timeout:
+            raise ValueError(
+                f"startup_timeout ({self.startup_timeout}) must be at least heartbeat_timeout "
+                f"({self.heartbeat_timeout})"
             )
         if not isinstance(self.monitors, int) or self.monitors < 1:
             raise ValueError(f"monitors must be a positive integer, got {self.monitors!r}")

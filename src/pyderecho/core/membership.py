@@ -102,6 +102,9 @@ class Membership:
         self.stopped = ""
         """Why this member stopped, empty while it runs."""
         self.last_heard = dict.fromkeys(view.members, now)
+        self._never_heard = set(view.members) - {me} if view.epoch == 0 else set()
+        """Founders not heard from yet: processes of a new group start seconds apart, so a
+        founder that has not shown up gets ``startup_timeout`` before it is suspected."""
         self.watched = _successors(view.members, self.rank, config.monitors)
         self.watchers = _predecessors(view.members, self.rank, config.monitors)
         self._last_tick = now
@@ -136,6 +139,7 @@ class Membership:
     def heard_from(self, src: NodeId, now: float) -> None:
         if src in self.last_heard:
             self.last_heard[src] = now
+            self._never_heard.discard(src)
 
     def tick(self, now: float) -> None:
         """Send heartbeats, suspect silent watched members, and time out stalled steps."""
@@ -155,7 +159,10 @@ class Membership:
             return
         deadline = now - self.config.heartbeat_timeout
         for member in self.watched:
-            if member not in self.suspected and self.last_heard[member] < deadline:
+            silent_since = self.last_heard[member]
+            if member in self._never_heard:
+                silent_since += self.config.startup_timeout - self.config.heartbeat_timeout
+            if member not in self.suspected and silent_since < deadline:
                 self.suspect(member, now, local=True)
                 if self.stopped:
                     return
