@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from pyderecho import bench
 from pyderecho.config import SettingsError, add_arguments, load_settings
 from pyderecho.core.config import CoreConfig
 from pyderecho.core.errors import RemoteProtocolError
@@ -99,6 +100,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--transport", choices=["tcp", "shm"], default="tcp")
 
     _add_node_parser(commands)
+    bench.add_parser(commands)
 
     status = commands.add_parser(
         "status",
@@ -303,6 +305,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _check(args)
     if args.command == "status":
         return _status(args)
+    if args.command == "bench":
+        return bench.run(args)
     return run_demo(transport=args.transport)
 
 

@@ -1,0 +1,360 @@
+"""What this machine gives Python without any protocol: the baselines ``pyderecho bench`` is
+judged against.
+
+Each TCP figure is one sender process and one receiver process on the loopback, the frames
+length-prefixed as the TCP transport frames them, timed at the receiver as the bench times a
+member: from the first whole frame to the last, ``(frames - 1) / span``.
+
+- ``tcp_100b_socket``: 100-byte frames over blocking sockets. The sender packs each frame
+  (header and payload) into a batch of about 256 KiB and hands every batch to ``sendall``; the
+  receiver reads 1 MiB at a time and walks the length prefixes, one Python step per frame. The
+  least any Python program spends per small message on TCP.
+- ``tcp_100b_asyncio``: the same frames over asyncio streams, written with ``writelines`` per
+  batch and read with ``readexactly`` per header and payload, as the TCP transport does: the
+  ceiling of that design with no protocol on top.
+- ``tcp_1mib_socket``: 1 MiB frames over blocking sockets, ``sendall`` of one prepared frame
+  again and again, read with ``recv_into`` into one buffer: raw loopback bandwidth.
+- ``tcp_1mib_asyncio``: the same 1 MiB frames over asyncio streams (``writelines``, then
+  ``readexactly``), as the TCP transport moves them: what the stream layer's own copies cost.
+- ``tcp_100b_buffered`` and ``tcp_1mib_buffered``: the asyncio sender, and a receiver that
+  reads in place (``asyncio.BufferedProtocol``: ``recv_into`` one reusable buffer, each frame
+  a memoryview slice of it): what an asyncio TCP transport could reach without the stream
+  reader's copies.
+- ``shm_copy``: ``memcpy`` of 1 MiB blocks into a shared segment, from ``shm_copy.py``: what
+  the shared-memory transport must do per byte at least (the sender copies each frame into the
+  ring once).
+
+Prints one JSON object; every figure is the median of ``--repeat`` runs.
+
+    .venv/bin/python benchmarks/raw_baselines.py [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import socket
+import statistics
+import struct
+import time
+from collections.abc import Callable
+
+from shm_copy import raw_copy_gib_per_s
+
+MiB = 1 << 20
+HEADER = struct.Struct(">I")
+"""The length prefix of :mod:`pyderecho.transport.framing`."""
+BATCH_BYTES = 256 * 1024
+"""As the TCP transport batches frames into one write."""
+TIMEOUT_S = 60.0
+
+Sender = Callable[[int, int, int], None]
+"""A sender process's entry: ``(port, frames, size)``."""
+
+
+# -- senders (each runs in its own process) ---------------------------------------------------
+
+
+def _socket_sender(port: int, frames: int, size: int) -> None:
+    payload = bytes(size)
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        if size >= BATCH_BYTES:
+            frame = HEADER.pack(size) + payload
+            for _ in range(frames):
+                sock.sendall(frame)
+            return
+        per_batch = max(1, BATCH_BYTES // (size + HEADER.size))
+        sent = 0
+        while sent < frames:
+            parts: list[bytes] = []
+            for _ in range(min(per_batch, frames - sent)):
+                parts.append(HEADER.pack(len(payload)))
+                parts.append(payload)
+            sock.sendall(b"".join(parts))
+            sent += len(parts) // 2
+
+
+def _asyncio_sender(port: int, frames: int, size: int) -> None:
+    asyncio.run(_asyncio_send(port, frames, size))
+
+
+async def _asyncio_send(port: int, frames: int, size: int) -> None:
+    payload = bytes(size)
+    _, writer = await asyncio.open_connection("127.0.0.1", port)
+    per_batch = max(1, BATCH_BYTES // (size + HEADER.size))
+    sent = 0
+    while sent < frames:
+        parts: list[bytes] = []
+        for _ in range(min(per_batch, frames - sent)):
+            parts.append(HEADER.pack(len(payload)))
+            parts.append(payload)
+        writer.writelines(parts)
+        await writer.drain()
+        sent += len(parts) // 2
+    writer.close()
+    await writer.wait_closed()
+
+
+def _run_sender(
+    target: Sender, frames: int, size: int, receive: Callable[[socket.socket], float]
+) -> float:
+    """Listen, start ``target`` in a fresh process to send to us, return ``receive`` of the
+    accepted connection."""
+    context = multiprocessing.get_context("spawn")
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        process = context.Process(target=target, args=(port, frames, size), daemon=True)
+        process.start()
+        try:
+            server.settimeout(TIMEOUT_S)
+            conn, _ = server.accept()
+            with conn:
+                conn.settimeout(TIMEOUT_S)
+                return receive(conn)
+        finally:
+            process.join(TIMEOUT_S)
+            if process.is_alive():
+                process.kill()
+                process.join()
+
+
+# -- receivers --------------------------------------------------------------------------------
+
+
+def _receive_small(sock: socket.socket, frames: int) -> float:
+    """Walk the length prefixes of ``frames`` frames; frames per second from the first read
+    that completes a frame to the last."""
+    buffer = bytearray(MiB)
+    view = memoryview(buffer)
+    unpack = HEADER.unpack_from
+    have = start = got = counted = 0
+    first = last = 0.0
+    while got < frames:
+        read = sock.recv_into(view[have:])
+        if not read:
+            raise RuntimeError(f"the sender stopped after {got} of {frames} frames")
+        have += read
+        while have - start >= HEADER.size:
+            (length,) = unpack(buffer, start)
+            end = start + HEADER.size + length
+            if end > have:
+                break
+            got += 1
+            start = end
+        if got:
+            last = time.perf_counter()
+            if not first:
+                # Frames of the first read count as arriving together: time from there.
+                first, counted = last, got
+        buffer[: have - start] = buffer[start:have]
+        have -= start
+        start = 0
+    view.release()
+    return (frames - counted) / (last - first)
+
+
+def _receive_large(sock: socket.socket, frames: int, size: int) -> float:
+    """Read ``frames`` frames of ``size`` bytes into one buffer; bytes per second."""
+    header = bytearray(HEADER.size)
+    body = bytearray(size)
+    first = last = 0.0
+    for _ in range(frames):
+        _read_exactly(sock, memoryview(header))
+        _read_exactly(sock, memoryview(body))
+        last = time.perf_counter()
+        if not first:
+            first = last
+    return (frames - 1) * size / (last - first)
+
+
+def _read_exactly(sock: socket.socket, into: memoryview) -> None:
+    while into.nbytes:
+        read = sock.recv_into(into)
+        if not read:
+            raise RuntimeError("the sender stopped early")
+        into = into[read:]
+
+
+async def _receive_asyncio(frames: int, size: int) -> float:
+    """Serve one connection, reading frames as the TCP transport does."""
+    done: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        first = last = 0.0
+        for _ in range(frames):
+            (length,) = HEADER.unpack(await reader.readexactly(HEADER.size))
+            await reader.readexactly(length)
+            last = time.perf_counter()
+            if not first:
+                first = last
+        writer.close()
+        done.set_result((frames - 1) / (last - first))
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0, limit=MiB)
+    async with server:
+        port = server.sockets[0].getsockname()[1]
+        context = multiprocessing.get_context("spawn")
+        process = context.Process(target=_asyncio_sender, args=(port, frames, size), daemon=True)
+        process.start()
+        try:
+            async with asyncio.timeout(TIMEOUT_S):
+                return await done
+        finally:
+            process.join(TIMEOUT_S)
+            if process.is_alive():
+                process.kill()
+                process.join()
+
+
+class _FrameProtocol(asyncio.BufferedProtocol):
+    """Frames read in place: the kernel copies into one reusable buffer (``recv_into``), and
+    each whole frame is a slice of it, as a memoryview. What a stream reader copies three times
+    (into its buffer, out of it, into ``bytes``), this never copies."""
+
+    def __init__(self, frames: int, done: asyncio.Future[float]) -> None:
+        self.frames = frames
+        self.done = done
+        self.buffer = bytearray(4 * MiB)
+        self.have = self.start = self.got = 0
+        self.first = self.last = 0.0
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        if self.start:  # move the partial frame to the front, then fill behind it
+            rest = self.have - self.start
+            self.buffer[:rest] = self.buffer[self.start : self.have]
+            self.have, self.start = rest, 0
+        if self.have >= HEADER.size:
+            (length,) = HEADER.unpack_from(self.buffer)
+            if HEADER.size + length > len(self.buffer):
+                self.buffer.extend(bytes(HEADER.size + length - len(self.buffer)))
+        return memoryview(self.buffer)[self.have :]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.have += nbytes
+        buffer, start, have = self.buffer, self.start, self.have
+        while have - start >= HEADER.size:
+            (length,) = HEADER.unpack_from(buffer, start)
+            end = start + HEADER.size + length
+            if end > have:
+                break
+            with memoryview(buffer)[start + HEADER.size : end]:
+                pass  # here a transport would hand the frame to on_frame
+            self.got += 1
+            self.last = time.perf_counter()
+            if not self.first:
+                self.first = self.last
+            start = end
+        self.start = start
+        if self.got >= self.frames and not self.done.done():
+            self.done.set_result((self.got - 1) / (self.last - self.first))
+
+
+async def _receive_buffered(frames: int, size: int) -> float:
+    """Serve one connection with :class:`_FrameProtocol`."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[float] = loop.create_future()
+    server = await loop.create_server(lambda: _FrameProtocol(frames, done), "127.0.0.1", 0)
+    async with server:
+        port = server.sockets[0].getsockname()[1]
+        context = multiprocessing.get_context("spawn")
+        process = context.Process(target=_asyncio_sender, args=(port, frames, size), daemon=True)
+        process.start()
+        try:
+            async with asyncio.timeout(TIMEOUT_S):
+                return await done
+        finally:
+            process.join(TIMEOUT_S)
+            if process.is_alive():
+                process.kill()
+                process.join()
+
+
+# -- the baselines ----------------------------------------------------------------------------
+
+
+def tcp_small_socket(frames: int = 300_000, size: int = 100) -> float:
+    """Frames per second of ``size``-byte frames over blocking loopback sockets."""
+    return _run_sender(_socket_sender, frames, size, lambda sock: _receive_small(sock, frames))
+
+
+def tcp_small_asyncio(frames: int = 200_000, size: int = 100) -> float:
+    """Frames per second of ``size``-byte frames over asyncio streams."""
+    return asyncio.run(_receive_asyncio(frames, size))
+
+
+def tcp_large_socket(frames: int = 2000, size: int = MiB) -> float:
+    """Bytes per second of ``size``-byte frames over blocking loopback sockets."""
+    return _run_sender(
+        _socket_sender, frames, size, lambda sock: _receive_large(sock, frames, size)
+    )
+
+
+def tcp_large_asyncio(frames: int = 1000, size: int = MiB) -> float:
+    """Bytes per second of ``size``-byte frames over asyncio streams."""
+    return asyncio.run(_receive_asyncio(frames, size)) * size
+
+
+def tcp_small_buffered(frames: int = 300_000, size: int = 100) -> float:
+    """Frames per second of ``size``-byte frames, asyncio sender, read in place."""
+    return asyncio.run(_receive_buffered(frames, size))
+
+
+def tcp_large_buffered(frames: int = 1000, size: int = MiB) -> float:
+    """Bytes per second of ``size``-byte frames, asyncio sender, read in place."""
+    return asyncio.run(_receive_buffered(frames, size)) * size
+
+
+def shm_copy(blocks: int = 2048, segment_mib: int = 4) -> float:
+    """Bytes per second of ``memcpy`` of 1 MiB blocks into a shared segment (one run)."""
+    return raw_copy_gib_per_s(blocks, 1, segment_mib) * (1 << 30)
+
+
+BASELINES: dict[str, tuple[str, Callable[[], float]]] = {
+    "tcp_100b_socket": ("messages_per_s", tcp_small_socket),
+    "tcp_100b_asyncio": ("messages_per_s", tcp_small_asyncio),
+    "tcp_100b_buffered": ("messages_per_s", tcp_small_buffered),
+    "tcp_1mib_socket": ("bytes_per_s", tcp_large_socket),
+    "tcp_1mib_asyncio": ("bytes_per_s", tcp_large_asyncio),
+    "tcp_1mib_buffered": ("bytes_per_s", tcp_large_buffered),
+    "shm_copy": ("bytes_per_s", shm_copy),
+}
+"""Each baseline: its unit, and a function that measures it once."""
+
+
+def measure_once() -> dict[str, float]:
+    """Every baseline once."""
+    return {name: run() for name, (_, run) in BASELINES.items()}
+
+
+def summarize(samples: dict[str, list[float]]) -> dict[str, dict[str, object]]:
+    """Medians (in each baseline's unit) and the samples they come from."""
+    return {
+        name: {unit: round(statistics.median(samples[name])), "samples": _rounded(samples[name])}
+        for name, (unit, _) in BASELINES.items()
+    }
+
+
+def measure(repeat: int) -> dict[str, dict[str, object]]:
+    """Every baseline ``repeat`` times, interleaved; medians and samples."""
+    samples: dict[str, list[float]] = {name: [] for name in BASELINES}
+    for _ in range(repeat):
+        for name, value in measure_once().items():
+            samples[name].append(value)
+    return summarize(samples)
+
+
+def _rounded(values: list[float]) -> list[int]:
+    return [round(value) for value in values]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    print(json.dumps({"benchmark": "raw_baselines", "repeat": args.repeat, **measure(args.repeat)}))
+
+
+if __name__ == "__main__":
+    main()

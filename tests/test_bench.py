@@ -1,0 +1,133 @@
+"""``pyderecho bench``: tiny runs of real member processes complete and report well-formed JSON.
+
+Nothing here asserts a speed: the numbers only have to be there and be sane (a machine under
+load may be as slow as it likes). Each run starts its own worker processes; the tests check
+that none is left behind, whether the run succeeds or fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+
+import pytest
+
+from pyderecho import bench
+from pyderecho.bench import BenchError, BenchSpec, bench_layout, run_bench, sending_members
+from pyderecho.core.layout import Mode, compute_layout
+from pyderecho.core.view import View
+
+
+def run_json(capsys: pytest.CaptureFixture[str], *args: str) -> dict[str, object]:
+    assert bench.main([*args, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert isinstance(report, dict)
+    return report
+
+
+def check_report(report: dict[str, object], *, nodes: int, delivered: int) -> None:
+    for key in ("nodes", "senders", "count", "size", "mode", "transport", "wall_s"):
+        assert key in report
+    assert report["nodes"] == nodes
+    assert report["delivered_per_member"] == delivered
+    for key in ("messages_per_s", "bytes_per_s"):
+        value = report[key]
+        assert isinstance(value, int) and value > 0, key
+    for key in ("latency_us", "wire_latency_us"):
+        percentiles = report[key]
+        assert isinstance(percentiles, dict)
+        p50, p99 = percentiles["p50"], percentiles["p99"]
+        assert isinstance(p50, float) and isinstance(p99, float)
+        assert 0 <= p50 <= p99
+    wall = report["wall_s"]
+    assert isinstance(wall, float) and wall > 0
+    cpu = report["cpu_s_per_member"]
+    assert isinstance(cpu, list) and len(cpu) == nodes
+    assert report["duplicates"] == 0
+    assert report["rejected"] == []
+    assert report["clean_exit"] is True
+    assert not multiprocessing.active_children()
+
+
+@pytest.mark.parametrize("transport", ["shm", "tcp"])
+def test_ordered_run_reports_json(capsys: pytest.CaptureFixture[str], transport: str) -> None:
+    report = run_json(capsys, "--nodes", "3", "--count", "200", "--transport", transport)
+    check_report(report, nodes=3, delivered=3 * 200)
+    assert report["transport"] == transport
+    assert report["mode"] == "ordered"
+    assert report["size"] == 100
+    rate, byte_rate = report["messages_per_s"], report["bytes_per_s"]
+    assert isinstance(rate, int) and isinstance(byte_rate, int)
+    assert byte_rate == pytest.approx(100 * rate, rel=0.01)
+
+
+@pytest.mark.parametrize("transport", ["shm", "tcp"])
+def test_raw_large_messages_one_sender(capsys: pytest.CaptureFixture[str], transport: str) -> None:
+    # 300 KiB: larger than a block, so every message is relayed block by block.
+    args = ("--nodes", "3", "--senders", "one", "--mode", "raw", "--size", str(300 * 1024))
+    report = run_json(capsys, *args, "--count", "20", "--transport", transport)
+    check_report(report, nodes=3, delivered=20)
+    assert report["sending_members"] == 1
+
+
+def test_idle_cpu_is_reported(capsys: pytest.CaptureFixture[str]) -> None:
+    report = run_json(capsys, "--nodes", "2", "--count", "0", "--idle", "0.3")
+    assert report["delivered_per_member"] == 0
+    assert report["messages_per_s"] is None
+    idle = report["idle_cpu_s_per_member"]
+    assert isinstance(idle, list) and len(idle) == 2
+    assert all(isinstance(seconds, float) and seconds >= 0 for seconds in idle)
+    assert not multiprocessing.active_children()
+
+
+def test_human_output(capsys: pytest.CaptureFixture[str]) -> None:
+    assert bench.main(["--nodes", "2", "--senders", "half", "--count", "50"]) == 0
+    out = capsys.readouterr().out
+    assert "messages/s" in out
+    assert "latency" in out
+
+
+def test_failed_run_leaves_no_process() -> None:
+    # No worker can even start within a millisecond: the run must fail and reap them all.
+    with pytest.raises(BenchError, match="timed out"):
+        run_bench(BenchSpec(nodes=3, count=10, timeout_s=0.001))
+    assert not multiprocessing.active_children()
+
+
+def test_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        bench.main(["--nodes", "0"])
+    assert bench.main(["--size", "1000", "--timeout", "0.000001", "--json"]) == 1
+    assert "timed out" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="senders"):
+        BenchSpec(senders="most")
+
+
+def test_add_parser_plugs_into_a_command() -> None:
+    parser = argparse.ArgumentParser(prog="pyderecho")
+    commands = parser.add_subparsers(dest="command", required=True)
+    bench.add_parser(commands)
+    args = parser.parse_args(["bench", "--nodes", "5", "--transport", "tcp", "--window", "7"])
+    assert args.command == "bench"
+    assert (args.nodes, args.transport, args.window, args.mode) == (5, "tcp", 7, "ordered")
+
+
+@pytest.mark.parametrize(
+    ("policy", "expected"), [("all", (0, 1, 2, 3, 4)), ("half", (0, 1)), ("one", (0,))]
+)
+def test_layout_senders(policy: str, expected: tuple[int, ...]) -> None:
+    view = View(0, (0, 1, 2, 3, 4))
+    assert sending_members(view.members, policy) == expected
+    layout = compute_layout(bench_layout(Mode.RAW, policy), view)
+    (ref,) = layout.shards_of(0)
+    assert ref.layout.members == view.members
+    assert ref.layout.sending_members == expected
+    assert ref.layout.mode is Mode.RAW
+
+
+def test_window_shrinks_for_large_messages() -> None:
+    assert BenchSpec(size=100).window_size == 100
+    assert BenchSpec(size=1 << 20).window_size == 16
+    assert BenchSpec(size=64 << 20).window_size == 2
+    assert BenchSpec(size=100, window=7).window_size == 7
