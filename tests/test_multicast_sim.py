@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from pyderecho.core.config import CoreConfig
 from pyderecho.core.errors import LocalProtocolError
+from pyderecho.core.events import Delivered
 from pyderecho.core.layout import Allocation, InadequateView, LayoutFunction, Mode, ShardLayout
 from pyderecho.core.node import Node
 from pyderecho.core.view import View
@@ -244,3 +245,15 @@ def test_paxos_is_refused_until_there_is_a_log() -> None:
 
     with pytest.raises(LocalProtocolError, match="persistent log"):
         Node(0, View(0, (0, 1)), layout)
+
+
+def test_a_shard_of_one_sends_everything_queued_in_one_burst() -> None:
+    """Regression: the window was computed once per pump, and in a shard of one no row ever
+    arrives to pump again, so a burst beyond the window stalled."""
+    config = CoreConfig(window_size=4)
+    node = Node(0, View(0, (0,)), single_shard(Mode.ORDERED), config)
+    for number in range(30):
+        node.send(0, b"solo%d" % number, 0.0, flush=False)
+    node.flush(0.0)
+    delivered = [e for e in node.events() if isinstance(e, Delivered)]
+    assert [d.payload for d in delivered] == [b"solo%d" % n for n in range(30)]

@@ -2,18 +2,21 @@
 
 Events are small frozen records; the driver drains them after each input and hands them to the
 application (deliveries) or to its own bookkeeping (sends, for histories and statistics).
+The two made once per message are msgspec structs without GC tracking: a profile of the 100-byte
+benchmark found dataclass construction the largest single cost (about 600 ns against 100).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import msgspec
+
 from pyderecho.core.layout import Mode, ViewLayout
 from pyderecho.core.view import NodeId, View
 
 
-@dataclass(frozen=True, slots=True)
-class Delivered:
+class Delivered(msgspec.Struct, frozen=True, gc=False):
     """A message handed to the application, in the shard's delivery order."""
 
     epoch: int
@@ -25,8 +28,7 @@ class Delivered:
     payload: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class MessageSent:
+class MessageSent(msgspec.Struct, frozen=True, gc=False):
     """A queued message left this sender with its per-sender index."""
 
     epoch: int

@@ -265,21 +265,26 @@ class ShardMulticast:
         me = self.my_sender_rank
         if me < 0 or self.wedged:
             return
-        window_end = self.table.min_received(me) + self._config.window_size
-        batch: list[bytes] = []
-        batch_bytes = 0
         limit = self._config.block_size
-        while self.pending and self.next_index + len(batch) < window_end:
-            payload = self.pending.popleft()
-            if len(payload) > limit or batch_bytes + len(payload) > limit:
-                self._transmit_small(batch)
-                batch, batch_bytes = [], 0
-            if len(payload) > limit:
-                self._transmit_large(payload)
-            else:
-                batch.append(payload)
-                batch_bytes += len(payload)
-        self._transmit_small(batch)
+        # Sending moves this member's own counter, which can open the window further (in a
+        # shard of one it is the only counter): go round until the window stops moving.
+        while self.pending:
+            window_end = self.table.min_received(me) + self._config.window_size
+            if self.next_index >= window_end:
+                break
+            batch: list[bytes] = []
+            batch_bytes = 0
+            while self.pending and self.next_index + len(batch) < window_end:
+                payload = self.pending.popleft()
+                if len(payload) > limit or batch_bytes + len(payload) > limit:
+                    self._transmit_small(batch)
+                    batch, batch_bytes = [], 0
+                if len(payload) > limit:
+                    self._transmit_large(payload)
+                else:
+                    batch.append(payload)
+                    batch_bytes += len(payload)
+            self._transmit_small(batch)
         if not self.pending and self.mode is not Mode.RAW:
             self._send_nulls()
 
