@@ -49,6 +49,8 @@ TESTING = {
     "FaultProxy",
     "HistoryRecorder",
     "LinkModel",
+    "MemoryNetwork",
+    "MemoryTransport",
     "SentRecord",
     "Simulation",
     "Violation",

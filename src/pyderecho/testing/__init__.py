@@ -6,6 +6,7 @@ Public, like ``trio.testing``: users test their own layouts and replicated class
 from pyderecho.history.checker import HistoryRecorder, Violation, check_history, check_views
 from pyderecho.history.records import DeliveryRecord, SentRecord, payload_digest
 from pyderecho.testing.fault_proxy import FaultProxy
+from pyderecho.transport.memory import MemoryNetwork, MemoryTransport
 from pyderecho.transport.sim import LinkModel, Simulation
 
 __all__ = [
@@ -13,6 +14,8 @@ __all__ = [
     "FaultProxy",
     "HistoryRecorder",
     "LinkModel",
+    "MemoryNetwork",
+    "MemoryTransport",
     "SentRecord",
     "Simulation",
     "Violation",
