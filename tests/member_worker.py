@@ -130,7 +130,7 @@ class Workload:
 
     def _delivered(self, event: Delivered) -> None:
         self.delivered += 1
-        sender_text, _, number_text = event.payload.partition(b":")
+        sender_text, _, number_text = bytes(event.payload).partition(b":")
         if int(sender_text) != event.sender or int(number_text) != self.next_from[event.sender]:
             self.fifo_violations += 1
         self.next_from[event.sender] = int(number_text) + 1

@@ -166,7 +166,7 @@ class Group:
     def _recorder(self, member: NodeId) -> Callable[[Event], None]:
         def record(event: Event) -> None:
             if isinstance(event, Delivered):
-                self.delivered[member].append((event.epoch, event.sender, event.payload))
+                self.delivered[member].append((event.epoch, event.sender, bytes(event.payload)))
 
         return record
 

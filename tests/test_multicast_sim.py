@@ -208,14 +208,16 @@ def test_bad_input_is_counted_and_dropped() -> None:
     node.events()
     node.receive_bytes(1, b"\xc1 not msgpack", 0.0)
     node.receive_bytes(1, encode(ShardRow(0, 0, 0, (1, 2), 0, 0)), 0.0)  # wrong row width
-    node.receive_bytes(9, encode(Data(0, 0, 0, 9, 0, (b"x",))), 0.0)  # not a member
-    node.receive_bytes(1, encode(Data(0, 0, 0, 2, 0, (b"x",))), 0.0)  # 1 speaks for 2
-    node.receive_bytes(1, encode(Data(5, 0, 0, 1, 0, (b"x",))), 0.0)  # a view not yet installed
-    node.receive_bytes(1, encode(Data(0, 3, 0, 1, 0, (b"x",))), 0.0)  # no such subgroup
+    node.receive_bytes(9, encode(Data(0, 0, 0, 9, 0, (memoryview(b"x"),))), 0.0)  # not a member
+    node.receive_bytes(1, encode(Data(0, 0, 0, 2, 0, (memoryview(b"x"),))), 0.0)  # 1 speaks for 2
+    node.receive_bytes(
+        1, encode(Data(5, 0, 0, 1, 0, (memoryview(b"x"),))), 0.0
+    )  # a view not yet installed
+    node.receive_bytes(1, encode(Data(0, 3, 0, 1, 0, (memoryview(b"x"),))), 0.0)  # no such subgroup
     assert node.stats == {"malformed": 1, "rejected": 3, "early": 1, "unknown_shard": 1}
     assert node.events() == []
-    node.receive_bytes(1, encode(Data(0, 0, 0, 1, 0, (b"ok",))), 0.0)
-    node.receive_bytes(1, encode(Data(0, 0, 0, 1, 0, (b"ok",))), 0.0)
+    node.receive_bytes(1, encode(Data(0, 0, 0, 1, 0, (memoryview(b"ok"),))), 0.0)
+    node.receive_bytes(1, encode(Data(0, 0, 0, 1, 0, (memoryview(b"ok"),))), 0.0)
     assert node.duplicates == 1
 
 
@@ -257,3 +259,21 @@ def test_a_shard_of_one_sends_everything_queued_in_one_burst() -> None:
     node.flush(0.0)
     delivered = [e for e in node.events() if isinstance(e, Delivered)]
     assert [d.payload for d in delivered] == [b"solo%d" % n for n in range(30)]
+
+
+def test_raw_deliveries_are_views_into_the_frame_ordered_ones_are_copies() -> None:
+    """Raw delivers during the frame's callback, so it hands over the decoded view without a
+    copy; ordered delivery waits for stability, past the frame's life, so it copies."""
+    seen: dict[Mode, set[type]] = {Mode.RAW: set(), Mode.ORDERED: set()}
+    for mode in (Mode.RAW, Mode.ORDERED):
+        sim = Simulation(3, single_shard(mode), seed=1)
+
+        def note(member: int, event: object, mode: Mode = mode) -> None:
+            if isinstance(event, Delivered) and member != event.sender:
+                seen[mode].add(type(event.payload))
+
+        sim.on_event = note
+        for number in range(20):
+            sim.send(number % 3, 0, b"v%d" % number)
+        assert sim.settle(limit=5.0)
+    assert seen == {Mode.RAW: {memoryview}, Mode.ORDERED: {bytes}}

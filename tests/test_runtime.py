@@ -102,7 +102,7 @@ def test_the_blocking_member_sends_and_receives_from_plain_threads() -> None:
             members[number % 3].send(0, b"b%d" % number)
         for member in members:
             got: list[Delivered] = [member.deliveries.get(timeout=10) for _ in range(50)]
-            assert sorted(d.payload for d in got) == sorted(b"b%d" % n for n in range(50))
+            assert sorted(bytes(d.payload) for d in got) == sorted(b"b%d" % n for n in range(50))
         assert members[2].leave() == "left the group"
         view = members[0].wait_for_view(lambda v: v.epoch >= 1, timeout=10)
         assert view.members == (0, 1)

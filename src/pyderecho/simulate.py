@@ -123,7 +123,7 @@ class _Run:
 
     def _observe(self, member: NodeId, event: Event) -> None:
         if isinstance(event, Delivered):
-            self.delivered.setdefault(member, Counter())[event.payload] += 1
+            self.delivered.setdefault(member, Counter())[bytes(event.payload)] += 1
         elif isinstance(event, Abandoned):
             self.abandoned.setdefault(member, set()).add(event.payload)
         elif isinstance(event, Suspected):

@@ -53,7 +53,9 @@ class Data(msgspec.Struct, frozen=True, array_like=True, tag="d"):
     sender: int
     index: int
     """The index of the first message; the others follow in order."""
-    payloads: tuple[bytes, ...]
+    payloads: tuple[memoryview, ...]
+    """Decoded as views into the received frame, without copying: a ``Raw`` shard hands them
+    to the application as they are, anything kept past the frame's callback is copied."""
 
 
 class Nulls(msgspec.Struct, frozen=True, array_like=True, tag="n"):

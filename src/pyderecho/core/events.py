@@ -17,7 +17,12 @@ from pyderecho.core.view import NodeId, View
 
 
 class Delivered(msgspec.Struct, frozen=True, gc=False):
-    """A message handed to the application, in the shard's delivery order."""
+    """A message handed to the application, in the shard's delivery order.
+
+    In a ``Raw`` shard the payload is a read-only view straight into the received frame (on
+    shared memory, into the sender's ring): it is valid only while the event is being handled,
+    so copy it (``bytes(payload)``) to keep it. Ordered deliveries are ``bytes``.
+    """
 
     epoch: int
     subgroup: int
@@ -25,7 +30,7 @@ class Delivered(msgspec.Struct, frozen=True, gc=False):
     mode: Mode
     sender: NodeId
     index: int
-    payload: bytes
+    payload: bytes | memoryview
 
 
 class MessageSent(msgspec.Struct, frozen=True, gc=False):

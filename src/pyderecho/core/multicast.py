@@ -79,7 +79,7 @@ class ShardMulticast:
         self.pending: deque[bytes] = deque()
         """Messages the application sent that wait for a window slot."""
         self.next_index = 0
-        self._held: list[dict[int, bytes | None]] = [{} for _ in self.senders]
+        self._held: list[dict[int, bytes | memoryview | None]] = [{} for _ in self.senders]
         """Per sender: messages (None for a null) held and not yet delivered."""
         self._assembling: dict[tuple[int, int], _Assembly] = {}
         self.delivered_upto = -1
@@ -145,8 +145,11 @@ class ShardMulticast:
         if isinstance(message, Data):
             if message.sender != src:
                 raise RemoteProtocolError(f"{src} sent a message in the name of {message.sender}")
+            # Raw deliveries happen during this call, while the frame is alive: they keep the
+            # view. Ordered ones wait for stability, past the frame's life: copy them now.
+            keep = self.mode is Mode.RAW
             for offset, payload in enumerate(message.payloads):
-                self._hold(sender, message.index + offset, payload)
+                self._hold(sender, message.index + offset, payload if keep else bytes(payload))
         elif isinstance(message, Nulls):
             if message.sender != src or message.count < 1:
                 raise RemoteProtocolError(f"bad null run from {src}: {message}")
@@ -197,7 +200,7 @@ class ShardMulticast:
     def _already_held(self, sender: int, index: int) -> bool:
         return index < self.table.received[self.rank][sender] or index in self._held[sender]
 
-    def _hold(self, sender: int, index: int, payload: bytes | None) -> None:
+    def _hold(self, sender: int, index: int, payload: bytes | memoryview | None) -> None:
         if self._already_held(sender, index):
             self.duplicates += 1
             return
@@ -212,6 +215,9 @@ class ShardMulticast:
             while count in held:
                 self._deliver(sender, count, held.pop(count))
                 count += 1
+            for index, payload in held.items():
+                if isinstance(payload, memoryview):
+                    held[index] = bytes(payload)  # it outlives its frame: a gap before it
         else:
             while count in held:
                 count += 1
@@ -246,7 +252,7 @@ class ShardMulticast:
         self.table.delivered[self.rank] = stable
         self.dirty = True
 
-    def _deliver(self, sender: int, index: int, payload: bytes | None) -> None:
+    def _deliver(self, sender: int, index: int, payload: bytes | memoryview | None) -> None:
         if payload is not None:
             self._events.append(
                 Delivered(
@@ -293,7 +299,8 @@ class ShardMulticast:
             return
         me = self.my_sender_rank
         first = self.next_index
-        data = Data(self.epoch, self.subgroup, self.shard, self.senders[me], first, tuple(payloads))
+        views = tuple(memoryview(payload) for payload in payloads)
+        data = Data(self.epoch, self.subgroup, self.shard, self.senders[me], first, views)
         self._outbox.extend((peer, data) for peer in self.peers)
         held = self._held[me]
         for offset, payload in enumerate(payloads):
@@ -433,7 +440,7 @@ class ShardMulticast:
             return unsent
         held = self._held[me]
         trimmed = [held[index] for index in sorted(held)]
-        return [payload for payload in trimmed if payload is not None] + unsent
+        return [bytes(payload) for payload in trimmed if payload is not None] + unsent
 
     def row(self) -> ShardRow:
         """The own row, to push to the other members."""

@@ -16,6 +16,8 @@ from __future__ import annotations
 from collections import Counter, deque
 from collections.abc import Mapping, MutableMapping, Sequence
 
+import msgspec
+
 from pyderecho.core.config import CoreConfig
 from pyderecho.core.errors import LocalProtocolError, RemoteProtocolError
 from pyderecho.core.events import Abandoned, Event, Stopped, Suspected, ViewInstalled
@@ -26,6 +28,7 @@ from pyderecho.core.view import NodeId, View
 from pyderecho.wire import (
     Change,
     ChangeKind,
+    Data,
     Heartbeat,
     JoinRequest,
     MembershipRow,
@@ -303,6 +306,10 @@ class Node:
             self.stats["early_dropped"] += 1
             return
         self.stats["early"] += 1
+        if isinstance(message, Data):
+            # Views into a frame do not outlive its callback; this message waits for a view.
+            copies = tuple(memoryview(bytes(payload)) for payload in message.payloads)
+            message = msgspec.structs.replace(message, payloads=copies)
         self._early.append((src, message))
 
     def _advance(self, now: float) -> None:
