@@ -50,6 +50,7 @@ from multiprocessing.connection import Connection, wait
 from time import perf_counter
 from typing import Any, Literal
 
+from pyderecho.argtypes import non_negative_int, positive_int
 from pyderecho.core.config import CoreConfig
 from pyderecho.core.events import Delivered, Event, MessageSent, Stopped, Suspected
 from pyderecho.core.layout import Allocation, LayoutFunction, Mode, ShardLayout
@@ -545,20 +546,6 @@ def _report(
 # -- the command ------------------------------------------------------------------------------
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _non_negative(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
-    return value
-
-
 def _seconds(text: str) -> float:
     value = float(text)
     if not value >= 0 or math.isinf(value):
@@ -585,19 +572,19 @@ def add_parser(
         "per second at each member, and the latency of each sender's own messages. Mirrors "
         "Derecho's bandwidth and latency programs.",
     )
-    parser.add_argument("--nodes", type=_positive, default=3, help="members (default: 3)")
+    parser.add_argument("--nodes", type=positive_int, default=3, help="members (default: 3)")
     parser.add_argument(
         "--senders", choices=SENDER_POLICIES, default="all", help="who sends (default: all)"
     )
     parser.add_argument(
-        "--count", type=_non_negative, default=1000, help="messages per sender (default: 1000)"
+        "--count", type=non_negative_int, default=1000, help="messages per sender (default: 1000)"
     )
-    parser.add_argument("--size", type=_positive, default=100, help="bytes per message")
+    parser.add_argument("--size", type=positive_int, default=100, help="bytes per message")
     parser.add_argument("--mode", choices=MODES, default="ordered")
     parser.add_argument("--transport", choices=TRANSPORTS, default="shm")
     parser.add_argument(
         "--window",
-        type=_positive,
+        type=positive_int,
         default=None,
         help="messages a sender may have in flight (default: 100, less for large messages)",
     )

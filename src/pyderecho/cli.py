@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pyderecho import bench
+from pyderecho.argtypes import non_negative_int, positive_int
 from pyderecho.config import SettingsError, add_arguments, load_settings
 from pyderecho.core.config import CoreConfig
 from pyderecho.core.errors import RemoteProtocolError
@@ -20,20 +21,6 @@ from pyderecho.layouts import resolve_layout
 from pyderecho.member_main import run_node
 from pyderecho.simulate import SimulationSpec, run_simulation
 from pyderecho.status import format_status, query_status
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _non_negative(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
-    return value
 
 
 def _non_negative_float(text: str) -> float:
@@ -63,7 +50,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Run a layout in the deterministic simulator under a random workload, "
         "then check every member's delivery history. Exits 1 on any violation.",
     )
-    simulate.add_argument("--members", type=_positive, required=True, help="group size")
+    simulate.add_argument("--members", type=positive_int, required=True, help="group size")
     simulate.add_argument(
         "--layout",
         default="every-member",
@@ -75,20 +62,20 @@ def _parser() -> argparse.ArgumentParser:
         default="ordered",
         help="delivery mode forced on every shard (default: ordered)",
     )
-    simulate.add_argument("--messages", type=_non_negative, default=1000)
-    simulate.add_argument("--size", type=_positive, default=64, help="payload bytes")
+    simulate.add_argument("--messages", type=non_negative_int, default=1000)
+    simulate.add_argument("--size", type=positive_int, default=64, help="payload bytes")
     simulate.add_argument("--seed", type=int, default=1)
-    simulate.add_argument("--crash", type=_non_negative, default=0, help="members to crash")
-    simulate.add_argument("--join", type=_non_negative, default=0, help="processes that join")
-    simulate.add_argument("--leave", type=_non_negative, default=0, help="members that leave")
+    simulate.add_argument("--crash", type=non_negative_int, default=0, help="members to crash")
+    simulate.add_argument("--join", type=non_negative_int, default=0, help="processes that join")
+    simulate.add_argument("--leave", type=non_negative_int, default=0, help="members that leave")
     simulate.add_argument(
-        "--pause", type=_non_negative, default=0, help="members to freeze past the timeout"
+        "--pause", type=non_negative_int, default=0, help="members to freeze past the timeout"
     )
     simulate.add_argument(
         "--partition", action="store_true", help="split off a minority for a while, then heal"
     )
-    simulate.add_argument("--window", type=_positive, default=defaults.window_size)
-    simulate.add_argument("--block-size", type=_positive, default=defaults.block_size)
+    simulate.add_argument("--window", type=positive_int, default=defaults.window_size)
+    simulate.add_argument("--block-size", type=positive_int, default=defaults.block_size)
     simulate.add_argument("--json", action="store_true", help="print one JSON object")
 
     demo = commands.add_parser(
@@ -183,7 +170,7 @@ def _add_node_parser(commands: argparse._SubParsersAction[argparse.ArgumentParse
     )
     work = node.add_argument_group("built-in workload")
     work.add_argument(
-        "--send-count", metavar="N", type=_non_negative, default=0, help="messages to send [0]"
+        "--send-count", metavar="N", type=non_negative_int, default=0, help="messages to send [0]"
     )
     work.add_argument(
         "--send-rate",
@@ -195,14 +182,14 @@ def _add_node_parser(commands: argparse._SubParsersAction[argparse.ArgumentParse
     work.add_argument(
         "--size",
         metavar="BYTES",
-        type=_non_negative,
+        type=non_negative_int,
         default=64,
         help="payload bytes, or the payload's unique prefix if that is longer [64]",
     )
     work.add_argument(
         "--subgroup",
         metavar="ID",
-        type=_non_negative,
+        type=non_negative_int,
         help="send only in this subgroup (default: each of this member's subgroups in turn)",
     )
 
