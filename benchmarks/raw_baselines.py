@@ -177,6 +177,24 @@ def _read_exactly(sock: socket.socket, into: memoryview) -> None:
         into = into[read:]
 
 
+async def _timed_from_sender(
+    server: asyncio.Server, done: asyncio.Future[float], frames: int, size: int
+) -> float:
+    """Start the sending process against ``server`` and wait for the receiver's rate."""
+    port = server.sockets[0].getsockname()[1]
+    context = multiprocessing.get_context("spawn")
+    process = context.Process(target=_asyncio_sender, args=(port, frames, size), daemon=True)
+    process.start()
+    try:
+        async with asyncio.timeout(TIMEOUT_S):
+            return await done
+    finally:
+        process.join(TIMEOUT_S)
+        if process.is_alive():
+            process.kill()
+            process.join()
+
+
 async def _receive_asyncio(frames: int, size: int) -> float:
     """Serve one connection, reading frames as the TCP transport does."""
     done: asyncio.Future[float] = asyncio.get_running_loop().create_future()
@@ -194,18 +212,7 @@ async def _receive_asyncio(frames: int, size: int) -> float:
 
     server = await asyncio.start_server(serve, "127.0.0.1", 0, limit=MiB)
     async with server:
-        port = server.sockets[0].getsockname()[1]
-        context = multiprocessing.get_context("spawn")
-        process = context.Process(target=_asyncio_sender, args=(port, frames, size), daemon=True)
-        process.start()
-        try:
-            async with asyncio.timeout(TIMEOUT_S):
-                return await done
-        finally:
-            process.join(TIMEOUT_S)
-            if process.is_alive():
-                process.kill()
-                process.join()
+        return await _timed_from_sender(server, done, frames, size)
 
 
 class _FrameProtocol(asyncio.BufferedProtocol):
@@ -257,18 +264,7 @@ async def _receive_buffered(frames: int, size: int) -> float:
     done: asyncio.Future[float] = loop.create_future()
     server = await loop.create_server(lambda: _FrameProtocol(frames, done), "127.0.0.1", 0)
     async with server:
-        port = server.sockets[0].getsockname()[1]
-        context = multiprocessing.get_context("spawn")
-        process = context.Process(target=_asyncio_sender, args=(port, frames, size), daemon=True)
-        process.start()
-        try:
-            async with asyncio.timeout(TIMEOUT_S):
-                return await done
-        finally:
-            process.join(TIMEOUT_S)
-            if process.is_alive():
-                process.kill()
-                process.join()
+        return await _timed_from_sender(server, done, frames, size)
 
 
 # -- the baselines ----------------------------------------------------------------------------

@@ -21,16 +21,13 @@ from pyderecho.core.config import CoreConfig
 from pyderecho.core.events import (
     Delivered,
     Event,
-    MessageSent,
-    NullsSent,
     Stopped,
-    ViewInstalled,
 )
 from pyderecho.core.layout import every_member_layout
 from pyderecho.core.node import Node
 from pyderecho.core.view import NodeId, View
 from pyderecho.runtime import GroupStopped, Member
-from pyderecho.testing import DeliveryRecord, HistoryRecorder, SentRecord, payload_digest
+from pyderecho.testing import HistoryRecorder
 from pyderecho.testing.fault_proxy import FaultProxy
 from pyderecho.transport.tcp import TcpTransport, parse_address
 from transport_conformance import Recorder, digest
@@ -351,41 +348,9 @@ class History:
 
     def hook(self, member: NodeId) -> Callable[[Event], None]:
         def record(event: Event) -> None:
+            self.recorder.record_event(member, event)
             if isinstance(event, Delivered):
                 self.delivered[member] += 1
-                self.recorder.record_delivery(
-                    DeliveryRecord(
-                        member,
-                        event.epoch,
-                        event.subgroup,
-                        event.shard,
-                        event.mode,
-                        event.sender,
-                        event.index,
-                        len(event.payload),
-                        payload_digest(event.payload),
-                    )
-                )
-            elif isinstance(event, MessageSent):
-                self.recorder.record_sent(
-                    SentRecord(
-                        member,
-                        event.epoch,
-                        event.subgroup,
-                        event.shard,
-                        event.index,
-                        payload_digest(event.payload),
-                    )
-                )
-            elif isinstance(event, NullsSent):
-                for index in range(event.first, event.first + event.count):
-                    self.recorder.record_sent(
-                        SentRecord(
-                            member, event.epoch, event.subgroup, event.shard, index, "", null=True
-                        )
-                    )
-            elif isinstance(event, ViewInstalled):
-                self.recorder.record_view(member, event.view, event.layout)
             elif isinstance(event, Stopped):
                 self.stopped[member] = event.reason
             self.changed.set()

@@ -18,9 +18,10 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from pyderecho.core.events import Delivered, Event, MessageSent, NullsSent, ViewInstalled
 from pyderecho.core.layout import Mode, ViewLayout
 from pyderecho.core.view import NodeId, View
-from pyderecho.history.records import DeliveryRecord, SentRecord
+from pyderecho.history.records import DeliveryRecord, SentRecord, payload_digest
 
 ShardKey = tuple[int, int, int]
 """A shard of one epoch: ``(epoch, subgroup, shard)``. Indices restart in every epoch."""
@@ -232,6 +233,42 @@ class HistoryRecorder:
             for epoch, layout in self._layouts.items()
             for ref in layout.shards
         }
+
+    def record_event(self, member: NodeId, event: Event) -> None:
+        """Record what a member's event means for the history (sends, nulls, deliveries,
+        views); other events are not part of it. Drivers feed every event here."""
+        if isinstance(event, Delivered):
+            self.record_delivery(
+                DeliveryRecord(
+                    member,
+                    event.epoch,
+                    event.subgroup,
+                    event.shard,
+                    event.mode,
+                    event.sender,
+                    event.index,
+                    len(event.payload),
+                    payload_digest(event.payload),
+                )
+            )
+        elif isinstance(event, MessageSent):
+            self.record_sent(
+                SentRecord(
+                    member,
+                    event.epoch,
+                    event.subgroup,
+                    event.shard,
+                    event.index,
+                    payload_digest(event.payload),
+                )
+            )
+        elif isinstance(event, NullsSent):
+            for index in range(event.first, event.first + event.count):
+                self.record_sent(
+                    SentRecord(member, event.epoch, event.subgroup, event.shard, index, "", True)
+                )
+        elif isinstance(event, ViewInstalled):
+            self.record_view(member, event.view, event.layout)
 
     def record_view(self, member: NodeId, view: View, layout: ViewLayout) -> None:
         self._views.setdefault(member, []).append(view)

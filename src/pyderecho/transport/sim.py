@@ -30,7 +30,7 @@ from pyderecho.core.layout import LayoutFunction, ViewLayout
 from pyderecho.core.node import Node
 from pyderecho.core.view import NodeId, View
 from pyderecho.history.checker import HistoryRecorder
-from pyderecho.history.records import DeliveryRecord, SentRecord, payload_digest
+from pyderecho.history.records import payload_digest
 from pyderecho.wire import WireMessage, encode
 
 
@@ -300,47 +300,15 @@ class Simulation:
         self._push(arrival, _ARRIVE, dst, src, frame)
 
     def _record(self, node_id: NodeId, event: Event) -> None:
-        recorder = self.recorder
+        self.recorder.record_event(node_id, event)
         if not isinstance(event, MessageSent | NullsSent):
             self.last_progress = self.now
         if isinstance(event, Delivered):
             self.deliveries += 1
             digest = payload_digest(event.payload)
             self._trace.update(f"D{node_id} {event.sender}:{event.index} {digest}".encode())
-            recorder.record_delivery(
-                DeliveryRecord(
-                    node_id,
-                    event.epoch,
-                    event.subgroup,
-                    event.shard,
-                    event.mode,
-                    event.sender,
-                    event.index,
-                    len(event.payload),
-                    digest,
-                )
-            )
-        elif isinstance(event, MessageSent):
-            recorder.record_sent(
-                SentRecord(
-                    node_id,
-                    event.epoch,
-                    event.subgroup,
-                    event.shard,
-                    event.index,
-                    payload_digest(event.payload),
-                )
-            )
-        elif isinstance(event, NullsSent):
-            for index in range(event.first, event.first + event.count):
-                recorder.record_sent(
-                    SentRecord(
-                        node_id, event.epoch, event.subgroup, event.shard, index, "", null=True
-                    )
-                )
         elif isinstance(event, ViewInstalled):
             self._trace.update(f"V{node_id} {event.view.epoch} {event.view.members}".encode())
-            recorder.record_view(node_id, event.view, event.layout)
         elif isinstance(event, Stopped):
             self._trace.update(f"S{node_id} {event.reason}".encode())
             self.stopped[node_id] = event.reason
