@@ -52,6 +52,7 @@ TESTING = {
     "MemoryNetwork",
     "MemoryTransport",
     "SentRecord",
+    "SimLinks",
     "Simulation",
     "Violation",
     "check_history",

@@ -1,4 +1,5 @@
-"""Tools for testing replicated code: the deterministic simulator and the history checker.
+"""Tools for testing replicated code: the deterministic simulator, its link model, the
+in-process transport (which can run on that link model), the fault proxy and the history checker.
 
 Public, like ``trio.testing``: users test their own layouts and replicated classes with them.
 """
@@ -8,6 +9,7 @@ from pyderecho.history.records import DeliveryRecord, SentRecord, payload_digest
 from pyderecho.testing.fault_proxy import FaultProxy
 from pyderecho.transport.memory import MemoryNetwork, MemoryTransport
 from pyderecho.transport.sim import LinkModel, Simulation
+from pyderecho.transport.sim_links import SimLinks
 
 __all__ = [
     "DeliveryRecord",
@@ -17,6 +19,7 @@ __all__ = [
     "MemoryNetwork",
     "MemoryTransport",
     "SentRecord",
+    "SimLinks",
     "Simulation",
     "Violation",
     "check_history",

@@ -9,10 +9,13 @@ Every message is encoded to its wire frame and decoded at the receiver, as on a 
 Links are reliable and FIFO, as the protocol assumes of TCP: each message takes the sender's
 link time (size over bandwidth, one message at a time per sender) plus latency and jitter, and a
 message never overtakes an earlier one on the same link. Messages on different links reorder
-freely. Faults: a member can be paused (it handles nothing until it resumes, then everything
-queued for it, in order), crashed (it stops for good; what it had in flight is lost on a random
-half of its links), or cut off by a partition (links across it break: what crosses them while
-it lasts is lost).
+freely. That timing is :class:`~pyderecho.transport.sim_links.SimLinks`, the same model the
+in-process memory transport runs on when given it (``MemoryNetwork(links=...)``).
+
+Faults are the simulator's own: a member can be paused (it handles nothing until it resumes,
+then everything queued for it, in order), crashed (it stops for good; what it had in flight is
+lost on a random half of its links), or cut off by a partition (links across it break: what
+crosses them while it lasts is lost).
 """
 
 from __future__ import annotations
@@ -21,7 +24,6 @@ import hashlib
 import heapq
 import random
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from pyderecho.core.config import CoreConfig
@@ -31,21 +33,10 @@ from pyderecho.core.node import Node
 from pyderecho.core.view import NodeId, View
 from pyderecho.history.checker import HistoryRecorder
 from pyderecho.history.records import payload_digest
+from pyderecho.transport.sim_links import LinkModel, SimLinks
 from pyderecho.wire import WireMessage, encode
 
-
-@dataclass(frozen=True, slots=True)
-class LinkModel:
-    """How long a message takes between two members."""
-
-    latency_s: float = 20e-6
-    jitter_s: float = 30e-6
-    """Uniform extra delay per message; it reorders messages across links, never within one."""
-    bandwidth_bytes_per_s: float = 1.25e9
-    """Each member's outgoing link (10 Gbit/s by default): sends queue behind each other."""
-    overhead_bytes: int = 64
-    """Framing and headers charged to every message on top of its encoded size."""
-
+__all__ = ["LinkModel", "Simulation"]
 
 _ARRIVE, _SEND, _PAUSE, _RESUME, _CRASH, _CALL, _TICK, _JOIN, _LEAVE = range(9)
 
@@ -66,9 +57,9 @@ class Simulation:
         root = random.Random(seed)
         self.rng = random.Random(root.getrandbits(64))
         """For the caller's workload and faults: drawn from the same root seed."""
-        self._link_rng = random.Random(root.getrandbits(64))
+        self.links = SimLinks(link, seed=root.getrandbits(64))
+        """Every message's timing (drawn from the same root seed)."""
         self._crash_rng = random.Random(root.getrandbits(64))
-        self.link = link or LinkModel()
         self.config = config or CoreConfig()
         self._layout = layout
         member_ids = tuple(range(members)) if isinstance(members, int) else tuple(members)
@@ -80,8 +71,6 @@ class Simulation:
         self._counter = 0
         self._scheduled = 0
         """Sends, faults and calls still in the heap: the run is not over while any remain."""
-        self._link_free: dict[NodeId, float] = {}
-        self._last_arrival: dict[tuple[NodeId, NodeId], float] = {}
         self._paused: dict[NodeId, list[tuple[int, Any, Any, Any]]] = {}
         self._tick_at: dict[NodeId, float] = {}
         self._side: dict[NodeId, int] = {}
@@ -286,18 +275,10 @@ class Simulation:
     def _transmit(self, src: NodeId, dst: NodeId, message: WireMessage) -> None:
         if self._cut(src, dst):
             return
-        link = self.link
         frame = encode(message)
-        size = len(frame) + link.overhead_bytes
         self.messages_sent[src] += 1
-        self.bytes_sent[src] += size
-        departure = max(self.now, self._link_free.get(src, 0.0)) + size / link.bandwidth_bytes_per_s
-        self._link_free[src] = departure
-        arrival = departure + link.latency_s + link.jitter_s * self._link_rng.random()
-        key = (src, dst)
-        arrival = max(arrival, self._last_arrival.get(key, 0.0))
-        self._last_arrival[key] = arrival
-        self._push(arrival, _ARRIVE, dst, src, frame)
+        self.bytes_sent[src] += len(frame) + self.links.model.overhead_bytes
+        self._push(self.links.arrival(src, dst, len(frame), self.now), _ARRIVE, dst, src, frame)
 
     def _record(self, node_id: NodeId, event: Event) -> None:
         self.recorder.record_event(node_id, event)

@@ -1,0 +1,70 @@
+"""The simulator's links, without its clock: when a frame sent at time t reaches its receiver.
+
+:class:`SimLinks` holds the only timing model of the project's simulated networks. The
+deterministic simulator asks it about every message on its virtual clock, and
+:class:`~pyderecho.transport.memory.MemoryNetwork` asks it about every frame on the asyncio
+loop's clock, so protocol runs in the simulator and runtime members over memory transports meet
+the same latency, jitter, bandwidth and reordering, and the memory transport proves against the
+transport conformance suite that these links keep the contract the protocol assumes (reliable,
+FIFO per link).
+
+The model never loses a frame. Losses are faults a driver injects (the simulator's crashes and
+partitions); a real transport reports a broken link instead of hiding the hole, so they stay
+with the simulator rather than here.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from pyderecho.core.view import NodeId
+
+
+@dataclass(frozen=True, slots=True)
+class LinkModel:
+    """How long a message takes between two members."""
+
+    latency_s: float = 20e-6
+    jitter_s: float = 30e-6
+    """Uniform extra delay per message; it reorders messages across links, never within one."""
+    bandwidth_bytes_per_s: float = 1.25e9
+    """Each member's outgoing link (10 Gbit/s by default): sends queue behind each other."""
+    overhead_bytes: int = 64
+    """Framing and headers charged to every message on top of its encoded size."""
+
+
+class SimLinks:
+    """Every link of a network under one :class:`LinkModel`, with jitter from a seeded RNG.
+
+    A sender's frames leave one at a time (each waits for the sender's link to be free, then
+    takes its size over the bandwidth), then travel for the latency plus a uniform draw of the
+    jitter. A frame never overtakes an earlier one on its own link: its arrival is clamped to the
+    link's last, as TCP or an RDMA queue pair would order it. Frames on different links reorder
+    freely. Times are in seconds on whatever clock the caller keeps; the same seed and the same
+    questions in the same order give the same answers.
+    """
+
+    def __init__(self, model: LinkModel | None = None, *, seed: int) -> None:
+        self.model = model or LinkModel()
+        self.seed = seed
+        self._rng = random.Random(seed)
+        self._free: dict[NodeId, float] = {}
+        """When each sender's outgoing link finishes the last frame handed to it."""
+        self._last_arrival: dict[tuple[NodeId, NodeId], float] = {}
+
+    def arrival(self, src: NodeId, dst: NodeId, size: int, now: float) -> float:
+        """When a frame of ``size`` bytes, handed to ``src``'s link at ``now``, reaches ``dst``.
+
+        Asking is sending: the frame occupies ``src``'s link and draws its jitter, so each frame
+        must be asked about exactly once, in the order it is sent.
+        """
+        model = self.model
+        wire = size + model.overhead_bytes
+        departure = max(now, self._free.get(src, 0.0)) + wire / model.bandwidth_bytes_per_s
+        self._free[src] = departure
+        arrival = departure + model.latency_s + model.jitter_s * self._rng.random()
+        key = (src, dst)
+        arrival = max(arrival, self._last_arrival.get(key, 0.0))
+        self._last_arrival[key] = arrival
+        return arrival
