@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from pyderecho.core.errors import RemoteProtocolError
 
@@ -20,6 +20,11 @@ HEADER = struct.Struct(">I")
 
 MAX_FRAME_LIMIT = 2**32 - 1
 """The largest length the prefix can express."""
+
+DIRECT_WRITE_BYTES = 64 * 1024
+"""Frames this large are handed to the stream on their own rather than in a batch: Python 3.11
+joins a batch into one new buffer, a copy that costs more than a system call saves at this
+size, while a lone buffer goes to ``send`` as it is."""
 
 
 class FrameError(RemoteProtocolError):
@@ -54,9 +59,16 @@ def write_frames(writer: asyncio.StreamWriter, frames: Iterable[bytes | memoryvi
     """
     buffers: list[bytes | memoryview] = []
     for frame in frames:
-        buffers.append(HEADER.pack(memoryview(frame).nbytes))
-        buffers.append(frame)
-    writer.writelines(buffers)
+        size = memoryview(frame).nbytes
+        buffers.append(HEADER.pack(size))
+        if size < DIRECT_WRITE_BYTES:
+            buffers.append(frame)
+            continue
+        writer.writelines(buffers)
+        writer.write(frame)
+        buffers = []
+    if buffers:
+        writer.writelines(buffers)
 
 
 async def read_frame(reader: asyncio.StreamReader, max_size: int) -> bytes | None:
@@ -81,3 +93,151 @@ async def read_frame(reader: asyncio.StreamReader, max_size: int) -> bytes | Non
         raise TruncatedFrame(
             f"stream ended {len(exc.partial)} bytes into a {length}-byte frame"
         ) from None
+
+
+FrameSink = Callable[[memoryview], None]
+"""Takes one frame; the view is only valid during the call (the buffer is reused after it)."""
+
+
+class FrameReceiver(asyncio.BufferedProtocol):
+    """Reads length-prefixed frames in place: the kernel copies into one reused buffer, and each
+    frame reaches ``sink`` as a view of it, with no copy in between.
+
+    A :class:`asyncio.StreamReader` costs two copies per byte on top of the kernel's (its buffer
+    grows by ``extend``, and ``readexactly`` copies the frame out); at a gigabyte a second that
+    is most of what Python spends on a link. A frame that does not fit the buffer is read
+    straight into a buffer of its own size (after its header is checked against ``max_size``,
+    so an announced length never makes us allocate beyond the limit).
+
+    :attr:`finished` resolves when reading stops: with ``None`` when the stream ended between
+    frames, or with the error that stopped it (a :class:`FrameError`, an ``OSError`` from the
+    connection, or whatever ``sink`` raised). After an error no further frame is delivered.
+    """
+
+    def __init__(self, sink: FrameSink, max_size: int, *, capacity: int = 4 << 20) -> None:
+        self._sink = sink
+        self._max_size = max_size
+        self._buffer = bytearray(capacity)
+        self._view = memoryview(self._buffer)
+        self._start = 0
+        self._end = 0
+        self._large: memoryview | None = None
+        """The frame being read into its own buffer, while one is."""
+        self._large_filled = 0
+        self._transport: asyncio.BaseTransport | None = None
+        self.finished: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport
+
+    def feed(self, data: bytes) -> None:
+        """Take bytes that arrived before this protocol took over the connection."""
+        while data and not self.finished.done():
+            room = self.get_buffer(len(data))
+            taken = min(len(room), len(data))
+            room[:taken] = data[:taken]
+            data = data[taken:]
+            self.buffer_updated(taken)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        if self._large is not None:
+            return self._large[self._large_filled :]
+        return self._view[self._end :]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if self.finished.done():
+            return
+        if self._large is not None:
+            self._large_filled += nbytes
+            if self._large_filled == len(self._large):
+                frame, self._large = self._large, None
+                self._deliver(frame)
+            return
+        self._end += nbytes
+        try:
+            self._take_frames()
+        except FrameError as exc:
+            self._stop(exc)
+
+    def eof_received(self) -> bool:
+        self._stop(self._truncation())
+        return False
+
+    def _truncation(self) -> TruncatedFrame | None:
+        """What the end of the stream cut short, if anything."""
+        if self._large is not None:
+            into, length = self._large_filled, len(self._large)
+        else:
+            have = self._end - self._start
+            if have == 0:
+                return None
+            if have < HEADER.size:
+                return TruncatedFrame(f"stream ended {have} bytes into a frame header")
+            into, length = have - HEADER.size, HEADER.unpack_from(self._view, self._start)[0]
+        return TruncatedFrame(f"stream ended {into} bytes into a {length}-byte frame")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if exc is not None:
+            self._stop(exc)
+        else:
+            self.eof_received()
+
+    def _take_frames(self) -> None:
+        view, start, end = self._view, self._start, self._end
+        header = HEADER.size
+        while end - start >= header:
+            (length,) = HEADER.unpack_from(view, start)
+            if length > self._max_size:
+                raise OversizedFrame(
+                    f"frame of {length} bytes announced, limit is {self._max_size}"
+                )
+            if end - start - header < length:
+                break
+            self._start = start + header + length
+            if not self._deliver(view[start + header : self._start]):
+                return
+            start = self._start
+        self._make_room(start, end)
+
+    def _make_room(self, start: int, end: int) -> None:
+        """Keep the unfinished frame in ``[start, end)`` and make room for the rest of it."""
+        header = HEADER.size
+        if start == end:
+            self._start = self._end = 0
+            return
+        capacity = len(self._buffer)
+        needed = header
+        if end - start >= header:
+            needed += HEADER.unpack_from(self._view, start)[0]
+            if needed > capacity // 2:
+                # Too large to share the buffer without moving it about: it gets one of its
+                # own, filled from here on.
+                large = memoryview(bytearray(needed - header))
+                have = end - start - header
+                large[:have] = self._view[start + header : end]
+                self._large, self._large_filled = large, have
+                self._start = self._end = 0
+                return
+        if capacity - start < needed:
+            # Through a copy: bytearray's slice assignment is a memcpy, wrong for overlaps.
+            self._buffer[: end - start] = bytes(self._view[start:end])
+            start, end = 0, end - start
+        self._start, self._end = start, end
+
+    def _deliver(self, frame: memoryview) -> bool:
+        try:
+            self._sink(frame)
+        except Exception as exc:  # the sink's error ends the link; the owner reports it
+            self._stop(exc)
+            return False
+        return True
+
+    def _stop(self, error: BaseException | None) -> None:
+        if self.finished.done():
+            return
+        if error is None:
+            self.finished.set_result(None)
+        else:
+            self.finished.set_exception(error)
+        if isinstance(self._transport, asyncio.ReadTransport):
+            self._transport.pause_reading()

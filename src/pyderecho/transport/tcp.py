@@ -25,11 +25,17 @@ connections are held at once.
 
 Sending. :meth:`TcpTransport.send` appends the caller's buffer to the peer's queue and wakes its
 writer task, which hands everything queued to the stream in one ``writelines`` call per batch:
-frames sent in one turn of the event loop share a system call, and a payload is never joined
-into another buffer here. (Python 3.11's asyncio still joins each batch into one buffer; from
-3.12 it passes the buffers to ``sendmsg`` as they are.) A TLS listener upgrades each accepted
-connection inside that connection's own task, so a stalled or failed TLS handshake is timed,
-counted and bounded like an authentication handshake.
+frames sent in one turn of the event loop share a system call. (Python 3.11's asyncio joins each
+batch into one buffer; from 3.12 it passes the buffers to ``sendmsg`` as they are.) A frame of
+64 KiB or more is handed over on its own, so it is never copied into a batch.
+
+Receiving. Once a connection is authenticated, a
+:class:`~pyderecho.transport.framing.FrameReceiver` takes it over from the handshake's stream
+reader: the kernel copies into one reused buffer (``recv_into``) and each frame reaches
+``on_frame`` as a view of that buffer, valid during the call, with no copy in between.
+
+TLS. A listener upgrades each accepted connection inside that connection's own task, so a
+stalled or failed TLS handshake is timed, counted and bounded like an authentication handshake.
 
 ``stats`` keys: ``accepted`` and ``connected`` (links authenticated), ``connect_retry``,
 ``connect_failed``, ``peer_lost``, ``peer_closed``, ``connection_reset``, ``inbound_replaced``
@@ -64,7 +70,7 @@ from pyderecho.transport.auth import (
     run_handshake,
 )
 from pyderecho.transport.base import FrameHandler, PeerLostHandler
-from pyderecho.transport.framing import MAX_FRAME_LIMIT, FrameError, read_frame, write_frames
+from pyderecho.transport.framing import MAX_FRAME_LIMIT, FrameError, FrameReceiver, write_frames
 
 MiB = 1 << 20
 
@@ -72,10 +78,13 @@ _BATCH_BYTES = 256 * 1024
 """Frames are handed to the stream in batches of about this size: large enough that many small
 frames share a system call, small enough to bound the copy Python < 3.12 makes of a batch."""
 _STREAM_LIMIT = 1 * MiB
-"""The stream reader pauses the socket once it buffers twice this much: a frame's bytes are
-read in large chunks without letting a fast peer fill this member's memory."""
+"""The buffer bound of the stream readers that carry handshakes (frames after it are read by a
+:class:`~pyderecho.transport.framing.FrameReceiver`)."""
 _FIRST_RETRY_S = 0.02
 _MAX_RETRY_S = 1.0
+IDENTIFY_ID: NodeId = 2**64 - 2
+"""The node id :meth:`TcpTransport.identify` gives in the handshake, which no member may hold:
+an acceptor that meets it answers who it is and opens no link."""
 
 
 class BadTls(HandshakeError):
@@ -126,6 +135,14 @@ class TcpTransport:
     :meth:`start`. ``ssl_server`` wraps accepted connections and ``ssl_client`` dialed ones (the
     dialed host name is checked against the certificate when the context says so); the group
     secret is still required inside TLS.
+
+    ``allowed_peers``, when given, is a fixed list of the ids that may ever open a link to this
+    member, future joiners included; anyone else holding the secret is refused. It does not
+    follow the view, and cannot: a joiner's join request travels on a link that must be accepted
+    before any member knows of the joiner, and a removed member may come back under its old id
+    as a new member. Which peers belong is the membership protocol's decision (frames from
+    outside the view are ignored there); the secret decides who may talk at all. So a group that
+    grows leaves it None, as ``pyderecho node`` does. :meth:`identify` is admitted either way.
     """
 
     def __init__(
@@ -151,11 +168,14 @@ class TcpTransport:
             raise ValueError("max_send_queue_bytes must hold at least one frame of max_frame_size")
         if handshake_timeout <= 0 or connect_timeout <= 0 or max_pending_handshakes < 1:
             raise ValueError("timeouts and max_pending_handshakes must be positive")
+        if node_id == IDENTIFY_ID:
+            raise ValueError(f"node id {IDENTIFY_ID} is reserved for identify()")
         self.node_id: NodeId = node_id
         self.stats: Counter[str] = Counter()
         self._identity = Identity(group, secret, node_id)
+        self._asker = Identity(group, secret, IDENTIFY_ID)
         self._listen = parse_address(listen)
-        self._allowed = None if allowed_peers is None else frozenset(allowed_peers)
+        self._allowed = None if allowed_peers is None else frozenset(allowed_peers) | {IDENTIFY_ID}
         self._max_frame = max_frame_size
         self._max_queue = max_send_queue_bytes
         self._handshake_timeout = handshake_timeout
@@ -332,6 +352,12 @@ class TcpTransport:
             return
         finally:
             self._pending -= 1
+        if peer == IDENTIFY_ID:
+            # A process that knows us only by address, asking who we are (identify()): it has
+            # learned it from our hello and hangs up. No link, so no loss to report either.
+            self.stats["identified"] += 1
+            self._discard(writer, graceful=True)
+            return
         task = asyncio.current_task()
         assert task is not None, "always runs as the task _accept spawned"
         link = _Inbound(writer, task)
@@ -360,23 +386,30 @@ class TcpTransport:
     async def _receive_frames(
         self, peer: NodeId, link: _Inbound, reader: asyncio.StreamReader
     ) -> None:
-        assert self._on_frame is not None
+        """Hand the authenticated connection over from the handshake's stream reader to a
+        :class:`FrameReceiver`, which reads frames in place, and wait until it stops."""
         on_frame = self._on_frame
+        assert on_frame is not None
+        receiver = FrameReceiver(lambda frame: on_frame(peer, frame), self._max_frame)
+        buffered, ended = _take_over(reader)
+        transport = link.writer.transport
+        transport.set_protocol(receiver)
+        receiver.connection_made(transport)
+        receiver.feed(buffered)
+        if ended:
+            receiver.eof_received()
+        elif isinstance(transport, asyncio.ReadTransport) and not transport.is_reading():
+            transport.resume_reading()  # the stream reader may have paused it
         try:
-            while (data := await read_frame(reader, self._max_frame)) is not None:
-                try:
-                    on_frame(peer, memoryview(data))
-                except RemoteProtocolError as exc:
-                    self._lose(peer, link, f"node {peer} sent a bad frame: {exc}", "malformed")
-                    return
-                except Exception:
-                    self._log.exception("frame handler failed on a frame from node %s", peer)
-                    self._lose(peer, link, "the frame handler raised", "handler_error")
-                    return
-        except FrameError as exc:
-            self._lose(peer, link, f"node {peer} broke the framing: {exc}", exc.counter)
+            await receiver.finished
+        except RemoteProtocolError as exc:
+            counter = exc.counter if isinstance(exc, FrameError) else "malformed"
+            self._lose(peer, link, f"node {peer} sent a bad frame: {exc}", counter)
         except OSError as exc:
             self._lose(peer, link, f"connection from node {peer} failed: {exc}", "connection_reset")
+        except Exception:
+            self._log.exception("frame handler failed on a frame from node %s", peer)
+            self._lose(peer, link, "the frame handler raised", "handler_error")
         else:
             self._lose(peer, link, f"node {peer} closed the connection", "peer_closed")
 
@@ -417,12 +450,48 @@ class TcpTransport:
     async def _dial(
         self, peer: NodeId, out: _Outbound
     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        """Connect and authenticate, retrying with exponential backoff until the peer is up or
-        ``connect_timeout`` has passed. A refusal (wrong group, bad proof, a certificate that
-        does not verify...) is final: trying again would meet the same answer."""
-        host, port = parse_address(out.address)
+        """Connect to ``peer`` and authenticate, retrying until ``connect_timeout`` (see
+        :meth:`_dial_address`)."""
+        reader, writer, _ = await self._dial_address(
+            out.address, self._identity, peer, self._connect_timeout
+        )
+        return reader, writer
+
+    async def identify(self, address: str, timeout: float | None = None) -> NodeId:
+        """The node id of the member listening at ``address``, as its handshake proves it.
+
+        A link is always to a given member id (the dialer refuses anyone else), so a process
+        that knows a member only by its address, such as a joiner given contact addresses,
+        asks first. It dials as :meth:`connect` does, retrying for ``timeout`` seconds (default
+        ``connect_timeout``; each try takes at most twice ``handshake_timeout``), authenticates
+        under :data:`IDENTIFY_ID` and hangs up. The member sees the reserved id, counts the
+        exchange as ``identified`` and opens no link: no ``accepted``, no ``peer_lost``, no
+        failure for the membership protocol to hear of. Both sides prove the group secret, so
+        only the group learns who listens where. Needs no :meth:`start`.
+
+        Raises ``OSError`` when nobody answered in time, :class:`HandshakeError` when the
+        member refused us (``Rejected``: another group, or another secret) or failed to prove
+        itself.
+        """
+        if self._closed:
+            raise LocalProtocolError("the transport is closed")
+        parse_address(address)
+        _, writer, peer = await self._dial_address(
+            address, self._asker, None, self._connect_timeout if timeout is None else timeout
+        )
+        self._discard(writer, graceful=True)
+        return peer
+
+    async def _dial_address(
+        self, address: str, identity: Identity, peer: NodeId | None, timeout: float
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, NodeId]:
+        """Connect and authenticate as ``identity`` to ``peer`` (or to whoever answers, when
+        None), retrying with exponential backoff until the peer is up or ``timeout`` has passed.
+        A refusal (wrong group, bad proof, a certificate that does not verify...) is final:
+        trying again would meet the same answer. Returns the stream and the peer's id."""
+        host, port = parse_address(address)
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._connect_timeout
+        deadline = loop.time() + timeout
         delay = _FIRST_RETRY_S
         while True:
             writer: asyncio.StreamWriter | None = None
@@ -437,13 +506,13 @@ class TcpTransport:
                     )
                 self._writers.add(writer)
                 handshake = Handshake(
-                    self._identity,
+                    identity,
                     Role.DIALER,
                     secrets.token_bytes(NONCE_SIZE),
                     expected_peer=peer,
                 )
-                await run_handshake(reader, writer, handshake, self._handshake_timeout)
-                return reader, writer
+                answered = await run_handshake(reader, writer, handshake, self._handshake_timeout)
+                return reader, writer, answered
             except ssl.SSLError as exc:
                 if writer is not None:
                     self._discard(writer, graceful=False)
@@ -454,7 +523,7 @@ class TcpTransport:
                 if loop.time() + delay > deadline:
                     raise
                 self.stats["connect_retry"] += 1
-                self._log.debug("node %s: dialing node %s again: %s", self.node_id, peer, exc)
+                self._log.debug("node %s: dialing %s again: %s", self.node_id, address, exc)
             except HandshakeError:
                 if writer is not None:
                     self._discard(writer, graceful=True)
@@ -523,6 +592,18 @@ class TcpTransport:
             writer.close()
         else:
             writer.transport.abort()
+
+
+def _take_over(reader: asyncio.StreamReader) -> tuple[bytes, bool]:
+    """What ``reader`` buffered past the handshake, and whether it saw the stream end.
+
+    asyncio offers no public way to move a connection from a stream reader to another protocol,
+    so this reads the reader's own state. Normally both are empty (the dialer waits for our
+    proof, the handshake's last message, before it sends a frame), but a peer may not wait.
+    """
+    buffered: bytearray = reader._buffer  # type: ignore[attr-defined]
+    ended: bool = reader._eof  # type: ignore[attr-defined]
+    return bytes(buffered), ended
 
 
 def _cancel_others(tasks: Iterable[asyncio.Task[Any]]) -> None:

@@ -1,0 +1,157 @@
+"""The in-place frame reader of the TCP transport, fed without sockets.
+
+The property: however the stream is cut into reads (the kernel decides that, not us), the sink
+sees exactly the frames that were sent, whole and in order, then the end; a stream cut short
+ends in :class:`TruncatedFrame`; an announced frame over the limit ends the stream before its
+payload is taken. Small buffers make every path run: frames straddling the buffer's end (moved
+to its front), frames too large for it (read into their own buffer), headers split across reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pyderecho.core.errors import RemoteProtocolError
+from pyderecho.transport.framing import FrameReceiver, OversizedFrame, TruncatedFrame, frame_header
+
+
+def stream_of(frames: list[bytes]) -> bytes:
+    return b"".join(frame_header(len(frame)) + frame for frame in frames)
+
+
+def pieces(data: bytes, cuts: list[int]) -> Iterator[bytes]:
+    start = 0
+    for cut in sorted({min(cut, len(data)) for cut in cuts}):
+        yield data[start:cut]
+        start = cut
+    yield data[start:]
+
+
+def feed_like_a_socket(receiver: FrameReceiver, piece: bytes) -> None:
+    """Write into the buffers the receiver offers, as the event loop does after ``recv_into``,
+    never more than each offers at once."""
+    while piece and not receiver.finished.done():
+        room = receiver.get_buffer(-1)
+        assert len(room) > 0, "the receiver must always offer room"
+        taken = min(len(room), len(piece))
+        room[:taken] = piece[:taken]
+        piece = piece[taken:]
+        receiver.buffer_updated(taken)
+
+
+async def received(
+    data: bytes, cuts: list[int], *, capacity: int, max_size: int = 1 << 20
+) -> tuple[list[bytes], BaseException | None]:
+    frames: list[bytes] = []
+    receiver = FrameReceiver(lambda frame: frames.append(bytes(frame)), max_size, capacity=capacity)
+    for piece in pieces(data, cuts):
+        feed_like_a_socket(receiver, piece)
+    receiver.eof_received()
+    error = receiver.finished.exception()
+    return frames, error
+
+
+frame_lists = st.lists(st.binary(max_size=300), max_size=25)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    frames=frame_lists,
+    cuts=st.lists(st.integers(min_value=0, max_value=8000), max_size=30),
+    capacity=st.sampled_from([8, 64, 256, 4096]),
+)
+def test_any_cutting_of_the_stream_gives_the_frames_back(
+    frames: list[bytes], cuts: list[int], capacity: int
+) -> None:
+    got, error = asyncio.run(received(stream_of(frames), cuts, capacity=capacity))
+    assert error is None
+    assert got == frames
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    frames=st.lists(st.binary(min_size=1, max_size=300), min_size=1, max_size=10),
+    cut_at=st.integers(min_value=1),
+    cuts=st.lists(st.integers(min_value=0, max_value=4000), max_size=10),
+    capacity=st.sampled_from([8, 64, 4096]),
+)
+def test_a_stream_cut_short_is_truncated_and_keeps_the_whole_frames(
+    frames: list[bytes], cut_at: int, cuts: list[int], capacity: int
+) -> None:
+    data = stream_of(frames)
+    cut = cut_at % len(data)
+    got, error = asyncio.run(received(data[:cut], cuts, capacity=capacity))
+    whole: list[bytes] = []
+    for frame in frames:
+        if len(stream_of([*whole, frame])) > cut:
+            break
+        whole.append(frame)
+    if cut == len(stream_of(whole)):
+        assert error is None
+    else:
+        assert isinstance(error, TruncatedFrame)
+        assert "bytes into a" in str(error)
+    assert got == whole
+
+
+def test_an_oversized_frame_stops_the_stream_before_its_payload() -> None:
+    data = stream_of([b"ok"]) + frame_header(101) + b"x" * 101 + stream_of([b"never"])
+    got, error = asyncio.run(received(data, [], capacity=64, max_size=100))
+    assert got == [b"ok"]
+    assert isinstance(error, OversizedFrame)
+    assert "101 bytes" in str(error)
+
+
+def test_a_failing_sink_stops_delivery_and_reports_its_error() -> None:
+    async def scenario() -> None:
+        seen: list[bytes] = []
+
+        def sink(frame: memoryview) -> None:
+            if bytes(frame) == b"bad":
+                raise RemoteProtocolError("bad frame")
+            seen.append(bytes(frame))
+
+        receiver = FrameReceiver(sink, 100, capacity=64)
+        feed_like_a_socket(receiver, stream_of([b"a", b"bad", b"c"]))
+        assert seen == [b"a"]
+        with pytest.raises(RemoteProtocolError, match="bad frame"):
+            await receiver.finished
+
+    asyncio.run(scenario())
+
+
+def test_frames_arrive_as_views_of_the_reused_buffer() -> None:
+    """No copy between the socket's buffer and the sink: the frame is a view into the memory
+    the receiver handed to ``recv_into``."""
+
+    async def scenario() -> None:
+        views: list[memoryview] = []
+        receiver = FrameReceiver(views.append, 100, capacity=64)
+        room = receiver.get_buffer(-1)
+        data = stream_of([b"abc"])
+        room[: len(data)] = data
+        receiver.buffer_updated(len(data))
+        assert bytes(views[0]) == b"abc"
+        room[4:7] = b"xyz"  # the next read lands where the frame was
+        assert bytes(views[0]) == b"xyz"
+
+    asyncio.run(scenario())
+
+
+def test_bytes_buffered_before_the_takeover_come_first() -> None:
+    async def scenario() -> None:
+        frames: list[bytes] = []
+        receiver = FrameReceiver(lambda frame: frames.append(bytes(frame)), 100, capacity=16)
+        data = stream_of([b"one", b"two" * 5, b"three"])
+        receiver.feed(data[:9])
+        feed_like_a_socket(receiver, data[9:])
+        receiver.eof_received()
+        assert frames == [b"one", b"two" * 5, b"three"]
+        assert receiver.finished.result() is None
+
+    asyncio.run(scenario())
