@@ -277,3 +277,27 @@ def test_raw_deliveries_are_views_into_the_frame_ordered_ones_are_copies() -> No
             sim.send(number % 3, 0, b"v%d" % number)
         assert sim.settle(limit=5.0)
     assert seen == {Mode.RAW: {memoryview}, Mode.ORDERED: {bytes}}
+
+
+def test_a_large_ordered_message_is_handed_over_in_its_reassembly_buffer() -> None:
+    """Blocks are copied once, into the message's buffer; delivery hands that buffer over as a
+    read-only view instead of copying it again, and it stays valid after the callback."""
+    config = CoreConfig(block_size=16, max_message_size=1024)
+    sim = Simulation(3, single_shard(Mode.ORDERED), seed=2, config=config)
+    kept: list[tuple[bytes, memoryview]] = []
+    sent = {sender: bytes(range(sender, sender + 100)) for sender in range(3)}
+
+    def note(member: int, event: object) -> None:
+        if isinstance(event, Delivered) and member != event.sender:
+            assert isinstance(event.payload, memoryview)
+            kept.append((sent[event.sender], event.payload))
+
+    sim.on_event = note
+    for sender, payload in sent.items():
+        sim.send(sender, 0, payload)
+    assert sim.settle(limit=5.0)
+    assert len(kept) == 6
+    for payload, view in kept:
+        assert view.readonly
+        assert isinstance(view.obj, bytearray)
+        assert bytes(view) == payload

@@ -81,7 +81,9 @@ class Block(msgspec.Struct, frozen=True, array_like=True, tag="b"):
     size: int
     """Total size of the message, so the first block to arrive can size the buffer."""
     block: int
-    data: bytes
+    data: memoryview
+    """Decoded as a view into the received frame: it is copied once, into the message's
+    reassembly buffer, and relayed to the next member before the frame's callback returns."""
 
 
 class Heartbeat(msgspec.Struct, frozen=True, array_like=True, tag="h"):

@@ -21,7 +21,11 @@ class Delivered(msgspec.Struct, frozen=True, gc=False):
 
     In a ``Raw`` shard the payload is a read-only view straight into the received frame (on
     shared memory, into the sender's ring): it is valid only while the event is being handled,
-    so copy it (``bytes(payload)``) to keep it. Ordered deliveries are ``bytes``.
+    so copy it (``bytes(payload)``) to keep it. Ordered deliveries are ``bytes``, except messages
+    larger than one block (``block_size``): those come as a read-only view of the buffer they
+    were reassembled in, which is the application's to keep (copying it would cost as much as
+    receiving it). Both modes' payloads support the buffer protocol: ``bytes(payload)``,
+    ``hashlib``, ``socket.send`` and ``memoryview`` slicing work alike.
     """
 
     epoch: int

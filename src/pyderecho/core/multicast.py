@@ -30,6 +30,13 @@ from pyderecho.wire import Block, Data, Nulls, ShardMessage, ShardRow, WireMessa
 
 Outbox = list[tuple[NodeId, WireMessage]]
 
+Payload = bytes | bytearray | memoryview | None
+"""A message held until delivery: ``bytes`` (a copy, or the sender's own), a ``bytearray`` (a
+large message's reassembly buffer, owned here and handed over at delivery as a read-only view,
+without a copy), a ``memoryview`` into a frame (valid only during the frame's callback: a Raw
+shard delivers it before that ends) or ``None`` (a null).
+"""
+
 
 class _Assembly:
     """A large message arriving block by block, in any order."""
@@ -79,7 +86,7 @@ class ShardMulticast:
         self.pending: deque[bytes] = deque()
         """Messages the application sent that wait for a window slot."""
         self.next_index = 0
-        self._held: list[dict[int, bytes | memoryview | None]] = [{} for _ in self.senders]
+        self._held: list[dict[int, Payload]] = [{} for _ in self.senders]
         """Per sender: messages (None for a null) held and not yet delivered."""
         self._assembling: dict[tuple[int, int], _Assembly] = {}
         self.delivered_upto = -1
@@ -192,7 +199,7 @@ class ShardMulticast:
         assembly.missing -= 1
         if assembly.missing == 0:
             del self._assembling[key]
-            self._hold(sender, block.index, bytes(assembly.buffer))
+            self._hold(sender, block.index, assembly.buffer)
             self._after_arrival(sender)
 
     # -- internals --------------------------------------------------------------------------
@@ -200,7 +207,7 @@ class ShardMulticast:
     def _already_held(self, sender: int, index: int) -> bool:
         return index < self.table.received[self.rank][sender] or index in self._held[sender]
 
-    def _hold(self, sender: int, index: int, payload: bytes | memoryview | None) -> None:
+    def _hold(self, sender: int, index: int, payload: Payload) -> None:
         if self._already_held(sender, index):
             self.duplicates += 1
             return
@@ -252,7 +259,9 @@ class ShardMulticast:
         self.table.delivered[self.rank] = stable
         self.dirty = True
 
-    def _deliver(self, sender: int, index: int, payload: bytes | memoryview | None) -> None:
+    def _deliver(self, sender: int, index: int, payload: Payload) -> None:
+        if isinstance(payload, bytearray):
+            payload = memoryview(payload).toreadonly()
         if payload is not None:
             self._events.append(
                 Delivered(
@@ -327,7 +336,7 @@ class ShardMulticast:
                 index,
                 len(payload),
                 number,
-                bytes(view[start : start + size]),
+                view[start : start + size],
             )
             if relay_to is not None:
                 self._outbox.append((relay_to, block))

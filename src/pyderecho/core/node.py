@@ -26,6 +26,7 @@ from pyderecho.core.membership import Membership, next_view, ragged_edge_step
 from pyderecho.core.multicast import Outbox, ShardMulticast
 from pyderecho.core.view import NodeId, View
 from pyderecho.wire import (
+    Block,
     Change,
     ChangeKind,
     Data,
@@ -306,10 +307,12 @@ class Node:
             self.stats["early_dropped"] += 1
             return
         self.stats["early"] += 1
+        # Views into a frame do not outlive its callback; this message waits for a view.
         if isinstance(message, Data):
-            # Views into a frame do not outlive its callback; this message waits for a view.
             copies = tuple(memoryview(bytes(payload)) for payload in message.payloads)
             message = msgspec.structs.replace(message, payloads=copies)
+        elif isinstance(message, Block):
+            message = msgspec.structs.replace(message, data=memoryview(bytes(message.data)))
         self._early.append((src, message))
 
     def _advance(self, now: float) -> None:
