@@ -15,6 +15,10 @@ Targets (three members on one machine):
 - ordered 1 MiB messages: over 1 GB/s per member on shared memory, and over half of raw
   loopback TCP (``tcp_1mib_socket``) on TCP;
 - an idle group uses next to no CPU: under 1% of one core per member.
+
+The ratios include ``ordered_1mib_tcp`` against ``tcp_1mib_relay3`` (the same bytes over the
+same links with no protocol, the ceiling for that traffic here) and that ceiling against raw
+loopback TCP, which shows how much of the TCP target the machine itself allows.
 """
 
 from __future__ import annotations
@@ -144,8 +148,13 @@ def compare(repeat: int, idle_s: float, small: int, large: int) -> dict[str, Any
             ("ordered_1mib_tcp", "tcp_1mib_socket"),
             ("ordered_1mib_tcp", "tcp_1mib_asyncio"),
             ("ordered_1mib_tcp", "tcp_1mib_buffered"),
+            ("ordered_1mib_tcp", "tcp_1mib_relay3"),
         )
     }
+    # How far the issue's TCP target is from the machine's own ceiling for this traffic.
+    ratios["tcp_1mib_relay3_vs_tcp_1mib_socket"] = _ratio(
+        base("tcp_1mib_relay3"), base("tcp_1mib_socket")
+    )
     raw_tcp_large = base("tcp_1mib_socket")
     targets = [
         _target(

@@ -20,6 +20,12 @@ member: from the first whole frame to the last, ``(frames - 1) / span``.
   reads in place (``asyncio.BufferedProtocol``: ``recv_into`` one reusable buffer, each frame
   a memoryview slice of it): what an asyncio TCP transport could reach without the stream
   reader's copies.
+- ``tcp_1mib_relay3``: three processes in a ring over blocking sockets, each sending 1 MiB
+  frames of its own to the next and forwarding what it receives until all three have it: the
+  same bytes on the same links as three ordered senders of 1 MiB messages in one shard (each
+  message crosses two links, each process receives and sends two thirds of what it
+  delivers), with no protocol. Timed as the bench times a member (delivered bytes, own frames
+  included, first to last), median over the three: the ceiling of ``ordered_1mib_tcp``.
 - ``shm_copy``: ``memcpy`` of 1 MiB blocks into a shared segment, from ``shm_copy.py``: what
   the shared-memory transport must do per byte at least (the sender copies each frame into the
   ring once).
@@ -35,11 +41,15 @@ import argparse
 import asyncio
 import json
 import multiprocessing
+import queue
 import socket
 import statistics
 import struct
+import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 from shm_copy import raw_copy_gib_per_s
 
@@ -267,6 +277,104 @@ async def _receive_buffered(frames: int, size: int) -> float:
         return await _timed_from_sender(server, done, frames, size)
 
 
+# -- three processes relaying, as the protocol's large messages travel ------------------------
+
+
+@dataclass(frozen=True)
+class _Ring:
+    """What every process of the relay baseline shares: the shape of the run, a dictionary of
+    listening ports, a barrier to dial after all listen, and a queue for the results."""
+
+    members: int
+    frames: int
+    size: int
+    ports: Any
+    ready: Any
+    rates: Any
+
+
+def _relay_member(rank: int, ring: _Ring) -> None:
+    """One of ``members`` processes in a ring: sends ``frames`` frames of its own to its
+    successor and forwards each frame from its predecessor until every process has it, as the
+    relay chain of a shard moves a large message. Puts its delivered bytes per second."""
+    members, frames, size = ring.members, ring.frames, ring.size
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        ring.ports[rank] = server.getsockname()[1]
+        ring.ready.wait(TIMEOUT_S)
+        out = socket.create_connection(("127.0.0.1", ring.ports[(rank + 1) % members]))
+        server.settimeout(TIMEOUT_S)
+        inbound, _ = server.accept()
+    relay: queue.SimpleQueue[tuple[bytearray, bytearray] | None] = queue.SimpleQueue()
+    times: list[float] = []
+
+    def receive() -> None:
+        # A fresh buffer per frame, so a frame can wait in the relay queue without a copy.
+        for _ in range((members - 1) * frames):
+            header = bytearray(HEADER.size)
+            _read_exactly(inbound, memoryview(header))
+            frame = bytearray(HEADER.unpack(header)[0])
+            _read_exactly(inbound, memoryview(frame))
+            times.append(time.perf_counter())
+            if frame[0] > 1:  # hops still to go
+                frame[0] -= 1
+                relay.put((header, frame))
+        relay.put(None)
+
+    receiver = threading.Thread(target=receive)
+    receiver.start()
+    own = bytearray(HEADER.pack(size) + bytes(size))
+    own[HEADER.size] = members - 1
+    sent = 0
+    relaying = True
+    while sent < frames or relaying:
+        # Own frames and relayed ones take turns, as the transport's one queue per peer mixes
+        # them; the receiver never blocks on a send, so the ring cannot deadlock.
+        if sent < frames:
+            out.sendall(own)
+            times.append(time.perf_counter())
+            sent += 1
+        while relaying:
+            try:
+                frame = relay.get(block=sent >= frames)
+            except queue.Empty:
+                break
+            if frame is None:
+                relaying = False
+            else:
+                out.sendall(frame[0])
+                out.sendall(frame[1])
+    receiver.join()
+    out.close()
+    inbound.close()
+    times.sort()
+    ring.rates.put((len(times) - 1) * size / (times[-1] - times[0]))
+
+
+def tcp_large_relay(members: int = 3, frames: int = 600, size: int = MiB) -> float:
+    """Bytes delivered per second per process (median) with ``members`` processes relaying
+    ``size``-byte frames around a ring over blocking sockets: the traffic of ``members``
+    ordered senders in one shard, with no protocol at all."""
+    context = multiprocessing.get_context("spawn")
+    manager = context.Manager()
+    with manager:
+        ring = _Ring(
+            members, frames, size, manager.dict(), context.Barrier(members), context.Queue()
+        )
+        processes = [
+            context.Process(target=_relay_member, args=(rank, ring)) for rank in range(members)
+        ]
+        for process in processes:
+            process.start()
+        try:
+            rates = [ring.rates.get(timeout=TIMEOUT_S) for _ in processes]
+        finally:
+            for process in processes:
+                process.join(TIMEOUT_S)
+                if process.is_alive():
+                    process.kill()
+        return float(statistics.median(rates))
+
+
 # -- the baselines ----------------------------------------------------------------------------
 
 
@@ -314,6 +422,7 @@ BASELINES: dict[str, tuple[str, Callable[[], float]]] = {
     "tcp_1mib_socket": ("bytes_per_s", tcp_large_socket),
     "tcp_1mib_asyncio": ("bytes_per_s", tcp_large_asyncio),
     "tcp_1mib_buffered": ("bytes_per_s", tcp_large_buffered),
+    "tcp_1mib_relay3": ("bytes_per_s", tcp_large_relay),
     "shm_copy": ("bytes_per_s", shm_copy),
 }
 """Each baseline: its unit, and a function that measures it once."""

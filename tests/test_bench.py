@@ -8,8 +8,10 @@ that none is left behind, whether the run succeeds or fails.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import multiprocessing
+from pathlib import Path
 
 import pytest
 
@@ -131,3 +133,14 @@ def test_window_shrinks_for_large_messages() -> None:
     assert BenchSpec(size=1 << 20).window_size == 16
     assert BenchSpec(size=64 << 20).window_size == 2
     assert BenchSpec(size=100, window=7).window_size == 7
+
+
+def test_the_relay_baseline_runs_three_processes_to_the_end(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``benchmarks/raw_baselines.py``'s ring of three relaying processes: every process
+    delivers every frame (it raises otherwise) and reports a rate."""
+    monkeypatch.syspath_prepend(str(Path(__file__).parent.parent / "benchmarks"))
+    raw_baselines = importlib.import_module("raw_baselines")
+    rate = raw_baselines.tcp_large_relay(frames=30, size=64 * 1024)
+    assert rate > 0
