@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from pyderecho.config import (
+    MAX_MEMBER_ID,
     Address,
     Member,
     Settings,
@@ -20,6 +21,8 @@ from pyderecho.config import (
     parse_address,
 )
 from pyderecho.core.config import CoreConfig
+from pyderecho.status import CLIENT_ID
+from pyderecho.transport.tcp import IDENTIFY_ID
 
 SECRET = "correct-horse-battery-staple"
 BASE = {
@@ -171,9 +174,16 @@ def test_ipv6_listen_from_file(tmp_path: Path) -> None:
             "members[1].address",
             "a:1 appears twice",
         ),
-        ({"members": '[{id = 0, address = "a:1"}]'}, "members", "does not include member_id 3"),
         ({"members": '[{id = 3, adress = "a:1"}]'}, "members[0].adress", "did you mean 'address'"),
-        ({"members": "[{id = 3}]"}, "members[0].address", "missing"),
+        ({"members": "[{id = 3}]"}, "members[0].address", "required for the tcp transport"),
+        ({"members": '[{address = "a:1"}]'}, "members[0].id", "missing"),
+        ({"member_id": str(2**64 - 2)}, "member_id", "larger ids are reserved"),
+        ({"members": f"[{{id = {2**64 - 1}}}]"}, "members[0].id", "larger ids are reserved"),
+        (
+            {"transport": '"shm"', "contacts": '["a:1"]'},
+            "contacts",
+            "the shm transport reaches members by id",
+        ),
         ({"members": '["a:1"]'}, "members[0]", "expected a table of id and address"),
         ({"members": '[{id = -3, address = "a:1"}]'}, "members[0].id", "at least 0"),
         ({"transport": '"udp"'}, "transport", "one of tcp, shm"),
@@ -220,7 +230,16 @@ def test_file_errors_name_key_source_and_problem(
             "member_id (environment variable PYDERECHO_MEMBER_ID): expected an integer, got 'x'",
         ),
         ({}, ("--member-id", "-2"), "member_id (flag --member-id): must be at least 0, got -2"),
-        ({}, ("--members", "3:a:1"), "members[0] (flag --members): expected ID=HOST:PORT"),
+        (
+            {},
+            ("--members", "3:a:1"),
+            "members[0] (flag --members): expected ID=HOST:PORT, or ID alone for shm; got '3:a:1'",
+        ),
+        (
+            {},
+            ("--members", "3=a:1,4"),
+            "members[1].address (flag --members): required for the tcp transport",
+        ),
         ({}, ("--members", "3=a:1,x=b:1"), "members[1].id (flag --members): expected an integer"),
         (
             {"PYDERECHO_WINDOW_SIZE": "-1"},
@@ -301,6 +320,39 @@ def test_shm_needs_neither_listen_nor_secret(tmp_path: Path) -> None:
     path = write(tmp_path, listen=None, secret=None, transport='"shm"')
     settings = load_settings(environ={}, path=path)
     assert (settings.transport, settings.listen, settings.secret) == ("shm", None, None)
+
+
+def test_shm_members_by_id_alone(tmp_path: Path) -> None:
+    path = write(tmp_path, listen=None, transport='"shm"', members="[{id = 3}, {id = 4}]")
+    assert load_settings(environ={}, path=path).members == (Member(3), Member(4))
+    from_flag = load_settings(flags("--members", "3, 5"), environ={}, path=path)
+    assert from_flag.members == (Member(3), Member(5))
+    # The placeholder addresses of existing shm files still load.
+    placeholders = write(tmp_path, transport='"shm"', members='[{id = 3, address = "a:1"}]')
+    assert load_settings(environ={}, path=placeholders).members == (Member(3, Address("a", 1)),)
+
+
+def test_a_joiner_shares_the_founders_file(tmp_path: Path) -> None:
+    """Member 3 is not in the founding view: as a joiner it contacts those who are."""
+    path = write(tmp_path, members='[{id = 0, address = "a:1"}]', contacts='["b:2"]')
+    settings = load_settings(environ={}, path=path)
+    assert (settings.member_id, settings.members) == (3, (Member(0, Address("a", 1)),))
+    assert settings.contacts == (Address("b", 2),)
+
+
+def test_reserved_ids_are_out_of_reach_of_members() -> None:
+    assert min(IDENTIFY_ID, CLIENT_ID) > MAX_MEMBER_ID
+
+
+def test_settings_errors_found_later_name_where_the_value_came_from(tmp_path: Path) -> None:
+    path = write(tmp_path, contacts='["a:1", "b:2"]')
+    settings = load_settings(flags("--member-id", "4"), environ={}, path=path)
+    late = settings.error("contacts[1]", "did not answer")
+    assert str(late) == f"contacts[1] (file {path}): did not answer"
+    assert settings.error("member_id", "taken").source == "flag --member-id"
+    assert settings.error("members", "empty").source == "default"
+    assert settings.error("tls.cert", "absent").source == "not set"
+    assert "sources" not in repr(settings)
 
 
 def test_unreadable_or_broken_file(tmp_path: Path) -> None:
@@ -390,7 +442,7 @@ def test_example_loads_and_mentions_every_setting(tmp_path: Path) -> None:
     assert settings.core == CoreConfig()
     assert settings.secret == SECRET.encode()
     for field in fields(Settings):
-        assert f"{field.name}" in text
+        assert f"{field.name}" in text or field.name == "sources"  # where values came from
     for key in ("secret_file", "cert", "key", "ca"):
         assert f"{key} = " in text
 

@@ -130,7 +130,7 @@ def _add_node_parser(commands: argparse._SubParsersAction[argparse.ArgumentParse
     run.add_argument(
         "--join",
         action="store_true",
-        help="join a running group: the other members listed in members are the contacts",
+        help="join a running group through contacts, or the other members listed in members",
     )
     run.add_argument(
         "--wait-for-start",

@@ -15,7 +15,7 @@ import os
 import re
 import tomllib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, NoReturn, TypeVar
 
@@ -25,6 +25,9 @@ from pyderecho.layouts import resolve_layout
 
 ENV_PREFIX = "PYDERECHO_"
 MIN_SECRET_BYTES = 16
+MAX_MEMBER_ID = 2**64 - 3
+"""Ids travel as 64-bit numbers, and the top two are reserved for processes that talk to members
+without being one: ``pyderecho status`` and a joiner asking a contact who it is."""
 Transport = Literal["tcp", "shm"]
 
 _S = TypeVar("_S")
@@ -106,10 +109,14 @@ def _port(text: str, listening: bool) -> int:
 
 @dataclass(frozen=True, slots=True)
 class Member:
-    """One member of the founding view."""
+    """One member of the founding view, or one to join through.
+
+    ``address`` is None only for the shm transport, which reaches members by id through the
+    socket directory: an address there would be a placeholder.
+    """
 
     id: NodeId
-    address: Address
+    address: Address | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,8 +133,13 @@ class Settings:
     """Everything one member process needs to start, already checked: build it with
     :func:`load_settings`, which is where the checks live.
 
-    ``listen`` is None only for the shm transport; ``secret`` only for shm without one;
-    ``members`` is empty for a member that joins a running group instead of founding it.
+    ``listen`` is None only for the shm transport; ``secret`` only for shm without one.
+    ``members`` is the founding view, which a founder must be in (``pyderecho node`` checks it,
+    knowing whether the process founds or joins); a joiner contacts the members listed there
+    other than itself, and those it finds at the ``contacts`` addresses, so one file can serve
+    founders and joiners alike. ``sources`` says where each key's value came from, for the
+    errors that only a running member can find (a contact that does not answer): see
+    :meth:`error`.
     """
 
     group: str
@@ -146,6 +158,12 @@ class Settings:
     layout: str
     secret: bytes | None
     tls: TlsFiles | None
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False)
+
+    def error(self, key: str, problem: str) -> SettingsError:
+        """A :class:`SettingsError` about ``key`` (``contacts[1]`` is an item of ``contacts``),
+        naming where its value came from."""
+        return SettingsError(key, self.sources.get(key.partition("[")[0], "not set"), problem)
 
     @property
     def core(self) -> CoreConfig:
@@ -160,7 +178,7 @@ class Settings:
 
     def __repr__(self) -> str:
         """Masks the secret: settings get logged, and a logged secret is a leaked one."""
-        shown = {f.name: repr(getattr(self, f.name)) for f in fields(self)}
+        shown = {f.name: repr(getattr(self, f.name)) for f in fields(self) if f.compare}
         if self.secret is not None:
             shown["secret"] = "<hidden>"
         return f"Settings({', '.join(f'{name}={value}' for name, value in shown.items())})"
@@ -237,6 +255,8 @@ def _contacts(value: object) -> tuple[Address, ...]:
 
 
 def _members(value: object) -> tuple[Member, ...]:
+    """The members as a table each; ``address`` may be left out here, and :func:`_assemble`
+    requires it where the transport dials addresses."""
     members: list[Member] = []
     for i, entry in enumerate(_array(value)):
         if not isinstance(entry, dict):
@@ -244,19 +264,26 @@ def _members(value: object) -> tuple[Member, ...]:
         unknown = sorted(entry.keys() - {"id", "address"})
         if unknown:
             raise _Problem(_unknown(unknown[0], ("id", "address")), f"[{i}].{unknown[0]}")
-        missing = sorted({"id", "address"} - entry.keys())
-        if missing:
-            raise _Problem("missing", f"[{i}].{missing[0]}")
+        if "id" not in entry:
+            raise _Problem("missing", f"[{i}].id")
+        address = entry.get("address")
         member = Member(
-            _within(f"[{i}].id", _integer(0), entry["id"]),
-            _within(f"[{i}].address", _contact, entry["address"]),
+            _within(f"[{i}].id", _member_id, entry["id"]),
+            None if address is None else _within(f"[{i}].address", _contact, address),
         )
         if any(other.id == member.id for other in members):
             raise _Problem(f"id {member.id} appears twice", f"[{i}].id")
-        if any(other.address == member.address for other in members):
+        if member.address is not None and any(o.address == member.address for o in members):
             raise _Problem(f"address {member.address} appears twice", f"[{i}].address")
         members.append(member)
     return tuple(members)
+
+
+def _member_id(value: object) -> int:
+    member_id = _integer(0)(value)
+    if member_id > MAX_MEMBER_ID:
+        raise _Problem(f"must be at most {MAX_MEMBER_ID} (larger ids are reserved), got {value}")
+    return member_id
 
 
 def _path(value: object) -> Path:
@@ -290,12 +317,14 @@ def _list_text(text: str) -> list[object]:
 
 
 def _members_text(text: str) -> list[object]:
+    """``ID=HOST:PORT,...``, or ``ID,...`` for the shm transport, which needs no address."""
     entries: list[object] = []
     for i, item in enumerate(_list_text(text)):
         id_text, equals, address = str(item).partition("=")
-        if not equals:
-            raise _Problem(f"expected ID=HOST:PORT, got {item!r}", f"[{i}]")
-        entries.append({"id": _within(f"[{i}].id", _int_text, id_text), "address": address})
+        if not equals and not id_text.isdigit():
+            raise _Problem(f"expected ID=HOST:PORT, or ID alone for shm; got {item!r}", f"[{i}]")
+        entry = {"id": _within(f"[{i}].id", _int_text, id_text)}
+        entries.append(entry | {"address": address} if equals else entry)
     return entries
 
 
@@ -328,10 +357,16 @@ _KEYS: dict[str, _Key] = {
     key.name: key
     for key in (
         _Key("group", _group, "group name; other groups are refused", required=True),
-        _Key("member_id", _integer(0), "unique id of this member", _int_text, required=True),
+        _Key("member_id", _member_id, "unique id of this member", _int_text, required=True),
         _Key("listen", _listen, "HOST:PORT to accept connections on; IPv6 as [::1]:7000"),
         _Key("contacts", _contacts, "HOST:PORT,... of members to join through", _list_text, ()),
-        _Key("members", _members, "founding view as ID=HOST:PORT,...", _members_text, ()),
+        _Key(
+            "members",
+            _members,
+            "founding view as ID=HOST:PORT,... (shm: ID,...)",
+            _members_text,
+            (),
+        ),
         _Key("transport", _choice("tcp", "shm"), "tcp (any hosts) or shm (one host)", str, "tcp"),
         _Key("window_size", _integer(), "flow-control window", _int_text, _CORE.window_size),
         _Key("block_size", _integer(), "bytes sent in one piece", _int_text, _CORE.block_size),
@@ -471,8 +506,19 @@ def _assemble(values: _Layer) -> Settings:
             f"got {got['heartbeat_timeout_ms']}",
         )
     member_id, members, tcp = got["member_id"], got["members"], got["transport"] == "tcp"
-    if members and all(member.id != member_id for member in members):
-        fail("members", f"does not include member_id {member_id}")
+    for i, member in enumerate(members):
+        if tcp and member.address is None:
+            raise SettingsError(
+                f"members[{i}].address",
+                values["members"][1],
+                "required for the tcp transport (only shm lists members by id alone)",
+            )
+    if not tcp and got["contacts"]:
+        fail(
+            "contacts",
+            "the shm transport reaches members by id, not address: list the members to join "
+            "through in members, by id",
+        )
     try:
         resolve_layout(got["layout"])
     except ValueError as exc:
@@ -508,8 +554,8 @@ def _assemble(values: _Layer) -> Settings:
                 fail(f"tls.{part}", f"no such file: {file}")
         got["tls"] = TlsFiles(**tls)
     got.setdefault("data_dir", Path("pyderecho-data", got["group"], str(member_id)))
-    arguments: dict[str, Any] = {f.name: got.get(f.name) for f in fields(Settings)}
-    settings = Settings(**arguments)
+    arguments: dict[str, Any] = {f.name: got.get(f.name) for f in fields(Settings) if f.compare}
+    settings = Settings(**arguments, sources={name: source for name, (_, source) in values.items()})
     try:
         _ = settings.core  # CoreConfig checks its own fields; say which key its complaint is about
     except ValueError as exc:
@@ -570,7 +616,9 @@ member_id = 0
 # Where this member accepts connections. Port 0 picks a free one. IPv6 in brackets: "[::1]:7000".
 # Defaults to this member's address in members.
 listen = "127.0.0.1:7000"
-# Members to ask when joining a running group. Empty for a member that founds the group.
+# Where a joining member (pyderecho node --join) finds the group: members' addresses. It asks
+# each who listens there (both sides prove the group secret) and joins through those that answer
+# within 10 s. Empty for a member that founds the group. tcp only: shm joins through members.
 contacts = []
 # "tcp" (any hosts) or "shm" (processes on one host, through shared memory).
 transport = "tcp"
@@ -602,8 +650,10 @@ monitors = {_CORE.monitors}
 # key = "member0.key"
 # ca = "group-ca.pem"
 
-# The first view, for the members that found the group together; it must include member_id.
-# Leave it out on a member that joins a running group through contacts.
+# The first view, for the members that found the group together; a founder must be in it. A
+# joining member contacts the members listed here (other than itself) and those in contacts, so
+# founders and joiners can share this file. The shm transport needs no addresses: there a member
+# is [[members]] with its id alone (--members "0,1,2").
 [[members]]
 id = 0
 address = "127.0.0.1:7000"

@@ -4,6 +4,12 @@ The process reads its settings (:mod:`pyderecho.config`), builds its transport (
 protocol core (:class:`~pyderecho.core.node.Node`) and the runtime that joins them
 (:class:`~pyderecho.runtime.Member`), then runs until the member stops or is told to.
 
+How it starts. Without ``--join`` the member founds the group with the others in ``members``.
+With it, the member asks to join through the members listed there (other than itself) and
+those it finds at the ``contacts`` addresses: a link is authenticated as a given member id, so
+it first asks each address who listens there (:meth:`TcpTransport.identify`, which opens no
+link) and goes on with the contacts that answered.
+
 What the process says. Standard output carries one JSON object per line, flushed at once, for
 scripts and supervisors to follow (``{"event": "ready" | "view" | "suspected" | "abandoned" |
 "workload-done" | "stats" | "stopped", ...}``); diagnostics go to standard error.
@@ -34,7 +40,7 @@ import signal
 import ssl
 import sys
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from pyderecho.config import Settings, SettingsError, load_settings
@@ -54,6 +60,7 @@ from pyderecho.delivery_log import DeliveryLog, view_record
 from pyderecho.layouts import resolve_layout
 from pyderecho.runtime import GroupStopped, Member
 from pyderecho.status import StatusServer
+from pyderecho.transport.auth import HandshakeError, HandshakeIncomplete, HandshakeTimeout
 from pyderecho.transport.base import Transport
 from pyderecho.transport.shm import ShmTransport
 from pyderecho.transport.tcp import TcpTransport
@@ -93,23 +100,25 @@ def run_node(args: argparse.Namespace) -> int:
 
 def _check_process_flags(settings: Settings, args: argparse.Namespace) -> None:
     """The checks that involve the process's own flags; the settings checked themselves."""
-    if settings.contacts:
-        # A link is authenticated as a given member id, so a contact known only by its
-        # address cannot be dialed: the ids come with the addresses in members.
+    others = [m for m in settings.members if m.id != settings.member_id]
+    if args.join and not others and not settings.contacts:
         raise SettingsError(
             "contacts",
-            "settings",
-            "not supported by pyderecho node: list the members to join through, with their "
-            "ids, in members, and give --join",
-        )
-    others = [m for m in settings.members if m.id != settings.member_id]
-    if args.join and not others:
-        raise SettingsError(
-            "members", "flag --join", "a joining member needs other members to contact"
+            "flag --join",
+            "a joining member needs members to contact: their addresses in contacts, or their "
+            "ids in members",
         )
     if not args.join and not settings.members:
         raise SettingsError(
-            "members", "not set", "a founding member needs the first view (or give --join)"
+            "members",
+            "not set",
+            "a founding member needs the first view (or give --join, to join through contacts)",
+        )
+    if not args.join and not any(m.id == settings.member_id for m in settings.members):
+        raise settings.error(
+            "members",
+            f"does not include member_id {settings.member_id}: a founding member is in the "
+            "first view (or give --join)",
         )
     if args.size > settings.max_message_size:
         raise SettingsError(
@@ -166,6 +175,16 @@ class MemberProcess:
             print(f"pyderecho node: cannot set up the transport: {exc}", file=sys.stderr)
             return EXIT_SETTINGS
         others = [m.id for m in settings.members if m.id != self.member_id]
+        if args.join and settings.contacts:
+            assert isinstance(transport, TcpTransport), "config allows contacts with tcp only"
+            try:
+                found = await _identify_contacts(transport, settings, known=others)
+            except SettingsError as exc:
+                print(f"pyderecho node: {exc}", file=sys.stderr)
+                await transport.close()
+                return EXIT_SETTINGS
+            others += [member for member in found if member not in others]
+            addresses = found | addresses  # an address given in members wins
         node = Node(
             self.member_id,
             None if args.join else View(0, tuple(m.id for m in settings.members)),
@@ -242,7 +261,7 @@ class MemberProcess:
             ssl_server=server,
             ssl_client=client,
         )
-        addresses = {m.id: str(m.address) for m in settings.members}
+        addresses = {m.id: str(m.address) for m in settings.members if m.address is not None}
         if me not in addresses and settings.listen.port != 0:
             addresses[me] = str(settings.listen)
         return tcp, addresses
@@ -398,6 +417,49 @@ class MemberProcess:
             "node_stats": dict(node.stats),
             "transport_stats": dict(member.transport.stats),
         }
+
+
+async def _identify_contacts(
+    transport: TcpTransport, settings: Settings, *, known: Collection[NodeId] = ()
+) -> dict[NodeId, str]:
+    """The id of the member behind each contact address, asked of all at once; those that
+    answer are enough to join through, the others only earn a warning.
+
+    Raises :class:`SettingsError` about ``contacts`` when none answers and no member is
+    ``known`` to join through otherwise, each contact named by its place in the list, its
+    address and why; and about ``member_id`` when a contact holds this member's own id
+    (joining under it would put two members with one id in the group).
+    """
+    answers = await asyncio.gather(
+        *(transport.identify(str(address)) for address in settings.contacts),
+        return_exceptions=True,
+    )
+    found: dict[NodeId, str] = {}
+    problems: list[str] = []
+    for i, (address, answer) in enumerate(zip(settings.contacts, answers, strict=True)):
+        if isinstance(answer, HandshakeError | OSError):
+            problems.append(f"contacts[{i}] {address}: {_contact_problem(answer)}")
+        elif isinstance(answer, BaseException):
+            raise answer
+        elif answer == settings.member_id:
+            raise settings.error(
+                "member_id",
+                f"{answer} is taken: the member at {address} (contacts[{i}]) holds it",
+            )
+        else:
+            found.setdefault(answer, str(address))
+    if not found and not known:
+        raise settings.error("contacts", "no contact answered: " + "; ".join(problems))
+    for problem in problems:
+        logging.getLogger(__name__).warning("joining without %s", problem)
+    return found
+
+
+def _contact_problem(exc: HandshakeError | OSError) -> str:
+    """Why a contact did not say who it is, in words a person configuring the member can use."""
+    if isinstance(exc, HandshakeTimeout | HandshakeIncomplete | OSError):
+        return f"no answer within the connect timeout: {exc or type(exc).__name__}"
+    return f"{exc} (is it a member of this group, with the same secret?)"
 
 
 def _bound_address(transport: Transport) -> str:

@@ -37,7 +37,8 @@ reader: the kernel copies into one reused buffer (``recv_into``) and each frame 
 TLS. A listener upgrades each accepted connection inside that connection's own task, so a
 stalled or failed TLS handshake is timed, counted and bounded like an authentication handshake.
 
-``stats`` keys: ``accepted`` and ``connected`` (links authenticated), ``connect_retry``,
+``stats`` keys: ``accepted`` and ``connected`` (links authenticated), ``identified`` (a
+joiner asked who listens here, see :meth:`TcpTransport.identify`), ``connect_retry``,
 ``connect_failed``, ``peer_lost``, ``peer_closed``, ``connection_reset``, ``inbound_replaced``
 (a peer reconnected), ``send_no_link`` (a frame for a peer with no link, dropped),
 ``send_overflow``; and for bad input: ``bad_hello``, ``wrong_group``, ``bad_auth``,
@@ -140,9 +141,10 @@ class TcpTransport:
     member, future joiners included; anyone else holding the secret is refused. It does not
     follow the view, and cannot: a joiner's join request travels on a link that must be accepted
     before any member knows of the joiner, and a removed member may come back under its old id
-    as a new member. Which peers belong is the membership protocol's decision (frames from
-    outside the view are ignored there); the secret decides who may talk at all. So a group that
-    grows leaves it None, as ``pyderecho node`` does. :meth:`identify` is admitted either way.
+    as a new member. Which peers belong is the membership protocol's decision (a joiner is let
+    in by a view change, a member from an older view is told it was removed); the secret
+    decides who may talk at all. So a group that grows leaves it None, as ``pyderecho node``
+    does. :meth:`identify` is admitted either way.
     """
 
     def __init__(
@@ -393,6 +395,9 @@ class TcpTransport:
         receiver = FrameReceiver(lambda frame: on_frame(peer, frame), self._max_frame)
         buffered, ended = _take_over(reader)
         transport = link.writer.transport
+        # The stream writer no longer sees the connection end (its protocol is gone), so
+        # close() must not wait for it: this task closes the connection instead.
+        self._writers.discard(link.writer)
         transport.set_protocol(receiver)
         receiver.connection_made(transport)
         receiver.feed(buffered)
@@ -402,6 +407,9 @@ class TcpTransport:
             transport.resume_reading()  # the stream reader may have paused it
         try:
             await receiver.finished
+        except asyncio.CancelledError:
+            transport.abort()
+            raise
         except RemoteProtocolError as exc:
             counter = exc.counter if isinstance(exc, FrameError) else "malformed"
             self._lose(peer, link, f"node {peer} sent a bad frame: {exc}", counter)
