@@ -301,3 +301,30 @@ def test_a_large_ordered_message_is_handed_over_in_its_reassembly_buffer() -> No
         assert view.readonly
         assert isinstance(view.obj, bytearray)
         assert bytes(view) == payload
+
+
+def test_a_large_message_buffer_is_reused_only_once_the_application_lets_go() -> None:
+    """Reassembly buffers come from a pool: a buffer the application still holds a view of is
+    never reused (the view keeps its content), one it dropped serves the next message."""
+    config = CoreConfig(block_size=16, max_message_size=1024)
+    sim = Simulation(2, single_shard(Mode.ORDERED), seed=3, config=config)
+    kept: list[memoryview] = []
+    buffers: list[int] = []
+
+    def note(member: int, event: object) -> None:
+        if isinstance(event, Delivered) and member == 1:
+            assert isinstance(event.payload, memoryview)
+            buffers.append(id(event.payload.obj))
+            if event.index % 2 == 0:
+                kept.append(event.payload)
+
+    sim.on_event = note
+    messages = [bytes([number]) * 100 for number in range(8)]
+    for number, payload in enumerate(messages):
+        sim.send(0, 0, payload, at=number * 0.01)  # one after the other
+    assert sim.settle(limit=5.0)
+    assert [bytes(view) for view in kept] == messages[0::2]
+    assert len({id(view.obj) for view in kept}) == len(kept), "a viewed buffer was reused"
+    # Each dropped buffer serves the next message: 8 messages need only 5 buffers.
+    assert len(set(buffers)) == 5
+    assert sim.nodes[1]._buffers.reused == 3

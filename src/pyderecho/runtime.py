@@ -17,7 +17,7 @@ from pyderecho.core.events import Delivered, Event, Stopped, ViewInstalled
 from pyderecho.core.node import Node
 from pyderecho.core.view import NodeId, View
 from pyderecho.transport.base import Transport
-from pyderecho.wire import encode
+from pyderecho.wire import encode_parts
 
 EventHandler = Callable[[Event], None]
 
@@ -167,7 +167,7 @@ class Member:
         for dst, message in node.outbox():
             if dst not in self._connected:
                 self._connect(dst)
-            self.transport.send(dst, encode(message))
+            self.transport.send(dst, encode_parts(message))
         for event in node.events():
             if isinstance(event, ViewInstalled):
                 self._connect_known()

@@ -8,6 +8,7 @@ row push costs a few bytes of framing, not a dictionary of field names.
 from __future__ import annotations
 
 import enum
+import struct
 
 import msgspec
 
@@ -174,6 +175,27 @@ _decoder: msgspec.msgpack.Decoder[WireMessage] = msgspec.msgpack.Decoder(WireMes
 
 def encode(message: WireMessage) -> bytes:
     return _encoder.encode(message)
+
+
+SEPARATE_DATA_BYTES = 64 * 1024
+"""A block carrying at least this much is encoded as two parts (see :func:`encode_parts`)."""
+_NO_DATA = memoryview(b"")
+_BIN32 = struct.Struct(">BI")
+"""msgpack's header for binary data of any length up to 4 GiB - 1: 0xc6, then the length."""
+
+
+def encode_parts(message: WireMessage) -> bytes | tuple[bytes, memoryview]:
+    """``message`` encoded for a transport: one buffer, except that a large block comes as its
+    header and its data, which together are exactly what :func:`encode` would give but for
+    the data's length prefix (always the 4-byte form here, which decoders accept for any
+    length). The data is not copied: a block leaves from the sender's own payload, or from
+    the relaying member's reassembly buffer, straight to the transport."""
+    if not isinstance(message, Block) or message.data.nbytes < SEPARATE_DATA_BYTES:
+        return _encoder.encode(message)
+    # The data is the struct's last field, so the encoding ends with it: an empty binary is
+    # b"\xc4\x00", replaced by the 4-byte form with the real length.
+    head = _encoder.encode(msgspec.structs.replace(message, data=_NO_DATA))
+    return head[:-2] + _BIN32.pack(0xC6, message.data.nbytes), message.data
 
 
 def decode(data: bytes | memoryview) -> WireMessage:

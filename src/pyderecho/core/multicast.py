@@ -20,6 +20,9 @@ from __future__ import annotations
 
 from collections import deque
 
+import msgspec
+
+from pyderecho.core.buffers import BufferPool
 from pyderecho.core.config import CoreConfig
 from pyderecho.core.errors import LocalProtocolError, RemoteProtocolError
 from pyderecho.core.events import Delivered, Event, MessageSent, NullsSent
@@ -30,23 +33,25 @@ from pyderecho.wire import Block, Data, Nulls, ShardMessage, ShardRow, WireMessa
 
 Outbox = list[tuple[NodeId, WireMessage]]
 
-Payload = bytes | bytearray | memoryview | None
-"""A message held until delivery: ``bytes`` (a copy, or the sender's own), a ``bytearray`` (a
-large message's reassembly buffer, owned here and handed over at delivery as a read-only view,
-without a copy), a ``memoryview`` into a frame (valid only during the frame's callback: a Raw
-shard delivers it before that ends) or ``None`` (a null).
-"""
-
 
 class _Assembly:
-    """A large message arriving block by block, in any order."""
+    """A large message arriving block by block, in any order; once whole, it is held until
+    delivery and then handed over as a read-only view of its buffer."""
 
     __slots__ = ("buffer", "have", "missing")
 
-    def __init__(self, size: int, num_blocks: int) -> None:
-        self.buffer = bytearray(size)
+    def __init__(self, buffer: bytearray, num_blocks: int) -> None:
+        self.buffer = buffer
         self.have = [False] * num_blocks
         self.missing = num_blocks
+
+
+Payload = bytes | memoryview | _Assembly | None
+"""A message held until delivery: ``bytes`` (a copy, or the sender's own), a ``memoryview`` into
+a frame (valid only during the frame's callback: a Raw shard delivers it before that ends), a
+whole large message (its buffer is handed over at delivery as a read-only view, without a copy)
+or ``None`` (a null).
+"""
 
 
 class ShardMulticast:
@@ -61,6 +66,7 @@ class ShardMulticast:
         *,
         outbox: Outbox,
         events: list[Event],
+        buffers: BufferPool | None = None,
     ) -> None:
         if ref.layout.mode is Mode.PAXOS:
             raise LocalProtocolError(
@@ -89,6 +95,7 @@ class ShardMulticast:
         self._held: list[dict[int, Payload]] = [{} for _ in self.senders]
         """Per sender: messages (None for a null) held and not yet delivered."""
         self._assembling: dict[tuple[int, int], _Assembly] = {}
+        self._buffers = buffers or BufferPool()
         self.delivered_upto = -1
         """Ordered: the last global index delivered (or skipped, for a null)."""
         self.duplicates = 0
@@ -181,7 +188,8 @@ class ShardMulticast:
             return
         assembly = self._assembling.get(key)
         if assembly is None:
-            assembly = self._assembling[key] = _Assembly(block.size, num_blocks)
+            buffer = self._buffers.take(block.size)
+            assembly = self._assembling[key] = _Assembly(buffer, num_blocks)
         if assembly.have[block.block]:
             self.duplicates += 1
             return
@@ -191,15 +199,19 @@ class ShardMulticast:
             raise RemoteProtocolError(
                 f"block {block.block} carries {len(block.data)} bytes, expected {expected}"
             )
+        assembly.buffer[start : start + expected] = block.data
         relay_to = self._relay_next[sender]
         if relay_to is not None:
-            self._outbox.append((relay_to, block))
-        assembly.buffer[start : start + expected] = block.data
+            # Relayed from the reassembly buffer, not from the frame, whose memory the
+            # transport reuses: the block may wait in a send queue. The pool does not reuse a
+            # buffer while a queued block still views it.
+            data = memoryview(assembly.buffer)[start : start + expected]
+            self._outbox.append((relay_to, msgspec.structs.replace(block, data=data)))
         assembly.have[block.block] = True
         assembly.missing -= 1
         if assembly.missing == 0:
             del self._assembling[key]
-            self._hold(sender, block.index, assembly.buffer)
+            self._hold(sender, block.index, assembly)
             self._after_arrival(sender)
 
     # -- internals --------------------------------------------------------------------------
@@ -260,8 +272,8 @@ class ShardMulticast:
         self.dirty = True
 
     def _deliver(self, sender: int, index: int, payload: Payload) -> None:
-        if isinstance(payload, bytearray):
-            payload = memoryview(payload).toreadonly()
+        if isinstance(payload, _Assembly):
+            payload = memoryview(payload.buffer).toreadonly()
         if payload is not None:
             self._events.append(
                 Delivered(
@@ -448,8 +460,13 @@ class ShardMulticast:
         if me < 0 or self.mode is Mode.RAW:
             return unsent
         held = self._held[me]
-        trimmed = [held[index] for index in sorted(held)]
-        return [bytes(payload) for payload in trimmed if payload is not None] + unsent
+        trimmed: list[bytes] = []
+        for index in sorted(held):
+            payload = held[index]
+            assert not isinstance(payload, _Assembly), "a sender holds its messages as sent"
+            if payload is not None:
+                trimmed.append(bytes(payload))
+        return trimmed + unsent
 
     def row(self) -> ShardRow:
         """The own row, to push to the other members."""

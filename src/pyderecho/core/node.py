@@ -18,6 +18,7 @@ from collections.abc import Mapping, MutableMapping, Sequence
 
 import msgspec
 
+from pyderecho.core.buffers import BufferPool
 from pyderecho.core.config import CoreConfig
 from pyderecho.core.errors import LocalProtocolError, RemoteProtocolError
 from pyderecho.core.events import Abandoned, Event, Stopped, Suspected, ViewInstalled
@@ -84,6 +85,8 @@ class Node:
         """Why this member stopped; empty while it runs."""
         self._outbox: Outbox = []
         self._events: list[Event] = []
+        self._buffers = BufferPool()
+        """Large messages' buffers, shared by every shard and view of this member."""
         self._shards: dict[tuple[int, int], ShardMulticast] = {}
         self._by_subgroup: dict[int, ShardMulticast] = {}
         self._carried: dict[SubgroupKey, list[bytes]] = {}
@@ -397,6 +400,7 @@ class Node:
                     self.config,
                     outbox=self._outbox,
                     events=self._events,
+                    buffers=self._buffers,
                 )
                 self._shards[(ref.subgroup, ref.shard)] = shard
                 self._by_subgroup[ref.subgroup] = shard

@@ -16,6 +16,26 @@ from typing import Protocol
 
 from pyderecho.core.view import NodeId
 
+Frame = bytes | memoryview | tuple[bytes | memoryview, ...]
+"""What a transport sends: one buffer, or several that make one frame together. A large
+message's block is sent as its encoded header and a view of the payload, so a transport that
+can write the parts one after the other (TCP) never joins them: the payload goes from the
+sender's own buffer (or the relaying member's reassembly buffer) to the kernel. The receiver
+gets one frame either way."""
+
+
+def frame_size(frame: Frame) -> int:
+    """The length of ``frame`` once its parts are joined."""
+    if isinstance(frame, tuple):
+        return sum(memoryview(part).nbytes for part in frame)
+    return memoryview(frame).nbytes
+
+
+def joined(frame: Frame) -> bytes | memoryview:
+    """``frame`` as one buffer, for a transport that copies it in one piece anyway."""
+    return b"".join(frame) if isinstance(frame, tuple) else frame
+
+
 FrameHandler = Callable[[NodeId, memoryview], None]
 """Called for each frame from an authenticated peer; the view dies when the call returns."""
 
@@ -36,8 +56,11 @@ class Transport(Protocol):
     def connect(self, peer: NodeId, address: str) -> None:
         """Open (or reopen) the link to ``peer`` at ``address``; frames queue meanwhile."""
 
-    def send(self, peer: NodeId, frame: bytes | memoryview) -> None:
-        """Queue ``frame`` for ``peer`` without blocking; frames to one peer keep their order."""
+    def send(self, peer: NodeId, frame: Frame) -> None:
+        """Queue ``frame`` for ``peer`` without blocking; frames to one peer keep their order.
+
+        The frame's buffers are not copied when the transport can avoid it, so they must not
+        change until the peer has the frame."""
 
     def disconnect(self, peer: NodeId) -> None:
         """Drop the link to ``peer`` (it left or was removed) and anything queued for it."""

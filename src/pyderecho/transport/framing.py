@@ -14,6 +14,7 @@ import struct
 from collections.abc import Callable, Iterable
 
 from pyderecho.core.errors import RemoteProtocolError
+from pyderecho.transport.base import Frame, frame_size
 
 HEADER = struct.Struct(">I")
 """The length prefix: unsigned 32-bit big-endian, so no frame can exceed 4 GiB - 1."""
@@ -51,22 +52,24 @@ def frame_header(length: int) -> bytes:
     return HEADER.pack(length)
 
 
-def write_frames(writer: asyncio.StreamWriter, frames: Iterable[bytes | memoryview]) -> None:
-    """Hand ``frames`` to ``writer`` in order, each behind its length prefix, in one call.
+def write_frames(writer: asyncio.StreamWriter, frames: Iterable[Frame]) -> None:
+    """Hand ``frames`` to ``writer`` in order, each behind its length prefix.
 
-    One ``writelines`` per batch lets the event loop send many small frames in one system call
-    (and, from Python 3.12, gather the caller's buffers with ``sendmsg`` instead of joining them).
+    Small buffers go in one ``writelines`` call, so many small frames share a system call (and,
+    from Python 3.12, are gathered with ``sendmsg`` instead of joined); a buffer of
+    :data:`DIRECT_WRITE_BYTES` or more is written on its own, never joined with others.
     """
     buffers: list[bytes | memoryview] = []
     for frame in frames:
-        size = memoryview(frame).nbytes
-        buffers.append(HEADER.pack(size))
-        if size < DIRECT_WRITE_BYTES:
-            buffers.append(frame)
-            continue
-        writer.writelines(buffers)
-        writer.write(frame)
-        buffers = []
+        parts = frame if isinstance(frame, tuple) else (frame,)
+        buffers.append(HEADER.pack(frame_size(frame)))
+        for part in parts:
+            if memoryview(part).nbytes < DIRECT_WRITE_BYTES:
+                buffers.append(part)
+                continue
+            writer.writelines(buffers)
+            writer.write(part)
+            buffers = []
     if buffers:
         writer.writelines(buffers)
 

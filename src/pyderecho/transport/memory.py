@@ -21,7 +21,7 @@ from functools import partial
 
 from pyderecho.core.errors import LocalProtocolError
 from pyderecho.core.view import NodeId
-from pyderecho.transport.base import FrameHandler, PeerLostHandler
+from pyderecho.transport.base import Frame, FrameHandler, PeerLostHandler, joined
 from pyderecho.transport.sim_links import SimLinks
 
 
@@ -66,13 +66,13 @@ class MemoryTransport:
         self._links[peer] = address
         self._lost.discard(peer)
 
-    def send(self, peer: NodeId, frame: bytes | memoryview) -> None:
+    def send(self, peer: NodeId, frame: Frame) -> None:
         address = self._links.get(peer)
         target = self._network.listening.get(address) if address is not None else None
         if target is None or self._closed:
             self.stats["send_no_link"] += 1
             return
-        data = bytes(frame)
+        data = bytes(joined(frame))
         self._put(target, len(data), partial(target._deliver, self.node_id, data))
         self.stats["frames_sent"] += 1
 

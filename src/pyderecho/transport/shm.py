@@ -104,7 +104,7 @@ from pyderecho.transport.auth import (
     Role,
     reject_message,
 )
-from pyderecho.transport.base import FrameHandler, PeerLostHandler
+from pyderecho.transport.base import Frame, FrameHandler, PeerLostHandler, joined
 from pyderecho.transport.framing import HEADER
 from pyderecho.transport.shm_ring import (
     RingError,
@@ -384,12 +384,12 @@ class ShmTransport:
         self._tasks.add(out.task)
         out.task.add_done_callback(self._tasks.discard)
 
-    def send(self, peer: NodeId, frame: bytes | memoryview) -> None:
+    def send(self, peer: NodeId, frame: Frame) -> None:
         """Copy ``frame`` into the peer's ring now, or queue it until there is room; frames for
         a peer without a link are dropped and counted. A queued frame is not copied: its buffer
         must not change until the peer has it (as with the TCP transport)."""
         self._require_started()
-        view = memoryview(frame).cast("B")
+        view = memoryview(joined(frame)).cast("B")
         if view.nbytes > self._max_frame:
             raise LocalProtocolError(
                 f"frame of {view.nbytes} bytes exceeds max_frame_size {self._max_frame}"

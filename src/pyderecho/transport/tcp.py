@@ -70,7 +70,7 @@ from pyderecho.transport.auth import (
     Role,
     run_handshake,
 )
-from pyderecho.transport.base import FrameHandler, PeerLostHandler
+from pyderecho.transport.base import Frame, FrameHandler, PeerLostHandler, frame_size
 from pyderecho.transport.framing import MAX_FRAME_LIMIT, FrameError, FrameReceiver, write_frames
 
 MiB = 1 << 20
@@ -114,7 +114,8 @@ class _Outbound:
     """The sending half of a link: our connection to the peer and the frames waiting for it."""
 
     address: str
-    queue: deque[memoryview] = field(default_factory=deque)
+    queue: deque[tuple[Frame, int]] = field(default_factory=deque)
+    """Each frame with its size."""
     queued_bytes: int = 0
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     writer: asyncio.StreamWriter | None = None
@@ -234,21 +235,21 @@ class TcpTransport:
         self._out[peer] = out
         out.tasks.append(self._spawn(self._run_outbound(peer, out), f"tcp-send-{peer}"))
 
-    def send(self, peer: NodeId, frame: bytes | memoryview) -> None:
-        """Queue ``frame`` for ``peer``; it is not copied, so its buffer must not change until
+    def send(self, peer: NodeId, frame: Frame) -> None:
+        """Queue ``frame`` for ``peer``; it is not copied, so its buffers must not change until
         the peer has it (the protocol reuses a send-window slot only once every member has
         acknowledged it). Frames for a peer without a link are dropped and counted."""
         self._require_started()
-        view = memoryview(frame).cast("B")
-        if view.nbytes > self._max_frame:
+        size = frame_size(frame)
+        if size > self._max_frame:
             raise LocalProtocolError(
-                f"frame of {view.nbytes} bytes exceeds max_frame_size {self._max_frame}"
+                f"frame of {size} bytes exceeds max_frame_size {self._max_frame}"
             )
         out = self._out.get(peer)
         if out is None:
             self.stats["send_no_link"] += 1
             return
-        if out.queued_bytes + view.nbytes > self._max_queue:
+        if out.queued_bytes + size > self._max_queue:
             self._lose(
                 peer,
                 out,
@@ -256,8 +257,8 @@ class TcpTransport:
                 "send_overflow",
             )
             return
-        out.queue.append(view)
-        out.queued_bytes += view.nbytes
+        out.queue.append((frame, size))
+        out.queued_bytes += size
         out.ready.set()
 
     def disconnect(self, peer: NodeId) -> None:
@@ -443,12 +444,12 @@ class TcpTransport:
                 await out.ready.wait()
                 out.ready.clear()
                 while out.queue:
-                    batch: list[memoryview] = []
+                    batch: list[Frame] = []
                     size = 0
                     while out.queue and size < _BATCH_BYTES:
-                        frame = out.queue.popleft()
+                        frame, frame_bytes = out.queue.popleft()
                         batch.append(frame)
-                        size += frame.nbytes
+                        size += frame_bytes
                     out.queued_bytes -= size
                     write_frames(writer, batch)
                     await writer.drain()
