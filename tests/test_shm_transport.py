@@ -13,6 +13,7 @@ import asyncio
 import errno
 import gc
 import hashlib
+import itertools
 import multiprocessing
 import os
 import random
@@ -149,6 +150,15 @@ def test_conformance_with_the_smallest_ring(directory: str) -> None:
 # -- the ring, without processes -----------------------------------------------------------------
 
 
+def in_parts(frame: bytes, rng: random.Random) -> memoryview | tuple[memoryview, ...]:
+    """``frame`` as one view or cut into up to four parts (a block's header and data)."""
+    if not frame or rng.random() < 0.3:
+        return memoryview(frame)
+    cuts = sorted(rng.randrange(len(frame) + 1) for _ in range(rng.randrange(1, 4)))
+    bounds = [0, *cuts, len(frame)]
+    return tuple(memoryview(frame)[a:b] for a, b in itertools.pairwise(bounds))
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     sizes=st.lists(st.integers(0, 3 * MIN_CAPACITY), min_size=1, max_size=40),
@@ -167,7 +177,7 @@ def test_ring_round_trips_any_mix_of_sizes(sizes: list[int], reads: list[int]) -
     pace = iter(reads * 1000)
     while len(got) < len(frames):
         while pending:
-            rest = writer.put(memoryview(pending[0]), start)
+            rest = writer.put(in_parts(pending[0], rng), start)
             if rest is not None:
                 start = rest
                 break

@@ -39,7 +39,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 
 from pyderecho.core.view import NodeId
-from pyderecho.transport.base import Transport
+from pyderecho.transport.base import Frame, Transport, frame_size, joined
 
 MiB = 1 << 20
 MAX_RANDOM_FRAME = 1 * MiB
@@ -55,8 +55,9 @@ Digest = tuple[int, bytes]
 """A frame as the checks remember it: its length and a hash of its content."""
 
 
-def digest(frame: bytes | memoryview) -> Digest:
-    return len(memoryview(frame).cast("B")), hashlib.blake2b(frame, digest_size=16).digest()
+def digest(frame: Frame) -> Digest:
+    data = joined(frame)
+    return len(memoryview(data).cast("B")), hashlib.blake2b(data, digest_size=16).digest()
 
 
 class Recorder:
@@ -126,12 +127,13 @@ async def group_of(
     assert not leaked, f"tasks left running after close(): {leaked}"
 
 
-def random_frames(rng: random.Random, count: int, pool: bytes) -> list[bytes | memoryview]:
+def random_frames(rng: random.Random, count: int, pool: bytes) -> list[Frame]:
     """``count`` frames of mixed sizes (mostly small, some up to :data:`MAX_RANDOM_FRAME`),
-    always including an empty one and a maximal one; half are memoryview slices of ``pool``,
-    half ``bytes``, so both buffer kinds travel."""
+    always including an empty one and a maximal one; some are memoryview slices of ``pool``,
+    some ``bytes`` and some given in parts (as a large block goes: header, then data), so
+    every kind of frame travels."""
     view = memoryview(pool)
-    frames: list[bytes | memoryview] = []
+    frames: list[Frame] = []
     for i in range(count):
         kind = rng.random()
         if i == 0:
@@ -146,7 +148,11 @@ def random_frames(rng: random.Random, count: int, pool: bytes) -> list[bytes | m
             size = rng.randrange(0, MAX_RANDOM_FRAME + 1)
         start = rng.randrange(0, len(pool) - size + 1)
         piece = view[start : start + size]
-        frames.append(piece if i % 2 else bytes(piece))
+        if i % 3 == 2 and size:
+            cut = rng.randrange(size + 1)
+            frames.append((bytes(piece[:cut]), piece[cut:]))
+        else:
+            frames.append(piece if i % 3 else bytes(piece))
     rng.shuffle(frames)
     return frames
 
@@ -154,7 +160,7 @@ def random_frames(rng: random.Random, count: int, pool: bytes) -> list[bytes | m
 async def exchange(
     transports: Sequence[Transport],
     recorders: Sequence[Recorder],
-    plan: dict[tuple[int, int], list[bytes | memoryview]],
+    plan: dict[tuple[int, int], list[Frame]],
 ) -> None:
     """Send ``plan[(i, j)]`` from transport ``i`` to transport ``j`` (indices), interleaving all
     pairs, and wait until every frame arrived; then require exact, in-order, intact delivery.
@@ -172,7 +178,7 @@ async def exchange(
             budget = WINDOW_BYTES
             while cursor[src, dst] < len(frames):
                 frame = frames[cursor[src, dst]]
-                size = len(memoryview(frame).cast("B"))
+                size = frame_size(frame)
                 if size > budget and budget < WINDOW_BYTES:
                     break
                 transports[src].send(ids[dst], frame)
@@ -232,7 +238,8 @@ async def check_large_frames(make: TransportFactory, *, size: int = LARGE_FRAME)
     rng = random.Random(3)
     big = [rng.randbytes(size) for _ in range(2)]
     async with group_of(make, 2) as (transports, recorders):
-        mixed: list[bytes | memoryview] = [big[0], b"a", memoryview(big[1]), b"", b"b", big[1]]
+        halves = (memoryview(big[1])[:7], memoryview(big[1])[7:])
+        mixed: list[Frame] = [big[0], b"a", memoryview(big[1]), b"", b"b", halves]
         await exchange(transports, recorders, {(0, 1): mixed, (1, 0): mixed[::-1]})
 
 

@@ -104,7 +104,7 @@ from pyderecho.transport.auth import (
     Role,
     reject_message,
 )
-from pyderecho.transport.base import Frame, FrameHandler, PeerLostHandler, joined
+from pyderecho.transport.base import Frame, FrameHandler, PeerLostHandler
 from pyderecho.transport.framing import HEADER
 from pyderecho.transport.shm_ring import (
     RingError,
@@ -171,10 +171,11 @@ def _digest(text: str, size: int) -> bytes:
 class _Queued:
     """A frame waiting for room in the ring, and how much of it is already in."""
 
-    __slots__ = ("frame", "start")
+    __slots__ = ("frame", "nbytes", "start")
 
-    def __init__(self, frame: memoryview, start: int) -> None:
+    def __init__(self, frame: tuple[memoryview, ...], nbytes: int, start: int) -> None:
         self.frame = frame
+        self.nbytes = nbytes
         self.start = start
 
 
@@ -389,10 +390,13 @@ class ShmTransport:
         a peer without a link are dropped and counted. A queued frame is not copied: its buffer
         must not change until the peer has it (as with the TCP transport)."""
         self._require_started()
-        view = memoryview(joined(frame)).cast("B")
-        if view.nbytes > self._max_frame:
+        parts = tuple(
+            memoryview(part).cast("B") for part in (frame if isinstance(frame, tuple) else (frame,))
+        )
+        size = sum(part.nbytes for part in parts)
+        if size > self._max_frame:
             raise LocalProtocolError(
-                f"frame of {view.nbytes} bytes exceeds max_frame_size {self._max_frame}"
+                f"frame of {size} bytes exceeds max_frame_size {self._max_frame}"
             )
         out = self._out.get(peer)
         if out is None:
@@ -400,17 +404,17 @@ class ShmTransport:
             return
         start = 0
         if not out.queue:
-            rest = out.ring.put(view, 0)
+            rest = out.ring.put(parts, 0)
             if rest is None:
                 self._schedule_flush(out)
                 return
             start = rest
-        waiting = view.nbytes - start
+        waiting = size - start
         if out.queued_bytes + waiting > self._max_queue:
             reason = f"send queue over {self._max_queue} bytes: node {peer} is not keeping up"
             self._lose(peer, out, reason, "send_overflow")
             return
-        out.queue.append(_Queued(view, start))
+        out.queue.append(_Queued(parts, size, start))
         out.queued_bytes += waiting
         self._schedule_flush(out)
 
@@ -725,7 +729,7 @@ class ShmTransport:
         while out.queue:
             item = out.queue[0]
             rest = out.ring.put(item.frame, item.start)
-            done = item.frame.nbytes if rest is None else rest
+            done = item.nbytes if rest is None else rest
             out.queued_bytes -= done - item.start
             if rest is not None:
                 item.start = rest

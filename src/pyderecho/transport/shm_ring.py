@@ -210,14 +210,16 @@ class RingWriter:
             )
         self.acknowledged = consumed
 
-    def put(self, frame: memoryview, start: int) -> int | None:
+    def put(self, frame: memoryview | tuple[memoryview, ...], start: int) -> int | None:
         """Append ``frame`` from byte ``start`` on, as far as the room allows.
 
         Returns ``None`` once the whole frame is in the ring, else the byte to resume from when
         the receiver has freed space. A frame that fits in one record is written whole or not
         at all, so the receiver always gets it as one view; a larger one goes chunk by chunk.
+        A frame given as parts (byte-format views) is copied part by part, never joined first.
         """
-        total = len(frame)
+        frame = frame if isinstance(frame, tuple) else (frame,)
+        total = sum(len(part) for part in frame)
         if start == 0 and total <= self._max_payload:
             size = align(RECORD.size + total)
             if not self._room(size, size):
@@ -260,7 +262,12 @@ class RingWriter:
         return 0
 
     def _record(
-        self, kind: int, frame: memoryview, start: int, end: int, total: int | None = None
+        self,
+        kind: int,
+        frame: tuple[memoryview, ...],
+        start: int,
+        end: int,
+        total: int | None = None,
     ) -> None:
         position = self.written % self.capacity
         body = position + RECORD.size
@@ -270,8 +277,21 @@ class RingWriter:
             body += _TOTAL.size
             length += _TOTAL.size
         RECORD.pack_into(self._data, position, length, kind)
-        self._data[body : body + end - start] = frame[start:end]
+        _copy_range(frame, start, end, self._data[body : body + end - start])
         self.written += align(RECORD.size + length)
+
+
+def _copy_range(parts: tuple[memoryview, ...], start: int, end: int, into: memoryview) -> None:
+    """Copy bytes ``[start, end)`` of the frame that ``parts`` make up into ``into``."""
+    offset = 0
+    for part in parts:
+        size = len(part)
+        low, high = max(start - offset, 0), min(end - offset, size)
+        if low < high:
+            into[offset + low - start : offset + high - start] = part[low:high]
+        offset += size
+        if offset >= end:
+            return
 
 
 class RingReader:
