@@ -36,6 +36,8 @@ reader: the kernel copies into one reused buffer (``recv_into``) and each frame 
 
 TLS. A listener upgrades each accepted connection inside that connection's own task, so a
 stalled or failed TLS handshake is timed, counted and bounded like an authentication handshake.
+The acceptor speaks first, one plaintext byte (:data:`TLS_READY`) once it is ready for TLS, and
+the dialer starts TLS only when it has it; then the authentication handshake runs inside TLS.
 
 ``stats`` keys: ``accepted`` and ``connected`` (links authenticated), ``identified`` (a
 joiner asked who listens here, see :meth:`TcpTransport.identify`), ``connect_retry``,
@@ -83,6 +85,12 @@ _STREAM_LIMIT = 1 * MiB
 :class:`~pyderecho.transport.framing.FrameReceiver`)."""
 _FIRST_RETRY_S = 0.02
 _MAX_RETRY_S = 1.0
+TLS_READY = b"T"
+"""What a TLS acceptor sends, in plaintext, once its TLS layer is in place; the dialer starts TLS
+only then. Without it the dialer's TLS hello could reach the acceptor before the upgrade, and be
+read as plain bytes: uvloop starts reading a new connection at once, before the task that
+upgrades it has run."""
+
 IDENTIFY_ID: NodeId = 2**64 - 2
 """The node id :meth:`TcpTransport.identify` gives in the handshake, which no member may hold:
 an acceptor that meets it answers who it is and opens no link."""
@@ -376,6 +384,10 @@ class TcpTransport:
         """Upgrade an accepted connection to TLS inside its own task, rather than letting the
         listener do it: a failed or stalled TLS handshake is then timed, counted, bounded by
         ``max_pending_handshakes`` and cancelled by :meth:`close` like any other."""
+        transport = writer.transport
+        if isinstance(transport, asyncio.ReadTransport):
+            transport.pause_reading()  # until the TLS layer reads, nothing may
+        writer.write(TLS_READY)
         try:
             async with asyncio.timeout(self._handshake_timeout):
                 await writer.start_tls(context)
@@ -404,8 +416,12 @@ class TcpTransport:
         receiver.feed(buffered)
         if ended:
             receiver.eof_received()
-        elif isinstance(transport, asyncio.ReadTransport) and not transport.is_reading():
-            transport.resume_reading()  # the stream reader may have paused it
+        elif isinstance(transport, asyncio.ReadTransport):
+            # Resuming makes a TLS layer pass on what it decrypted before the switch (uvloop's
+            # waits for new bytes otherwise), and undoes a pause by the stream reader.
+            if transport.is_reading():
+                transport.pause_reading()
+            transport.resume_reading()
         try:
             await receiver.finished
         except asyncio.CancelledError:
@@ -506,13 +522,9 @@ class TcpTransport:
             writer: asyncio.StreamWriter | None = None
             try:
                 async with asyncio.timeout(self._handshake_timeout):
-                    reader, writer = await asyncio.open_connection(
-                        host,
-                        port,
-                        ssl=self._ssl_client,
-                        server_hostname=host if self._ssl_client else None,
-                        limit=_STREAM_LIMIT,
-                    )
+                    reader, writer = await asyncio.open_connection(host, port, limit=_STREAM_LIMIT)
+                    if self._ssl_client is not None:
+                        await _start_client_tls(reader, writer, self._ssl_client, host)
                 self._writers.add(writer)
                 handshake = Handshake(
                     identity,
@@ -601,6 +613,19 @@ class TcpTransport:
             writer.close()
         else:
             writer.transport.abort()
+
+
+async def _start_client_tls(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, context: ssl.SSLContext, host: str
+) -> None:
+    """Wait for the acceptor's :data:`TLS_READY`, then run TLS as its client."""
+    try:
+        ready = await reader.readexactly(len(TLS_READY))
+    except asyncio.IncompleteReadError:
+        raise HandshakeIncomplete("connection closed before TLS started") from None
+    if ready != TLS_READY:
+        raise BadTls("the acceptor does not start TLS (is it configured for TLS?)")
+    await writer.start_tls(context, server_hostname=host)
 
 
 def _take_over(reader: asyncio.StreamReader) -> tuple[bytes, bool]:
