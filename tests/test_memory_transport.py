@@ -18,7 +18,7 @@ from pyderecho.runtime import Member, deliveries
 from pyderecho.transport.base import Transport
 from pyderecho.transport.memory import MemoryNetwork, MemoryTransport
 from pyderecho.transport.sim_links import LinkModel, SimLinks
-from transport_conformance import Recorder, TransportFactory
+from transport_conformance import Recorder, TransportFactory, start_all_to_all
 
 JITTERY = LinkModel(latency_s=50e-6, jitter_s=200e-6)
 """Jitter four times the latency: frames on different links overtake each other often."""
@@ -30,13 +30,7 @@ def memory_factory(links: Callable[[], SimLinks | None]) -> TransportFactory:
     async def make(recorders: Sequence[Recorder]) -> list[Transport]:
         network = MemoryNetwork(links=links())
         transports = [MemoryTransport(i, network, f"mem-{i}") for i in range(len(recorders))]
-        for transport, recorder in zip(transports, recorders, strict=True):
-            await transport.start(recorder.on_frame, recorder.on_peer_lost)
-        for a in transports:
-            for b in transports:
-                if a is not b:
-                    a.connect(b.node_id, b.address)
-        return list(transports)
+        return await start_all_to_all(transports, recorders)
 
     return make
 

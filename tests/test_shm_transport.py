@@ -53,7 +53,7 @@ from pyderecho.transport.shm_ring import (
     attach_segment,
     create_segment,
 )
-from transport_conformance import Recorder, TransportFactory, group_of, ping
+from transport_conformance import Recorder, TransportFactory, group_of, ping, start_all_to_all
 
 GROUP = "shm-test"
 SECRET = b"correct horse battery staple"
@@ -94,13 +94,7 @@ def shm_factory(directory: str, **options: Any) -> TransportFactory:
             ShmTransport(node, directory, group=GROUP, secret=SECRET, **options)
             for node in range(len(recorders))
         ]
-        for transport, recorder in zip(transports, recorders, strict=True):
-            await transport.start(recorder.on_frame, recorder.on_peer_lost)
-        for a in transports:
-            for b in transports:
-                if a is not b:
-                    a.connect(b.node_id, b.address)
-        return list(transports)
+        return await start_all_to_all(transports, recorders)
 
     return make
 

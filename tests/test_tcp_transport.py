@@ -47,7 +47,7 @@ from pyderecho.transport.framing import (
     read_frame,
 )
 from pyderecho.transport.tcp import TcpTransport, format_address, parse_address
-from transport_conformance import Recorder, TransportFactory, group_of, ping
+from transport_conformance import Recorder, TransportFactory, group_of, ping, start_all_to_all
 
 GROUP = "test-group"
 SECRET = b"correct horse battery staple"
@@ -73,13 +73,7 @@ def tcp_factory(**options: Any) -> TransportFactory:
             TcpTransport(node, f"{HERE}:0", group=GROUP, secret=SECRET, **options)
             for node in range(len(recorders))
         ]
-        for transport, recorder in zip(transports, recorders, strict=True):
-            await transport.start(recorder.on_frame, recorder.on_peer_lost)
-        for a in transports:
-            for b in transports:
-                if a is not b:
-                    a.connect(b.node_id, b.address)
-        return list(transports)
+        return await start_all_to_all(transports, recorders)
 
     return make
 

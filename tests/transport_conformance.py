@@ -14,13 +14,7 @@ connected transports, the i-th started with ``recorders[i].on_frame`` and
 
     async def make_my_transports(recorders: Sequence[Recorder]) -> list[Transport]:
         transports = [MyTransport(node_id=i, ...) for i in range(len(recorders))]
-        for transport, recorder in zip(transports, recorders):
-            await transport.start(recorder.on_frame, recorder.on_peer_lost)
-        for a in transports:
-            for b in transports:
-                if a is not b:
-                    a.connect(b.node_id, b.address)
-        return transports
+        return await start_all_to_all(transports, recorders)  # start each, each dials all
 
 ``close()`` must be idempotent (a check may close a member early; all are closed at the end).
 The factory owns the callbacks' wiring because :meth:`Transport.start` is the only way to install
@@ -37,6 +31,7 @@ import random
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from typing import Protocol
 
 from pyderecho.core.view import NodeId
 from pyderecho.transport.base import Frame, Transport, frame_size, joined
@@ -104,6 +99,29 @@ class Recorder:
 
 
 TransportFactory = Callable[[Sequence[Recorder]], Awaitable[list[Transport]]]
+
+
+class ListeningTransport(Transport, Protocol):
+    """A transport that knows the address its peers reach it at, once started."""
+
+    @property
+    def address(self) -> str: ...
+
+
+async def start_all_to_all(
+    transports: Sequence[ListeningTransport], recorders: Sequence[Recorder]
+) -> list[Transport]:
+    """Start each transport with its recorder's callbacks and have each dial all the others:
+    what a factory returns."""
+    for transport, recorder in zip(transports, recorders, strict=True):
+        await transport.start(recorder.on_frame, recorder.on_peer_lost)
+    for a in transports:
+        for b in transports:
+            if a is not b:
+                a.connect(b.node_id, b.address)
+    return list(transports)
+
+
 """Builds ``len(recorders)`` started and connected transports (see the module docstring)."""
 
 
