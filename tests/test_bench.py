@@ -144,3 +144,15 @@ def test_the_relay_baseline_runs_three_processes_to_the_end(
     raw_baselines = importlib.import_module("raw_baselines")
     rate = raw_baselines.tcp_large_relay(frames=30, size=64 * 1024)
     assert rate > 0
+
+
+def test_the_scale_benchmark_reports_each_group_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``benchmarks/scale.py`` on tiny runs: one case per size, with the group-wide rate."""
+    monkeypatch.syspath_prepend(str(Path(__file__).parent.parent / "benchmarks"))
+    scale = importlib.import_module("scale")
+    monkeypatch.setattr(scale, "SMALL_DELIVERIES", 3000)
+    result = scale.scale([2, 3], ["shm"], [100], repeat=1)
+    assert [case["nodes"] for case in result["cases"]] == [2, 3]
+    for case in result["cases"]:
+        assert case["messages_per_s_group"] == case["messages_per_s_per_member"] * case["nodes"]
+        assert case["count_per_sender"] == 3000 // case["nodes"]

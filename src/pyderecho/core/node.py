@@ -189,6 +189,7 @@ class Node:
         """The deadline from :meth:`next_deadline` has come."""
         if self.stopped:
             return
+        self._buffers.trim(now)
         if self.membership is not None:
             self.membership.tick(now)
         elif now >= self._next_join:

@@ -1,0 +1,99 @@
+"""How one ordered shard scales with the number of member processes on one machine.
+
+For each group size and transport, every member sends (``pyderecho bench``, ``--senders all``),
+so a member delivers ``nodes`` times what it sends: the question is how the per-member and the
+group-wide delivery rates hold up as the round robin widens and more processes share the CPUs.
+Per case it reports the median over ``--repeat`` runs of the per-member rate, the rate summed
+over the group, and the CPU time per delivery, which is the figure to compare across machines.
+
+This is the many-process benchmark meant for a machine with many cores (the project's device
+machine has 16): on a 2-core machine anything past 3 members measures time-sharing, and the
+JSON records ``cpu_cores`` so the figures can be read accordingly.
+
+    .venv/bin/python benchmarks/scale.py [--nodes 3,5,8,16] [--transports shm,tcp] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+from typing import Any
+
+from pyderecho.bench import BenchSpec, run_bench
+
+MiB = 1 << 20
+SMALL_DELIVERIES = 200_000
+"""About how many 100-byte messages each member delivers per run, whatever the group size."""
+LARGE_DELIVERIES = 600
+"""About how many 1 MiB messages each member delivers per run."""
+
+
+def _case(nodes: int, transport: str, size: int, repeat: int) -> dict[str, Any]:
+    per_member = SMALL_DELIVERIES if size < MiB else LARGE_DELIVERIES
+    spec = BenchSpec(
+        nodes=nodes,
+        senders="all",
+        count=max(1, per_member // nodes),
+        size=size,
+        mode="ordered",
+        transport=transport,
+    )
+    reports = [run_bench(spec) for _ in range(repeat)]
+    if not all(report["clean_exit"] for report in reports):
+        raise RuntimeError(f"{nodes} members over {transport}: a worker did not exit cleanly")
+    rate = statistics.median(report["messages_per_s"] for report in reports)
+    return {
+        "nodes": nodes,
+        "transport": transport,
+        "size": size,
+        "count_per_sender": spec.count,
+        "messages_per_s_per_member": round(rate),
+        "bytes_per_s_per_member": round(rate * size),
+        "messages_per_s_group": round(rate * nodes),
+        "cpu_us_per_delivery": statistics.median(r["cpu_us_per_delivery"] for r in reports),
+        "latency_us_p50": statistics.median(r["latency_us"]["p50"] for r in reports),
+        "samples_messages_per_s": [report["messages_per_s"] for report in reports],
+    }
+
+
+def scale(nodes: list[int], transports: list[str], sizes: list[int], repeat: int) -> dict[str, Any]:
+    load_before = os.getloadavg()
+    cases = [
+        _case(count, transport, size, repeat)
+        for size in sizes
+        for transport in transports
+        for count in nodes
+    ]
+    return {
+        "benchmark": "scale",
+        "cpu_cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "repeat": repeat,
+        "load_average_before": [round(load, 2) for load in load_before],
+        "load_average_after": [round(load, 2) for load in os.getloadavg()],
+        "cases": cases,
+    }
+
+
+def _numbers(text: str) -> list[int]:
+    return [int(part) for part in text.split(",") if part]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--nodes", type=_numbers, default=[3, 5, 8], help="group sizes, a,b,c")
+    parser.add_argument("--transports", default="shm,tcp", help="shm,tcp or either")
+    parser.add_argument("--sizes", type=_numbers, default=[100, MiB], help="message sizes")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per case (median)")
+    args = parser.parse_args()
+    result = scale(args.nodes, args.transports.split(","), args.sizes, args.repeat)
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
