@@ -8,6 +8,7 @@ import socket
 from pyderecho.blocking import BlockingMember
 from pyderecho.core.config import CoreConfig
 from pyderecho.core.events import Delivered, Event, Stopped
+from pyderecho.core.layout import Allocation, Mode, ShardLayout
 from pyderecho.core.node import Node
 from pyderecho.core.view import View
 from pyderecho.layouts import resolve_layout
@@ -148,6 +149,42 @@ def test_a_founder_that_starts_late_is_not_suspected() -> None:
         assert [d.payload for d in got] == [b"all here", b"late one hears it"]
         assert [member.view.epoch for member in members] == [0, 0, 0]
         for member in members:  # the first to close makes the others change views
+            await member.close()
+
+    asyncio.run(scenario())
+
+
+def raw_group(view: View) -> Allocation:
+    return {"Group": [[ShardLayout(view.members, Mode.RAW)]]}
+
+
+def test_queued_raw_deliveries_keep_their_payloads() -> None:
+    """A Raw payload is a view into the received frame, whose memory the transport reuses (TCP
+    reads into one buffer): the delivery queues, which hold events past their handling, must
+    hold copies, or later frames overwrite what waits in the queue."""
+
+    async def scenario() -> None:
+        addresses = {i: f"127.0.0.1:{port}" for i, port in enumerate(free_ports(2))}
+        view = View(0, (0, 1))
+        members = [
+            Member(
+                Node(i, view, raw_group, FAST, addresses=addresses),
+                make_transport(i, addresses),
+            )
+            for i in addresses
+        ]
+        queue = deliveries(members[1])
+        for member in members:
+            await member.start()
+        sent = [b"raw message %d " % number * (1 + number % 7) for number in range(300)]
+        for number, payload in enumerate(sent):
+            await members[0].send(0, payload)
+            if number % 10 == 0:
+                await asyncio.sleep(0.001)  # several frames, so the receive buffer is reused
+        got = [await asyncio.wait_for(queue.get(), 10) for _ in sent]
+        assert [d.mode for d in got] == [Mode.RAW] * len(sent)
+        assert [bytes(d.payload) for d in got] == sent
+        for member in members:
             await member.close()
 
     asyncio.run(scenario())

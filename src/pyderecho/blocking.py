@@ -26,7 +26,8 @@ T = TypeVar("T")
 class BlockingMember:
     """A member whose methods block the calling thread instead of awaiting.
 
-    Deliveries arrive on :attr:`deliveries`, a thread-safe queue. ``on_event`` runs on the
+    Deliveries arrive on :attr:`deliveries`, a thread-safe queue (Raw payloads as copies, since
+    they are read after their handling). ``on_event`` runs on the
     loop thread and must not block it.
     """
 
@@ -48,7 +49,7 @@ class BlockingMember:
 
     def _forward(self, event: Event) -> None:
         if isinstance(event, Delivered):
-            self.deliveries.put(event)
+            self.deliveries.put(event.detached())  # it outlives its handling
         if self._user_handler is not None:
             self._user_handler(event)
 

@@ -221,13 +221,16 @@ class Member:
 
 
 def deliveries(member: Member) -> asyncio.Queue[Delivered]:
-    """An unbounded queue of ``member``'s deliveries, for applications that prefer to pull."""
+    """An unbounded queue of ``member``'s deliveries, for applications that prefer to pull.
+
+    Queued deliveries outlive their handling, so Raw payloads are queued as copies
+    (:meth:`~pyderecho.core.events.Delivered.detached`)."""
     queue: asyncio.Queue[Delivered] = asyncio.Queue()
     previous = member.on_event
 
     def forward(event: Event) -> None:
         if isinstance(event, Delivered):
-            queue.put_nowait(event)
+            queue.put_nowait(event.detached())
         if previous is not None:
             previous(event)
 

@@ -19,11 +19,13 @@ from pyderecho.core.view import NodeId, View
 class Delivered(msgspec.Struct, frozen=True, gc=False):
     """A message handed to the application, in the shard's delivery order.
 
-    In a ``Raw`` shard the payload is a read-only view straight into the received frame (on
-    shared memory, into the sender's ring): it is valid only while the event is being handled,
-    so copy it (``bytes(payload)``) to keep it. Ordered deliveries are ``bytes``, except messages
-    larger than one block (``block_size``): those come as a read-only view of the buffer they
-    were reassembled in, which is the application's to keep (copying it would cost as much as
+    In a ``Raw`` shard the payload is a view straight into the received frame (on
+    shared memory, into the sender's ring; on TCP, into the reused receive buffer): it is valid
+    only while the event is being handled, so copy it (``bytes(payload)``, or :meth:`detached`
+    for the whole event) to keep it; the delivery queues (``pyderecho.deliveries``,
+    ``BlockingMember.deliveries``) do. Ordered deliveries are ``bytes``, except messages larger
+    than one block (``block_size``): those come as a read-only view of the buffer they were
+    reassembled in, which is the application's to keep (copying it would cost as much as
     receiving it). Both modes' payloads support the buffer protocol: ``bytes(payload)``,
     ``hashlib``, ``socket.send`` and ``memoryview`` slicing work alike.
     """
@@ -35,6 +37,13 @@ class Delivered(msgspec.Struct, frozen=True, gc=False):
     sender: NodeId
     index: int
     payload: bytes | memoryview
+
+    def detached(self) -> Delivered:
+        """This delivery, safe to keep past its handling (in a queue, say): a ``Raw`` payload,
+        a view into memory the transport reuses, is copied; any other is already yours."""
+        if self.mode is Mode.RAW and isinstance(self.payload, memoryview):
+            return msgspec.structs.replace(self, payload=bytes(self.payload))
+        return self
 
 
 class MessageSent(msgspec.Struct, frozen=True, gc=False):
