@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Protocol
 
+from pyderecho.core.errors import LocalProtocolError
 from pyderecho.core.view import NodeId
 
 Frame = bytes | memoryview | tuple[bytes | memoryview, ...]
@@ -29,6 +30,19 @@ def frame_size(frame: Frame) -> int:
     if isinstance(frame, tuple):
         return sum(memoryview(part).nbytes for part in frame)
     return memoryview(frame).nbytes
+
+
+def frame_parts(frame: Frame) -> tuple[memoryview, ...]:
+    """The buffers of ``frame`` as byte views, however it was given."""
+    return tuple(
+        memoryview(part).cast("B") for part in (frame if isinstance(frame, tuple) else (frame,))
+    )
+
+
+def check_frame_size(size: int, limit: int) -> None:
+    """Refuse a frame over the transport's limit: the caller's mistake, never the peer's."""
+    if size > limit:
+        raise LocalProtocolError(f"frame of {size} bytes exceeds max_frame_size {limit}")
 
 
 def joined(frame: Frame) -> bytes | memoryview:

@@ -104,7 +104,13 @@ from pyderecho.transport.auth import (
     Role,
     reject_message,
 )
-from pyderecho.transport.base import Frame, FrameHandler, PeerLostHandler
+from pyderecho.transport.base import (
+    Frame,
+    FrameHandler,
+    PeerLostHandler,
+    check_frame_size,
+    frame_parts,
+)
 from pyderecho.transport.framing import HEADER
 from pyderecho.transport.shm_ring import (
     RingError,
@@ -390,14 +396,9 @@ class ShmTransport:
         a peer without a link are dropped and counted. A queued frame is not copied: its buffer
         must not change until the peer has it (as with the TCP transport)."""
         self._require_started()
-        parts = tuple(
-            memoryview(part).cast("B") for part in (frame if isinstance(frame, tuple) else (frame,))
-        )
+        parts = frame_parts(frame)
         size = sum(part.nbytes for part in parts)
-        if size > self._max_frame:
-            raise LocalProtocolError(
-                f"frame of {size} bytes exceeds max_frame_size {self._max_frame}"
-            )
+        check_frame_size(size, self._max_frame)
         out = self._out.get(peer)
         if out is None:
             self.stats["send_no_link"] += 1

@@ -72,7 +72,13 @@ from pyderecho.transport.auth import (
     Role,
     run_handshake,
 )
-from pyderecho.transport.base import Frame, FrameHandler, PeerLostHandler, frame_size
+from pyderecho.transport.base import (
+    Frame,
+    FrameHandler,
+    PeerLostHandler,
+    check_frame_size,
+    frame_size,
+)
 from pyderecho.transport.framing import MAX_FRAME_LIMIT, FrameError, FrameReceiver, write_frames
 
 MiB = 1 << 20
@@ -249,10 +255,7 @@ class TcpTransport:
         acknowledged it). Frames for a peer without a link are dropped and counted."""
         self._require_started()
         size = frame_size(frame)
-        if size > self._max_frame:
-            raise LocalProtocolError(
-                f"frame of {size} bytes exceeds max_frame_size {self._max_frame}"
-            )
+        check_frame_size(size, self._max_frame)
         out = self._out.get(peer)
         if out is None:
             self.stats["send_no_link"] += 1
