@@ -14,7 +14,7 @@ import struct
 from collections.abc import Callable, Iterable
 
 from pyderecho.core.errors import RemoteProtocolError
-from pyderecho.transport.base import Frame, frame_size
+from pyderecho.transport.base import Frame, frame_parts
 
 HEADER = struct.Struct(">I")
 """The length prefix: unsigned 32-bit big-endian, so no frame can exceed 4 GiB - 1."""
@@ -61,10 +61,10 @@ def write_frames(writer: asyncio.StreamWriter, frames: Iterable[Frame]) -> None:
     """
     buffers: list[bytes | memoryview] = []
     for frame in frames:
-        parts = frame if isinstance(frame, tuple) else (frame,)
-        buffers.append(HEADER.pack(frame_size(frame)))
+        parts = frame_parts(frame)
+        buffers.append(HEADER.pack(sum(part.nbytes for part in parts)))
         for part in parts:
-            if memoryview(part).nbytes < DIRECT_WRITE_BYTES:
+            if part.nbytes < DIRECT_WRITE_BYTES:
                 buffers.append(part)
                 continue
             writer.writelines(buffers)
