@@ -50,7 +50,7 @@ from pyderecho.core.events import Delivered, Event, Stopped, Suspected, ViewInst
 from pyderecho.core.node import Node
 from pyderecho.core.view import NodeId, View
 from pyderecho.layouts import resolve_layout
-from pyderecho.runtime import GroupStopped, Member
+from pyderecho.runtime.member import GroupStopped, Member
 from pyderecho.transport.tcp import TcpTransport
 
 EXIT_OK = 0

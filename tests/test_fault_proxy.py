@@ -26,7 +26,7 @@ from pyderecho.core.events import (
 from pyderecho.core.layout import every_member_layout
 from pyderecho.core.node import Node
 from pyderecho.core.view import NodeId, View
-from pyderecho.runtime import GroupStopped, Member
+from pyderecho.runtime.member import GroupStopped, Member
 from pyderecho.testing import HistoryRecorder
 from pyderecho.testing.fault_proxy import FaultProxy
 from pyderecho.transport.tcp import TcpTransport, parse_address

@@ -38,7 +38,7 @@ from pyderecho.core.events import Delivered, Event
 from pyderecho.core.node import Node
 from pyderecho.core.view import NodeId, View
 from pyderecho.layouts import resolve_layout
-from pyderecho.runtime import Member
+from pyderecho.runtime.member import Member
 from pyderecho.transport.auth import (
     MAX_HANDSHAKE_MESSAGE,
     NONCE_SIZE,

@@ -14,7 +14,7 @@ from pyderecho.core.config import CoreConfig
 from pyderecho.core.node import Node
 from pyderecho.core.view import NodeId, View
 from pyderecho.layouts import resolve_layout
-from pyderecho.runtime import Member, deliveries
+from pyderecho.runtime.member import Member, deliveries
 from pyderecho.transport.base import Transport
 from pyderecho.transport.memory import MemoryNetwork, MemoryTransport
 from pyderecho.transport.sim_links import LinkModel, SimLinks

@@ -5,14 +5,14 @@ from __future__ import annotations
 import asyncio
 import socket
 
-from pyderecho.blocking import BlockingMember
 from pyderecho.core.config import CoreConfig
 from pyderecho.core.events import Delivered, Event, Stopped
 from pyderecho.core.layout import Allocation, Mode, ShardLayout
 from pyderecho.core.node import Node
 from pyderecho.core.view import View
 from pyderecho.layouts import resolve_layout
-from pyderecho.runtime import Member, deliveries
+from pyderecho.runtime.blocking import BlockingMember
+from pyderecho.runtime.member import Member, deliveries
 from pyderecho.transport.tcp import TcpTransport
 
 SECRET = b"runtime-test-secret!"

@@ -3,7 +3,6 @@
 Everything public is re-exported here; every other module may change without notice.
 """
 
-from pyderecho.blocking import BlockingMember
 from pyderecho.core.config import CoreConfig
 from pyderecho.core.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 from pyderecho.core.events import (
@@ -37,7 +36,8 @@ from pyderecho.core.layout import (
 from pyderecho.core.node import Node
 from pyderecho.core.view import NodeId, View
 from pyderecho.layouts import resolve_layout
-from pyderecho.runtime import GroupStopped, Member, deliveries
+from pyderecho.runtime.blocking import BlockingMember
+from pyderecho.runtime.member import GroupStopped, Member, deliveries
 
 __all__ = [
     "Abandoned",

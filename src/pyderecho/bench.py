@@ -56,7 +56,7 @@ from pyderecho.core.events import Delivered, Event, MessageSent, Stopped, Suspec
 from pyderecho.core.layout import Allocation, LayoutFunction, Mode, ShardLayout
 from pyderecho.core.node import Node
 from pyderecho.core.view import NodeId, View
-from pyderecho.runtime import Member
+from pyderecho.runtime.member import Member
 from pyderecho.transport.base import Transport
 
 MiB = 1 << 20

@@ -58,7 +58,7 @@ from pyderecho.core.node import Node
 from pyderecho.core.view import NodeId, View
 from pyderecho.delivery_log import DeliveryLog, view_record
 from pyderecho.layouts import resolve_layout
-from pyderecho.runtime import GroupStopped, Member
+from pyderecho.runtime.member import GroupStopped, Member
 from pyderecho.status import StatusServer
 from pyderecho.transport.auth import HandshakeError, HandshakeIncomplete, HandshakeTimeout
 from pyderecho.transport.base import Transport

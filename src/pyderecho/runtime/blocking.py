@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from pyderecho.core.events import Delivered, Event
 from pyderecho.core.node import Node
 from pyderecho.core.view import View
-from pyderecho.runtime import Member
+from pyderecho.runtime.member import Member
 from pyderecho.transport.base import Transport
 
 T = TypeVar("T")
