@@ -154,6 +154,19 @@ class Welcome(msgspec.Struct, frozen=True, array_like=True, tag="w"):
     departed: tuple[int, ...]
     addresses: tuple[str, ...] = ()
     """Where each member listens, in ``members`` order (empty in the simulator)."""
+    previous_epoch: int = -1
+    """The last adequate view before this one (-1: none), so that the joiner computes the same
+    state-transfer plan as the members that were there: who held each shard's state."""
+    previous_members: tuple[int, ...] = ()
+
+
+class P2P(msgspec.Struct, frozen=True, array_like=True, tag="p"):
+    """Opaque bytes from one member to another: the object layer's queries, replies and state
+    chunks. Not tied to a view: a reply or a state transfer may cross a view change, and the
+    link's authentication already says who sent it."""
+
+    payload: memoryview
+    """Decoded as a view into the received frame, valid while the frame's callback runs."""
 
 
 class Removed(msgspec.Struct, frozen=True, array_like=True, tag="x"):
@@ -166,7 +179,16 @@ ShardMessage = ShardRow | Data | Nulls | Block
 """Messages that belong to one shard of one epoch."""
 
 WireMessage = (
-    ShardRow | Data | Nulls | Block | Heartbeat | MembershipRow | JoinRequest | Welcome | Removed
+    ShardRow
+    | Data
+    | Nulls
+    | Block
+    | Heartbeat
+    | MembershipRow
+    | JoinRequest
+    | Welcome
+    | Removed
+    | P2P
 )
 
 _encoder = msgspec.msgpack.Encoder()
@@ -185,17 +207,23 @@ _BIN32 = struct.Struct(">BI")
 
 
 def encode_parts(message: WireMessage) -> bytes | tuple[bytes, memoryview]:
-    """``message`` encoded for a transport: one buffer, except that a large block comes as its
-    header and its data, which together are exactly what :func:`encode` would give but for
-    the data's length prefix (always the 4-byte form here, which decoders accept for any
-    length). The data is not copied: a block leaves from the sender's own payload, or from
-    the relaying member's reassembly buffer, straight to the transport."""
-    if not isinstance(message, Block) or message.data.nbytes < SEPARATE_DATA_BYTES:
+    """``message`` encoded for a transport: one buffer, except that a large block (or a large
+    point-to-point payload) comes as its header and its data, which together are exactly what
+    :func:`encode` would give but for the data's length prefix (always the 4-byte form here,
+    which decoders accept for any length). The data is not copied: a block leaves from the
+    sender's own payload, or from the relaying member's reassembly buffer, straight to the
+    transport."""
+    if isinstance(message, Block) and message.data.nbytes >= SEPARATE_DATA_BYTES:
+        data = message.data
+        head = _encoder.encode(msgspec.structs.replace(message, data=_NO_DATA))
+    elif isinstance(message, P2P) and message.payload.nbytes >= SEPARATE_DATA_BYTES:
+        data = message.payload
+        head = _encoder.encode(P2P(_NO_DATA))
+    else:
         return _encoder.encode(message)
     # The data is the struct's last field, so the encoding ends with it: an empty binary is
     # b"\xc4\x00", replaced by the 4-byte form with the real length.
-    head = _encoder.encode(msgspec.structs.replace(message, data=_NO_DATA))
-    return head[:-2] + _BIN32.pack(0xC6, message.data.nbytes), message.data
+    return head[:-2] + _BIN32.pack(0xC6, data.nbytes), data
 
 
 def decode(data: bytes | memoryview) -> WireMessage:

@@ -69,10 +69,26 @@ class NullsSent:
 
 @dataclass(frozen=True, slots=True)
 class ViewInstalled:
-    """A view became current, with its layout (which may be inadequate)."""
+    """A view became current, with its layout (which may be inadequate).
+
+    ``previous`` is the layout of the last adequate view before this one, as every member of
+    this view knows it (a joiner learns it from its welcome); None when the group was founded
+    in this view or no earlier view was adequate. Comparing the two says, per shard, which
+    members already held its state and which need it: the object layer's transfer plan.
+    """
 
     view: View
     layout: ViewLayout
+    previous: ViewLayout | None = None
+
+
+class PeerMessage(msgspec.Struct, frozen=True, gc=False):
+    """A point-to-point message from ``src`` (:meth:`~pyderecho.core.node.Node.send_p2p`).
+
+    The payload is a view into the received frame, valid only while the event is handled."""
+
+    src: NodeId
+    payload: bytes | memoryview
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,4 +117,13 @@ class Abandoned:
     payload: bytes
 
 
-Event = Delivered | MessageSent | NullsSent | ViewInstalled | Stopped | Suspected | Abandoned
+Event = (
+    Delivered
+    | MessageSent
+    | NullsSent
+    | ViewInstalled
+    | Stopped
+    | Suspected
+    | Abandoned
+    | PeerMessage
+)

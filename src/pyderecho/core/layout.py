@@ -114,6 +114,13 @@ class ViewLayout:
         return list(self._by_member.get(node, ()))
 
 
+def describe_function(function: object) -> str:
+    """A callable by the name a user would look for: ``module.qualname`` where it has them."""
+    module = getattr(function, "__module__", None)
+    name = getattr(function, "__qualname__", None) or type(function).__qualname__
+    return f"{module}.{name}" if module else name
+
+
 def compute_layout(layout: LayoutFunction, view: View) -> ViewLayout:
     """Apply ``layout`` to ``view``, checking that it only names members of the view.
 

@@ -21,12 +21,20 @@ import msgspec
 from pyderecho.core.buffers import BufferPool
 from pyderecho.core.config import CoreConfig
 from pyderecho.core.errors import LocalProtocolError, RemoteProtocolError
-from pyderecho.core.events import Abandoned, Event, Stopped, Suspected, ViewInstalled
-from pyderecho.core.layout import LayoutFunction, ViewLayout, compute_layout
+from pyderecho.core.events import (
+    Abandoned,
+    Event,
+    PeerMessage,
+    Stopped,
+    Suspected,
+    ViewInstalled,
+)
+from pyderecho.core.layout import LayoutFunction, ViewLayout, compute_layout, describe_function
 from pyderecho.core.membership import Membership, next_view, ragged_edge_step
 from pyderecho.core.multicast import Outbox, ShardMulticast
 from pyderecho.core.view import NodeId, View
 from pyderecho.wire import (
+    P2P,
     Block,
     Change,
     ChangeKind,
@@ -45,6 +53,14 @@ SubgroupKey = tuple[str, int]
 
 MAX_EARLY_MESSAGES = 100_000
 """Messages of a view not yet installed kept for later; beyond this they are dropped."""
+
+MAX_P2P_BYTES = 8 * 1024 * 1024
+"""The largest point-to-point payload: one frame on every transport (TCP's default frame limit
+is 16 MiB). Larger things (a shard's state) go in chunks, with flow control above the core."""
+
+
+class LayoutFailed(Exception):
+    """The application's layout function raised (or named strangers) for a view."""
 
 
 class Node:
@@ -106,14 +122,26 @@ class Node:
         self.membership: Membership | None = None
         self.view = View(-1, ())
         self.layout = ViewLayout(self.view, adequate=False, reason="not yet a member")
+        self.previous_layout: ViewLayout | None = None
+        """The last adequate layout before the current view's (see ``ViewInstalled.previous``)."""
         if view is not None:
-            self._install(view, now)
+            self._install(view, now, previous=None)
 
     def _layout_for(self, view: View) -> ViewLayout:
+        """The view's layout; raises :class:`LayoutFailed` when the application's function
+        does (an exception of the user's, never blamed on the peer whose message led here)."""
         key = (view.epoch, view.members)
         layout = self._layout_cache.get(key)
         if layout is None:
-            layout = self._layout_cache[key] = compute_layout(self._layout_function, view)
+            try:
+                layout = compute_layout(self._layout_function, view)
+            except Exception as exc:
+                name = describe_function(self._layout_function)
+                raise LayoutFailed(
+                    f"layout function {name} raised {type(exc).__name__}: {exc} "
+                    f"for view {view.epoch} {list(view.members)}"
+                ) from exc
+            self._layout_cache[key] = layout
         return layout
 
     # -- inputs from the application --------------------------------------------------------
@@ -144,6 +172,21 @@ class Node:
         shard.send(payload, now=flush)
         if flush:
             self._advance(now)
+
+    def send_p2p(self, dst: NodeId, payload: bytes | memoryview, now: float) -> None:
+        """Send ``payload`` to member ``dst`` alone (a query, a reply, a chunk of state).
+
+        Point-to-point messages keep their order per destination, like every frame, and are
+        not tied to a view; they reach ``dst`` as a :class:`PeerMessage` event.
+        """
+        if self.stopped:
+            raise LocalProtocolError(f"member {self.node_id} has stopped: {self.stopped}")
+        size = memoryview(payload).nbytes
+        if size > MAX_P2P_BYTES:
+            raise LocalProtocolError(
+                f"point-to-point message of {size} bytes exceeds {MAX_P2P_BYTES}"
+            )
+        self._outbox.append((dst, P2P(memoryview(payload))))
 
     def flush(self, now: float) -> None:
         """Send what was queued with ``send(..., flush=False)``."""
@@ -226,6 +269,17 @@ class Node:
         """This member's shard of ``subgroup`` in the current view, if any."""
         return self._by_subgroup.get(subgroup)
 
+    def queued(self, subgroup: int) -> int:
+        """How many of this member's messages in ``subgroup`` wait for a window slot (0 when
+        it has no shard there): what a driver bounds to apply backpressure."""
+        shard = self._by_subgroup.get(subgroup)
+        return 0 if shard is None else len(shard.pending)
+
+    @property
+    def is_member(self) -> bool:
+        """This node has installed a view (a joiner is not a member until welcomed)."""
+        return self.membership is not None
+
     @property
     def idle(self) -> bool:
         """A member of a view with no change under way and nothing left to send or deliver."""
@@ -245,13 +299,29 @@ class Node:
         if isinstance(message, JoinRequest):
             self._on_join_request(src, message, now)
             return
+        if isinstance(message, P2P):
+            if membership is not None:
+                membership.heard_from(src, now)
+            self._events.append(PeerMessage(src, message.payload))
+            return
         if isinstance(message, Welcome):
             if membership is None and self.node_id in message.members:
                 self.addresses.update(
                     (m, a) for m, a in zip(message.members, message.addresses, strict=False) if a
                 )
+                previous = None
+                if message.previous_epoch >= 0:
+                    try:
+                        previous = self._layout_for(
+                            View(message.previous_epoch, message.previous_members)
+                        )
+                    except LayoutFailed as exc:
+                        self._stop(str(exc))
+                        return
                 self._install(
-                    View(message.epoch, message.members, message.joined, message.departed), now
+                    View(message.epoch, message.members, message.joined, message.departed),
+                    now,
+                    previous=previous,
                 )
             return
         if isinstance(message, Removed):
@@ -369,10 +439,20 @@ class Node:
         membership.cleanup_waits_on = waiting
         if not waiting:
             self._flush()
-            self._install(self._next, now)
+            previous = self.layout if self.layout.adequate else self.previous_layout
+            self._install(self._next, now, previous=previous)
 
-    def _install(self, view: View, now: float) -> None:
-        """Make ``view`` current: new shards, re-sent leftovers, and the next membership."""
+    def _install(self, view: View, now: float, *, previous: ViewLayout | None) -> None:
+        """Make ``view`` current: new shards, re-sent leftovers, and the next membership.
+
+        The layout is computed first: if the application's function raises, the member stops
+        with that error before anything changes, rather than half-installing the view.
+        """
+        try:
+            layout = self._layout_for(view)
+        except LayoutFailed as exc:
+            self._stop(str(exc))
+            return
         old = self.membership
         carried = self._carried
         for ref_key, shard in self._subgroup_keys():
@@ -384,7 +464,8 @@ class Node:
         self._previous = old
         self._next = None
         self.view = view
-        self.layout = self._layout_for(view)
+        self.layout = layout
+        self.previous_layout = previous
         self._shards.clear()
         self._by_subgroup.clear()
         suspected = old.suspected if old is not None else set()
@@ -405,7 +486,7 @@ class Node:
                 )
                 self._shards[(ref.subgroup, ref.shard)] = shard
                 self._by_subgroup[ref.subgroup] = shard
-        self._events.append(ViewInstalled(view, self.layout))
+        self._events.append(ViewInstalled(view, self.layout, previous))
         if old is not None and old.leads:
             welcome = self._welcome()
             self._outbox.extend((joiner, welcome) for joiner in view.joined)
@@ -428,7 +509,16 @@ class Node:
     def _welcome(self) -> Welcome:
         view = self.view
         addresses = tuple(self.addresses.get(m, "") for m in view.members)
-        return Welcome(view.epoch, view.members, view.joined, view.departed, addresses)
+        previous = self.previous_layout.view if self.previous_layout is not None else View(-1, ())
+        return Welcome(
+            view.epoch,
+            view.members,
+            view.joined,
+            view.departed,
+            addresses,
+            previous.epoch,
+            previous.members,
+        )
 
     def _subgroup_keys(self) -> list[tuple[SubgroupKey, ShardMulticast]]:
         ids = {sid: key for key, sid in self.layout.subgroup_ids.items()}
