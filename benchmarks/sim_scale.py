@@ -16,7 +16,7 @@ import statistics
 import time
 
 from pyderecho.core.layout import Mode, seed_example
-from pyderecho.simulate import SimulationSpec, run_simulation
+from pyderecho.sim.swarm import SimulationSpec, run_simulation
 
 
 def baseline_events_per_s(events: int) -> float:

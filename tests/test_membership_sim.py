@@ -21,8 +21,8 @@ from pyderecho.core.layout import Mode
 from pyderecho.core.membership import Membership
 from pyderecho.core.multicast import ShardMulticast
 from pyderecho.layouts import resolve_layout
-from pyderecho.simulate import SimulationSpec, run_simulation
-from pyderecho.transport.sim import LinkModel, Simulation
+from pyderecho.sim.simulation import LinkModel, Simulation
+from pyderecho.sim.swarm import SimulationSpec, run_simulation
 
 SLOW_LINKS = LinkModel(latency_s=2e-3, jitter_s=3e-3)
 """Links slow enough that a crash or a cut catches messages in flight, so survivors hold

@@ -15,9 +15,9 @@ from pyderecho.core.node import Node
 from pyderecho.core.view import NodeId, View
 from pyderecho.layouts import resolve_layout
 from pyderecho.runtime.member import Member, deliveries
+from pyderecho.sim.links import LinkModel, SimLinks
 from pyderecho.transport.base import Transport
 from pyderecho.transport.memory import MemoryNetwork, MemoryTransport
-from pyderecho.transport.sim_links import LinkModel, SimLinks
 from transport_conformance import Recorder, TransportFactory, start_all_to_all
 
 JITTERY = LinkModel(latency_s=50e-6, jitter_s=200e-6)

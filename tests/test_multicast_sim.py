@@ -14,7 +14,7 @@ from pyderecho.core.events import Delivered
 from pyderecho.core.layout import Allocation, InadequateView, LayoutFunction, Mode, ShardLayout
 from pyderecho.core.node import Node
 from pyderecho.core.view import View
-from pyderecho.transport.sim import LinkModel, Simulation
+from pyderecho.sim.simulation import LinkModel, Simulation
 from pyderecho.wire import Data, ShardRow, encode
 
 

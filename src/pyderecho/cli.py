@@ -19,7 +19,7 @@ from pyderecho.delivery_log import LogError, check_logs
 from pyderecho.demo import run_demo
 from pyderecho.layouts import resolve_layout
 from pyderecho.member_main import run_node
-from pyderecho.simulate import SimulationSpec, run_simulation
+from pyderecho.sim.swarm import SimulationSpec, run_simulation
 from pyderecho.status import format_status, query_status
 
 

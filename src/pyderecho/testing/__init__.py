@@ -6,10 +6,10 @@ Public, like ``trio.testing``: users test their own layouts and replicated class
 
 from pyderecho.history.checker import HistoryRecorder, Violation, check_history, check_views
 from pyderecho.history.records import DeliveryRecord, SentRecord, payload_digest
+from pyderecho.sim.links import SimLinks
+from pyderecho.sim.simulation import LinkModel, Simulation
 from pyderecho.testing.fault_proxy import FaultProxy
 from pyderecho.transport.memory import MemoryNetwork, MemoryTransport
-from pyderecho.transport.sim import LinkModel, Simulation
-from pyderecho.transport.sim_links import SimLinks
 
 __all__ = [
     "DeliveryRecord",

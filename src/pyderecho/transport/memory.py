@@ -21,8 +21,8 @@ from functools import partial
 
 from pyderecho.core.errors import LocalProtocolError
 from pyderecho.core.view import NodeId
+from pyderecho.sim.links import SimLinks
 from pyderecho.transport.base import Frame, FrameHandler, PeerLostHandler, joined
-from pyderecho.transport.sim_links import SimLinks
 
 
 class MemoryNetwork:

@@ -9,7 +9,7 @@ Every message is encoded to its wire frame and decoded at the receiver, as on a 
 Links are reliable and FIFO, as the protocol assumes of TCP: each message takes the sender's
 link time (size over bandwidth, one message at a time per sender) plus latency and jitter, and a
 message never overtakes an earlier one on the same link. Messages on different links reorder
-freely. That timing is :class:`~pyderecho.transport.sim_links.SimLinks`, the same model the
+freely. That timing is :class:`~pyderecho.sim.links.SimLinks`, the same model the
 in-process memory transport runs on when given it (``MemoryNetwork(links=...)``).
 
 Faults are the simulator's own: a member can be paused (it handles nothing until it resumes,
@@ -33,7 +33,7 @@ from pyderecho.core.node import Node
 from pyderecho.core.view import NodeId, View
 from pyderecho.history.checker import HistoryRecorder
 from pyderecho.history.records import payload_digest
-from pyderecho.transport.sim_links import LinkModel, SimLinks
+from pyderecho.sim.links import LinkModel, SimLinks
 from pyderecho.wire import WireMessage, encode
 
 __all__ = ["LinkModel", "Simulation"]

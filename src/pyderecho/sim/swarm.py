@@ -24,7 +24,7 @@ from pyderecho.core.errors import LocalProtocolError
 from pyderecho.core.events import Abandoned, Delivered, Event, Suspected, ViewInstalled
 from pyderecho.core.layout import Allocation, LayoutFunction, Mode
 from pyderecho.core.view import NodeId, View
-from pyderecho.transport.sim import LinkModel, Simulation
+from pyderecho.sim.simulation import LinkModel, Simulation
 
 
 @dataclass(frozen=True, slots=True)
