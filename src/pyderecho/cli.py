@@ -15,8 +15,8 @@ from pyderecho.config import SettingsError, add_arguments, load_settings
 from pyderecho.core.config import CoreConfig
 from pyderecho.core.errors import RemoteProtocolError
 from pyderecho.core.layout import Mode
-from pyderecho.delivery_log import LogError, check_logs
 from pyderecho.demo import run_demo
+from pyderecho.history.delivery_log import LogError, check_logs
 from pyderecho.layouts import resolve_layout
 from pyderecho.member_main import run_node
 from pyderecho.sim.swarm import SimulationSpec, run_simulation

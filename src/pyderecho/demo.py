@@ -30,7 +30,7 @@ from typing import Any
 
 from pyderecho.core.layout import Allocation, InadequateView, Mode, ShardLayout
 from pyderecho.core.view import NodeId, View
-from pyderecho.delivery_log import check_logs
+from pyderecho.history.delivery_log import check_logs
 
 Record = dict[str, Any]
 """One JSON line a node printed."""

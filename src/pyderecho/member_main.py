@@ -56,7 +56,7 @@ from pyderecho.core.events import (
 )
 from pyderecho.core.node import Node
 from pyderecho.core.view import NodeId, View
-from pyderecho.delivery_log import DeliveryLog, view_record
+from pyderecho.history.delivery_log import DeliveryLog, view_record
 from pyderecho.layouts import resolve_layout
 from pyderecho.runtime.member import GroupStopped, Member
 from pyderecho.status import StatusServer
