@@ -1,0 +1,53 @@
+"""What a replicated method may know about the call it runs: :func:`context`.
+
+A context variable rather than an argument, so that method signatures stay the application's
+own (their annotations are the wire contract), and so that an ``async`` query method's tasks
+see the context of the call that started them.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from dataclasses import dataclass
+from typing import Any
+
+from pyderecho.core.view import NodeId
+
+
+@dataclass(frozen=True, slots=True)
+class CallContext:
+    """The call being run on this replica.
+
+    ``version`` is (epoch, n): the call is the n-th delivery of its shard in view ``epoch``,
+    the same at every replica (None for a query). ``timestamp`` is the caller's clock when it
+    called (the same at every replica): a deterministic method uses it instead of reading a
+    clock. ``group`` is the running group (None in the simulator), for calls to other
+    subgroups from a query method.
+    """
+
+    caller: NodeId
+    member: NodeId
+    version: tuple[int, int] | None
+    timestamp: float
+    group: Any
+
+
+_current: contextvars.ContextVar[CallContext] = contextvars.ContextVar("pyderecho_call")
+
+
+def context() -> CallContext:
+    """The context of the ordered or query method now running; raises outside of one."""
+    try:
+        return _current.get()
+    except LookupError:
+        raise RuntimeError(
+            "pyderecho.context() is only available inside an @ordered or @query method"
+        ) from None
+
+
+def enter(ctx: CallContext) -> contextvars.Token[CallContext]:
+    return _current.set(ctx)
+
+
+def leave(token: contextvars.Token[CallContext]) -> None:
+    _current.reset(token)

@@ -1,0 +1,128 @@
+"""What the object layer reports: outputs for its driver, events for the application.
+
+Named in the past tense for what happened, frozen and slotted like the core's events. The
+driver acts on :class:`SendPeer`, :class:`RunQuery` and the call results, and hands the rest to
+the application's event handler.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from pyderecho.core.view import NodeId
+from pyderecho.replicated.methods import MethodSpec
+
+
+@dataclass(frozen=True, slots=True)
+class SendPeer:
+    """Send ``payload`` point-to-point to ``dst`` (driver action)."""
+
+    dst: NodeId
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class CallDone:
+    """Every replica of an ordered call answered: a result, or a RemoteError, per member."""
+
+    call_id: int
+    replies: dict[NodeId, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class CallFailed:
+    """An ordered call will get no replies (it was abandoned at a view change)."""
+
+    call_id: int
+    error: Exception
+
+
+@dataclass(frozen=True, slots=True)
+class QueryDone:
+    """A query's result, or the RemoteError that stands for it."""
+
+    query_id: int
+    result: Any
+
+
+@dataclass(frozen=True, slots=True)
+class RunQuery:
+    """An async query method started: run ``coroutine`` in ``context`` and hand its outcome to
+    :meth:`~pyderecho.replicated.host.ObjectHost.finish_query` (driver action)."""
+
+    src: NodeId
+    query_id: int
+    method: MethodSpec
+    coroutine: Coroutine[Any, Any, Any]
+    context: contextvars.Context
+
+
+@dataclass(frozen=True, slots=True)
+class StateReceived:
+    """This member installed a shard's state from ``source``: ``size`` bytes holding the
+    shard's deliveries up to ``position``."""
+
+    type_name: str
+    subgroup_index: int
+    shard: int
+    source: NodeId
+    size: int
+    position: tuple[int, int]
+    lost: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StateProgress:
+    """A chunk of a shard's state arrived: ``received`` of ``size`` bytes."""
+
+    type_name: str
+    subgroup_index: int
+    shard: int
+    source: NodeId
+    received: int
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class StateLost:
+    """No member that held this shard's state survived into view ``epoch``: the shard started
+    again from its class's constructor, at every member of the shard alike."""
+
+    type_name: str
+    subgroup_index: int
+    shard: int
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True)
+class StateDigest:
+    """For the history checker: ``member``'s state of a shard at ``position`` had ``digest``.
+
+    ``kind`` is "view" (at a view boundary), "sent" (``member`` is the receiver of a transfer
+    and this is what the sender shipped) or "received" (what the receiver installed)."""
+
+    member: NodeId
+    key: tuple[str, int, int]
+    position: tuple[int, int]
+    digest: str
+    kind: str
+
+
+@dataclass(frozen=True, slots=True)
+class UserCodeFailed:
+    """Application code raised where nobody waits for its result (``on_view``, ``snapshot``,
+    ``restore``, an event handler): reported and counted, and the member goes on."""
+
+    where: str
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class HostFailed:
+    """The object layer cannot go on (the layout names a type with no class): the member
+    stops with this reason."""
+
+    reason: str

@@ -1,0 +1,830 @@
+"""The object layer of one member, without I/O: replicas of its shards, calls and replies, state
+transfer.
+
+Like the protocol core, the host is a state machine: the driver feeds it the core's events
+(:meth:`ObjectHost.handle`) and the application's calls (:meth:`ObjectHost.prepare_call`,
+:meth:`ObjectHost.prepare_query`), then drains :meth:`ObjectHost.outputs`: point-to-point
+messages to send, results of calls, and events for the application. The asyncio runtime and the
+simulator drive the same host, so what the simulator checks is what real members run.
+
+Positions. Each replica counts its shard's deliveries per view: (epoch, n) names the n-th
+delivery of view ``epoch``. Every replica delivers the same sequence in a view, so a position
+means the same state everywhere; it is the version an ordered method sees, and what a state
+transfer says its state includes.
+
+State transfer. At a view change, a member that joins a shard (it was not in the shard in the
+last adequate view) has no state: it keeps the shard's deliveries in order without applying
+them, and asks the shard's old members, lowest rank first, for the state. The first old
+member snapshots the state at the view's cut as the view installs, so the joiner applies every
+call of the new view itself; one that answers later (because the first failed) sends its
+current state and position, and the joiner skips the deliveries that state already holds.
+Chunks go with a window of acknowledgements, so heartbeats and other shards' traffic interleave
+with a large state. A shard none of whose old members survived starts from the class's
+constructor at the start of the view, at every member alike, which is told the state was lost.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import itertools
+from collections import Counter
+from collections.abc import Coroutine, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from pyderecho.core.errors import LocalProtocolError, RemoteProtocolError
+from pyderecho.core.events import Abandoned, Delivered, Event, PeerMessage, ViewInstalled
+from pyderecho.core.layout import Mode, ShardRef, ViewLayout
+from pyderecho.core.view import NodeId, View
+from pyderecho.replicated import context as ctx
+from pyderecho.replicated.errors import (
+    CallAbandoned,
+    MemberRemoved,
+    NotInShard,
+    RemoteError,
+)
+from pyderecho.replicated.events import (
+    CallDone,
+    CallFailed,
+    HostFailed,
+    QueryDone,
+    RunQuery,
+    SendPeer,
+    StateDigest,
+    StateLost,
+    StateProgress,
+    StateReceived,
+    UserCodeFailed,
+)
+from pyderecho.replicated.messages import (
+    Call,
+    Outcome,
+    PeerPayload,
+    QueryReply,
+    QueryRequest,
+    Replies,
+    Reply,
+    StateAck,
+    StateChunk,
+    StateHeader,
+    StateRequest,
+    StateStatus,
+    decode_call,
+    decode_peer,
+    encoder,
+)
+from pyderecho.replicated.methods import MethodSpec, TypeSpec, type_spec
+from pyderecho.replicated.state import digest, restore, snapshot
+
+ShardKey = tuple[str, int, int]
+"""A shard by replicated type name, subgroup index and shard index: stable across views."""
+Position = tuple[int, int]
+
+Output = (
+    SendPeer
+    | CallDone
+    | CallFailed
+    | QueryDone
+    | RunQuery
+    | StateReceived
+    | StateLost
+    | StateProgress
+    | StateDigest
+    | UserCodeFailed
+    | HostFailed
+)
+
+CHUNK_SIZE = 1024 * 1024
+"""Bytes of state per chunk: large enough to amortise a frame, small enough that a heartbeat
+queued behind a window of them waits milliseconds."""
+WINDOW_CHUNKS = 4
+"""Chunks in flight per transfer before the receiver's acknowledgement."""
+
+
+@dataclass
+class _Buffered:
+    position: Position
+    sender: NodeId
+    call: Call | None
+
+
+@dataclass
+class _Incoming:
+    source: NodeId
+    header: StateHeader
+    data: bytearray
+    received: int = 0
+
+
+@dataclass
+class _Replica:
+    key: ShardKey
+    spec: TypeSpec
+    obj: Any | None
+    """The instance; None while this member waits for the shard's state."""
+    position: Position = (-1, 0)
+    """The last delivery this replica counted (applied, buffered or skipped)."""
+    buffered: list[_Buffered] = field(default_factory=list)
+    skip_until: Position = (-1, 0)
+    """Deliveries up to here are already inside the state received."""
+    candidates: list[NodeId] = field(default_factory=list)
+    """Old members of the shard to ask for its state, lowest rank first."""
+    asked: set[NodeId] = field(default_factory=set)
+    asking: NodeId | None = None
+    incoming: _Incoming | None = None
+    waiting: list[NodeId] = field(default_factory=list)
+    """Members that asked this replica for state before it had any."""
+    lost: bool = False
+    cut: tuple[int, bytes] | None = None
+    """A snapshot taken at a view's cut for the shard's newcomers: (epoch, state)."""
+
+
+@dataclass
+class _Outgoing:
+    dst: NodeId
+    key: ShardKey
+    data: memoryview
+    sent: int = 0
+    acked: int = 0
+
+
+@dataclass
+class _PendingCall:
+    method: MethodSpec
+    expected: tuple[NodeId, ...] | None = None
+    """The shard's members in the view the call was delivered in; None until then."""
+    outcomes: dict[NodeId, Outcome | RemoteError] = field(default_factory=dict)
+
+
+@dataclass
+class _PendingQuery:
+    method: MethodSpec
+    target: NodeId
+
+
+class ObjectHost:
+    """The replicas one member holds, and its calls in flight."""
+
+    def __init__(
+        self,
+        node_id: NodeId,
+        types: Mapping[str, type[Any]],
+        *,
+        record_digests: bool = False,
+        chunk_size: int = CHUNK_SIZE,
+    ) -> None:
+        """``types`` maps each replicated type name of the layout to its class; Raw subgroups
+        need none. ``record_digests`` reports a :class:`StateDigest` at every view boundary
+        and transfer, for the history checker (it costs a snapshot each time)."""
+        self.node_id = node_id
+        self.types = {name: type_spec(name, cls) for name, cls in types.items()}
+        self.record_digests = record_digests
+        self.chunk_size = chunk_size
+        self.group: Any = None
+        """What :func:`pyderecho.context` offers as ``group`` (the runtime sets it)."""
+        self.stats: Counter[str] = Counter()
+        self.view = View(-1, ())
+        self.layout: ViewLayout | None = None
+        self._refs: dict[int, ShardRef] = {}
+        """My shards of the current view, by flattened subgroup id."""
+        self._replicas: dict[ShardKey, _Replica] = {}
+        self._outgoing: dict[tuple[NodeId, ShardKey], _Outgoing] = {}
+        self._calls: dict[int, _PendingCall] = {}
+        self._queries: dict[int, _PendingQuery] = {}
+        self._ids = itertools.count(1)
+        self._replies: dict[NodeId, list[Reply]] = {}
+        self._out: list[Output] = []
+
+    # -- the application side ---------------------------------------------------------------
+
+    def spec(self, type_name: str) -> TypeSpec:
+        spec = self.types.get(type_name)
+        if spec is None:
+            known = ", ".join(sorted(self.types)) or "none"
+            raise LocalProtocolError(f"no replicated class for type {type_name!r} (known: {known})")
+        return spec
+
+    def my_shard(self, type_name: str, subgroup_index: int) -> ShardRef | None:
+        """This member's shard of the subgroup in the current view."""
+        for ref in self._refs.values():
+            if ref.type_name == type_name and ref.subgroup_index == subgroup_index:
+                return ref
+        return None
+
+    def shard(self, type_name: str, subgroup_index: int, shard: int) -> ShardRef:
+        """A shard of the current view by its stable name; :class:`NotInShard` if none."""
+        layout = self.layout
+        if layout is None or not layout.adequate:
+            raise NotInShard(f"view {self.view.epoch} is inadequate: no shard serves calls")
+        for ref in layout.shards:
+            if (ref.type_name, ref.subgroup_index, ref.shard) == (type_name, subgroup_index, shard):
+                return ref
+        raise NotInShard(
+            f"view {self.view.epoch} has no shard {shard} of {type_name}[{subgroup_index}]"
+        )
+
+    def prepare_call(
+        self,
+        type_name: str,
+        subgroup_index: int,
+        method: str,
+        *,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        timestamp: float,
+    ) -> tuple[int, int, bytes]:
+        """Check and encode an ordered call: (call id, flattened subgroup id, payload) for the
+        driver to multicast. Its replies come as one :class:`CallDone` with that id."""
+        spec = self.spec(type_name).method(method, "ordered")
+        ref = self.my_shard(type_name, subgroup_index)
+        if ref is None:
+            raise NotInShard(
+                f"member {self.node_id} is in no shard of {type_name}[{subgroup_index}] in view "
+                f"{self.view.epoch}: only a shard's members make ordered calls (ask a member "
+                "with a query that orders on your behalf)"
+            )
+        args_bytes = spec.encode_args(args, kwargs)
+        call_id = next(self._ids)
+        payload = encoder.encode(Call(call_id, method, timestamp, msgspec.Raw(args_bytes)))
+        self._calls[call_id] = _PendingCall(spec)
+        return call_id, ref.subgroup, payload
+
+    def cancel_call(self, call_id: int) -> None:
+        """The driver could not send the call: forget it."""
+        self._calls.pop(call_id, None)
+
+    def prepare_query(
+        self,
+        type_name: str,
+        subgroup_index: int,
+        shard: int | None,
+        method: str,
+        *,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> int:
+        """Send a query to one replica: this member when it holds the shard, otherwise the
+        shard's member at position ``node_id % len(members)`` (a fixed spread of callers over
+        replicas). Its result comes as one :class:`QueryDone`."""
+        spec = self.spec(type_name).method(method, "query")
+        if shard is None:
+            mine = self.my_shard(type_name, subgroup_index)
+            if mine is None:
+                raise NotInShard(
+                    f"member {self.node_id} is in no shard of {type_name}[{subgroup_index}]: "
+                    "name the shard to query"
+                )
+            shard = mine.shard
+        ref = self.shard(type_name, subgroup_index, shard)
+        members = ref.layout.members
+        target = self.node_id if self.node_id in members else members[self.node_id % len(members)]
+        args_bytes = spec.encode_args(args, kwargs)
+        query_id = next(self._ids)
+        self._queries[query_id] = _PendingQuery(spec, target)
+        request = QueryRequest(
+            query_id, type_name, subgroup_index, shard, method, msgspec.Raw(args_bytes)
+        )
+        self._send(target, request)
+        return query_id
+
+    def finish_query(
+        self,
+        src: NodeId,
+        query_id: int,
+        method: MethodSpec,
+        result: Any,
+        error: BaseException | None,
+    ) -> None:
+        """An async query method that :class:`RunQuery` started has returned or raised."""
+        outcome = self._outcome(method, result, error)
+        self._send(src, QueryReply(query_id, outcome))
+
+    def replica(self, type_name: str, subgroup_index: int = 0, shard: int | None = None) -> Any:
+        """This member's instance for the shard (None while its state is on the way)."""
+        for (name, index, number), replica in self._replicas.items():
+            if name == type_name and index == subgroup_index and shard in (None, number):
+                return replica.obj
+        return None
+
+    def replicas(self) -> dict[ShardKey, Any]:
+        """Every replica this member holds, by shard."""
+        return {key: replica.obj for key, replica in self._replicas.items()}
+
+    def state_digest(self, key: ShardKey) -> tuple[Position, str] | None:
+        """The position and digest of this member's replica of ``key`` (None while pending)."""
+        replica = self._replicas.get(key)
+        if replica is None or replica.obj is None:
+            return None
+        return replica.position, digest(snapshot(replica.spec, replica.obj))
+
+    def outputs(self) -> list[Output]:
+        """What to do and report since the last call, oldest first."""
+        self._flush_replies()
+        out = self._out
+        self._out = []
+        return out
+
+    # -- the core's events ------------------------------------------------------------------
+
+    def handle(self, event: Event) -> None:
+        """One event from the core, in the order the core reported it."""
+        if isinstance(event, Delivered):
+            if event.mode is not Mode.RAW:
+                self._on_delivered(event)
+        elif isinstance(event, PeerMessage):
+            try:
+                message = decode_peer(event.payload)
+            except RemoteProtocolError:
+                self.stats["malformed_peer_message"] += 1
+                return
+            self._on_peer(event.src, message)
+        elif isinstance(event, ViewInstalled):
+            self._on_view(event)
+        elif isinstance(event, Abandoned):
+            try:
+                call = decode_call(event.payload)
+            except RemoteProtocolError:
+                return
+            if self._calls.pop(call.call_id, None) is not None:
+                self._out.append(
+                    CallFailed(
+                        call.call_id,
+                        CallAbandoned(
+                            f"call {call.method} was cut by a view change and this member no "
+                            f"longer sends in {event.type_name}[{event.subgroup_index}]"
+                        ),
+                    )
+                )
+
+    # -- ordered calls ----------------------------------------------------------------------
+
+    def _on_delivered(self, event: Delivered) -> None:
+        ref = self._refs.get(event.subgroup)
+        if ref is None:
+            self.stats["delivery_outside_shards"] += 1
+            return
+        replica = self._replicas.get((ref.type_name, ref.subgroup_index, ref.shard))
+        if replica is None:
+            return  # a type this member has no class for: refused when the view installed
+        epoch, count = replica.position
+        position = (event.epoch, count + 1 if epoch == event.epoch else 1)
+        replica.position = position
+        try:
+            call: Call | None = decode_call(event.payload)
+        except RemoteProtocolError:
+            self.stats["malformed_call"] += 1
+            call = None
+        if call is not None and event.sender == self.node_id:
+            pending = self._calls.get(call.call_id)
+            if pending is not None:
+                pending.expected = ref.layout.members
+        if replica.obj is None:
+            replica.buffered.append(_Buffered(position, event.sender, call))
+        elif position <= replica.skip_until:
+            self._caught_up(event.sender, call)
+        else:
+            self._apply(replica, position, event.sender, call)
+
+    def _apply(
+        self, replica: _Replica, position: Position, sender: NodeId, call: Call | None
+    ) -> None:
+        if call is None:
+            return  # counted as malformed: nobody waits for a reply to bytes that are no call
+        spec = replica.spec.methods.get(call.method)
+        if spec is None or spec.kind != "ordered":
+            self._reply(
+                sender,
+                call.call_id,
+                _error(
+                    "UnknownMethod",
+                    f"{replica.spec.cls.__qualname__} has no @ordered {call.method!r}",
+                ),
+            )
+            return
+        try:
+            arguments = spec.args_decoder.decode(call.args)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            self._reply(sender, call.call_id, _error("InvalidArguments", str(exc)))
+            return
+        token = ctx.enter(
+            ctx.CallContext(sender, self.node_id, position, call.timestamp, self.group)
+        )
+        try:
+            result = getattr(replica.obj, call.method)(**msgspec.structs.asdict(arguments))
+            error: BaseException | None = None
+        except Exception as exc:
+            result, error = None, exc
+        finally:
+            ctx.leave(token)
+        self._reply(sender, call.call_id, self._outcome(spec, result, error))
+
+    def _caught_up(self, sender: NodeId, call: Call | None) -> None:
+        if call is not None:
+            self._reply(
+                sender,
+                call.call_id,
+                _error(
+                    "StateTransferred",
+                    "this replica received the update inside transferred state; its return "
+                    "value is not known here",
+                ),
+            )
+
+    def _outcome(self, spec: MethodSpec, result: Any, error: BaseException | None) -> Outcome:
+        if error is not None:
+            return _error(type(error).__name__, str(error))
+        try:
+            return Outcome(True, msgspec.Raw(encoder.encode(result)))
+        except (TypeError, msgspec.EncodeError) as exc:
+            return _error(
+                "UnencodableResult", f"{spec.name} returned {type(result).__name__}: {exc}"
+            )
+
+    def _reply(self, caller: NodeId, call_id: int, outcome: Outcome) -> None:
+        if caller == self.node_id:
+            self._on_reply(self.node_id, call_id, outcome)
+        else:
+            self._replies.setdefault(caller, []).append(Reply(call_id, outcome))
+
+    def _flush_replies(self) -> None:
+        replies, self._replies = self._replies, {}
+        for caller, batch in replies.items():
+            self._send(caller, Replies(tuple(batch)))
+
+    def _on_reply(self, src: NodeId, call_id: int, outcome: Outcome | RemoteError) -> None:
+        pending = self._calls.get(call_id)
+        if pending is None:
+            self.stats["stale_reply"] += 1
+            return
+        pending.outcomes[src] = outcome
+        self._complete_call(call_id, pending)
+
+    def _complete_call(self, call_id: int, pending: _PendingCall) -> None:
+        expected = pending.expected
+        if expected is None or any(m not in pending.outcomes for m in expected):
+            return
+        del self._calls[call_id]
+        replies = {m: self._result(m, pending.method, pending.outcomes[m]) for m in expected}
+        self._out.append(CallDone(call_id, replies))
+
+    def _result(self, member: NodeId, method: MethodSpec, outcome: Outcome | RemoteError) -> Any:
+        if isinstance(outcome, RemoteError):
+            return outcome
+        if not outcome.ok:
+            return RemoteError(member, outcome.error_type, outcome.error)
+        try:
+            return method.result_decoder.decode(outcome.result)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            self.stats["undecodable_result"] += 1
+            return RemoteError(member, "InvalidResult", str(exc))
+
+    # -- queries ----------------------------------------------------------------------------
+
+    def _on_query(self, src: NodeId, request: QueryRequest) -> None:
+        key = (request.type_name, request.subgroup_index, request.shard)
+        replica = self._replicas.get(key)
+        if replica is None or replica.obj is None:
+            why = "holds no replica of" if replica is None else "is still receiving the state of"
+            self._send(
+                src,
+                QueryReply(
+                    request.query_id, _error("NotInShard", f"member {self.node_id} {why} {key}")
+                ),
+            )
+            return
+        spec = replica.spec.methods.get(request.method)
+        if spec is None or spec.kind != "query":
+            message = f"{replica.spec.cls.__qualname__} has no @query {request.method!r}"
+            self._send(src, QueryReply(request.query_id, _error("UnknownMethod", message)))
+            return
+        try:
+            arguments = spec.args_decoder.decode(request.args)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            self._send(src, QueryReply(request.query_id, _error("InvalidArguments", str(exc))))
+            return
+        call = ctx.CallContext(src, self.node_id, None, 0.0, self.group)
+        context = contextvars.copy_context()
+        context.run(ctx.enter, call)
+        try:
+            result = context.run(
+                getattr(replica.obj, request.method), **msgspec.structs.asdict(arguments)
+            )
+        except Exception as exc:
+            self._send(src, QueryReply(request.query_id, self._outcome(spec, None, exc)))
+            return
+        if spec.is_async:
+            coroutine: Coroutine[Any, Any, Any] = result
+            self._out.append(RunQuery(src, request.query_id, spec, coroutine, context))
+        else:
+            self._send(src, QueryReply(request.query_id, self._outcome(spec, result, None)))
+
+    def _on_query_reply(self, src: NodeId, reply: QueryReply) -> None:
+        pending = self._queries.get(reply.query_id)
+        if pending is None or pending.target != src:
+            self.stats["stale_reply"] += 1
+            return
+        del self._queries[reply.query_id]
+        self._out.append(
+            QueryDone(reply.query_id, self._result(src, pending.method, reply.outcome))
+        )
+
+    # -- views ------------------------------------------------------------------------------
+
+    def _on_view(self, event: ViewInstalled) -> None:
+        view, layout = event.view, event.layout
+        if self.record_digests:
+            for replica in self._replicas.values():
+                self._record_digest(replica, "view")
+        self.view = view
+        for call_id, pending in list(self._calls.items()):
+            if pending.expected is not None:
+                for member in pending.expected:
+                    if member not in pending.outcomes and member not in view:
+                        pending.outcomes[member] = MemberRemoved(member, view.epoch)
+                self._complete_call(call_id, pending)
+        for query_id, query in list(self._queries.items()):
+            if query.target not in view:
+                del self._queries[query_id]
+                self._out.append(QueryDone(query_id, MemberRemoved(query.target, view.epoch)))
+        for gone in [k for k in self._outgoing if k[0] not in view]:
+            del self._outgoing[gone]
+        if not layout.adequate:
+            self._refs = {}
+            return  # replicas wait, state and all, for a view that can run them
+        self.layout = layout
+        mine = [ref for ref in layout.shards_of(self.node_id) if ref.layout.mode is not Mode.RAW]
+        missing = sorted({ref.type_name for ref in mine} - self.types.keys())
+        if missing:
+            self._out.append(
+                HostFailed(
+                    f"the layout places member {self.node_id} in shards of {missing} in view "
+                    f"{view.epoch}, but the group was given no class for them"
+                )
+            )
+            return
+        self._refs = {ref.subgroup: ref for ref in mine}
+        keys = {(ref.type_name, ref.subgroup_index, ref.shard): ref for ref in mine}
+        for key in [k for k in self._replicas if k not in keys]:
+            del self._replicas[key]  # moved out of the shard: its state lives on elsewhere
+        previous = _members_by_key(event.previous)
+        for key, ref in keys.items():
+            self._plan(key, ref, previous.get(key))
+        for replica in self._replicas.values():
+            if replica.obj is not None:
+                self._tell_view(replica)
+
+    def _plan(self, key: ShardKey, ref: ShardRef, before: tuple[NodeId, ...] | None) -> None:
+        members = ref.layout.members
+        old = [m for m in members if before is not None and m in before and m != self.node_id]
+        replica = self._replicas.get(key)
+        if replica is None:
+            replica = self._replicas[key] = _Replica(key, self.types[key[0]], None)
+            if before is None or not old:
+                self._start_fresh(replica, lost=before is not None)
+            else:
+                replica.candidates = old
+                self._ask(replica)
+        elif replica.obj is None:
+            if replica.asking is not None and replica.asking not in self.view:
+                replica.asking, replica.incoming = None, None
+            replica.candidates = old
+            replica.asked = {replica.asking} if replica.asking is not None else set()
+            if not old:
+                self._start_fresh(replica, lost=True)
+            elif replica.asking is None:
+                self._ask(replica)
+        newcomers = [m for m in members if before is None or m not in before]
+        if (
+            replica.obj is not None
+            and before is not None
+            and newcomers
+            and [m for m in members if m in before][:1] == [self.node_id]
+        ):
+            replica.cut = (self.view.epoch, snapshot(replica.spec, replica.obj))
+
+    def _start_fresh(self, replica: _Replica, *, lost: bool) -> None:
+        """No old member survives: the shard starts from the constructor at this view's start,
+        as every member of the shard decides alike from the same two layouts."""
+        try:
+            replica.obj = replica.spec.cls()
+        except Exception as exc:
+            self._out.append(HostFailed(f"{replica.spec.cls.__qualname__}() raised {exc!r}"))
+            return
+        epoch = self.view.epoch
+        replica.skip_until = (epoch, 0)
+        later = [b for b in replica.buffered if b.position[0] >= epoch]
+        replica.buffered = []
+        replica.lost = lost
+        if lost:
+            self._out.append(StateLost(*replica.key, epoch))
+        for entry in later:
+            self._apply(replica, entry.position, entry.sender, entry.call)
+        self._serve_waiting(replica)
+
+    def _tell_view(self, replica: _Replica) -> None:
+        on_view = getattr(replica.obj, "on_view", None)
+        if callable(on_view):
+            try:
+                on_view(self.view)
+            except Exception as exc:
+                self._user_failed(f"{replica.spec.cls.__qualname__}.on_view", exc)
+
+    def _user_failed(self, where: str, exc: BaseException) -> None:
+        self.stats["user_code_failed"] += 1
+        self._out.append(UserCodeFailed(where, f"{type(exc).__name__}: {exc}"))
+
+    # -- state transfer ---------------------------------------------------------------------
+
+    def _ask(self, replica: _Replica) -> None:
+        for candidate in replica.candidates:
+            if candidate not in replica.asked and candidate in self.view:
+                replica.asking = candidate
+                replica.asked.add(candidate)
+                self._send(candidate, StateRequest(*replica.key, self.view.epoch))
+                return
+        replica.asking = None  # everyone answered "not held": the next view asks again
+
+    def _on_state_request(self, src: NodeId, request: StateRequest) -> None:
+        key = (request.type_name, request.subgroup_index, request.shard)
+        replica = self._replicas.get(key)
+        if replica is None:
+            self._send(src, StateHeader(*key, StateStatus.NOT_HELD))
+        elif replica.obj is None:
+            if src not in replica.waiting:
+                replica.waiting.append(src)
+        else:
+            self._send_state(replica, src, request.epoch)
+
+    def _send_state(self, replica: _Replica, dst: NodeId, epoch: int) -> None:
+        cut = replica.cut
+        if cut is not None and cut[0] == epoch:
+            # Taken as view ``epoch`` installed: before that view's first delivery.
+            data, position = cut[1], (epoch, 0)
+        else:
+            try:
+                data = snapshot(replica.spec, replica.obj)
+            except Exception as exc:
+                self._user_failed(f"{replica.spec.cls.__qualname__}.snapshot", exc)
+                self._send(dst, StateHeader(*replica.key, StateStatus.NOT_HELD))
+                return
+            position = replica.position
+        header = StateHeader(
+            *replica.key,
+            StateStatus.SENDING,
+            position[0],
+            position[1],
+            len(data),
+            digest(data),
+            replica.lost,
+        )
+        self._send(dst, header)
+        if self.record_digests:
+            self._out.append(StateDigest(dst, replica.key, position, header.digest, "sent"))
+        self._outgoing[(dst, replica.key)] = _Outgoing(dst, replica.key, memoryview(data))
+        self._pump(self._outgoing[(dst, replica.key)])
+
+    def _pump(self, transfer: _Outgoing) -> None:
+        size = transfer.data.nbytes
+        window = WINDOW_CHUNKS * self.chunk_size
+        while transfer.sent < size and transfer.sent - transfer.acked < window:
+            end = min(size, transfer.sent + self.chunk_size)
+            chunk = StateChunk(*transfer.key, transfer.sent, transfer.data[transfer.sent : end])
+            self._send(transfer.dst, chunk)
+            transfer.sent = end
+        if transfer.acked >= size:
+            del self._outgoing[(transfer.dst, transfer.key)]
+
+    def _on_state_header(self, src: NodeId, header: StateHeader) -> None:
+        key = (header.type_name, header.subgroup_index, header.shard)
+        replica = self._replicas.get(key)
+        if replica is None or replica.obj is not None or replica.asking != src:
+            self.stats["stale_state"] += 1
+            return
+        if header.status is StateStatus.NOT_HELD:
+            self._ask(replica)
+            return
+        replica.incoming = _Incoming(src, header, bytearray(header.size))
+        if header.size == 0:
+            self._install_state(replica)
+
+    def _on_state_chunk(self, src: NodeId, chunk: StateChunk) -> None:
+        key = (chunk.type_name, chunk.subgroup_index, chunk.shard)
+        replica = self._replicas.get(key)
+        incoming = replica.incoming if replica is not None else None
+        if replica is None or incoming is None or incoming.source != src:
+            self.stats["stale_state"] += 1
+            return
+        end = chunk.offset + chunk.data.nbytes
+        if chunk.offset != incoming.received or end > incoming.header.size:
+            raise RemoteProtocolError(f"state chunk at {chunk.offset} of {incoming.header.size}")
+        incoming.data[chunk.offset : end] = chunk.data
+        incoming.received = end
+        self._send(src, StateAck(*key, end))
+        self._out.append(StateProgress(*key, src, end, incoming.header.size))
+        if end == incoming.header.size:
+            self._install_state(replica)
+
+    def _on_state_ack(self, src: NodeId, ack: StateAck) -> None:
+        transfer = self._outgoing.get((src, (ack.type_name, ack.subgroup_index, ack.shard)))
+        if transfer is not None and transfer.sent >= ack.offset > transfer.acked:
+            transfer.acked = ack.offset
+            self._pump(transfer)
+
+    def _install_state(self, replica: _Replica) -> None:
+        incoming = replica.incoming
+        assert incoming is not None and replica.obj is None
+        replica.incoming = None
+        header = incoming.header
+        data = memoryview(incoming.data)
+        if digest(data) != header.digest:
+            self.stats["state_rejected"] += 1
+            self._user_failed(
+                "state transfer", ValueError(f"state from {incoming.source} fails its digest")
+            )
+            self._ask(replica)
+            return
+        try:
+            obj = restore(replica.spec, data)
+        except Exception as exc:
+            self.stats["state_rejected"] += 1
+            self._user_failed(f"{replica.spec.cls.__qualname__} state from {incoming.source}", exc)
+            self._ask(replica)
+            return
+        replica.obj = obj
+        replica.lost = header.lost
+        position = (header.epoch, header.count)
+        replica.skip_until = position
+        replica.asking = None
+        buffered, replica.buffered = replica.buffered, []
+        self._out.append(
+            StateReceived(*replica.key, incoming.source, header.size, position, header.lost)
+        )
+        if self.record_digests:
+            self._out.append(
+                StateDigest(self.node_id, replica.key, position, header.digest, "received")
+            )
+        for entry in buffered:
+            if entry.position <= position:
+                self._caught_up(entry.sender, entry.call)
+            else:
+                self._apply(replica, entry.position, entry.sender, entry.call)
+        self._tell_view(replica)
+        self._serve_waiting(replica)
+
+    def _serve_waiting(self, replica: _Replica) -> None:
+        waiting, replica.waiting = replica.waiting, []
+        for member in waiting:
+            if member in self.view:
+                self._send_state(replica, member, -1)
+
+    def _record_digest(self, replica: _Replica, kind: str) -> None:
+        if replica.obj is None:
+            return
+        try:
+            data = snapshot(replica.spec, replica.obj)
+        except Exception as exc:
+            self._user_failed(f"{replica.spec.cls.__qualname__}.snapshot", exc)
+            return
+        self._out.append(
+            StateDigest(self.node_id, replica.key, replica.position, digest(data), kind)
+        )
+
+    # -- point-to-point ---------------------------------------------------------------------
+
+    def _on_peer(self, src: NodeId, message: PeerPayload) -> None:
+        try:
+            if isinstance(message, Replies):
+                for reply in message.replies:
+                    self._on_reply(src, reply.call_id, reply.outcome)
+            elif isinstance(message, QueryRequest):
+                self._on_query(src, message)
+            elif isinstance(message, QueryReply):
+                self._on_query_reply(src, message)
+            elif isinstance(message, StateRequest):
+                self._on_state_request(src, message)
+            elif isinstance(message, StateHeader):
+                self._on_state_header(src, message)
+            elif isinstance(message, StateChunk):
+                self._on_state_chunk(src, message)
+            else:
+                self._on_state_ack(src, message)
+        except RemoteProtocolError:
+            self.stats["rejected_peer_message"] += 1
+
+    def _send(self, dst: NodeId, message: PeerPayload) -> None:
+        if dst == self.node_id:
+            self._on_peer(dst, message)
+        else:
+            self._out.append(SendPeer(dst, encoder.encode(message)))
+
+
+def _error(error_type: str, message: str) -> Outcome:
+    return Outcome(False, error_type=error_type, error=message)
+
+
+def _members_by_key(layout: ViewLayout | None) -> dict[ShardKey, tuple[NodeId, ...]]:
+    if layout is None or not layout.adequate:
+        return {}
+    return {(r.type_name, r.subgroup_index, r.shard): r.layout.members for r in layout.shards}

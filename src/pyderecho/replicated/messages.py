@@ -1,0 +1,137 @@
+"""What the object layer sends: an ordered call inside the shard's multicast, and the
+point-to-point messages (replies, queries, state transfer) in one strictly decoded union.
+
+Everything is msgpack through msgspec; arguments and results are carried as pre-encoded
+``Raw`` so that only the replica that knows the method's annotations decodes them, with those
+annotations as the schema.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import msgspec
+
+from pyderecho.core.errors import RemoteProtocolError
+
+
+class Call(msgspec.Struct, frozen=True, array_like=True):
+    """An ordered call, multicast in the caller's shard: every replica applies it in order."""
+
+    call_id: int
+    """Unique per caller: the caller matches replies by it."""
+    method: str
+    timestamp: float
+    """The caller's clock when it called: the same at every replica, so methods need none."""
+    args: msgspec.Raw
+
+
+class Outcome(msgspec.Struct, frozen=True, array_like=True):
+    """What one replica's method gave: a result, or the exception it raised."""
+
+    ok: bool
+    result: msgspec.Raw = msgspec.Raw(b"\xc0")
+    error_type: str = ""
+    error: str = ""
+
+
+class Reply(msgspec.Struct, frozen=True, array_like=True):
+    """One replica's outcome of one ordered call."""
+
+    call_id: int
+    outcome: Outcome
+
+
+class Replies(msgspec.Struct, frozen=True, array_like=True, tag="R"):
+    """A replica's outcomes for one caller, batched per delivery burst."""
+
+    replies: tuple[Reply, ...]
+
+
+class QueryRequest(msgspec.Struct, frozen=True, array_like=True, tag="Q"):
+    query_id: int
+    type_name: str
+    subgroup_index: int
+    shard: int
+    method: str
+    args: msgspec.Raw
+
+
+class QueryReply(msgspec.Struct, frozen=True, array_like=True, tag="A"):
+    query_id: int
+    outcome: Outcome
+
+
+class StateRequest(msgspec.Struct, frozen=True, array_like=True, tag="S"):
+    """A member new to a shard asks an old member for the shard's state."""
+
+    type_name: str
+    subgroup_index: int
+    shard: int
+    epoch: int
+    """The view in which the requester became a member of the shard."""
+
+
+class StateStatus(enum.IntEnum):
+    SENDING = 0
+    """The state follows in chunks."""
+    NOT_HELD = 1
+    """The asked member holds no state of this shard (it left the shard, or never had it)."""
+
+
+class StateHeader(msgspec.Struct, frozen=True, array_like=True, tag="H"):
+    """The answer to a request: the state's position and size, or why none comes."""
+
+    type_name: str
+    subgroup_index: int
+    shard: int
+    status: StateStatus
+    epoch: int = -1
+    """The state includes exactly the shard's deliveries up to (epoch, count)."""
+    count: int = 0
+    size: int = 0
+    digest: str = ""
+    """SHA-256 of the encoded state: the receiver checks it before installing."""
+    lost: bool = False
+    """The sender's state was restarted from the constructor when every holder failed."""
+
+
+class StateChunk(msgspec.Struct, frozen=True, array_like=True, tag="C"):
+    type_name: str
+    subgroup_index: int
+    shard: int
+    offset: int
+    data: memoryview
+    """A view into the received frame: copied once, into the state's buffer."""
+
+
+class StateAck(msgspec.Struct, frozen=True, array_like=True, tag="K"):
+    """The receiver holds the state up to ``offset``: the sender's flow control."""
+
+    type_name: str
+    subgroup_index: int
+    shard: int
+    offset: int
+
+
+PeerPayload = (
+    Replies | QueryRequest | QueryReply | StateRequest | StateHeader | StateChunk | StateAck
+)
+
+encoder = msgspec.msgpack.Encoder()
+_call_decoder = msgspec.msgpack.Decoder(Call)
+_peer_decoder: msgspec.msgpack.Decoder[PeerPayload] = msgspec.msgpack.Decoder(PeerPayload)
+
+
+def decode_call(data: bytes | memoryview) -> Call:
+    try:
+        return _call_decoder.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise RemoteProtocolError(f"malformed ordered call: {exc}") from exc
+
+
+def decode_peer(data: bytes | memoryview) -> PeerPayload:
+    try:
+        return _peer_decoder.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise RemoteProtocolError(f"malformed point-to-point message: {exc}") from exc
