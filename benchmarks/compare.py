@@ -34,7 +34,7 @@ from typing import Any
 
 import raw_baselines
 
-from pyderecho.bench import BenchSpec, run_bench
+from pyderecho.cli.bench import BenchSpec, run_bench
 
 MiB = 1 << 20
 IDLE_CPU_FRACTION = 0.01

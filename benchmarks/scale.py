@@ -23,7 +23,7 @@ import statistics
 import sys
 from typing import Any
 
-from pyderecho.bench import BenchSpec, run_bench
+from pyderecho.cli.bench import BenchSpec, run_bench
 
 MiB = 1 << 20
 SMALL_DELIVERIES = 200_000

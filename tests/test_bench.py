@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from pyderecho import bench
-from pyderecho.bench import BenchError, BenchSpec, bench_layout, run_bench, sending_members
+from pyderecho.cli import bench
+from pyderecho.cli.bench import BenchError, BenchSpec, bench_layout, run_bench, sending_members
 from pyderecho.core.layout import Mode, compute_layout
 from pyderecho.core.view import View
 

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from pyderecho.cli import main
+from pyderecho.cli.main import main
 
 
 def run_json(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict[str, object]]:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from pyderecho.cli.status import CLIENT_ID
 from pyderecho.config import (
     MAX_MEMBER_ID,
     Address,
@@ -21,7 +22,6 @@ from pyderecho.config import (
     parse_address,
 )
 from pyderecho.core.config import CoreConfig
-from pyderecho.status import CLIENT_ID
 from pyderecho.transport.tcp import IDENTIFY_ID
 
 SECRET = "correct-horse-battery-staple"

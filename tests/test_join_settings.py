@@ -1,7 +1,7 @@
 """Joining as the settings describe it: through contact addresses (tcp), or by id alone (shm).
 
 The first tests drive ``pyderecho node``'s contact lookup over real sockets; the others start
-real member processes through :class:`pyderecho.demo.LocalGroup`, every wait bounded, and leave
+real member processes through :class:`pyderecho.cli.demo.LocalGroup`, every wait bounded, and leave
 nothing running whatever way they end.
 """
 
@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pytest
 
+from pyderecho.cli.demo import LocalGroup
+from pyderecho.cli.node import _identify_contacts
 from pyderecho.config import Settings, SettingsError, load_settings
-from pyderecho.demo import LocalGroup
-from pyderecho.member_main import _identify_contacts
 from pyderecho.transport.tcp import TcpTransport
 from transport_conformance import Recorder
 

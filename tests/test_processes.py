@@ -1,6 +1,6 @@
 """Real member processes: ``pyderecho node`` on both transports, killed, paused, rejoined, checked.
 
-Each test starts its processes through :class:`pyderecho.demo.LocalGroup` in a short temporary
+Each test starts its processes through :class:`pyderecho.cli.demo.LocalGroup` in a short temporary
 directory (the shm transport's socket paths must fit in 108 bytes) and waits on the JSON lines
 they print, every wait bounded; leaving the group's context kills whatever still runs, whatever
 way the test ends. Failure detection here never waits for a timeout: a killed process's links
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from pyderecho.demo import LocalGroup, NodeProcess, Record
+from pyderecho.cli.demo import LocalGroup, NodeProcess, Record
 
 WAIT_S = 20.0
 WORKLOAD = ("--send-count", "1000000", "--send-rate", "300", "--stats-interval", "0.1")

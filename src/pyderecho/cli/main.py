@@ -9,18 +9,18 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from pyderecho import bench
-from pyderecho.argtypes import non_negative_int, positive_int
+from pyderecho.cli import bench
+from pyderecho.cli.argtypes import non_negative_int, positive_int
+from pyderecho.cli.demo import run_demo
+from pyderecho.cli.node import run_node
+from pyderecho.cli.status import format_status, query_status
 from pyderecho.config import SettingsError, add_arguments, load_settings
 from pyderecho.core.config import CoreConfig
 from pyderecho.core.errors import RemoteProtocolError
 from pyderecho.core.layout import Mode
-from pyderecho.demo import run_demo
 from pyderecho.history.delivery_log import LogError, check_logs
 from pyderecho.layouts import resolve_layout
-from pyderecho.member_main import run_node
 from pyderecho.sim.swarm import SimulationSpec, run_simulation
-from pyderecho.status import format_status, query_status
 
 
 def _non_negative_float(text: str) -> float:

@@ -20,7 +20,7 @@ first), waiting at most ``--leave-timeout`` seconds; a second signal ends it at 
 unasked, the group removed the member or it found itself on the minority side of a partition (it
 must join again as a new member); 2 for bad settings; 1 for anything else.
 
-The flags are defined with the command (:mod:`pyderecho.cli`). A built-in workload
+The flags are defined with the command (:mod:`pyderecho.cli.main`). A built-in workload
 (``--send-count``, ``--send-rate``, ``--size``, ``--subgroup``) gives tests and the demo traffic
 without writing an application: each message is unique per member and counter, so a delivery log
 can tell every one apart.
@@ -43,6 +43,7 @@ from collections import Counter
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
+from pyderecho.cli.status import StatusServer
 from pyderecho.config import Settings, SettingsError, load_settings
 from pyderecho.core.errors import LocalProtocolError
 from pyderecho.core.events import (
@@ -59,7 +60,6 @@ from pyderecho.core.view import NodeId, View
 from pyderecho.history.delivery_log import DeliveryLog, view_record
 from pyderecho.layouts import resolve_layout
 from pyderecho.runtime.member import GroupStopped, Member
-from pyderecho.status import StatusServer
 from pyderecho.transport.auth import HandshakeError, HandshakeIncomplete, HandshakeTimeout
 from pyderecho.transport.base import Transport
 from pyderecho.transport.shm import ShmTransport

@@ -50,7 +50,7 @@ from multiprocessing.connection import Connection, wait
 from time import perf_counter
 from typing import Any, Literal
 
-from pyderecho.argtypes import non_negative_int, positive_int
+from pyderecho.cli.argtypes import non_negative_int, positive_int
 from pyderecho.core.config import CoreConfig
 from pyderecho.core.events import Delivered, Event, MessageSent, Stopped, Suspected
 from pyderecho.core.layout import Allocation, LayoutFunction, Mode, ShardLayout
@@ -663,7 +663,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m pyderecho.bench``: the command without the ``pyderecho`` front end."""
+    """``python -m pyderecho.cli.bench``: the command without the ``pyderecho`` front end."""
     parser = argparse.ArgumentParser(prog="pyderecho")
     add_parser(parser.add_subparsers(dest="command", required=True))
     return run(parser.parse_args(["bench", *(sys.argv[1:] if argv is None else argv)]))

@@ -146,7 +146,7 @@ class LocalGroup:
         founders: int,
         *,
         transport: str = "tcp",
-        layout: str = "pyderecho.demo:demo_layout",
+        layout: str = "pyderecho.cli.demo:demo_layout",
         heartbeat_interval_ms: int = 50,
         heartbeat_timeout_ms: int = 1000,
     ) -> None:

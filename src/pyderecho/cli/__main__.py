@@ -1,0 +1,7 @@
+"""``python -m pyderecho.cli``: the ``pyderecho`` command."""
+
+import sys
+
+from pyderecho.cli.main import main
+
+sys.exit(main())
