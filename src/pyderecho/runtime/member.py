@@ -10,6 +10,8 @@ polling, so an idle group sleeps until its next heartbeat.
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections import Counter
 from collections.abc import Callable
 from types import TracebackType
 
@@ -20,6 +22,7 @@ from pyderecho.transport.base import Transport
 from pyderecho.wire import encode_parts
 
 EventHandler = Callable[[Event], None]
+_log = logging.getLogger(__name__)
 
 
 class GroupStopped(Exception):
@@ -57,6 +60,8 @@ class Member:
         percent or two per step."""
         self._stopped: asyncio.Future[str] | None = None
         self._flush_scheduled = False
+        self.stats: Counter[str] = Counter()
+        """Failures of application code this driver ran (its event handler), by kind."""
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -99,11 +104,19 @@ class Member:
         """
         while True:
             self._raise_if_stopped()
-            shard = self.node.shard_of(subgroup)
-            if shard is None or len(shard.pending) < self._max_queued:
+            if self.node.queued(subgroup) < self._max_queued:
                 break
-            await self._wait_progress()
+            await self.wait_progress()
         self.node.send(subgroup, payload, self._now(), flush=False)
+        self._schedule_flush()
+
+    def send_p2p(self, dst: NodeId, payload: bytes) -> None:
+        """Send ``payload`` to member ``dst`` alone; it leaves at the end of this loop turn."""
+        self._raise_if_stopped()
+        self.node.send_p2p(dst, payload, self._now())
+        self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
         if not self._flush_scheduled:
             # Everything sent in this turn of the loop leaves together, as one batch per peer.
             self._flush_scheduled = True
@@ -131,7 +144,7 @@ class Member:
         async with asyncio.timeout(timeout):
             while not accept(self.node.view):
                 self._raise_if_stopped()
-                await self._wait_progress()
+                await self.wait_progress()
         return self.node.view
 
     def report_failure(self, node: NodeId) -> None:
@@ -163,25 +176,42 @@ class Member:
         self._step()
 
     def _step(self) -> None:
+        """Send what the node queued and hand its events on, until neither is left: an event
+        handler may queue more (a reply, a state chunk), which must leave in this turn."""
         node = self.node
-        for dst, message in node.outbox():
-            if dst not in self._connected:
-                self._connect(dst)
-            self.transport.send(dst, encode_parts(message))
-        for event in node.events():
-            if isinstance(event, ViewInstalled):
-                self._connect_known()
-            elif (
-                isinstance(event, Stopped)
-                and self._stopped is not None
-                and not self._stopped.done()
-            ):
-                self._stopped.set_result(event.reason)
-            if self.on_event is not None:
-                self.on_event(event)
+        while True:
+            outbox = node.outbox()
+            for dst, message in outbox:
+                if dst not in self._connected:
+                    self._connect(dst)
+                self.transport.send(dst, encode_parts(message))
+            events = node.events()
+            for event in events:
+                if isinstance(event, ViewInstalled):
+                    self._connect_known()
+                elif (
+                    isinstance(event, Stopped)
+                    and self._stopped is not None
+                    and not self._stopped.done()
+                ):
+                    self._stopped.set_result(event.reason)
+                if self.on_event is not None:
+                    self._handle(self.on_event, event)
+            if not outbox and not events:
+                break
         self._arm_timer()
         if self._waiters:
             self._progress.set()
+
+    def _handle(self, handler: EventHandler, event: Event) -> None:
+        """Run the application's handler; its exception is its own: logged and counted, never
+        allowed to reach the transport, which would drop the link to the peer whose frame
+        happened to cause the event."""
+        try:
+            handler(event)
+        except Exception:
+            self.stats["event_handler_failed"] += 1
+            _log.exception("event handler %r raised on %s", handler, type(event).__name__)
 
     def _arm_timer(self) -> None:
         deadline = self.node.next_deadline()
@@ -207,7 +237,8 @@ class Member:
             self._connected[peer] = address
             self.transport.connect(peer, address)
 
-    async def _wait_progress(self) -> None:
+    async def wait_progress(self) -> None:
+        """Wait until the member next makes progress (an input handled, an event reported)."""
         self._progress.clear()
         self._waiters += 1
         try:

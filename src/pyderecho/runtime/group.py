@@ -1,0 +1,523 @@
+"""The group of replicated objects an application starts: :class:`Group`.
+
+A group member runs the protocol core (through :class:`~pyderecho.runtime.member.Member`) and
+the object layer (:class:`~pyderecho.replicated.host.ObjectHost`) on one event loop. The
+application reaches subgroups by type and index, shards by index, and calls the methods its
+classes mark ``@ordered`` or ``@query``; results come back as awaitables. This module only
+connects those pieces to asyncio: every decision is the host's or the core's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import os
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from pyderecho.config import Settings, load_settings
+from pyderecho.core.config import CoreConfig
+from pyderecho.core.events import Delivered, Event
+from pyderecho.core.layout import LayoutFunction, Mode
+from pyderecho.core.node import Node
+from pyderecho.core.view import NodeId, View
+from pyderecho.layouts import resolve_layout
+from pyderecho.replicated.errors import NotInShard, RemoteError
+from pyderecho.replicated.events import (
+    CallDone,
+    CallFailed,
+    HostFailed,
+    QueryDone,
+    RunQuery,
+    SendPeer,
+)
+from pyderecho.replicated.host import ObjectHost
+from pyderecho.runtime.connect import bound_address, build_transport, identify_contacts
+from pyderecho.runtime.member import GroupStopped, Member
+from pyderecho.transport.base import Transport
+from pyderecho.transport.tcp import TcpTransport
+
+_log = logging.getLogger(__name__)
+
+GroupEvent = Any
+"""A core event (:mod:`pyderecho.core.events`) or an object-layer one
+(:mod:`pyderecho.replicated.events`): what ``on_event`` receives."""
+
+
+class Replies(dict[NodeId, Any]):
+    """The outcome of one ordered call: per replica, its return value or a
+    :class:`~pyderecho.replicated.errors.RemoteError` (the method raised, or the replica was
+    removed before it replied). The keys are the shard's members in the view where the call
+    was delivered."""
+
+    @property
+    def errors(self) -> dict[NodeId, RemoteError]:
+        return {m: r for m, r in self.items() if isinstance(r, RemoteError)}
+
+    def value(self) -> Any:
+        """The one value every replica returned: raises the first replica's error if any
+        failed, and ``ValueError`` if replicas disagree (a non-deterministic method)."""
+        for reply in self.values():
+            if isinstance(reply, RemoteError):
+                raise reply
+        values = list(self.values())
+        if any(v != values[0] for v in values[1:]):
+            raise ValueError(f"replicas returned different values: {dict(self)}")
+        return values[0]
+
+
+class Group:
+    """This process's member of a group of replicated objects.
+
+    Start one with :meth:`start` (from settings: a TOML file, the environment) or :meth:`over`
+    (over a transport you built, e.g. the in-process memory transport of
+    :mod:`pyderecho.testing`), as ``async with``. Reach subgroups with :meth:`subgroup` and
+    :meth:`shard`. ``on_event`` sees every event (views, deliveries, state transfer, user-code
+    failures) on the loop; an exception from it is logged and counted, nothing more.
+    """
+
+    def __init__(
+        self,
+        member: Member,
+        host: ObjectHost,
+        *,
+        on_event: Callable[[GroupEvent], None] | None = None,
+        leave_timeout: float = 10.0,
+    ) -> None:
+        self.member = member
+        self.host = host
+        self.on_event = on_event
+        self.leave_timeout = leave_timeout
+        self.stats: Counter[str] = Counter()
+        host.group = self
+        member.on_event = self._on_core_event
+        self._calls: dict[int, asyncio.Future[Replies]] = {}
+        self._queries: dict[int, asyncio.Future[Any]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._raw: dict[tuple[str, int], asyncio.Queue[Delivered]] = {}
+        self._failed = ""
+
+    # -- starting ---------------------------------------------------------------------------
+
+    @classmethod
+    def start(
+        cls,
+        config: str | Path | Settings | None = None,
+        *,
+        types: Mapping[str, type[Any]] | None = None,
+        layout: LayoutFunction | None = None,
+        member_id: NodeId | None = None,
+        join: bool = False,
+        on_event: Callable[[GroupEvent], None] | None = None,
+        shm_dir: str | Path | None = None,
+    ) -> _Starting:
+        """Start a member from settings (a TOML path, :class:`~pyderecho.config.Settings`, or
+        None for ``$PYDERECHO_CONFIG`` and ``PYDERECHO_*`` variables).
+
+        ``member_id`` overrides the settings' one, so one file serves every member.
+        ``layout`` defaults to the settings' ``layout`` name. A founder (``join=False``) must be
+        in the settings' ``members``; a joiner contacts them and the ``contacts``.
+        """
+
+        async def build() -> Group:
+            settings = _settings(config, member_id)
+            transport, addresses = build_transport(settings, shm_dir=shm_dir)
+            others = [m.id for m in settings.members if m.id != settings.member_id]
+            if join and settings.contacts:
+                assert isinstance(transport, TcpTransport), "config allows contacts with tcp only"
+                try:
+                    found = await identify_contacts(transport, settings, known=others)
+                except BaseException:
+                    await transport.close()
+                    raise
+                others += [m for m in found if m not in others]
+                addresses = found | addresses
+            elif not join and settings.member_id not in {m.id for m in settings.members}:
+                await transport.close()
+                raise settings.error(
+                    "members", f"member {settings.member_id} founds the group but is not listed"
+                )
+            group = cls._assemble(
+                transport,
+                member_id=settings.member_id,
+                members=None if join else [m.id for m in settings.members],
+                contacts=others,
+                addresses=addresses,
+                layout=layout or resolve_layout(settings.layout),
+                types=types or {},
+                config=settings.core,
+                on_event=on_event,
+            )
+            await group._start(advertise=transport if isinstance(transport, TcpTransport) else None)
+            return group
+
+        return _Starting(build())
+
+    @classmethod
+    def over(
+        cls,
+        transport: Transport,
+        *,
+        member_id: NodeId,
+        layout: LayoutFunction,
+        types: Mapping[str, type[Any]] | None = None,
+        members: Sequence[NodeId] | None = None,
+        contacts: Sequence[NodeId] = (),
+        addresses: Mapping[NodeId, str] | None = None,
+        config: CoreConfig | None = None,
+        on_event: Callable[[GroupEvent], None] | None = None,
+    ) -> _Starting:
+        """Start a member over ``transport``: a founder of ``members``, or (``members=None``)
+        a joiner through ``contacts``."""
+
+        async def build() -> Group:
+            group = cls._assemble(
+                transport,
+                member_id=member_id,
+                members=members,
+                contacts=contacts,
+                addresses=addresses or {},
+                layout=layout,
+                types=types or {},
+                config=config or CoreConfig(),
+                on_event=on_event,
+            )
+            await group._start(advertise=None)
+            return group
+
+        return _Starting(build())
+
+    @classmethod
+    def _assemble(
+        cls,
+        transport: Transport,
+        *,
+        member_id: NodeId,
+        members: Sequence[NodeId] | None,
+        contacts: Sequence[NodeId],
+        addresses: Mapping[NodeId, str],
+        layout: LayoutFunction,
+        types: Mapping[str, type[Any]],
+        config: CoreConfig,
+        on_event: Callable[[GroupEvent], None] | None,
+    ) -> Group:
+        host = ObjectHost(member_id, types)  # checks the classes before anything starts
+        node = Node(
+            member_id,
+            None if members is None else View(0, tuple(members)),
+            layout,
+            config,
+            now=asyncio.get_running_loop().time(),
+            contacts=() if members is not None else contacts,
+            addresses=addresses,
+        )
+        return cls(Member(node, transport), host, on_event=on_event)
+
+    async def _start(self, *, advertise: TcpTransport | None) -> None:
+        await self.member.start()
+        if advertise is not None and self.member_id not in self.member.node.addresses:
+            # Bound to port 0: the join request (sent on the first timer) says where we are.
+            self.member.node.addresses[self.member_id] = bound_address(advertise)
+
+    # -- the application side ---------------------------------------------------------------
+
+    @property
+    def member_id(self) -> NodeId:
+        return self.member.node.node_id
+
+    @property
+    def view(self) -> View:
+        return self.member.view
+
+    def subgroup(self, kind: type[Any] | str, index: int = 0) -> Subgroup | RawSubgroup:
+        """This member's shard of subgroup ``index`` of a replicated type (a class given to
+        the group, or a type name of the layout): ordered calls and queries go there. A
+        ``Raw`` subgroup gives a byte-level :class:`RawSubgroup` instead."""
+        name = self._type_name(kind)
+        if name not in self.host.types:
+            return RawSubgroup(self, name, index)
+        return Subgroup(self, name, index, None)
+
+    def shard(self, kind: type[Any] | str, shard: int, index: int = 0) -> Subgroup:
+        """Shard ``shard`` of subgroup ``index``, for queries (from any member)."""
+        return Subgroup(self, self._type_name(kind), index, shard)
+
+    def replica(self, kind: type[Any] | str, index: int = 0) -> Any:
+        """This member's own instance for its shard of the subgroup, to read locally (None
+        while its state is on the way, or when the member holds no shard there)."""
+        return self.host.replica(self._type_name(kind), index)
+
+    async def wait_for_view(self, accept: Callable[[View], bool], timeout: float) -> View:
+        """Wait until the current view satisfies ``accept``."""
+        return await self.member.wait_for_view(accept, timeout)
+
+    async def wait_ready(self, kind: type[Any] | str, index: int = 0, timeout: float = 30) -> Any:
+        """Wait until this member holds its replica of the subgroup (its state, if it joined,
+        has arrived); returns the replica."""
+        async with asyncio.timeout(timeout):
+            while (replica := self.replica(kind, index)) is None:
+                self._raise_if_failed()
+                await self.member.wait_progress()
+        return replica
+
+    async def leave(self) -> str:
+        """Leave the group once this member's messages are delivered."""
+        return await self.member.leave()
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await self.member.close()
+        self._fail_all(GroupStopped("the group member was closed"))
+
+    async def __aenter__(self) -> Group:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            if not self.member.node.stopped and self.member.node.is_member:
+                with contextlib.suppress(TimeoutError, GroupStopped):
+                    async with asyncio.timeout(self.leave_timeout):
+                        await self.leave()
+        finally:
+            await self.close()
+
+    # -- calls ------------------------------------------------------------------------------
+
+    async def _ordered(
+        self, type_name: str, index: int, method: str, args: tuple[Any, ...], kw: dict[str, Any]
+    ) -> Replies:
+        self._raise_if_failed()
+        call_id, subgroup, payload = self.host.prepare_call(
+            type_name, index, method, args=args, kwargs=kw, timestamp=time.time()
+        )
+        future: asyncio.Future[Replies] = asyncio.get_running_loop().create_future()
+        self._calls[call_id] = future
+        try:
+            await self.member.send(subgroup, payload)
+        except BaseException:
+            self._calls.pop(call_id, None)
+            self.host.cancel_call(call_id)
+            raise
+        return await future
+
+    async def _query(
+        self,
+        type_name: str,
+        index: int,
+        shard: int | None,
+        method: str,
+        *,
+        args: tuple[Any, ...],
+        kw: dict[str, Any],
+    ) -> Any:
+        self._raise_if_failed()
+        query_id = self.host.prepare_query(type_name, index, shard, method, args=args, kwargs=kw)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queries[query_id] = future
+        self._drain_host()
+        result = await future
+        if isinstance(result, RemoteError):
+            raise result
+        return result
+
+    def _raw_queue(self, type_name: str, index: int) -> asyncio.Queue[Delivered]:
+        return self._raw.setdefault((type_name, index), asyncio.Queue())
+
+    async def _raw_send(self, type_name: str, index: int, payload: bytes) -> None:
+        self._raise_if_failed()
+        subgroup = self.member.node.layout.subgroup_ids.get((type_name, index))
+        if subgroup is None or self.member.node.shard_of(subgroup) is None:
+            raise NotInShard(
+                f"member {self.member_id} is in no shard of {type_name}[{index}] in view "
+                f"{self.view.epoch}"
+            )
+        await self.member.send(subgroup, payload)
+
+    # -- the driver -------------------------------------------------------------------------
+
+    def _on_core_event(self, event: Event) -> None:
+        if isinstance(event, Delivered) and event.mode is Mode.RAW:
+            for ref in self.member.node.layout.shards:
+                if ref.subgroup == event.subgroup:
+                    self._raw_queue(ref.type_name, ref.subgroup_index).put_nowait(event.detached())
+                    break
+        self.host.handle(event)
+        self._drain_host()
+        self._tell(event)
+
+    def _drain_host(self) -> None:
+        for output in self.host.outputs():
+            if isinstance(output, SendPeer):
+                if not self.member.node.stopped:
+                    self.member.send_p2p(output.dst, output.payload)
+            elif isinstance(output, CallDone):
+                call = self._calls.pop(output.call_id, None)
+                if call is not None and not call.done():
+                    call.set_result(Replies(output.replies))
+            elif isinstance(output, CallFailed):
+                call = self._calls.pop(output.call_id, None)
+                if call is not None and not call.done():
+                    call.set_exception(output.error)
+            elif isinstance(output, QueryDone):
+                query = self._queries.pop(output.query_id, None)
+                if query is not None and not query.done():
+                    query.set_result(output.result)
+            elif isinstance(output, RunQuery):
+                self._run_query(output)
+            else:
+                if isinstance(output, HostFailed):
+                    self._fail(output.reason)
+                self._tell(output)
+
+    def _run_query(self, run: RunQuery) -> None:
+        task = asyncio.get_running_loop().create_task(run.coroutine, context=run.context)
+        self._tasks.add(task)
+
+        def finished(task: asyncio.Task[Any]) -> None:
+            self._tasks.discard(task)
+            if task.cancelled():
+                return
+            error = task.exception()
+            result = None if error is not None else task.result()
+            self.host.finish_query(run.src, run.query_id, run.method, result, error)
+            self._drain_host()
+
+        task.add_done_callback(finished)
+
+    def _tell(self, event: GroupEvent) -> None:
+        if self.on_event is None:
+            return
+        try:
+            self.on_event(event)
+        except Exception:
+            self.stats["event_handler_failed"] += 1
+            _log.exception("on_event raised on %s", type(event).__name__)
+
+    def _fail(self, reason: str) -> None:
+        if not self._failed:
+            self._failed = reason
+            _log.error("member %s stops: %s", self.member_id, reason)
+            self._fail_all(GroupStopped(reason))
+
+    def _fail_all(self, error: Exception) -> None:
+        for future in [*self._calls.values(), *self._queries.values()]:
+            if not future.done():
+                future.set_exception(error)
+        self._calls.clear()
+        self._queries.clear()
+
+    def _raise_if_failed(self) -> None:
+        if self._failed:
+            raise GroupStopped(self._failed)
+        if self.member.node.stopped:
+            raise GroupStopped(self.member.node.stopped)
+
+    def _type_name(self, kind: type[Any] | str) -> str:
+        if isinstance(kind, str):
+            return kind
+        for name, spec in self.host.types.items():
+            if spec.cls is kind:
+                return name
+        raise LookupError(f"{kind.__qualname__} was not given to the group in types=")
+
+
+class Subgroup:
+    """Calls into one subgroup: ``await handle.method(...)`` runs an ``@ordered`` method on
+    every replica of this member's shard (returns :class:`Replies`) or a ``@query`` method on
+    one replica (returns its value, raises its :class:`RemoteError`)."""
+
+    def __init__(self, group: Group, type_name: str, index: int, shard: int | None) -> None:
+        self._group = group
+        self._type_name = type_name
+        self._index = index
+        self._shard = shard
+        self._spec = group.host.spec(type_name)
+
+    def __getattr__(self, name: str) -> Callable[..., Awaitable[Any]]:
+        method = self._spec.method(name)
+        group, type_name, index, shard = self._group, self._type_name, self._index, self._shard
+        if method.kind == "ordered":
+            if shard is not None:
+
+                def refuse(*args: Any, **kwargs: Any) -> Awaitable[Any]:
+                    raise NotInShard(
+                        f"{type_name}.{name} is @ordered: call it through group.subgroup() "
+                        "from a member of the shard (group.shard() is for queries)"
+                    )
+
+                return refuse
+
+            def call(*args: Any, **kwargs: Any) -> Awaitable[Replies]:
+                return group._ordered(type_name, index, name, args, kwargs)
+
+            return call
+
+        def ask(*args: Any, **kwargs: Any) -> Awaitable[Any]:
+            return group._query(type_name, index, shard, name, args=args, kw=kwargs)
+
+        return ask
+
+
+class RawSubgroup:
+    """A ``Raw`` subgroup at the byte level: :meth:`send` multicasts bytes in this member's
+    shard; :meth:`deliveries` is the queue of what arrives (copies, safe to keep)."""
+
+    def __init__(self, group: Group, type_name: str, index: int) -> None:
+        self._group = group
+        self._type_name = type_name
+        self._index = index
+
+    async def send(self, payload: bytes) -> None:
+        await self._group._raw_send(self._type_name, self._index, payload)
+
+    def deliveries(self) -> asyncio.Queue[Delivered]:
+        return self._group._raw_queue(self._type_name, self._index)
+
+
+class _Starting:
+    """What :meth:`Group.start` returns: await it, or use it as ``async with``."""
+
+    def __init__(self, build: Awaitable[Group]) -> None:
+        self._build = build
+        self._group: Group | None = None
+
+    def __await__(self) -> Generator[Any, None, Group]:
+        return self._build.__await__()
+
+    async def __aenter__(self) -> Group:
+        self._group = await self._build
+        return self._group
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        assert self._group is not None
+        await self._group.__aexit__(exc_type, exc, tb)
+
+
+def _settings(config: str | Path | Settings | None, member_id: NodeId | None) -> Settings:
+    if isinstance(config, Settings):
+        settings = config
+    else:
+        environ = dict(os.environ)
+        if member_id is not None:
+            environ["PYDERECHO_MEMBER_ID"] = str(member_id)
+        return load_settings(path=config, environ=environ)
+    if member_id is not None and member_id != settings.member_id:
+        settings = dataclasses.replace(settings, member_id=member_id)
+    return settings
