@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from types import TracebackType
 from typing import Any, TypeVar
 
 from pyderecho.core.events import Delivered, Event
 from pyderecho.core.node import Node
 from pyderecho.core.view import View
+from pyderecho.runtime.group import Group
 from pyderecho.runtime.member import Member
 from pyderecho.transport.base import Transport
 
@@ -97,3 +98,124 @@ class BlockingMember:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+class BlockingGroup:
+    """A :class:`~pyderecho.runtime.group.Group` for code that is not async.
+
+    The group runs on an event-loop thread of its own; calls block the calling thread::
+
+        with BlockingGroup.start("group.toml", member_id=0, types={"Store": Store}) as group:
+            replies = group.subgroup(Store).put("x", b"1")
+
+    Replicated methods still run on the loop thread, in order; ``on_event`` runs there too and
+    must not block it.
+    """
+
+    def __init__(self, starting: Callable[[], Awaitable[Group]], timeout: float | None) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="pyderecho-group", daemon=True
+        )
+        self._thread.start()
+        self.timeout = timeout
+        """How long a call may block before ``TimeoutError`` (None: no limit)."""
+        try:
+            self.group: Group = self._call(_awaited(starting), timeout)
+        except BaseException:
+            self._stop_loop(timeout)
+            raise
+
+    @classmethod
+    def start(
+        cls, config: Any = None, *, timeout: float | None = 60.0, **options: Any
+    ) -> BlockingGroup:
+        """Start a member as :meth:`Group.start` does (same arguments), on a loop thread."""
+        return cls(lambda: Group.start(config, **options), timeout)
+
+    @classmethod
+    def over(
+        cls, transport: Transport, *, timeout: float | None = 60.0, **options: Any
+    ) -> BlockingGroup:
+        """Start a member as :meth:`Group.over` does, on a loop thread."""
+        return cls(lambda: Group.over(transport, **options), timeout)
+
+    def _call(self, coroutine: Coroutine[Any, Any, T], timeout: float | None) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
+
+    @property
+    def member_id(self) -> int:
+        return self.group.member_id
+
+    @property
+    def view(self) -> View:
+        return self.group.view
+
+    def subgroup(self, kind: type[Any] | str, index: int = 0) -> _BlockingHandle:
+        return _BlockingHandle(self, lambda: self.group.subgroup(kind, index))
+
+    def shard(self, kind: type[Any] | str, shard: int, index: int = 0) -> _BlockingHandle:
+        return _BlockingHandle(self, lambda: self.group.shard(kind, shard, index))
+
+    def replica(self, kind: type[Any] | str, index: int = 0) -> Any:
+        """This member's own replica (read it only while no call runs, or accept a race)."""
+        return self.group.replica(kind, index)
+
+    def wait_for_view(self, accept: Callable[[View], bool], timeout: float) -> View:
+        return self._call(self.group.wait_for_view(accept, timeout), timeout + 1)
+
+    def wait_ready(self, kind: type[Any] | str, index: int = 0, timeout: float = 30) -> Any:
+        return self._call(self.group.wait_ready(kind, index, timeout), timeout + 1)
+
+    def leave(self) -> str:
+        return self._call(self.group.leave(), self.timeout)
+
+    def close(self) -> None:
+        """Leave (bounded by the group's ``leave_timeout``), close, and stop the loop thread."""
+        if not self._thread.is_alive():
+            return
+        try:
+            self._call(self.group.__aexit__(None, None, None), self.timeout)
+        finally:
+            self._stop_loop(self.timeout)
+
+    def _stop_loop(self, timeout: float | None) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout)
+        self._loop.close()
+
+    def __enter__(self) -> BlockingGroup:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class _BlockingHandle:
+    """A subgroup or shard handle whose calls block; the handle is made on the loop thread,
+    where the group's state lives."""
+
+    def __init__(self, owner: BlockingGroup, make: Callable[[], Any]) -> None:
+        self._owner = owner
+        self._handle = owner._call(_returned(make), owner.timeout)
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        method = getattr(self._handle, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return self._owner._call(_awaited(lambda: method(*args, **kwargs)), self._owner.timeout)
+
+        return call
+
+
+async def _awaited(make: Callable[[], Awaitable[T]]) -> T:
+    return await make()
+
+
+async def _returned(make: Callable[[], T]) -> T:
+    return make()
