@@ -133,6 +133,8 @@ class _Replica:
     """Old members of the shard to ask for its state, lowest rank first."""
     asked: set[NodeId] = field(default_factory=set)
     asking: NodeId | None = None
+    rejected: list[str] = field(default_factory=list)
+    """Why states received so far could not be installed."""
     incoming: _Incoming | None = None
     waiting: list[NodeId] = field(default_factory=list)
     """Members that asked this replica for state before it had any."""
@@ -191,6 +193,8 @@ class ObjectHost:
         """My shards of the current view, by flattened subgroup id."""
         self._replicas: dict[ShardKey, _Replica] = {}
         self._outgoing: dict[tuple[NodeId, ShardKey], _Outgoing] = {}
+        self._early_requests: list[tuple[NodeId, StateRequest]] = []
+        """State requests made in a view this member has not installed yet."""
         self._calls: dict[int, _PendingCall] = {}
         self._queries: dict[int, _PendingQuery] = {}
         self._ids = itertools.count(1)
@@ -342,6 +346,9 @@ class ObjectHost:
             self._on_peer(event.src, message)
         elif isinstance(event, ViewInstalled):
             self._on_view(event)
+            early, self._early_requests = self._early_requests, []
+            for src, request in early:
+                self._on_state_request(src, request)
         elif isinstance(event, Abandoned):
             try:
                 call = decode_call(event.payload)
@@ -644,9 +651,23 @@ class ObjectHost:
                 replica.asked.add(candidate)
                 self._send(candidate, StateRequest(*replica.key, self.view.epoch))
                 return
-        replica.asking = None  # everyone answered "not held": the next view asks again
+        replica.asking = None
+        if replica.rejected:
+            # Every old member sent a state this member cannot install: it cannot serve the
+            # shard, and waiting would hold every caller's replies. Its driver leaves.
+            self._out.append(
+                HostFailed(
+                    f"no state of {replica.key} could be installed: " + "; ".join(replica.rejected)
+                )
+            )
+        # Otherwise everyone answered "not held": the next view asks again.
 
     def _on_state_request(self, src: NodeId, request: StateRequest) -> None:
+        if request.epoch > self.view.epoch:
+            # The requester installed a view that this member has not: it may still deliver
+            # messages of the old one, which a state sent now would lack. Answer once there.
+            self._early_requests.append((src, request))
+            return
         key = (request.type_name, request.subgroup_index, request.shard)
         replica = self._replicas.get(key)
         if replica is None:
@@ -740,6 +761,7 @@ class ObjectHost:
         data = memoryview(incoming.data)
         if digest(data) != header.digest:
             self.stats["state_rejected"] += 1
+            replica.rejected.append(f"from {incoming.source}: digest mismatch")
             self._user_failed(
                 "state transfer", ValueError(f"state from {incoming.source} fails its digest")
             )
@@ -749,6 +771,7 @@ class ObjectHost:
             obj = restore(replica.spec, data)
         except Exception as exc:
             self.stats["state_rejected"] += 1
+            replica.rejected.append(f"from {incoming.source}: {type(exc).__name__}: {exc}")
             self._user_failed(f"{replica.spec.cls.__qualname__} state from {incoming.source}", exc)
             self._ask(replica)
             return

@@ -406,10 +406,20 @@ class Group:
             _log.exception("on_event raised on %s", type(event).__name__)
 
     def _fail(self, reason: str) -> None:
+        """The object layer cannot go on: fail every call and leave the group, so that the
+        others install a view without this member instead of waiting for its replies."""
         if not self._failed:
             self._failed = reason
-            _log.error("member %s stops: %s", self.member_id, reason)
+            _log.error("member %s leaves the group: %s", self.member_id, reason)
             self._fail_all(GroupStopped(reason))
+            task = asyncio.get_running_loop().create_task(self._leave_after_failure())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _leave_after_failure(self) -> None:
+        with contextlib.suppress(TimeoutError, GroupStopped):
+            async with asyncio.timeout(self.leave_timeout):
+                await self.leave()
 
     def _fail_all(self, error: Exception) -> None:
         for future in [*self._calls.values(), *self._queries.values()]:
