@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 
 from pyderecho.cli.demo import LocalGroup
-from pyderecho.cli.node import _identify_contacts
 from pyderecho.config import Settings, SettingsError, load_settings
+from pyderecho.runtime.connect import identify_contacts
 from pyderecho.transport.tcp import TcpTransport
 from transport_conformance import Recorder
 
@@ -84,7 +84,7 @@ def lookup(settings: Settings, known: Sequence[int] = ()) -> dict[int, str]:
             connect_timeout=0.3,
         )
         try:
-            return await _identify_contacts(joiner, settings, known=known)
+            return await identify_contacts(joiner, settings, known=known)
         finally:
             await joiner.close()
 

@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import hashlib
 import importlib
 import json
 import logging
@@ -40,7 +39,7 @@ import signal
 import ssl
 import sys
 from collections import Counter
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pyderecho.cli.status import StatusServer
@@ -59,10 +58,9 @@ from pyderecho.core.node import Node
 from pyderecho.core.view import NodeId, View
 from pyderecho.history.delivery_log import DeliveryLog, view_record
 from pyderecho.layouts import resolve_layout
+from pyderecho.runtime.connect import bound_address, build_transport, identify_contacts
 from pyderecho.runtime.member import GroupStopped, Member
-from pyderecho.transport.auth import HandshakeError, HandshakeIncomplete, HandshakeTimeout
 from pyderecho.transport.base import Transport
-from pyderecho.transport.shm import ShmTransport
 from pyderecho.transport.tcp import TcpTransport
 
 EXIT_OK = 0
@@ -178,7 +176,7 @@ class MemberProcess:
         if args.join and settings.contacts:
             assert isinstance(transport, TcpTransport), "config allows contacts with tcp only"
             try:
-                found = await _identify_contacts(transport, settings, known=others)
+                found = await identify_contacts(transport, settings, known=others)
             except SettingsError as exc:
                 print(f"pyderecho node: {exc}", file=sys.stderr)
                 await transport.close()
@@ -203,10 +201,10 @@ class MemberProcess:
             loop.add_signal_handler(signum, self._on_signal)
         try:
             await member.start()
-            self.address = addresses.get(self.member_id) or _bound_address(transport)
+            self.address = addresses.get(self.member_id) or bound_address(transport)
             # The join request goes out on the first timer, which runs after this: it carries
             # the address actually bound when the settings asked for port 0.
-            node.addresses[self.member_id] = self.address
+            node.advertise(self.address)
             ready: dict[str, Any] = {
                 "event": "ready",
                 "member": self.member_id,
@@ -242,29 +240,8 @@ class MemberProcess:
         return EXIT_REMOVED if node.stopped and not self._leaving else EXIT_OK
 
     def _transport(self) -> tuple[Transport, dict[NodeId, str]]:
-        """The transport, and the address of every member known so far (this one's included
-        when the settings give it)."""
-        settings = self.settings
-        me = self.member_id
-        if settings.transport == "shm":
-            # Members on one host share the socket directory: its path is every address.
-            directory = os.path.abspath(self.args.shm_dir)
-            shm = ShmTransport(me, directory, group=settings.group, secret=_shm_secret(settings))
-            return shm, {m.id: directory for m in settings.members} | {me: directory}
-        assert settings.listen is not None and settings.secret is not None, "checked by config"
-        server, client = _tls_contexts(settings) if settings.tls is not None else (None, None)
-        tcp = TcpTransport(
-            me,
-            str(settings.listen),
-            group=settings.group,
-            secret=settings.secret,
-            ssl_server=server,
-            ssl_client=client,
-        )
-        addresses = {m.id: str(m.address) for m in settings.members if m.address is not None}
-        if me not in addresses and settings.listen.port != 0:
-            addresses[me] = str(settings.listen)
-        return tcp, addresses
+        """The transport, and the address of every member known so far."""
+        return build_transport(self.settings, shm_dir=self.args.shm_dir)
 
     async def _serve(self, member: Member) -> str:
         """Run the workload until the member stops or a signal comes; why the member ended."""
@@ -288,7 +265,7 @@ class MemberProcess:
 
     async def _leave(self, member: Member) -> str:
         """Leave the group, waiting at most ``--leave-timeout`` or until a second signal."""
-        if member.node.membership is None:
+        if not member.node.is_member:
             return "terminated before it joined"
         timeout = self.args.leave_timeout
         leave = asyncio.ensure_future(member.leave())
@@ -376,9 +353,7 @@ class MemberProcess:
         return sorted(
             ref.subgroup
             for ref in node.layout.shards_of(self.member_id)
-            if (wanted is None or ref.subgroup == wanted)
-            and (shard := node.shard_of(ref.subgroup)) is not None
-            and shard.my_sender_rank >= 0
+            if (wanted is None or ref.subgroup == wanted) and node.can_send(ref.subgroup)
         )
 
     async def _next_view(self) -> None:
@@ -417,86 +392,6 @@ class MemberProcess:
             "node_stats": dict(node.stats),
             "transport_stats": dict(member.transport.stats),
         }
-
-
-async def _identify_contacts(
-    transport: TcpTransport, settings: Settings, *, known: Collection[NodeId] = ()
-) -> dict[NodeId, str]:
-    """The id of the member behind each contact address, asked of all at once; those that
-    answer are enough to join through, the others only earn a warning.
-
-    Raises :class:`SettingsError` about ``contacts`` when none answers and no member is
-    ``known`` to join through otherwise, each contact named by its place in the list, its
-    address and why; and about ``member_id`` when a contact holds this member's own id
-    (joining under it would put two members with one id in the group).
-    """
-    answers = await asyncio.gather(
-        *(transport.identify(str(address)) for address in settings.contacts),
-        return_exceptions=True,
-    )
-    found: dict[NodeId, str] = {}
-    problems: list[str] = []
-    for i, (address, answer) in enumerate(zip(settings.contacts, answers, strict=True)):
-        if isinstance(answer, HandshakeError | OSError):
-            problems.append(f"contacts[{i}] {address}: {_contact_problem(answer)}")
-        elif isinstance(answer, BaseException):
-            raise answer
-        elif answer == settings.member_id:
-            raise settings.error(
-                "member_id",
-                f"{answer} is taken: the member at {address} (contacts[{i}]) holds it",
-            )
-        else:
-            found.setdefault(answer, str(address))
-    if not found and not known:
-        raise settings.error("contacts", "no contact answered: " + "; ".join(problems))
-    for problem in problems:
-        logging.getLogger(__name__).warning("joining without %s", problem)
-    return found
-
-
-def _contact_problem(exc: HandshakeError | OSError) -> str:
-    """Why a contact did not say who it is, in words a person configuring the member can use."""
-    if isinstance(exc, HandshakeTimeout | HandshakeIncomplete | OSError):
-        return f"no answer within the connect timeout: {exc or type(exc).__name__}"
-    return f"{exc} (is it a member of this group, with the same secret?)"
-
-
-def _bound_address(transport: Transport) -> str:
-    """Where a TCP member listening on port 0 ended up (other transports know beforehand)."""
-    assert isinstance(transport, TcpTransport), "only tcp addresses are left to the bind"
-    return transport.address
-
-
-def _shm_secret(settings: Settings) -> bytes:
-    """The group secret, or for an shm group without one a stand-in derived from its name.
-
-    The shm transport always runs the secret handshake, and the settings let an shm group go
-    without a secret: its members are then told apart from other users' processes only by the
-    transport's same-user check (``SO_PEERCRED``), which is what such a group asked for.
-    """
-    if settings.secret is not None:
-        return settings.secret
-    logging.getLogger(__name__).warning(
-        "no group secret: shm peers are authenticated only as processes of the same user"
-    )
-    return hashlib.sha256(
-        b"pyderecho shm group without a secret\x00" + settings.group.encode()
-    ).digest()
-
-
-def _tls_contexts(settings: Settings) -> tuple[ssl.SSLContext, ssl.SSLContext]:
-    """Server and client contexts from the settings' certificate, key and CA: with a CA, each
-    side requires the other's certificate to chain to it (mutual TLS)."""
-    tls = settings.tls
-    assert tls is not None
-    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=tls.ca)
-    server.load_cert_chain(tls.cert, tls.key)
-    if tls.ca is not None:
-        server.verify_mode = ssl.CERT_REQUIRED
-    client = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=tls.ca)
-    client.load_cert_chain(tls.cert, tls.key)
-    return server, client
 
 
 async def _cancel(tasks: list[asyncio.Future[Any]]) -> None:

@@ -275,6 +275,20 @@ class Node:
         shard = self._by_subgroup.get(subgroup)
         return 0 if shard is None else len(shard.pending)
 
+    def can_send(self, subgroup: int) -> bool:
+        """This member is a sender of its shard of ``subgroup`` in the current view."""
+        shard = self._by_subgroup.get(subgroup)
+        return shard is not None and shard.my_sender_rank >= 0
+
+    def address_of(self, node: NodeId) -> str | None:
+        """Where ``node`` listens, as far as this member knows (joins and welcomes tell)."""
+        return self.addresses.get(node)
+
+    def advertise(self, address: str) -> None:
+        """Where this member listens: what its join request tells the group. A driver that
+        bound to port 0 learns it only after the node exists."""
+        self.addresses[self.node_id] = address
+
     @property
     def is_member(self) -> bool:
         """This node has installed a view (a joiner is not a member until welcomed)."""

@@ -221,9 +221,10 @@ class Group:
 
     async def _start(self, *, advertise: TcpTransport | None) -> None:
         await self.member.start()
-        if advertise is not None and self.member_id not in self.member.node.addresses:
+        node = self.member.node
+        if advertise is not None and node.address_of(self.member_id) is None:
             # Bound to port 0: the join request (sent on the first timer) says where we are.
-            self.member.node.addresses[self.member_id] = bound_address(advertise)
+            node.advertise(bound_address(advertise))
 
     # -- the application side ---------------------------------------------------------------
 

@@ -232,7 +232,7 @@ class Member:
                 self._connect(member)
 
     def _connect(self, peer: NodeId) -> None:
-        address = self.node.addresses.get(peer)
+        address = self.node.address_of(peer)
         if address and peer != self.node.node_id:
             self._connected[peer] = address
             self.transport.connect(peer, address)
