@@ -157,7 +157,8 @@ class _PendingCall:
     method: MethodSpec
     expected: tuple[NodeId, ...] | None = None
     """The shard's members in the view the call was delivered in; None until then."""
-    outcomes: dict[NodeId, Outcome | RemoteError] = field(default_factory=dict)
+    outcomes: dict[NodeId, Any] = field(default_factory=dict)
+    """Per replica, its decoded result or a RemoteError."""
 
 
 @dataclass
@@ -321,7 +322,7 @@ class ObjectHost:
         replica = self._replicas.get(key)
         if replica is None or replica.obj is None:
             return None
-        return replica.position, digest(snapshot(replica.spec, replica.obj))
+        return _state_position(replica), digest(snapshot(replica.spec, replica.obj))
 
     def outputs(self) -> list[Output]:
         """What to do and report since the last call, oldest first."""
@@ -465,7 +466,8 @@ class ObjectHost:
         if pending is None:
             self.stats["stale_reply"] += 1
             return
-        pending.outcomes[src] = outcome
+        # Decoded now: an outcome's bytes may be a view into a frame the transport reuses.
+        pending.outcomes[src] = self._result(src, pending.method, outcome)
         self._complete_call(call_id, pending)
 
     def _complete_call(self, call_id: int, pending: _PendingCall) -> None:
@@ -473,7 +475,7 @@ class ObjectHost:
         if expected is None or any(m not in pending.outcomes for m in expected):
             return
         del self._calls[call_id]
-        replies = {m: self._result(m, pending.method, pending.outcomes[m]) for m in expected}
+        replies = {m: pending.outcomes[m] for m in expected}
         self._out.append(CallDone(call_id, replies))
 
     def _result(self, member: NodeId, method: MethodSpec, outcome: Outcome | RemoteError) -> Any:
@@ -690,7 +692,7 @@ class ObjectHost:
                 self._user_failed(f"{replica.spec.cls.__qualname__}.snapshot", exc)
                 self._send(dst, StateHeader(*replica.key, StateStatus.NOT_HELD))
                 return
-            position = replica.position
+            position = _state_position(replica)
         header = StateHeader(
             *replica.key,
             StateStatus.SENDING,
@@ -811,7 +813,7 @@ class ObjectHost:
             self._user_failed(f"{replica.spec.cls.__qualname__}.snapshot", exc)
             return
         self._out.append(
-            StateDigest(self.node_id, replica.key, replica.position, digest(data), kind)
+            StateDigest(self.node_id, replica.key, _state_position(replica), digest(data), kind)
         )
 
     # -- point-to-point ---------------------------------------------------------------------
@@ -841,6 +843,13 @@ class ObjectHost:
             self._on_peer(dst, message)
         else:
             self._out.append(SendPeer(dst, encoder.encode(message)))
+
+
+def _state_position(replica: _Replica) -> Position:
+    """The last delivery a replica's state includes: the last one it counted, unless the
+    state it started from (received, or fresh at a view's start) is ahead of its counting, as
+    when a joiner installs state before the deliveries that state holds reach it."""
+    return max(replica.position, replica.skip_until)
 
 
 def _error(error_type: str, message: str) -> Outcome:
