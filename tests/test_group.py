@@ -68,6 +68,10 @@ class Store:
         return self.items.get(key)
 
     @query
+    def blob(self, size: int) -> bytes:
+        return bytes(size)
+
+    @query
     async def put_for_caller(self, key: str, value: bytes) -> int:
         """A front end's pattern: a non-member asks a member, which orders the update."""
         replies = await context().group.subgroup(Store).put(key, value)
@@ -201,6 +205,10 @@ def test_bad_calls_fail_at_the_call_site() -> None:
             await g2.shard(Store, 0).put("x", b"1")
         with pytest.raises(NotInShard, match="has no shard 7"):
             await g2.shard(Store, 7).get("x")
+        with pytest.raises(LocalProtocolError, match="exceed the query limit"):
+            await store.get("k" * (9 * 1024 * 1024))
+        with pytest.raises(RemoteError, match="ResultTooLarge"):
+            await g2.shard(Store, 0).blob(9 * 1024 * 1024)
         with pytest.raises(LookupError, match="was not given to the group"):
             g0.subgroup(dict)
         assert await store.put("x", b"1") == {0: 1, 1: 1}, "the group is unharmed"

@@ -37,6 +37,7 @@ import msgspec
 from pyderecho.core.errors import LocalProtocolError, RemoteProtocolError
 from pyderecho.core.events import Abandoned, Delivered, Event, PeerMessage, ViewInstalled
 from pyderecho.core.layout import Mode, ShardRef, ViewLayout
+from pyderecho.core.node import MAX_P2P_BYTES
 from pyderecho.core.view import NodeId, View
 from pyderecho.replicated import context as ctx
 from pyderecho.replicated.errors import (
@@ -101,6 +102,8 @@ CHUNK_SIZE = 1024 * 1024
 queued behind a window of them waits milliseconds."""
 WINDOW_CHUNKS = 4
 """Chunks in flight per transfer before the receiver's acknowledgement."""
+MAX_RESULT_BYTES = MAX_P2P_BYTES - 64 * 1024
+"""The largest encoded result a reply carries, leaving room for its envelope."""
 
 
 @dataclass
@@ -286,6 +289,11 @@ class ObjectHost:
         members = ref.layout.members
         target = self.node_id if self.node_id in members else members[self.node_id % len(members)]
         args_bytes = spec.encode_args(args, kwargs)
+        if len(args_bytes) > MAX_RESULT_BYTES:
+            raise LocalProtocolError(
+                f"{method}(): {len(args_bytes)} bytes of arguments exceed the query limit "
+                f"({MAX_RESULT_BYTES}); make large updates ordered calls"
+            )
         query_id = next(self._ids)
         self._queries[query_id] = _PendingQuery(spec, target)
         request = QueryRequest(
@@ -444,11 +452,18 @@ class ObjectHost:
         if error is not None:
             return _error(type(error).__name__, str(error))
         try:
-            return Outcome(True, msgspec.Raw(encoder.encode(result)))
+            encoded = encoder.encode(result)
         except (TypeError, msgspec.EncodeError) as exc:
             return _error(
                 "UnencodableResult", f"{spec.name} returned {type(result).__name__}: {exc}"
             )
+        if len(encoded) > MAX_RESULT_BYTES:
+            return _error(
+                "ResultTooLarge",
+                f"{spec.name} returned {len(encoded)} bytes; replies carry at most "
+                f"{MAX_RESULT_BYTES}",
+            )
+        return Outcome(True, msgspec.Raw(encoded))
 
     def _reply(self, caller: NodeId, call_id: int, outcome: Outcome) -> None:
         if caller == self.node_id:
@@ -459,7 +474,14 @@ class ObjectHost:
     def _flush_replies(self) -> None:
         replies, self._replies = self._replies, {}
         for caller, batch in replies.items():
-            self._send(caller, Replies(tuple(batch)))
+            # Each outcome fits in a message; a burst of them is split to keep it so.
+            start, size = 0, 0
+            for i, reply in enumerate(batch):
+                size += len(reply.outcome.result) + len(reply.outcome.error) + 64
+                if size > MAX_RESULT_BYTES and i > start:
+                    self._send(caller, Replies(tuple(batch[start:i])))
+                    start, size = i, len(reply.outcome.result) + len(reply.outcome.error) + 64
+            self._send(caller, Replies(tuple(batch[start:])))
 
     def _on_reply(self, src: NodeId, call_id: int, outcome: Outcome | RemoteError) -> None:
         pending = self._calls.get(call_id)
