@@ -26,6 +26,7 @@ constructor at the start of the view, at every member alike, which is told the s
 from __future__ import annotations
 
 import contextvars
+import hashlib
 import itertools
 from collections import Counter
 from collections.abc import Coroutine, Mapping
@@ -119,6 +120,9 @@ class _Incoming:
     header: StateHeader
     data: bytearray
     received: int = 0
+    hasher: Any = field(default_factory=hashlib.sha256)
+    digest: str = ""
+    """What the sender says the whole state hashes to (on its last chunk)."""
 
 
 @dataclass
@@ -151,8 +155,10 @@ class _Outgoing:
     dst: NodeId
     key: ShardKey
     data: memoryview
+    position: Position
     sent: int = 0
     acked: int = 0
+    hasher: Any = field(default_factory=hashlib.sha256)
 
 
 @dataclass
@@ -716,28 +722,34 @@ class ObjectHost:
                 return
             position = _state_position(replica)
         header = StateHeader(
-            *replica.key,
-            StateStatus.SENDING,
-            position[0],
-            position[1],
-            len(data),
-            digest(data),
-            replica.lost,
+            *replica.key, StateStatus.SENDING, position[0], position[1], len(data), replica.lost
         )
         self._send(dst, header)
+        transfer = _Outgoing(dst, replica.key, memoryview(data), position)
+        if header.size == 0:
+            self._record_sent(transfer, digest(b""))
+            return
+        self._outgoing[(dst, replica.key)] = transfer
+        self._pump(transfer)
+
+    def _record_sent(self, transfer: _Outgoing, state_digest: str) -> None:
         if self.record_digests:
-            self._out.append(StateDigest(dst, replica.key, position, header.digest, "sent"))
-        self._outgoing[(dst, replica.key)] = _Outgoing(dst, replica.key, memoryview(data))
-        self._pump(self._outgoing[(dst, replica.key)])
+            self._out.append(
+                StateDigest(transfer.dst, transfer.key, transfer.position, state_digest, "sent")
+            )
 
     def _pump(self, transfer: _Outgoing) -> None:
         size = transfer.data.nbytes
         window = WINDOW_CHUNKS * self.chunk_size
         while transfer.sent < size and transfer.sent - transfer.acked < window:
             end = min(size, transfer.sent + self.chunk_size)
-            chunk = StateChunk(*transfer.key, transfer.sent, transfer.data[transfer.sent : end])
-            self._send(transfer.dst, chunk)
+            data = transfer.data[transfer.sent : end]
+            transfer.hasher.update(data)
+            final = transfer.hasher.hexdigest() if end == size else ""
+            self._send(transfer.dst, StateChunk(*transfer.key, transfer.sent, data, final))
             transfer.sent = end
+            if final:
+                self._record_sent(transfer, final)
         if transfer.acked >= size:
             del self._outgoing[(transfer.dst, transfer.key)]
 
@@ -765,7 +777,9 @@ class ObjectHost:
         if chunk.offset != incoming.received or end > incoming.header.size:
             raise RemoteProtocolError(f"state chunk at {chunk.offset} of {incoming.header.size}")
         incoming.data[chunk.offset : end] = chunk.data
+        incoming.hasher.update(chunk.data)
         incoming.received = end
+        incoming.digest = chunk.digest
         self._send(src, StateAck(*key, end))
         self._out.append(StateProgress(*key, src, end, incoming.header.size))
         if end == incoming.header.size:
@@ -783,7 +797,8 @@ class ObjectHost:
         replica.incoming = None
         header = incoming.header
         data = memoryview(incoming.data)
-        if digest(data) != header.digest:
+        received_digest = incoming.hasher.hexdigest()
+        if header.size and received_digest != incoming.digest:
             self.stats["state_rejected"] += 1
             replica.rejected.append(f"from {incoming.source}: digest mismatch")
             self._user_failed(
@@ -810,7 +825,7 @@ class ObjectHost:
         )
         if self.record_digests:
             self._out.append(
-                StateDigest(self.node_id, replica.key, position, header.digest, "received")
+                StateDigest(self.node_id, replica.key, position, received_digest, "received")
             )
         for entry in buffered:
             if entry.position <= position:

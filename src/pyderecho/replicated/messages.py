@@ -90,8 +90,6 @@ class StateHeader(msgspec.Struct, frozen=True, array_like=True, tag="H"):
     """The state includes exactly the shard's deliveries up to (epoch, count)."""
     count: int = 0
     size: int = 0
-    digest: str = ""
-    """SHA-256 of the encoded state: the receiver checks it before installing."""
     lost: bool = False
     """The sender's state was restarted from the constructor when every holder failed."""
 
@@ -103,6 +101,10 @@ class StateChunk(msgspec.Struct, frozen=True, array_like=True, tag="C"):
     offset: int
     data: memoryview
     """A view into the received frame: copied once, into the state's buffer."""
+    digest: str = ""
+    """On the last chunk: SHA-256 of the whole encoded state, which the receiver checks before
+    installing it. Both sides hash chunk by chunk, so a large state never stops the event loop
+    for one long hash (heartbeats would wait on it)."""
 
 
 class StateAck(msgspec.Struct, frozen=True, array_like=True, tag="K"):
