@@ -156,3 +156,49 @@ def test_the_scale_benchmark_reports_each_group_size(monkeypatch: pytest.MonkeyP
     for case in result["cases"]:
         assert case["messages_per_s_group"] == case["messages_per_s_per_member"] * case["nodes"]
         assert case["count_per_sender"] == 3000 // case["nodes"]
+
+
+@pytest.mark.parametrize("transport", ["shm", "tcp"])
+def test_objects_workload_completes_every_call(
+    capsys: pytest.CaptureFixture[str], transport: str
+) -> None:
+    """``--workload objects`` on tiny sizes: every ordered call gets every replica's reply,
+    every lone call and query completes, and a joiner receives the whole state."""
+    args = ["--workload", "objects", "--transport", transport, "--count", "40"]
+    args += ["--in-flight", "8", "--latency-calls", "6", "--queries", "30", "--state-mib", "5"]
+    report = run_json(capsys, *args)
+    assert report["workload"] == "objects"
+    assert (report["nodes"], report["transport"], report["size"]) == (3, transport, 100)
+    assert (report["count"], report["in_flight"]) == (40, 8)
+    calls = report["calls"]
+    assert isinstance(calls, dict)
+    assert calls["members"] == [0, 1, 2]
+    assert calls["calls"] == calls["completed"] == 3 * 40
+    assert calls["failed"] == 0 and calls["duplicates"] == 0
+    rates = calls["calls_per_s_per_member"]
+    assert isinstance(rates, list) and len(rates) == 3 and all(rate > 0 for rate in rates)
+    assert calls["calls_per_s_group"] >= calls["calls_per_s_member_median"] > 0
+    assert 0 <= calls["latency_us"]["p50"] <= calls["latency_us"]["p99"]
+    lone = report["latency_one_in_flight"]
+    assert isinstance(lone, dict)
+    assert (lone["calls"], lone["failed"]) == (6, 0)
+    assert 0 <= lone["latency_us"]["p50"] <= lone["latency_us"]["p99"]
+    queries = report["queries"]
+    assert isinstance(queries, dict)
+    assert (queries["from"], queries["to"]) == (1, 0)
+    assert queries["queries"] == queries["completed"] == 30 and queries["failed"] == 0
+    assert queries["queries_per_s"] > 0
+    state = report["state_transfer"]
+    assert isinstance(state, dict)
+    assert state["state_bytes"] == state["received_bytes"] == 5 * 1024 * 1024
+    assert state["encoded_bytes"] >= state["state_bytes"]
+    assert state["seconds"] > 0 and state["mib_per_s"] > 0
+    assert report["clean_exit"] is True
+    assert not multiprocessing.active_children()
+
+
+def test_objects_workload_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
+    assert bench.main(["--workload", "objects", "--nodes", "1"]) == 2
+    assert "at least 2" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="in_flight"):
+        bench.ObjectsSpec(in_flight=0)

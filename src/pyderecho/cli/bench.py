@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import math
 import multiprocessing
@@ -44,7 +45,7 @@ import time
 import traceback
 from array import array
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from time import perf_counter
@@ -56,6 +57,9 @@ from pyderecho.core.events import Delivered, Event, MessageSent, Stopped, Suspec
 from pyderecho.core.layout import Allocation, LayoutFunction, Mode, ShardLayout
 from pyderecho.core.node import Node
 from pyderecho.core.view import NodeId, View
+from pyderecho.replicated.events import StateLost, StateProgress, StateReceived
+from pyderecho.replicated.methods import ordered, query
+from pyderecho.runtime.group import Group
 from pyderecho.runtime.member import Member
 from pyderecho.transport.base import Transport
 
@@ -162,17 +166,142 @@ def bench_layout(mode: Mode, senders: str) -> LayoutFunction:
     return layout
 
 
+# -- the replicated-object workload -----------------------------------------------------------
+
+COUNTER_TYPE = "BenchCounter"
+LOOKUP_TYPE = "BenchLookup"
+STATE_TYPE = "BenchState"
+WORKLOADS = ("messages", "objects")
+DEFAULT_OBJECT_CALLS = 5000
+
+
+class BenchCounter:
+    """The replicated object of the calls phase: ``add`` runs on every replica in the shard's
+    total order and returns the number of calls applied so far (a small int, the same at every
+    replica); ``calls`` is a query of the same number."""
+
+    calls: int
+    received: int
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.received = 0
+
+    @ordered
+    def add(self, value: bytes) -> int:
+        self.calls += 1
+        self.received += len(value)
+        return self.calls
+
+    @query
+    def read(self, value: bytes) -> int:
+        return self.calls + len(value)
+
+
+class BenchState:
+    """The replicated object of the state-transfer phase: ``fill`` makes its state ``size``
+    bytes (a repeated pattern, the same at every replica)."""
+
+    data: bytes
+
+    def __init__(self) -> None:
+        self.data = b""
+
+    @ordered
+    def fill(self, size: int) -> int:
+        pattern = bytes(range(256))
+        self.data = pattern * (size // 256) + pattern[: size % 256]
+        return len(self.data)
+
+
+OBJECT_TYPES: dict[str, type[Any]] = {
+    COUNTER_TYPE: BenchCounter,
+    LOOKUP_TYPE: BenchCounter,
+    STATE_TYPE: BenchState,
+}
+
+
+def objects_layout(view: View) -> Allocation:
+    """The calls phase's layout: ``BenchCounter``, one shard of every member, which every
+    member calls; ``BenchLookup``, one shard of the first member alone, which the second
+    member queries (a query to another member, not to its own replica)."""
+    return {
+        COUNTER_TYPE: [[ShardLayout(view.members, Mode.ORDERED)]],
+        LOOKUP_TYPE: [[ShardLayout(view.members[:1], Mode.ORDERED)]],
+    }
+
+
+def state_layout(view: View) -> Allocation:
+    """The state phase's layout: ``BenchState``, one shard of every member."""
+    return {STATE_TYPE: [[ShardLayout(view.members, Mode.ORDERED)]]}
+
+
+@dataclass(frozen=True)
+class ObjectsSpec:
+    """One run of the replicated-object workload (``pyderecho bench --workload objects``)."""
+
+    nodes: int = 3
+    transport: str = "shm"
+    count: int = DEFAULT_OBJECT_CALLS
+    """Ordered calls each member makes in the calls phase."""
+    size: int = 100
+    """Bytes of the calls' argument."""
+    in_flight: int = 100
+    """Calls each member keeps outstanding (as PySyncObj's baseline counts them)."""
+    latency_calls: int = 300
+    """Calls with one call in flight in the whole group, the members taking turns."""
+    queries: int = DEFAULT_OBJECT_CALLS
+    """Query calls from the second member to the first, ``in_flight`` outstanding."""
+    state_bytes: int = 256 * MiB
+    """The state a joiner receives in the state phase (0: no state phase)."""
+    window: int | None = None
+    """The core's window (messages a sender may have in flight); ``None``: its default."""
+    timeout_s: float = 300.0
+    """The whole run, every phase, start-up and shut-down included, must end within this."""
+    profile: str | None = None
+    """Write a cProfile of member 0's calls phase (``pstats`` format) to this path."""
+    heartbeat_timeout: float = CoreConfig().heartbeat_timeout
+
+    def __post_init__(self) -> None:
+        if self.nodes < 2:
+            raise ValueError(f"nodes must be at least 2 for the object workload, got {self.nodes}")
+        if self.transport not in TRANSPORTS:
+            raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}")
+        if min(self.count, self.latency_calls, self.queries, self.state_bytes) < 0:
+            raise ValueError("count, latency_calls, queries and state_bytes must not be negative")
+        if self.size < 1 or self.in_flight < 1:
+            raise ValueError("size and in_flight must be at least 1")
+        if self.window is not None and self.window < 1:
+            raise ValueError(f"window must be at least 1, got {self.window}")
+        if self.timeout_s <= 0:
+            raise ValueError("timeout_s must be positive")
+
+    def core_config(self) -> CoreConfig:
+        defaults = CoreConfig()
+        return CoreConfig(
+            window_size=defaults.window_size if self.window is None else self.window,
+            heartbeat_timeout=self.heartbeat_timeout,
+            heartbeat_interval=min(defaults.heartbeat_interval, self.heartbeat_timeout / 4),
+        )
+
+    def queue_bytes(self) -> int:
+        return 64 * MiB
+
+
 # -- the worker: one member in its own process -----------------------------------------------
 
 
 @dataclass(frozen=True)
 class _WorkerSpec:
-    bench: BenchSpec
+    bench: BenchSpec | ObjectsSpec
     node_id: NodeId
     addresses: dict[NodeId, str]
     listen: str
     group: str
     secret: bytes
+    role: str = "messages"
+    """What the worker runs: ``messages`` (:class:`BenchSpec`), or for an
+    :class:`ObjectsSpec` ``objects`` (the calls and queries) or ``state`` (the transfer)."""
 
 
 @dataclass
@@ -226,7 +355,12 @@ def _worker_main(spec: _WorkerSpec, conn: Connection) -> None:
 
         profiler = cProfile.Profile()
     try:
-        asyncio.run(_worker(spec, conn, profiler))
+        if spec.role == "messages":
+            asyncio.run(_worker(spec, conn, profiler))
+        elif spec.role == "objects":
+            asyncio.run(_objects_worker(spec, conn, profiler))
+        else:
+            asyncio.run(_state_worker(spec, conn))
     except BaseException:
         with contextlib.suppress(OSError, ValueError):
             conn.send(("error", spec.node_id, traceback.format_exc()))
@@ -260,10 +394,10 @@ def _make_transport(spec: _WorkerSpec) -> Transport:
     )
 
 
-async def _worker(spec: _WorkerSpec, conn: Connection, profiler: Any) -> None:
-    bench = spec.bench
+def _command_queue(conn: Connection) -> asyncio.Queue[Any]:
+    """The parent's commands, as they arrive on ``conn``; "close" if the parent goes away."""
     loop = asyncio.get_running_loop()
-    commands: asyncio.Queue[str] = asyncio.Queue()
+    commands: asyncio.Queue[Any] = asyncio.Queue()
 
     def readable() -> None:
         try:
@@ -273,6 +407,14 @@ async def _worker(spec: _WorkerSpec, conn: Connection, profiler: Any) -> None:
             commands.put_nowait("close")
 
     loop.add_reader(conn.fileno(), readable)
+    return commands
+
+
+async def _worker(spec: _WorkerSpec, conn: Connection, profiler: Any) -> None:
+    bench = spec.bench
+    assert isinstance(bench, BenchSpec)
+    loop = asyncio.get_running_loop()
+    commands = _command_queue(conn)
     conn.send(("ready", spec.node_id))
     if await commands.get() != "start":
         return
@@ -342,6 +484,193 @@ async def _worker(spec: _WorkerSpec, conn: Connection, profiler: Any) -> None:
         await member.close()
 
 
+async def _wait_links(transport: Transport, peers: int, timeout_s: float) -> None:
+    async with asyncio.timeout(timeout_s):
+        while transport.stats["connected"] < peers or transport.stats["accepted"] < peers:
+            await asyncio.sleep(0.005)  # only while the links open
+
+
+async def _drive(
+    call: Callable[[bytes], Awaitable[Any]],
+    value: bytes,
+    count: int,
+    in_flight: int,
+    expected: frozenset[NodeId] | None,
+) -> dict[str, Any]:
+    """``count`` calls of ``call(value)`` with ``in_flight`` outstanding (asyncio tasks, each
+    issuing its next call when the last one's result is in): how long they took, the latency
+    of each, and those whose result was wrong. ``expected``: an ordered call's repliers, each
+    of which must have returned the same int; otherwise a query, which must return an int."""
+    latency: array[float] = array("d")
+    problems: list[str] = []
+    issued = completed = 0
+
+    async def lane() -> None:
+        nonlocal issued, completed
+        while issued < count:
+            issued += 1
+            began = perf_counter()
+            result = await call(value)
+            latency.append(perf_counter() - began)
+            completed += 1
+            if expected is None:
+                good = isinstance(result, int)
+            else:
+                good = (
+                    result.keys() == expected
+                    and not result.errors
+                    and len({type(r) for r in result.values()}) == 1
+                    and isinstance(result.value(), int)
+                )
+            if not good:
+                problems.append(repr(result)[:200])
+
+    cpu = time.process_time()
+    started = perf_counter()
+    await asyncio.gather(*(lane() for _ in range(min(in_flight, count))))
+    elapsed = perf_counter() - started
+    return {
+        "calls": count,
+        "completed": completed,
+        "failed": len(problems),
+        "problems": problems[:3],
+        "elapsed_s": elapsed,
+        "cpu_s": time.process_time() - cpu,
+        "latency": latency.tobytes(),
+    }
+
+
+async def _objects_worker(spec: _WorkerSpec, conn: Connection, profiler: Any) -> None:
+    """A member of the calls phase: every member calls ``BenchCounter.add``; on the parent's
+    commands, the calls (all at once), one member's lone calls, or queries to member 0."""
+    bench = spec.bench
+    assert isinstance(bench, ObjectsSpec)
+    loop = asyncio.get_running_loop()
+    commands = _command_queue(conn)
+    conn.send(("ready", spec.node_id))
+    if await commands.get() != "start":
+        return
+    members = tuple(range(bench.nodes))
+    trouble: list[str] = []
+
+    def on_event(event: Any) -> None:
+        if isinstance(event, Stopped | Suspected):
+            trouble.append(repr(event))
+
+    transport = _make_transport(spec)
+    group = await Group.over(
+        transport,
+        member_id=spec.node_id,
+        layout=objects_layout,
+        types=OBJECT_TYPES,
+        members=members,
+        addresses=spec.addresses,
+        config=bench.core_config(),
+        on_event=on_event,
+    )
+    try:
+        await _wait_links(transport, bench.nodes - 1, bench.timeout_s)
+        conn.send(("connected", spec.node_id))
+        value = secrets.token_bytes(bench.size)
+        add = group.subgroup(COUNTER_TYPE).add  # type: ignore[union-attr]
+        everyone = frozenset(members)
+        while isinstance(command := await commands.get(), tuple):
+            kind, count = command
+            if kind == "calls":
+                if profiler is not None:
+                    profiler.enable()
+                result = await _drive(add, value, count, bench.in_flight, everyone)
+                if profiler is not None:
+                    profiler.disable()
+                result["duplicates"] = group.member.node.duplicates
+            elif kind == "latency":
+                result = await _drive(add, value, count, 1, everyone)
+            else:
+                read = group.shard(LOOKUP_TYPE, 0).read
+                result = await _drive(read, value, count, bench.in_flight, None)
+            if trouble:
+                raise BenchError(f"member {spec.node_id}: {'; '.join(trouble)}")
+            conn.send((kind, spec.node_id, result))
+    finally:
+        loop.remove_reader(conn.fileno())
+        await group.close()
+
+
+async def _state_worker(spec: _WorkerSpec, conn: Connection) -> None:
+    """A member of the state phase: member 0 founds the group alone and fills its state;
+    member 1, on the parent's word, joins and receives that state."""
+    bench = spec.bench
+    assert isinstance(bench, ObjectsSpec)
+    loop = asyncio.get_running_loop()
+    commands = _command_queue(conn)
+    conn.send(("ready", spec.node_id))
+    if await commands.get() != "start":
+        return
+    trouble: list[str] = []
+    received = asyncio.Event()
+    marks: dict[str, float] = {}
+    sizes: dict[str, int] = {}
+
+    def on_event(event: Any) -> None:
+        if isinstance(event, StateProgress) and "first_chunk" not in marks:
+            marks["first_chunk"] = perf_counter()
+        elif isinstance(event, StateReceived):
+            marks["received"] = perf_counter()
+            sizes["received"] = event.size
+            if event.lost:
+                trouble.append(f"state lost: {event!r}")
+            received.set()
+        elif isinstance(event, Stopped | Suspected | StateLost):
+            trouble.append(repr(event))
+            received.set()
+
+    transport = _make_transport(spec)
+    founder = spec.node_id == 0
+    began = perf_counter()
+    group = await Group.over(
+        transport,
+        member_id=spec.node_id,
+        layout=state_layout,
+        types={STATE_TYPE: BenchState},
+        members=(0,) if founder else None,
+        contacts=() if founder else (0,),
+        addresses=spec.addresses,
+        config=bench.core_config(),
+        on_event=on_event,
+    )
+    try:
+        async with asyncio.timeout(bench.timeout_s):
+            if founder:
+                await group.wait_ready(STATE_TYPE, timeout=bench.timeout_s)
+                filling = perf_counter()
+                replies = await group.subgroup(STATE_TYPE).fill(bench.state_bytes)  # type: ignore[union-attr]
+                size = replies.value()
+                result = {"fill_s": perf_counter() - filling, "state_bytes": size}
+                kind = "filled"
+            else:
+                await received.wait()
+                replica = group.replica(STATE_TYPE)
+                result = {
+                    "state_bytes": None if replica is None else len(replica.data),
+                    "encoded_bytes": sizes.get("received"),
+                    "join_to_received_s": marks.get("received", began) - began,
+                    "first_chunk_to_received_s": (
+                        marks["received"] - marks["first_chunk"]
+                        if "received" in marks and "first_chunk" in marks
+                        else None
+                    ),
+                    "join_to_first_chunk_s": marks.get("first_chunk", began) - began,
+                }
+                kind = "received"
+        if trouble:
+            raise BenchError(f"member {spec.node_id}: {'; '.join(trouble)}")
+        conn.send((kind, spec.node_id, result))
+        await commands.get()  # "close", or the parent went away
+    finally:
+        loop.remove_reader(conn.fileno())
+        await group.close()
+
+
 # -- the parent: start, coordinate, collect, always clean up ----------------------------------
 
 
@@ -375,8 +704,12 @@ def _percentiles(samples: Sequence[float]) -> dict[str, float | None]:
 class _Group:
     """The worker processes of one run and the pipes to them."""
 
-    def __init__(self, spec: BenchSpec) -> None:
+    def __init__(
+        self, spec: BenchSpec | ObjectsSpec, *, nodes: int | None = None, role: str = "messages"
+    ) -> None:
         self.spec = spec
+        self.nodes = spec.nodes if nodes is None else nodes
+        self.role = role
         self.deadline = time.monotonic() + spec.timeout_s
         self.context = multiprocessing.get_context("spawn")
         self.processes: list[Any] = []
@@ -390,15 +723,15 @@ class _Group:
         group = f"bench-{os.getpid()}-{secrets.token_hex(4)}"
         secret = secrets.token_bytes(32)
         if spec.transport == "tcp":
-            listens = [f"127.0.0.1:{port}" for port in _free_ports(spec.nodes)]
+            listens = [f"127.0.0.1:{port}" for port in _free_ports(self.nodes)]
             addresses = dict(enumerate(listens))
         else:
             self.directory = tempfile.mkdtemp(prefix="pyderecho-bench-")
-            listens = [self.directory] * spec.nodes
-            addresses = dict.fromkeys(range(spec.nodes), self.directory)
-        for node in range(spec.nodes):
+            listens = [self.directory] * self.nodes
+            addresses = dict.fromkeys(range(self.nodes), self.directory)
+        for node in range(self.nodes):
             ours, theirs = self.context.Pipe()
-            worker = _WorkerSpec(spec, node, addresses, listens[node], group, secret)
+            worker = _WorkerSpec(spec, node, addresses, listens[node], group, secret, self.role)
             process = self.context.Process(
                 target=_worker_main, args=(worker, theirs), name=f"pyderecho-bench-{node}"
             )
@@ -408,15 +741,20 @@ class _Group:
             self.processes.append(process)
             self.conns.append(ours)
 
-    def broadcast(self, command: str) -> None:
+    def broadcast(self, command: Any) -> None:
         for conn in self.conns:
             conn.send(command)
 
-    def gather(self, kind: str) -> dict[NodeId, Any]:
-        """Wait for one ``kind`` message from every worker; fail on an error, a dead worker
-        or the deadline."""
+    def tell(self, node: NodeId, command: Any) -> None:
+        self.conns[node].send(command)
+
+    def gather(self, kind: str, nodes: Sequence[NodeId] | None = None) -> dict[NodeId, Any]:
+        """Wait for one ``kind`` message from every worker (or those in ``nodes``); fail on
+        an error, a dead worker or the deadline."""
         got: dict[NodeId, Any] = {}
-        pending = dict(enumerate(self.conns))
+        pending = {
+            node: conn for node, conn in enumerate(self.conns) if nodes is None or node in nodes
+        }
         while pending:
             left = self.deadline - time.monotonic()
             if left <= 0:
@@ -492,6 +830,168 @@ def run_bench(spec: BenchSpec) -> dict[str, Any]:
         group.shut_down()
     report = _report(spec, results, wall, idle)
     report["clean_exit"] = all(code == 0 for code in group.exit_codes)
+    return report
+
+
+def run_objects(spec: ObjectsSpec) -> dict[str, Any]:
+    """Run the replicated-object workload; returns its report. Raises :class:`BenchError`
+    when a phase cannot complete, or a call came back wrong; its processes are gone either way.
+
+    Phases: ``calls`` (every member calls ``add`` with ``in_flight`` outstanding, all at once;
+    a call counts once every replica's reply is in), ``latency`` (one call in flight in the
+    whole group, the members taking turns), ``queries`` (member 1 queries member 0's
+    replica, ``in_flight`` outstanding), then ``state_transfer`` in a group of its own (member
+    0 holds a state of ``state_bytes``; member 1 joins and receives it)."""
+    load_before = os.getloadavg()
+    began = time.perf_counter()
+    deadline = time.monotonic() + spec.timeout_s
+    group = _Group(spec, role="objects")
+    calls: dict[NodeId, Any] = {}
+    lone: dict[NodeId, Any] = {}
+    queries: dict[NodeId, Any] = {}
+    try:
+        group.launch()
+        group.gather("ready")
+        group.broadcast("start")
+        group.gather("connected")
+        if spec.count:
+            group.broadcast(("calls", spec.count))
+            calls = group.gather("calls")
+        shares = _shares(spec.latency_calls, spec.nodes)
+        for node, share in enumerate(shares):
+            if share:
+                group.tell(node, ("latency", share))
+                lone |= group.gather("latency", [node])
+        if spec.queries:
+            group.tell(1, ("queries", spec.queries))
+            queries = group.gather("queries", [1])
+    finally:
+        group.shut_down()
+    clean = all(code == 0 for code in group.exit_codes)
+    state: dict[str, Any] | None = None
+    if spec.state_bytes:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise BenchError(f"timed out after {spec.timeout_s} s before the state phase")
+        state_spec = dataclasses.replace(spec, timeout_s=left)
+        pair = _Group(state_spec, nodes=2, role="state")
+        try:
+            pair.launch()
+            pair.gather("ready")
+            pair.tell(0, "start")
+            filled = pair.gather("filled", [0])[0]
+            pair.tell(1, "start")
+            state = pair.gather("received", [1])[1] | {"fill_s": filled["fill_s"]}
+        finally:
+            pair.shut_down()
+        clean = clean and all(code == 0 for code in pair.exit_codes)
+    report = _objects_report(spec, calls, lone, queries, state)
+    report["wall_s"] = round(time.perf_counter() - began, 3)
+    report["load_average"] = {
+        "before": [round(load, 2) for load in load_before],
+        "after": [round(load, 2) for load in os.getloadavg()],
+    }
+    report["clean_exit"] = clean
+    failed = [
+        f"{phase} at member {node}: {result['problems']}"
+        for phase, results in (("calls", calls), ("latency", lone), ("queries", queries))
+        for node, result in results.items()
+        if result["failed"] or result["completed"] != result["calls"]
+    ]
+    if failed:
+        raise BenchError("calls came back wrong: " + "; ".join(failed))
+    if state is not None and state["state_bytes"] != spec.state_bytes:
+        raise BenchError(f"the joiner holds {state['state_bytes']} bytes, not {spec.state_bytes}")
+    return report
+
+
+def _shares(total: int, parts: int) -> list[int]:
+    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
+
+
+def _phase(results: dict[NodeId, Any]) -> dict[str, Any]:
+    """Calls per second of each member (its calls over its own span, every result in), their
+    median and sum, latency percentiles over every call, and CPU time."""
+    members = [results[node] for node in sorted(results)]
+    latency: array[float] = array("d")
+    for result in members:
+        latency.frombytes(result["latency"])
+    rates = [r["completed"] / r["elapsed_s"] if r["elapsed_s"] > 0 else 0.0 for r in members]
+    completed = sum(r["completed"] for r in members)
+    cpu = [r["cpu_s"] for r in members]
+    return {
+        "members": sorted(results),
+        "calls": sum(r["calls"] for r in members),
+        "completed": completed,
+        "failed": sum(r["failed"] for r in members),
+        "calls_per_s_per_member": [round(rate) for rate in rates],
+        "calls_per_s_member_median": round(statistics.median(rates)) if rates else None,
+        "calls_per_s_group": round(sum(rates)),
+        "elapsed_s": [round(r["elapsed_s"], 3) for r in members],
+        "latency_us": _percentiles(latency),
+        "cpu_s_per_member": [round(c, 3) for c in cpu],
+        "cpu_us_per_call": round(1e6 * sum(cpu) / completed, 1) if completed else None,
+    }
+
+
+def _objects_report(
+    spec: ObjectsSpec,
+    calls: dict[NodeId, Any],
+    lone: dict[NodeId, Any],
+    queries: dict[NodeId, Any],
+    state: dict[str, Any] | None,
+) -> dict[str, Any]:
+    report: dict[str, Any] = {
+        "benchmark": "pyderecho bench",
+        "workload": "objects",
+        "nodes": spec.nodes,
+        "transport": spec.transport,
+        "size": spec.size,
+        "count": spec.count,
+        "in_flight": spec.in_flight,
+        "window": spec.core_config().window_size,
+        "cpu_cores": os.cpu_count(),
+    }
+    if calls:
+        report["calls"] = _phase(calls) | {
+            "duplicates": sum(r["duplicates"] for r in calls.values())
+        }
+    if lone:
+        phase = _phase(lone)
+        report["latency_one_in_flight"] = {
+            "calls": phase["completed"],
+            "failed": phase["failed"],
+            "latency_us": phase["latency_us"],
+            "calls_per_s": round(phase["completed"] / sum(r["elapsed_s"] for r in lone.values())),
+        }
+    if queries:
+        phase = _phase(queries)
+        report["queries"] = {
+            "from": 1,
+            "to": 0,
+            "queries": phase["calls"],
+            "completed": phase["completed"],
+            "failed": phase["failed"],
+            "in_flight": spec.in_flight,
+            "queries_per_s": phase["calls_per_s_group"],
+            "latency_us": phase["latency_us"],
+            "cpu_s": phase["cpu_s_per_member"][0],
+        }
+    if state is not None:
+        size = spec.state_bytes
+        whole = state["join_to_received_s"]
+        chunks = state["first_chunk_to_received_s"]
+        report["state_transfer"] = {
+            "state_bytes": size,
+            "received_bytes": state["state_bytes"],
+            "encoded_bytes": state["encoded_bytes"],
+            "seconds": round(whole, 3),
+            "mib_per_s": round(size / MiB / whole, 1) if whole > 0 else None,
+            "first_chunk_to_received_s": None if chunks is None else round(chunks, 3),
+            "chunks_mib_per_s": round(size / MiB / chunks, 1) if chunks else None,
+            "join_to_first_chunk_s": round(state["join_to_first_chunk_s"], 3),
+            "fill_s": round(state["fill_s"], 3),
+        }
     return report
 
 
@@ -572,14 +1072,27 @@ def add_parser(
         "per second at each member, and the latency of each sender's own messages. Mirrors "
         "Derecho's bandwidth and latency programs.",
     )
+    parser.add_argument(
+        "--workload",
+        choices=WORKLOADS,
+        default="messages",
+        help="messages: multicast bytes (default); objects: a replicated object's ordered "
+        "calls, lone calls, queries and a state transfer",
+    )
     parser.add_argument("--nodes", type=positive_int, default=3, help="members (default: 3)")
     parser.add_argument(
         "--senders", choices=SENDER_POLICIES, default="all", help="who sends (default: all)"
     )
     parser.add_argument(
-        "--count", type=non_negative_int, default=1000, help="messages per sender (default: 1000)"
+        "--count",
+        type=non_negative_int,
+        default=None,
+        help="messages per sender (default: 1000), or with objects ordered calls per member "
+        f"(default: {DEFAULT_OBJECT_CALLS})",
     )
-    parser.add_argument("--size", type=positive_int, default=100, help="bytes per message")
+    parser.add_argument(
+        "--size", type=positive_int, default=100, help="bytes per message or call argument"
+    )
     parser.add_argument("--mode", choices=MODES, default="ordered")
     parser.add_argument("--transport", choices=TRANSPORTS, default="shm")
     parser.add_argument(
@@ -587,6 +1100,31 @@ def add_parser(
         type=positive_int,
         default=None,
         help="messages a sender may have in flight (default: 100, less for large messages)",
+    )
+    objects = parser.add_argument_group("the objects workload")
+    objects.add_argument(
+        "--in-flight",
+        type=positive_int,
+        default=100,
+        help="calls (and queries) each member keeps outstanding (default: 100)",
+    )
+    objects.add_argument(
+        "--latency-calls",
+        type=non_negative_int,
+        default=300,
+        help="calls with one in flight in the whole group, members taking turns (default: 300)",
+    )
+    objects.add_argument(
+        "--queries",
+        type=non_negative_int,
+        default=None,
+        help="query calls from member 1 to member 0 (default: as --count)",
+    )
+    objects.add_argument(
+        "--state-mib",
+        type=non_negative_int,
+        default=256,
+        help="MiB of state a joiner receives (default: 256; 0: no state phase)",
     )
     parser.add_argument(
         "--idle",
@@ -598,12 +1136,14 @@ def add_parser(
     parser.add_argument(
         "--timeout",
         type=_positive_seconds,
-        default=120.0,
+        default=None,
         metavar="SECONDS",
-        help="give up (and stop every worker) after this long (default: 120)",
+        help="give up (and stop every worker) after this long (default: 120, objects: 300)",
     )
     parser.add_argument(
-        "--profile", metavar="PATH", help="write a cProfile of member 0 (pstats format) here"
+        "--profile",
+        metavar="PATH",
+        help="write a cProfile of member 0 (pstats format) here (objects: its calls phase)",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
@@ -612,17 +1152,19 @@ def add_parser(
 def run(args: argparse.Namespace) -> int:
     """Run ``pyderecho bench`` with parsed ``args``; 0 on success, 1 if the run failed, 2 for
     bad arguments."""
+    if getattr(args, "workload", "messages") == "objects":
+        return _run_objects(args)
     try:
         spec = BenchSpec(
             nodes=args.nodes,
             senders=args.senders,
-            count=args.count,
+            count=1000 if args.count is None else args.count,
             size=args.size,
             mode=args.mode,
             transport=args.transport,
             window=args.window,
             idle_s=args.idle,
-            timeout_s=args.timeout,
+            timeout_s=120.0 if args.timeout is None else args.timeout,
             profile=args.profile,
         )
     except ValueError as exc:
@@ -659,6 +1201,63 @@ def run(args: argparse.Namespace) -> int:
     )
     if "idle_cpu_s_per_member" in report:
         print(f"idle CPU s per member over {report['idle_s']} s: {report['idle_cpu_s_per_member']}")
+    return 0
+
+
+def _run_objects(args: argparse.Namespace) -> int:
+    count = DEFAULT_OBJECT_CALLS if args.count is None else args.count
+    try:
+        spec = ObjectsSpec(
+            nodes=args.nodes,
+            transport=args.transport,
+            count=count,
+            size=args.size,
+            in_flight=args.in_flight,
+            latency_calls=args.latency_calls,
+            queries=count if args.queries is None else args.queries,
+            state_bytes=args.state_mib * MiB,
+            window=args.window,
+            timeout_s=300.0 if args.timeout is None else args.timeout,
+            profile=args.profile,
+        )
+    except ValueError as exc:
+        print(f"pyderecho bench: {exc}", file=sys.stderr)
+        return 2
+    try:
+        report = run_objects(spec)
+    except BenchError as exc:
+        print(f"pyderecho bench: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    print(
+        f"{report['nodes']} members over {report['transport']}, a replicated object, "
+        f"{report['size']}-byte argument, {report['in_flight']} calls in flight per member: "
+        f"{report['wall_s']} s"
+    )
+    if "calls" in report:
+        calls = report["calls"]
+        print(
+            f"ordered calls, every reply in: {calls['calls_per_s_member_median']:,} calls/s per "
+            f"member (median), {calls['calls_per_s_group']:,} in the group; latency p50 "
+            f"{calls['latency_us']['p50']} us, p99 {calls['latency_us']['p99']} us"
+        )
+    if "latency_one_in_flight" in report:
+        lone = report["latency_one_in_flight"]["latency_us"]
+        print(f"one call in flight: latency p50 {lone['p50']} us, p99 {lone['p99']} us")
+    if "queries" in report:
+        queries = report["queries"]
+        print(
+            f"queries from member 1 to member 0: {queries['queries_per_s']:,}/s; latency p50 "
+            f"{queries['latency_us']['p50']} us, p99 {queries['latency_us']['p99']} us"
+        )
+    if "state_transfer" in report:
+        state = report["state_transfer"]
+        print(
+            f"state transfer of {state['state_bytes'] / MiB:,.0f} MiB to a joiner: "
+            f"{state['seconds']} s from its join request, {state['mib_per_s']} MiB/s"
+        )
     return 0
 
 
