@@ -111,7 +111,7 @@ REPLY_MARGIN_S = 15.0
 def _counter_class() -> Any:
     """Define ``Counter(SyncObj)`` on first use, so that importing this file needs no
     ``pysyncobj`` (only the child processes do)."""
-    from pysyncobj import SyncObj, replicated  # type: ignore[import-untyped]  # noqa: PLC0415
+    from pysyncobj import SyncObj, replicated  # noqa: PLC0415
 
     class Counter(SyncObj):  # type: ignore[misc]
         """The replicated object: ``add`` runs on every replica in Raft log order."""
