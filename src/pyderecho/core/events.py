@@ -110,11 +110,13 @@ class Suspected:
 @dataclass(frozen=True, slots=True)
 class Abandoned:
     """A message this member sent was not delivered in its view and cannot be re-sent in the
-    next one, where this member no longer sends in that subgroup."""
+    next one, where this member no longer sends in that shard (it left the subgroup, lost its
+    sending role, or the layout moved it to another shard of the subgroup)."""
 
     type_name: str
     subgroup_index: int
     payload: bytes
+    shard: int = 0
 
 
 Event = (

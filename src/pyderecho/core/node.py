@@ -48,8 +48,9 @@ from pyderecho.wire import (
     decode,
 )
 
-SubgroupKey = tuple[str, int]
-"""A subgroup by replicated type and index: stable across views, unlike the flattened id."""
+ShardKey = tuple[str, int, int]
+"""A shard by replicated type, subgroup index and shard index: stable across views, unlike the
+flattened subgroup id."""
 
 MAX_EARLY_MESSAGES = 100_000
 """Messages of a view not yet installed kept for later; beyond this they are dropped."""
@@ -105,8 +106,8 @@ class Node:
         """Large messages' buffers, shared by every shard and view of this member."""
         self._shards: dict[tuple[int, int], ShardMulticast] = {}
         self._by_subgroup: dict[int, ShardMulticast] = {}
-        self._carried: dict[SubgroupKey, list[bytes]] = {}
-        """Messages waiting for a view in which this member can send them."""
+        self._carried: dict[ShardKey, list[bytes]] = {}
+        """Messages waiting for a view in which this member can send them in the same shard."""
         self._early: deque[tuple[NodeId, WireMessage]] = deque()
         self._layout_function = layout
         self._layout_cache = {} if layout_cache is None else layout_cache
@@ -504,16 +505,20 @@ class Node:
         if old is not None and old.leads:
             welcome = self._welcome()
             self._outbox.extend((joiner, welcome) for joiner in view.joined)
-        for (type_name, index), payloads in list(carried.items()):
+        for key, payloads in list(carried.items()):
+            # Only into the same shard: a re-layout that moved this member to another shard of
+            # the subgroup must not replay there what was meant for the first (another key,
+            # another partition of the state).
+            type_name, index, shard_index = key
             subgroup = self.layout.subgroup_ids.get((type_name, index))
             target = self._by_subgroup.get(subgroup) if subgroup is not None else None
-            if target is not None and target.my_sender_rank >= 0:
-                del carried[(type_name, index)]
+            if target is not None and target.shard == shard_index and target.my_sender_rank >= 0:
+                del carried[key]
                 for payload in payloads:
                     target.send(payload)
             elif self.layout.adequate:
-                del carried[(type_name, index)]
-                self._events.extend(Abandoned(type_name, index, p) for p in payloads)
+                del carried[key]
+                self._events.extend(Abandoned(type_name, index, p, shard_index) for p in payloads)
         early, self._early = self._early, deque()
         for src, message in early:
             if self.stopped:
@@ -534,9 +539,9 @@ class Node:
             previous.members,
         )
 
-    def _subgroup_keys(self) -> list[tuple[SubgroupKey, ShardMulticast]]:
+    def _subgroup_keys(self) -> list[tuple[ShardKey, ShardMulticast]]:
         ids = {sid: key for key, sid in self.layout.subgroup_ids.items()}
-        return [(ids[shard.subgroup], shard) for shard in self._shards.values()]
+        return [((*ids[shard.subgroup], shard.shard), shard) for shard in self._shards.values()]
 
     def _stop(self, reason: str) -> None:
         if not self.stopped:
