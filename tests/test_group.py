@@ -20,6 +20,7 @@ from pyderecho import (
     GroupStopped,
     LocalProtocolError,
     NotInShard,
+    RawSubgroup,
     RemoteError,
     StateLost,
     StateReceived,
@@ -364,8 +365,12 @@ def test_an_event_handler_that_raises_is_counted_and_harmless() -> None:
 def test_raw_subgroups_keep_a_byte_level_api() -> None:
     async def scenario(cluster: Cluster) -> None:
         groups = await cluster.found([0, 1])
-        queues = [g.subgroup("Events").deliveries() for g in groups]  # type: ignore[union-attr]
-        await groups[0].subgroup("Events").send(b"hello")  # type: ignore[union-attr]
+        handles = [g.subgroup("Events") for g in groups]
+        assert all(isinstance(h, RawSubgroup) for h in handles)
+        queues = [h.deliveries() for h in handles if isinstance(h, RawSubgroup)]
+        sender = handles[0]
+        assert isinstance(sender, RawSubgroup)
+        await sender.send(b"hello")
         for q in queues:
             delivered = await asyncio.wait_for(q.get(), WAIT)
             assert (delivered.sender, bytes(delivered.payload)) == (0, b"hello")

@@ -55,7 +55,7 @@ class Worker:
             line = self.process.stdout.readline()
             if not line:
                 raise AssertionError(f"member {self.member} exited: {self.records}")
-            record = json.loads(line)
+            record: dict[str, Any] = json.loads(line)
             self.records.append(record)
             if record["event"] == event:
                 return record

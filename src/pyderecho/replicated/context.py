@@ -27,6 +27,8 @@ class CallContext:
 
     caller: NodeId
     member: NodeId
+    shard: tuple[str, int, int]
+    """The replica's shard: (type name, subgroup index, shard index)."""
     version: tuple[int, int] | None
     timestamp: float
     group: Any

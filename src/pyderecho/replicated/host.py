@@ -431,7 +431,7 @@ class ObjectHost:
             self._reply(sender, call.call_id, _error("InvalidArguments", str(exc)))
             return
         token = ctx.enter(
-            ctx.CallContext(sender, self.node_id, position, call.timestamp, self.group)
+            ctx.CallContext(sender, self.node_id, replica.key, position, call.timestamp, self.group)
         )
         try:
             result = getattr(replica.obj, call.method)(**msgspec.structs.asdict(arguments))
@@ -541,7 +541,7 @@ class ObjectHost:
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             self._send(src, QueryReply(request.query_id, _error("InvalidArguments", str(exc))))
             return
-        call = ctx.CallContext(src, self.node_id, None, 0.0, self.group)
+        call = ctx.CallContext(src, self.node_id, key, None, 0.0, self.group)
         context = contextvars.copy_context()
         context.run(ctx.enter, call)
         try:

@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, overload
 
 from pyderecho.config import Settings, load_settings
 from pyderecho.core.config import CoreConfig
@@ -116,6 +116,7 @@ class Group:
         join: bool = False,
         on_event: Callable[[GroupEvent], None] | None = None,
         shm_dir: str | Path | None = None,
+        record_digests: bool = False,
     ) -> _Starting:
         """Start a member from settings (a TOML path, :class:`~pyderecho.config.Settings`, or
         None for ``$PYDERECHO_CONFIG`` and ``PYDERECHO_*`` variables).
@@ -123,6 +124,8 @@ class Group:
         ``member_id`` overrides the settings' one, so one file serves every member.
         ``layout`` defaults to the settings' ``layout`` name. A founder (``join=False``) must be
         in the settings' ``members``; a joiner contacts them and the ``contacts``.
+        ``record_digests`` reports a ``StateDigest`` event for every replica at every view
+        and transfer, for checking a run (it costs a snapshot each time).
         """
 
         async def build() -> Group:
@@ -153,6 +156,7 @@ class Group:
                 types=types or {},
                 config=settings.core,
                 on_event=on_event,
+                record_digests=record_digests,
             )
             await group._start(advertise=transport if isinstance(transport, TcpTransport) else None)
             return group
@@ -172,6 +176,7 @@ class Group:
         addresses: Mapping[NodeId, str] | None = None,
         config: CoreConfig | None = None,
         on_event: Callable[[GroupEvent], None] | None = None,
+        record_digests: bool = False,
     ) -> _Starting:
         """Start a member over ``transport``: a founder of ``members``, or (``members=None``)
         a joiner through ``contacts``."""
@@ -187,6 +192,7 @@ class Group:
                 types=types or {},
                 config=config or CoreConfig(),
                 on_event=on_event,
+                record_digests=record_digests,
             )
             await group._start(advertise=None)
             return group
@@ -206,8 +212,10 @@ class Group:
         types: Mapping[str, type[Any]],
         config: CoreConfig,
         on_event: Callable[[GroupEvent], None] | None,
+        record_digests: bool,
     ) -> Group:
-        host = ObjectHost(member_id, types)  # checks the classes before anything starts
+        # Built first: it checks the classes before anything starts.
+        host = ObjectHost(member_id, types, record_digests=record_digests)
         node = Node(
             member_id,
             None if members is None else View(0, tuple(members)),
@@ -236,6 +244,12 @@ class Group:
     def view(self) -> View:
         return self.member.view
 
+    @overload
+    def subgroup(self, kind: type[Any], index: int = 0) -> Subgroup: ...
+
+    @overload
+    def subgroup(self, kind: str, index: int = 0) -> Subgroup | RawSubgroup: ...
+
     def subgroup(self, kind: type[Any] | str, index: int = 0) -> Subgroup | RawSubgroup:
         """This member's shard of subgroup ``index`` of a replicated type (a class given to
         the group, or a type name of the layout): ordered calls and queries go there. A
@@ -248,6 +262,11 @@ class Group:
     def shard(self, kind: type[Any] | str, shard: int, index: int = 0) -> Subgroup:
         """Shard ``shard`` of subgroup ``index``, for queries (from any member)."""
         return Subgroup(self, self._type_name(kind), index, shard)
+
+    def shard_index(self, kind: type[Any] | str, index: int = 0) -> int | None:
+        """Which shard of the subgroup this member holds in the current view (None: none)."""
+        ref = self.host.my_shard(self._type_name(kind), index)
+        return None if ref is None else ref.shard
 
     def replica(self, kind: type[Any] | str, index: int = 0) -> Any:
         """This member's own instance for its shard of the subgroup, to read locally (None
