@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
@@ -75,25 +73,6 @@ def test_bad_arguments_get_a_clear_error(capsys: pytest.CaptureFixture[str]) -> 
     assert "no-such-layout" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["simulate", "--members", "0"])
-
-
-def test_the_installed_command_runs_the_demo() -> None:
-    """`make demo`: real processes form a group, lose one to SIGKILL, take in a new one, stop."""
-    done = subprocess.run(
-        [sys.executable, "-m", "pyderecho.cli", "demo"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    out = done.stdout
-    assert "view 0 installed at all 5 members: members [0, 1, 2, 3, 4]" in out
-    assert "(Raw)" in out and "(AtomicMulticast)" in out
-    assert "view 1 installed at all 4 members: members [0, 1, 2, 3], left [4]" in out
-    assert "view 2 installed at all 5 members: members [0, 1, 2, 3, 5], joined [5]" in out
-    assert out.count("exited with status 0: left the group") == 5
-    assert "history checker over 6 delivery logs: no violations" in out
 
 
 def test_simulate_with_faults_reports_views(capsys: pytest.CaptureFixture[str]) -> None:
