@@ -12,8 +12,14 @@ from hypothesis import strategies as st
 
 from pyderecho.core.layout import Mode
 from pyderecho.core.view import NodeId
-from pyderecho.history.checker import HistoryRecorder, ShardKey, Violation, check_history
-from pyderecho.history.records import DeliveryRecord, SentRecord, payload_digest
+from pyderecho.history.checker import (
+    HistoryRecorder,
+    ShardKey,
+    Violation,
+    check_history,
+    check_state,
+)
+from pyderecho.history.records import DeliveryRecord, SentRecord, StateRecord, payload_digest
 
 SHARD: ShardKey = (1, 0, 0)
 
@@ -420,3 +426,69 @@ def test_a_random_raw_reorder_within_a_sender_is_caught(
     queue[first], queue[second] = queue[second], queue[first]
     found = check_history(as_history({1: queue}, Mode.RAW), shard.sent)
     assert kinds(found) and set(kinds(found)) == {"fifo"}
+
+
+# The state rule.
+
+
+def state(
+    reporter: NodeId,
+    position: tuple[int, int],
+    digest: str,
+    kind: str = "view",
+    member: NodeId | None = None,
+) -> StateRecord:
+    return StateRecord(
+        reporter, reporter if member is None else member, "KV", 0, 1, position, digest, kind
+    )
+
+
+def test_replicas_agreeing_at_every_position_pass() -> None:
+    records = [
+        state(1, (0, 3), "aa"),
+        state(2, (0, 3), "aa"),
+        state(1, (1, 0), "bb", "sent", member=4),
+        state(4, (1, 0), "bb", "received"),
+        state(4, (1, 2), "cc", "final"),
+        state(2, (1, 2), "cc", "final"),
+    ]
+    assert check_state(records) == []
+
+
+def test_a_replica_that_diverges_is_named_against_the_majority() -> None:
+    records = [state(1, (2, 5), "aa"), state(2, (2, 5), "bad"), state(3, (2, 5), "aa")]
+    found = check_state(records)
+    assert [(v.kind, v.member, v.shard) for v in found] == [("state", 2, (2, 0, 1))]
+    assert "KV[0] shard 1 at position (2, 5)" in found[0].detail
+    assert "while 1, 3 held aa" in found[0].detail
+
+
+def test_a_received_state_must_be_one_its_sender_sent() -> None:
+    nobody = check_state([state(4, (1, 0), "bb", "received")])
+    assert [(v.kind, v.member) for v in nobody] == [("state-transfer", 4)]
+    assert "no member recorded sending it" in nobody[0].detail
+    other = check_state(
+        [state(0, (1, 0), "bb", "sent", member=4), state(4, (1, 0), "xx", "received")]
+    )
+    assert sorted(v.kind for v in other) == ["state", "state-transfer"]
+    assert "member(s) 0 sent digest(s) bb" in next(
+        v.detail for v in other if v.kind == "state-transfer"
+    )
+
+
+def test_a_sent_record_names_the_receiver_not_the_sender() -> None:
+    # Member 0 sent its state to 4: that transfer does not vouch for the same state at 6.
+    records = [
+        state(0, (1, 0), "bb", "sent", member=4),
+        state(4, (1, 0), "bb", "received"),
+        state(6, (1, 0), "bb", "received"),
+    ]
+    assert [(v.kind, v.member) for v in check_state(records)] == [("state-transfer", 6)]
+
+
+def test_the_recorder_applies_the_state_rule() -> None:
+    recorder = HistoryRecorder()
+    recorder.record_state(state(1, (0, 1), "aa"))
+    recorder.record_state(state(2, (0, 1), "ab"))
+    recorder.record_state(state(3, (0, 1), "ab"))
+    assert [(v.kind, v.member) for v in recorder.check()] == [("state", 1)]

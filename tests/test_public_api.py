@@ -75,8 +75,10 @@ TESTING = {
     "SentRecord",
     "SimLinks",
     "Simulation",
+    "StateRecord",
     "Violation",
     "check_history",
+    "check_state",
     "check_views",
     "payload_digest",
 }

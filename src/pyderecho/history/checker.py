@@ -14,6 +14,7 @@ its length; only when it does not are the entries walked to find and report the 
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -21,7 +22,7 @@ from typing import Literal
 from pyderecho.core.events import Delivered, Event, MessageSent, NullsSent, ViewInstalled
 from pyderecho.core.layout import Mode, ViewLayout
 from pyderecho.core.view import NodeId, View
-from pyderecho.history.records import DeliveryRecord, SentRecord, payload_digest
+from pyderecho.history.records import DeliveryRecord, SentRecord, StateRecord, payload_digest
 
 ShardKey = tuple[int, int, int]
 """A shard of one epoch: ``(epoch, subgroup, shard)``. Indices restart in every epoch."""
@@ -39,6 +40,8 @@ ViolationKind = Literal[
     "index-reused",
     "view",
     "virtual-synchrony",
+    "state",
+    "state-transfer",
 ]
 
 _SendKey = tuple[int, int, int, NodeId, int]
@@ -69,7 +72,10 @@ class Violation:
     - ``view``: members installed different member lists under one epoch, or a member skipped
       an epoch (``shard`` is ``(epoch, -1, -1)``);
     - ``virtual-synchrony``: two members that both moved on to the next view delivered different
-      messages of an ordered shard in this one.
+      messages of an ordered shard in this one;
+    - ``state``, ``state-transfer``: replicas at the same position of a shard hold different
+      state, or a member installed state nobody sent it (:func:`check_state`; ``shard`` is
+      ``(epoch, subgroup index, shard)`` there, and ``detail`` names the type).
     """
 
     kind: ViolationKind
@@ -207,6 +213,123 @@ def check_views(
     return violations
 
 
+_Key = tuple[str, int, int]
+_STATE_SHOWN = 3
+"""How many agreeing reporters a "state" violation names before it only counts the rest."""
+
+
+def check_state(records: Iterable[StateRecord]) -> list[Violation]:
+    """The state rule: replicas of a shard that delivered the same prefix hold the same state.
+
+    The object layer reports a digest of each replica's encoded state at every view boundary
+    and at both ends of every state transfer (:class:`StateRecord`), each at a *position*
+    ``(epoch, n)``: the state holds exactly the shard's deliveries up to the n-th of view
+    ``epoch``. Every replica of a shard delivers the same sequence in a view (the ordering
+    rule), so equal positions mean equal prefixes, and must mean equal states:
+
+    - ``state``: two records of one shard at one position disagree, whoever reported them (two
+      replicas at a view boundary, a transfer's sender and a replica that took no part in it,
+      a receiver and the replicas it joined). The record reported is the one that differs from
+      the digest most records there agree on (ties: the first reported), so the replica that
+      applied a message twice or installed the wrong state is the one named.
+    - ``state-transfer``: a member installed state its sender did not ship: no "sent" record
+      for that receiver, shard and position carries the digest the receiver installed.
+
+    ``records`` come in reporting order. A violation's ``shard`` is ``(epoch of the position,
+    subgroup index, shard index)`` and its ``detail`` names the type. Violations come sorted
+    like :func:`check_history`'s, so the same records always read the same.
+    """
+    ordered = list(records)
+    at: dict[tuple[_Key, tuple[int, int]], list[StateRecord]] = {}
+    sent: dict[tuple[_Key, tuple[int, int], int], list[StateRecord]] = {}
+    for record in ordered:
+        at.setdefault((record.key, record.position), []).append(record)
+        if record.kind == "sent":
+            sent.setdefault((record.key, record.position, record.member), []).append(record)
+    violations: list[Violation] = []
+    for (_, position), group in at.items():
+        violations += _check_state_at(position, group)
+    for record in ordered:
+        if record.kind != "received":
+            continue
+        shipped = sent.get((record.key, record.position, record.member), [])
+        if not any(s.digest == record.digest for s in shipped):
+            what = (
+                "no member recorded sending it"
+                if not shipped
+                else "member(s) "
+                + ", ".join(str(s.reporter) for s in shipped)
+                + " sent digest(s) "
+                + ", ".join(_short_digest(s.digest) for s in shipped)
+            )
+            violations.append(
+                Violation(
+                    "state-transfer",
+                    record.member,
+                    _state_shard(record),
+                    f"{_state_name(record)} installed state "
+                    f"{_short_digest(record.digest)} at position {record.position}; {what}",
+                )
+            )
+    violations.sort(key=lambda v: (v.shard, v.member, v.kind, v.detail))
+    return violations
+
+
+def _check_state_at(position: tuple[int, int], group: list[StateRecord]) -> list[Violation]:
+    """The records of one shard at one position (each describes its reporter's state)."""
+    counts = Counter(record.digest for record in group)
+    if len(counts) == 1:
+        return []
+    # Most common digest, ties broken by first appearance (Counter keeps insertion order).
+    reference = max(counts, key=lambda d: counts[d])
+    agreeing = sorted({r.reporter for r in group if r.digest == reference})
+    named = ", ".join(str(m) for m in agreeing[:_STATE_SHOWN])
+    if len(agreeing) > _STATE_SHOWN:
+        named += f" and {len(agreeing) - _STATE_SHOWN} more"
+    violations: list[Violation] = []
+    seen: set[tuple[NodeId, str, str]] = set()
+    for record in group:
+        if record.digest == reference:
+            continue
+        holder = record.reporter
+        if (holder, record.kind, record.digest) in seen:
+            continue
+        seen.add((holder, record.kind, record.digest))
+        violations.append(
+            Violation(
+                "state",
+                holder,
+                _state_shard(record),
+                f"{_state_name(record)} at position {position}: {_describe_state(record)} "
+                f"has digest {_short_digest(record.digest)}, while {named} held "
+                f"{_short_digest(reference)}",
+            )
+        )
+    return violations
+
+
+def _describe_state(record: StateRecord) -> str:
+    if record.kind == "sent":
+        return f"the state member {record.reporter} sent to {record.member}"
+    if record.kind == "received":
+        return f"the state member {record.member} installed"
+    if record.kind == "final":
+        return f"member {record.reporter}'s replica at the end of the run"
+    return f"member {record.reporter}'s replica at a view boundary"
+
+
+def _state_shard(record: StateRecord) -> tuple[int, int, int]:
+    return record.position[0], record.subgroup_index, record.shard
+
+
+def _state_name(record: StateRecord) -> str:
+    return f"{record.type_name}[{record.subgroup_index}] shard {record.shard}"
+
+
+def _short_digest(digest: str) -> str:
+    return digest[:16]
+
+
 class HistoryRecorder:
     """Collects a run's records as they happen, for a driver to check at the end.
 
@@ -220,6 +343,7 @@ class HistoryRecorder:
         self._sent: list[SentRecord] = []
         self._views: dict[NodeId, list[View]] = {}
         self._layouts: dict[int, ViewLayout] = {}
+        self._states: list[StateRecord] = []
 
     @property
     def views(self) -> Mapping[NodeId, Sequence[View]]:
@@ -290,17 +414,27 @@ class HistoryRecorder:
     def record_delivery(self, record: DeliveryRecord) -> None:
         self._deliveries.setdefault(record.member, []).append(record)
 
+    @property
+    def states(self) -> Sequence[StateRecord]:
+        """Every state digest the object layer reported, in the order it was recorded."""
+        return self._states
+
+    def record_state(self, record: StateRecord) -> None:
+        self._states.append(record)
+
     def check(
         self,
         *,
         complete: bool = False,
         members_of: Mapping[ShardKey, Collection[NodeId]] | None = None,
     ) -> list[Violation]:
-        """:func:`check_history` and :func:`check_views` over what was recorded so far."""
+        """:func:`check_history`, :func:`check_views` and, where the object layer reported
+        state digests, :func:`check_state`, over what was
+        recorded so far."""
         found = check_history(
             self._deliveries, self._sent, complete=complete, members_of=members_of
         )
-        return found + check_views(self._views, self._deliveries)
+        return found + check_views(self._views, self._deliveries) + check_state(self._states)
 
 
 class _Sends:

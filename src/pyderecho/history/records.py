@@ -45,3 +45,29 @@ class DeliveryRecord:
     index: int
     size: int
     digest: str
+
+
+@dataclass(frozen=True, slots=True)
+class StateRecord:
+    """A digest of a replica's encoded state at a position of its shard, as the object layer
+    reported it (:class:`~pyderecho.replicated.events.StateDigest`) at ``reporter``.
+
+    ``position`` is ``(epoch, n)``: the state holds the shard's deliveries up to the n-th of
+    view ``epoch``. ``kind`` is "view" (``reporter``'s own replica at a view
+    boundary), "sent" (``reporter`` shipped this state to ``member``), "received" (``reporter``,
+    which is also ``member``, installed this state) or "final" (``reporter``'s replica when the
+    run ended).
+    """
+
+    reporter: NodeId
+    member: NodeId
+    type_name: str
+    subgroup_index: int
+    shard: int
+    position: tuple[int, int]
+    digest: str
+    kind: str
+
+    @property
+    def key(self) -> tuple[str, int, int]:
+        return self.type_name, self.subgroup_index, self.shard

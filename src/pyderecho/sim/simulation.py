@@ -16,29 +16,63 @@ Faults are the simulator's own: a member can be paused (it handles nothing until
 then everything queued for it, in order), crashed (it stops for good; what it had in flight is
 lost on a random half of its links), or cut off by a partition (links across it break: what
 crosses them while it lasts is lost).
+
+Typed groups. Given ``types`` (replicated type name -> class), every member also runs an
+:class:`~pyderecho.replicated.host.ObjectHost`, the same object layer real members run: each of
+the core's events goes to the host, and the host's outputs are acted on at once (point-to-point
+messages leave through the node, call results are kept in :attr:`Simulation.results`, state
+digests go to the history recorder for the state rule). A workload makes ordered calls and
+queries with :meth:`Simulation.call_ordered` and :meth:`Simulation.query`; tests read the
+replicas through :attr:`Simulation.hosts`. An ``async`` query method runs only if it completes
+without suspending (there is no event loop here); one that suspends fails with an error and is
+counted in :attr:`Simulation.stats`.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import heapq
 import random
-from collections.abc import Callable, Collection, Sequence
+from collections import Counter
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 from pyderecho.core.config import CoreConfig
+from pyderecho.core.errors import LocalProtocolError
 from pyderecho.core.events import Delivered, Event, MessageSent, NullsSent, Stopped, ViewInstalled
 from pyderecho.core.layout import LayoutFunction, ViewLayout
 from pyderecho.core.node import Node
 from pyderecho.core.view import NodeId, View
 from pyderecho.history.checker import HistoryRecorder
-from pyderecho.history.records import payload_digest
+from pyderecho.history.records import StateRecord, payload_digest
+from pyderecho.replicated.events import (
+    CallDone,
+    CallFailed,
+    HostFailed,
+    QueryDone,
+    RunQuery,
+    SendPeer,
+    StateDigest,
+    StateLost,
+    StateReceived,
+    UserCodeFailed,
+)
+from pyderecho.replicated.host import ObjectHost, Output
 from pyderecho.sim.links import LinkModel, SimLinks
-from pyderecho.wire import WireMessage, encode
+from pyderecho.wire import P2P, WireMessage, encode
 
-__all__ = ["LinkModel", "Simulation"]
+__all__ = ["CallResult", "HostEvent", "LinkModel", "Simulation"]
 
-_ARRIVE, _SEND, _PAUSE, _RESUME, _CRASH, _CALL, _TICK, _JOIN, _LEAVE = range(9)
+CallResult = CallDone | CallFailed | QueryDone
+"""How an ordered call or a query made through the simulator ended."""
+HostEvent = StateReceived | StateLost | UserCodeFailed | HostFailed
+"""What a member's object layer reported for its application."""
+
+_ARRIVE, _SEND, _PAUSE, _RESUME, _CRASH, _CALL, _TICK, _JOIN, _LEAVE, _ARRIVE_P2P = range(10)
+"""Event kinds. A point-to-point frame (a reply, a query, a chunk of state) arrives as
+``_ARRIVE_P2P``, which counts as scheduled work: a run is not settled while one is in flight,
+since the object layer's progress rides on them and the core's idleness does not see them."""
 
 
 class Simulation:
@@ -52,7 +86,11 @@ class Simulation:
         seed: int,
         config: CoreConfig | None = None,
         link: LinkModel | None = None,
+        types: Mapping[str, type[Any]] | None = None,
     ) -> None:
+        """``types`` maps the layout's replicated type names to their classes: with it, every
+        member runs an object host (see the module's docstring); without it, members move
+        bytes only."""
         self.seed = seed
         root = random.Random(seed)
         self.rng = random.Random(root.getrandbits(64))
@@ -90,12 +128,31 @@ class Simulation:
         self._trace = hashlib.blake2b(digest_size=16)
         self.on_event: Callable[[NodeId, Event], None] | None = None
         """Called for every event a member reports, after the simulator's own bookkeeping."""
+        self.types: dict[str, type[Any]] | None = None if types is None else dict(types)
+        self.hosts: dict[NodeId, ObjectHost] = {}
+        """Each member's object layer (typed groups only): ``hosts[m].replica("KV")``."""
+        self.results: dict[NodeId, dict[int, CallResult]] = {}
+        """Per member, how each of its ordered calls and queries ended, by call or query id."""
+        self.host_events: dict[NodeId, list[HostEvent]] = {}
+        """Per member, what its object layer reported for the application, in order."""
+        self.host_failed: dict[NodeId, str] = {}
+        """Members whose object layer failed (:class:`HostFailed`): a real member would stop.
+        Their hosts get no more events; a run that has any is broken."""
+        self.refused: list[tuple[NodeId, float, str]] = []
+        """Scheduled calls and queries refused at the call site: (member, time, error)."""
+        self.stats: Counter[str] = Counter()
+        """What the simulator could not do as a runtime would (``unsupported_async_query``) or
+        dropped (``p2p_after_stop``)."""
+        self.on_output: Callable[[NodeId, Output], None] | None = None
+        """Called for every output a member's object layer reports, after the bookkeeping."""
         self.nodes: dict[NodeId, Node] = {}
         for node in member_ids:
             self._add(node, Node(node, self.view, layout, self.config, layout_cache=self._layouts))
 
     def _add(self, node_id: NodeId, node: Node) -> None:
         self.nodes[node_id] = node
+        if self.types is not None:
+            self.hosts[node_id] = ObjectHost(node_id, self.types, record_digests=True)
         self.messages_sent.setdefault(node_id, 0)
         self.bytes_sent.setdefault(node_id, 0)
         self._drain(node_id)
@@ -117,6 +174,123 @@ class Simulation:
         (:class:`~pyderecho.core.errors.LocalProtocolError` when the member cannot send)."""
         self.nodes[member].send(subgroup, payload, self.now)
         self._drain(member)
+
+    def call_ordered(
+        self,
+        member: NodeId,
+        type_name: str,
+        subgroup_index: int,
+        method: str,
+        *args: Any,
+        at: float | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Have ``member`` call the ordered ``method`` in its shard of ``type_name[subgroup_index]``
+        at time ``at`` (typed groups only). How it ends lands in :attr:`results`; a call the
+        member cannot make then (it crashed, stopped, is in no such shard) in :attr:`refused`."""
+        attempt = functools.partial(
+            self.call_ordered_now, member, type_name, subgroup_index, method, *args, **kwargs
+        )
+        self.call(self.now if at is None else at, functools.partial(self._attempt, member, attempt))
+
+    def call_ordered_now(
+        self,
+        member: NodeId,
+        type_name: str,
+        subgroup_index: int,
+        method: str,
+        *args: Any,
+        **kwargs: Any,
+    ) -> int:
+        """Make the ordered call right away, from inside a :meth:`call`; returns its call id
+        (its :class:`CallDone` or :class:`CallFailed` lands in ``results[member][id]``). Raises at
+        the call site as a member would: ``TypeError``/``AttributeError`` for a wrong method or
+        arguments, :class:`~pyderecho.core.errors.LocalProtocolError` (``NotInShard`` among
+        them) when the member cannot make it."""
+        host = self._host(member)
+        call_id, subgroup, payload = host.prepare_call(
+            type_name, subgroup_index, method, args=args, kwargs=kwargs, timestamp=self.now
+        )
+        try:
+            self.nodes[member].send(subgroup, payload, self.now)
+        except LocalProtocolError:
+            host.cancel_call(call_id)
+            raise
+        self._drain(member)
+        return call_id
+
+    def query(
+        self,
+        member: NodeId,
+        type_name: str,
+        subgroup_index: int,
+        shard: int | None,
+        method: str,
+        *args: Any,
+        at: float | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Have ``member`` query ``method`` on one replica of the shard at time ``at`` (``shard``
+        None: the member's own shard of the subgroup). The :class:`QueryDone` lands in
+        :attr:`results`; a query refused at the call site in :attr:`refused`."""
+        attempt = functools.partial(
+            self.query_now, member, type_name, subgroup_index, shard, method, *args, **kwargs
+        )
+        self.call(self.now if at is None else at, functools.partial(self._attempt, member, attempt))
+
+    def query_now(
+        self,
+        member: NodeId,
+        type_name: str,
+        subgroup_index: int,
+        shard: int | None,
+        method: str,
+        *args: Any,
+        **kwargs: Any,
+    ) -> int:
+        """Send the query right away; returns its id (see :meth:`call_ordered_now`)."""
+        host = self._host(member)
+        if self.nodes[member].stopped:
+            raise LocalProtocolError(f"member {member} has stopped: {self.nodes[member].stopped}")
+        query_id = host.prepare_query(
+            type_name, subgroup_index, shard, method, args=args, kwargs=kwargs
+        )
+        self._drain(member)
+        return query_id
+
+    def _host(self, member: NodeId) -> ObjectHost:
+        host = self.hosts.get(member)
+        if host is None:
+            if self.types is None:
+                raise LocalProtocolError("this simulation runs no replicated types (types=None)")
+            raise LocalProtocolError(f"member {member} is not running")
+        if member in self.crashed:
+            raise LocalProtocolError(f"member {member} has crashed")
+        if member in self.host_failed:
+            raise LocalProtocolError(f"member {member}'s object layer failed")
+        return host
+
+    def record_states(self) -> None:
+        """Record every running member's replicas as they are now (kind "final"), so that the
+        state rule also compares the states a run ends with, not only those at view
+        boundaries and transfers."""
+        for member in self.running:
+            host = self.hosts.get(member)
+            if host is None or member in self.host_failed:
+                continue
+            for key in host.replicas():
+                now = host.state_digest(key)
+                if now is not None:
+                    position, digest = now
+                    self.recorder.record_state(
+                        StateRecord(member, member, *key, position, digest, "final")
+                    )
+
+    def _attempt(self, member: NodeId, attempt: Callable[[], int]) -> None:
+        try:
+            attempt()
+        except LocalProtocolError as exc:
+            self.refused.append((member, self.now, str(exc)))
 
     def call(self, at: float, action: Callable[[], None]) -> None:
         """Run ``action`` at virtual time ``at``: for workloads that react to the run."""
@@ -235,7 +409,7 @@ class Simulation:
             held.append((kind, a, b, c))
             return
         node = self.nodes[node_id]
-        if kind == _ARRIVE:
+        if kind in (_ARRIVE, _ARRIVE_P2P):
             if self._cut(b, node_id) or (b, node_id) in self._severed:
                 return
             self._trace.update(f"{self.now!r} {b}>{node_id} {len(c)}".encode())
@@ -258,12 +432,27 @@ class Simulation:
 
     def _drain(self, node_id: NodeId) -> None:
         node = self.nodes[node_id]
-        for dst, message in node.outbox():
-            self._transmit(node_id, dst, message)
-        for event in node.events():
-            self._record(node_id, event)
-            if self.on_event is not None:
-                self.on_event(node_id, event)
+        host = self.hosts.get(node_id)
+        while True:
+            outbox = node.outbox()
+            for dst, message in outbox:
+                self._transmit(node_id, dst, message)
+            events = node.events()
+            for event in events:
+                self._record(node_id, event)
+                if host is not None and node_id not in self.host_failed:
+                    host.handle(event)
+                if self.on_event is not None:
+                    self.on_event(node_id, event)
+            if host is None:
+                break
+            # The host's actions (replies, state chunks) fill the node's outbox again: go on
+            # until neither has anything left.
+            outputs = host.outputs() if node_id not in self.host_failed else []
+            for output in outputs:
+                self._act(node_id, node, host, output)
+            if not (outbox or events or outputs):
+                break
         deadline = node.next_deadline()
         if deadline is not None:
             deadline = max(deadline, self.now)
@@ -272,13 +461,77 @@ class Simulation:
                 self._tick_at[node_id] = deadline
                 self._push(deadline, _TICK, node_id, deadline)
 
+    def _act(self, node_id: NodeId, node: Node, host: ObjectHost, output: Output) -> None:
+        """Carry out or record one output of ``node_id``'s object layer."""
+        if isinstance(output, SendPeer):
+            if node.stopped or node_id in self.crashed:
+                self.stats["p2p_after_stop"] += 1
+            else:
+                node.send_p2p(output.dst, output.payload, self.now)
+        elif isinstance(output, RunQuery):
+            self._run_query(host, output)
+        elif isinstance(output, CallDone | CallFailed):
+            self.results.setdefault(node_id, {})[output.call_id] = output
+            outcome = output.replies if isinstance(output, CallDone) else output.error
+            self._trace.update(f"C{node_id} {output.call_id} {outcome!r}".encode())
+        elif isinstance(output, QueryDone):
+            self.results.setdefault(node_id, {})[output.query_id] = output
+            self._trace.update(f"Q{node_id} {output.query_id} {output.result!r}".encode())
+        elif isinstance(output, StateDigest):
+            type_name, subgroup_index, shard = output.key
+            self.recorder.record_state(
+                StateRecord(
+                    node_id,
+                    output.member,
+                    type_name,
+                    subgroup_index,
+                    shard,
+                    output.position,
+                    output.digest,
+                    output.kind,
+                )
+            )
+            self._trace.update(
+                f"H{node_id} {output.kind} {output.member} {output.key} {output.position} "
+                f"{output.digest}".encode()
+            )
+        elif isinstance(output, StateReceived | StateLost | UserCodeFailed | HostFailed):
+            self.host_events.setdefault(node_id, []).append(output)
+            if isinstance(output, HostFailed):
+                self.host_failed.setdefault(node_id, output.reason)
+        if self.on_output is not None:
+            self.on_output(node_id, output)
+
+    def _run_query(self, host: ObjectHost, run: RunQuery) -> None:
+        """Run an async query method to its end, if it gets there without suspending."""
+        coroutine = run.coroutine
+        try:
+            run.context.run(coroutine.send, None)
+        except StopIteration as stop:
+            host.finish_query(run.src, run.query_id, run.method, stop.value, None)
+            return
+        except Exception as exc:
+            host.finish_query(run.src, run.query_id, run.method, None, exc)
+            return
+        self.stats["unsupported_async_query"] += 1
+        try:
+            run.context.run(coroutine.close)
+        except Exception:  # a coroutine that will not close is still refused below
+            self.stats["unclosed_async_query"] += 1
+        error = RuntimeError(
+            f"{run.method.name} suspended: the simulator runs async queries only when they "
+            "complete without waiting (it has no event loop)"
+        )
+        host.finish_query(run.src, run.query_id, run.method, None, error)
+
     def _transmit(self, src: NodeId, dst: NodeId, message: WireMessage) -> None:
         if self._cut(src, dst):
             return
         frame = encode(message)
         self.messages_sent[src] += 1
         self.bytes_sent[src] += len(frame) + self.links.model.overhead_bytes
-        self._push(self.links.arrival(src, dst, len(frame), self.now), _ARRIVE, dst, src, frame)
+        kind = _ARRIVE_P2P if isinstance(message, P2P) else _ARRIVE
+        self._push(self.links.arrival(src, dst, len(frame), self.now), kind, dst, src, frame)
 
     def _record(self, node_id: NodeId, event: Event) -> None:
         self.recorder.record_event(node_id, event)

@@ -8,12 +8,23 @@ Besides the history checker's promises, a run checks what a user would: no messa
 twice at a member, every message a member that is still running sent was delivered to it (or
 reported abandoned), members on the minority side of a partition install no view after it, and
 once the last fault is over the group settles within a bound.
+
+With ``replicated=True`` every type of the layout is backed by :class:`KV`, every member runs
+the object layer, and the workload is ordered ``put`` calls instead of bytes. Joins then force
+state transfers, and layouts whose shards follow the view (``sharded(2, min_size=1,
+max_size=3)``) move members between shards at view changes, which transfers state too. The run
+also checks the state rule (replicas at the same position hold the same state, a receiver
+installs what its sender sent), that every call of a running member resolves, and the reply
+semantics of ordered calls: one reply per member of the shard in the view that delivered the
+call, the same result from every replica that ran it, and "member removed" only for members
+that are gone.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -22,9 +33,43 @@ from typing import Any
 from pyderecho.core.config import CoreConfig
 from pyderecho.core.errors import LocalProtocolError
 from pyderecho.core.events import Abandoned, Delivered, Event, Suspected, ViewInstalled
-from pyderecho.core.layout import Allocation, LayoutFunction, Mode
+from pyderecho.core.layout import Allocation, LayoutFunction, Mode, ViewLayout
 from pyderecho.core.view import NodeId, View
+from pyderecho.replicated.errors import MemberRemoved, RemoteError
+from pyderecho.replicated.events import CallDone, StateReceived, UserCodeFailed
+from pyderecho.replicated.host import Output
+from pyderecho.replicated.messages import decode_call
+from pyderecho.replicated.methods import ordered, query
 from pyderecho.sim.simulation import LinkModel, Simulation
+
+
+class KV:
+    """The swarm's replicated type: a map whose every update also advances a counter and a
+    hash chain, so that an update lost, applied twice or applied out of order changes the
+    state's digest."""
+
+    items: dict[str, int]
+    applied: int
+    chain: str
+
+    def __init__(self) -> None:
+        self.items = {}
+        self.applied = 0
+        self.chain = ""
+
+    @ordered
+    def put(self, key: str, value: int) -> int:
+        """Set ``key``; returns how many updates this replica has applied, the same number at
+        every replica that runs this call."""
+        self.items[key] = value
+        self.applied += 1
+        link = f"{self.chain}|{key}={value}".encode()
+        self.chain = hashlib.blake2b(link, digest_size=8).hexdigest()
+        return self.applied
+
+    @query
+    def get(self, key: str) -> int | None:
+        return self.items.get(key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +90,8 @@ class SimulationSpec:
     """Members frozen for longer than the failure timeout at random times."""
     partition: bool = False
     """Split the group in a majority and a minority for a while, then heal."""
+    replicated: bool = False
+    """Back every type of the layout with :class:`KV` and send ordered ``put`` calls."""
     config: CoreConfig = field(default_factory=CoreConfig)
     link: LinkModel = field(default_factory=LinkModel)
 
@@ -73,6 +120,12 @@ class SimulationReport:
     wire_messages: int
     wire_bytes: int
     trace: str
+    calls: int = 0
+    """Ordered calls made (replicated runs)."""
+    state_transfers: int = 0
+    """States installed from another member (replicated runs)."""
+    shard_moves: int = 0
+    """Times a member went from one shard of a subgroup to another at a view change."""
 
     def as_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -104,8 +157,12 @@ class _Run:
     def __init__(self, spec: SimulationSpec) -> None:
         self.spec = spec
         layout = spec.layout if spec.mode is None else with_mode(spec.layout, spec.mode)
+        types = None
+        if spec.replicated:
+            founders = View(0, tuple(range(spec.members)))
+            types = {name: KV for name in sorted(layout(founders))}
         self.sim = Simulation(
-            spec.members, layout, seed=spec.seed, config=spec.config, link=spec.link
+            spec.members, layout, seed=spec.seed, config=spec.config, link=spec.link, types=types
         )
         self.sent: dict[NodeId, set[bytes]] = {}
         self.delivered: dict[NodeId, Counter[bytes]] = {}
@@ -115,7 +172,22 @@ class _Run:
         self.view_changes: dict[int, float] = {}
         self.minority: set[NodeId] = set()
         self.partition_epoch: dict[NodeId, int] = {}
+        self.calls: dict[NodeId, list[int]] = {}
+        """Replicated runs: each member's ordered calls, by call id."""
+        self.delivered_in: dict[tuple[NodeId, int], tuple[int, tuple[NodeId, ...]]] = {}
+        """(caller, call id) -> the epoch and shard members where the caller delivered it."""
+        self.reply_problems: list[str] = []
+        self.shards_of: dict[NodeId, dict[tuple[str, int], int]] = {}
+        self.shard_moves = 0
+        founding = self.sim.nodes[self.sim.view.members[0]].layout
+        self.layouts: dict[int, ViewLayout] = {0: founding}
+        """Each epoch's layout (the founding view's installed before observing began)."""
+        for member in self.sim.view.members:
+            self.shards_of[member] = {
+                (ref.type_name, ref.subgroup_index): ref.shard for ref in founding.shards_of(member)
+            }
         self.sim.on_event = self._observe
+        self.sim.on_output = self._observe_output
         timeout = spec.config.heartbeat_timeout
         self.traffic_s = 6 * timeout if spec.faulty else 0.0
         self.quiet_at = 0.0
@@ -124,6 +196,8 @@ class _Run:
     def _observe(self, member: NodeId, event: Event) -> None:
         if isinstance(event, Delivered):
             self.delivered.setdefault(member, Counter())[bytes(event.payload)] += 1
+            if self.spec.replicated and event.sender == member and event.mode is not Mode.RAW:
+                self._note_own_delivery(member, event)
         elif isinstance(event, Abandoned):
             self.abandoned.setdefault(member, set()).add(event.payload)
         elif isinstance(event, Suspected):
@@ -137,6 +211,62 @@ class _Run:
             start = min(starts, default=self.sim.now)
             self.view_changes.setdefault(event.view.epoch, (self.sim.now - start) * 1e3)
             self.first_suspicion = None
+        if isinstance(event, ViewInstalled) and event.layout.adequate:
+            self.layouts.setdefault(event.view.epoch, event.layout)
+            now = {
+                (ref.type_name, ref.subgroup_index): ref.shard
+                for ref in event.layout.shards_of(member)
+            }
+            before = self.shards_of.get(member, {})
+            self.shard_moves += sum(1 for k, s in now.items() if before.get(k, s) != s)
+            self.shards_of[member] = now
+
+    def _note_own_delivery(self, member: NodeId, event: Delivered) -> None:
+        """The caller delivered its own call: the view and shard whose members must reply."""
+        layout = self.layouts[event.epoch]
+        members = next(
+            r.layout.members
+            for r in layout.shards
+            if (r.subgroup, r.shard) == (event.subgroup, event.shard)
+        )
+        call = decode_call(event.payload)
+        self.delivered_in[(member, call.call_id)] = (event.epoch, members)
+
+    def _observe_output(self, member: NodeId, output: Output) -> None:
+        if isinstance(output, CallDone):
+            self._check_replies(member, output)
+
+    def _check_replies(self, member: NodeId, done: CallDone) -> None:
+        """One reply per member of the shard in the delivering view; the same result from
+        every replica that ran the call; "member removed" only for members that are gone."""
+        where = self.delivered_in.get((member, done.call_id))
+        problems = self.reply_problems
+        name = f"call {done.call_id} of member {member}"
+        if where is None:
+            problems.append(f"replies: {name} completed before its caller delivered it")
+            return
+        epoch, members = where
+        if tuple(done.replies) != members:
+            problems.append(
+                f"replies: {name} delivered in view {epoch} got replies from "
+                f"{list(done.replies)}, the shard was {list(members)}"
+            )
+        view = self.sim.nodes[member].view
+        results = set()
+        for replica, reply in done.replies.items():
+            if isinstance(reply, MemberRemoved):
+                if replica in view:
+                    problems.append(
+                        f"replies: {name}: member {replica} reported removed but is in view "
+                        f"{view.epoch}"
+                    )
+            elif isinstance(reply, RemoteError):
+                if reply.error_type != "StateTransferred":
+                    problems.append(f"replies: {name}: member {replica} failed: {reply}")
+            else:
+                results.add(reply)
+        if len(results) > 1:
+            problems.append(f"replies: {name}: replicas returned different results {results}")
 
     def schedule(self) -> None:
         spec, sim, rng = self.spec, self.sim, self.sim.rng
@@ -193,9 +323,21 @@ class _Run:
         )
         if not subgroups or node.membership is None:
             return
+        subgroup = rng.choice(subgroups)
+        if self.spec.replicated:
+            ref = next(r for r in node.layout.shards_of(member) if r.subgroup == subgroup)
+            key, value = f"k{number % 17}", member * 1_000_000 + number
+            try:
+                call_id = sim.call_ordered_now(
+                    member, ref.type_name, ref.subgroup_index, "put", key, value
+                )
+            except LocalProtocolError:
+                return
+            self.calls.setdefault(member, []).append(call_id)
+            return
         payload = _payload(member, number, self.spec.size)
         try:
-            sim.send_now(member, rng.choice(subgroups), payload)
+            sim.send_now(member, subgroup, payload)
         except LocalProtocolError:
             return  # leaving, or the view became inadequate: the application is told so
         self.sent.setdefault(member, set()).add(payload)
@@ -222,6 +364,8 @@ class _Run:
             lost -= self.abandoned.get(member, set())
             if lost and settled:
                 problems.append(f"lost: {len(lost)} messages sent by {member} never delivered")
+        if self.spec.replicated:
+            problems += self._check_objects(settled)
         for member in sorted(self.minority):
             later = [v.epoch for v in sim.recorder.views.get(member, [])]
             cut = self.partition_epoch.get(member)
@@ -230,6 +374,32 @@ class _Run:
                     f"partition: minority member {member} installed view {max(later)} after "
                     f"the partition began in view {cut}"
                 )
+        return problems
+
+    def _check_objects(self, settled: bool) -> list[str]:
+        sim = self.sim
+        problems = list(self.reply_problems)
+        for member, reason in sorted(sim.host_failed.items()):
+            problems.append(f"host: member {member}'s object layer failed: {reason}")
+        for member, events in sorted(sim.host_events.items()):
+            failures = [e for e in events if isinstance(e, UserCodeFailed)]
+            if failures:
+                problems.append(f"host: member {member}: user code failed: {failures[0]}")
+        if not settled:
+            return problems
+        for member in sim.running:
+            if not sim.nodes[member].layout.adequate:
+                continue  # its calls wait for enough members to join
+            results = sim.results.get(member, {})
+            hanging = [c for c in self.calls.get(member, []) if c not in results]
+            if hanging:
+                problems.append(
+                    f"calls: {len(hanging)} ordered calls of member {member} never resolved "
+                    f"(first: {hanging[0]})"
+                )
+            pending = [r for r in sim.hosts[member].replicas().values() if r is None]
+            if pending:
+                problems.append(f"state: member {member} still waits for {len(pending)} states")
         return problems
 
 
@@ -243,6 +413,8 @@ def run_simulation(spec: SimulationSpec) -> SimulationReport:
         raise ValueError(
             f"the layout is inadequate for {spec.members} members: {view_layout.reason}"
         )
+    if spec.replicated and spec.mode is Mode.RAW:
+        raise ValueError("replicated runs need ordered shards: Raw shards run no objects")
     if 2 * (spec.crash + spec.pauses + spec.leave) >= spec.members:
         raise ValueError(
             f"{spec.crash} crashes, {spec.pauses} pauses and {spec.leave} leaves would take "
@@ -251,6 +423,7 @@ def run_simulation(spec: SimulationSpec) -> SimulationReport:
     run.schedule()
     bound = 20 * spec.config.heartbeat_timeout
     settled = sim.settle(limit=run.quiet_at + bound)
+    sim.record_states()
     running = sim.running
     final_epochs = {sim.nodes[m].view.epoch for m in running}
     return SimulationReport(
@@ -270,4 +443,9 @@ def run_simulation(spec: SimulationSpec) -> SimulationReport:
         wire_messages=sum(sim.messages_sent.values()),
         wire_bytes=sum(sim.bytes_sent.values()),
         trace=sim.trace_digest,
+        calls=sum(len(calls) for calls in run.calls.values()),
+        state_transfers=sum(
+            isinstance(e, StateReceived) for es in sim.host_events.values() for e in es
+        ),
+        shard_moves=run.shard_moves,
     )
