@@ -203,8 +203,9 @@ class ObjectHost:
         """My shards of the current view, by flattened subgroup id."""
         self._replicas: dict[ShardKey, _Replica] = {}
         self._outgoing: dict[tuple[NodeId, ShardKey], _Outgoing] = {}
-        self._early_requests: list[tuple[NodeId, StateRequest]] = []
-        """State requests made in a view this member has not installed yet."""
+        self._early_requests: dict[tuple[NodeId, ShardKey], StateRequest] = {}
+        """State requests made in a view this member has not installed yet: the latest per
+        member and shard, so a peer repeating itself cannot grow it."""
         self._calls: dict[int, _PendingCall] = {}
         self._queries: dict[int, _PendingQuery] = {}
         self._ids = itertools.count(1)
@@ -361,8 +362,8 @@ class ObjectHost:
             self._on_peer(event.src, message)
         elif isinstance(event, ViewInstalled):
             self._on_view(event)
-            early, self._early_requests = self._early_requests, []
-            for src, request in early:
+            early, self._early_requests = self._early_requests, {}
+            for (src, _), request in early.items():
                 self._on_state_request(src, request)
         elif isinstance(event, Abandoned):
             try:
@@ -696,7 +697,8 @@ class ObjectHost:
         if request.epoch > self.view.epoch:
             # The requester installed a view that this member has not: it may still deliver
             # messages of the old one, which a state sent now would lack. Answer once there.
-            self._early_requests.append((src, request))
+            key = (request.type_name, request.subgroup_index, request.shard)
+            self._early_requests[(src, key)] = request
             return
         key = (request.type_name, request.subgroup_index, request.shard)
         replica = self._replicas.get(key)
