@@ -19,8 +19,9 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# The long sweeps on every core (pytest-xdist): each seed is its own test.
 test-slow: $(STAMP)
-	$(BIN)/python -m pytest -q -m slow
+	$(BIN)/python -m pytest -q -m slow -n auto
 
 # The transports and real processes again on uvloop's event loop, which `pyderecho node` uses
 # when uvloop is installed (pip install 'pyderecho[fast]'); in a venv of its own, so that the
