@@ -435,7 +435,7 @@ class ObjectHost:
             ctx.CallContext(sender, self.node_id, replica.key, position, call.timestamp, self.group)
         )
         try:
-            result = getattr(replica.obj, call.method)(**msgspec.structs.asdict(arguments))
+            result = getattr(replica.obj, call.method)(*msgspec.structs.astuple(arguments))
             error: BaseException | None = None
         except Exception as exc:
             result, error = None, exc

@@ -69,6 +69,8 @@ class MethodSpec:
     def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> msgspec.Struct:
         """The call's arguments as the method's argument struct; a wrong count, name or type
         raises ``TypeError`` here, at the caller, not on the replicas."""
+        if not kwargs and len(args) == len(self.signature.parameters):
+            return self.args_type(*args)  # the common case, without inspect's binding
         try:
             bound = self.signature.bind(*args, **kwargs)
         except TypeError as exc:

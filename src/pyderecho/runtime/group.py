@@ -97,6 +97,7 @@ class Group:
         self.stats: Counter[str] = Counter()
         host.group = self
         member.on_event = self._on_core_event
+        member.after_events = self._drain_host
         self._calls: dict[int, asyncio.Future[Replies]] = {}
         self._queries: dict[int, asyncio.Future[Any]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -374,14 +375,17 @@ class Group:
                     self._raw_queue(ref.type_name, ref.subgroup_index).put_nowait(event.detached())
                     break
         self.host.handle(event)
-        self._drain_host()
         self._tell(event)
 
-    def _drain_host(self) -> None:
+    def _drain_host(self) -> bool:
+        """Act on what the object layer asked for; whether it sent anything. Runs once per
+        step of the member, after the step's events, so one burst's replies leave together."""
+        sent = False
         for output in self.host.outputs():
             if isinstance(output, SendPeer):
                 if not self.member.node.stopped:
                     self.member.send_p2p(output.dst, output.payload)
+                    sent = True
             elif isinstance(output, CallDone):
                 call = self._calls.pop(output.call_id, None)
                 if call is not None and not call.done():
@@ -400,6 +404,7 @@ class Group:
                 if isinstance(output, HostFailed):
                     self._fail(output.reason)
                 self._tell(output)
+        return sent
 
     def _run_query(self, run: RunQuery) -> None:
         task = asyncio.get_running_loop().create_task(run.coroutine, context=run.context)

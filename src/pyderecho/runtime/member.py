@@ -62,6 +62,10 @@ class Member:
         self._flush_scheduled = False
         self.stats: Counter[str] = Counter()
         """Failures of application code this driver ran (its event handler), by kind."""
+        self.after_events: Callable[[], bool] | None = None
+        """Called once the node has nothing more to send or report in this step; returns
+        whether it gave the node more to do. A layer above the core (the object layer) handles
+        a whole burst of events first and answers once, batching its replies."""
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -197,11 +201,20 @@ class Member:
                     self._stopped.set_result(event.reason)
                 if self.on_event is not None:
                     self._handle(self.on_event, event)
-            if not outbox and not events:
+            hook = self.after_events
+            if not outbox and not events and (hook is None or not self._after(hook)):
                 break
         self._arm_timer()
         if self._waiters:
             self._progress.set()
+
+    def _after(self, hook: Callable[[], bool]) -> bool:
+        try:
+            return hook()
+        except Exception:
+            self.stats["event_handler_failed"] += 1
+            _log.exception("after_events hook %r raised", hook)
+            return False
 
     def _handle(self, handler: EventHandler, event: Event) -> None:
         """Run the application's handler; its exception is its own: logged and counted, never
