@@ -55,6 +55,11 @@ class Store:
         return len(self.items)
 
     @ordered
+    def put_named(self, *, key: str, value: bytes = b"default") -> int:
+        """Keyword-only parameters travel too."""
+        return self.put(key, value)
+
+    @ordered
     def fail(self, why: str) -> None:
         raise ValueError(why)
 
@@ -213,6 +218,8 @@ def test_bad_calls_fail_at_the_call_site() -> None:
         with pytest.raises(LookupError, match="was not given to the group"):
             g0.subgroup(dict)
         assert await store.put("x", b"1") == {0: 1, 1: 1}, "the group is unharmed"
+        assert await store.put_named(key="y") == {0: 2, 1: 2}
+        assert await store.get("y") == b"default"
 
     run(scenario, Cluster(layout_of({"Store": one_subgroup(2)}), {"Store": Store}))
 

@@ -435,7 +435,11 @@ class ObjectHost:
             ctx.CallContext(sender, self.node_id, replica.key, position, call.timestamp, self.group)
         )
         try:
-            result = getattr(replica.obj, call.method)(*msgspec.structs.astuple(arguments))
+            method = getattr(replica.obj, call.method)
+            if spec.positional:
+                result = method(*msgspec.structs.astuple(arguments))
+            else:
+                result = method(**msgspec.structs.asdict(arguments))
             error: BaseException | None = None
         except Exception as exc:
             result, error = None, exc

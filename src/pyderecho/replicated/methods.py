@@ -63,13 +63,15 @@ class MethodSpec:
     args_type: type[msgspec.Struct]
     returns: Any
     is_async: bool
+    positional: bool
+    """Every parameter can be passed by position: a replica calls with the argument tuple."""
     args_decoder: msgspec.msgpack.Decoder[Any]
     result_decoder: msgspec.msgpack.Decoder[Any]
 
     def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> msgspec.Struct:
         """The call's arguments as the method's argument struct; a wrong count, name or type
         raises ``TypeError`` here, at the caller, not on the replicas."""
-        if not kwargs and len(args) == len(self.signature.parameters):
+        if self.positional and not kwargs and len(args) == len(self.signature.parameters):
             return self.args_type(*args)  # the common case, without inspect's binding
         try:
             bound = self.signature.bind(*args, **kwargs)
@@ -170,6 +172,7 @@ def _method_spec(cls: type[Any], name: str, function: Callable[..., Any]) -> Met
         args_type=args_type,
         returns=returns,
         is_async=inspect.iscoroutinefunction(function),
+        positional=all(p.kind is not p.KEYWORD_ONLY for p in parameters),
         args_decoder=msgspec.msgpack.Decoder(args_type),
         result_decoder=msgspec.msgpack.Decoder(Any if returns is None else returns),
     )
