@@ -310,6 +310,8 @@ def _child_main(argv: list[str]) -> int:
             command = json.loads(line)
             if command["cmd"] == "throughput":
                 _emit(_throughput(counter, value, success, command))
+            elif command["cmd"] == "leader":
+                _emit({"leader": _leader_id(counter)})
             elif command["cmd"] == "latency":
                 _emit(_latency(counter, value, success, int(command["calls"])))
             else:
@@ -429,9 +431,17 @@ class _Group:
             self._close()
             raise
         leaders = {ready["leader"] for ready in readies}
-        if not all(ready["ready"] for ready in readies) or len(leaders) != 1:
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        # A re-election can leave replicas briefly naming different leaders: ask again until
+        # they agree, so that the run starts on a settled group.
+        while (len(leaders) != 1 or None in leaders) and time.monotonic() < deadline:
+            time.sleep(0.2)
+            for child in self.children:
+                child.send({"cmd": "leader"})
+            leaders = {child.reply(REPLY_MARGIN_S)["leader"] for child in self.children}
+        if not all(ready["ready"] for ready in readies) or len(leaders) != 1 or None in leaders:
             self._close()
-            raise RuntimeError(f"group not ready: {readies}")
+            raise RuntimeError(f"group not ready: {readies}, leaders {leaders}")
         self.leader = leaders.pop()
         return self
 
