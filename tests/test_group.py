@@ -308,7 +308,7 @@ class Fragile:
     def snapshot(self) -> bytes:
         return msgspec.json.encode(self.log)
 
-    def restore(self, data: bytes) -> None:
+    def restore(self, data: memoryview) -> None:
         log = msgspec.json.decode(data, type=list[str])
         if "poison" in log:
             raise ValueError("refusing a poisoned state")

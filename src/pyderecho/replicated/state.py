@@ -1,8 +1,10 @@
 """A replica's state as bytes, and back: what state transfer ships and the checker digests.
 
 By default the state is the class's annotated attributes, encoded with msgspec as one struct;
-a class that defines both ``snapshot(self) -> bytes`` and ``restore(self, data: bytes)`` marshals
-its own (for anything msgspec cannot describe, or a cheaper encoding).
+a class that defines both ``snapshot(self) -> bytes`` and ``restore(self, data: memoryview)``
+marshals its own (for anything msgspec cannot describe, or a cheaper encoding). ``snapshot``
+must return bytes that do not change afterwards (they are sent while the replica runs on);
+``restore`` is handed a view of a buffer that is its own to keep, so neither side copies.
 """
 
 from __future__ import annotations
@@ -38,7 +40,9 @@ def restore(spec: TypeSpec, data: bytes | memoryview) -> Any:
     """
     replica = spec.cls()
     if spec.state_type is None:
-        replica.restore(bytes(data))
+        # Handed over, not copied: the buffer is the transfer's own and nothing else keeps it,
+        # so a class that holds a large state as bytes-like data can keep it as it comes.
+        replica.restore(memoryview(data))
         return replica
     state = msgspec.msgpack.decode(data, type=spec.state_type)
     for name in spec.state_type.__struct_fields__:
