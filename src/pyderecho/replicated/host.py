@@ -146,8 +146,16 @@ class _Replica:
     waiting: list[NodeId] = field(default_factory=list)
     """Members that asked this replica for state before it had any."""
     lost: bool = False
-    cut: tuple[int, bytes] | None = None
-    """A snapshot taken at a view's cut for the shard's newcomers: (epoch, state)."""
+    cut: _Cut | None = None
+    """A snapshot taken at a view's cut for the shard's newcomers, until each has it."""
+
+
+@dataclass
+class _Cut:
+    epoch: int
+    data: bytes
+    waiting: set[NodeId]
+    """Newcomers not yet sent this snapshot: it is dropped once none is left."""
 
 
 @dataclass
@@ -637,14 +645,20 @@ class ObjectHost:
                 self._start_fresh(replica, lost=True)
             elif replica.asking is None:
                 self._ask(replica)
-        newcomers = [m for m in members if before is None or m not in before]
+        replica.cut = None  # a cut serves the view it was taken in, no later one
+        newcomers = {m for m in members if before is not None and m not in before}
         if (
             replica.obj is not None
-            and before is not None
             and newcomers
+            and before is not None
             and [m for m in members if m in before][:1] == [self.node_id]
         ):
-            replica.cut = (self.view.epoch, snapshot(replica.spec, replica.obj))
+            try:
+                data = snapshot(replica.spec, replica.obj)
+            except Exception as exc:
+                self._user_failed(f"{replica.spec.cls.__qualname__}.snapshot", exc)
+            else:
+                replica.cut = _Cut(self.view.epoch, data, newcomers)
 
     def _start_fresh(self, replica: _Replica, *, lost: bool) -> None:
         """No old member survives: the shard starts from the constructor at this view's start,
@@ -716,9 +730,12 @@ class ObjectHost:
 
     def _send_state(self, replica: _Replica, dst: NodeId, epoch: int) -> None:
         cut = replica.cut
-        if cut is not None and cut[0] == epoch:
+        if cut is not None and cut.epoch == epoch and dst in cut.waiting:
             # Taken as view ``epoch`` installed: before that view's first delivery.
-            data, position = cut[1], (epoch, 0)
+            data, position = cut.data, (epoch, 0)
+            cut.waiting.discard(dst)
+            if not cut.waiting:
+                replica.cut = None
         else:
             try:
                 data = snapshot(replica.spec, replica.obj)
