@@ -785,7 +785,9 @@ class ObjectHost:
         if header.status is StateStatus.NOT_HELD:
             self._ask(replica)
             return
-        replica.incoming = _Incoming(src, header, bytearray(header.size))
+        # Grown as chunks arrive, not sized from the header: memory follows the bytes that
+        # actually came, whatever size a peer announced.
+        replica.incoming = _Incoming(src, header, bytearray())
         if header.size == 0:
             self._install_state(replica)
 
@@ -799,7 +801,7 @@ class ObjectHost:
         end = chunk.offset + chunk.data.nbytes
         if chunk.offset != incoming.received or end > incoming.header.size:
             raise RemoteProtocolError(f"state chunk at {chunk.offset} of {incoming.header.size}")
-        incoming.data[chunk.offset : end] = chunk.data
+        incoming.data += chunk.data
         incoming.hasher.update(chunk.data)
         incoming.received = end
         incoming.digest = chunk.digest
