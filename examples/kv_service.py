@@ -40,11 +40,8 @@ import kv_app
 from kv_app import Backend, LoadBalancer
 
 from pyderecho import (
-    Delivered,
     Group,
     GroupStopped,
-    MessageSent,
-    NullsSent,
     SettingsError,
     StateLost,
     StateProgress,
@@ -174,20 +171,10 @@ class ServiceMember:
         self.stop = asyncio.Event()
 
     def on_event(self, event: object) -> None:
-        log = self.log
-        if isinstance(event, Delivered):
-            if log is not None:
-                log.delivered(event)
-        elif isinstance(event, MessageSent):
-            if log is not None:
-                log.sent(event)
-        elif isinstance(event, NullsSent):
-            if log is not None:
-                log.nulls(event)
-        elif isinstance(event, ViewInstalled):
+        if self.log is not None:
+            self.log.record(event)
+        if isinstance(event, ViewInstalled):
             self.view_at = time.monotonic()
-            if log is not None:
-                log.view(event)
             emit({"event": "view", **view_record(event.view, event.layout)})
         elif isinstance(event, StateProgress):
             self.transfer_started.setdefault(

@@ -49,8 +49,6 @@ from pyderecho.core.events import (
     Abandoned,
     Delivered,
     Event,
-    MessageSent,
-    NullsSent,
     Suspected,
     ViewInstalled,
 )
@@ -284,21 +282,12 @@ class MemberProcess:
         (self._abort if self._terminate.is_set() else self._terminate).set()
 
     def _on_event(self, event: Event) -> None:
-        log = self._log
+        if self._log is not None:
+            self._log.record(event)
         if isinstance(event, Delivered):
             self.delivered[event.mode.value] += 1
-            if log is not None:
-                log.delivered(event)
-        elif isinstance(event, MessageSent):
-            if log is not None:
-                log.sent(event)
-        elif isinstance(event, NullsSent):
-            if log is not None:
-                log.nulls(event)
         elif isinstance(event, ViewInstalled):
             self._view_changed.set()
-            if log is not None:
-                log.view(event)
             _emit({"event": "view", **view_record(event.view, event.layout)})
         elif isinstance(event, Suspected):
             _emit({"event": "suspected", "member": event.node})

@@ -77,6 +77,17 @@ class DeliveryLog:
         start = {"kind": "start", "member": member, "pid": os.getpid(), "group": group}
         self._add(json.dumps(start) + "\n")
 
+    def record(self, event: object) -> None:
+        """Log ``event`` if it is one the log keeps (a delivery, a send, nulls, a view)."""
+        if isinstance(event, Delivered):
+            self.delivered(event)
+        elif isinstance(event, MessageSent):
+            self.sent(event)
+        elif isinstance(event, NullsSent):
+            self.nulls(event)
+        elif isinstance(event, ViewInstalled):
+            self.view(event)
+
     def delivered(self, event: Delivered) -> None:
         self._add(
             f'{{"kind":"delivered","view":{event.epoch},"subgroup":{event.subgroup},'
