@@ -384,3 +384,36 @@ def test_raw_subgroups_keep_a_byte_level_api() -> None:
 
     layout = layout_of({"Events": every_member(Mode.RAW)})
     run(scenario, Cluster(layout, {}))
+
+
+class Watcher:
+    """Hears of views; ``_views`` is not state (its name starts with an underscore)."""
+
+    count: int
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._views: list[tuple[int, tuple[int, ...]]] = []
+
+    def on_view(self, view: View) -> None:
+        self._views.append((view.epoch, view.members))
+
+    @ordered
+    def bump(self) -> int:
+        self.count += 1
+        return self.count
+
+
+def test_a_replica_hears_of_each_view_it_runs_in() -> None:
+    async def scenario(cluster: Cluster) -> None:
+        groups = await cluster.found([0, 1])
+        assert (await groups[0].subgroup(Watcher).bump()).value() == 1
+        joiner = await cluster.join(2)
+        replica = await joiner.wait_ready(Watcher, timeout=WAIT)
+        await until(lambda: len(groups[0].replica(Watcher)._views) == 2)
+        assert groups[0].replica(Watcher)._views == [(0, (0, 1)), (1, (0, 1, 2))]
+        assert replica._views == [(1, (0, 1, 2))], "told once its state is in"
+        assert replica.count == 1
+
+    run(scenario, Cluster(layout_of({"Watcher": every_member()}), {"Watcher": Watcher}))
+
