@@ -34,7 +34,7 @@ from pyderecho import (
     query,
     sharded,
 )
-from pyderecho.core.layout import Allocation, LayoutFunction, Mode
+from pyderecho.core.layout import Allocation, LayoutFunction, Mode, ShardLayout
 from pyderecho.testing import MemoryNetwork, MemoryTransport
 
 FAST = CoreConfig(heartbeat_interval=0.05, heartbeat_timeout=0.5, startup_timeout=5.0)
@@ -417,3 +417,29 @@ def test_a_replica_hears_of_each_view_it_runs_in() -> None:
 
     run(scenario, Cluster(layout_of({"Watcher": every_member()}), {"Watcher": Watcher}))
 
+
+def moving_layout(view: View) -> Allocation:
+    """Shard 1 is the last member alone: a member that joins takes it over, and the member
+    that held it moves into shard 0."""
+    *front, last = view.members
+    return {"Store": [[ShardLayout(tuple(front), Mode.ORDERED), ShardLayout((last,))]]}
+
+
+def test_a_holder_moved_out_of_its_shard_still_hands_the_state_over() -> None:
+    async def scenario(cluster: Cluster) -> None:
+        groups = await cluster.found([0, 1, 2])
+        await groups[2].subgroup(Store).put("in shard 1", b"kept")
+        await groups[0].subgroup(Store).put("in shard 0", b"kept")
+        joiner = await cluster.join(3)
+        await joiner.wait_ready(Store, timeout=WAIT)
+        await groups[2].wait_ready(Store, timeout=WAIT)
+        assert joiner.replica(Store).items == {"in shard 1": b"kept"}
+        assert groups[2].replica(Store).items == {"in shard 0": b"kept"}
+        assert [(e.source, e.shard) for e in cluster.events[3] if isinstance(e, StateReceived)] == [
+            (2, 1)
+        ]
+        assert not any(
+            isinstance(e, StateLost) for events in cluster.events.values() for e in events
+        )
+
+    run(scenario, Cluster(moving_layout, {"Store": Store}))

@@ -210,6 +210,10 @@ class ObjectHost:
         self._refs: dict[int, ShardRef] = {}
         """My shards of the current view, by flattened subgroup id."""
         self._replicas: dict[ShardKey, _Replica] = {}
+        self._retired: dict[ShardKey, _Replica] = {}
+        """Replicas of shards the last view change moved this member out of: frozen at that
+        view's cut (no delivery of the shard reaches them any more), kept through one view so
+        that the shard's newcomers can still get the state from them."""
         self._outgoing: dict[tuple[NodeId, ShardKey], _Outgoing] = {}
         self._early_requests: dict[tuple[NodeId, ShardKey], StateRequest] = {}
         """State requests made in a view this member has not installed yet: the latest per
@@ -616,8 +620,11 @@ class ObjectHost:
             return
         self._refs = {ref.subgroup: ref for ref in mine}
         keys = {(ref.type_name, ref.subgroup_index, ref.shard): ref for ref in mine}
+        self._retired = {}
         for key in [k for k in self._replicas if k not in keys]:
-            del self._replicas[key]  # moved out of the shard: its state lives on elsewhere
+            replica = self._replicas.pop(key)
+            if replica.obj is not None:
+                self._retired[key] = replica
         previous = _members_by_key(event.previous)
         for key, ref in keys.items():
             self._plan(key, ref, previous.get(key))
@@ -627,7 +634,11 @@ class ObjectHost:
 
     def _plan(self, key: ShardKey, ref: ShardRef, before: tuple[NodeId, ...] | None) -> None:
         members = ref.layout.members
-        old = [m for m in members if before is not None and m in before and m != self.node_id]
+        # Who held the shard and is still here: those still in it first, then those the layout
+        # moved out (their replica waits for the newcomers, frozen at the cut), rank order.
+        held = [m for m in self.view.members if before is not None and m in before]
+        old = [m for m in held if m in members and m != self.node_id]
+        old += [m for m in held if m not in members]
         replica = self._replicas.get(key)
         if replica is None:
             replica = self._replicas[key] = _Replica(key, self.types[key[0]], None)
@@ -719,7 +730,7 @@ class ObjectHost:
             self._early_requests[(src, key)] = request
             return
         key = (request.type_name, request.subgroup_index, request.shard)
-        replica = self._replicas.get(key)
+        replica = self._replicas.get(key) or self._retired.get(key)
         if replica is None:
             self._send(src, StateHeader(*key, StateStatus.NOT_HELD))
         elif replica.obj is None:
