@@ -347,3 +347,14 @@ def test_applying_a_message_twice_is_caught(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setattr(ObjectHost, "_apply", apply_some_twice)
     caught = planted_runs(range(2))
     assert any(v.startswith("state:") and "member 1," in v for v in caught), caught[:3]
+
+
+def test_declaring_a_shard_lost_while_a_holder_is_alive_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def give_up_at_once(self: ObjectHost, replica: Any) -> None:
+        self._start_fresh(replica, lost=True)
+
+    monkeypatch.setattr(ObjectHost, "_ask", give_up_at_once)
+    caught = planted_runs(range(3))
+    assert any(v.startswith("state-lost:") for v in caught), caught[:3]

@@ -36,7 +36,7 @@ from pyderecho.core.events import Abandoned, Delivered, Event, Suspected, ViewIn
 from pyderecho.core.layout import Allocation, LayoutFunction, Mode, ViewLayout
 from pyderecho.core.view import NodeId, View
 from pyderecho.replicated.errors import MemberRemoved, RemoteError
-from pyderecho.replicated.events import CallDone, StateReceived, UserCodeFailed
+from pyderecho.replicated.events import CallDone, StateLost, StateReceived, UserCodeFailed
 from pyderecho.replicated.host import Output
 from pyderecho.replicated.messages import decode_call
 from pyderecho.replicated.methods import ordered, query
@@ -176,7 +176,7 @@ class _Run:
         """Replicated runs: each member's ordered calls, by call id."""
         self.delivered_in: dict[tuple[NodeId, int], tuple[int, tuple[NodeId, ...]]] = {}
         """(caller, call id) -> the epoch and shard members where the caller delivered it."""
-        self.reply_problems: list[str] = []
+        self.observed_problems: list[str] = []
         self.shards_of: dict[NodeId, dict[tuple[str, int], int]] = {}
         self.shard_moves = 0
         founding = self.sim.nodes[self.sim.view.members[0]].layout
@@ -235,12 +235,35 @@ class _Run:
     def _observe_output(self, member: NodeId, output: Output) -> None:
         if isinstance(output, CallDone):
             self._check_replies(member, output)
+        elif isinstance(output, StateLost):
+            self._check_loss(member, output)
+
+    def _check_loss(self, member: NodeId, lost: StateLost) -> None:
+        """A shard restarts from its constructor only when nobody that held it is left: the
+        members of its last adequate layout (in it or moved out) are all gone from the view."""
+        node = self.sim.nodes[member]
+        key = (lost.type_name, lost.subgroup_index, lost.shard)
+        previous = node.previous_layout
+        held = next(
+            (
+                r.layout.members
+                for r in (previous.shards if previous is not None else ())
+                if (r.type_name, r.subgroup_index, r.shard) == key
+            ),
+            (),
+        )
+        alive = [m for m in held if m in node.view]
+        if lost.epoch != node.view.epoch or alive:
+            self.observed_problems.append(
+                f"state-lost: member {member} restarted {key} in view {lost.epoch} though "
+                f"{alive} held it and are in view {node.view.epoch}"
+            )
 
     def _check_replies(self, member: NodeId, done: CallDone) -> None:
         """One reply per member of the shard in the delivering view; the same result from
         every replica that ran the call; "member removed" only for members that are gone."""
         where = self.delivered_in.get((member, done.call_id))
-        problems = self.reply_problems
+        problems = self.observed_problems
         name = f"call {done.call_id} of member {member}"
         if where is None:
             problems.append(f"replies: {name} completed before its caller delivered it")
@@ -378,7 +401,7 @@ class _Run:
 
     def _check_objects(self, settled: bool) -> list[str]:
         sim = self.sim
-        problems = list(self.reply_problems)
+        problems = list(self.observed_problems)
         for member, reason in sorted(sim.host_failed.items()):
             problems.append(f"host: member {member}'s object layer failed: {reason}")
         for member, events in sorted(sim.host_events.items()):
