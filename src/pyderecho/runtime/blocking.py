@@ -24,6 +24,31 @@ from pyderecho.transport.base import Transport
 T = TypeVar("T")
 
 
+class _LoopThread:
+    """One event loop on a daemon thread of its own, and a way to run coroutines on it from
+    other threads: what both blocking faces stand on."""
+
+    def __init__(self, name: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def call(self, coroutine: Coroutine[Any, Any, T], timeout: float | None) -> T:
+        """Run ``coroutine`` on the loop and block until it returns (or ``timeout``)."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+
+    def stop(self, timeout: float | None) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout)
+        self.loop.close()
+
+
 class BlockingMember:
     """A member whose methods block the calling thread instead of awaiting.
 
@@ -43,10 +68,7 @@ class BlockingMember:
         self.deliveries: queue.Queue[Delivered] = queue.Queue()
         self._user_handler = on_event
         self._member = Member(node, transport, on_event=self._forward, max_queued=max_queued)
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self._loop.run_forever, name=f"pyderecho-{node.node_id}", daemon=True
-        )
+        self._runner = _LoopThread(f"pyderecho-{node.node_id}")
 
     def _forward(self, event: Event) -> None:
         if isinstance(event, Delivered):
@@ -55,10 +77,10 @@ class BlockingMember:
             self._user_handler(event)
 
     def _call(self, coroutine: Coroutine[Any, Any, T], timeout: float | None) -> T:
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
+        return self._runner.call(coroutine, timeout)
 
     def start(self, timeout: float | None = 30.0) -> None:
-        self._thread.start()
+        self._runner.start()
         self._call(self._member.start(), timeout)
 
     @property
@@ -78,14 +100,12 @@ class BlockingMember:
 
     def close(self, timeout: float | None = 30.0) -> None:
         """Close the transport and stop the loop thread."""
-        if not self._thread.is_alive():
+        if not self._runner.alive:
             return
         try:
             self._call(self._member.close(), timeout)
         finally:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(timeout)
-            self._loop.close()
+            self._runner.stop(timeout)
 
     def __enter__(self) -> BlockingMember:
         self.start()
@@ -113,17 +133,14 @@ class BlockingGroup:
     """
 
     def __init__(self, starting: Callable[[], Awaitable[Group]], timeout: float | None) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self._loop.run_forever, name="pyderecho-group", daemon=True
-        )
-        self._thread.start()
+        self._runner = _LoopThread("pyderecho-group")
+        self._runner.start()
         self.timeout = timeout
         """How long a call may block before ``TimeoutError`` (None: no limit)."""
         try:
             self.group: Group = self._call(_awaited(starting), timeout)
         except BaseException:
-            self._stop_loop(timeout)
+            self._runner.stop(timeout)
             raise
 
     @classmethod
@@ -141,7 +158,7 @@ class BlockingGroup:
         return cls(lambda: Group.over(transport, **options), timeout)
 
     def _call(self, coroutine: Coroutine[Any, Any, T], timeout: float | None) -> T:
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
+        return self._runner.call(coroutine, timeout)
 
     @property
     def member_id(self) -> int:
@@ -172,17 +189,12 @@ class BlockingGroup:
 
     def close(self) -> None:
         """Leave (bounded by the group's ``leave_timeout``), close, and stop the loop thread."""
-        if not self._thread.is_alive():
+        if not self._runner.alive:
             return
         try:
             self._call(self.group.__aexit__(None, None, None), self.timeout)
         finally:
-            self._stop_loop(self.timeout)
-
-    def _stop_loop(self, timeout: float | None) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout)
-        self._loop.close()
+            self._runner.stop(self.timeout)
 
     def __enter__(self) -> BlockingGroup:
         return self
