@@ -23,7 +23,7 @@ from typing import Any, overload
 
 from pyderecho.config import Settings, load_settings
 from pyderecho.core.config import CoreConfig
-from pyderecho.core.events import Delivered, Event
+from pyderecho.core.events import Delivered, Event, ViewInstalled
 from pyderecho.core.layout import LayoutFunction, Mode
 from pyderecho.core.node import Node
 from pyderecho.core.view import NodeId, View
@@ -102,6 +102,8 @@ class Group:
         self._queries: dict[int, asyncio.Future[Any]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._raw: dict[tuple[str, int], asyncio.Queue[Delivered]] = {}
+        self._subgroup_names: dict[int, tuple[str, int]] = {}
+        """(type name, index) of each flattened subgroup id of the current view."""
         self._failed = ""
 
     # -- starting ---------------------------------------------------------------------------
@@ -370,10 +372,12 @@ class Group:
 
     def _on_core_event(self, event: Event) -> None:
         if isinstance(event, Delivered) and event.mode is Mode.RAW:
-            for ref in self.member.node.layout.shards:
-                if ref.subgroup == event.subgroup:
-                    self._raw_queue(ref.type_name, ref.subgroup_index).put_nowait(event.detached())
-                    break
+            name = self._subgroup_names.get(event.subgroup)
+            if name is not None:
+                self._raw_queue(*name).put_nowait(event.detached())
+        elif isinstance(event, ViewInstalled):
+            # Looked up per Raw delivery: an index, not a walk over the layout's shards.
+            self._subgroup_names = {sid: key for key, sid in event.layout.subgroup_ids.items()}
         self.host.handle(event)
         self._tell(event)
 
