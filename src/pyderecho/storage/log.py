@@ -206,6 +206,8 @@ class SegmentedLog:
         self.segment_bytes = segment_bytes
         self.truncated_bytes = truncated_bytes
         """Bytes of torn tail that :meth:`open` cut off the last segment."""
+        self.syncs = 0
+        """``fdatasync`` calls made on segments (by :meth:`sync`, and when sealing)."""
         self._sealed = sealed
         self._open = open_segment
         self._fd = fd
@@ -469,6 +471,7 @@ class SegmentedLog:
             with self._io("fdatasync", self._open.path):
                 os.fdatasync(self._fd)
             self._dirty = False
+            self.syncs += 1
 
     def _seal(self) -> None:
         """Close the open segment durably and start the next one."""
