@@ -20,7 +20,7 @@ from pathlib import Path
 
 import crc32c
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import pyderecho.storage
@@ -254,7 +254,7 @@ def test_an_empty_last_segment_after_a_crash_while_sealing_is_used(tmp_path: Pat
         assert log.append(b"x") == len(bodies)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(
     bodies=st.lists(st.binary(max_size=40), max_size=12),
     cut_fraction=st.floats(min_value=0, max_value=1),
@@ -308,6 +308,35 @@ def test_a_bad_record_followed_by_a_valid_one_is_corruption(tmp_path: Path, bad:
     assert path.read_bytes() == before, "a corrupt log is not modified"
 
 
+@settings(max_examples=60, deadline=None)
+@example(garbage=bytes(20), body=b"", after=b"")  # zero fill, then a record
+@example(garbage=bytes(20), body=b"x", after=bytes(20))
+@given(
+    garbage=st.binary(min_size=1, max_size=300),
+    body=st.binary(max_size=300),
+    after=st.binary(max_size=50),
+)
+def test_any_valid_record_after_a_bad_one_is_found(
+    garbage: bytes, body: bytes, after: bytes
+) -> None:
+    """Whatever lies between, a valid record after the first bad one makes it corruption, and
+    the message says where that record is."""
+    good = [b"kept %d" % seq for seq in range(3)]
+    bad_offset = sum(len(frame(record)) for record in good)
+    with tempfile.TemporaryDirectory() as name:
+        directory = Path(name)
+        write_log(directory, good)
+        (path,) = segments(directory)
+        with path.open("ab") as file:
+            file.write(garbage + frame(body) + after)
+        with pytest.raises(CorruptLog) as caught:
+            SegmentedLog.open(directory)
+        assert caught.value.offset == bad_offset
+        assert f"followed by a valid record at byte offset {bad_offset + len(garbage)}" in str(
+            caught.value
+        )
+
+
 def test_a_damaged_length_in_the_middle_is_corruption_not_a_torn_tail(tmp_path: Path) -> None:
     """With the length damaged, the next record's offset is unknown: recovery finds it by
     trying every offset, instead of cutting the log (and the records after) off."""
@@ -317,6 +346,16 @@ def test_a_damaged_length_in_the_middle_is_corruption_not_a_torn_tail(tmp_path: 
     offset = sum(len(frame(body)) for body in bodies[:3])
     flip(path, offset + 3)  # the top byte of the length: it now runs past the end of the file
     with pytest.raises(CorruptLog, match=f"{path.name} at byte offset {offset}: a header"):
+        SegmentedLog.open(tmp_path)
+
+
+def test_a_record_over_16_mib_after_a_bad_one_is_found(tmp_path: Path) -> None:
+    """The scan only tries offsets whose length could fit; a length's top byte is 1 here."""
+    write_log(tmp_path, [b"kept"])
+    (path,) = segments(tmp_path)
+    with path.open("ab") as file:
+        file.write(b"\xff" * 5 + frame(bytes(17 << 20)))
+    with pytest.raises(CorruptLog, match=f"valid record at byte offset {len(frame(b'kept')) + 5}"):
         SegmentedLog.open(tmp_path)
 
 
