@@ -96,8 +96,9 @@ class GroupCommitWriter:
     def submit(
         self, log: SegmentedLog, bodies: Sequence[Body], on_durable: Callable[[int], None]
     ) -> None:
-        """Append ``bodies`` to ``log`` as consecutive records and call ``on_durable`` with the
-        sequence number of the last one once all are durable.
+        """Append ``bodies`` to ``log`` (as consecutive records, if this writer is the log's only
+        writer) and call ``on_durable`` with the sequence number of the last one once all are
+        durable.
 
         The bodies must not change until then. Raises :class:`StorageFailed` once the writer
         has failed, ``RuntimeError`` once it is closed, ``ValueError`` for no bodies or one over
