@@ -185,9 +185,9 @@ def test_regression_followers_do_not_blame_a_leader_for_time_before_the_change()
 
 
 def test_skipping_the_ragged_edge_trim_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
-    def deliver_everything_held(self: ShardMulticast) -> None:
+    def deliver_everything_held(self: ShardMulticast, live: list[int]) -> list[int]:
         self.table.cutoff[self.rank] = tuple(self.table.received[self.rank])
-        original_apply(self)
+        return original_apply(self, live)
 
     original_apply = ShardMulticast.apply_cutoff
     monkeypatch.setattr(ShardMulticast, "apply_cutoff", deliver_everything_held)

@@ -241,14 +241,6 @@ def test_local_misuse_raises_local_protocol_error() -> None:
         Node(0, View(0, (0, 1)), inadequate).send(0, b"x", 0.0)
 
 
-def test_paxos_is_refused_until_there_is_a_log() -> None:
-    def layout(view: View) -> Allocation:
-        return {"T": [[ShardLayout(view.members, Mode.PAXOS)]]}
-
-    with pytest.raises(LocalProtocolError, match="persistent log"):
-        Node(0, View(0, (0, 1)), layout)
-
-
 def test_a_shard_of_one_sends_everything_queued_in_one_burst() -> None:
     """Regression: the window was computed once per pump, and in a shard of one no row ever
     arrives to pump again, so a burst beyond the window stalled."""

@@ -15,7 +15,7 @@ def test_a_block_in_two_parts_decodes_as_the_block(size: int, block: int) -> Non
     """encode_parts sends a large block as header + data without joining them; the receiver
     sees the two as one frame, which must decode to the same block as encode's."""
     data = memoryview(bytes(range(256)) * (size // 256) + bytes(size % 256))
-    message = Block(3, 1, 2, 7, 41, 1 << 20, block, data)
+    message = Block(3, 1, 2, 7, 41, 1 << 20, block, 0, data)
     parts = encode_parts(message)
     frame = b"".join(parts) if isinstance(parts, tuple) else parts
     if size >= SEPARATE_DATA_BYTES:

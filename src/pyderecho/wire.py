@@ -41,6 +41,9 @@ class ShardRow(msgspec.Struct, frozen=True, array_like=True, tag="r"):
     cutoff: tuple[int, ...] = ()
     """The ragged-edge decision once known: per sender, how many of its messages are delivered
     in this epoch. Empty until decided; never changes once set."""
+    persisted: int = -1
+    """``Paxos`` shards: largest global index the member has logged durably (with every
+    message before it), -1 for none. A message is delivered once every member's is past it."""
 
 
 class Data(msgspec.Struct, frozen=True, array_like=True, tag="d"):
@@ -57,6 +60,9 @@ class Data(msgspec.Struct, frozen=True, array_like=True, tag="d"):
     payloads: tuple[memoryview, ...]
     """Decoded as views into the received frame, without copying: a ``Raw`` shard hands them
     to the application as they are, anything kept past the frame's callback is copied."""
+    stamp: int = 0
+    """``Paxos`` shards: the sender's clock when the batch left, in microseconds; the
+    receivers turn it into the same hybrid logical timestamp for each message."""
 
 
 class Nulls(msgspec.Struct, frozen=True, array_like=True, tag="n"):
@@ -82,6 +88,8 @@ class Block(msgspec.Struct, frozen=True, array_like=True, tag="b"):
     size: int
     """Total size of the message, so the first block to arrive can size the buffer."""
     block: int
+    stamp: int
+    """``Paxos`` shards: the sender's clock at send, in microseconds (as :attr:`Data.stamp`)."""
     data: memoryview
     """Decoded as a view into the received frame: it is copied once, into the message's
     reassembly buffer, and relayed to the next member before the frame's callback returns."""

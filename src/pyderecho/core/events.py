@@ -37,6 +37,10 @@ class Delivered(msgspec.Struct, frozen=True, gc=False):
     sender: NodeId
     index: int
     payload: bytes | memoryview
+    timestamp: int = 0
+    """``Paxos`` shards: the message's hybrid logical timestamp in microseconds (the sender's
+    clock at send, raised to stay above the shard's previous message), the same at every
+    member; 0 in other modes."""
 
     def detached(self) -> Delivered:
         """This delivery, safe to keep past its handling (in a queue, say): a ``Raw`` payload,
@@ -54,6 +58,47 @@ class MessageSent(msgspec.Struct, frozen=True, gc=False):
     shard: int
     index: int
     payload: bytes
+
+
+class LogRecord(msgspec.Struct, frozen=True, array_like=True, gc=False):
+    """One message of a ``Paxos`` shard as its log holds it: where it stands in the shard's
+    order (``epoch``, global ``index``), who sent it, its timestamp and its payload."""
+
+    epoch: int
+    index: int
+    sender: NodeId
+    timestamp: int
+    payload: bytes | memoryview
+
+
+@dataclass(frozen=True, slots=True)
+class PersistRequested:
+    """A ``Paxos`` shard asks the driver to log ``records`` durably, after everything it asked
+    before, and then to report :meth:`~pyderecho.core.node.Node.persisted` with ``upto``.
+
+    ``upto`` is a global index of the shard's order in ``epoch``: it covers the nulls between
+    the records too, so a run of nulls alone comes with no record and is durable at once.
+    The records are stable (every member holds them), so no ragged-edge cleanup can trim them.
+    """
+
+    epoch: int
+    subgroup: int
+    shard: int
+    upto: int
+    records: tuple[LogRecord, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Persisted:
+    """A ``Paxos`` shard's persistence frontiers moved: ``local`` is how far this member has
+    logged (global index in ``epoch``), ``everywhere`` how far every member of the shard has,
+    as far as this member knows: what may be delivered."""
+
+    epoch: int
+    subgroup: int
+    shard: int
+    local: int
+    everywhere: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,4 +173,6 @@ Event = (
     | Suspected
     | Abandoned
     | PeerMessage
+    | PersistRequested
+    | Persisted
 )

@@ -24,7 +24,7 @@ Ragged edge. Once the change is final, each shard's leader (its lowest-ranked su
 until every surviving shard member has wedged and stopped listening to the would-be leaders
 below it, reuses a decision any of them already holds, or else computes, per sender, the minimum
 ``received`` count over the survivors. Every survivor delivers exactly up to that point and
-discards the rest.
+discards the rest; in a ``Paxos`` shard, only once every survivor has logged what it keeps.
 """
 
 from __future__ import annotations
@@ -56,6 +56,11 @@ def _successors(members: tuple[NodeId, ...], rank: int, count: int) -> list[Node
 def _predecessors(members: tuple[NodeId, ...], rank: int, count: int) -> list[NodeId]:
     n = len(members)
     return [members[(rank - step) % n] for step in range(1, min(count, n - 1) + 1)]
+
+
+def watchers_of(view: View, node: NodeId, monitors: int) -> list[NodeId]:
+    """The members that watch ``node`` in ``view``: its ring predecessors."""
+    return _predecessors(view.members, view.rank_of(node), monitors)
 
 
 def next_view(view: View, changes: tuple[Change, ...]) -> View:
@@ -114,6 +119,13 @@ class Membership:
         self._leading: _Leading | None = None
         self.cleanup_waits_on: set[NodeId] = set()
         """Members the ragged-edge cleanup waits on, set by the node once the change is final."""
+        self.cleanup_logging = False
+        """Set by the node while a ``Paxos`` shard's cleanup waits for survivors to log what it
+        keeps: every survivor waits on every other there, so nobody is given extra time."""
+        self.next_watchers: list[NodeId] = []
+        """Set by the node once the next view is known: the members that will watch this one
+        there. They get its heartbeats already, so that a cleanup that takes a while (a slow
+        disk) is not taken for a failure by members that installed the next view first."""
         # A fresh row has nothing to say unless suspicions carried over from the last view.
         self._dirty = self.local_suspicion
         self._to_everyone = self.local_suspicion
@@ -151,6 +163,9 @@ class Membership:
             self._next_heartbeat = now + self.config.heartbeat_interval
             beat = Heartbeat(self.view.epoch)
             self._outbox.extend((peer, beat) for peer in self.watchers)
+            self._outbox.extend(
+                (peer, beat) for peer in self.next_watchers if peer not in self.watchers
+            )
         if starved:
             # This member itself was paused or starved: the silence it measured is its own.
             for member in self.last_heard:
@@ -168,7 +183,8 @@ class Membership:
                     return
         # A follower gives the leader twice as long as the leader gives its followers, so that a
         # slow follower is removed before anyone blames the leader for it.
-        patience = self.config.heartbeat_timeout * (1 if self._leading is not None else 2)
+        hurried = self._leading is not None or (self.final and self.cleanup_logging)
+        patience = self.config.heartbeat_timeout * (1 if hurried else 2)
         if self.changing and now - self._waiting_since > patience:
             self._time_out_stalled_step(now)
 
@@ -430,8 +446,7 @@ def ragged_edge_step(
     # so once it stops listening to a leader, that leader's decision cannot reach it sideways.
     if table.cutoff[leader]:
         shard.publish_cutoff(table.cutoff[leader])
-        shard.apply_cutoff()
-        return []
+        return [members[r] for r in shard.apply_cutoff(live)]
     return [members[leader]]
 
 
@@ -463,5 +478,5 @@ def _lead_ragged_edge(
     cutoff = table.cutoff[shard.rank]
     waiting = [members[r] for r in live if table.cutoff[r] != cutoff]
     if not waiting:
-        shard.apply_cutoff()
+        waiting = [members[r] for r in shard.apply_cutoff(live)]
     return waiting

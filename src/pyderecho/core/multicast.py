@@ -10,6 +10,15 @@ nothing to send sends nulls when others have run ahead of its turn, so the round
 waits on an idle sender. ``Raw`` shards deliver each sender's messages as they arrive, in
 per-sender order, and never send nulls.
 
+``Paxos`` shards add one step between stability and delivery: a stable message is handed to
+the driver to log (:class:`~pyderecho.core.events.PersistRequested`), each member's row
+publishes how far it has logged (``persisted``), and a message is delivered once every member
+of the shard has logged it. Logging only stable messages keeps every member's log a prefix of
+the shard's one order: a ragged-edge cleanup never trims a stable message, so no log ever holds
+a message the shard did not deliver in its epoch. Each message gets a hybrid logical timestamp
+there too: the sender's clock at send, raised above the shard's previous timestamp, computed
+in the same order everywhere and so the same at every member.
+
 Messages of one block go straight from the sender to every member. Larger ones are split into
 blocks relayed along a chain (the sender, then the members after it in rank order): every block
 crosses each link once and the sender transmits it once, so the time approaches size/bandwidth
@@ -25,13 +34,35 @@ import msgspec
 from pyderecho.core.buffers import BufferPool
 from pyderecho.core.config import CoreConfig
 from pyderecho.core.errors import LocalProtocolError, RemoteProtocolError
-from pyderecho.core.events import Delivered, Event, MessageSent, NullsSent
+from pyderecho.core.events import (
+    Delivered,
+    Event,
+    LogRecord,
+    MessageSent,
+    NullsSent,
+    Persisted,
+    PersistRequested,
+)
 from pyderecho.core.layout import Mode, ShardRef
 from pyderecho.core.sst import ShardTable
 from pyderecho.core.view import NodeId
 from pyderecho.wire import Block, Data, Nulls, ShardMessage, ShardRow, WireMessage
 
 Outbox = list[tuple[NodeId, WireMessage]]
+
+
+class SendClock:
+    """The time of the input being handled, set by the node before each one: the core reads
+    no clock, but a ``Paxos`` sender stamps its messages with the driver's ``now``."""
+
+    __slots__ = ("now",)
+
+    def __init__(self, now: float = 0.0) -> None:
+        self.now = now
+
+    def stamp(self) -> int:
+        """``now`` in whole microseconds."""
+        return int(self.now * 1_000_000)
 
 
 class _Assembly:
@@ -67,17 +98,13 @@ class ShardMulticast:
         outbox: Outbox,
         events: list[Event],
         buffers: BufferPool | None = None,
+        clock: SendClock | None = None,
     ) -> None:
-        if ref.layout.mode is Mode.PAXOS:
-            raise LocalProtocolError(
-                f"{ref.type_name}[{ref.subgroup_index}] shard {ref.shard} asks for Paxos, which "
-                "needs the persistent log; this version has none yet, so it refuses rather than "
-                "deliver without durability. Use AtomicMulticast for now."
-            )
         self.epoch = epoch
         self.subgroup = ref.subgroup
         self.shard = ref.shard
         self.mode = ref.layout.mode
+        self.persistent = self.mode is Mode.PAXOS
         self.members = ref.layout.members
         self.rank = self.members.index(me)
         self.member_rank = {node: rank for rank, node in enumerate(self.members)}
@@ -98,6 +125,16 @@ class ShardMulticast:
         self._buffers = buffers or BufferPool()
         self.delivered_upto = -1
         """Ordered: the last global index delivered (or skipped, for a null)."""
+        self._clock = clock or SendClock()
+        self._stamps: list[dict[int, int]] = [{} for _ in self.senders]
+        """Paxos: per sender, the send stamps of held messages."""
+        self._timestamps: dict[int, int] = {}
+        """Paxos: hybrid logical timestamps of requested, undelivered messages, by global
+        index."""
+        self.persist_requested = -1
+        """Paxos: the global index up to which messages were handed to the driver to log."""
+        self._last_timestamp = 0
+        self._reported_everywhere = -1
         self.duplicates = 0
         self.dirty = False
         """The own row changed since it was last pushed."""
@@ -105,6 +142,8 @@ class ShardMulticast:
         """No more sending or ordered delivery in this epoch: a view change is under way."""
         self.cleaned = False
         """The ragged-edge decision has been applied: this epoch's deliveries are final."""
+        self.logging_cutoff = False
+        """Paxos: the decision is known, and its delivery waits for the survivors' logs."""
         n = len(self.members)
         self._relay_next: list[NodeId | None] = []
         for sender in self.senders:
@@ -164,6 +203,10 @@ class ShardMulticast:
             keep = self.mode is Mode.RAW
             for offset, payload in enumerate(message.payloads):
                 self._hold(sender, message.index + offset, payload if keep else bytes(payload))
+            if self.persistent:
+                stamps = self._stamps[sender]
+                for index in range(message.index, message.index + len(message.payloads)):
+                    stamps.setdefault(index, message.stamp)
         elif isinstance(message, Nulls):
             if message.sender != src or message.count < 1:
                 raise RemoteProtocolError(f"bad null run from {src}: {message}")
@@ -212,6 +255,8 @@ class ShardMulticast:
         if assembly.missing == 0:
             del self._assembling[key]
             self._hold(sender, block.index, assembly)
+            if self.persistent:
+                self._stamps[sender].setdefault(block.index, block.stamp)
             self._after_arrival(sender)
 
     # -- internals --------------------------------------------------------------------------
@@ -261,20 +306,28 @@ class ShardMulticast:
         if self.mode is Mode.RAW or self.wedged:
             return
         stable = self.table.min_seq()
+        if self.persistent:
+            if stable > self.persist_requested:
+                self._request_persist(stable)
+            stable = min(stable, self._everywhere())
         if stable <= self.delivered_upto:
             return
+        self._deliver_upto(stable)
+
+    def _deliver_upto(self, last: int) -> None:
         s = len(self.senders)
-        for k in range(self.delivered_upto + 1, stable + 1):
+        for k in range(self.delivered_upto + 1, last + 1):
             sender, index = k % s, k // s
-            self._deliver(sender, index, self._held[sender].pop(index))
-        self.delivered_upto = stable
-        self.table.delivered[self.rank] = stable
+            self._deliver(sender, index, self._held[sender].pop(index), k)
+        self.delivered_upto = last
+        self.table.delivered[self.rank] = last
         self.dirty = True
 
-    def _deliver(self, sender: int, index: int, payload: Payload) -> None:
+    def _deliver(self, sender: int, index: int, payload: Payload, position: int = -1) -> None:
         if isinstance(payload, _Assembly):
             payload = memoryview(payload.buffer).toreadonly()
         if payload is not None:
+            timestamp = self._timestamps.pop(position, 0) if self.persistent else 0
             self._events.append(
                 Delivered(
                     self.epoch,
@@ -284,8 +337,69 @@ class ShardMulticast:
                     self.senders[sender],
                     index,
                     payload,
+                    timestamp,
                 )
             )
+
+    # -- persistence (Paxos) ----------------------------------------------------------------
+
+    def _request_persist(self, upto: int) -> None:
+        """Hand the held messages after the last request, up to global index ``upto``, to the
+        driver to log, with their timestamps, in the shard's order."""
+        s = len(self.senders)
+        records: list[LogRecord] = []
+        for k in range(self.persist_requested + 1, upto + 1):
+            sender, index = k % s, k // s
+            held = self._held[sender]
+            if index not in held:
+                raise RemoteProtocolError(
+                    f"asked to log message {index} of sender {sender}, not held here"
+                )
+            payload = held[index]
+            stamp = self._stamps[sender].pop(index, 0)
+            if payload is None:
+                continue
+            if isinstance(payload, _Assembly):
+                payload = memoryview(payload.buffer).toreadonly()
+            timestamp = max(self._last_timestamp + 1, stamp)
+            self._last_timestamp = timestamp
+            self._timestamps[k] = timestamp
+            records.append(LogRecord(self.epoch, k, self.senders[sender], timestamp, payload))
+        self.persist_requested = upto
+        self._events.append(
+            PersistRequested(self.epoch, self.subgroup, self.shard, upto, tuple(records))
+        )
+
+    def persisted(self, upto: int) -> None:
+        """The driver logged durably everything requested up to global index ``upto``."""
+        if not self.persistent:
+            raise LocalProtocolError(f"subgroup {self.subgroup} is not a Paxos shard")
+        if upto > self.persist_requested:
+            raise LocalProtocolError(
+                f"persisted up to {upto}, but only {self.persist_requested} was requested"
+            )
+        persisted = self.table.persisted
+        if upto <= persisted[self.rank]:
+            return
+        persisted[self.rank] = upto
+        self.dirty = True
+        self._report_frontiers()
+        self._deliver_stable()
+
+    def _everywhere(self) -> int:
+        everywhere = self.table.min_persisted()
+        if everywhere > self._reported_everywhere:
+            self._report_frontiers()
+        return everywhere
+
+    def _report_frontiers(self) -> None:
+        everywhere = self.table.min_persisted()
+        self._reported_everywhere = everywhere
+        self._events.append(
+            Persisted(
+                self.epoch, self.subgroup, self.shard, self.table.persisted[self.rank], everywhere
+            )
+        )
 
     def _pump(self) -> None:
         """Send what the window allows, then nulls if the round robin waits on this sender."""
@@ -321,9 +435,14 @@ class ShardMulticast:
         me = self.my_sender_rank
         first = self.next_index
         views = tuple(memoryview(payload) for payload in payloads)
-        data = Data(self.epoch, self.subgroup, self.shard, self.senders[me], first, views)
+        stamp = self._clock.stamp() if self.persistent else 0
+        data = Data(self.epoch, self.subgroup, self.shard, self.senders[me], first, views, stamp)
         self._outbox.extend((peer, data) for peer in self.peers)
         held = self._held[me]
+        if self.persistent:
+            stamps = self._stamps[me]
+            for offset in range(len(payloads)):
+                stamps[first + offset] = stamp
         for offset, payload in enumerate(payloads):
             self._events.append(
                 MessageSent(self.epoch, self.subgroup, self.shard, first + offset, payload)
@@ -339,6 +458,9 @@ class ShardMulticast:
         relay_to = self._relay_next[me]
         size = self._config.block_size
         view = memoryview(payload)
+        stamp = self._clock.stamp() if self.persistent else 0
+        if self.persistent:
+            self._stamps[me][index] = stamp
         for number, start in enumerate(range(0, len(payload), size)):
             block = Block(
                 self.epoch,
@@ -348,6 +470,7 @@ class ShardMulticast:
                 index,
                 len(payload),
                 number,
+                stamp,
                 view[start : start + size],
             )
             if relay_to is not None:
@@ -414,13 +537,19 @@ class ShardMulticast:
             self.table.cutoff[self.rank] = cutoff
             self.dirty = True
 
-    def apply_cutoff(self) -> None:
+    def apply_cutoff(self, live: list[int]) -> list[int]:
         """Deliver exactly what the published ragged-edge decision keeps, in the normal order;
-        the rest of this epoch is discarded here and at every other survivor."""
+        the rest of this epoch is discarded here and at every other survivor.
+
+        ``live`` are the ranks of the surviving members this member listens to. A ``Paxos``
+        shard first logs what the decision keeps and delivers it only once every live member
+        has logged it too, so that whatever any survivor delivers is in every survivor's log.
+        Returns the ranks it still waits on (empty once applied).
+        """
         cutoff = self.table.cutoff[self.rank]
-        self.cleaned = True
         if self.mode is Mode.RAW:
-            return
+            self.cleaned = True
+            return []
         s = len(self.senders)
         k = self.delivered_upto + 1
         while k // s < cutoff[k % s]:
@@ -429,10 +558,18 @@ class ShardMulticast:
                 raise RemoteProtocolError(
                     f"cutoff {cutoff} keeps message {index} of sender {sender}, not held here"
                 )
-            self._deliver(sender, index, self._held[sender].pop(index))
             k += 1
-        self.delivered_upto = k - 1
-        self.table.delivered[self.rank] = k - 1
+        last = k - 1
+        if self.persistent:
+            if last > self.persist_requested:
+                self._request_persist(last)
+            waiting = [rank for rank in live if self.table.persisted[rank] < last]
+            self.logging_cutoff = bool(waiting)
+            if waiting:
+                return waiting
+        self._deliver_upto(last)
+        self.cleaned = True
+        return []
 
     @property
     def flushed(self) -> bool:
@@ -450,7 +587,12 @@ class ShardMulticast:
     def idle(self) -> bool:
         """Nothing queued, in flight or undelivered here: with every member idle, every message
         sent has been delivered everywhere."""
-        return self.flushed and not any(self._held) and not self._assembling
+        return (
+            self.flushed
+            and not any(self._held)
+            and not self._assembling
+            and self.table.persisted[self.rank] >= self.persist_requested
+        )
 
     def leftover(self) -> list[bytes]:
         """Own messages this epoch did not deliver, oldest first: they are re-sent in the next

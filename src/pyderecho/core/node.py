@@ -30,8 +30,8 @@ from pyderecho.core.events import (
     ViewInstalled,
 )
 from pyderecho.core.layout import LayoutFunction, ViewLayout, compute_layout, describe_function
-from pyderecho.core.membership import Membership, next_view, ragged_edge_step
-from pyderecho.core.multicast import Outbox, ShardMulticast
+from pyderecho.core.membership import Membership, next_view, ragged_edge_step, watchers_of
+from pyderecho.core.multicast import Outbox, SendClock, ShardMulticast
 from pyderecho.core.view import NodeId, View
 from pyderecho.wire import (
     P2P,
@@ -104,6 +104,8 @@ class Node:
         self._events: list[Event] = []
         self._buffers = BufferPool()
         """Large messages' buffers, shared by every shard and view of this member."""
+        self._clock = SendClock(now)
+        """The ``now`` of the input being handled, for the stamps of ``Paxos`` messages."""
         self._shards: dict[tuple[int, int], ShardMulticast] = {}
         self._by_subgroup: dict[int, ShardMulticast] = {}
         self._carried: dict[ShardKey, list[bytes]] = {}
@@ -157,6 +159,7 @@ class Node:
         """
         if self.stopped:
             raise LocalProtocolError(f"member {self.node_id} has stopped: {self.stopped}")
+        self._clock.now = now
         if self._leave_requested:
             raise LocalProtocolError(f"member {self.node_id} is leaving the group")
         if not self.layout.adequate:
@@ -193,14 +196,35 @@ class Node:
         """Send what was queued with ``send(..., flush=False)``."""
         if self.stopped:
             return
+        self._clock.now = now
         for shard in self._shards.values():
             shard.pump()
+        self._advance(now)
+
+    def persisted(self, subgroup: int, epoch: int, upto: int, now: float) -> None:
+        """The driver logged durably what this member's ``Paxos`` shard of ``subgroup`` asked
+        for in ``epoch`` (:class:`~pyderecho.core.events.PersistRequested`), up to global index
+        ``upto``. A report for an epoch that has ended is counted and ignored: a view is only
+        installed once its shards' logging is done."""
+        if self.stopped:
+            return
+        self._clock.now = now
+        shard = self._by_subgroup.get(subgroup)
+        if shard is None or shard.epoch != epoch:
+            self.stats["stale_persisted"] += 1
+            return
+        shard.persisted(upto)
         self._advance(now)
 
     def leave(self, now: float) -> None:
         """Leave the group once every message this member sent has been delivered."""
         self._leave_requested = True
         self._advance(now)
+
+    def fail(self, reason: str) -> None:
+        """The driver cannot go on (its storage failed): stop for good with ``reason``. The
+        member falls silent, so the rest of the group suspects it and removes it."""
+        self._stop(reason)
 
     def report_failure(self, node: NodeId, now: float) -> None:
         """The application has its own evidence that ``node`` failed."""
@@ -214,6 +238,7 @@ class Node:
         """Handle one message from peer ``src``; a bad message is counted and dropped."""
         if self.stopped:
             return
+        self._clock.now = now
         try:
             self._dispatch(src, message, now)
         except RemoteProtocolError:
@@ -233,6 +258,7 @@ class Node:
         """The deadline from :meth:`next_deadline` has come."""
         if self.stopped:
             return
+        self._clock.now = now
         self._buffers.trim(now)
         if self.membership is not None:
             self.membership.tick(now)
@@ -444,6 +470,7 @@ class Node:
             if self.node_id not in self._next:
                 self._stop("left the group" if membership.leaving else "removed from the group")
                 return
+            membership.next_watchers = watchers_of(self._next, self.node_id, self.config.monitors)
         survivors = set(self._next.members)
         waiting: set[NodeId] = set()
         for shard in self._shards.values():
@@ -452,6 +479,7 @@ class Node:
             if shard.cleaned and not was_clean:
                 membership.progress(now)
         membership.cleanup_waits_on = waiting
+        membership.cleanup_logging = any(shard.logging_cutoff for shard in self._shards.values())
         if not waiting:
             self._flush()
             previous = self.layout if self.layout.adequate else self.previous_layout
@@ -498,6 +526,7 @@ class Node:
                     outbox=self._outbox,
                     events=self._events,
                     buffers=self._buffers,
+                    clock=self._clock,
                 )
                 self._shards[(ref.subgroup, ref.shard)] = shard
                 self._by_subgroup[ref.subgroup] = shard

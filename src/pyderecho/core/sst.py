@@ -21,6 +21,7 @@ class ShardTable:
         "delivered",
         "num_members",
         "num_senders",
+        "persisted",
         "received",
         "seq",
         "stale_pushes",
@@ -37,6 +38,7 @@ class ShardTable:
         self.wedged: list[bool] = [False] * num_members
         self.suspected: list[int] = [0] * num_members
         self.cutoff: list[tuple[int, ...]] = [()] * num_members
+        self.persisted: list[int] = [-1] * num_members
         self.stale_pushes = 0
         """Pushes that changed nothing: harmless, counted so that a flood is visible."""
 
@@ -70,6 +72,9 @@ class ShardTable:
                 raise RemoteProtocolError(f"a cutoff of {len(row.cutoff)} senders")
             self.cutoff[rank] = row.cutoff
             changed = True
+        if row.persisted > self.persisted[rank]:
+            self.persisted[rank] = row.persisted
+            changed = True
         if not changed:
             self.stale_pushes += 1
         return changed
@@ -81,6 +86,10 @@ class ShardTable:
     def min_seq(self) -> int:
         """The largest global index every member holds: what is stable."""
         return min(self.seq)
+
+    def min_persisted(self) -> int:
+        """The largest global index every member has logged durably (``Paxos`` shards)."""
+        return min(self.persisted)
 
     def row(self, rank: int, epoch: int, subgroup: int, shard: int) -> ShardRow:
         """The row at ``rank`` as a push message."""
@@ -94,4 +103,5 @@ class ShardTable:
             wedged=self.wedged[rank],
             suspected=self.suspected[rank],
             cutoff=self.cutoff[rank],
+            persisted=self.persisted[rank],
         )

@@ -14,8 +14,14 @@ in-process memory transport runs on when given it (``MemoryNetwork(links=...)``)
 
 Faults are the simulator's own: a member can be paused (it handles nothing until it resumes,
 then everything queued for it, in order), crashed (it stops for good; what it had in flight is
-lost on a random half of its links), or cut off by a partition (links across it break: what
-crosses them while it lasts is lost).
+lost on a random half of its links, what its disk had not synced is lost), cut off by a
+partition (links across it break: what crosses them while it lasts is lost), or lose its disk
+(the next sync fails and the member stops, as a real one does on a failed fsync).
+
+``Paxos`` shards log to each member's simulated disk (:mod:`pyderecho.sim.disk`), with group
+commit, and :meth:`Simulation.durability_violations` checks the delivery rule after the fact:
+a message delivered anywhere was already durable at every member of its shard that lived on
+into a later view or still runs.
 
 Typed groups. Given ``types`` (replicated type name -> class), every member also runs an
 :class:`~pyderecho.replicated.host.ObjectHost`, the same object layer real members run: each of
@@ -40,8 +46,16 @@ from typing import Any
 
 from pyderecho.core.config import CoreConfig
 from pyderecho.core.errors import LocalProtocolError
-from pyderecho.core.events import Delivered, Event, MessageSent, NullsSent, Stopped, ViewInstalled
-from pyderecho.core.layout import LayoutFunction, ViewLayout
+from pyderecho.core.events import (
+    Delivered,
+    Event,
+    MessageSent,
+    NullsSent,
+    PersistRequested,
+    Stopped,
+    ViewInstalled,
+)
+from pyderecho.core.layout import LayoutFunction, Mode, ViewLayout
 from pyderecho.core.node import Node
 from pyderecho.core.view import NodeId, View
 from pyderecho.history.checker import HistoryRecorder
@@ -59,17 +73,31 @@ from pyderecho.replicated.events import (
     UserCodeFailed,
 )
 from pyderecho.replicated.host import ObjectHost, Output
+from pyderecho.sim.disk import DiskModel, SimDisks
 from pyderecho.sim.links import LinkModel, SimLinks
 from pyderecho.wire import P2P, WireMessage, encode
 
-__all__ = ["CallResult", "HostEvent", "LinkModel", "Simulation"]
+__all__ = ["CallResult", "DiskModel", "HostEvent", "LinkModel", "Simulation"]
 
 CallResult = CallDone | CallFailed | QueryDone
 """How an ordered call or a query made through the simulator ended."""
 HostEvent = StateReceived | StateLost | UserCodeFailed | HostFailed
 """What a member's object layer reported for its application."""
 
-_ARRIVE, _SEND, _PAUSE, _RESUME, _CRASH, _CALL, _TICK, _JOIN, _LEAVE, _ARRIVE_P2P = range(10)
+(
+    _ARRIVE,
+    _SEND,
+    _PAUSE,
+    _RESUME,
+    _CRASH,
+    _CALL,
+    _TICK,
+    _JOIN,
+    _LEAVE,
+    _ARRIVE_P2P,
+    _SYNCED,
+    _FAIL_DISK,
+) = range(12)
 """Event kinds. A point-to-point frame (a reply, a query, a chunk of state) arrives as
 ``_ARRIVE_P2P``, which counts as scheduled work: a run is not settled while one is in flight,
 since the object layer's progress rides on them and the core's idleness does not see them."""
@@ -87,6 +115,7 @@ class Simulation:
         config: CoreConfig | None = None,
         link: LinkModel | None = None,
         types: Mapping[str, type[Any]] | None = None,
+        disk: DiskModel | None = None,
     ) -> None:
         """``types`` maps the layout's replicated type names to their classes: with it, every
         member runs an object host (see the module's docstring); without it, members move
@@ -98,6 +127,12 @@ class Simulation:
         self.links = SimLinks(link, seed=root.getrandbits(64))
         """Every message's timing (drawn from the same root seed)."""
         self._crash_rng = random.Random(root.getrandbits(64))
+        self.disks = SimDisks(disk, seed=root.getrandbits(64))
+        """Every member's log of its ``Paxos`` shards (drawn from the same root seed)."""
+        self._paxos_deliveries: list[tuple[NodeId, float, tuple[int, int, int, int, int]]] = []
+        self._paxos_shards: dict[tuple[int, int, int], tuple[NodeId, ...]] = {}
+        """Members of each ``Paxos`` shard, by (epoch, subgroup, shard)."""
+        self._last_epoch: dict[NodeId, int] = {}
         self.config = config or CoreConfig()
         self._layout = layout
         member_ids = tuple(range(members)) if isinstance(members, int) else tuple(members)
@@ -305,6 +340,10 @@ class Simulation:
         """Stop ``member`` for good at ``at``."""
         self._push(at, _CRASH, member)
 
+    def fail_disk(self, member: NodeId, at: float, reason: str = "EIO") -> None:
+        """From ``at``, ``member``'s next sync fails with ``reason``: the member stops."""
+        self._push(at, _FAIL_DISK, member, reason)
+
     def join(self, member: NodeId, at: float, contacts: Sequence[NodeId]) -> None:
         """Start a new process ``member`` at ``at`` that asks ``contacts`` to let it join."""
         self._push(at, _JOIN, member, tuple(contacts))
@@ -396,11 +435,15 @@ class Simulation:
                 for event in held:
                     self._dispatch(*event)
             return
+        if kind == _FAIL_DISK:
+            self.disks.fail(node_id, b)
+            return
         if kind == _CRASH:
             # A crash breaks its connections before what they buffered got out, on some links
             # and not others: that is what leaves survivors holding different messages.
             self.crashed.add(node_id)
             self._paused.pop(node_id, None)
+            self.disks.crash(node_id)
             for peer in sorted(self.nodes):
                 if self._crash_rng.random() < 0.5:
                     self._severed.add((node_id, peer))
@@ -422,9 +465,47 @@ class Simulation:
         elif kind == _LEAVE:
             if not node.stopped:
                 node.leave(self.now)
+        elif kind == _SYNCED:
+            self._synced(node_id, node)
         elif not node.stopped:
             node.send(b, c, self.now)
         self._drain(node_id)
+
+    def _synced(self, node_id: NodeId, node: Node) -> None:
+        """A sync ended: report what it made durable (the newest ``upto`` per shard and
+        epoch), or stop the member if the disk failed; start the next sync if records
+        wait."""
+        done, error = self.disks.finish_sync(node_id, self.now)
+        if error:
+            node.fail(f"storage failed: {error} syncing the log of member {node_id}")
+            return
+        upto: dict[tuple[int, int], int] = {}
+        for request in done:
+            upto[(request.subgroup, request.epoch)] = request.upto
+        for (subgroup, epoch), last in upto.items():
+            node.persisted(subgroup, epoch, last, self.now)
+        if self.disks.pending(node_id):
+            self._push(self.disks.start_sync(node_id, self.now), _SYNCED, node_id)
+
+    def durability_violations(self) -> list[str]:
+        """The ``Paxos`` delivery rule, checked after the fact: every delivery of a message
+        came after it was durable at each member of its shard that lived on into a later view
+        or is still running (members that failed in that view may not have logged what the
+        ragged-edge cleanup delivered)."""
+        violations: list[str] = []
+        running = set(self.running)
+        for member, at, key in self._paxos_deliveries:
+            epoch, subgroup, shard, _, _ = key
+            for peer in self._paxos_shards.get((epoch, subgroup, shard), ()):
+                if self._last_epoch.get(peer, -1) <= epoch and peer not in running:
+                    continue
+                durable = self.disks.durable_at(peer, key)
+                if durable is None or durable > at:
+                    violations.append(
+                        f"durability: member {member} delivered {key} at {at:.6f} before member "
+                        f"{peer} logged it (durable at {durable})"
+                    )
+        return violations
 
     def _cut(self, src: NodeId, dst: NodeId) -> bool:
         side = self._side
@@ -440,6 +521,8 @@ class Simulation:
             events = node.events()
             for event in events:
                 self._record(node_id, event)
+                if isinstance(event, PersistRequested) and self.disks.write(node_id, event):
+                    self._push(self.disks.start_sync(node_id, self.now), _SYNCED, node_id)
                 if host is not None and node_id not in self.host_failed:
                     host.handle(event)
                 if self.on_event is not None:
@@ -539,10 +622,18 @@ class Simulation:
             self.last_progress = self.now
         if isinstance(event, Delivered):
             self.deliveries += 1
+            if event.mode is Mode.PAXOS:
+                key = (event.epoch, event.subgroup, event.shard, event.sender, event.timestamp)
+                self._paxos_deliveries.append((node_id, self.now, key))
             digest = payload_digest(event.payload)
             self._trace.update(f"D{node_id} {event.sender}:{event.index} {digest}".encode())
         elif isinstance(event, ViewInstalled):
             self._trace.update(f"V{node_id} {event.view.epoch} {event.view.members}".encode())
+            self._last_epoch[node_id] = event.view.epoch
+            for ref in event.layout.shards:
+                if ref.layout.mode is Mode.PAXOS:
+                    shard_key = (event.view.epoch, ref.subgroup, ref.shard)
+                    self._paxos_shards[shard_key] = ref.layout.members
         elif isinstance(event, Stopped):
             self._trace.update(f"S{node_id} {event.reason}".encode())
             self.stopped[node_id] = event.reason

@@ -90,6 +90,8 @@ class SimulationSpec:
     """Members frozen for longer than the failure timeout at random times."""
     partition: bool = False
     """Split the group in a majority and a minority for a while, then heal."""
+    disk_failures: int = 0
+    """Members whose disk fails (the next sync of their ``Paxos`` log errs): they stop."""
     replicated: bool = False
     """Back every type of the layout with :class:`KV` and send ordered ``put`` calls."""
     config: CoreConfig = field(default_factory=CoreConfig)
@@ -97,7 +99,14 @@ class SimulationSpec:
 
     @property
     def faulty(self) -> bool:
-        return bool(self.crash or self.join or self.leave or self.pauses or self.partition)
+        return bool(
+            self.crash
+            or self.join
+            or self.leave
+            or self.pauses
+            or self.partition
+            or self.disk_failures
+        )
 
 
 @dataclass(slots=True)
@@ -240,7 +249,9 @@ class _Run:
 
     def _check_loss(self, member: NodeId, lost: StateLost) -> None:
         """A shard restarts from its constructor only when nobody that held it is left: the
-        members of its last adequate layout (in it or moved out) are all gone from the view."""
+        members of its last adequate layout (in it or moved out) are all gone from the view,
+        but for those that were themselves still waiting for the state (a joiner whose
+        senders all failed before the transfer), the member itself among them."""
         node = self.sim.nodes[member]
         key = (lost.type_name, lost.subgroup_index, lost.shard)
         previous = node.previous_layout
@@ -252,12 +263,16 @@ class _Run:
             ),
             (),
         )
-        alive = [m for m in held if m in node.view]
+        alive = [m for m in held if m in node.view and m != member and not self._waits(m, key)]
         if lost.epoch != node.view.epoch or alive:
             self.observed_problems.append(
                 f"state-lost: member {member} restarted {key} in view {lost.epoch} though "
                 f"{alive} held it and are in view {node.view.epoch}"
             )
+
+    def _waits(self, member: NodeId, key: tuple[str, int, int]) -> bool:
+        host = self.sim.hosts.get(member)
+        return host is not None and key in host.replicas() and host.state_digest(key) is None
 
     def _check_replies(self, member: NodeId, done: CallDone) -> None:
         """One reply per member of the shard in the delivering view; the same result from
@@ -301,12 +316,14 @@ class _Run:
         # Faults spread over most of the run, so some land in separate view changes and some
         # during a change already under way.
         window = (0.1 * self.traffic_s, 0.8 * self.traffic_s)
-        victims = founders[: spec.crash + spec.leave + spec.pauses]
+        victims = founders[: spec.crash + spec.leave + spec.pauses + spec.disk_failures]
         for member in victims[: spec.crash]:
             sim.crash(member, at=rng.uniform(*window))
+        for member in victims[len(victims) - spec.disk_failures :]:
+            sim.fail_disk(member, at=rng.uniform(*window), reason="EIO")
         for member in victims[spec.crash : spec.crash + spec.leave]:
             sim.leave(member, at=rng.uniform(*window))
-        for member in victims[spec.crash + spec.leave :]:
+        for member in victims[spec.crash + spec.leave : len(victims) - spec.disk_failures]:
             start = rng.uniform(*window)
             sim.pause(member, at=start, duration=2.5 * timeout)
             self.quiet_at = max(self.quiet_at, start + 2.5 * timeout)
@@ -389,6 +406,7 @@ class _Run:
                 problems.append(f"lost: {len(lost)} messages sent by {member} never delivered")
         if self.spec.replicated:
             problems += self._check_objects(settled)
+        problems += sim.durability_violations()
         for member in sorted(self.minority):
             later = [v.epoch for v in sim.recorder.views.get(member, [])]
             cut = self.partition_epoch.get(member)
@@ -438,9 +456,10 @@ def run_simulation(spec: SimulationSpec) -> SimulationReport:
         )
     if spec.replicated and spec.mode is Mode.RAW:
         raise ValueError("replicated runs need ordered shards: Raw shards run no objects")
-    if 2 * (spec.crash + spec.pauses + spec.leave) >= spec.members:
+    if 2 * (spec.crash + spec.pauses + spec.leave + spec.disk_failures) >= spec.members:
         raise ValueError(
-            f"{spec.crash} crashes, {spec.pauses} pauses and {spec.leave} leaves would take "
+            f"{spec.crash} crashes, {spec.pauses} pauses, {spec.leave} leaves and "
+            f"{spec.disk_failures} disk failures would take "
             f"half of {spec.members} members: no majority would be left to go on"
         )
     run.schedule()

@@ -1,0 +1,240 @@
+"""Paxos shards in the core and the simulator: deliver only what every member has logged.
+
+The node-level tests drive two members by hand, so each step of the rule shows: a stable
+message is handed over to be logged, nothing is delivered until every member says it is
+durable, and the timestamps are the same everywhere. The sweep runs the replicated fault mix
+with every shard in Paxos mode and failing disks, and checks the rule after the fact
+(:meth:`Simulation.durability_violations`) besides every other promise; planted bugs show
+that the check bites.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from typing import Any
+
+import pytest
+
+from pyderecho.core.config import CoreConfig
+from pyderecho.core.errors import LocalProtocolError
+from pyderecho.core.events import Delivered, Event, Persisted, PersistRequested, Stopped
+from pyderecho.core.layout import Allocation, Mode, ShardLayout, every_member, layout_of, sharded
+from pyderecho.core.multicast import ShardMulticast
+from pyderecho.core.node import Node
+from pyderecho.core.sst import ShardTable
+from pyderecho.core.view import View
+from pyderecho.sim.simulation import LinkModel, Simulation
+from pyderecho.sim.swarm import SimulationSpec, run_simulation
+
+SLOW_LINKS = LinkModel(latency_s=2e-3, jitter_s=3e-3)
+
+
+def paxos_everyone(view: View) -> Allocation:
+    return {"Log": [[ShardLayout(view.members, Mode.PAXOS)]]}
+
+
+def shuttle(nodes: dict[int, Node], now: float) -> dict[int, list[Event]]:
+    """Deliver every queued message between ``nodes`` until none is left; the events each
+    node reported meanwhile."""
+    events: dict[int, list[Event]] = {n: [] for n in nodes}
+    moved = True
+    while moved:
+        moved = False
+        for src, node in nodes.items():
+            for dst, message in node.outbox():
+                moved = True
+                nodes[dst].receive(src, message, now)
+        for member, node in nodes.items():
+            events[member] += node.events()
+    return events
+
+
+def of_type(events: list[Event], kind: type) -> list[Any]:
+    return [e for e in events if isinstance(e, kind)]
+
+
+def test_a_message_is_delivered_only_once_every_member_has_logged_it() -> None:
+    nodes = {m: Node(m, View(0, (0, 1)), paxos_everyone) for m in (0, 1)}
+    shuttle(nodes, 0.0)
+    nodes[0].send(0, b"first", 1.5)
+    events = shuttle(nodes, 1.5)
+    requests = {m: of_type(events[m], PersistRequested) for m in nodes}
+    assert not of_type(events[0] + events[1], Delivered), "delivered before anything was logged"
+    for member in nodes:
+        [request] = [r for r in requests[member] if r.records]
+        [record] = request.records
+        assert bytes(record.payload) == b"first"
+        assert record.sender == 0
+        assert record.timestamp == 1_500_000, "the sender's clock at send, in microseconds"
+    upto = {m: max(r.upto for r in requests[m]) for m in nodes}
+    nodes[0].persisted(0, 0, upto[0], 2.0)
+    events = shuttle(nodes, 2.0)
+    assert not of_type(events[0] + events[1], Delivered), "delivered with one member's log"
+    assert of_type(events[0], Persisted)[-1].local == upto[0]
+    nodes[1].persisted(0, 0, upto[1], 2.0)
+    events = shuttle(nodes, 2.0)
+    for member in nodes:
+        [delivered] = of_type(events[member], Delivered)
+        assert delivered.payload == b"first"
+        assert delivered.timestamp == 1_500_000
+        frontier = of_type(events[member], Persisted)[-1]
+        assert frontier.everywhere >= delivered.index
+
+
+def test_timestamps_rise_in_delivery_order_even_when_clocks_disagree() -> None:
+    nodes = {m: Node(m, View(0, (0, 1)), paxos_everyone) for m in (0, 1)}
+    shuttle(nodes, 0.0)
+    nodes[0].send(0, b"late clock", 9.0)
+    nodes[1].send(0, b"early clock", 1.0)
+    events = shuttle(nodes, 9.0)
+    for member, node in nodes.items():
+        upto = max(r.upto for r in of_type(events[member], PersistRequested))
+        node.persisted(0, 0, upto, 9.0)
+    events = shuttle(nodes, 9.0)
+    stamps = {m: [d.timestamp for d in of_type(events[m], Delivered)] for m in nodes}
+    assert stamps[0] == stamps[1], "every member computes the same timestamps"
+    assert len(stamps[0]) == 2 and stamps[0][0] < stamps[0][1]
+
+
+def test_persisted_reports_are_checked() -> None:
+    node = Node(0, View(0, (0,)), paxos_everyone)
+    node.events()
+    node.send(0, b"alone", 0.0)
+    [request] = of_type(node.events(), PersistRequested)
+    with pytest.raises(LocalProtocolError, match="only"):
+        node.persisted(0, 0, request.upto + 1, 0.0)
+    node.persisted(0, 7, request.upto, 0.0)
+    assert node.stats["stale_persisted"] == 1, "a report for another epoch is ignored"
+    node.persisted(0, 0, request.upto, 0.0)
+    [delivered] = of_type(node.events(), Delivered)
+    assert delivered.payload == b"alone"
+
+
+def test_a_failed_disk_stops_the_member_and_the_rest_go_on() -> None:
+    sim = Simulation(5, paxos_everyone, seed=3, config=FAST, link=SLOW_LINKS)
+    delivered: dict[int, list[bytes]] = {m: [] for m in range(5)}
+
+    def keep(member: int, event: Event) -> None:
+        if isinstance(event, Delivered):
+            delivered[member].append(bytes(event.payload))
+
+    sim.on_event = keep
+    sim.fail_disk(2, at=0.2)
+    for number in range(60):
+        sim.send(number % 5, 0, b"m%d" % number, at=0.02 * number)
+    assert sim.settle(limit=30.0)
+    assert "storage failed: EIO" in sim.stopped[2]
+    assert 2 not in sim.nodes[0].view.members, "the group removed the member"
+    assert sim.durability_violations() == []
+    survivors = sim.running
+    assert survivors == [0, 1, 3, 4]
+    assert len({tuple(delivered[m]) for m in survivors}) == 1, "survivors agree"
+    later = [p for p in delivered[0] if int(p[1:]) >= 40]
+    assert later, "the group kept delivering after the disk failed"
+
+
+FAST = CoreConfig(heartbeat_interval=0.05, heartbeat_timeout=0.5, block_size=1024)
+
+
+def paxos_scenario(seed: int) -> SimulationSpec:
+    """The replicated fault mix for ``seed`` with every shard in Paxos mode, failing disks
+    among the faults."""
+    rng = random.Random(seed)
+    members = rng.randint(3, 7)
+    budget = (members - 1) // 2
+    layout = rng.choice(
+        [
+            layout_of({"KV": every_member()}),
+            layout_of({"KV": sharded(2, min_size=1)}),
+        ]
+    )
+    # A partition takes a minority out for a while: with other faults on top (a joiner is on
+    # neither side), no majority might be left, so it comes alone.
+    partition = rng.random() < 0.15
+    crash = disk_failures = pauses = joins = 0
+    if not partition:
+        joins = rng.randint(0, 2)
+        crash = rng.randint(0, budget)
+        disk_failures = rng.randint(0, budget - crash)
+        pauses = rng.randint(0, budget - crash - disk_failures)
+    return SimulationSpec(
+        members=members,
+        layout=layout,
+        seed=seed,
+        mode=Mode.PAXOS,
+        messages=rng.randint(20, 80),
+        crash=crash,
+        disk_failures=disk_failures,
+        pauses=pauses,
+        join=joins,
+        partition=partition,
+        replicated=True,
+        config=dataclasses.replace(FAST, window_size=rng.choice([4, 16, 100])),
+        link=rng.choice([LinkModel(), SLOW_LINKS]),
+    )
+
+
+@pytest.mark.parametrize("seed", range(200))
+def test_paxos_seed_sweep(seed: int) -> None:
+    spec = paxos_scenario(seed)
+    report = run_simulation(spec)
+    assert report.violations == [], spec
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(200, 2200))
+def test_long_paxos_seed_sweep(seed: int) -> None:
+    spec = paxos_scenario(seed)
+    assert run_simulation(spec).violations == [], spec
+
+
+def test_the_paxos_sweep_covers_disk_failures_and_deliveries() -> None:
+    specs = [paxos_scenario(seed) for seed in range(200)]
+    assert sum(1 for s in specs if s.disk_failures) >= 40
+    assert sum(1 for s in specs if s.crash) >= 40
+    report = run_simulation(specs[0])
+    assert report.delivered > 0
+
+
+def planted(seeds: range, crash: int) -> list[str]:
+    caught: list[str] = []
+    for seed in seeds:
+        spec = SimulationSpec(
+            members=5,
+            layout=paxos_everyone,
+            seed=seed,
+            messages=200,
+            crash=crash,
+            config=FAST,
+            link=SLOW_LINKS,
+        )
+        caught += [v for v in run_simulation(spec).violations if v.startswith("durability")]
+    return caught
+
+
+def test_delivering_at_stability_instead_of_the_global_frontier_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(ShardTable, "min_persisted", ShardTable.min_seq)
+    assert planted(range(3), crash=0)
+
+
+def test_a_cleanup_that_does_not_wait_for_the_survivors_logs_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    original = ShardMulticast.apply_cutoff
+
+    def without_waiting(self: ShardMulticast, live: list[int]) -> list[int]:
+        return original(self, [self.rank])
+
+    monkeypatch.setattr(ShardMulticast, "apply_cutoff", without_waiting)
+    assert planted(range(10), crash=1)
+
+
+def test_a_stopped_member_reports_why() -> None:
+    node = Node(0, View(0, (0,)), paxos_everyone)
+    node.fail("storage failed: ENOSPC")
+    assert isinstance(node.events()[-1], Stopped)
+    with pytest.raises(LocalProtocolError, match="ENOSPC"):
+        node.send(0, b"x", 0.0)
