@@ -532,10 +532,33 @@ class ShardMulticast:
             self.dirty = True
 
     def publish_cutoff(self, cutoff: tuple[int, ...]) -> None:
-        """Hold the ragged-edge decision in the own row, for the other members to echo."""
+        """Hold the ragged-edge decision in the own row, for the other members to echo.
+
+        A ``Paxos`` shard starts logging what the decision keeps at once: the others wait for
+        this member's log before they deliver, even while it still collects their echoes.
+        """
         if not self.table.cutoff[self.rank]:
             self.table.cutoff[self.rank] = cutoff
             self.dirty = True
+            if self.persistent:
+                last = self._cutoff_last()
+                if last > self.persist_requested:
+                    self._request_persist(last)
+
+    def _cutoff_last(self) -> int:
+        """The last global index the published decision keeps; every message up to it must be
+        held here (the decision is the minimum over the survivors of what they hold)."""
+        cutoff = self.table.cutoff[self.rank]
+        s = len(self.senders)
+        k = self.delivered_upto + 1
+        while k // s < cutoff[k % s]:
+            sender, index = k % s, k // s
+            if index not in self._held[sender]:
+                raise RemoteProtocolError(
+                    f"cutoff {cutoff} keeps message {index} of sender {sender}, not held here"
+                )
+            k += 1
+        return k - 1
 
     def apply_cutoff(self, live: list[int]) -> list[int]:
         """Deliver exactly what the published ragged-edge decision keeps, in the normal order;
@@ -546,20 +569,10 @@ class ShardMulticast:
         has logged it too, so that whatever any survivor delivers is in every survivor's log.
         Returns the ranks it still waits on (empty once applied).
         """
-        cutoff = self.table.cutoff[self.rank]
         if self.mode is Mode.RAW:
             self.cleaned = True
             return []
-        s = len(self.senders)
-        k = self.delivered_upto + 1
-        while k // s < cutoff[k % s]:
-            sender, index = k % s, k // s
-            if index not in self._held[sender]:
-                raise RemoteProtocolError(
-                    f"cutoff {cutoff} keeps message {index} of sender {sender}, not held here"
-                )
-            k += 1
-        last = k - 1
+        last = self._cutoff_last()
         if self.persistent:
             if last > self.persist_requested:
                 self._request_persist(last)

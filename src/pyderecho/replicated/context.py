@@ -21,7 +21,9 @@ class CallContext(msgspec.Struct, frozen=True):
     ``version`` is (epoch, n): the call is the n-th delivery of its shard in view ``epoch``,
     the same at every replica (None for a query). ``timestamp`` is the caller's clock when it
     called (the same at every replica): a deterministic method uses it instead of reading a
-    clock. ``group`` is the running group (None in the simulator), for calls to other
+    clock. In a ``Paxos`` shard it is the update's hybrid logical timestamp, the one its log
+    records: the caller's clock at send, raised where needed so that it rises strictly in the
+    shard's order. ``group`` is the running group (None in the simulator), for calls to other
     subgroups from a query method.
     """
 

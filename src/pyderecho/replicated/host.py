@@ -411,6 +411,10 @@ class ObjectHost:
         except RemoteProtocolError:
             self.stats["malformed_call"] += 1
             call = None
+        if call is not None and event.timestamp:
+            # A Paxos shard's hybrid logical timestamp: the caller's clock, kept rising in the
+            # shard's order, and the one the log holds.
+            call = msgspec.structs.replace(call, timestamp=event.timestamp / 1_000_000)
         if call is not None and event.sender == self.node_id:
             pending = self._calls.get(call.call_id)
             if pending is not None:

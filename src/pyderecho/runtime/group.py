@@ -23,7 +23,7 @@ from typing import Any, overload
 
 from pyderecho.config import Settings, load_settings
 from pyderecho.core.config import CoreConfig
-from pyderecho.core.events import Delivered, Event, ViewInstalled
+from pyderecho.core.events import Delivered, Event, Stopped, ViewInstalled
 from pyderecho.core.layout import LayoutFunction, Mode
 from pyderecho.core.node import Node
 from pyderecho.core.view import NodeId, View
@@ -160,6 +160,7 @@ class Group:
                 config=settings.core,
                 on_event=on_event,
                 record_digests=record_digests,
+                data_dir=settings.data_dir,
             )
             await group._start(advertise=transport if isinstance(transport, TcpTransport) else None)
             return group
@@ -180,9 +181,11 @@ class Group:
         config: CoreConfig | None = None,
         on_event: Callable[[GroupEvent], None] | None = None,
         record_digests: bool = False,
+        data_dir: str | Path | None = None,
     ) -> _Starting:
         """Start a member over ``transport``: a founder of ``members``, or (``members=None``)
-        a joiner through ``contacts``."""
+        a joiner through ``contacts``. ``data_dir`` is where it logs its ``Paxos`` shards
+        (a layout that gives it one needs it)."""
 
         async def build() -> Group:
             group = cls._assemble(
@@ -196,6 +199,7 @@ class Group:
                 config=config or CoreConfig(),
                 on_event=on_event,
                 record_digests=record_digests,
+                data_dir=None if data_dir is None else Path(data_dir),
             )
             await group._start(advertise=None)
             return group
@@ -216,6 +220,7 @@ class Group:
         config: CoreConfig,
         on_event: Callable[[GroupEvent], None] | None,
         record_digests: bool,
+        data_dir: Path | None,
     ) -> Group:
         # Built first: it checks the classes before anything starts.
         host = ObjectHost(member_id, types, record_digests=record_digests)
@@ -228,7 +233,7 @@ class Group:
             contacts=() if members is not None else contacts,
             addresses=addresses,
         )
-        return cls(Member(node, transport), host, on_event=on_event)
+        return cls(Member(node, transport, data_dir=data_dir), host, on_event=on_event)
 
     async def _start(self, *, advertise: TcpTransport | None) -> None:
         await self.member.start()
@@ -380,6 +385,9 @@ class Group:
             self._subgroup_names = {sid: key for key, sid in event.layout.subgroup_ids.items()}
         self.host.handle(event)
         self._tell(event)
+        if isinstance(event, Stopped):
+            # No reply can come any more: callers hear why instead of waiting forever.
+            self._fail_all(GroupStopped(event.reason))
 
     def _drain_host(self) -> bool:
         """Act on what the object layer asked for; whether it sent anything. Runs once per

@@ -13,11 +13,13 @@ import asyncio
 import logging
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 from types import TracebackType
 
-from pyderecho.core.events import Delivered, Event, Stopped, ViewInstalled
+from pyderecho.core.events import Delivered, Event, PersistRequested, Stopped, ViewInstalled
 from pyderecho.core.node import Node
 from pyderecho.core.view import NodeId, View
+from pyderecho.runtime.persistence import ShardLogs
 from pyderecho.transport.base import Transport
 from pyderecho.wire import encode_parts
 
@@ -36,6 +38,9 @@ class Member:
     ``on_event`` sees every event in order (deliveries, views, a stop); it runs on the loop,
     so it must not block. ``max_queued`` bounds how many messages :meth:`send` lets wait for a
     window slot before it waits too: that is the backpressure an application feels.
+
+    ``data_dir`` is where the member logs its ``Paxos`` shards (:mod:`.persistence`); a member
+    without one stops with a clear error when the layout first gives it a Paxos shard.
     """
 
     def __init__(
@@ -45,8 +50,11 @@ class Member:
         *,
         on_event: EventHandler | None = None,
         max_queued: int | None = None,
+        data_dir: Path | None = None,
     ) -> None:
         self.node = node
+        self.data_dir = data_dir
+        self.logs: ShardLogs | None = None
         self.transport = transport
         self.on_event = on_event
         self._max_queued = max_queued or 4 * node.config.window_size
@@ -59,6 +67,7 @@ class Member:
         """Coroutines waiting for progress: waking an event nobody waits on costs a profile's
         percent or two per step."""
         self._stopped: asyncio.Future[str] | None = None
+        self._closing: asyncio.Task[None] | None = None
         self._flush_scheduled = False
         self.stats: Counter[str] = Counter()
         """Failures of application code this driver ran (its event handler), by kind."""
@@ -72,6 +81,14 @@ class Member:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stopped = self._loop.create_future()
+        if self.data_dir is not None:
+            self.logs = ShardLogs(
+                self.data_dir,
+                name=str(self.node.node_id),
+                on_durable=self._on_persisted,
+                on_failure=self._on_storage_failed,
+            )
+            self.logs.check_fresh()
         await self.transport.start(self._on_frame, self._on_peer_lost)
         self._connect_known()
         self._step()
@@ -81,6 +98,9 @@ class Member:
             self._timer.cancel()
             self._timer = None
         await self.transport.close()
+        if self.logs is not None:
+            # What was submitted is written and synced before the member is gone.
+            await asyncio.to_thread(self.logs.close)
 
     async def __aenter__(self) -> Member:
         await self.start()
@@ -173,6 +193,28 @@ class Member:
             self.node.report_failure(peer, self._now())
         self._step()
 
+    def _on_persisted(self, subgroup: int, epoch: int, upto: int) -> None:
+        self.node.persisted(subgroup, epoch, upto, self._now())
+        self._step()
+
+    def _on_storage_failed(self, reason: str) -> None:
+        # Fail-stop: never retry a failed fsync and go on. The member stops; closing its
+        # links tells the peers at once, and the group removes it.
+        _log.error("member %s stops: %s", self.node.node_id, reason)
+        self.node.fail(reason)
+        self._step()
+        if self._loop is not None:
+            self._closing = self._loop.create_task(self.transport.close())
+
+    def _persist(self, request: PersistRequested) -> None:
+        if self.logs is None:
+            self.node.fail(
+                f"member {self.node.node_id} holds a Paxos shard but has no data_dir to log it "
+                "in: give the group a data directory (the data_dir setting)"
+            )
+            return
+        self.logs.persist(request)
+
     def _on_timer(self) -> None:
         self._timer = None
         self._timer_at = None
@@ -191,8 +233,13 @@ class Member:
                 self.transport.send(dst, encode_parts(message))
             events = node.events()
             for event in events:
+                if isinstance(event, PersistRequested):
+                    self._persist(event)
+                    continue
                 if isinstance(event, ViewInstalled):
                     self._connect_known()
+                    if self.logs is not None:
+                        self.logs.view_installed(event.view, event.layout)
                 elif (
                     isinstance(event, Stopped)
                     and self._stopped is not None

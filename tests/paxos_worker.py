@@ -1,0 +1,90 @@
+"""One member of a Paxos group as a process, for tests/test_paxos_processes.py.
+
+Settings come from ``PYDERECHO_*`` variables (``PYDERECHO_DATA_DIR`` among them). The member
+appends entries to a durable ledger with ``--in-flight`` calls outstanding, and prints one JSON
+line per acknowledged call: the client-side ledger the test checks the logs against after it
+kills every member at once. It runs until it is killed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from typing import Any
+
+from pyderecho import Group, context, every_member, layout_of, ordered
+from pyderecho.core.events import PersistRequested
+from pyderecho.core.layout import Mode
+from pyderecho.runtime.persistence import ShardLogs
+
+
+class Ledger:
+    count: int
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    @ordered
+    def append(self, entry: str) -> tuple[int, int, float]:
+        self.count += 1
+        ctx = context()
+        assert ctx.version is not None
+        return ctx.version[0], ctx.version[1], ctx.timestamp
+
+
+LAYOUT = layout_of({"Ledger": every_member(Mode.PAXOS)})
+
+
+def emit(**record: Any) -> None:
+    sys.stdout.write(json.dumps(record) + "\n")
+    sys.stdout.flush()
+
+
+async def main(args: argparse.Namespace) -> None:
+    async with Group.start(types={"Ledger": Ledger}, layout=LAYOUT, shm_dir=args.shm_dir) as group:
+        await group.wait_ready(Ledger, timeout=60)
+        await group.wait_for_view(lambda view: len(view.members) == args.members, 60)
+        emit(event="ready", member=group.member_id)
+
+        async def writer(lane: int) -> None:
+            number = 0
+            while True:
+                entry = f"{group.member_id}-{lane}-{number}"
+                replies = await group.subgroup(Ledger).append(entry)
+                outcomes = set(replies.values())
+                if len(outcomes) != 1 or replies.errors:
+                    emit(event="bad_replies", entry=entry, replies=repr(replies))
+                epoch, position, stamp = outcomes.pop()
+                emit(event="ack", entry=entry, epoch=epoch, position=position, stamp=stamp)
+                number += 1
+
+        await asyncio.gather(*(writer(lane) for lane in range(args.in_flight)))
+
+
+def plant_unlogged_delivery(member: int) -> None:
+    """The planted bug: member ``member`` reports its records durable without writing them."""
+    original = ShardLogs.persist
+
+    def persist(self: ShardLogs, request: PersistRequested) -> None:
+        if self.data_dir.name != f"member-{member}":
+            original(self, request)
+            return
+        asyncio.get_running_loop().call_soon(
+            self._on_durable, request.subgroup, request.epoch, request.upto
+        )
+
+    ShardLogs.persist = persist  # type: ignore[method-assign]
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--members", type=int, required=True)
+    parser.add_argument("--in-flight", type=int, default=4)
+    parser.add_argument("--shm-dir", default=None)
+    parser.add_argument("--planted-unlogged-member", type=int, default=-1)
+    arguments = parser.parse_args()
+    if arguments.planted_unlogged_member >= 0:
+        plant_unlogged_delivery(arguments.planted_unlogged_member)
+    asyncio.run(main(arguments))
