@@ -202,3 +202,48 @@ def test_objects_workload_bad_arguments(capsys: pytest.CaptureFixture[str]) -> N
     assert "at least 2" in capsys.readouterr().err
     with pytest.raises(ValueError, match="in_flight"):
         bench.ObjectsSpec(in_flight=0)
+
+
+def test_objects_workload_in_paxos_mode_logs_every_call(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """``--mode paxos``: the counter's shard is a Paxos shard, every call completes with every
+    replica's reply, each member's writer reports its fdatasync calls and the records they
+    made durable, and the members' data directories are gone afterwards."""
+    args = ["--workload", "objects", "--mode", "paxos", "--transport", "shm", "--count", "30"]
+    args += ["--in-flight", "8", "--latency-calls", "3", "--queries", "0", "--state-mib", "0"]
+    report = run_json(capsys, *args, "--data-dir", str(tmp_path))
+    assert (report["mode"], report["data_dir"]) == ("paxos", str(tmp_path))
+    calls = report["calls"]
+    assert isinstance(calls, dict)
+    assert calls["calls"] == calls["completed"] == 3 * 30 and calls["failed"] == 0
+    log = calls["log"]
+    assert isinstance(log, dict)
+    syncs, records = log["syncs_per_member"], log["records_per_member"]
+    assert len(syncs) == len(records) == 3
+    assert all(0 < sync <= record for sync, record in zip(syncs, records, strict=True))
+    assert sum(records) > 0 and log["records_per_sync"] >= 1
+    lone = report["latency_one_in_flight"]
+    assert isinstance(lone, dict)
+    assert (lone["calls"], lone["failed"]) == (3, 0)
+    assert "log" in lone
+    assert "queries" not in report and "state_transfer" not in report
+    assert report["clean_exit"] is True
+    assert list(tmp_path.iterdir()) == []
+    assert not multiprocessing.active_children()
+
+
+def test_paxos_layout_and_mode_arguments(capsys: pytest.CaptureFixture[str]) -> None:
+    view = View(0, (0, 1, 2))
+    layouts = {
+        mode: compute_layout(bench.OBJECT_LAYOUTS[mode], view) for mode in bench.OBJECT_MODES
+    }
+    for mode, expected in (("ordered", Mode.ORDERED), ("paxos", Mode.PAXOS)):
+        modes = {ref.type_name: ref.layout.mode for ref in layouts[mode].shards}
+        assert modes == {bench.COUNTER_TYPE: expected, bench.LOOKUP_TYPE: Mode.ORDERED}
+    assert bench.main(["--workload", "objects", "--mode", "raw"]) == 2
+    assert "ordered, paxos" in capsys.readouterr().err
+    assert bench.main(["--mode", "paxos"]) == 2
+    assert "objects workload" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="mode"):
+        bench.ObjectsSpec(mode="raw")

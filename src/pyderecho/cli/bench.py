@@ -109,7 +109,10 @@ class BenchSpec:
         if self.size < 1:
             raise ValueError(f"size must be at least 1 byte, got {self.size}")
         if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {', '.join(MODES)}")
+            raise ValueError(
+                f"mode must be one of {', '.join(MODES)} for the messages workload "
+                f"(paxos: the objects workload), got {self.mode!r}"
+            )
         if self.transport not in TRANSPORTS:
             raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}")
         if self.window is not None and self.window < 1:
@@ -225,10 +228,28 @@ def objects_layout(view: View) -> Allocation:
     """The calls phase's layout: ``BenchCounter``, one shard of every member, which every
     member calls; ``BenchLookup``, one shard of the first member alone, which the second
     member queries (a query to another member, not to its own replica)."""
+    return _objects_allocation(view, Mode.ORDERED)
+
+
+def paxos_objects_layout(view: View) -> Allocation:
+    """:func:`objects_layout` with ``BenchCounter``'s shard in ``Paxos`` mode: a call is
+    applied (and its replies come back) only once every member has logged it with
+    ``fdatasync``. The lookup shard stays ordered: its queries are not updates."""
+    return _objects_allocation(view, Mode.PAXOS)
+
+
+def _objects_allocation(view: View, counter: Mode) -> Allocation:
     return {
-        COUNTER_TYPE: [[ShardLayout(view.members, Mode.ORDERED)]],
+        COUNTER_TYPE: [[ShardLayout(view.members, counter)]],
         LOOKUP_TYPE: [[ShardLayout(view.members[:1], Mode.ORDERED)]],
     }
+
+
+OBJECT_LAYOUTS: dict[str, LayoutFunction] = {
+    "ordered": objects_layout,
+    "paxos": paxos_objects_layout,
+}
+OBJECT_MODES = tuple(OBJECT_LAYOUTS)
 
 
 def state_layout(view: View) -> Allocation:
@@ -242,6 +263,9 @@ class ObjectsSpec:
 
     nodes: int = 3
     transport: str = "shm"
+    mode: str = "ordered"
+    """The counter's shard: ``ordered``, or ``paxos`` (every call logged with ``fdatasync`` at
+    every member before it is applied; each member gets a fresh data directory)."""
     count: int = DEFAULT_OBJECT_CALLS
     """Ordered calls each member makes in the calls phase."""
     size: int = 100
@@ -260,6 +284,10 @@ class ObjectsSpec:
     """The whole run, every phase, start-up and shut-down included, must end within this."""
     profile: str | None = None
     """Write a cProfile of member 0's calls phase (``pstats`` format) to this path."""
+    data_dir: str | None = None
+    """In ``paxos`` mode, where the run's data directories go (a fresh temporary directory
+    inside it, one directory per member, removed afterwards); ``None``: the system's
+    temporary directory. Put it on the disk under test."""
     heartbeat_timeout: float = CoreConfig().heartbeat_timeout
 
     def __post_init__(self) -> None:
@@ -267,6 +295,11 @@ class ObjectsSpec:
             raise ValueError(f"nodes must be at least 2 for the object workload, got {self.nodes}")
         if self.transport not in TRANSPORTS:
             raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}")
+        if self.mode not in OBJECT_MODES:
+            raise ValueError(
+                f"mode must be one of {', '.join(OBJECT_MODES)} for the object workload, "
+                f"got {self.mode!r}"
+            )
         if min(self.count, self.latency_calls, self.queries, self.state_bytes) < 0:
             raise ValueError("count, latency_calls, queries and state_bytes must not be negative")
         if self.size < 1 or self.in_flight < 1:
@@ -302,6 +335,8 @@ class _WorkerSpec:
     role: str = "messages"
     """What the worker runs: ``messages`` (:class:`BenchSpec`), or for an
     :class:`ObjectsSpec` ``objects`` (the calls and queries) or ``state`` (the transfer)."""
+    data_dir: str | None = None
+    """The member's own fresh data directory (``paxos`` mode), made by the parent."""
 
 
 @dataclass
@@ -558,11 +593,12 @@ async def _objects_worker(spec: _WorkerSpec, conn: Connection, profiler: Any) ->
     group = await Group.over(
         transport,
         member_id=spec.node_id,
-        layout=objects_layout,
+        layout=OBJECT_LAYOUTS[bench.mode],
         types=OBJECT_TYPES,
         members=members,
         addresses=spec.addresses,
         config=bench.core_config(),
+        data_dir=spec.data_dir,
     )
     try:
         await _wait_links(transport, bench.nodes - 1, bench.timeout_s)
@@ -572,6 +608,7 @@ async def _objects_worker(spec: _WorkerSpec, conn: Connection, profiler: Any) ->
         everyone = frozenset(members)
         while isinstance(command := await commands.get(), tuple):
             kind, count = command
+            logged = _log_stats(group)
             if kind == "calls":
                 if profiler is not None:
                     profiler.enable()
@@ -584,6 +621,9 @@ async def _objects_worker(spec: _WorkerSpec, conn: Connection, profiler: Any) ->
             else:
                 read = group.shard(LOOKUP_TYPE, 0).read
                 result = await _drive(read, value, count, bench.in_flight, None)
+            if logged is not None:
+                now = _log_stats(group) or {}
+                result["log"] = {key: now.get(key, 0) - logged.get(key, 0) for key in now}
             node = group.member.node
             if node.stopped or group.view.epoch != 0:
                 raise BenchError(
@@ -594,6 +634,13 @@ async def _objects_worker(spec: _WorkerSpec, conn: Connection, profiler: Any) ->
     finally:
         loop.remove_reader(conn.fileno())
         await group.close()
+
+
+def _log_stats(group: Group) -> dict[str, int] | None:
+    """The member's shard-log writer's counts so far (syncs, records, ...); ``None`` when it
+    logs nothing (no data directory)."""
+    logs = group.member.logs
+    return None if logs is None else logs.stats()
 
 
 async def _state_worker(spec: _WorkerSpec, conn: Connection) -> None:
@@ -715,6 +762,8 @@ class _Group:
         self.processes: list[Any] = []
         self.conns: list[Connection] = []
         self.directory: str | None = None
+        self.data_root: str | None = None
+        """``paxos`` mode: the run's fresh directory, one subdirectory per member."""
         self.exit_codes: list[int | None] = []
         """Each worker's exit status once shut down: 0 when it closed its member cleanly."""
 
@@ -729,9 +778,18 @@ class _Group:
             self.directory = tempfile.mkdtemp(prefix="pyderecho-bench-")
             listens = [self.directory] * self.nodes
             addresses = dict.fromkeys(range(self.nodes), self.directory)
+        data_dirs: list[str | None] = [None] * self.nodes
+        if isinstance(spec, ObjectsSpec) and spec.mode == "paxos" and self.role == "objects":
+            self.data_root = tempfile.mkdtemp(prefix="pyderecho-bench-data-", dir=spec.data_dir)
+            for node in range(self.nodes):
+                data_dir = os.path.join(self.data_root, f"member-{node}")
+                os.mkdir(data_dir)
+                data_dirs[node] = data_dir
         for node in range(self.nodes):
             ours, theirs = self.context.Pipe()
-            worker = _WorkerSpec(spec, node, addresses, listens[node], group, secret, self.role)
+            worker = _WorkerSpec(
+                spec, node, addresses, listens[node], group, secret, self.role, data_dirs[node]
+            )
             process = self.context.Process(
                 target=_worker_main, args=(worker, theirs), name=f"pyderecho-bench-{node}"
             )
@@ -803,8 +861,9 @@ class _Group:
         for conn in self.conns:
             conn.close()
         self.exit_codes = [process.exitcode for process in self.processes]
-        if self.directory is not None:
-            shutil.rmtree(self.directory, ignore_errors=True)
+        for directory in (self.directory, self.data_root):
+            if directory is not None:
+                shutil.rmtree(directory, ignore_errors=True)
 
 
 def run_bench(spec: BenchSpec) -> dict[str, Any]:
@@ -841,7 +900,13 @@ def run_objects(spec: ObjectsSpec) -> dict[str, Any]:
     a call counts once every replica's reply is in), ``latency`` (one call in flight in the
     whole group, the members taking turns), ``queries`` (member 1 queries member 0's
     replica, ``in_flight`` outstanding), then ``state_transfer`` in a group of its own (member
-    0 holds a state of ``state_bytes``; member 1 joins and receives it)."""
+    0 holds a state of ``state_bytes``; member 1 joins and receives it).
+
+    With ``mode="paxos"`` the counter's shard is a ``Paxos`` shard: a call is applied, and
+    counts, only once every member has logged it with ``fdatasync``. Each member gets a fresh
+    data directory in a temporary directory made in ``spec.data_dir`` (removed afterwards),
+    and the calls and latency phases report each member's ``fdatasync`` calls and records
+    (``log``). The state phase stays ordered: it measures the transfer, not the disk."""
     load_before = os.getloadavg()
     began = time.perf_counter()
     deadline = time.monotonic() + spec.timeout_s
@@ -946,16 +1011,21 @@ def _objects_report(
         "workload": "objects",
         "nodes": spec.nodes,
         "transport": spec.transport,
+        "mode": spec.mode,
         "size": spec.size,
         "count": spec.count,
         "in_flight": spec.in_flight,
         "window": spec.core_config().window_size,
         "cpu_cores": os.cpu_count(),
     }
+    if spec.mode == "paxos":
+        report["data_dir"] = spec.data_dir or tempfile.gettempdir()
     if calls:
         report["calls"] = _phase(calls) | {
             "duplicates": sum(r["duplicates"] for r in calls.values())
         }
+        if any("log" in r for r in calls.values()):
+            report["calls"]["log"] = _log_report(calls)
     if lone:
         phase = _phase(lone)
         report["latency_one_in_flight"] = {
@@ -964,6 +1034,8 @@ def _objects_report(
             "latency_us": phase["latency_us"],
             "calls_per_s": round(phase["completed"] / sum(r["elapsed_s"] for r in lone.values())),
         }
+        if any("log" in r for r in lone.values()):
+            report["latency_one_in_flight"]["log"] = _log_report(lone)
     if queries:
         phase = _phase(queries)
         report["queries"] = {
@@ -993,6 +1065,22 @@ def _objects_report(
             "fill_s": round(state["fill_s"], 3),
         }
     return report
+
+
+def _log_report(results: dict[NodeId, Any]) -> dict[str, Any]:
+    """Each member's shard-log writer over one phase: its ``fdatasync`` calls, the records
+    they made durable, and records per sync (group commit: more than one when calls arrive
+    while a sync is under way). In the latency phase each member counts its own writer over
+    its own turn."""
+    members = sorted(results)
+    syncs = [results[node].get("log", {}).get("syncs", 0) for node in members]
+    records = [results[node].get("log", {}).get("records", 0) for node in members]
+    per_sync = [r / s for r, s in zip(records, syncs, strict=True) if s]
+    return {
+        "syncs_per_member": syncs,
+        "records_per_member": records,
+        "records_per_sync": round(statistics.median(per_sync), 2) if per_sync else None,
+    }
 
 
 def _report(
@@ -1093,7 +1181,13 @@ def add_parser(
     parser.add_argument(
         "--size", type=positive_int, default=100, help="bytes per message or call argument"
     )
-    parser.add_argument("--mode", choices=MODES, default="ordered")
+    parser.add_argument(
+        "--mode",
+        choices=tuple(dict.fromkeys((*MODES, *OBJECT_MODES))),
+        default="ordered",
+        help="messages: raw or ordered (default); objects: ordered (default) or paxos (every "
+        "call logged with fdatasync at every member before it is applied)",
+    )
     parser.add_argument("--transport", choices=TRANSPORTS, default="shm")
     parser.add_argument(
         "--window",
@@ -1125,6 +1219,13 @@ def add_parser(
         type=non_negative_int,
         default=256,
         help="MiB of state a joiner receives (default: 256; 0: no state phase)",
+    )
+    objects.add_argument(
+        "--data-dir",
+        metavar="ROOT",
+        default=None,
+        help="with --mode paxos: make the members' fresh data directories in ROOT (removed "
+        "afterwards; default: the system's temporary directory)",
     )
     parser.add_argument(
         "--idle",
@@ -1210,6 +1311,7 @@ def _run_objects(args: argparse.Namespace) -> int:
         spec = ObjectsSpec(
             nodes=args.nodes,
             transport=args.transport,
+            mode=args.mode,
             count=count,
             size=args.size,
             in_flight=args.in_flight,
@@ -1219,6 +1321,7 @@ def _run_objects(args: argparse.Namespace) -> int:
             window=args.window,
             timeout_s=300.0 if args.timeout is None else args.timeout,
             profile=args.profile,
+            data_dir=args.data_dir,
         )
     except ValueError as exc:
         print(f"pyderecho bench: {exc}", file=sys.stderr)
@@ -1232,17 +1335,25 @@ def _run_objects(args: argparse.Namespace) -> int:
         print(json.dumps(report))
         return 0
     print(
-        f"{report['nodes']} members over {report['transport']}, a replicated object, "
+        f"{report['nodes']} members over {report['transport']}, a replicated object "
+        f"({report['mode']}), "
         f"{report['size']}-byte argument, {report['in_flight']} calls in flight per member: "
         f"{report['wall_s']} s"
     )
     if "calls" in report:
         calls = report["calls"]
         print(
-            f"ordered calls, every reply in: {calls['calls_per_s_member_median']:,} calls/s per "
+            f"{report['mode']} calls, every reply in: {calls['calls_per_s_member_median']:,} "
+            "calls/s per "
             f"member (median), {calls['calls_per_s_group']:,} in the group; latency p50 "
             f"{calls['latency_us']['p50']} us, p99 {calls['latency_us']['p99']} us"
         )
+        if "log" in calls:
+            log = calls["log"]
+            print(
+                f"fdatasync calls per member: {log['syncs_per_member']}, "
+                f"{log['records_per_sync']} records per sync (median)"
+            )
     if "latency_one_in_flight" in report:
         lone = report["latency_one_in_flight"]["latency_us"]
         print(f"one call in flight: latency p50 {lone['p50']} us, p99 {lone['p99']} us")
