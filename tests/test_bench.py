@@ -247,3 +247,59 @@ def test_paxos_layout_and_mode_arguments(capsys: pytest.CaptureFixture[str]) -> 
     assert "objects workload" in capsys.readouterr().err
     with pytest.raises(ValueError, match="mode"):
         bench.ObjectsSpec(mode="raw")
+
+
+def test_the_durable_comparison_computes_ratios_and_targets(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """``benchmarks/durable_compare.py`` with stand-ins for the runs (no servers, no members):
+    the rate is judged against the better baseline's rate, the latency against the better
+    (lower) baseline latency, and the durable rate against the ordered one."""
+    monkeypatch.syspath_prepend(str(Path(__file__).parent.parent / "benchmarks"))
+    durable_compare = importlib.import_module("durable_compare")
+    durable_baselines = importlib.import_module("durable_baselines")
+
+    def fake_objects(spec: bench.ObjectsSpec) -> dict[str, object]:
+        rate = {"paxos": 20_000, "ordered": 40_000}[spec.mode]
+        calls: dict[str, object] = {
+            "calls_per_s_group": rate,
+            "latency_us": {"p50": 2000.0, "p99": 4000.0},
+            "cpu_us_per_call": 100.0,
+        }
+        if spec.mode == "paxos":
+            calls["log"] = {"records_per_sync": 8.0, "syncs_per_member": [10, 10, 10]}
+        lone = {"latency_us": {"p50": 900.0, "p99": 1500.0}}
+        return {"calls": calls, "latency_one_in_flight": lone, "clean_exit": True}
+
+    def fake_baseline(rate: float, latency: float) -> object:
+        def measure(in_flight: int, seconds: float, **options: object) -> dict[str, float]:
+            assert in_flight == 48
+            keys = ["latency_ms_p99", "loaded_latency_ms_p50", "loaded_latency_ms_p99"]
+            return {"updates_per_s": rate, "latency_ms_p50": latency} | dict.fromkeys(
+                [*keys, "client_cpu", "server_cpu"], 1.0
+            )
+
+        return measure
+
+    monkeypatch.setattr(durable_compare, "run_objects", fake_objects)
+    monkeypatch.setitem(durable_baselines.MEASURES, "etcd", fake_baseline(4000.0, 1.0))
+    monkeypatch.setitem(durable_baselines.MEASURES, "zookeeper", fake_baseline(2000.0, 1.8))
+    monkeypatch.setattr(durable_baselines, "fdatasync_latency_ms", lambda **_: {"p50": 0.1})
+    monkeypatch.setattr(durable_baselines, "server_versions", dict)
+    monkeypatch.setattr(durable_compare, "missing_requirements", lambda args: [])
+    out = tmp_path / "durable.json"
+    assert durable_compare.main(["--repeat", "2", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["in_flight"] == 48 and result["repeat"] == 2
+    assert result["best_baseline"] == {"updates_per_s": 4000.0, "latency_ms_p50": 1.0}
+    ratios = result["ratios"]
+    for transport in ("tcp", "shm"):
+        paxos = result["pyderecho_paxos"][transport]
+        assert paxos["samples_updates_per_s"] == [20_000, 20_000]
+        assert paxos["records_per_sync"] == 8.0
+        assert ratios[f"updates_per_s_{transport}_vs_best_baseline"] == 5.0
+        assert ratios[f"latency_p50_{transport}_vs_best_baseline"] == 0.9
+        assert ratios[f"durable_vs_ordered_{transport}"] == 0.5
+    assert [target["met"] for target in result["targets"]] == [True] * 4
+    assert result["all_met"] is True
+    assert "2 of 3" in result["durability"]["note"]
