@@ -128,15 +128,19 @@ def test_every_acknowledged_update_is_in_every_members_log(tmp_path: Path) -> No
     assert (tmp_path / "member-0" / "view").exists()
 
 
-def test_a_member_refuses_a_data_dir_with_an_earlier_runs_logs(tmp_path: Path) -> None:
+def test_a_data_dir_that_is_not_a_whole_members_is_refused(tmp_path: Path) -> None:
+    """Shard logs without the view file they were written under cannot say which group they
+    belong to: the member refuses to start rather than guess."""
+
     async def first(cluster: Cluster) -> None:
         [group] = await cluster.found([0])
         await group.subgroup(Ledger).append("kept")
 
     run(first, Cluster(tmp_path))
+    (tmp_path / "member-0" / "view").unlink()
 
     async def second(cluster: Cluster) -> None:
-        with pytest.raises(EarlierRunData, match="earlier run"):
+        with pytest.raises(EarlierRunData, match="no view file"):
             await cluster.found([0])
 
     run(second, Cluster(tmp_path))

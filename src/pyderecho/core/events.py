@@ -66,6 +66,9 @@ class LogRecord(msgspec.Struct, frozen=True, array_like=True, gc=False):
 
     epoch: int
     index: int
+    number: int
+    """Which message of the epoch this is, counting from 1 and skipping nulls: the same
+    count as the deliveries of the epoch, which the object layer's versions use."""
     sender: NodeId
     timestamp: int
     payload: bytes | memoryview

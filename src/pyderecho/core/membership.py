@@ -87,7 +87,10 @@ class Membership:
         now: float,
         *,
         suspected: set[NodeId] | None = None,
+        founding: bool = False,
     ) -> None:
+        """``founding``: this view starts the group (its first view, or the view a restart
+        from logs begins with), so members may take a while to show up."""
         self.me = me
         self.view = view
         self.config = config
@@ -107,9 +110,10 @@ class Membership:
         self.stopped = ""
         """Why this member stopped, empty while it runs."""
         self.last_heard = dict.fromkeys(view.members, now)
-        self._never_heard = set(view.members) - {me} if view.epoch == 0 else set()
-        """Founders not heard from yet: processes of a new group start seconds apart, so a
-        founder that has not shown up gets ``startup_timeout`` before it is suspected."""
+        self._never_heard = set(view.members) - {me} if founding else set()
+        """Founders not heard from yet: processes of a new group start seconds apart (and a
+        restart from logs replays them first), so a founder that has not shown up gets
+        ``startup_timeout`` before it is suspected."""
         self.watched = _successors(view.members, self.rank, config.monitors)
         self.watchers = _predecessors(view.members, self.rank, config.monitors)
         self._last_tick = now

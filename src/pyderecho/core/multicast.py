@@ -134,6 +134,8 @@ class ShardMulticast:
         self.persist_requested = -1
         """Paxos: the global index up to which messages were handed to the driver to log."""
         self._last_timestamp = 0
+        self._logged = 0
+        """Paxos: non-null messages handed over to log in this epoch."""
         self._reported_everywhere = -1
         self.duplicates = 0
         self.dirty = False
@@ -364,7 +366,10 @@ class ShardMulticast:
             timestamp = max(self._last_timestamp + 1, stamp)
             self._last_timestamp = timestamp
             self._timestamps[k] = timestamp
-            records.append(LogRecord(self.epoch, k, self.senders[sender], timestamp, payload))
+            self._logged += 1
+            records.append(
+                LogRecord(self.epoch, k, self._logged, self.senders[sender], timestamp, payload)
+            )
         self.persist_requested = upto
         self._events.append(
             PersistRequested(self.epoch, self.subgroup, self.shard, upto, tuple(records))

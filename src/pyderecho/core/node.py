@@ -128,7 +128,7 @@ class Node:
         self.previous_layout: ViewLayout | None = None
         """The last adequate layout before the current view's (see ``ViewInstalled.previous``)."""
         if view is not None:
-            self._install(view, now, previous=None)
+            self._install(view, now, previous=None, founding=True)
 
     def _layout_for(self, view: View) -> ViewLayout:
         """The view's layout; raises :class:`LayoutFailed` when the application's function
@@ -485,7 +485,9 @@ class Node:
             previous = self.layout if self.layout.adequate else self.previous_layout
             self._install(self._next, now, previous=previous)
 
-    def _install(self, view: View, now: float, *, previous: ViewLayout | None) -> None:
+    def _install(
+        self, view: View, now: float, *, previous: ViewLayout | None, founding: bool = False
+    ) -> None:
         """Make ``view`` current: new shards, re-sent leftovers, and the next membership.
 
         The layout is computed first: if the application's function raises, the member stops
@@ -513,7 +515,13 @@ class Node:
         self._by_subgroup.clear()
         suspected = old.suspected if old is not None else set()
         self.membership = Membership(
-            self.node_id, view, self.config, self._outbox, now, suspected=suspected
+            self.node_id,
+            view,
+            self.config,
+            self._outbox,
+            now,
+            suspected=suspected,
+            founding=founding,
         )
         self._reported = set(self.membership.suspected)
         if self.layout.adequate:

@@ -98,6 +98,30 @@ class StateLost:
 
 
 @dataclass(frozen=True, slots=True)
+class StateWaiting:
+    """A ``Paxos`` shard cannot serve yet: no member that holds its state (its logs) is here.
+    Its calls wait; a ``Paxos`` shard never restarts from the constructor (that would drop
+    durable updates), so it waits for such a member to come back."""
+
+    type_name: str
+    subgroup_index: int
+    shard: int
+    epoch: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class SaveState:
+    """Write this ``Paxos`` replica's state durably as its shard's snapshot: its log holds
+    the updates after ``position``. Emitted when the replica starts (fresh, received or
+    recovered in a restart) so that its logs alone can rebuild it after a crash."""
+
+    key: tuple[str, int, int]
+    position: tuple[int, int]
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class StateDigest:
     """For the history checker: ``member``'s state of a shard at ``position`` had ``digest``.
 

@@ -53,11 +53,13 @@ from pyderecho.replicated.events import (
     HostFailed,
     QueryDone,
     RunQuery,
+    SaveState,
     SendPeer,
     StateDigest,
     StateLost,
     StateProgress,
     StateReceived,
+    StateWaiting,
     UserCodeFailed,
 )
 from pyderecho.replicated.messages import (
@@ -68,6 +70,7 @@ from pyderecho.replicated.messages import (
     QueryRequest,
     Replies,
     Reply,
+    ShardEnd,
     StateAck,
     StateChunk,
     StateHeader,
@@ -86,6 +89,8 @@ Position = tuple[int, int]
 
 Output = (
     SendPeer
+    | SaveState
+    | StateWaiting
     | CallDone
     | CallFailed
     | QueryDone
@@ -148,6 +153,17 @@ class _Replica:
     lost: bool = False
     cut: _Cut | None = None
     """A snapshot taken at a view's cut for the shard's newcomers, until each has it."""
+    paxos: bool = False
+    """The shard is ``Paxos``: its state lives on disk too, and is never restarted from the
+    constructor once it existed."""
+    recovered: tuple[Any, Position] | None = None
+    """After a restart from logs: the state this member rebuilt from its own logs."""
+    ends: dict[NodeId, tuple[bool, Position]] | None = None
+    """While the restart compares recovered states: what each shard member said it holds."""
+    my_end: ShardEnd | None = None
+    """What this member said it recovered (restart only): repeated to each member the first
+    time that member speaks, since a member that was not up yet missed the first telling."""
+    heard_ends: set[NodeId] = field(default_factory=set)
 
 
 @dataclass
@@ -223,6 +239,9 @@ class ObjectHost:
         self._ids = itertools.count(1)
         self._replies: dict[NodeId, list[Reply]] = {}
         self._out: list[Output] = []
+        self._recovered: dict[ShardKey, tuple[Any, Position]] = {}
+        self._restarting = False
+        self._early_ends: dict[tuple[NodeId, ShardKey], ShardEnd] = {}
 
     # -- the application side ---------------------------------------------------------------
 
@@ -343,6 +362,22 @@ class ObjectHost:
     def replicas(self) -> dict[ShardKey, Any]:
         """Every replica this member holds, by shard."""
         return {key: replica.obj for key, replica in self._replicas.items()}
+
+    def restart(self, recovered: Mapping[ShardKey, tuple[Any, Position]]) -> None:
+        """This member restarts from its logs after the whole group stopped: ``recovered``
+        holds, per ``Paxos`` shard, the state it rebuilt (snapshot and log) and the position
+        that state reaches. Call before the first view.
+
+        In the first view, each ``Paxos`` shard's members tell each other how far their
+        recovered states reach (:class:`ShardEnd`); once every member of the shard in the
+        view has spoken, the one furthest along (lowest rank on a tie) keeps its state and
+        gives it to the others, which install it as a state transfer. What only a shorter
+        log lacks was never delivered anywhere: a Paxos shard delivers a message only once
+        every member has logged it.
+        """
+        assert self.view.epoch < 0, "restart() comes before the first view"
+        self._recovered = dict(recovered)
+        self._restarting = True
 
     def state_digest(self, key: ShardKey) -> tuple[Position, str] | None:
         """The position and digest of this member's replica of ``key`` (None while pending)."""
@@ -632,20 +667,29 @@ class ObjectHost:
         previous = _members_by_key(event.previous)
         for key, ref in keys.items():
             self._plan(key, ref, previous.get(key))
+        self._restarting = False
+        self._recovered = {}
         for replica in self._replicas.values():
             if replica.obj is not None:
                 self._tell_view(replica)
 
     def _plan(self, key: ShardKey, ref: ShardRef, before: tuple[NodeId, ...] | None) -> None:
         members = ref.layout.members
+        paxos = ref.layout.mode is Mode.PAXOS
+        replica = self._replicas.get(key)
+        if replica is not None and replica.ends is not None:
+            self._reconcile(replica)  # a view change: members that left are no longer awaited
+            return
+        if self._restarting and paxos and replica is None and before is None:
+            self._start_reconciling(key, ref)
+            return
         # Who held the shard and is still here: those still in it first, then those the layout
         # moved out (their replica waits for the newcomers, frozen at the cut), rank order.
         held = [m for m in self.view.members if before is not None and m in before]
         old = [m for m in held if m in members and m != self.node_id]
         old += [m for m in held if m not in members]
-        replica = self._replicas.get(key)
         if replica is None:
-            replica = self._replicas[key] = _Replica(key, self.types[key[0]], None)
+            replica = self._replicas[key] = _Replica(key, self.types[key[0]], None, paxos=paxos)
             if before is None or not old:
                 self._start_fresh(replica, lost=before is not None)
             else:
@@ -677,7 +721,23 @@ class ObjectHost:
 
     def _start_fresh(self, replica: _Replica, *, lost: bool) -> None:
         """No old member survives: the shard starts from the constructor at this view's start,
-        as every member of the shard decides alike from the same two layouts."""
+        as every member of the shard decides alike from the same two layouts.
+
+        Not a ``Paxos`` shard that existed: its updates are durable in the logs of members
+        that are gone for now, and starting over would drop them. It waits for one of those
+        members to come back (a restart from logs)."""
+        if lost and replica.paxos:
+            replica.candidates = []
+            self._out.append(
+                StateWaiting(
+                    *replica.key,
+                    self.view.epoch,
+                    "no member that holds this Paxos shard's state is in the view; it waits "
+                    "for one to restart from its logs rather than start over and drop "
+                    "durable updates",
+                )
+            )
+            return
         try:
             replica.obj = replica.spec.cls()
         except Exception as exc:
@@ -690,8 +750,108 @@ class ObjectHost:
         replica.lost = lost
         if lost:
             self._out.append(StateLost(*replica.key, epoch))
+        if replica.paxos:
+            self._save(replica, (epoch, 0))
         for entry in later:
             self._apply(replica, entry.position, entry.sender, entry.call)
+        self._serve_waiting(replica)
+
+    def _save(self, replica: _Replica, position: Position, data: bytes | None = None) -> None:
+        """Have the driver write a Paxos replica's state as its shard's snapshot."""
+        if data is None:
+            try:
+                data = snapshot(replica.spec, replica.obj)
+            except Exception as exc:
+                self._user_failed(f"{replica.spec.cls.__qualname__}.snapshot", exc)
+                return
+        self._out.append(SaveState(replica.key, position, data))
+
+    # -- restart from logs ------------------------------------------------------------------
+
+    def _start_reconciling(self, key: ShardKey, ref: ShardRef) -> None:
+        replica = self._replicas[key] = _Replica(key, self.types[key[0]], None, paxos=True)
+        replica.recovered = self._recovered.pop(key, None)
+        replica.ends = {}
+        held, position = (True, replica.recovered[1]) if replica.recovered else (False, (-1, 0))
+        replica.my_end = ShardEnd(*key, self.view.epoch, held, *position)
+        for member in ref.layout.members:
+            if member != self.node_id:
+                self._send(member, replica.my_end)
+        for (src, end_key), early in list(self._early_ends.items()):
+            if end_key == key:
+                del self._early_ends[(src, end_key)]
+                self._on_shard_end(src, early)
+        self._reconcile(replica)
+
+    def _on_shard_end(self, src: NodeId, end: ShardEnd) -> None:
+        key = (end.type_name, end.subgroup_index, end.shard)
+        replica = self._replicas.get(key)
+        if replica is None or replica.my_end is None:
+            if self._restarting or end.epoch > self.view.epoch:
+                self._early_ends[(src, key)] = end  # this member has not planned it yet
+            else:
+                self.stats["stale_shard_end"] += 1
+            return
+        if src not in replica.heard_ends:
+            replica.heard_ends.add(src)
+            self._send(src, replica.my_end)
+        if replica.ends is not None:
+            replica.ends[src] = (end.held, (end.position_epoch, end.position_count))
+            self._reconcile(replica)
+
+    def _reconcile(self, replica: _Replica) -> None:
+        """Once every shard member in the view has said how far it got, keep the furthest
+        state (this member's own) or ask its holder for it."""
+        assert replica.ends is not None
+        ref = next(
+            (
+                r
+                for r in self._refs.values()
+                if (r.type_name, r.subgroup_index, r.shard) == replica.key
+            ),
+            None,
+        )
+        if ref is None:
+            return  # no longer this member's shard: the view change dropped the replica
+        members = [m for m in ref.layout.members if m in self.view]
+        if any(m not in replica.ends for m in members if m != self.node_id):
+            return
+        held = [
+            (position, -rank, m)
+            for rank, m in enumerate(members)
+            if m != self.node_id
+            for ok, position in [replica.ends[m]]
+            if ok
+        ]
+        if replica.recovered is not None:
+            held.append((replica.recovered[1], -members.index(self.node_id), self.node_id))
+        if not held:
+            self._out.append(
+                StateWaiting(
+                    *replica.key,
+                    self.view.epoch,
+                    f"no member of the shard in view {self.view.epoch} recovered its state "
+                    "from logs; it waits for one that holds it",
+                )
+            )
+            return
+        replica.ends = None
+        _, _, best = max(held)
+        if best != self.node_id:
+            replica.recovered = None
+            replica.candidates = [best]
+            self._ask(replica)
+            return
+        assert replica.recovered is not None
+        obj, position = replica.recovered
+        replica.recovered = None
+        replica.obj = obj
+        replica.skip_until = position
+        buffered, replica.buffered = replica.buffered, []
+        for entry in buffered:
+            if entry.position > position:
+                self._apply(replica, entry.position, entry.sender, entry.call)
+        self._tell_view(replica)
         self._serve_waiting(replica)
 
     def _tell_view(self, replica: _Replica) -> None:
@@ -858,6 +1018,8 @@ class ObjectHost:
         replica.lost = header.lost
         position = (header.epoch, header.count)
         replica.skip_until = position
+        if replica.paxos:
+            self._save(replica, position, bytes(data))
         replica.asking = None
         buffered, replica.buffered = replica.buffered, []
         self._out.append(
@@ -910,6 +1072,8 @@ class ObjectHost:
                 self._on_state_header(src, message)
             elif isinstance(message, StateChunk):
                 self._on_state_chunk(src, message)
+            elif isinstance(message, ShardEnd):
+                self._on_shard_end(src, message)
             else:
                 self._on_state_ack(src, message)
         except RemoteProtocolError:

@@ -116,8 +116,30 @@ class StateAck(msgspec.Struct, frozen=True, array_like=True, tag="K"):
     offset: int
 
 
+class ShardEnd(msgspec.Struct, frozen=True, array_like=True, tag="E"):
+    """After a restart from logs: how far this member's recovered state of a ``Paxos`` shard
+    reaches (``held`` False: it recovered none). The shard's members compare and the one
+    furthest along gives its state to those behind."""
+
+    type_name: str
+    subgroup_index: int
+    shard: int
+    epoch: int
+    """The restart view this is said in."""
+    held: bool
+    position_epoch: int
+    position_count: int
+
+
 PeerPayload = (
-    Replies | QueryRequest | QueryReply | StateRequest | StateHeader | StateChunk | StateAck
+    Replies
+    | QueryRequest
+    | QueryReply
+    | StateRequest
+    | StateHeader
+    | StateChunk
+    | StateAck
+    | ShardEnd
 )
 
 encoder = msgspec.msgpack.Encoder()

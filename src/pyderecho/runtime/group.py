@@ -35,11 +35,15 @@ from pyderecho.replicated.events import (
     HostFailed,
     QueryDone,
     RunQuery,
+    SaveState,
     SendPeer,
+    StateWaiting,
 )
 from pyderecho.replicated.host import ObjectHost
+from pyderecho.replicated.recovery import rebuild
 from pyderecho.runtime.connect import bound_address, build_transport, identify_contacts
 from pyderecho.runtime.member import GroupStopped, Member
+from pyderecho.runtime.persistence import EarlierRunData, Recovery, ShardKey, load_recovery
 from pyderecho.transport.base import Transport
 from pyderecho.transport.tcp import TcpTransport
 
@@ -133,9 +137,12 @@ class Group:
 
         async def build() -> Group:
             settings = _settings(config, member_id)
+            recovery = await asyncio.to_thread(load_recovery, settings.data_dir)
             transport, addresses = build_transport(settings, shm_dir=shm_dir)
             others = [m.id for m in settings.members if m.id != settings.member_id]
-            if join and settings.contacts:
+            if recovery is not None:
+                pass  # a restart from logs: its view comes from the logs, not the settings
+            elif join and settings.contacts:
                 assert isinstance(transport, TcpTransport), "config allows contacts with tcp only"
                 try:
                     found = await identify_contacts(transport, settings, known=others)
@@ -161,6 +168,7 @@ class Group:
                 on_event=on_event,
                 record_digests=record_digests,
                 data_dir=settings.data_dir,
+                recovery=recovery,
             )
             await group._start(advertise=transport if isinstance(transport, TcpTransport) else None)
             return group
@@ -188,6 +196,10 @@ class Group:
         (a layout that gives it one needs it)."""
 
         async def build() -> Group:
+            directory = None if data_dir is None else Path(data_dir)
+            recovery = None
+            if directory is not None:
+                recovery = await asyncio.to_thread(load_recovery, directory)
             group = cls._assemble(
                 transport,
                 member_id=member_id,
@@ -199,7 +211,8 @@ class Group:
                 config=config or CoreConfig(),
                 on_event=on_event,
                 record_digests=record_digests,
-                data_dir=None if data_dir is None else Path(data_dir),
+                data_dir=directory,
+                recovery=recovery,
             )
             await group._start(advertise=None)
             return group
@@ -221,19 +234,28 @@ class Group:
         on_event: Callable[[GroupEvent], None] | None,
         record_digests: bool,
         data_dir: Path | None,
+        recovery: Recovery | None = None,
     ) -> Group:
         # Built first: it checks the classes before anything starts.
         host = ObjectHost(member_id, types, record_digests=record_digests)
+        view = None if members is None else View(0, tuple(members))
+        recovered: frozenset[ShardKey] | None = None
+        if recovery is not None:
+            view, addresses = _restart_view(member_id, recovery, addresses, data_dir)
+            rebuilt = _rebuild(host, member_id, recovery)
+            host.restart(rebuilt)
+            recovered = frozenset(rebuilt)
         node = Node(
             member_id,
-            None if members is None else View(0, tuple(members)),
+            view,
             layout,
             config,
             now=asyncio.get_running_loop().time(),
-            contacts=() if members is not None else contacts,
+            contacts=() if view is not None else contacts,
             addresses=addresses,
         )
-        return cls(Member(node, transport, data_dir=data_dir), host, on_event=on_event)
+        member = Member(node, transport, data_dir=data_dir, recovered=recovered)
+        return cls(member, host, on_event=on_event)
 
     async def _start(self, *, advertise: TcpTransport | None) -> None:
         await self.member.start()
@@ -412,7 +434,19 @@ class Group:
                     query.set_result(output.result)
             elif isinstance(output, RunQuery):
                 self._run_query(output)
+            elif isinstance(output, SaveState):
+                if not self.member.node.stopped:
+                    self.member.save_state(output.key, output.position, output.data)
             else:
+                if isinstance(output, StateWaiting):
+                    _log.warning(
+                        "member %s: %s[%d] shard %d waits: %s",
+                        self.member_id,
+                        output.type_name,
+                        output.subgroup_index,
+                        output.shard,
+                        output.reason,
+                    )
                 if isinstance(output, HostFailed):
                     self._fail(output.reason)
                 self._tell(output)
@@ -568,3 +602,53 @@ def _settings(config: str | Path | Settings | None, member_id: NodeId | None) ->
     if member_id is not None and member_id != settings.member_id:
         settings = dataclasses.replace(settings, member_id=member_id)
     return settings
+
+
+def _restart_view(
+    member_id: NodeId,
+    recovery: Recovery,
+    addresses: Mapping[NodeId, str],
+    data_dir: Path | None,
+) -> tuple[View, dict[NodeId, str]]:
+    """The view a restart from logs begins with: the last view this member installed, one
+    epoch on. Members that do not come back are suspected after ``startup_timeout`` and the
+    group goes on without them, if a majority of that view came back."""
+    last = recovery.view
+    if member_id not in last.members:
+        raise EarlierRunData(
+            f"data_dir {data_dir} belongs to member {member_id}, which was not in the last view "
+            f"it logged (view {last.epoch}: {list(last.members)}); it cannot restart from "
+            "these logs: move the directory away and join the group as a new member"
+        )
+    known = {m: a for m, a in zip(last.members, last.addresses, strict=False) if a}
+    return View(last.epoch + 1, last.members), known | dict(addresses)
+
+
+def _rebuild(
+    host: ObjectHost, member_id: NodeId, recovery: Recovery
+) -> dict[ShardKey, tuple[Any, tuple[int, int]]]:
+    """Each recovered shard's replica, from its snapshot and log."""
+    rebuilt: dict[ShardKey, tuple[Any, tuple[int, int]]] = {}
+    for key, shard in recovery.shards.items():
+        spec = host.types.get(key[0])
+        if spec is None:
+            _log.warning("member %s: no class for recovered shard %s; ignored", member_id, key)
+            continue
+        start = (shard.snapshot.epoch, shard.snapshot.count)
+        replica = rebuild(
+            spec, key, member_id, state=shard.snapshot.state, position=start, records=shard.records
+        )
+        rebuilt[key] = (replica.obj, replica.position)
+        _log.info(
+            "member %s rebuilt %s at %s: %d updates replayed (%d raised), %d bytes of torn "
+            "tail cut",
+            member_id,
+            key,
+            replica.position,
+            replica.applied,
+            replica.raised,
+            shard.truncated_bytes,
+        )
+    for key, why in recovery.ignored.items():
+        _log.warning("member %s: shard %s not recovered: %s", member_id, key, why)
+    return rebuilt

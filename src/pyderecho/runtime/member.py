@@ -19,7 +19,7 @@ from types import TracebackType
 from pyderecho.core.events import Delivered, Event, PersistRequested, Stopped, ViewInstalled
 from pyderecho.core.node import Node
 from pyderecho.core.view import NodeId, View
-from pyderecho.runtime.persistence import ShardLogs
+from pyderecho.runtime.persistence import ShardKey, ShardLogs
 from pyderecho.transport.base import Transport
 from pyderecho.wire import encode_parts
 
@@ -41,6 +41,8 @@ class Member:
 
     ``data_dir`` is where the member logs its ``Paxos`` shards (:mod:`.persistence`); a member
     without one stops with a clear error when the layout first gives it a Paxos shard.
+    ``recovered`` names the shards a restart rebuilt from ``data_dir`` (None: a first start,
+    which refuses a directory that already holds logs).
     """
 
     def __init__(
@@ -51,9 +53,11 @@ class Member:
         on_event: EventHandler | None = None,
         max_queued: int | None = None,
         data_dir: Path | None = None,
+        recovered: frozenset[ShardKey] | None = None,
     ) -> None:
         self.node = node
         self.data_dir = data_dir
+        self._recovered = recovered
         self.logs: ShardLogs | None = None
         self.transport = transport
         self.on_event = on_event
@@ -87,8 +91,10 @@ class Member:
                 name=str(self.node.node_id),
                 on_durable=self._on_persisted,
                 on_failure=self._on_storage_failed,
+                recovered=self._recovered,
             )
-            self.logs.check_fresh()
+            if self._recovered is None:
+                self.logs.check_fresh()
         await self.transport.start(self._on_frame, self._on_peer_lost)
         self._connect_known()
         self._step()
@@ -208,12 +214,24 @@ class Member:
 
     def _persist(self, request: PersistRequested) -> None:
         if self.logs is None:
-            self.node.fail(
-                f"member {self.node.node_id} holds a Paxos shard but has no data_dir to log it "
-                "in: give the group a data directory (the data_dir setting)"
-            )
+            self._no_data_dir()
             return
         self.logs.persist(request)
+
+    def save_state(self, key: ShardKey, position: tuple[int, int], data: bytes) -> None:
+        """Write a ``Paxos`` replica's state as its shard's snapshot (the object layer asks
+        when the replica starts)."""
+        if self.logs is None:
+            self._no_data_dir()
+            self._step()
+            return
+        self.logs.save_state(key, position, data)
+
+    def _no_data_dir(self) -> None:
+        self.node.fail(
+            f"member {self.node.node_id} holds a Paxos shard but has no data_dir to log it "
+            "in: give the group a data directory (the data_dir setting)"
+        )
 
     def _on_timer(self) -> None:
         self._timer = None
@@ -239,7 +257,10 @@ class Member:
                 if isinstance(event, ViewInstalled):
                     self._connect_known()
                     if self.logs is not None:
-                        self.logs.view_installed(event.view, event.layout)
+                        addresses = tuple(self.node.address_of(m) or "" for m in event.view.members)
+                        self.logs.view_installed(
+                            event.view, event.layout, self.node.node_id, addresses
+                        )
                 elif (
                     isinstance(event, Stopped)
                     and self._stopped is not None

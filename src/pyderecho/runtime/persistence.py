@@ -11,7 +11,16 @@ Layout of a member's data directory::
 
     DATA_DIR/
       view                      the last installed view (metadata: written atomically)
-      shards/TYPE.INDEX.SHARD/  one segmented log per shard this member has held
+      shards/TYPE.INDEX.SHARD/  per shard this member holds:
+        snapshot                the replica's state at a position (metadata)
+        *.seg                   the log: the shard's updates, each with its position
+
+A shard's directory is valid once it has a snapshot: the member writes one when its replica
+starts (fresh, received by state transfer, or kept in a restart), and the log holds every
+update after it. When the layout moves the member into a shard it did not hold in the view
+before, the directory of any earlier stint is discarded first, so a crash before the new
+snapshot leaves a directory without one, which a restart ignores, rather than an old state
+followed by a gap.
 
 A log record is a :class:`~pyderecho.core.events.LogRecord` in msgpack (read back as
 :class:`StoredRecord`): the message's place in
@@ -25,6 +34,8 @@ names the file, and the rest of the group removes it.
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,9 +44,9 @@ from pathlib import Path
 import msgspec
 
 from pyderecho.core.events import PersistRequested
-from pyderecho.core.layout import ViewLayout
-from pyderecho.core.view import View
-from pyderecho.storage import GroupCommitWriter, SegmentedLog, StorageFailed
+from pyderecho.core.layout import Mode, ViewLayout
+from pyderecho.core.view import NodeId, View
+from pyderecho.storage import GroupCommitWriter, SegmentedLog, StorageFailed, read_metadata
 
 ShardKey = tuple[str, int, int]
 
@@ -48,6 +59,7 @@ class StoredRecord(msgspec.Struct, frozen=True, array_like=True):
 
     epoch: int
     index: int
+    number: int
     sender: int
     timestamp: int
     payload: bytes
@@ -57,10 +69,20 @@ _record_decoder = msgspec.msgpack.Decoder(StoredRecord)
 
 
 class ViewRecord(msgspec.Struct, frozen=True, array_like=True):
-    """The ``view`` metadata file: the last view this member installed."""
+    """The ``view`` metadata file: the last view this member installed, and where its
+    members listened (a restart dials them there)."""
 
     epoch: int
     members: tuple[int, ...]
+    addresses: tuple[str, ...] = ()
+
+
+class SnapshotFile(msgspec.Struct, frozen=True, array_like=True):
+    """A shard's ``snapshot`` file: the replica's state after the update at (epoch, count)."""
+
+    epoch: int
+    count: int
+    state: bytes
 
 
 class EarlierRunData(Exception):
@@ -84,6 +106,69 @@ def shard_directory(data_dir: Path, key: ShardKey) -> Path:
     return data_dir / "shards" / f"{type_name}.{index}.{shard}"
 
 
+def _shard_key(name: str) -> ShardKey | None:
+    rest, _, shard = name.rpartition(".")
+    type_name, _, index = rest.rpartition(".")
+    if not type_name or not index.isdigit() or not shard.isdigit():
+        return None
+    return type_name, int(index), int(shard)
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveredShard:
+    """What a member's disk holds of one shard: its snapshot and the log's records."""
+
+    snapshot: SnapshotFile
+    records: list[StoredRecord]
+    truncated_bytes: int
+    """Bytes of a torn tail cut off the log on opening it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Recovery:
+    """Everything a member's data directory holds for a restart."""
+
+    view: ViewRecord
+    shards: dict[ShardKey, RecoveredShard]
+    ignored: dict[ShardKey, str]
+    """Shard directories that cannot rebuild a replica, and why."""
+
+
+def load_recovery(data_dir: Path) -> Recovery | None:
+    """What ``data_dir`` holds for a restart, or None when it holds nothing (a first start).
+
+    Opening each log recovers it: a torn tail is truncated; a corrupt record before the end
+    raises :class:`~pyderecho.storage.CorruptLog` naming the file and offset, and the member
+    refuses to start rather than trust it."""
+    view_data = read_metadata(data_dir / "view")
+    shards_dir = data_dir / "shards"
+    if view_data is None:
+        if shards_dir.is_dir() and any(_shard_key(p.name) for p in shards_dir.iterdir()):
+            raise EarlierRunData(
+                f"data_dir {data_dir} holds shard logs but no view file: it is not a member's "
+                "complete data directory, so it cannot restart from it"
+            )
+        return None
+    view = msgspec.msgpack.decode(view_data, type=ViewRecord)
+    shards: dict[ShardKey, RecoveredShard] = {}
+    ignored: dict[ShardKey, str] = {}
+    if shards_dir.is_dir():
+        for directory in sorted(shards_dir.iterdir()):
+            key = _shard_key(directory.name)
+            if key is None or not directory.is_dir():
+                continue
+            snapshot = read_metadata(directory / "snapshot")
+            if snapshot is None:
+                ignored[key] = "no snapshot: the member stopped before its state was saved"
+                continue
+            with SegmentedLog.open(directory) as log:
+                records = [decode_record(bytes(body)) for _, body in log.records()]
+                truncated = log.truncated_bytes
+            state = msgspec.msgpack.decode(snapshot, type=SnapshotFile)
+            shards[key] = RecoveredShard(state, records, truncated)
+    return Recovery(view, shards, ignored)
+
+
 @dataclass(slots=True)
 class _ShardLog:
     log: SegmentedLog
@@ -103,9 +188,11 @@ class ShardLogs:
         name: str,
         on_durable: Callable[[int, int, int], None],
         on_failure: Callable[[str], None],
+        recovered: frozenset[ShardKey] | None = None,
     ) -> None:
         """``on_durable(subgroup, epoch, upto)`` and ``on_failure(reason)`` are called on the
-        event loop that creates this object."""
+        event loop that creates this object. ``recovered`` names the shards a restart rebuilt
+        from this directory (None: a first start, which needs a directory without logs)."""
         self.data_dir = data_dir
         self._name = name
         self._on_durable = on_durable
@@ -115,7 +202,10 @@ class ShardLogs:
         self._logs: dict[ShardKey, _ShardLog] = {}
         self._names: dict[tuple[int, int], ShardKey] = {}
         """(epoch, subgroup id) -> shard, for the current and the previous view."""
-        self._checked = False
+        self._checked = recovered is not None
+        self._mine: set[ShardKey] = set(recovered or ())
+        """The Paxos shards this member holds in the current view: their directories are
+        this stint's."""
         self._view = b""
         """The last installed view, encoded: written once the member first logs anything."""
         self.failed = ""
@@ -132,12 +222,24 @@ class ShardLogs:
             )
         self._checked = True
 
-    def view_installed(self, view: View, layout: ViewLayout) -> None:
-        """Learn which shard each subgroup id names in ``view`` and record the view."""
+    def view_installed(
+        self, view: View, layout: ViewLayout, me: NodeId, addresses: tuple[str, ...]
+    ) -> None:
+        """Learn which shard each subgroup id names in ``view``, start afresh the directories
+        of Paxos shards ``me`` enters, and record the view."""
         self._names = {key: name for key, name in self._names.items() if key[0] >= view.epoch - 1}
         for ref in layout.shards:
             self._names[(view.epoch, ref.subgroup)] = (ref.type_name, ref.subgroup_index, ref.shard)
-        self._view = _encoder.encode(ViewRecord(view.epoch, view.members))
+        if layout.adequate:
+            mine = {
+                (ref.type_name, ref.subgroup_index, ref.shard)
+                for ref in layout.shards_of(me)
+                if ref.layout.mode is Mode.PAXOS
+            }
+            for key in sorted(mine - self._mine):
+                self._discard(key)
+            self._mine = mine
+        self._view = _encoder.encode(ViewRecord(view.epoch, view.members, addresses))
         if self._writer is not None:
             self._writer.submit_metadata(self.data_dir / "view", self._view, _nothing)
 
@@ -175,6 +277,41 @@ class ShardLogs:
             self._writer.submit(shard.log, bodies, lambda _: self._durable_soon(shard))
         except (StorageFailed, RuntimeError) as exc:
             self._fail(str(exc))
+
+    def save_state(self, key: ShardKey, position: tuple[int, int], data: bytes) -> None:
+        """Write a replica's state as its shard's snapshot: ordered after every record
+        submitted before it (the writer's metadata barrier)."""
+        if self.failed:
+            return
+        try:
+            self._shard(key)
+        except (StorageFailed, EarlierRunData, OSError) as exc:
+            self._fail(str(exc))
+            return
+        assert self._writer is not None
+        snapshot = _encoder.encode(SnapshotFile(position[0], position[1], data))
+        try:
+            self._writer.submit_metadata(
+                shard_directory(self.data_dir, key) / "snapshot", snapshot, _nothing
+            )
+        except (StorageFailed, RuntimeError) as exc:
+            self._fail(str(exc))
+
+    def _discard(self, key: ShardKey) -> None:
+        """An earlier stint's directory of a shard this member enters again: gone before the
+        new stint logs anything (its records are all durable: a view is installed only once
+        its shards' logging is done)."""
+        shard = self._logs.pop(key, None)
+        if shard is not None:
+            assert not shard.waiting, "records of an earlier stint still wait for a sync"
+            shard.log.close()
+        directory = shard_directory(self.data_dir, key)
+        if directory.exists():
+            trash = directory.with_name(f".discarded-{directory.name}")
+            shutil.rmtree(trash, ignore_errors=True)
+            os.replace(directory, trash)
+            _fsync_directory(directory.parent)
+            shutil.rmtree(trash, ignore_errors=True)
 
     def _durable_soon(self, shard: _ShardLog) -> None:
         # On the writer thread: hop to the loop, which owns every other structure here.
@@ -234,4 +371,12 @@ class ShardLogs:
 
 
 def _nothing() -> None:
-    """The view file needs no acknowledgement: the writer orders it with the records."""
+    """Metadata writes need no acknowledgement: the writer orders them with the records."""
+
+
+def _fsync_directory(directory: Path) -> None:
+    descriptor = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)

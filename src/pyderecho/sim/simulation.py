@@ -70,6 +70,7 @@ from pyderecho.replicated.events import (
     StateDigest,
     StateLost,
     StateReceived,
+    StateWaiting,
     UserCodeFailed,
 )
 from pyderecho.replicated.host import ObjectHost, Output
@@ -81,7 +82,7 @@ __all__ = ["CallResult", "DiskModel", "HostEvent", "LinkModel", "Simulation"]
 
 CallResult = CallDone | CallFailed | QueryDone
 """How an ordered call or a query made through the simulator ended."""
-HostEvent = StateReceived | StateLost | UserCodeFailed | HostFailed
+HostEvent = StateReceived | StateLost | StateWaiting | UserCodeFailed | HostFailed
 """What a member's object layer reported for its application."""
 
 (
@@ -578,7 +579,9 @@ class Simulation:
                 f"H{node_id} {output.kind} {output.member} {output.key} {output.position} "
                 f"{output.digest}".encode()
             )
-        elif isinstance(output, StateReceived | StateLost | UserCodeFailed | HostFailed):
+        elif isinstance(
+            output, StateReceived | StateLost | StateWaiting | UserCodeFailed | HostFailed
+        ):
             self.host_events.setdefault(node_id, []).append(output)
             if isinstance(output, HostFailed):
                 self.host_failed.setdefault(node_id, output.reason)

@@ -36,7 +36,13 @@ from pyderecho.core.events import Abandoned, Delivered, Event, Suspected, ViewIn
 from pyderecho.core.layout import Allocation, LayoutFunction, Mode, ViewLayout
 from pyderecho.core.view import NodeId, View
 from pyderecho.replicated.errors import MemberRemoved, RemoteError
-from pyderecho.replicated.events import CallDone, StateLost, StateReceived, UserCodeFailed
+from pyderecho.replicated.events import (
+    CallDone,
+    StateLost,
+    StateReceived,
+    StateWaiting,
+    UserCodeFailed,
+)
 from pyderecho.replicated.host import Output
 from pyderecho.replicated.messages import decode_call
 from pyderecho.replicated.methods import ordered, query
@@ -186,6 +192,8 @@ class _Run:
         self.delivered_in: dict[tuple[NodeId, int], tuple[int, tuple[NodeId, ...]]] = {}
         """(caller, call id) -> the epoch and shard members where the caller delivered it."""
         self.observed_problems: list[str] = []
+        self.waiting: set[NodeId] = set()
+        """Members with a Paxos shard waiting for a holder to come back."""
         self.shards_of: dict[NodeId, dict[tuple[str, int], int]] = {}
         self.shard_moves = 0
         founding = self.sim.nodes[self.sim.view.members[0]].layout
@@ -246,6 +254,12 @@ class _Run:
             self._check_replies(member, output)
         elif isinstance(output, StateLost):
             self._check_loss(member, output)
+        elif isinstance(output, StateWaiting):
+            # A Paxos shard with no holder left waits instead of starting over: only when no
+            # holder is left, which is what a loss needs too.
+            lost = StateLost(output.type_name, output.subgroup_index, output.shard, output.epoch)
+            self._check_loss(member, lost)
+            self.waiting.add(member)
 
     def _check_loss(self, member: NodeId, lost: StateLost) -> None:
         """A shard restarts from its constructor only when nobody that held it is left: the
@@ -431,6 +445,8 @@ class _Run:
         for member in sim.running:
             if not sim.nodes[member].layout.adequate:
                 continue  # its calls wait for enough members to join
+            if member in self.waiting:
+                continue  # a Paxos shard waits for a holder to restart: its calls wait too
             results = sim.results.get(member, {})
             hanging = [c for c in self.calls.get(member, []) if c not in results]
             if hanging:

@@ -1,0 +1,230 @@
+"""Total restart: every member stops, then the group comes back from its logs, losing nothing.
+
+Members run over the in-process memory transport with real data directories. A "crash" closes
+every member without a leave (the processes test kills them for real); the restart starts the
+same members on the same directories: each rebuilds its replicas from snapshot and log, the
+group founds the next view of the last one it installed, and the shard's members compare how
+far they got, the furthest giving its state to the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
+from typing import Any
+
+from pyderecho import CoreConfig, Group, context, every_member, layout_of, ordered, query
+from pyderecho.core.layout import Mode
+from pyderecho.replicated.events import StateReceived
+from pyderecho.runtime.persistence import load_recovery, shard_directory
+from pyderecho.storage import SegmentedLog
+from pyderecho.testing import MemoryNetwork, MemoryTransport
+
+FAST = CoreConfig(heartbeat_interval=0.05, heartbeat_timeout=0.5, startup_timeout=2.0)
+WAIT = 30.0
+KEY = ("Ledger", 0, 0)
+
+
+class Ledger:
+    entries: list[str]
+    versions: list[tuple[int, int]]
+
+    def __init__(self) -> None:
+        self.entries = []
+        self.versions = []
+
+    @ordered
+    def append(self, entry: str) -> tuple[int, int]:
+        ctx = context()
+        assert ctx.version is not None
+        self.entries.append(entry)
+        self.versions.append(ctx.version)
+        return ctx.version
+
+    @query
+    def size(self) -> int:
+        return len(self.entries)
+
+
+LAYOUT = layout_of({"Ledger": every_member(Mode.PAXOS)})
+
+
+class Cluster:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.network = MemoryNetwork()
+        self.addresses = {i: f"mem-{i}" for i in range(8)}
+        self.groups: dict[int, Group] = {}
+        self.events: dict[int, list[Any]] = {}
+
+    def data(self, member: int) -> Path:
+        return self.root / f"member-{member}"
+
+    async def start(
+        self, member: int, members: Sequence[int] | None, contacts: Sequence[int] = ()
+    ) -> Group:
+        events = self.events.setdefault(member, [])
+        group = await Group.over(
+            MemoryTransport(member, self.network, self.addresses[member]),
+            member_id=member,
+            layout=LAYOUT,
+            types={"Ledger": Ledger},
+            members=members,
+            contacts=contacts,
+            addresses=self.addresses,
+            config=FAST,
+            on_event=events.append,
+            data_dir=self.data(member),
+        )
+        self.groups[member] = group
+        return group
+
+    async def start_all(self, members: Sequence[int]) -> list[Group]:
+        return list(await asyncio.gather(*(self.start(m, members) for m in members)))
+
+    async def crash_all(self) -> None:
+        """Every member stops at once, without leaving."""
+        await asyncio.gather(*(group.close() for group in self.groups.values()))
+        self.groups.clear()
+        self.network = MemoryNetwork()
+
+
+def run(scenario: Callable[[Cluster], Coroutine[Any, Any, None]], root: Path) -> None:
+    cluster = Cluster(root)
+
+    async def main() -> None:
+        try:
+            await asyncio.wait_for(scenario(cluster), WAIT * 3)
+        finally:
+            await cluster.crash_all()
+
+    asyncio.run(main())
+
+
+async def write(groups: Sequence[Group], count: int, tag: str) -> dict[str, tuple[int, int]]:
+    """Every group appends ``count`` entries; returns each acknowledged entry's version."""
+    acknowledged: dict[str, tuple[int, int]] = {}
+
+    async def writer(group: Group) -> None:
+        for number in range(count):
+            entry = f"{tag}-{group.member_id}-{number}"
+            replies = await group.subgroup(Ledger).append(entry)
+            versions = set(replies.values())
+            assert len(versions) == 1
+            acknowledged[entry] = tuple(versions.pop())
+
+    await asyncio.gather(*(writer(group) for group in groups))
+    return acknowledged
+
+
+def check_replicas(groups: Sequence[Group], acknowledged: dict[str, tuple[int, int]]) -> Ledger:
+    replicas = [group.replica(Ledger) for group in groups]
+    first = replicas[0]
+    for replica in replicas[1:]:
+        assert replica.entries == first.entries and replica.versions == first.versions
+    where = dict(zip(first.entries, first.versions, strict=True))
+    for entry, version in acknowledged.items():
+        assert where.get(entry) == tuple(version), (entry, version)
+    assert isinstance(first, Ledger)
+    return first
+
+
+def test_the_whole_group_restarts_from_its_logs_with_nothing_lost(tmp_path: Path) -> None:
+    async def scenario(cluster: Cluster) -> None:
+        groups = await cluster.start_all([0, 1, 2])
+        before = await write(groups, 20, "before")
+        epoch = groups[0].view.epoch
+        await cluster.crash_all()
+
+        groups = await cluster.start_all([0, 1, 2])
+        for group in groups:
+            await group.wait_ready(Ledger, timeout=WAIT)
+            assert group.view.epoch == epoch + 1, "the restart founds the next view"
+        check_replicas(groups, before)
+        after = await write(groups, 5, "after")
+        ledger = check_replicas(groups, before | after)
+        assert len(ledger.entries) == 75
+        assert all(v[0] == epoch + 1 for e, v in after.items()), "new versions, new epoch"
+
+    run(scenario, tmp_path)
+
+
+def drop_last_records(directory: Path, count: int) -> None:
+    """Cut the last ``count`` whole records off a shard's log: a member that was behind."""
+    with SegmentedLog.open(directory) as log:
+        ends = []
+        offset = 0
+        for _, body in log.records():
+            offset += 12 + len(body)
+            ends.append(offset)
+    [segment] = sorted(directory.glob("*.seg"))
+    os.truncate(segment, ends[-count - 1])
+
+
+def test_a_member_whose_log_is_behind_gets_the_longest_state(tmp_path: Path) -> None:
+    async def scenario(cluster: Cluster) -> None:
+        groups = await cluster.start_all([0, 1, 2])
+        before = await write(groups, 10, "before")
+        await cluster.crash_all()
+        drop_last_records(shard_directory(cluster.data(0), KEY), 7)
+        recovery = load_recovery(cluster.data(0))
+        assert recovery is not None and len(recovery.shards[KEY].records) == 23
+
+        groups = await cluster.start_all([0, 1, 2])
+        for group in groups:
+            await group.wait_ready(Ledger, timeout=WAIT)
+        check_replicas(groups, before)
+        received = [e for e in cluster.events[0] if isinstance(e, StateReceived)]
+        assert received and received[0].source in (1, 2), "member 0 took a longer state"
+        after = await write(groups, 3, "after")
+        check_replicas(groups, before | after)
+
+    run(scenario, tmp_path)
+    # Member 0 saved what it received: its own disk alone now rebuilds the whole ledger.
+    recovery = load_recovery(tmp_path / "member-0")
+    assert recovery is not None
+    snapshot = recovery.shards[KEY].snapshot
+    assert (snapshot.epoch, snapshot.count) >= (0, 30)
+
+
+def test_a_majority_restarts_without_the_rest(tmp_path: Path) -> None:
+    async def scenario(cluster: Cluster) -> None:
+        groups = await cluster.start_all([0, 1, 2])
+        before = await write(groups, 10, "before")
+        await cluster.crash_all()
+
+        groups = list(await asyncio.gather(*(cluster.start(m, [0, 1, 2]) for m in (1, 2))))
+        for group in groups:
+            await group.wait_for_view(lambda view: 0 not in view, WAIT)
+            await group.wait_ready(Ledger, timeout=WAIT)
+        check_replicas(groups, before)
+        after = await write(groups, 3, "after")
+        check_replicas(groups, before | after)
+
+    run(scenario, tmp_path)
+
+
+def test_a_member_that_joined_by_state_transfer_restarts_from_its_snapshot(
+    tmp_path: Path,
+) -> None:
+    async def scenario(cluster: Cluster) -> None:
+        founders = await cluster.start_all([0, 1])
+        early = await write(founders, 10, "early")
+        joiner = await cluster.start(2, None, contacts=[0, 1])
+        await joiner.wait_ready(Ledger, timeout=WAIT)
+        groups = [*founders, joiner]
+        late = await write(groups, 5, "late")
+        await cluster.crash_all()
+        recovery = load_recovery(cluster.data(2))
+        assert recovery is not None
+        snapshot = recovery.shards[KEY].snapshot
+        assert snapshot.count >= 0 and len(snapshot.state) > 0, "the joiner saved its state"
+
+        groups = await cluster.start_all([0, 1, 2])
+        for group in groups:
+            await group.wait_ready(Ledger, timeout=WAIT)
+        check_replicas(groups, early | late)
+
+    run(scenario, tmp_path)
