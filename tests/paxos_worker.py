@@ -3,7 +3,8 @@
 Settings come from ``PYDERECHO_*`` variables (``PYDERECHO_DATA_DIR`` among them). The member
 appends entries to a durable ledger with ``--in-flight`` calls outstanding, and prints one JSON
 line per acknowledged call: the client-side ledger the test checks the logs against after it
-kills every member at once. It runs until it is killed.
+kills every member at once. Started again on the same data directory, it restarts from its
+logs and first prints the ledger it recovered. It runs until it is killed.
 """
 
 from __future__ import annotations
@@ -21,16 +22,16 @@ from pyderecho.runtime.persistence import ShardLogs
 
 
 class Ledger:
-    count: int
+    entries: list[tuple[str, int, int]]
 
     def __init__(self) -> None:
-        self.count = 0
+        self.entries = []
 
     @ordered
     def append(self, entry: str) -> tuple[int, int, float]:
-        self.count += 1
         ctx = context()
         assert ctx.version is not None
+        self.entries.append((entry, *ctx.version))
         return ctx.version[0], ctx.version[1], ctx.timestamp
 
 
@@ -44,9 +45,9 @@ def emit(**record: Any) -> None:
 
 async def main(args: argparse.Namespace) -> None:
     async with Group.start(types={"Ledger": Ledger}, layout=LAYOUT, shm_dir=args.shm_dir) as group:
-        await group.wait_ready(Ledger, timeout=60)
+        ledger = await group.wait_ready(Ledger, timeout=60)
         await group.wait_for_view(lambda view: len(view.members) == args.members, 60)
-        emit(event="ready", member=group.member_id)
+        emit(event="ready", member=group.member_id, epoch=group.view.epoch, entries=ledger.entries)
 
         async def writer(lane: int) -> None:
             number = 0
