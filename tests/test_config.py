@@ -78,6 +78,7 @@ def test_defaults(tmp_path: Path) -> None:
         heartbeat_timeout_ms=1000,
         monitors=core.monitors,
         data_dir=Path("pyderecho-data/g/3"),
+        snapshot_every=100_000,
         layout="every-member",
         secret=SECRET.encode(),
         tls=None,

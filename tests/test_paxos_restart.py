@@ -52,8 +52,9 @@ LAYOUT = layout_of({"Ledger": every_member(Mode.PAXOS)})
 
 
 class Cluster:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, **options: Any) -> None:
         self.root = root
+        self.options = options
         self.network = MemoryNetwork()
         self.addresses = {i: f"mem-{i}" for i in range(8)}
         self.groups: dict[int, Group] = {}
@@ -77,6 +78,7 @@ class Cluster:
             config=FAST,
             on_event=events.append,
             data_dir=self.data(member),
+            **self.options,
         )
         self.groups[member] = group
         return group
@@ -91,8 +93,10 @@ class Cluster:
         self.network = MemoryNetwork()
 
 
-def run(scenario: Callable[[Cluster], Coroutine[Any, Any, None]], root: Path) -> None:
-    cluster = Cluster(root)
+def run(
+    scenario: Callable[[Cluster], Coroutine[Any, Any, None]], root: Path, **options: Any
+) -> None:
+    cluster = Cluster(root, **options)
 
     async def main() -> None:
         try:
@@ -228,3 +232,25 @@ def test_a_member_that_joined_by_state_transfer_restarts_from_its_snapshot(
         check_replicas(groups, early | late)
 
     run(scenario, tmp_path)
+
+
+def test_snapshots_cut_the_log_and_the_restart_replays_only_the_rest(tmp_path: Path) -> None:
+    async def scenario(cluster: Cluster) -> None:
+        groups = await cluster.start_all([0, 1, 2])
+        before = await write(groups, 40, "before")
+        await cluster.crash_all()
+        for member in range(3):
+            recovery = load_recovery(cluster.data(member))
+            assert recovery is not None
+            shard = recovery.shards[KEY]
+            assert (shard.snapshot.epoch, shard.snapshot.count) >= (0, 100)
+            assert len(shard.records) < 60, "segments before the snapshot were dropped"
+            directory = shard_directory(cluster.data(member), KEY)
+            assert min(int(p.stem) for p in directory.glob("*.seg")) > 0
+
+        groups = await cluster.start_all([0, 1, 2])
+        for group in groups:
+            await group.wait_ready(Ledger, timeout=WAIT)
+        check_replicas(groups, before)
+
+    run(scenario, tmp_path, snapshot_every=25, segment_bytes=2048)

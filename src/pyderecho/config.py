@@ -40,6 +40,11 @@ _HEARTBEAT_MS, _TIMEOUT_MS = (
 _CORE_KEYS = ("window_size", "block_size", "max_message_size", "monitors")
 
 
+DEFAULT_SNAPSHOT_EVERY = 100_000
+"""Paxos updates a replica applies between its snapshots: the log a restart replays is at
+most this long, and a snapshot costs one encoding of the state per this many updates."""
+
+
 class SettingsError(ValueError):
     """A setting that stops the member from starting.
 
@@ -155,6 +160,7 @@ class Settings:
     heartbeat_timeout_ms: int
     monitors: int
     data_dir: Path
+    snapshot_every: int
     layout: str
     secret: bytes | None
     tls: TlsFiles | None
@@ -377,6 +383,13 @@ _KEYS: dict[str, _Key] = {
         ),
         _Key("monitors", _integer(), "successors each member watches", _int_text, _CORE.monitors),
         _Key("data_dir", _path, "log directory; default ./pyderecho-data/GROUP/MEMBER_ID"),
+        _Key(
+            "snapshot_every",
+            _integer(),
+            "Paxos updates between a replica's snapshots (the log before one is dropped)",
+            _int_text,
+            DEFAULT_SNAPSHOT_EVERY,
+        ),
         _Key("layout", _string, "built-in layout or module:function", str, "every-member"),
         _Key("secret", _secret, "group secret", flag=False),  # see _RefuseSecret
         _Key("secret_file", _path, "file holding the group secret"),
@@ -630,6 +643,9 @@ layout = "every-member"
 # Where the logs of persistent subgroups go. Default: pyderecho-data/<group>/<member_id> in the
 # working directory.
 # data_dir = "/var/lib/pyderecho/inventory/0"
+# Paxos updates a replica applies between snapshots; the log before a snapshot is dropped, so a
+# restart replays at most this many updates.
+snapshot_every = {DEFAULT_SNAPSHOT_EVERY}
 
 # Protocol parameters: every member of a group must use the same ones.
 # Messages a sender may run ahead of the slowest member of its shard (flow control).

@@ -156,8 +156,10 @@ class LocalGroup:
         heartbeat_interval_ms: int = 50,
         heartbeat_timeout_ms: int = 1000,
         program: Sequence[str] | None = None,
+        data_dirs: bool = False,
     ) -> None:
         self.directory = directory
+        self.data_dirs = data_dirs
         self.transport = transport
         self.program = list(program or [sys.executable, "-m", "pyderecho.cli", "node"])
         self.nodes: dict[NodeId, NodeProcess] = {}
@@ -228,6 +230,8 @@ class LocalGroup:
             str(self.directory),
             *args,
         ]
+        if self.data_dirs:
+            command += ["--data-dir", str(self.data_dir(member))]
         if join:
             known = [*contacts, member]
             command += ["--join", "--members", ",".join(f"{m}={self._address(m)}" for m in known)]
@@ -244,6 +248,11 @@ class LocalGroup:
         node.follow()
         self.nodes[member] = node
         return node
+
+    def data_dir(self, member: NodeId) -> Path:
+        """Where member ``member`` logs its ``Paxos`` shards (with ``data_dirs``): the same
+        directory each time it starts, so that a member started again restarts from it."""
+        return self.directory / "data" / f"member-{member}"
 
     def tell(self, member: NodeId, line: str) -> None:
         """Write a line to the member's standard input (started with ``keep_stdin``)."""
@@ -624,6 +633,7 @@ def run_demo(
             layout="kv_app:layout",
             heartbeat_timeout_ms=heartbeat_timeout_ms,
             program=[sys.executable, str(SERVICE)],
+            data_dirs=True,
         ) as group:
             try:
                 return await _KvDemo(group, out).run()

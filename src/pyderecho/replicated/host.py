@@ -35,6 +35,7 @@ from typing import Any
 
 import msgspec
 
+from pyderecho.config import DEFAULT_SNAPSHOT_EVERY
 from pyderecho.core.errors import LocalProtocolError, RemoteProtocolError
 from pyderecho.core.events import Abandoned, Delivered, Event, PeerMessage, ViewInstalled
 from pyderecho.core.layout import Mode, ShardRef, ViewLayout
@@ -164,6 +165,8 @@ class _Replica:
     """What this member said it recovered (restart only): repeated to each member the first
     time that member speaks, since a member that was not up yet missed the first telling."""
     heard_ends: set[NodeId] = field(default_factory=set)
+    since_save: int = 0
+    """Paxos: updates applied since the last snapshot was asked for."""
 
 
 @dataclass
@@ -210,10 +213,16 @@ class ObjectHost:
         *,
         record_digests: bool = False,
         chunk_size: int = CHUNK_SIZE,
+        snapshot_every: int = DEFAULT_SNAPSHOT_EVERY,
     ) -> None:
         """``types`` maps each replicated type name of the layout to its class; Raw subgroups
         need none. ``record_digests`` reports a :class:`StateDigest` at every view boundary
-        and transfer, for the history checker (it costs a snapshot each time)."""
+        and transfer, for the history checker (it costs a snapshot each time).
+        ``snapshot_every``: a ``Paxos`` replica asks for a snapshot of itself (:class:`SaveState`)
+        after this many updates, so that its log can be cut there."""
+        if snapshot_every < 1:
+            raise ValueError(f"snapshot_every must be at least 1, got {snapshot_every}")
+        self.snapshot_every = snapshot_every
         self.node_id = node_id
         self.types = {name: type_spec(name, cls) for name, cls in types.items()}
         self.record_digests = record_digests
@@ -497,6 +506,10 @@ class ObjectHost:
         finally:
             ctx.leave(token)
         self._reply(sender, call.call_id, self._outcome(spec, result, error))
+        if replica.paxos:
+            replica.since_save += 1
+            if replica.since_save >= self.snapshot_every:
+                self._save(replica, position)
 
     def _caught_up(self, sender: NodeId, call: Call | None) -> None:
         if call is not None:
@@ -758,6 +771,7 @@ class ObjectHost:
 
     def _save(self, replica: _Replica, position: Position, data: bytes | None = None) -> None:
         """Have the driver write a Paxos replica's state as its shard's snapshot."""
+        replica.since_save = 0
         if data is None:
             try:
                 data = snapshot(replica.spec, replica.obj)

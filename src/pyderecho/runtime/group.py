@@ -21,7 +21,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, overload
 
-from pyderecho.config import Settings, load_settings
+from pyderecho.config import DEFAULT_SNAPSHOT_EVERY, Settings, load_settings
 from pyderecho.core.config import CoreConfig
 from pyderecho.core.events import Delivered, Event, Stopped, ViewInstalled
 from pyderecho.core.layout import LayoutFunction, Mode
@@ -44,6 +44,7 @@ from pyderecho.replicated.recovery import rebuild
 from pyderecho.runtime.connect import bound_address, build_transport, identify_contacts
 from pyderecho.runtime.member import GroupStopped, Member
 from pyderecho.runtime.persistence import EarlierRunData, Recovery, ShardKey, load_recovery
+from pyderecho.storage import DEFAULT_SEGMENT_BYTES
 from pyderecho.transport.base import Transport
 from pyderecho.transport.tcp import TcpTransport
 
@@ -169,6 +170,7 @@ class Group:
                 record_digests=record_digests,
                 data_dir=settings.data_dir,
                 recovery=recovery,
+                snapshot_every=settings.snapshot_every,
             )
             await group._start(advertise=transport if isinstance(transport, TcpTransport) else None)
             return group
@@ -190,10 +192,14 @@ class Group:
         on_event: Callable[[GroupEvent], None] | None = None,
         record_digests: bool = False,
         data_dir: str | Path | None = None,
+        snapshot_every: int = DEFAULT_SNAPSHOT_EVERY,
+        segment_bytes: int = DEFAULT_SEGMENT_BYTES,
     ) -> _Starting:
         """Start a member over ``transport``: a founder of ``members``, or (``members=None``)
         a joiner through ``contacts``. ``data_dir`` is where it logs its ``Paxos`` shards
-        (a layout that gives it one needs it)."""
+        (a layout that gives it one needs it); a Paxos replica snapshots itself every
+        ``snapshot_every`` updates and its log before the snapshot is dropped, in whole
+        segments of ``segment_bytes``."""
 
         async def build() -> Group:
             directory = None if data_dir is None else Path(data_dir)
@@ -213,6 +219,8 @@ class Group:
                 record_digests=record_digests,
                 data_dir=directory,
                 recovery=recovery,
+                snapshot_every=snapshot_every,
+                segment_bytes=segment_bytes,
             )
             await group._start(advertise=None)
             return group
@@ -235,9 +243,13 @@ class Group:
         record_digests: bool,
         data_dir: Path | None,
         recovery: Recovery | None = None,
+        snapshot_every: int = DEFAULT_SNAPSHOT_EVERY,
+        segment_bytes: int = DEFAULT_SEGMENT_BYTES,
     ) -> Group:
         # Built first: it checks the classes before anything starts.
-        host = ObjectHost(member_id, types, record_digests=record_digests)
+        host = ObjectHost(
+            member_id, types, record_digests=record_digests, snapshot_every=snapshot_every
+        )
         view = None if members is None else View(0, tuple(members))
         recovered: frozenset[ShardKey] | None = None
         if recovery is not None:
@@ -254,7 +266,9 @@ class Group:
             contacts=() if view is not None else contacts,
             addresses=addresses,
         )
-        member = Member(node, transport, data_dir=data_dir, recovered=recovered)
+        member = Member(
+            node, transport, data_dir=data_dir, recovered=recovered, segment_bytes=segment_bytes
+        )
         return cls(member, host, on_event=on_event)
 
     async def _start(self, *, advertise: TcpTransport | None) -> None:

@@ -20,6 +20,7 @@ from pyderecho.core.events import Delivered, Event, PersistRequested, Stopped, V
 from pyderecho.core.node import Node
 from pyderecho.core.view import NodeId, View
 from pyderecho.runtime.persistence import ShardKey, ShardLogs
+from pyderecho.storage import DEFAULT_SEGMENT_BYTES
 from pyderecho.transport.base import Transport
 from pyderecho.wire import encode_parts
 
@@ -54,8 +55,10 @@ class Member:
         max_queued: int | None = None,
         data_dir: Path | None = None,
         recovered: frozenset[ShardKey] | None = None,
+        segment_bytes: int = DEFAULT_SEGMENT_BYTES,
     ) -> None:
         self.node = node
+        self.segment_bytes = segment_bytes
         self.data_dir = data_dir
         self._recovered = recovered
         self.logs: ShardLogs | None = None
@@ -92,6 +95,7 @@ class Member:
                 on_durable=self._on_persisted,
                 on_failure=self._on_storage_failed,
                 recovered=self._recovered,
+                segment_bytes=self.segment_bytes,
             )
             if self._recovered is None:
                 self.logs.check_fresh()

@@ -46,7 +46,13 @@ import msgspec
 from pyderecho.core.events import PersistRequested
 from pyderecho.core.layout import Mode, ViewLayout
 from pyderecho.core.view import NodeId, View
-from pyderecho.storage import GroupCommitWriter, SegmentedLog, StorageFailed, read_metadata
+from pyderecho.storage import (
+    DEFAULT_SEGMENT_BYTES,
+    GroupCommitWriter,
+    SegmentedLog,
+    StorageFailed,
+    read_metadata,
+)
 
 ShardKey = tuple[str, int, int]
 
@@ -173,9 +179,12 @@ def load_recovery(data_dir: Path) -> Recovery | None:
 class _ShardLog:
     log: SegmentedLog
     waiting: deque[list[int]] = field(default_factory=deque)
-    """Per submission not yet durable: [subgroup, epoch, upto]. A request with no records (a
-    run of nulls) raises the last one's upto rather than waiting for a sync of its own, or is
-    durable at once when nothing waits."""
+    """Per submission not yet durable: [subgroup, epoch, upto, last position's epoch and
+    count]. A request with no records (a run of nulls) raises the last one's upto rather than
+    waiting for a sync of its own, or is durable at once when nothing waits."""
+    durable: deque[tuple[tuple[int, int], int]] = field(default_factory=deque)
+    """(position, log sequence number) of each durable submission's last record, oldest
+    first: where the log may be cut once a snapshot covers a position."""
 
 
 class ShardLogs:
@@ -189,11 +198,13 @@ class ShardLogs:
         on_durable: Callable[[int, int, int], None],
         on_failure: Callable[[str], None],
         recovered: frozenset[ShardKey] | None = None,
+        segment_bytes: int = DEFAULT_SEGMENT_BYTES,
     ) -> None:
         """``on_durable(subgroup, epoch, upto)`` and ``on_failure(reason)`` are called on the
         event loop that creates this object. ``recovered`` names the shards a restart rebuilt
         from this directory (None: a first start, which needs a directory without logs)."""
         self.data_dir = data_dir
+        self.segment_bytes = segment_bytes
         self._name = name
         self._on_durable = on_durable
         self._on_failure = on_failure
@@ -271,10 +282,13 @@ class ShardLogs:
             entry[2] = request.upto
             return
         bodies = [_encoder.encode(record) for record in request.records]
-        shard.waiting.append([request.subgroup, request.epoch, request.upto])
+        last = request.records[-1]
+        shard.waiting.append(
+            [request.subgroup, request.epoch, request.upto, last.epoch, last.number]
+        )
         assert self._writer is not None
         try:
-            self._writer.submit(shard.log, bodies, lambda _: self._durable_soon(shard))
+            self._writer.submit(shard.log, bodies, lambda seq: self._durable_soon(shard, seq))
         except (StorageFailed, RuntimeError) as exc:
             self._fail(str(exc))
 
@@ -289,10 +303,19 @@ class ShardLogs:
             self._fail(str(exc))
             return
         assert self._writer is not None
+        shard = self._logs[key]
         snapshot = _encoder.encode(SnapshotFile(position[0], position[1], data))
+        # Records up to the snapshot's position were delivered here, so they are durable and
+        # their sequence numbers known: once the snapshot is durable too, the segments wholly
+        # before the first record after it go (on the writer thread, which owns the log).
+        cut = -1
+        while shard.durable and shard.durable[0][0] <= position:
+            cut = shard.durable.popleft()[1]
+        log = shard.log
+        after = (lambda: log.drop_before(cut + 1)) if cut >= 0 else _nothing
         try:
             self._writer.submit_metadata(
-                shard_directory(self.data_dir, key) / "snapshot", snapshot, _nothing
+                shard_directory(self.data_dir, key) / "snapshot", snapshot, after
             )
         except (StorageFailed, RuntimeError) as exc:
             self._fail(str(exc))
@@ -313,14 +336,15 @@ class ShardLogs:
             _fsync_directory(directory.parent)
             shutil.rmtree(trash, ignore_errors=True)
 
-    def _durable_soon(self, shard: _ShardLog) -> None:
+    def _durable_soon(self, shard: _ShardLog, seq: int) -> None:
         # On the writer thread: hop to the loop, which owns every other structure here.
-        self._loop.call_soon_threadsafe(self._durable, shard)
+        self._loop.call_soon_threadsafe(self._durable, shard, seq)
 
-    def _durable(self, shard: _ShardLog) -> None:
+    def _durable(self, shard: _ShardLog, seq: int) -> None:
         if self.failed or not shard.waiting:
             return
-        subgroup, epoch, upto = shard.waiting.popleft()
+        subgroup, epoch, upto, last_epoch, last_count = shard.waiting.popleft()
+        shard.durable.append(((last_epoch, last_count), seq))
         self._on_durable(subgroup, epoch, upto)
 
     def _shard(self, key: ShardKey) -> _ShardLog:
@@ -328,7 +352,9 @@ class ShardLogs:
         if shard is None:
             if not self._checked:
                 self.check_fresh()
-            log = SegmentedLog.open(shard_directory(self.data_dir, key))
+            log = SegmentedLog.open(
+                shard_directory(self.data_dir, key), segment_bytes=self.segment_bytes
+            )
             shard = self._logs[key] = _ShardLog(log)
             if self._writer is None:
                 self._writer = GroupCommitWriter(self._name, self._failed_soon)
