@@ -15,11 +15,13 @@ from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from pyderecho import CoreConfig, Group, context, every_member, layout_of, ordered, query
 from pyderecho.core.layout import Mode
-from pyderecho.replicated.events import StateReceived
-from pyderecho.runtime.persistence import load_recovery, shard_directory
-from pyderecho.storage import SegmentedLog
+from pyderecho.replicated.events import HostFailed, StateReceived
+from pyderecho.runtime.persistence import ViewRecord, load_recovery, shard_directory
+from pyderecho.storage import SegmentedLog, write_atomic
 from pyderecho.testing import MemoryNetwork, MemoryTransport
 
 FAST = CoreConfig(heartbeat_interval=0.05, heartbeat_timeout=0.5, startup_timeout=2.0)
@@ -254,3 +256,29 @@ def test_snapshots_cut_the_log_and_the_restart_replays_only_the_rest(tmp_path: P
         check_replicas(groups, before)
 
     run(scenario, tmp_path, snapshot_every=25, segment_bytes=2048)
+
+
+def test_a_member_whose_logs_missed_a_view_stops_instead_of_forking(tmp_path: Path) -> None:
+    """Member 0's view file is from before member 2 joined (as if the crash came before the
+    newer file was written): it founds an older view than the others, hears theirs, and
+    stops with the reason; the other two go on without it."""
+
+    async def scenario(cluster: Cluster) -> None:
+        founders = await cluster.start_all([0, 1])
+        joiner = await cluster.start(2, None, contacts=[0, 1])
+        await joiner.wait_ready(Ledger, timeout=WAIT)
+        before = await write([*founders, joiner], 5, "before")
+        await cluster.crash_all()
+        stale = ViewRecord(0, (0, 1), ("mem-0", "mem-1"))
+        write_atomic(cluster.data(0) / "view", msgspec.msgpack.encode(stale))
+
+        groups = await cluster.start_all([0, 1, 2])
+        await asyncio.wait_for(groups[0].member.stopped(), WAIT)
+        failed = [e for e in cluster.events[0] if isinstance(e, HostFailed)]
+        assert failed and "missed a view" in failed[0].reason
+        for group in groups[1:]:
+            await group.wait_for_view(lambda view: 0 not in view, WAIT)
+            await group.wait_ready(Ledger, timeout=WAIT)
+        check_replicas(groups[1:], before)
+
+    run(scenario, tmp_path)

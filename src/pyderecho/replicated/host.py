@@ -71,6 +71,7 @@ from pyderecho.replicated.messages import (
     QueryRequest,
     Replies,
     Reply,
+    RestartView,
     ShardEnd,
     StateAck,
     StateChunk,
@@ -161,6 +162,8 @@ class _Replica:
     """After a restart from logs: the state this member rebuilt from its own logs."""
     ends: dict[NodeId, tuple[bool, Position]] | None = None
     """While the restart compares recovered states: what each shard member said it holds."""
+    chosen: NodeId | None = None
+    """Restart: the member whose recovered state this one asked for."""
     my_end: ShardEnd | None = None
     """What this member said it recovered (restart only): repeated to each member the first
     time that member speaks, since a member that was not up yet missed the first telling."""
@@ -250,6 +253,9 @@ class ObjectHost:
         self._out: list[Output] = []
         self._recovered: dict[ShardKey, tuple[Any, Position]] = {}
         self._restarting = False
+        self._restart_view: RestartView | None = None
+        """The view this member founded when it restarted from logs, told to every member."""
+        self._heard_restart: set[NodeId] = set()
         self._early_ends: dict[tuple[NodeId, ShardKey], ShardEnd] = {}
 
     # -- the application side ---------------------------------------------------------------
@@ -677,6 +683,11 @@ class ObjectHost:
             replica = self._replicas.pop(key)
             if replica.obj is not None:
                 self._retired[key] = replica
+        if self._restarting and self._restart_view is None:
+            self._restart_view = RestartView(view.epoch, view.members)
+            for member in view.members:
+                if member != self.node_id:
+                    self._send(member, self._restart_view)
         previous = _members_by_key(event.previous)
         for key, ref in keys.items():
             self._plan(key, ref, previous.get(key))
@@ -797,6 +808,26 @@ class ObjectHost:
                 self._on_shard_end(src, early)
         self._reconcile(replica)
 
+    def _on_restart_view(self, src: NodeId, theirs: RestartView) -> None:
+        """Another member restarted from logs too: both must have founded the same view. A
+        member whose logs end in an older view than another's missed a view that the group
+        installed; it stops (its driver leaves) rather than run a second history."""
+        mine = self._restart_view
+        if mine is None:
+            return
+        if src not in self._heard_restart:
+            self._heard_restart.add(src)
+            self._send(src, mine)
+        if theirs.epoch > mine.epoch or (theirs.epoch == mine.epoch and theirs != mine):
+            self._out.append(
+                HostFailed(
+                    f"member {self.node_id} restarted from its logs into view {mine.epoch} "
+                    f"{list(mine.members)}, but member {src} restarted into view "
+                    f"{theirs.epoch} {list(theirs.members)}: this member's logs missed a view "
+                    "the group installed; move its data_dir away and join the group anew"
+                )
+            )
+
     def _on_shard_end(self, src: NodeId, end: ShardEnd) -> None:
         key = (end.type_name, end.subgroup_index, end.shard)
         replica = self._replicas.get(key)
@@ -827,6 +858,14 @@ class ObjectHost:
         )
         if ref is None:
             return  # no longer this member's shard: the view change dropped the replica
+        chosen = replica.chosen
+        if chosen is not None:
+            if chosen in self.view and replica.asking == chosen:
+                return  # its state is on the way
+            # The member chosen left, or holds no such replica any more: choose again among
+            # those here, this member's own recovered state included.
+            replica.chosen = replica.asking = replica.incoming = None
+            replica.ends[chosen] = (False, (-1, 0))
         members = [m for m in ref.layout.members if m in self.view]
         if any(m not in replica.ends for m in members if m != self.node_id):
             return
@@ -849,16 +888,18 @@ class ObjectHost:
                 )
             )
             return
-        replica.ends = None
         _, _, best = max(held)
         if best != self.node_id:
-            replica.recovered = None
+            # The own recovered state stays until the chosen one's arrives: should that
+            # member leave first, the choice is made again with it.
+            replica.chosen = best
             replica.candidates = [best]
+            replica.asked = set()
             self._ask(replica)
             return
         assert replica.recovered is not None
         obj, position = replica.recovered
-        replica.recovered = None
+        replica.recovered = replica.ends = None
         replica.obj = obj
         replica.skip_until = position
         buffered, replica.buffered = replica.buffered, []
@@ -972,6 +1013,10 @@ class ObjectHost:
             self.stats["stale_state"] += 1
             return
         if header.status is StateStatus.NOT_HELD:
+            if replica.ends is not None:
+                replica.asking = None
+                self._reconcile(replica)  # the member chosen holds none: choose again
+                return
             self._ask(replica)
             return
         # Grown as chunks arrive, not sized from the header: memory follows the bytes that
@@ -1030,6 +1075,7 @@ class ObjectHost:
             return
         replica.obj = obj
         replica.lost = header.lost
+        replica.recovered = replica.ends = replica.chosen = None
         position = (header.epoch, header.count)
         replica.skip_until = position
         if replica.paxos:
@@ -1088,6 +1134,8 @@ class ObjectHost:
                 self._on_state_chunk(src, message)
             elif isinstance(message, ShardEnd):
                 self._on_shard_end(src, message)
+            elif isinstance(message, RestartView):
+                self._on_restart_view(src, message)
             else:
                 self._on_state_ack(src, message)
         except RemoteProtocolError:

@@ -131,8 +131,18 @@ class ShardEnd(msgspec.Struct, frozen=True, array_like=True, tag="E"):
     position_count: int
 
 
+class RestartView(msgspec.Struct, frozen=True, array_like=True, tag="V"):
+    """After a restart from logs: the view this member founded (the one after the last view
+    its logs recorded). Members that restarted from different views compare: one whose view
+    is older than another's has logs that missed a view, and must not go on."""
+
+    epoch: int
+    members: tuple[int, ...]
+
+
 PeerPayload = (
     Replies
+    | RestartView
     | QueryRequest
     | QueryReply
     | StateRequest
