@@ -14,9 +14,17 @@ and digest of every replica it holds) when asked and on exit; and ``stopped``.
 
 Standard input takes commands, one per line: ``load`` (the front starts its workload of puts,
 gets and deletes), ``pause`` (it stops and reports), ``verify`` (it reads every key back
-through the front and compares), ``digests``. With ``--load-seconds S`` the front runs the
-workload for S seconds on its own, verifies, and leaves. SIGTERM or SIGINT: leave the group and
-exit 0.
+through the front and compares), ``digests``; ``record PATH`` (the front writes its record of
+the last acknowledged update of every key to PATH: it outlives the front) and ``verify-stored
+PATH`` (the front, of this run or a later one, reads every key of such a record back from the
+store of record, the ``Backend``, and compares: ``verified-stored``); ``serving`` (the front
+reads from the ``Backend`` until it answers, then says ``serving``). With ``--load-seconds S``
+the front runs the workload for S seconds on its own, verifies, and leaves. SIGTERM or SIGINT:
+leave the group and exit 0.
+
+The ``Backend`` is a ``Paxos`` shard, logged in the member's ``data_dir`` (``--data-dir``): a
+member started again on the same directory after every member was killed restarts the group
+from its logs.
 """
 
 from __future__ import annotations
@@ -56,6 +64,10 @@ from pyderecho.replicated.events import StateDigest
 
 OP_TIMEOUT_S = 10.0
 """The longest one operation of the workload may take before it counts as failed."""
+STARTUP_TIMEOUT_S = 30.0
+"""The longest ``serving`` waits for the store of record to answer."""
+FRONT_COMMANDS = ("load", "pause", "verify", "record", "verify-stored", "serving")
+"""The commands only the front takes."""
 
 
 def emit(record: Mapping[str, Any]) -> None:
@@ -157,6 +169,63 @@ class Workload:
             "ledger": ledger,
         }
 
+    def record(self, path: Path) -> dict[str, Any]:
+        """Write the last acknowledged update of every key (hex value, or None: deleted) and
+        the keys whose last update failed to ``path``, for a front of a later run to check."""
+        acknowledged = {
+            key: None if value is None else value.hex()
+            for key, value in sorted(self.expected.items())
+            if key not in self.uncertain
+        }
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(
+            json.dumps({"acknowledged": acknowledged, "uncertain": sorted(self.uncertain)})
+        )
+        temporary.replace(path)
+        return {
+            "event": "recorded",
+            "keys": len(acknowledged),
+            "deleted": sum(value is None for value in acknowledged.values()),
+            "uncertain": len(self.uncertain),
+        }
+
+
+async def serving(group: Group, timeout: float) -> float:
+    """Read from the store of record through the front until it answers; the seconds it took."""
+    front = group.shard(LoadBalancer, 0)
+    started = time.monotonic()
+    async with asyncio.timeout(timeout):
+        while True:
+            try:
+                async with asyncio.timeout(1.0):
+                    await front.get_stored("")
+                return time.monotonic() - started
+            except Exception:
+                await asyncio.sleep(0.05)
+
+
+async def verify_stored(group: Group, path: Path) -> dict[str, Any]:
+    """Read every key of a front's record (see :meth:`Workload.record`) back from the store of
+    record through the front: each must hold its last acknowledged value, or be absent if that
+    was a delete."""
+    record = json.loads(path.read_text())
+    front = group.shard(LoadBalancer, 0)
+    lost: list[str] = []
+    for key, value in sorted(record["acknowledged"].items()):
+        async with asyncio.timeout(OP_TIMEOUT_S):
+            got: bytes | None = await front.get_stored(key)
+        if got != (None if value is None else bytes.fromhex(value)):
+            lost.append(key)
+    ledger = await group.shard(Backend, 0).count()
+    return {
+        "event": "verified-stored",
+        "keys": len(record["acknowledged"]),
+        "unchecked": len(record["uncertain"]),
+        "lost": len(lost),
+        "examples": lost[:5],
+        "ledger": ledger,
+    }
+
 
 class ServiceMember:
     """The member, its event log and its commands, for one run of the process."""
@@ -256,11 +325,11 @@ class ServiceMember:
         return self.workload
 
     async def command(self, line: str) -> None:
-        word = line.strip()
+        word, _, argument = line.strip().partition(" ")
         workload = self.front()
         if word == "digests":
             emit(self.digests())
-        elif workload is None and word in ("load", "pause", "verify"):
+        elif workload is None and word in FRONT_COMMANDS:
             emit({"event": "error", "error": f"member {self.args.member_id} is not the front"})
         elif workload is not None and word == "load":
             workload.start()
@@ -269,6 +338,13 @@ class ServiceMember:
             emit(workload.report("paused"))
         elif workload is not None and word == "verify":
             emit(await workload.verify())
+        elif workload is not None and word == "record":
+            emit(workload.record(Path(argument)))
+        elif workload is not None and word == "verify-stored":
+            emit(await verify_stored(workload.group, Path(argument)))
+        elif workload is not None and word == "serving":
+            seconds = await serving(workload.group, STARTUP_TIMEOUT_S)
+            emit({"event": "serving", "seconds": round(seconds, 4)})
         elif word:
             emit({"event": "error", "error": f"unknown command {word!r}"})
 
@@ -308,7 +384,11 @@ class ServiceMember:
         try:
             async with Group.start(
                 settings,
-                layout=kv_app.layout,
+                layout=(
+                    kv_app.volatile_backend_layout
+                    if args.planted_volatile_backend
+                    else kv_app.layout
+                ),
                 types=kv_app.TYPES,
                 join=args.join,
                 on_event=self.on_event,
@@ -377,6 +457,11 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--concurrency", type=int, default=8, help="operations in flight")
     parser.add_argument("--load-seconds", type=float, default=0.0, help="run the load, then leave")
     parser.add_argument("--stats-interval", type=float, default=0.5)
+    parser.add_argument(
+        "--planted-volatile-backend",
+        action="store_true",
+        help="a planted bug: the Backend is not logged (the demo's restart check must fail)",
+    )
     return parser
 
 
