@@ -2,13 +2,20 @@
 
 Seven processes of ``examples/kv_service.py`` on this host (tcp on 127.0.0.1, or shared memory)
 found a group laid out by ``kv_app.layout``: a ``LoadBalancer`` (the front), a ``Backend`` of
-two and a ``Cache`` of two shards of two. The front runs a workload of puts, gets and deletes
-through the service; under that load the demo kills a cache member with SIGKILL (the others
-install a view without it, and a member that the new layout moves to another shard receives
-that shard's state), then starts an eighth process that joins and receives the state of its
-shard (bytes and time shown). Then it pauses the load, reads every key back through the front,
-shows every replica's state digest (equal in every shard, or the demo fails), stops everyone
-and runs the history checker over all the delivery logs and state digests.
+two (a ``Paxos`` shard: the store of record, logged in each member's data directory) and a
+``Cache`` of two shards of two; every member also holds ``Routing``. The front runs a workload
+of puts, gets and deletes through the service; under that load the demo kills a cache member
+with SIGKILL (the others install a view without it, and a member that the new layout moves to
+another shard receives that shard's state), then starts an eighth process that joins and
+receives the state of its shard (bytes and time shown). Then it pauses the load, reads every
+key back through the front and shows every replica's state digest (equal in every shard, or the
+demo fails).
+
+Then the total restart: the front hands over its record of the last acknowledged update of
+every key, the demo kills every member at once with SIGKILL and starts them again on the same
+data directories; the group restarts from its logs, and the front reads every key of the record
+back from the Backend (anything lost fails the demo) and says how long the restart took. At the
+end it stops everyone and runs the history checker over all the delivery logs and state digests.
 
 :class:`LocalGroup`, which starts, follows and stops the processes, is what the process tests use
 too (with ``pyderecho node`` processes and :func:`demo_layout`).
@@ -163,6 +170,9 @@ class LocalGroup:
         self.transport = transport
         self.program = list(program or [sys.executable, "-m", "pyderecho.cli", "node"])
         self.nodes: dict[NodeId, NodeProcess] = {}
+        """The last process started for each member."""
+        self.ended: list[NodeProcess] = []
+        """Earlier processes of members started again, in the order they were replaced."""
         self._addresses: dict[NodeId, str] = {}
         self._founders = list(range(founders))
         for member in self._founders:
@@ -194,19 +204,24 @@ class LocalGroup:
             self._addresses[member] = f"127.0.0.1:{free_ports(1)[0]}"
         return self._addresses[member]
 
-    async def found(self, *args: str, keep_stdin: bool = False) -> None:
+    async def found(
+        self, *args: str, keep_stdin: bool = False, members: Sequence[NodeId] | None = None
+    ) -> None:
         """Start every founder, ``args`` being more ``pyderecho node`` flags (a workload, say).
 
         Each process loads (interpreter, imports, settings) and waits; only once all wait are
         they released, together: founders that start more than the heartbeat timeout apart
         would otherwise suspect each other before they ever meet. With ``keep_stdin`` their
-        standard input stays open for :meth:`tell`.
+        standard input stays open for :meth:`tell`. ``members`` starts those instead of the
+        founders: the members of the last view, say, started again on their data directories
+        after every one of them was killed, which restarts the group from its logs.
         """
-        for member in self._founders:
+        starting = list(self._founders if members is None else members)
+        for member in starting:
             await self.start(member, "--wait-for-start", *args)
-        for member in self._founders:
+        for member in starting:
             await self.nodes[member].wait_for(lambda r: r.get("event") == "waiting", STEP_TIMEOUT_S)
-        for member in self._founders:
+        for member in starting:
             stdin = self.nodes[member].process.stdin
             assert stdin is not None
             stdin.write(b"start\n")
@@ -235,6 +250,8 @@ class LocalGroup:
         if join:
             known = [*contacts, member]
             command += ["--join", "--members", ",".join(f"{m}={self._address(m)}" for m in known)]
+        elif member not in self._founders and self.transport == "tcp":
+            command += ["--listen", self._address(member)]  # a joiner started again
         stderr = self.directory / f"member-{member}.err"
         with stderr.open("ab") as err:
             process = await asyncio.create_subprocess_exec(
@@ -246,6 +263,8 @@ class LocalGroup:
             )
         node = NodeProcess(member, process, self.directory / f"member-{member}.log", stderr)
         node.follow()
+        if member in self.nodes:
+            self.ended.append(self.nodes[member])
         self.nodes[member] = node
         return node
 
@@ -286,6 +305,7 @@ class LocalGroup:
         return statuses
 
     def logs(self) -> list[Path]:
+        """Every member's delivery log (a member started again appends to its log)."""
         return [node.delivery_log for node in self.nodes.values() if node.delivery_log.exists()]
 
     async def close(self) -> None:
@@ -421,8 +441,9 @@ class _KvDemo:
                 if record["event"] == "state-lost":
                     self.out(f"        member {member}: no holder of {kind} shard {shard} left")
                     continue
+                name = f"{kind} shard {shard}" if kind == "Cache" else kind
                 self.out(
-                    f"        member {member} is new to {kind} shard {shard}: received its "
+                    f"        member {member} is new to {name}: received its "
                     f"state from member {record['source']}, {record['bytes']:,} bytes in "
                     f"{record['seconds'] * 1000:.0f} ms after the view"
                 )
@@ -452,7 +473,9 @@ class _KvDemo:
 
     async def digests(self) -> tuple[dict[tuple[str, int, int], dict[NodeId, Record]], bool]:
         """Every running member's replicas; asked again (a few times) while the replicas of a
-        shard are at different positions, i.e. some delivery is still on its way."""
+        shard are at different positions and hold different states, i.e. some delivery is
+        still on its way. (Replicas of a shard that had no update since they began, like
+        ``Routing``'s, can be at different positions: each at the view it began in.)"""
         table: dict[tuple[str, int, int], dict[NodeId, Record]] = {}
         for _ in range(10):
             answers = await asyncio.gather(
@@ -465,6 +488,7 @@ class _KvDemo:
                     table.setdefault(key, {})[answer["member"]] = replica
             if all(
                 len({tuple(r["position"]) for r in replicas.values()}) == 1
+                or len({r["digest"] for r in replicas.values()}) == 1
                 for replicas in table.values()
             ):
                 return table, True
@@ -473,7 +497,7 @@ class _KvDemo:
 
     def state_records(self) -> list[Record]:
         records: list[Record] = []
-        for node in self.group.nodes.values():
+        for node in [*self.group.ended, *self.group.nodes.values()]:
             for record in node.records:
                 if record.get("event") == "state-digest":
                     records.append(record)
@@ -490,6 +514,113 @@ class _KvDemo:
                         for r in record["replicas"]
                     )
         return records
+
+    async def show_states(self) -> tuple[dict[tuple[str, int, int], dict[NodeId, Record]], bool]:
+        """Print every replica's position, digest and contents; whether every shard's replicas
+        hold one digest."""
+        table, settled = await self.digests()
+        out = self.out
+        out("")
+        out("  state of every replica of every shard:")
+        out(f"    {'shard':<17} {'member':>6}  {'position':<11} {'digest':<14} contents")
+        same = settled
+        order = {"Routing": 0, "LoadBalancer": 1, "Backend": 2, "Cache": 3}
+        for (kind, index, shard), replicas in sorted(
+            table.items(), key=lambda item: (order.get(item[0][0], 4), item[0])
+        ):
+            digests = {r["digest"] for r in replicas.values()}
+            same = same and len(digests) == 1
+            name = f"{kind} shard {shard}" if kind == "Cache" else kind
+            if index:
+                name += f" (subgroup {index})"
+            if kind == "Routing":  # every member holds it: a line per position
+                at: dict[tuple[int, ...], list[NodeId]] = {}
+                for member, replica in sorted(replicas.items()):
+                    at.setdefault(tuple(replica["position"]), []).append(member)
+                for position_of, members in sorted(at.items()):
+                    replica = replicas[members[0]]
+                    who = "all" if len(at) == 1 else ",".join(map(str, members))
+                    position = "({}, {})".format(*position_of)
+                    out(
+                        f"    {name:<17} {who:>6}  {position:<11} "
+                        f"{_short(replica['digest']):<14} {replica['contents']}"
+                    )
+                    name = ""
+            else:
+                for member, replica in sorted(replicas.items()):
+                    position = "({}, {})".format(*replica["position"])
+                    out(
+                        f"    {name:<17} {member:>6}  {position:<11} "
+                        f"{_short(replica['digest']):<14} {replica['contents']}"
+                    )
+                    name = ""
+            out(f"    {'':<17} {'':>6}  -> {'equal' if len(digests) == 1 else 'DIFFERENT'}")
+        out("")
+        return table, same
+
+    async def restart(self) -> Record:
+        """Kill every member at once, start them again on their data directories, wait until
+        the group serves from the store of record and read back what the front acknowledged.
+        Returns the front's ``verified-stored`` line, with ``seconds`` (start to serving).
+
+        The load is paused first: the front's record of what it acknowledged then has no call
+        in flight whose outcome is unknown, so every key must read back exactly, and the record
+        must leave the front before the front dies. (Killing every member in the middle of the
+        load is what tests/test_paxos_processes.py does.)"""
+        group, say, out = self.group, self.say, self.out
+        record = group.directory / "acknowledged.json"
+        recorded = await self.ask(self.front, f"record {record}", "recorded")
+        say(
+            f"the front's record of what it acknowledged leaves it (before it dies): the last "
+            f"update of {recorded['keys']} keys ({recorded['deleted']} of them deletes; "
+            f"{recorded['uncertain']} keys whose last update failed left out)"
+        )
+        members = list(self.last_view["members"])
+        pids = ", ".join(str(group.nodes[m].process.pid) for m in members)
+        say(f"SIGKILL every member at once (pids {pids}): nobody leaves or writes another byte")
+        for member in members:
+            with contextlib.suppress(ProcessLookupError):
+                group.nodes[member].process.send_signal(signal.SIGKILL)
+        await asyncio.gather(*(group.nodes[m].exit_status(STEP_TIMEOUT_S) for m in members))
+        epoch = self.last_view["epoch"]
+
+        say(f"starting members {members} again on their data directories ({group.directory}/data)")
+        started = time.monotonic()
+        await group.found(keep_stdin=True, members=members)
+        released = time.monotonic()
+        view = await self.view_everywhere(lambda v: v["epoch"] > epoch)
+        installed = time.monotonic()
+        out(
+            "        Routing and Backend (Paxos) come back from each member's snapshot and log;"
+            " the Cache shards (ordered) from their constructor"
+        )
+        took: dict[tuple[str, NodeId], list[NodeId]] = {}
+        for member in members:
+            for line in group.nodes[member].records:
+                if line.get("event") == "state-received" and line["type"] != "Cache":
+                    took.setdefault((line["type"], line["source"]), []).append(member)
+        for (kind, source), takers in sorted(took.items()):
+            out(
+                f"        {kind}: member{'s' if len(takers) > 1 else ''} "
+                f"{', '.join(map(str, takers))} took the state of member {source}, the furthest"
+                " (or as far)"
+            )
+        up = await self.ask(self.front, "serving", "serving")
+        serving = time.monotonic()
+        seconds = serving - started
+        say(
+            f"the group is back in {seconds:.2f} s: processes loaded in {released - started:.2f}"
+            f" s, view {view['epoch']} (the next of view {epoch}) installed "
+            f"{installed - released:.2f} s later, the front read the Backend "
+            f"{serving - installed:.2f} s after that ({up['seconds'] * 1000:.0f} ms of trying)"
+        )
+        verified = await self.ask(self.front, f"verify-stored {record}", "verified-stored")
+        say(
+            f"read back {verified['keys']} acknowledged keys from the Backend through the front:"
+            f" {verified['lost']} lost or different ({verified['unchecked']} keys whose last "
+            f"update failed not checked); its ledger holds {verified['ledger']} entries"
+        )
+        return {**verified, "seconds": seconds}
 
     async def run(self) -> int:
         group, say, out = self.group, self.say, self.out
@@ -540,29 +671,20 @@ class _KvDemo:
             f"update failed not checked); the Backend's ledger holds {verified['ledger']} entries"
         )
 
-        table, settled = await self.digests()
-        out("")
-        out("  state of every replica of every shard:")
-        out(f"    {'shard':<17} {'member':>6}  {'position':<11} {'digest':<14} contents")
-        same = settled
-        order = {"LoadBalancer": 0, "Backend": 1, "Cache": 2}
-        for (kind, index, shard), replicas in sorted(
-            table.items(), key=lambda item: (order.get(item[0][0], 3), item[0])
-        ):
-            digests = {r["digest"] for r in replicas.values()}
-            same = same and len(digests) == 1
-            name = f"{kind} shard {shard}" if kind == "Cache" else kind
-            if index:
-                name += f" (subgroup {index})"
-            for member, replica in sorted(replicas.items()):
-                position = "({}, {})".format(*replica["position"])
-                out(
-                    f"    {name:<17} {member:>6}  {position:<11} {_short(replica['digest']):<14} "
-                    f"{replica['contents']}"
-                )
-                name = ""
-            out(f"    {'':<17} {'':>6}  -> {'equal' if len(digests) == 1 else 'DIFFERENT'}")
-        out("")
+        table, same = await self.show_states()
+        backend_before = {r["digest"] for r in table.get(("Backend", 0, 0), {}).values()}
+
+        restart = await self.restart()
+        after, same_after = await self.show_states()
+        backend_after = {r["digest"] for r in after.get(("Backend", 0, 0), {}).values()}
+        kept = len(backend_before) == 1 and backend_after == backend_before
+        say(
+            "the Backend's state after the restart is "
+            + ("the one it had before the kill" if kept else "NOT the one it had before the kill")
+            + f" ({', '.join(_short(d) for d in sorted(backend_after))}); the Cache shards"
+            " start empty: they are a cache"
+        )
+        same = same and same_after
 
         say("SIGTERM each member in turn: it leaves the group")
         statuses = await group.stop_all(STEP_TIMEOUT_S)
@@ -608,6 +730,17 @@ class _KvDemo:
             and verified["mismatches"] == 0
             and paused.get("stale_reads", 0) == 0
         )
+        lost = restart["lost"] or not restart["keys"] or not kept
+        out(
+            f"  total restart: the group was back in {restart['seconds']:.2f} s; "
+            + (
+                f"nothing acknowledged was lost ({restart['keys']} keys read back from the Backend)"
+                if not lost
+                else f"{restart['lost']} acknowledged keys LOST"
+                + ("" if kept else "; the Backend's state changed")
+            )
+        )
+        clean = clean and not lost
         out(f"  verdict: {'OK' if clean else 'FAILED'}")
         return 0 if clean else 1
 
@@ -617,9 +750,11 @@ def run_demo(
     transport: str = "tcp",
     *,
     heartbeat_timeout_ms: int = 1500,
+    planted_volatile_backend: bool = False,
 ) -> int:
     """Run the demo, writing lines through ``out``; returns the exit status (0: equal digests
-    everywhere and a clean verdict)."""
+    everywhere and a clean verdict). ``planted_volatile_backend`` runs the service with a
+    Backend that is not logged: a planted bug that the restart check must catch."""
     if not SERVICE.is_file():
         out(f"demo: {SERVICE} not found: the demo runs from a source checkout (make demo)")
         return 2
@@ -632,7 +767,11 @@ def run_demo(
             transport=transport,
             layout="kv_app:layout",
             heartbeat_timeout_ms=heartbeat_timeout_ms,
-            program=[sys.executable, str(SERVICE)],
+            program=[
+                sys.executable,
+                str(SERVICE),
+                *(["--planted-volatile-backend"] if planted_volatile_backend else []),
+            ],
             data_dirs=True,
         ) as group:
             try:
