@@ -24,10 +24,14 @@ from pyderecho.core.multicast import ShardMulticast
 from pyderecho.core.node import Node
 from pyderecho.core.sst import ShardTable
 from pyderecho.core.view import View
-from pyderecho.sim.simulation import LinkModel, Simulation
-from pyderecho.sim.swarm import SimulationSpec, run_simulation
+from pyderecho.replicated import recovery
+from pyderecho.replicated.host import ObjectHost
+from pyderecho.sim.simulation import DiskModel, LinkModel, Simulation
+from pyderecho.sim.swarm import SimulationSpec, _Run, run_simulation
 
 SLOW_LINKS = LinkModel(latency_s=2e-3, jitter_s=3e-3)
+SLOW_DISK = DiskModel(latency=0.01, jitter=0.03)
+"""Syncs slow and uneven enough that members crash with logs of different lengths."""
 
 
 def paxos_everyone(view: View) -> Allocation:
@@ -152,6 +156,7 @@ def paxos_scenario(seed: int) -> SimulationSpec:
     # A partition takes a minority out for a while: with other faults on top (a joiner is on
     # neither side), no majority might be left, so it comes alone.
     partition = rng.random() < 0.15
+    total_crash = not partition and rng.random() < 0.4
     crash = disk_failures = pauses = joins = 0
     if not partition:
         joins = rng.randint(0, 2)
@@ -169,9 +174,11 @@ def paxos_scenario(seed: int) -> SimulationSpec:
         pauses=pauses,
         join=joins,
         partition=partition,
+        total_crash=total_crash,
         replicated=True,
         config=dataclasses.replace(FAST, window_size=rng.choice([4, 16, 100])),
         link=rng.choice([LinkModel(), SLOW_LINKS]),
+        disk=rng.choice([DiskModel(), SLOW_DISK]),
     )
 
 
@@ -238,3 +245,59 @@ def test_a_stopped_member_reports_why() -> None:
     assert isinstance(node.events()[-1], Stopped)
     with pytest.raises(LocalProtocolError, match="ENOSPC"):
         node.send(0, b"x", 0.0)
+
+
+def restart_runs(seeds: range) -> list[str]:
+    caught: list[str] = []
+    for seed in seeds:
+        spec = SimulationSpec(
+            members=5,
+            layout=layout_of({"KV": every_member()}),
+            seed=seed,
+            mode=Mode.PAXOS,
+            messages=60,
+            total_crash=True,
+            replicated=True,
+            config=FAST,
+            link=SLOW_LINKS,
+            disk=SLOW_DISK,
+        )
+        caught += run_simulation(spec).violations
+    return caught
+
+
+def test_the_sweep_covers_total_crashes_and_restarts() -> None:
+    specs = [paxos_scenario(seed) for seed in range(200)]
+    assert sum(1 for s in specs if s.total_crash) >= 50
+    run = _Run(next(s for s in specs if s.total_crash))
+    run.schedule()
+    run.sim.settle(limit=run.quiet_at + 20)
+    assert run.sim.restarts, "members restarted from their disks"
+
+
+def test_a_restart_that_replays_one_record_too_few_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    original = recovery.rebuild
+
+    def drop_last(*args: Any, records: Any, **kwargs: Any) -> Any:
+        return original(*args, records=list(records)[:-1], **kwargs)
+
+    monkeypatch.setattr("pyderecho.sim.simulation.rebuild", drop_last)
+    caught = restart_runs(range(4))
+    assert any(v.startswith(("durable", "state")) for v in caught), caught[:3]
+
+
+def test_a_restart_that_keeps_the_shortest_state_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    original = ObjectHost._reconcile
+
+    def keep_own(self: ObjectHost, replica: Any) -> None:
+        if replica.recovered is not None and replica.ends is not None:
+            replica.ends = {m: (False, (-1, 0)) for m in replica.ends}
+        original(self, replica)
+
+    monkeypatch.setattr(ObjectHost, "_reconcile", keep_own)
+    caught = restart_runs(range(6))
+    assert any(v.startswith(("durable", "state")) for v in caught), caught[:3]

@@ -147,6 +147,7 @@ def check_history(
 def check_views(
     views: Mapping[NodeId, Sequence[View]],
     deliveries: Mapping[NodeId, Sequence[DeliveryRecord]],
+    restarts: Mapping[NodeId, Collection[int]] | None = None,
 ) -> list[Violation]:
     """The virtual synchrony promises, on top of :func:`check_history`'s.
 
@@ -154,16 +155,36 @@ def check_views(
     through epochs one at a time (it may start later, by joining). Any two members that install
     view ``e + 1`` after ``e`` delivered exactly the same messages, in the same order, in every
     ordered shard of view ``e`` they share: the ragged edge leaves nothing half-delivered.
+
+    ``restarts`` gives, per member, the epochs it founded when it restarted from its logs
+    after a crash: it did not move on to such a view from the one before (it crashed in it),
+    so neither rule about moving on applies there. The same-members rule does, unless the
+    restart's view carried no delivery at that member: a member whose logs missed a view
+    founds an outdated one, and is only safe if it stops before delivering anything there.
     """
+    restarted = restarts or {}
     violations: list[Violation] = []
     agreed: dict[int, tuple[NodeId, tuple[NodeId, ...]]] = {}
+    # The view every member moving through epochs installed is the reference; a restart from
+    # logs that missed a view founds one of its own, which counts only if it delivered in it
+    # (a member that finds out stops first: its view never carried a message).
+    for member in sorted(views):
+        for view in views[member]:
+            if view.epoch not in restarted.get(member, ()):
+                agreed.setdefault(view.epoch, (member, view.members))
+    delivered_in = {
+        (member, record.epoch) for member, records in deliveries.items() for record in records
+    }
     moved_on: dict[NodeId, set[int]] = {}
     for member in sorted(views):
         epochs = moved_on.setdefault(member, set())
         previous: int | None = None
         for view in views[member]:
             first = agreed.setdefault(view.epoch, (member, view.members))
-            if first[1] != view.members:
+            silent_restart = (
+                view.epoch in restarted.get(member, ()) and (member, view.epoch) not in delivered_in
+            )
+            if first[1] != view.members and not silent_restart:
                 violations.append(
                     Violation(
                         "view",
@@ -173,7 +194,7 @@ def check_views(
                         f"{list(first[1])}",
                     )
                 )
-            if previous is not None:
+            if previous is not None and view.epoch not in restarted.get(member, ()):
                 if view.epoch != previous + 1:
                     violations.append(
                         Violation(
@@ -344,6 +365,7 @@ class HistoryRecorder:
         self._views: dict[NodeId, list[View]] = {}
         self._layouts: dict[int, ViewLayout] = {}
         self._states: list[StateRecord] = []
+        self._restarts: dict[NodeId, set[int]] = {}
 
     @property
     def views(self) -> Mapping[NodeId, Sequence[View]]:
@@ -394,6 +416,10 @@ class HistoryRecorder:
         elif isinstance(event, ViewInstalled):
             self.record_view(member, event.view, event.layout)
 
+    def record_restart(self, member: NodeId, epoch: int) -> None:
+        """``member`` crashed and restarted from its logs, founding view ``epoch``."""
+        self._restarts.setdefault(member, set()).add(epoch)
+
     def record_view(self, member: NodeId, view: View, layout: ViewLayout) -> None:
         self._views.setdefault(member, []).append(view)
         self._layouts.setdefault(view.epoch, layout)
@@ -431,10 +457,29 @@ class HistoryRecorder:
         """:func:`check_history`, :func:`check_views` and, where the object layer reported
         state digests, :func:`check_state`, over what was
         recorded so far."""
-        found = check_history(
-            self._deliveries, self._sent, complete=complete, members_of=members_of
-        )
-        return found + check_views(self._views, self._deliveries) + check_state(self._states)
+        # What a member sent in a view its restart founded from logs that missed a later
+        # view is no part of the group's history: that view's epoch is the group's for a
+        # different view, the member stops once it hears so, and check_views flags it if
+        # anything was delivered there.
+        outdated = self._outdated_restarts()
+        sent = [r for r in self._sent if (r.member, r.epoch) not in outdated]
+        found = check_history(self._deliveries, sent, complete=complete, members_of=members_of)
+        views = check_views(self._views, self._deliveries, self._restarts)
+        return found + views + check_state(self._states)
+
+    def _outdated_restarts(self) -> set[tuple[NodeId, int]]:
+        agreed: dict[int, tuple[NodeId, ...]] = {}
+        for member, views in self._views.items():
+            for view in views:
+                if view.epoch not in self._restarts.get(member, ()):
+                    agreed.setdefault(view.epoch, view.members)
+        return {
+            (member, view.epoch)
+            for member, views in self._views.items()
+            for view in views
+            if view.epoch in self._restarts.get(member, ())
+            and agreed.get(view.epoch, view.members) != view.members
+        }
 
 
 class _Sends:

@@ -162,6 +162,8 @@ class _Replica:
     """After a restart from logs: the state this member rebuilt from its own logs."""
     ends: dict[NodeId, tuple[bool, Position]] | None = None
     """While the restart compares recovered states: what each shard member said it holds."""
+    reconcilers: tuple[NodeId, ...] = ()
+    """Restart: the shard's members in the view the restart founded, who compare states."""
     chosen: NodeId | None = None
     """Restart: the member whose recovered state this one asked for."""
     my_end: ShardEnd | None = None
@@ -681,6 +683,16 @@ class ObjectHost:
         self._retired = {}
         for key in [k for k in self._replicas if k not in keys]:
             replica = self._replicas.pop(key)
+            if replica.obj is None and replica.recovered is not None:
+                # Moved out while a restart still compared states: what this member rebuilt
+                # holds every update the shard delivered (each was logged by every member),
+                # so it can still serve the shard's newcomers.
+                replica.obj, replica.skip_until = replica.recovered
+                replica.recovered = replica.ends = replica.chosen = None
+                buffered, replica.buffered = replica.buffered, []
+                for entry in buffered:
+                    if entry.position > replica.skip_until:
+                        self._apply(replica, entry.position, entry.sender, entry.call)
             if replica.obj is not None:
                 self._retired[key] = replica
         if self._restarting and self._restart_view is None:
@@ -797,6 +809,7 @@ class ObjectHost:
         replica = self._replicas[key] = _Replica(key, self.types[key[0]], None, paxos=True)
         replica.recovered = self._recovered.pop(key, None)
         replica.ends = {}
+        replica.reconcilers = ref.layout.members
         held, position = (True, replica.recovered[1]) if replica.recovered else (False, (-1, 0))
         replica.my_end = ShardEnd(*key, self.view.epoch, held, *position)
         for member in ref.layout.members:
@@ -866,7 +879,9 @@ class ObjectHost:
             # those here, this member's own recovered state included.
             replica.chosen = replica.asking = replica.incoming = None
             replica.ends[chosen] = (False, (-1, 0))
-        members = [m for m in ref.layout.members if m in self.view]
+        # Those that held the shard in the view the restart founded may hold a recovered
+        # state; a member that came to the shard since holds none and asks like any joiner.
+        members = [m for m in replica.reconcilers if m in self.view]
         if any(m not in replica.ends for m in members if m != self.node_id):
             return
         held = [
@@ -931,6 +946,15 @@ class ObjectHost:
                 self._send(candidate, StateRequest(*replica.key, self.view.epoch))
                 return
         replica.asking = None
+        if replica.paxos and not replica.rejected:
+            self._out.append(
+                StateWaiting(
+                    *replica.key,
+                    self.view.epoch,
+                    "no member asked holds this Paxos shard's state; it waits for one that "
+                    "does (a restart from logs) rather than start over",
+                )
+            )
         if replica.rejected:
             # Every old member sent a state this member cannot install: it cannot serve the
             # shard, and waiting would hold every caller's replies. Its driver leaves.
@@ -953,7 +977,11 @@ class ObjectHost:
         if replica is None:
             self._send(src, StateHeader(*key, StateStatus.NOT_HELD))
         elif replica.obj is None:
-            if src not in replica.waiting:
+            if replica.paxos and replica.asking is None and replica.ends is None:
+                # It waits for a holder itself, with nobody left to ask: the asker should
+                # know it waits too, rather than wait on a member that cannot answer.
+                self._send(src, StateHeader(*key, StateStatus.NOT_HELD))
+            elif src not in replica.waiting:
                 replica.waiting.append(src)
         else:
             self._send_state(replica, src, request.epoch)

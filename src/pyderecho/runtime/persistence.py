@@ -251,6 +251,15 @@ class ShardLogs:
                 self._discard(key)
             self._mine = mine
         self._view = _encoder.encode(ViewRecord(view.epoch, view.members, addresses))
+        if self._writer is None and any(r.layout.mode is Mode.PAXOS for r in layout.shards):
+            # A group with Paxos shards restarts from its members' view files, every member's:
+            # one without (it holds no Paxos shard itself) would found a new group instead.
+            try:
+                self.data_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                self._fail(f"cannot create data_dir {self.data_dir}: {exc}")
+                return
+            self._writer = GroupCommitWriter(self._name, self._failed_soon)
         if self._writer is not None:
             self._writer.submit_metadata(self.data_dir / "view", self._view, _nothing)
 

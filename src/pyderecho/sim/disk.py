@@ -1,14 +1,21 @@
-"""The simulator's disks: each member's log for its ``Paxos`` shards, with group commit.
+"""The simulator's disks: what each member keeps for its ``Paxos`` shards, with group commit.
 
-A member hands its disk the records its core asks to log
-(:class:`~pyderecho.core.events.PersistRequested`). The disk writes like the real writer does
-(:mod:`pyderecho.storage`): one sync at a time; everything that arrived before a sync starts
-shares it (group commit); when the sync ends, those records are durable and the member is told.
-What is written but not yet synced when the member crashes is lost. A disk can also fail (an
-I/O error on the next sync): the member then stops, as a real one does on a failed fsync.
+A member hands its disk what the real member hands its writer (:mod:`pyderecho.storage`,
+:mod:`pyderecho.runtime.persistence`): the records its core asks to log
+(:class:`~pyderecho.core.events.PersistRequested`), its replicas' snapshots
+(:class:`~pyderecho.replicated.events.SaveState`) and each view it installs. The disk writes
+like the real writer does: one sync at a time; everything that arrived before a sync starts
+shares it (group commit), in order; when the sync ends, that is durable and the member is told.
+What is written but not yet synced when the member crashes is lost (a torn tail, which the
+real log truncates, loses no more than that). A disk can also fail (an I/O error on the next
+sync): the member then stops, as a real one does on a failed fsync.
+
+As the real member does, a member that enters a shard it did not hold in its previous view
+discards what its disk held of that shard, so a shard's durable data is always one stint: a
+snapshot and the records after it.
 
 Every record's time of durability is kept, per member, so that a run can check the ``Paxos``
-delivery rule after the fact (:meth:`SimDisks.durability_violations`).
+delivery rule after the fact, and :meth:`SimDisks.recovery` gives what a restart reads back.
 """
 
 from __future__ import annotations
@@ -17,11 +24,13 @@ import random
 from dataclasses import dataclass, field
 
 from pyderecho.core.events import PersistRequested
-from pyderecho.core.view import NodeId
+from pyderecho.core.view import NodeId, View
 
 RecordKey = tuple[int, int, int, int, int]
 """A logged message by (epoch, subgroup, shard, sender, timestamp): its timestamp is unique in
 its shard and epoch (hybrid logical clocks strictly increase) and the same at every member."""
+ShardKey = tuple[str, int, int]
+Position = tuple[int, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,13 +41,42 @@ class DiskModel:
     jitter: float = 0.002
 
 
+@dataclass(frozen=True, slots=True)
+class StoredUpdate:
+    """A logged record as a restart reads it back (the fields replay needs)."""
+
+    epoch: int
+    number: int
+    sender: NodeId
+    timestamp: int
+    payload: bytes
+
+
+@dataclass(slots=True)
+class ShardData:
+    """What a disk durably holds of one shard: its snapshot (if written) and its records."""
+
+    snapshot: tuple[Position, bytes] | None = None
+    records: list[StoredUpdate] = field(default_factory=list)
+
+
+_Item = (
+    tuple[str, ShardKey, PersistRequested]
+    | tuple[str, ShardKey, Position, bytes]
+    | tuple[str, View]
+)
+
+
 @dataclass(slots=True)
 class _Disk:
-    waiting: list[PersistRequested] = field(default_factory=list)
-    """Requests not yet part of a sync."""
-    syncing: list[PersistRequested] = field(default_factory=list)
-    """Requests the sync in progress makes durable."""
+    waiting: list[_Item] = field(default_factory=list)
+    """Writes not yet part of a sync."""
+    syncing: list[_Item] = field(default_factory=list)
+    """Writes the sync in progress makes durable."""
     durable_at: dict[RecordKey, float] = field(default_factory=dict)
+    shards: dict[ShardKey, ShardData] = field(default_factory=dict)
+    view: View | None = None
+    mine: set[ShardKey] = field(default_factory=set)
     failed: str = ""
     fail_next: str = ""
 
@@ -56,10 +94,34 @@ class SimDisks:
     def _disk(self, member: NodeId) -> _Disk:
         return self._disks.setdefault(member, _Disk())
 
-    def write(self, member: NodeId, request: PersistRequested) -> bool:
+    def write(self, member: NodeId, key: ShardKey, request: PersistRequested) -> bool:
         """Queue a request's records; True when a sync must start now (none is running)."""
+        return self._queue(member, ("records", key, request))
+
+    def save_state(self, member: NodeId, key: ShardKey, position: Position, data: bytes) -> bool:
+        """Queue a replica's snapshot; True when a sync must start now."""
+        return self._queue(member, ("snapshot", key, position, bytes(data)))
+
+    def view_installed(
+        self, member: NodeId, view: View, paxos_shards: set[ShardKey], persistent: bool
+    ) -> bool:
+        """The member installed ``view``, holding ``paxos_shards``: what its disk held of a
+        shard it enters anew is discarded, and the view is queued when the group has Paxos
+        shards (``persistent``) or this disk already keeps views; True when a sync must start
+        now."""
         disk = self._disk(member)
-        disk.waiting.append(request)
+        for key in paxos_shards - disk.mine:
+            disk.shards.pop(key, None)
+        disk.mine = set(paxos_shards)
+        if not persistent and disk.view is None:
+            return False
+        return self._queue(member, ("view", view))
+
+    def _queue(self, member: NodeId, item: _Item) -> bool:
+        disk = self._disk(member)
+        if disk.failed:
+            return False
+        disk.waiting.append(item)
         return not disk.syncing
 
     def start_sync(self, member: NodeId, now: float) -> float:
@@ -75,22 +137,46 @@ class SimDisks:
         self._disk(member).fail_next = reason
 
     def finish_sync(self, member: NodeId, now: float) -> tuple[list[PersistRequested], str]:
-        """End the sync in progress: the requests it made durable, or an error."""
+        """End the sync in progress: the record requests it made durable, or an error."""
         disk = self._disk(member)
         done, disk.syncing = disk.syncing, []
         if disk.fail_next:
             disk.failed, disk.fail_next = disk.fail_next, ""
             disk.waiting.clear()
             return [], disk.failed
-        for request in done:
-            for record in request.records:
-                key = (request.epoch, request.subgroup, request.shard, record.sender)
-                disk.durable_at.setdefault((*key, record.timestamp), now)
-                self.records += 1
-        return done, ""
+        requests: list[PersistRequested] = []
+        for item in done:
+            if item[0] == "view":
+                disk.view = item[1]  # type: ignore[assignment]
+            elif item[0] == "snapshot":
+                _, key, position, data = item  # type: ignore[misc]
+                disk.shards.setdefault(key, ShardData()).snapshot = (position, data)
+            else:
+                _, key, request = item  # type: ignore[misc]
+                self._make_durable(disk, key, request, now)
+                requests.append(request)
+        return requests, ""
+
+    def _make_durable(
+        self, disk: _Disk, key: ShardKey, request: PersistRequested, now: float
+    ) -> None:
+        shard = disk.shards.setdefault(key, ShardData())
+        for record in request.records:
+            where = (request.epoch, request.subgroup, request.shard, record.sender)
+            disk.durable_at.setdefault((*where, record.timestamp), now)
+            shard.records.append(
+                StoredUpdate(
+                    record.epoch,
+                    record.number,
+                    record.sender,
+                    record.timestamp,
+                    bytes(record.payload),
+                )
+            )
+            self.records += 1
 
     def pending(self, member: NodeId) -> bool:
-        """Records are waiting for a sync that has not started yet."""
+        """Writes are waiting for a sync that has not started yet."""
         disk = self._disk(member)
         return bool(disk.waiting) and not disk.failed
 
@@ -104,3 +190,14 @@ class SimDisks:
         """When ``member`` had the record durable, if ever."""
         disk = self._disks.get(member)
         return None if disk is None else disk.durable_at.get(key)
+
+    def recovery(self, member: NodeId) -> tuple[View, dict[ShardKey, ShardData]] | None:
+        """What a restart of ``member`` reads back: its last durable view and, per shard with
+        a snapshot, the snapshot and records; None when it holds no view (nothing to restart
+        from). The disk is usable again (a failed disk stays failed)."""
+        disk = self._disks.get(member)
+        if disk is None or disk.view is None or disk.failed:
+            return None
+        shards = {k: d for k, d in disk.shards.items() if d.snapshot is not None}
+        disk.mine = set(shards)
+        return disk.view, shards

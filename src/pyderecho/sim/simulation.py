@@ -66,6 +66,7 @@ from pyderecho.replicated.events import (
     HostFailed,
     QueryDone,
     RunQuery,
+    SaveState,
     SendPeer,
     StateDigest,
     StateLost,
@@ -74,6 +75,7 @@ from pyderecho.replicated.events import (
     UserCodeFailed,
 )
 from pyderecho.replicated.host import ObjectHost, Output
+from pyderecho.replicated.recovery import rebuild
 from pyderecho.sim.disk import DiskModel, SimDisks
 from pyderecho.sim.links import LinkModel, SimLinks
 from pyderecho.wire import P2P, WireMessage, encode
@@ -98,7 +100,8 @@ HostEvent = StateReceived | StateLost | StateWaiting | UserCodeFailed | HostFail
     _ARRIVE_P2P,
     _SYNCED,
     _FAIL_DISK,
-) = range(12)
+    _RESTART,
+) = range(13)
 """Event kinds. A point-to-point frame (a reply, a query, a chunk of state) arrives as
 ``_ARRIVE_P2P``, which counts as scheduled work: a run is not settled while one is in flight,
 since the object layer's progress rides on them and the core's idleness does not see them."""
@@ -132,6 +135,20 @@ class Simulation:
         """Every member's log of its ``Paxos`` shards (drawn from the same root seed)."""
         self._paxos_deliveries: list[tuple[NodeId, float, tuple[int, int, int, int, int]]] = []
         self._paxos_shards: dict[tuple[int, int, int], tuple[NodeId, ...]] = {}
+        self._shard_names: dict[tuple[int, int, int], tuple[str, int, int]] = {}
+        """(type name, subgroup index, shard) of each (epoch, subgroup id, shard)."""
+        self._founded: set[tuple[NodeId, int]] = set()
+        self._restarting: set[NodeId] = set()
+        """Crashed members with a restart scheduled: frames sent to them after their crash
+        wait for them (a peer's TCP link keeps them queued while it reconnects)."""
+        self._crashed_at: dict[NodeId, int] = {}
+        """The event counter when each member crashed: frames pushed before were sent to the
+        process that crashed, and die with it."""
+        self._parked: dict[NodeId, list[tuple[int, Any, Any, Any]]] = {}
+        self._handling = 0
+        """The event counter of the event being handled (a frame's: when it was sent)."""
+        self.restarts: list[tuple[float, NodeId, View]] = []
+        """(time, member, view founded) of every restart from the simulated disks."""
         """Members of each ``Paxos`` shard, by (epoch, subgroup, shard)."""
         self._last_epoch: dict[NodeId, int] = {}
         self.config = config or CoreConfig()
@@ -345,6 +362,13 @@ class Simulation:
         """From ``at``, ``member``'s next sync fails with ``reason``: the member stops."""
         self._push(at, _FAIL_DISK, member, reason)
 
+    def restart(self, member: NodeId, at: float) -> None:
+        """Start crashed ``member`` again at ``at`` on what its disk kept: it rebuilds its
+        Paxos replicas from snapshot and log and founds the view after the last one its disk
+        recorded, as a real member restarting on its data directory does."""
+        self._restarting.add(member)
+        self._push(at, _RESTART, member)
+
     def join(self, member: NodeId, at: float, contacts: Sequence[NodeId]) -> None:
         """Start a new process ``member`` at ``at`` that asks ``contacts`` to let it join."""
         self._push(at, _JOIN, member, tuple(contacts))
@@ -375,7 +399,8 @@ class Simulation:
                 return
             if max_events is not None and processed >= max_events:
                 return
-            time, _, kind, a, b, c = heapq.heappop(heap)
+            time, counter, kind, a, b, c = heapq.heappop(heap)
+            self._handling = counter
             if kind not in (_ARRIVE, _TICK):
                 self._scheduled -= 1
             self.now = time
@@ -412,6 +437,9 @@ class Simulation:
             a()
             return
         node_id: NodeId = a
+        if kind == _RESTART:
+            self._restart(node_id)
+            return
         if kind == _JOIN:
             node = Node(
                 node_id,
@@ -423,6 +451,10 @@ class Simulation:
                 layout_cache=self._layouts,
             )
             self._add(node_id, node)
+            return
+        if node_id in self.crashed and kind in (_ARRIVE, _ARRIVE_P2P):
+            if node_id in self._restarting and self._sent_after_crash(node_id):
+                self._parked.setdefault(node_id, []).append((kind, a, b, c))
             return
         if node_id in self.crashed or node_id not in self.nodes:
             return
@@ -443,6 +475,7 @@ class Simulation:
             # A crash breaks its connections before what they buffered got out, on some links
             # and not others: that is what leaves survivors holding different messages.
             self.crashed.add(node_id)
+            self._crashed_at[node_id] = self._counter
             self._paused.pop(node_id, None)
             self.disks.crash(node_id)
             for peer in sorted(self.nodes):
@@ -471,6 +504,80 @@ class Simulation:
         elif not node.stopped:
             node.send(b, c, self.now)
         self._drain(node_id)
+
+    def _restart(self, member: NodeId) -> None:
+        if member not in self.crashed:
+            return
+        recovered = self.disks.recovery(member)
+        if recovered is None:
+            self.stats["restart_without_a_view"] += 1
+            return
+        last, shards = recovered
+        self._forget_incarnation(member)
+        self.crashed.discard(member)
+        self.stopped.pop(member, None)
+        self.host_failed.pop(member, None)
+        epoch = last.epoch + 1
+        self.restarts.append((self.now, member, View(epoch, last.members)))
+        self._founded.add((member, epoch))
+        self.recorder.record_restart(member, epoch)
+        node = Node(
+            member,
+            View(epoch, last.members),
+            self._layout,
+            self.config,
+            now=self.now,
+            layout_cache=self._layouts,
+        )
+        if self.types is not None:
+            host = ObjectHost(member, self.types, record_digests=True)
+            rebuilt: dict[tuple[str, int, int], tuple[Any, tuple[int, int]]] = {}
+            for key, data in shards.items():
+                spec = host.types.get(key[0])
+                if spec is None or data.snapshot is None:
+                    continue
+                position, state = data.snapshot
+                replica = rebuild(
+                    spec, key, member, state=state, position=position, records=data.records
+                )
+                rebuilt[key] = (replica.obj, replica.position)
+            host.restart(rebuilt)
+            self.hosts[member] = host
+        self.nodes[member] = node
+        self._drain(member)
+        for event in self._parked.pop(member, []):
+            self._dispatch(*event)
+
+    def _sent_after_crash(self, member: NodeId) -> bool:
+        """The frame being handled left its sender after ``member`` crashed."""
+        return self._handling > self._crashed_at.get(member, 0)
+
+    def _forget_incarnation(self, member: NodeId) -> None:
+        """A restarted process shares nothing with the one that crashed: frames still in
+        flight from or to it, its timers and its disk's sync are gone (a crash reset its
+        connections; a new process starts no old timer)."""
+        self._restarting.discard(member)
+        crashed_at = self._crashed_at.get(member, 0)
+        kept = []
+        for entry in self._heap:
+            _, counter, kind, a, b, _ = entry
+            arrival = kind in (_ARRIVE, _ARRIVE_P2P)
+            old = (arrival and b == member) or (
+                a == member and (kind in (_TICK, _SYNCED) or (arrival and counter < crashed_at))
+            )
+            if old:
+                if kind not in (_ARRIVE, _TICK):
+                    self._scheduled -= 1
+                continue
+            kept.append(entry)
+        self._heap[:] = kept
+        heapq.heapify(self._heap)
+        self._severed = {link for link in self._severed if member not in link}
+        self._tick_at.pop(member, None)
+
+    def _sync_if(self, node_id: NodeId, start: bool) -> None:
+        if start:
+            self._push(self.disks.start_sync(node_id, self.now), _SYNCED, node_id)
 
     def _synced(self, node_id: NodeId, node: Node) -> None:
         """A sync ended: report what it made durable (the newest ``upto`` per shard and
@@ -522,8 +629,18 @@ class Simulation:
             events = node.events()
             for event in events:
                 self._record(node_id, event)
-                if isinstance(event, PersistRequested) and self.disks.write(node_id, event):
-                    self._push(self.disks.start_sync(node_id, self.now), _SYNCED, node_id)
+                if isinstance(event, PersistRequested):
+                    shard_key = self._shard_names[(event.epoch, event.subgroup, event.shard)]
+                    self._sync_if(node_id, self.disks.write(node_id, shard_key, event))
+                elif isinstance(event, ViewInstalled) and event.layout.adequate:
+                    mine = {
+                        (ref.type_name, ref.subgroup_index, ref.shard)
+                        for ref in event.layout.shards_of(node_id)
+                        if ref.layout.mode is Mode.PAXOS
+                    }
+                    persistent = any(r.layout.mode is Mode.PAXOS for r in event.layout.shards)
+                    written = self.disks.view_installed(node_id, event.view, mine, persistent)
+                    self._sync_if(node_id, written)
                 if host is not None and node_id not in self.host_failed:
                     host.handle(event)
                 if self.on_event is not None:
@@ -554,6 +671,10 @@ class Simulation:
                 node.send_p2p(output.dst, output.payload, self.now)
         elif isinstance(output, RunQuery):
             self._run_query(host, output)
+        elif isinstance(output, SaveState):
+            if node_id not in self.crashed:
+                saved = self.disks.save_state(node_id, output.key, output.position, output.data)
+                self._sync_if(node_id, saved)
         elif isinstance(output, CallDone | CallFailed):
             self.results.setdefault(node_id, {})[output.call_id] = output
             outcome = output.replies if isinstance(output, CallDone) else output.error
@@ -632,11 +753,17 @@ class Simulation:
             self._trace.update(f"D{node_id} {event.sender}:{event.index} {digest}".encode())
         elif isinstance(event, ViewInstalled):
             self._trace.update(f"V{node_id} {event.view.epoch} {event.view.members}".encode())
-            self._last_epoch[node_id] = event.view.epoch
+            if (node_id, event.view.epoch) not in self._founded:
+                # A view a restart founds does not say the member lived through the last one.
+                self._last_epoch[node_id] = event.view.epoch
+            # The first install of an epoch is the view the group agreed on: a member whose
+            # restart found an epoch again (its logs missed a view) does not redefine it.
             for ref in event.layout.shards:
+                shard_key = (event.view.epoch, ref.subgroup, ref.shard)
+                name = (ref.type_name, ref.subgroup_index, ref.shard)
+                self._shard_names.setdefault(shard_key, name)
                 if ref.layout.mode is Mode.PAXOS:
-                    shard_key = (event.view.epoch, ref.subgroup, ref.shard)
-                    self._paxos_shards[shard_key] = ref.layout.members
+                    self._paxos_shards.setdefault(shard_key, ref.layout.members)
         elif isinstance(event, Stopped):
             self._trace.update(f"S{node_id} {event.reason}".encode())
             self.stopped[node_id] = event.reason
