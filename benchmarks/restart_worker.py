@@ -1,0 +1,211 @@
+"""One member of a Paxos group as a process, for ``benchmarks/restart_time.py``.
+
+Settings come from ``PYDERECHO_*`` variables (``PYDERECHO_DATA_DIR`` and
+``PYDERECHO_SNAPSHOT_EVERY`` among them). The shard holds a bounded state: ``--keys`` values
+of ``--value-bytes`` each, overwritten round robin, so the state stays small while the log
+grows.
+
+On a fresh data directory the member makes ``--updates`` ordered calls (``--in-flight`` at a
+time), prints ``filled`` and idles until it is killed. On a data directory holding a ``view``
+file it restarts from its logs, printing when each step is done (the log loaded, the replica
+rebuilt, the group ready, its first ordered call answered by every replica); then, once a
+line arrives on stdin (the parent waits until every member's first call is in, so that this
+member's work cannot slow another's), it times a snapshot of its replica's state and idles.
+
+Every line is one JSON object; times are ``time.monotonic()`` (one clock for every process
+on the host), so the parent subtracts its own launch time.
+"""
+
+from __future__ import annotations
+
+import time
+
+LAUNCHED = time.monotonic()
+
+import argparse  # noqa: E402 (the clock above is read before the imports it measures)
+import asyncio  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import resource  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import pyderecho.runtime.group as group_module  # noqa: E402
+from pyderecho import Group, every_member, layout_of, ordered  # noqa: E402
+from pyderecho.core.layout import Mode  # noqa: E402
+from pyderecho.replicated.methods import type_spec  # noqa: E402
+from pyderecho.replicated.state import restore, snapshot  # noqa: E402
+from pyderecho.runtime import persistence  # noqa: E402
+from pyderecho.runtime.persistence import Recovery  # noqa: E402
+from pyderecho.storage.metadata import write_atomic  # noqa: E402
+
+IMPORTED = time.monotonic()
+WAIT_S = 600.0
+
+
+class Store:
+    """``keys`` values, overwritten in turn: the state stays ``keys * value_bytes`` big."""
+
+    values: dict[int, bytes]
+
+    def __init__(self) -> None:
+        self.values = {}
+
+    @ordered
+    def put(self, key: int, value: bytes) -> int:
+        self.values[key] = value
+        return len(self.values)
+
+
+LAYOUT = layout_of({"Store": every_member(Mode.PAXOS)})
+
+
+def emit(event: str, **record: Any) -> None:
+    sys.stdout.write(json.dumps({"event": event, **record}) + "\n")
+    sys.stdout.flush()
+
+
+def instrument() -> None:
+    """Report when ``Group.start`` has loaded the logs and rebuilt the replicas (each step
+    timed around the library's own function)."""
+    load = persistence.load_recovery
+    rebuild = group_module._rebuild
+
+    def timed_load(data_dir: Path) -> Recovery | None:
+        began = time.monotonic()
+        recovery = load(data_dir)
+        if recovery is not None:
+            records = sum(len(shard.records) for shard in recovery.shards.values())
+            after = sum(
+                1
+                for shard in recovery.shards.values()
+                for record in shard.records
+                if (record.epoch, record.number) > (shard.snapshot.epoch, shard.snapshot.count)
+            )
+            emit(
+                "log_loaded",
+                began=began,
+                at=time.monotonic(),
+                records=records,
+                records_after_snapshot=after,
+                payload_bytes=sum(
+                    len(record.payload)
+                    for shard in recovery.shards.values()
+                    for record in shard.records
+                ),
+                snapshot_bytes=sum(len(s.snapshot.state) for s in recovery.shards.values()),
+                snapshot_position=[
+                    [s.snapshot.epoch, s.snapshot.count] for s in recovery.shards.values()
+                ],
+                truncated_bytes=sum(s.truncated_bytes for s in recovery.shards.values()),
+            )
+        return recovery
+
+    def timed_rebuild(
+        host: Any, member_id: int, recovery: Recovery
+    ) -> dict[tuple[str, int, int], tuple[Any, tuple[int, int]]]:
+        began = time.monotonic()
+        rebuilt = rebuild(host, member_id, recovery)
+        emit(
+            "rebuilt",
+            began=began,
+            at=time.monotonic(),
+            positions=[list(position) for _, position in rebuilt.values()],
+        )
+        return rebuilt
+
+    # Group.start calls the name it imported from the persistence module.
+    setattr(group_module, "load_recovery", timed_load)  # noqa: B010
+    group_module._rebuild = timed_rebuild
+
+
+def snapshot_cost(replica: Store, data_dir: Path, rounds: int) -> dict[str, Any]:
+    """What one snapshot of this state costs: encoding it (what the replica does every
+    ``snapshot_every`` updates), writing it as the snapshot file is written (atomically, with
+    fsync of the file and the directory), and decoding it (what a restart does first)."""
+    spec = type_spec("Store", Store)
+    encode: list[float] = []
+    write: list[float] = []
+    decode: list[float] = []
+    data = b""
+    scratch = data_dir / "snapshot-cost"
+    try:
+        for _ in range(rounds):
+            began = time.perf_counter()
+            data = snapshot(spec, replica)
+            encode.append(time.perf_counter() - began)
+            began = time.perf_counter()
+            write_atomic(scratch, data)
+            write.append(time.perf_counter() - began)
+            began = time.perf_counter()
+            restore(spec, data)
+            decode.append(time.perf_counter() - began)
+    finally:
+        scratch.unlink(missing_ok=True)
+    return {
+        "state_bytes": len(data),
+        "keys": len(replica.values),
+        "encode_s": encode,
+        "write_fsync_s": write,
+        "decode_s": decode,
+    }
+
+
+async def fill(group: Group, args: argparse.Namespace) -> None:
+    value = os.urandom(args.value_bytes)
+    store = group.subgroup(Store)
+    shares = [args.updates // args.in_flight] * args.in_flight
+    for extra in range(args.updates % args.in_flight):
+        shares[extra] += 1
+
+    async def lane(number: int, calls: int) -> None:
+        for call in range(calls):
+            key = (group.member_id * 7919 + number * 104729 + call) % args.keys
+            replies = await store.put(key, value)
+            if replies.errors or len(replies) != args.members:
+                emit("bad_replies", replies=repr(replies))
+
+    began = time.monotonic()
+    await asyncio.gather(*(lane(n, calls) for n, calls in enumerate(shares)))
+    emit("filled", began=began, at=time.monotonic(), updates=args.updates)
+
+
+async def main(args: argparse.Namespace) -> None:
+    data_dir = Path(os.environ["PYDERECHO_DATA_DIR"])
+    restart = (data_dir / "view").exists()
+    emit("imported", launched=LAUNCHED, at=IMPORTED, restart=restart)
+    if restart:
+        instrument()
+    async with Group.start(types={"Store": Store}, layout=LAYOUT) as group:
+        emit("started", at=time.monotonic(), epoch=group.view.epoch)
+        replica = await group.wait_ready(Store, timeout=WAIT_S)
+        await group.wait_for_view(lambda view: len(view.members) == args.members, WAIT_S)
+        emit("ready", at=time.monotonic(), epoch=group.view.epoch, keys=len(replica.values))
+        if not restart:
+            await fill(group, args)
+        else:
+            began = time.monotonic()
+            replies = await group.subgroup(Store).put(0, b"after the restart")
+            emit(
+                "first_call",
+                began=began,
+                at=time.monotonic(),
+                replicas=len(replies),
+                errors=len(replies.errors),
+                max_rss_mib=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            )
+            await asyncio.to_thread(sys.stdin.readline)
+            emit("snapshot_cost", **snapshot_cost(replica, data_dir, args.snapshot_rounds))
+        await asyncio.Event().wait()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--members", type=int, required=True)
+    parser.add_argument("--updates", type=int, default=0, help="ordered calls to fill with")
+    parser.add_argument("--in-flight", type=int, default=4)
+    parser.add_argument("--keys", type=int, default=64)
+    parser.add_argument("--value-bytes", type=int, default=64 * 1024)
+    parser.add_argument("--snapshot-rounds", type=int, default=3)
+    asyncio.run(main(parser.parse_args()))
