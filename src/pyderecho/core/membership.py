@@ -110,10 +110,14 @@ class Membership:
         self.stopped = ""
         """Why this member stopped, empty while it runs."""
         self.last_heard = dict.fromkeys(view.members, now)
-        self._never_heard = set(view.members) - {me} if founding else set()
-        """Founders not heard from yet: processes of a new group start seconds apart (and a
-        restart from logs replays them first), so a founder that has not shown up gets
-        ``startup_timeout`` before it is suspected."""
+        grace = config.startup_timeout - config.heartbeat_timeout
+        others = [m for m in (view.members if founding else view.joined) if m != me]
+        self._never_heard = dict.fromkeys(others, grace if founding else config.heartbeat_timeout)
+        """Extra silence allowed to members not heard from yet. Founders: processes of a new
+        group start seconds apart (and a restart from logs replays them first), so one that
+        has not shown up gets ``startup_timeout``. Joiners: one learns of the view only from
+        the leader's welcome, which a leader that failed right then sends late (its successor
+        welcomes it), so it gets twice the timeout."""
         self.watched = _successors(view.members, self.rank, config.monitors)
         self.watchers = _predecessors(view.members, self.rank, config.monitors)
         self._last_tick = now
@@ -121,6 +125,8 @@ class Membership:
         self._waiting_since = now
         """When the change last made progress here; a stall past the timeout is a failure."""
         self._leading: _Leading | None = None
+        self._grace_given = False
+        """The last stall timeout spared members that were heard from: the next one will not."""
         self.cleanup_waits_on: set[NodeId] = set()
         """Members the ragged-edge cleanup waits on, set by the node once the change is final."""
         self.cleanup_logging = False
@@ -155,7 +161,7 @@ class Membership:
     def heard_from(self, src: NodeId, now: float) -> None:
         if src in self.last_heard:
             self.last_heard[src] = now
-            self._never_heard.discard(src)
+            self._never_heard.pop(src, None)
 
     def tick(self, now: float) -> None:
         """Send heartbeats, suspect silent watched members, and time out stalled steps."""
@@ -179,8 +185,7 @@ class Membership:
         deadline = now - self.config.heartbeat_timeout
         for member in self.watched:
             silent_since = self.last_heard[member]
-            if member in self._never_heard:
-                silent_since += self.config.startup_timeout - self.config.heartbeat_timeout
+            silent_since += self._never_heard.get(member, 0.0)
             if member not in self.suspected and silent_since < deadline:
                 self.suspect(member, now, local=True)
                 if self.stopped:
@@ -370,6 +375,15 @@ class Membership:
                     self._follows_me(m) and (not ready or self.rows[m].leader_version >= version)
                 )
             ]
+            # A member heard from within the timeout is alive: most likely it still finishes
+            # the last view's cleanup (a Paxos shard waiting on a disk, or on a failed peer's
+            # suspicion). It gets one more period before it is blamed for the stall.
+            recent = [m for m in blamed if now - self.last_heard[m] < self.config.heartbeat_timeout]
+            if recent and not self._grace_given:
+                self._grace_given = True
+                blamed = [m for m in blamed if m not in recent]
+            else:
+                self._grace_given = False
         for member in blamed:
             self.suspect(member, now, local=True)
             if self.stopped:

@@ -470,7 +470,13 @@ class Node:
             if self.node_id not in self._next:
                 self._stop("left the group" if membership.leaving else "removed from the group")
                 return
-            membership.next_watchers = watchers_of(self._next, self.node_id, self.config.monitors)
+            # The next view's leader hears it too: it is the one that would time out a member
+            # still busy with this cleanup.
+            watchers = watchers_of(self._next, self.node_id, self.config.monitors)
+            leader = self._next.members[0]
+            if leader != self.node_id and leader not in watchers:
+                watchers.append(leader)
+            membership.next_watchers = watchers
         survivors = set(self._next.members)
         waiting: set[NodeId] = set()
         for shard in self._shards.values():

@@ -894,6 +894,7 @@ class ObjectHost:
         if replica.recovered is not None:
             held.append((replica.recovered[1], -members.index(self.node_id), self.node_id))
         if not held:
+            replica.ends = None  # nobody to take it from: it now waits like any holderless shard
             self._out.append(
                 StateWaiting(
                     *replica.key,

@@ -137,7 +137,8 @@ class Simulation:
         self._paxos_shards: dict[tuple[int, int, int], tuple[NodeId, ...]] = {}
         self._shard_names: dict[tuple[int, int, int], tuple[str, int, int]] = {}
         """(type name, subgroup index, shard) of each (epoch, subgroup id, shard)."""
-        self._founded: set[tuple[NodeId, int]] = set()
+        self._founded: set[tuple[NodeId, View]] = set()
+        """(member, view) of each view a restart founded."""
         self._restarting: set[NodeId] = set()
         """Crashed members with a restart scheduled: frames sent to them after their crash
         wait for them (a peer's TCP link keeps them queued while it reconnects)."""
@@ -519,7 +520,7 @@ class Simulation:
         self.host_failed.pop(member, None)
         epoch = last.epoch + 1
         self.restarts.append((self.now, member, View(epoch, last.members)))
-        self._founded.add((member, epoch))
+        self._founded.add((member, View(epoch, last.members)))
         self.recorder.record_restart(member, epoch)
         node = Node(
             member,
@@ -597,15 +598,28 @@ class Simulation:
 
     def durability_violations(self) -> list[str]:
         """The ``Paxos`` delivery rule, checked after the fact: every delivery of a message
-        came after it was durable at each member of its shard that lived on into a later view
-        or is still running (members that failed in that view may not have logged what the
-        ragged-edge cleanup delivered)."""
+        came after it was durable at each member of its shard, but for members the next two
+        views removed (a member that failed or was suspected during a view change may not
+        have logged what the ragged-edge cleanup delivered). Views a restart founded do not
+        count, and deliveries in a view a restart founded again (its logs missed the view)
+        are not the group's."""
         violations: list[str] = []
-        running = set(self.running)
+        installed: dict[int, tuple[NodeId, ...]] = {}
+        for node, views in self.recorder.views.items():
+            for view in views:
+                if (node, view) not in self._founded:
+                    installed.setdefault(view.epoch, view.members)
+        founded_members = {(node, view.epoch): view.members for node, view in self._founded}
         for member, at, key in self._paxos_deliveries:
             epoch, subgroup, shard, _, _ = key
+            again = founded_members.get((member, epoch))
+            if again is not None and installed.get(epoch, again) != again:
+                continue  # delivered in a view its restart founded again: not the group's
+            # A member the cleanup did not wait for had failed or was suspected: the next
+            # view, or the one after (a suspicion after the change was final), removes it.
+            following = [installed[e] for e in (epoch + 1, epoch + 2) if e in installed]
             for peer in self._paxos_shards.get((epoch, subgroup, shard), ()):
-                if self._last_epoch.get(peer, -1) <= epoch and peer not in running:
+                if any(peer not in members for members in following):
                     continue
                 durable = self.disks.durable_at(peer, key)
                 if durable is None or durable > at:
@@ -753,7 +767,7 @@ class Simulation:
             self._trace.update(f"D{node_id} {event.sender}:{event.index} {digest}".encode())
         elif isinstance(event, ViewInstalled):
             self._trace.update(f"V{node_id} {event.view.epoch} {event.view.members}".encode())
-            if (node_id, event.view.epoch) not in self._founded:
+            if (node_id, event.view) not in self._founded:
                 # A view a restart founds does not say the member lived through the last one.
                 self._last_epoch[node_id] = event.view.epoch
             # The first install of an epoch is the view the group agreed on: a member whose

@@ -615,6 +615,10 @@ def run_simulation(spec: SimulationSpec) -> SimulationReport:
         )
     run.schedule()
     bound = 20 * spec.config.heartbeat_timeout
+    if spec.total_crash:
+        # Restarted founders wait startup_timeout for the members that do not come back:
+        # the group may look at rest before that, with a restart still short of a member.
+        sim.run(until=run.quiet_at)
     settled = sim.settle(limit=run.quiet_at + bound)
     sim.record_states()
     running = sim.running
