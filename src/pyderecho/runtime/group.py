@@ -141,9 +141,9 @@ class Group:
             recovery = await asyncio.to_thread(load_recovery, settings.data_dir)
             transport, addresses = build_transport(settings, shm_dir=shm_dir)
             others = [m.id for m in settings.members if m.id != settings.member_id]
-            if recovery is not None:
-                pass  # a restart from logs: its view comes from the logs, not the settings
-            elif join and settings.contacts:
+            # A restart from logs takes its view from the logs: neither the contacts nor the
+            # founding members of the settings apply.
+            if recovery is None and join and settings.contacts:
                 assert isinstance(transport, TcpTransport), "config allows contacts with tcp only"
                 try:
                     found = await identify_contacts(transport, settings, known=others)
@@ -152,7 +152,11 @@ class Group:
                     raise
                 others += [m for m in found if m not in others]
                 addresses = found | addresses
-            elif not join and settings.member_id not in {m.id for m in settings.members}:
+            elif (
+                recovery is None
+                and not join
+                and settings.member_id not in {m.id for m in settings.members}
+            ):
                 await transport.close()
                 raise settings.error(
                     "members", f"member {settings.member_id} founds the group but is not listed"

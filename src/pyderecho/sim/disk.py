@@ -186,6 +186,11 @@ class SimDisks:
         disk.waiting.clear()
         disk.syncing.clear()
 
+    def failed(self, member: NodeId) -> bool:
+        """The member's disk failed: nothing on it counts any more."""
+        disk = self._disks.get(member)
+        return disk is not None and bool(disk.failed)
+
     def durable_at(self, member: NodeId, key: RecordKey) -> float | None:
         """When ``member`` had the record durable, if ever."""
         disk = self._disks.get(member)

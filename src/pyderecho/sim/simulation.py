@@ -600,7 +600,8 @@ class Simulation:
         """The ``Paxos`` delivery rule, checked after the fact: every delivery of a message
         came after it was durable at each member of its shard, but for members the next two
         views removed (a member that failed or was suspected during a view change may not
-        have logged what the ragged-edge cleanup delivered). Views a restart founded do not
+        have logged what the ragged-edge cleanup delivered) and members whose disk failed.
+        Views a restart founded do not
         count, and deliveries in a view a restart founded again (its logs missed the view)
         are not the group's."""
         violations: list[str] = []
@@ -619,8 +620,8 @@ class Simulation:
             # view, or the one after (a suspicion after the change was final), removes it.
             following = [installed[e] for e in (epoch + 1, epoch + 2) if e in installed]
             for peer in self._paxos_shards.get((epoch, subgroup, shard), ()):
-                if any(peer not in members for members in following):
-                    continue
+                if any(peer not in members for members in following) or self.disks.failed(peer):
+                    continue  # removed, or its disk failed: it holds nothing to restart from
                 durable = self.disks.durable_at(peer, key)
                 if durable is None or durable > at:
                     violations.append(
