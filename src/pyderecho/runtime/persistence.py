@@ -222,14 +222,15 @@ class ShardLogs:
         self.failed = ""
 
     def check_fresh(self) -> None:
-        """Refuse a data directory that holds logs of an earlier run: this version does not
-        restart from logs yet, and appending to them would mix two histories."""
+        """Refuse, on a first start, a data directory that holds logs of an earlier run:
+        appending to them would mix two histories. A restart from them goes through
+        :class:`~pyderecho.Group`, which rebuilds the replicas first (``recovered``)."""
         shards = self.data_dir / "shards"
         if shards.is_dir() and any(shards.iterdir()):
             raise EarlierRunData(
                 f"data_dir {self.data_dir} holds the logs of an earlier run of this member; "
-                "restarting a group from its logs is not supported yet, so move the directory "
-                "away (or point data_dir elsewhere) to start this member afresh"
+                "start it through Group to restart from them, or move the directory away (or "
+                "point data_dir elsewhere) to start this member afresh"
             )
         self._checked = True
 
