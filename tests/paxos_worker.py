@@ -49,10 +49,14 @@ async def main(args: argparse.Namespace) -> None:
         await group.wait_for_view(lambda view: len(view.members) == args.members, 60)
         emit(event="ready", member=group.member_id, epoch=group.view.epoch, entries=ledger.entries)
 
+        # Named after the view the run began in too: entries of a run before a restart and
+        # of the run after it never share a name.
+        run = group.view.epoch
+
         async def writer(lane: int) -> None:
             number = 0
             while True:
-                entry = f"{group.member_id}-{lane}-{number}"
+                entry = f"{group.member_id}-{run}-{lane}-{number}"
                 replies = await group.subgroup(Ledger).append(entry)
                 outcomes = set(replies.values())
                 if len(outcomes) != 1 or replies.errors:
