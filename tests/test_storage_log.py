@@ -494,6 +494,7 @@ def test_public_names_are_pinned() -> None:
         "SegmentedLog",
         "StorageFailed",
         "WriterStats",
+        "fsync_directory",
         "read_metadata",
         "write_atomic",
     ]

@@ -689,10 +689,7 @@ class ObjectHost:
                 # so it can still serve the shard's newcomers.
                 replica.obj, replica.skip_until = replica.recovered
                 replica.recovered = replica.ends = replica.chosen = None
-                buffered, replica.buffered = replica.buffered, []
-                for entry in buffered:
-                    if entry.position > replica.skip_until:
-                        self._apply(replica, entry.position, entry.sender, entry.call)
+                self._release_buffered(replica, replica.skip_until)
             if replica.obj is not None:
                 self._retired[key] = replica
         if self._restarting and self._restart_view is None:
@@ -861,15 +858,9 @@ class ObjectHost:
         """Once every shard member in the view has said how far it got, keep the furthest
         state (this member's own) or ask its holder for it."""
         assert replica.ends is not None
-        ref = next(
-            (
-                r
-                for r in self._refs.values()
-                if (r.type_name, r.subgroup_index, r.shard) == replica.key
-            ),
-            None,
-        )
-        if ref is None:
+        type_name, subgroup_index, shard = replica.key
+        ref = self.my_shard(type_name, subgroup_index)
+        if ref is None or ref.shard != shard:
             return  # no longer this member's shard: the view change dropped the replica
         chosen = replica.chosen
         if chosen is not None:
@@ -918,12 +909,19 @@ class ObjectHost:
         replica.recovered = replica.ends = None
         replica.obj = obj
         replica.skip_until = position
-        buffered, replica.buffered = replica.buffered, []
-        for entry in buffered:
-            if entry.position > position:
-                self._apply(replica, entry.position, entry.sender, entry.call)
+        self._release_buffered(replica, position)
         self._tell_view(replica)
         self._serve_waiting(replica)
+
+    def _release_buffered(self, replica: _Replica, position: Position) -> None:
+        """The replica now holds a state at ``position``: the deliveries it buffered while it
+        waited are either inside that state (their callers hear so) or applied after it."""
+        buffered, replica.buffered = replica.buffered, []
+        for entry in buffered:
+            if entry.position <= position:
+                self._caught_up(entry.sender, entry.call)
+            else:
+                self._apply(replica, entry.position, entry.sender, entry.call)
 
     def _tell_view(self, replica: _Replica) -> None:
         on_view = getattr(replica.obj, "on_view", None)
@@ -1110,7 +1108,6 @@ class ObjectHost:
         if replica.paxos:
             self._save(replica, position, bytes(data))
         replica.asking = None
-        buffered, replica.buffered = replica.buffered, []
         self._out.append(
             StateReceived(*replica.key, incoming.source, header.size, position, header.lost)
         )
@@ -1118,11 +1115,7 @@ class ObjectHost:
             self._out.append(
                 StateDigest(self.node_id, replica.key, position, received_digest, "received")
             )
-        for entry in buffered:
-            if entry.position <= position:
-                self._caught_up(entry.sender, entry.call)
-            else:
-                self._apply(replica, entry.position, entry.sender, entry.call)
+        self._release_buffered(replica, position)
         self._tell_view(replica)
         self._serve_waiting(replica)
 

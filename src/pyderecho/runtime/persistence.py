@@ -51,6 +51,7 @@ from pyderecho.storage import (
     GroupCommitWriter,
     SegmentedLog,
     StorageFailed,
+    fsync_directory,
     read_metadata,
 )
 
@@ -343,7 +344,7 @@ class ShardLogs:
             trash = directory.with_name(f".discarded-{directory.name}")
             shutil.rmtree(trash, ignore_errors=True)
             os.replace(directory, trash)
-            _fsync_directory(directory.parent)
+            fsync_directory(directory.parent)
             shutil.rmtree(trash, ignore_errors=True)
 
     def _durable_soon(self, shard: _ShardLog, seq: int) -> None:
@@ -408,11 +409,3 @@ class ShardLogs:
 
 def _nothing() -> None:
     """Metadata writes need no acknowledgement: the writer orders them with the records."""
-
-
-def _fsync_directory(directory: Path) -> None:
-    descriptor = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)

@@ -6,6 +6,7 @@ It depends on nothing else in pyderecho: ``runtime`` and ``sim`` use it.
 """
 
 from pyderecho.storage.errors import CorruptLog, StorageFailed
+from pyderecho.storage.files import fsync_directory
 from pyderecho.storage.log import DEFAULT_SEGMENT_BYTES, MAX_RECORD_BYTES, SegmentedLog
 from pyderecho.storage.metadata import read_metadata, write_atomic
 from pyderecho.storage.writer import GroupCommitWriter, WriterStats
@@ -18,6 +19,7 @@ __all__ = [
     "SegmentedLog",
     "StorageFailed",
     "WriterStats",
+    "fsync_directory",
     "read_metadata",
     "write_atomic",
 ]
