@@ -250,7 +250,11 @@ class ShardLogs:
                 if ref.layout.mode is Mode.PAXOS
             }
             for key in sorted(mine - self._mine):
-                self._discard(key)
+                try:
+                    self._discard(key)
+                except OSError as exc:  # StorageFailed among them: fail-stop, as any write
+                    self._fail(str(exc))
+                    return
             self._mine = mine
         self._view = _encoder.encode(ViewRecord(view.epoch, view.members, addresses))
         if self._writer is None and any(r.layout.mode is Mode.PAXOS for r in layout.shards):
