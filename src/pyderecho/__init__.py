@@ -39,7 +39,14 @@ from pyderecho.core.node import Node
 from pyderecho.core.view import NodeId, View
 from pyderecho.layouts import resolve_layout
 from pyderecho.replicated.context import CallContext, context
-from pyderecho.replicated.errors import CallAbandoned, MemberRemoved, NotInShard, RemoteError
+from pyderecho.replicated.errors import (
+    CallAbandoned,
+    HistoryTrimmed,
+    MemberRemoved,
+    NotInShard,
+    NotYetStable,
+    RemoteError,
+)
 from pyderecho.replicated.events import (
     StateLost,
     StateProgress,
@@ -47,6 +54,7 @@ from pyderecho.replicated.events import (
     UserCodeFailed,
 )
 from pyderecho.replicated.methods import ordered, query
+from pyderecho.replicated.versioned import Versioned
 from pyderecho.runtime.blocking import BlockingGroup, BlockingMember
 from pyderecho.runtime.group import Group, RawSubgroup, Replies, Subgroup
 from pyderecho.runtime.member import GroupStopped, Member, deliveries
@@ -64,6 +72,7 @@ __all__ = [
     "Event",
     "Group",
     "GroupStopped",
+    "HistoryTrimmed",
     "InadequateView",
     "LayoutFunction",
     "LocalProtocolError",
@@ -74,6 +83,7 @@ __all__ = [
     "Node",
     "NodeId",
     "NotInShard",
+    "NotYetStable",
     "NullsSent",
     "Paxos",
     "PeerMessage",
@@ -94,6 +104,7 @@ __all__ = [
     "Subgroup",
     "Suspected",
     "UserCodeFailed",
+    "Versioned",
     "View",
     "ViewInstalled",
     "ViewLayout",

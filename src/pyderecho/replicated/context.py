@@ -25,6 +25,18 @@ class CallContext(msgspec.Struct, frozen=True):
     records: the caller's clock at send, raised where needed so that it rises strictly in the
     shard's order. ``group`` is the running group (None in the simulator), for calls to other
     subgroups from a query method.
+
+    ``applied_version`` and ``applied_timestamp`` are set for queries only: how far the state
+    the query reads has come, which is what makes a read in the past final (the *stability
+    frontier*: versions, and in a ``Paxos`` shard timestamps, rise strictly in the shard's
+    order, so no later update can land at or before them). ``applied_version`` is the last
+    update the replica's state holds, (epoch, 0) before the first one of view ``epoch``.
+    ``applied_timestamp``, in a ``Paxos`` shard, is the largest timestamp among the updates
+    this replica applied since it started or received its state (0.0 before the first: the
+    timestamp a restored state reaches is not known here, so this lags and never leads);
+    None in other modes, whose timestamps are callers' clocks. In an ordered method both are
+    None: the call itself is the latest update (``version``, ``timestamp``), and a replay
+    from the log after a restart runs it with the same context.
     """
 
     caller: NodeId
@@ -34,6 +46,8 @@ class CallContext(msgspec.Struct, frozen=True):
     version: tuple[int, int] | None
     timestamp: float
     group: Any
+    applied_version: tuple[int, int] | None = None
+    applied_timestamp: float | None = None
 
     # A msgspec struct, not a dataclass: one is made per call, and a frozen dataclass's
     # construction was the largest single cost of applying a call after the method itself.

@@ -44,3 +44,15 @@ class NotInShard(LocalProtocolError):
 class CallAbandoned(LocalProtocolError):
     """An ordered call was not delivered in its view and this member no longer sends in that
     subgroup in the next, so nobody will run it."""
+
+
+class NotYetStable(LookupError):
+    """A read of a :class:`~pyderecho.Versioned` field at a version or time past the shard's
+    stability frontier: the answer could still change, so none is given. It becomes readable
+    once this replica has applied an update at or after that version or time (ask again)."""
+
+
+class HistoryTrimmed(LookupError):
+    """A read of a :class:`~pyderecho.Versioned` field before the oldest entry it keeps (its
+    ``keep=`` bound dropped the older ones); the message says the oldest readable version and
+    time."""

@@ -172,6 +172,10 @@ class _Replica:
     heard_ends: set[NodeId] = field(default_factory=set)
     since_save: int = 0
     """Paxos: updates applied since the last snapshot was asked for."""
+    applied_timestamp: float = 0.0
+    """Paxos: the largest timestamp of the updates this replica applied itself, what a query
+    is told as its frontier in time (0.0 until the first: a restored state does not say
+    which timestamp it reaches)."""
 
 
 @dataclass
@@ -483,6 +487,10 @@ class ObjectHost:
     ) -> None:
         if call is None:
             return  # counted as malformed: nobody waits for a reply to bytes that are no call
+        if replica.paxos:
+            # The largest, not the last: should a view's first timestamps fall below the
+            # view before's (they rise strictly within a view), the frontier stays put.
+            replica.applied_timestamp = max(replica.applied_timestamp, call.timestamp)
         spec = replica.spec.methods.get(call.method)
         if spec is None or spec.kind != "ordered":
             self._reply(
@@ -618,7 +626,16 @@ class ObjectHost:
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             self._send(src, QueryReply(request.query_id, _error("InvalidArguments", str(exc))))
             return
-        call = ctx.CallContext(src, self.node_id, key, None, 0.0, self.group)
+        call = ctx.CallContext(
+            src,
+            self.node_id,
+            key,
+            None,
+            0.0,
+            self.group,
+            applied_version=_state_position(replica),
+            applied_timestamp=replica.applied_timestamp if replica.paxos else None,
+        )
         context = contextvars.copy_context()
         context.run(ctx.enter, call)
         try:
