@@ -20,6 +20,7 @@ from pyderecho.core.config import CoreConfig
 from pyderecho.core.errors import LocalProtocolError
 from pyderecho.core.events import Delivered, Event, Persisted, PersistRequested, Stopped
 from pyderecho.core.layout import Allocation, Mode, ShardLayout, every_member, layout_of, sharded
+from pyderecho.core.membership import Membership
 from pyderecho.core.multicast import ShardMulticast
 from pyderecho.core.node import Node
 from pyderecho.core.sst import ShardTable
@@ -273,6 +274,20 @@ def test_the_sweep_covers_total_crashes_and_restarts() -> None:
     run.schedule()
     run.sim.settle(limit=run.quiet_at + 20)
     assert run.sim.restarts, "members restarted from their disks"
+
+
+def test_echoing_a_commit_before_logging_it_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the commit log, a view can be installed while the logs of a majority of the
+    view before do not hold it: a total crash then lets restarted members found an older
+    view than others did, or lose what the newer view delivered."""
+    monkeypatch.setattr(Membership, "commit_to_log", property(lambda self: None))
+    specs = [s for s in map(paxos_scenario, range(400)) if s.total_crash][:60]
+    caught: list[str] = []
+    for spec in specs:
+        caught += run_simulation(spec).violations
+        if caught:
+            break
+    assert any(v.startswith(("restart-conflict", "durab", "grown")) for v in caught), caught[:3]
 
 
 def test_a_restart_that_replays_one_record_too_few_is_caught(

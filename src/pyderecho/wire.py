@@ -183,6 +183,28 @@ class Removed(msgspec.Struct, frozen=True, array_like=True, tag="x"):
     epoch: int
 
 
+class RestartPhase(enum.IntEnum):
+    RESTARTING = 0
+    """Still agreeing on the view to found."""
+    FOUNDED = 1
+    """Runs the view its restart founded: a member of it that restarts later joins in."""
+    RUNNING = 2
+    """Runs a later view: the group went on."""
+
+
+class RestartState(msgspec.Struct, frozen=True, array_like=True, tag="s"):
+    """After the whole group stopped: the newest view the sender's logs hold (see
+    :mod:`pyderecho.core.restart`), or, once it runs again, the view it runs."""
+
+    epoch: int
+    members: tuple[int, ...]
+    committed_only: bool
+    """A commit of the view the sender logged but never installed."""
+    leader_rank: int
+    """The rank, in the view before, of the leader that made that commit."""
+    phase: RestartPhase
+
+
 ShardMessage = ShardRow | Data | Nulls | Block
 """Messages that belong to one shard of one epoch."""
 
@@ -197,6 +219,7 @@ WireMessage = (
     | Welcome
     | Removed
     | P2P
+    | RestartState
 )
 
 _encoder = msgspec.msgpack.Encoder()

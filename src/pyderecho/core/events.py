@@ -75,6 +75,21 @@ class LogRecord(msgspec.Struct, frozen=True, array_like=True, gc=False):
 
 
 @dataclass(frozen=True, slots=True)
+class CommitLogRequested:
+    """In a group with ``Paxos`` shards: this member holds a commit of the next view, and
+    asks the driver to log it durably (with where its members listen, ``addresses`` in
+    ``view.members`` order) and then to report
+    :meth:`~pyderecho.core.node.Node.commit_logged`. Until then the member does not show the
+    commit to anyone, so every view that is installed anywhere is in the logs of a majority
+    of the view before: a restart after a total crash finds it (:mod:`pyderecho.core.restart`).
+    ``leader_rank`` is the committing leader's rank in the current view."""
+
+    view: View
+    leader_rank: int
+    addresses: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class PersistRequested:
     """A ``Paxos`` shard asks the driver to log ``records`` durably, after everything it asked
     before, and then to report :meth:`~pyderecho.core.node.Node.persisted` with ``upto``.
@@ -177,5 +192,6 @@ Event = (
     | Abandoned
     | PeerMessage
     | PersistRequested
+    | CommitLogRequested
     | Persisted
 )

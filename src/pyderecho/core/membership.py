@@ -88,9 +88,12 @@ class Membership:
         *,
         suspected: set[NodeId] | None = None,
         founding: bool = False,
+        log_commits: bool = False,
     ) -> None:
         """``founding``: this view starts the group (its first view, or the view a restart
-        from logs begins with), so members may take a while to show up."""
+        from logs begins with), so members may take a while to show up. ``log_commits``: the
+        group keeps logs (it has ``Paxos`` shards), so a commit of the next view is logged
+        (:attr:`commit_to_log`) before this member's row shows it to anyone."""
         self.me = me
         self.view = view
         self.config = config
@@ -107,6 +110,9 @@ class Membership:
         self.committed = 0
         self.final = 0
         self.leaving = False
+        self.log_commits = log_commits
+        self.logged_commit: View | None = None
+        """The commit of the next view the driver has logged durably."""
         self.stopped = ""
         """Why this member stopped, empty while it runs."""
         self.last_heard = dict.fromkeys(view.members, now)
@@ -152,6 +158,24 @@ class Membership:
     def leads(self) -> bool:
         """This member leads the change in this view (it welcomes the joiners)."""
         return self._leading is not None
+
+    @property
+    def commit_to_log(self) -> View | None:
+        """The next view this member holds a commit of but has not logged yet: its row waits
+        until the driver has (:meth:`commit_logged`). Since a change is final only once every
+        unsuspected member echoed its commit, every view anyone installs is then in the logs of
+        a majority of this view: what a restart after a total crash relies on to find it."""
+        if not self.log_commits or not self.committed:
+            return None
+        committed = next_view(self.view, self.changes[: self.committed])
+        return None if committed == self.logged_commit else committed
+
+    def commit_logged(self, view: View) -> None:
+        self.logged_commit = view
+
+    @property
+    def leader_rank(self) -> int:
+        return self.view.rank_of(self.leader)
 
     def next_deadline(self) -> float:
         return min(self._next_heartbeat, self._last_tick + self.config.heartbeat_interval)
@@ -412,6 +436,8 @@ class Membership:
         return next(m for m in self.view.members if m not in self.suspected)
 
     def _push(self) -> None:
+        if self.commit_to_log is not None:
+            return  # the row goes once the commit it shows is logged; it stays dirty till then
         self.version += 1
         row = MembershipRow(
             epoch=self.view.epoch,

@@ -23,15 +23,23 @@ from pyderecho.core.config import CoreConfig
 from pyderecho.core.errors import LocalProtocolError, RemoteProtocolError
 from pyderecho.core.events import (
     Abandoned,
+    CommitLogRequested,
     Event,
     PeerMessage,
     Stopped,
     Suspected,
     ViewInstalled,
 )
-from pyderecho.core.layout import LayoutFunction, ViewLayout, compute_layout, describe_function
+from pyderecho.core.layout import (
+    LayoutFunction,
+    Mode,
+    ViewLayout,
+    compute_layout,
+    describe_function,
+)
 from pyderecho.core.membership import Membership, next_view, ragged_edge_step, watchers_of
 from pyderecho.core.multicast import Outbox, SendClock, ShardMulticast
+from pyderecho.core.restart import Found, LoggedView, RestartAgreement
 from pyderecho.core.view import NodeId, View
 from pyderecho.wire import (
     P2P,
@@ -43,6 +51,8 @@ from pyderecho.wire import (
     JoinRequest,
     MembershipRow,
     Removed,
+    RestartPhase,
+    RestartState,
     Welcome,
     WireMessage,
     decode,
@@ -78,9 +88,12 @@ class Node:
         contacts: Sequence[NodeId] = (),
         addresses: Mapping[NodeId, str] | None = None,
         layout_cache: MutableMapping[tuple[int, tuple[NodeId, ...]], ViewLayout] | None = None,
+        restart: LoggedView | None = None,
     ) -> None:
         """A founding member of ``view``, or, with ``view=None``, a process that joins the
-        group through ``contacts``.
+        group through ``contacts``, or, with ``restart``, a member restarting from its logs
+        after the whole group stopped: it agrees with the others on the view to found
+        (:mod:`.restart`), the newest its logs hold being ``restart``.
 
         ``addresses`` says where members listen, for transports that dial them; this node's own
         entry is what it tells the group when it joins. Joins and welcomes keep the map
@@ -92,7 +105,9 @@ class Node:
         """
         if view is not None and node_id not in view:
             raise LocalProtocolError(f"node {node_id} is not a member of view {view.epoch}")
-        if view is None and not contacts:
+        if restart is not None and view is not None:
+            raise LocalProtocolError("a restart from logs founds the view it agrees on")
+        if view is None and not contacts and restart is None:
             raise LocalProtocolError("a joining node needs at least one contact")
         self.node_id = node_id
         self.config = config or CoreConfig()
@@ -117,6 +132,12 @@ class Node:
         self.addresses: dict[NodeId, str] = dict(addresses or {})
         self._join_attempt = 0
         self._next_join = now
+        self._restart = None if restart is None else RestartAgreement(node_id, restart)
+        self.founded: View | None = None
+        """The view this member's restart from logs founded."""
+        self._log_commits = False
+        """Some view had ``Paxos`` shards: the driver keeps logs, views' commits go in them."""
+        self._commit_requested: View | None = None
         self._leave_requested = False
         self._next: View | None = None
         self._previous: Membership | None = None
@@ -129,6 +150,8 @@ class Node:
         """The last adequate layout before the current view's (see ``ViewInstalled.previous``)."""
         if view is not None:
             self._install(view, now, previous=None, founding=True)
+        elif restart is not None:
+            self._agree(now)
 
     def _layout_for(self, view: View) -> ViewLayout:
         """The view's layout; raises :class:`LayoutFailed` when the application's function
@@ -216,6 +239,17 @@ class Node:
         shard.persisted(upto)
         self._advance(now)
 
+    def commit_logged(self, view: View, now: float) -> None:
+        """The driver logged durably the commit of ``view`` that
+        :class:`~pyderecho.core.events.CommitLogRequested` asked for: the row that shows it
+        may go. A report of a commit no longer held is ignored."""
+        if self.stopped or self.membership is None:
+            return
+        self._clock.now = now
+        if self.membership.commit_to_log == view:
+            self.membership.commit_logged(view)
+        self._advance(now)
+
     def leave(self, now: float) -> None:
         """Leave the group once every message this member sent has been delivered."""
         self._leave_requested = True
@@ -262,6 +296,11 @@ class Node:
         self._buffers.trim(now)
         if self.membership is not None:
             self.membership.tick(now)
+        elif self._restart is not None:
+            if now >= self._next_join:
+                self._next_join = now + self.config.heartbeat_interval
+                state = self._restart.mine.state(RestartPhase.RESTARTING)
+                self._outbox.extend((peer, state) for peer in self._restart.waiting_for())
         elif now >= self._next_join:
             contact = self._contacts[self._join_attempt % len(self._contacts)]
             self._join_attempt += 1
@@ -340,6 +379,9 @@ class Node:
         if isinstance(message, JoinRequest):
             self._on_join_request(src, message, now)
             return
+        if isinstance(message, RestartState):
+            self._on_restart_state(src, message, now)
+            return
         if isinstance(message, P2P):
             if membership is not None:
                 membership.heard_from(src, now)
@@ -404,6 +446,34 @@ class Node:
             self._previous.receive_row(src, message, now)
             self._previous.step(now)
 
+    def _on_restart_state(self, src: NodeId, state: RestartState, now: float) -> None:
+        agreement = self._restart
+        if agreement is not None:
+            agreement.receive(src, state)
+            if src not in agreement.told:
+                agreement.told.add(src)
+                self._outbox.append((src, agreement.mine.state(RestartPhase.RESTARTING)))
+            self._agree(now)
+        elif self.membership is not None and state.phase is RestartPhase.RESTARTING:
+            # A member restarting late asks: it joins the view a restart founded, or learns
+            # that the group went on without it.
+            phase = RestartPhase.FOUNDED if self.view == self.founded else RestartPhase.RUNNING
+            self._outbox.append((src, LoggedView(self.view).state(phase)))
+
+    def _agree(self, now: float) -> None:
+        """Found the view the restart agreement settled on, or stop if it excludes us."""
+        assert self._restart is not None
+        outcome = self._restart.outcome()
+        if outcome is None:
+            return
+        self._restart = None
+        if isinstance(outcome, Found):
+            self.founded = outcome.view
+            self._log_commits = True  # it restarted from logs, so the group keeps them
+            self._install(outcome.view, now, previous=None, founding=True)
+        else:
+            self._stop(outcome.reason)
+
     def _on_join_request(self, src: NodeId, request: JoinRequest, now: float) -> None:
         membership = self.membership
         if membership is None:
@@ -441,6 +511,7 @@ class Node:
             if self._leave_requested and not membership.leaving and self._flushed():
                 membership.request_leave(now)
             membership.step(now)
+            self._request_commit_log(membership)
             if len(membership.suspected) > len(self._reported):
                 news = sorted(membership.suspected - self._reported)
                 self._reported.update(news)
@@ -454,6 +525,18 @@ class Node:
             if self.membership is membership:
                 break
         self._flush()
+
+    def _request_commit_log(self, membership: Membership) -> None:
+        committed = membership.commit_to_log
+        if committed is None or committed == self._commit_requested:
+            return
+        self._commit_requested = committed
+        known = dict(self.addresses)
+        known.update(
+            (c.node, c.address) for c in membership.changes[: membership.committed] if c.address
+        )
+        addresses = tuple(known.get(m, "") for m in committed.members)
+        self._events.append(CommitLogRequested(committed, membership.leader_rank, addresses))
 
     def _flushed(self) -> bool:
         return all(shard.flushed for shard in self._shards.values())
@@ -520,6 +603,8 @@ class Node:
         self._shards.clear()
         self._by_subgroup.clear()
         suspected = old.suspected if old is not None else set()
+        if layout.adequate and any(r.layout.mode is Mode.PAXOS for r in layout.shards):
+            self._log_commits = True
         self.membership = Membership(
             self.node_id,
             view,
@@ -528,6 +613,7 @@ class Node:
             now,
             suspected=suspected,
             founding=founding,
+            log_commits=self._log_commits,
         )
         self._reported = set(self.membership.suspected)
         if self.layout.adequate:

@@ -43,7 +43,7 @@ from pyderecho.replicated.host import ObjectHost
 from pyderecho.replicated.recovery import rebuild
 from pyderecho.runtime.connect import bound_address, build_transport, identify_contacts
 from pyderecho.runtime.member import GroupStopped, Member
-from pyderecho.runtime.persistence import EarlierRunData, Recovery, ShardKey, load_recovery
+from pyderecho.runtime.persistence import Recovery, ShardKey, load_recovery
 from pyderecho.storage import DEFAULT_SEGMENT_BYTES
 from pyderecho.transport.base import Transport
 from pyderecho.transport.tcp import TcpTransport
@@ -256,8 +256,12 @@ class Group:
         )
         view = None if members is None else View(0, tuple(members))
         recovered: frozenset[ShardKey] | None = None
+        restart = None
         if recovery is not None:
-            view, addresses = _restart_view(member_id, recovery, addresses, data_dir)
+            # The members agree on the view to found from their logs (pyderecho.core.restart);
+            # the last view this member logged says whom to ask, and where they listened.
+            view, restart = None, recovery.newest
+            addresses = recovery.addresses | dict(addresses)
             rebuilt = _rebuild(host, member_id, recovery)
             host.restart(rebuilt)
             recovered = frozenset(rebuilt)
@@ -267,8 +271,9 @@ class Group:
             layout,
             config,
             now=asyncio.get_running_loop().time(),
-            contacts=() if view is not None else contacts,
+            contacts=() if view is not None or restart is not None else contacts,
             addresses=addresses,
+            restart=restart,
         )
         member = Member(
             node, transport, data_dir=data_dir, recovered=recovered, segment_bytes=segment_bytes
@@ -620,26 +625,6 @@ def _settings(config: str | Path | Settings | None, member_id: NodeId | None) ->
     if member_id is not None and member_id != settings.member_id:
         settings = dataclasses.replace(settings, member_id=member_id)
     return settings
-
-
-def _restart_view(
-    member_id: NodeId,
-    recovery: Recovery,
-    addresses: Mapping[NodeId, str],
-    data_dir: Path | None,
-) -> tuple[View, dict[NodeId, str]]:
-    """The view a restart from logs begins with: the last view this member installed, one
-    epoch on. Members that do not come back are suspected after ``startup_timeout`` and the
-    group goes on without them, if a majority of that view came back."""
-    last = recovery.view
-    if member_id not in last.members:
-        raise EarlierRunData(
-            f"data_dir {data_dir} belongs to member {member_id}, which was not in the last view "
-            f"it logged (view {last.epoch}: {list(last.members)}); it cannot restart from "
-            "these logs: move the directory away and join the group as a new member"
-        )
-    known = {m: a for m, a in zip(last.members, last.addresses, strict=False) if a}
-    return View(last.epoch + 1, last.members), known | dict(addresses)
 
 
 def _rebuild(

@@ -16,7 +16,14 @@ from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
-from pyderecho.core.events import Delivered, Event, PersistRequested, Stopped, ViewInstalled
+from pyderecho.core.events import (
+    CommitLogRequested,
+    Delivered,
+    Event,
+    PersistRequested,
+    Stopped,
+    ViewInstalled,
+)
 from pyderecho.core.node import Node
 from pyderecho.core.view import NodeId, View
 from pyderecho.runtime.persistence import ShardKey, ShardLogs
@@ -216,6 +223,18 @@ class Member:
         if self._loop is not None:
             self._closing = self._loop.create_task(self.transport.close())
 
+    def _log_commit(self, request: CommitLogRequested) -> None:
+        if self.logs is None:
+            # Nothing to restart from here: this member counts for no restart, and its row
+            # need not wait (another member holds the group's logs).
+            asyncio.get_running_loop().call_soon(self._on_commit_logged, request.view)
+            return
+        self.logs.log_commit(request, self._on_commit_logged)
+
+    def _on_commit_logged(self, view: View) -> None:
+        self.node.commit_logged(view, self._now())
+        self._step()
+
     def _persist(self, request: PersistRequested) -> None:
         if self.logs is None:
             self._no_data_dir()
@@ -257,6 +276,9 @@ class Member:
             for event in events:
                 if isinstance(event, PersistRequested):
                     self._persist(event)
+                    continue
+                if isinstance(event, CommitLogRequested):
+                    self._log_commit(event)
                     continue
                 if isinstance(event, ViewInstalled):
                     self._connect_known()

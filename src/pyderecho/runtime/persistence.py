@@ -11,6 +11,8 @@ Layout of a member's data directory::
 
     DATA_DIR/
       view                      the last installed view (metadata: written atomically)
+      commit                    a commit of the next view, logged before this member shows
+                                it to anyone (pyderecho.core.restart says why)
       shards/TYPE.INDEX.SHARD/  per shard this member holds:
         snapshot                the replica's state at a position (metadata)
         *.seg                   the log: the shard's updates, each with its position
@@ -43,8 +45,9 @@ from pathlib import Path
 
 import msgspec
 
-from pyderecho.core.events import PersistRequested
+from pyderecho.core.events import CommitLogRequested, PersistRequested
 from pyderecho.core.layout import Mode, ViewLayout
+from pyderecho.core.restart import LoggedView
 from pyderecho.core.view import NodeId, View
 from pyderecho.storage import (
     DEFAULT_SEGMENT_BYTES,
@@ -82,6 +85,16 @@ class ViewRecord(msgspec.Struct, frozen=True, array_like=True):
     epoch: int
     members: tuple[int, ...]
     addresses: tuple[str, ...] = ()
+
+
+class CommitRecord(msgspec.Struct, frozen=True, array_like=True):
+    """The ``commit`` metadata file: a commit of the view after the one in ``view``, by the
+    leader of ``leader_rank``; stale once ``view`` reaches its epoch."""
+
+    epoch: int
+    members: tuple[int, ...]
+    addresses: tuple[str, ...]
+    leader_rank: int
 
 
 class SnapshotFile(msgspec.Struct, frozen=True, array_like=True):
@@ -139,6 +152,25 @@ class Recovery:
     shards: dict[ShardKey, RecoveredShard]
     ignored: dict[ShardKey, str]
     """Shard directories that cannot rebuild a replica, and why."""
+    commit: CommitRecord | None = None
+    """A commit of the view after ``view``, logged but never installed."""
+
+    @property
+    def newest(self) -> LoggedView:
+        """The newest view the logs hold: what this member brings to the restart agreement."""
+        commit = self.commit
+        if commit is not None:
+            return LoggedView(View(commit.epoch, commit.members), True, commit.leader_rank)
+        return LoggedView(View(self.view.epoch, self.view.members))
+
+    @property
+    def addresses(self) -> dict[NodeId, str]:
+        """Where the members of the logged views listened: a restart dials them there."""
+        known = {m: a for m, a in zip(self.view.members, self.view.addresses, strict=False) if a}
+        if self.commit is not None:
+            pairs = zip(self.commit.members, self.commit.addresses, strict=False)
+            known.update((m, a) for m, a in pairs if a)
+        return known
 
 
 def load_recovery(data_dir: Path) -> Recovery | None:
@@ -173,7 +205,13 @@ def load_recovery(data_dir: Path) -> Recovery | None:
                 truncated = log.truncated_bytes
             state = msgspec.msgpack.decode(snapshot, type=SnapshotFile)
             shards[key] = RecoveredShard(state, records, truncated)
-    return Recovery(view, shards, ignored)
+    commit_data = read_metadata(data_dir / "commit")
+    commit = None
+    if commit_data is not None:
+        commit = msgspec.msgpack.decode(commit_data, type=CommitRecord)
+        if commit.epoch <= view.epoch:
+            commit = None  # installed since: the view file says all there is
+    return Recovery(view, shards, ignored, commit)
 
 
 @dataclass(slots=True)
@@ -268,6 +306,29 @@ class ShardLogs:
             self._writer = GroupCommitWriter(self._name, self._failed_soon)
         if self._writer is not None:
             self._writer.submit_metadata(self.data_dir / "view", self._view, _nothing)
+
+    def log_commit(self, request: CommitLogRequested, done: Callable[[View], None]) -> None:
+        """Log the commit of the next view; ``done(view)`` runs on the loop once durable."""
+        if self.failed:
+            return
+        view = request.view
+        record = CommitRecord(view.epoch, view.members, request.addresses, request.leader_rank)
+        if self._writer is None:
+            try:
+                self.data_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                self._fail(f"cannot create data_dir {self.data_dir}: {exc}")
+                return
+            self._writer = GroupCommitWriter(self._name, self._failed_soon)
+        loop = self._loop
+
+        def durable() -> None:  # on the writer thread
+            loop.call_soon_threadsafe(done, view)
+
+        try:
+            self._writer.submit_metadata(self.data_dir / "commit", _encoder.encode(record), durable)
+        except (StorageFailed, RuntimeError) as exc:
+            self._fail(str(exc))
 
     def persist(self, request: PersistRequested) -> None:
         """Log ``request``'s records; the core hears of it once they are durable."""

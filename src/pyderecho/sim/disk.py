@@ -24,6 +24,7 @@ import random
 from dataclasses import dataclass, field
 
 from pyderecho.core.events import PersistRequested
+from pyderecho.core.restart import LoggedView
 from pyderecho.core.view import NodeId, View
 
 RecordKey = tuple[int, int, int, int, int]
@@ -64,6 +65,7 @@ _Item = (
     tuple[str, ShardKey, PersistRequested]
     | tuple[str, ShardKey, Position, bytes]
     | tuple[str, View]
+    | tuple[str, LoggedView]
 )
 
 
@@ -76,6 +78,8 @@ class _Disk:
     durable_at: dict[RecordKey, float] = field(default_factory=dict)
     shards: dict[ShardKey, ShardData] = field(default_factory=dict)
     view: View | None = None
+    commit: LoggedView | None = None
+    """A commit of the view after ``view``, logged before the member showed it."""
     mine: set[ShardKey] = field(default_factory=set)
     failed: str = ""
     fail_next: str = ""
@@ -117,6 +121,10 @@ class SimDisks:
             return False
         return self._queue(member, ("view", view))
 
+    def log_commit(self, member: NodeId, commit: LoggedView) -> bool:
+        """Queue a commit of the next view; True when a sync must start now."""
+        return self._queue(member, ("commit", commit))
+
     def _queue(self, member: NodeId, item: _Item) -> bool:
         disk = self._disk(member)
         if disk.failed:
@@ -136,18 +144,26 @@ class SimDisks:
         """The member's next sync fails with ``reason``."""
         self._disk(member).fail_next = reason
 
-    def finish_sync(self, member: NodeId, now: float) -> tuple[list[PersistRequested], str]:
-        """End the sync in progress: the record requests it made durable, or an error."""
+    def finish_sync(
+        self, member: NodeId, now: float
+    ) -> tuple[list[PersistRequested], list[View], str]:
+        """End the sync in progress: the record requests and the commits it made durable,
+        or an error."""
         disk = self._disk(member)
         done, disk.syncing = disk.syncing, []
         if disk.fail_next:
             disk.failed, disk.fail_next = disk.fail_next, ""
             disk.waiting.clear()
-            return [], disk.failed
+            return [], [], disk.failed
         requests: list[PersistRequested] = []
+        commits: list[View] = []
         for item in done:
             if item[0] == "view":
                 disk.view = item[1]  # type: ignore[assignment]
+            elif item[0] == "commit":
+                commit: LoggedView = item[1]  # type: ignore[assignment]
+                disk.commit = commit
+                commits.append(commit.view)
             elif item[0] == "snapshot":
                 _, key, position, data = item  # type: ignore[misc]
                 disk.shards.setdefault(key, ShardData()).snapshot = (position, data)
@@ -155,7 +171,7 @@ class SimDisks:
                 _, key, request = item  # type: ignore[misc]
                 self._make_durable(disk, key, request, now)
                 requests.append(request)
-        return requests, ""
+        return requests, commits, ""
 
     def _make_durable(
         self, disk: _Disk, key: ShardKey, request: PersistRequested, now: float
@@ -196,13 +212,17 @@ class SimDisks:
         disk = self._disks.get(member)
         return None if disk is None else disk.durable_at.get(key)
 
-    def recovery(self, member: NodeId) -> tuple[View, dict[ShardKey, ShardData]] | None:
-        """What a restart of ``member`` reads back: its last durable view and, per shard with
-        a snapshot, the snapshot and records; None when it holds no view (nothing to restart
+    def recovery(self, member: NodeId) -> tuple[LoggedView, dict[ShardKey, ShardData]] | None:
+        """What a restart of ``member`` reads back: the newest view its disk holds (a logged
+        commit newer than its last installed view, or that view) and, per shard with a
+        snapshot, the snapshot and records; None when it holds no view (nothing to restart
         from). The disk is usable again (a failed disk stays failed)."""
         disk = self._disks.get(member)
         if disk is None or disk.view is None or disk.failed:
             return None
         shards = {k: d for k, d in disk.shards.items() if d.snapshot is not None}
         disk.mine = set(shards)
-        return disk.view, shards
+        commit = disk.commit
+        if commit is not None and commit.view.epoch > disk.view.epoch:
+            return commit, shards
+        return LoggedView(disk.view), shards

@@ -47,6 +47,7 @@ from typing import Any
 from pyderecho.core.config import CoreConfig
 from pyderecho.core.errors import LocalProtocolError
 from pyderecho.core.events import (
+    CommitLogRequested,
     Delivered,
     Event,
     MessageSent,
@@ -57,6 +58,7 @@ from pyderecho.core.events import (
 )
 from pyderecho.core.layout import LayoutFunction, Mode, ViewLayout
 from pyderecho.core.node import Node
+from pyderecho.core.restart import LoggedView
 from pyderecho.core.view import NodeId, View
 from pyderecho.history.checker import HistoryRecorder
 from pyderecho.history.records import StateRecord, payload_digest
@@ -138,6 +140,8 @@ class Simulation:
         self._shard_names: dict[tuple[int, int, int], tuple[str, int, int]] = {}
         """(type name, subgroup index, shard) of each (epoch, subgroup id, shard)."""
         self._founded: set[tuple[NodeId, View]] = set()
+        self._agreeing: set[NodeId] = set()
+        """Restarted members that have not founded their view yet."""
         """(member, view) of each view a restart founded."""
         self._restarting: set[NodeId] = set()
         """Crashed members with a restart scheduled: frames sent to them after their crash
@@ -513,22 +517,20 @@ class Simulation:
         if recovered is None:
             self.stats["restart_without_a_view"] += 1
             return
-        last, shards = recovered
+        newest, shards = recovered
         self._forget_incarnation(member)
         self.crashed.discard(member)
         self.stopped.pop(member, None)
         self.host_failed.pop(member, None)
-        epoch = last.epoch + 1
-        self.restarts.append((self.now, member, View(epoch, last.members)))
-        self._founded.add((member, View(epoch, last.members)))
-        self.recorder.record_restart(member, epoch)
+        self._agreeing.add(member)
         node = Node(
             member,
-            View(epoch, last.members),
+            None,
             self._layout,
             self.config,
             now=self.now,
             layout_cache=self._layouts,
+            restart=newest,
         )
         if self.types is not None:
             host = ObjectHost(member, self.types, record_digests=True)
@@ -584,7 +586,7 @@ class Simulation:
         """A sync ended: report what it made durable (the newest ``upto`` per shard and
         epoch), or stop the member if the disk failed; start the next sync if records
         wait."""
-        done, error = self.disks.finish_sync(node_id, self.now)
+        done, commits, error = self.disks.finish_sync(node_id, self.now)
         if error:
             node.fail(f"storage failed: {error} syncing the log of member {node_id}")
             return
@@ -593,6 +595,8 @@ class Simulation:
             upto[(request.subgroup, request.epoch)] = request.upto
         for (subgroup, epoch), last in upto.items():
             node.persisted(subgroup, epoch, last, self.now)
+        for view in commits:
+            node.commit_logged(view, self.now)
         if self.disks.pending(node_id):
             self._push(self.disks.start_sync(node_id, self.now), _SYNCED, node_id)
 
@@ -647,6 +651,9 @@ class Simulation:
                 if isinstance(event, PersistRequested):
                     shard_key = self._shard_names[(event.epoch, event.subgroup, event.shard)]
                     self._sync_if(node_id, self.disks.write(node_id, shard_key, event))
+                elif isinstance(event, CommitLogRequested):
+                    commit = LoggedView(event.view, True, event.leader_rank)
+                    self._sync_if(node_id, self.disks.log_commit(node_id, commit))
                 elif isinstance(event, ViewInstalled) and event.layout.adequate:
                     mine = {
                         (ref.type_name, ref.subgroup_index, ref.shard)
@@ -756,6 +763,13 @@ class Simulation:
         self._push(self.links.arrival(src, dst, len(frame), self.now), kind, dst, src, frame)
 
     def _record(self, node_id: NodeId, event: Event) -> None:
+        if isinstance(event, ViewInstalled) and node_id in self._agreeing:
+            # The first view of a restarted member: the one its restart agreement founded.
+            self._agreeing.discard(node_id)
+            assert event.view == self.nodes[node_id].founded, (node_id, event.view)
+            self.restarts.append((self.now, node_id, event.view))
+            self._founded.add((node_id, event.view))
+            self.recorder.record_restart(node_id, event.view.epoch)
         self.recorder.record_event(node_id, event)
         if not isinstance(event, MessageSent | NullsSent):
             self.last_progress = self.now

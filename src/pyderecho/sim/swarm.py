@@ -151,9 +151,9 @@ class SimulationReport:
     shard_moves: int = 0
     """Times a member went from one shard of a subgroup to another at a view change."""
     restart_conflicts: int = 0
-    """Members whose restart from logs founded an older view than another's (their newer
-    view file was not yet durable when everyone crashed). Restarts do not yet agree on the
-    view to found (docs/persistence.md): such runs are only checked for durability."""
+    """Members whose restart from logs founded a view other than the group's (older than
+    another restart's, or an epoch the group installed with other members): a violation of
+    the restart agreement (docs/persistence.md)."""
 
     def as_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -523,10 +523,17 @@ class _Run:
         recorder = sim.recorder
         complete = not self.spec.faulty
         members_of = recorder.members_of() if complete else None
-        if self.restart_conflicts():
-            # A known limit, counted in the report: restarted members founded views from
-            # logs of different views. What still must hold is that nothing delivered is lost.
-            return sim.durability_violations() + self._check_grown(settled=True)
+        conflicts = self.restart_conflicts()
+        if conflicts:
+            # The restart agreement failed: members founded different views. Nothing else
+            # about the run can be judged against one history, but durability still must hold.
+            founded = sorted({(v.epoch, v.members) for _, _, v in sim.restarts})
+            return [
+                f"restart-conflict: {conflicts} restarted members founded views other than "
+                f"the group's: {founded}",
+                *sim.durability_violations(),
+                *self._check_grown(settled=True),
+            ]
         problems = [str(v) for v in recorder.check(complete=complete, members_of=members_of)]
         if not settled and self._restart_lacks_a_majority():
             # Fewer than half of the view the restart founded came back from logs that reach
