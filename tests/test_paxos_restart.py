@@ -17,7 +17,17 @@ from typing import Any
 
 import msgspec
 
-from pyderecho import CoreConfig, Group, context, every_member, layout_of, ordered, query
+from pyderecho import (
+    CoreConfig,
+    Group,
+    View,
+    ViewInstalled,
+    context,
+    every_member,
+    layout_of,
+    ordered,
+    query,
+)
 from pyderecho.core.layout import Mode
 from pyderecho.replicated.events import StateReceived
 from pyderecho.runtime.persistence import (
@@ -291,10 +301,11 @@ def test_a_member_whose_view_file_is_older_joins_the_view_the_others_found(
     run(scenario, tmp_path)
 
 
-def test_a_member_removed_before_the_total_crash_stops_and_says_why(tmp_path: Path) -> None:
+def test_a_member_removed_before_the_total_crash_rejoins_with_the_state(tmp_path: Path) -> None:
     """Member 2 failed alone and the group went on without it; then everyone crashed. At the
-    restart its logs still name it, but the others' newer view excludes it: it stops with the
-    reason rather than found a view of its own, and the others come back without it."""
+    restart its logs still name it, but the others' newer view excludes it: rather than found
+    a view of its own, it joins the view the others found, and takes the state they kept
+    (its own log stops where it failed)."""
 
     async def scenario(cluster: Cluster) -> None:
         groups = await cluster.start_all([0, 1, 2])
@@ -306,12 +317,14 @@ def test_a_member_removed_before_the_total_crash_stops_and_says_why(tmp_path: Pa
         await cluster.crash_all()
 
         groups = await cluster.start_all([0, 1, 2])
-        reason = await asyncio.wait_for(groups[2].member.stopped(), WAIT)
-        assert "[0, 1]" in reason and "join the group as a new member" in reason, reason
-        for group in groups[:2]:
+        for group in groups:
+            await group.wait_for_view(lambda view: view.members == (0, 1, 2), WAIT)
             await group.wait_ready(Ledger, timeout=WAIT)
-            assert group.view.members == (0, 1)
-        check_replicas(groups[:2], early | late)
+        assert 2 in groups[0].view.joined, "member 2 came back as a joiner"
+        assert groups[2].member.node.rejoined
+        check_replicas(groups, early | late)
+        more = await write(groups, 3, "more")
+        check_replicas(groups, early | late | more)
 
     run(scenario, tmp_path)
 
@@ -321,23 +334,25 @@ def test_a_restart_follows_a_commit_that_a_majority_logged(tmp_path: Path) -> No
     installing it. That commit may have become final and been installed somewhere (a
     majority of the view logged it, which is what a final needs), so the restart takes it
     as the newest view: 0 and 1 found the view after it, and member 2, whom it excludes,
-    hears of it from whichever of them answers first and stops."""
+    hears of it from whichever of them answers first and joins that view anew."""
 
     async def scenario(cluster: Cluster) -> None:
         groups = await cluster.start_all([0, 1, 2])
         before = await write(groups, 5, "before")
         epoch = groups[0].view.epoch
         await cluster.crash_all()
-        commit = CommitRecord(epoch + 1, (0, 1), ("mem-0", "mem-1"), 0)
+        commit = CommitRecord(epoch + 1, (0, 1), ("mem-0", "mem-1"), failed=(2,))
         for member in (0, 1):
             write_atomic(cluster.data(member) / "commit", msgspec.msgpack.encode(commit))
 
         groups = await cluster.start_all([0, 1, 2])
-        reason = await asyncio.wait_for(groups[2].member.stopped(), WAIT)
-        assert "[0, 1]" in reason and "join the group as a new member" in reason, reason
-        for group in groups[:2]:
+        for group in groups:
+            await group.wait_for_view(lambda view: view.members == (0, 1, 2), WAIT)
             await group.wait_ready(Ledger, timeout=WAIT)
-            assert group.view.epoch == epoch + 2 and group.view.members == (0, 1)
-        check_replicas(groups[:2], before)
+        views = [e.view for e in cluster.events[0] if isinstance(e, ViewInstalled)]
+        founded = next(view for view in views if view.epoch > epoch)
+        assert founded == View(epoch + 2, (0, 1)), "0 and 1 founded the view after the commit"
+        assert "[0, 1]" in groups[2].member.node.rejoined
+        check_replicas(groups, before)
 
     run(scenario, tmp_path)

@@ -144,7 +144,8 @@ FAST = CoreConfig(heartbeat_interval=0.05, heartbeat_timeout=0.5, block_size=102
 
 def paxos_scenario(seed: int) -> SimulationSpec:
     """The replicated fault mix for ``seed`` with every shard in Paxos mode, failing disks
-    among the faults."""
+    among the faults, and crashed members that restart from their disks while the group runs
+    (they rejoin)."""
     rng = random.Random(seed)
     members = rng.randint(3, 7)
     budget = (members - 1) // 2
@@ -164,7 +165,7 @@ def paxos_scenario(seed: int) -> SimulationSpec:
         crash = rng.randint(0, budget)
         disk_failures = rng.randint(0, budget - crash)
         pauses = rng.randint(0, budget - crash - disk_failures)
-    return SimulationSpec(
+    spec = SimulationSpec(
         members=members,
         layout=layout,
         seed=seed,
@@ -181,6 +182,8 @@ def paxos_scenario(seed: int) -> SimulationSpec:
         link=rng.choice([LinkModel(), SLOW_LINKS]),
         disk=rng.choice([DiskModel(), SLOW_DISK]),
     )
+    # Drawn last, so that the draws above stay what they were for every seed.
+    return dataclasses.replace(spec, rejoin=rng.randint(0, crash))
 
 
 @pytest.mark.parametrize("seed", range(200))
@@ -270,10 +273,25 @@ def restart_runs(seeds: range) -> list[str]:
 def test_the_sweep_covers_total_crashes_and_restarts() -> None:
     specs = [paxos_scenario(seed) for seed in range(200)]
     assert sum(1 for s in specs if s.total_crash) >= 50
+    assert sum(1 for s in specs if s.rejoin) >= 30
     run = _Run(next(s for s in specs if s.total_crash))
     run.schedule()
     run.sim.settle(limit=run.quiet_at + 20)
     assert run.sim.restarts, "members restarted from their disks"
+
+
+def test_a_crashed_member_that_restarts_while_the_group_runs_rejoins() -> None:
+    for spec in [s for s in map(paxos_scenario, range(200)) if s.rejoin and not s.total_crash]:
+        run = _Run(spec)
+        run.schedule()
+        run.sim.settle(limit=run.quiet_at + 20)
+        if run.sim.rejoins:
+            break
+    else:
+        pytest.fail("no restarted member rejoined in the sweep's runs")
+    _, member, view = run.sim.rejoins[0]
+    assert member in view.joined, "it came back as a joiner, its earlier stint discarded"
+    assert run.check(settled=True) == []
 
 
 def test_echoing_a_commit_before_logging_it_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections import deque
 
 from pyderecho.core.config import CoreConfig
-from pyderecho.core.events import CommitLogRequested, PersistRequested, Stopped, ViewInstalled
+from pyderecho.core.events import PersistRequested, Stopped, ViewInstalled, ViewLogRequested
 from pyderecho.core.layout import Mode, every_member, layout_of
 from pyderecho.core.node import Node
-from pyderecho.core.restart import Found, LoggedView, Refused, RestartAgreement
+from pyderecho.core.restart import Found, Logs, Rejoin, RestartAgreement
 from pyderecho.core.view import View
 from pyderecho.wire import Heartbeat, MembershipRow, RestartPhase, RestartState, WireMessage
 
@@ -23,70 +23,123 @@ PAXOS = layout_of({"Ledger": every_member(Mode.PAXOS)})
 ORDERED = layout_of({"Ledger": every_member(Mode.ORDERED)})
 
 
-def state(view: View, *, committed: bool = False, rank: int = 0) -> RestartState:
-    return LoggedView(view, committed, rank).state(RestartPhase.RESTARTING)
+def state(installed: View, commit: View | None = None) -> RestartState:
+    return Logs(installed, commit).state(RestartPhase.RESTARTING)
 
 
-def test_a_member_waits_for_a_majority_of_the_newest_view_it_knows() -> None:
-    agreement = RestartAgreement(0, LoggedView(View(4, (0, 1, 2, 3, 4))))
+FIVE = View(4, (0, 1, 2, 3, 4))
+
+
+def test_a_member_waits_for_a_majority_of_the_newest_installed_view() -> None:
+    agreement = RestartAgreement(0, Logs(FIVE))
     assert agreement.outcome() is None
     assert agreement.waiting_for() == [1, 2, 3, 4]
-    agreement.receive(1, state(View(4, (0, 1, 2, 3, 4))))
+    agreement.receive(1, state(FIVE))
     assert agreement.outcome() is None, "two of five is no majority"
-    agreement.receive(2, state(View(4, (0, 1, 2, 3, 4))))
+    assert "a majority of view 4" in agreement.waiting
+    agreement.receive(2, state(FIVE))
     assert agreement.outcome() == Found(View(5, (0, 1, 2, 3, 4)))
 
 
-def test_a_newer_view_heard_moves_the_majority_needed_to_it() -> None:
-    agreement = RestartAgreement(0, LoggedView(View(4, (0, 1, 2, 3, 4))))
+def test_a_newer_installed_view_moves_the_majority_needed_to_it() -> None:
+    agreement = RestartAgreement(3, Logs(FIVE))
+    agreement.receive(2, state(FIVE))
+    assert agreement.outcome() is None
     agreement.receive(1, state(View(5, (0, 1, 3))))
-    agreement.receive(2, state(View(4, (0, 1, 2, 3, 4))))
-    # Three of the five answered, but member 1 knows view 5: its majority is what counts.
+    assert agreement.waiting_for() == [0]
+    # A member of view 5 counts even if its own logs stop before it: view 5's successor
+    # would be committed in the logs of a majority of 5, and neither 1 nor 3 logged one.
     assert agreement.outcome() == Found(View(6, (0, 1, 3)))
-    # A member of view 5 counts even if its own logs stop before it: a view after 5 would
-    # be in the logs of a majority of 5, so one of any two of its three members would say.
-    late = RestartAgreement(3, LoggedView(View(4, (0, 1, 2, 3, 4))))
-    late.receive(2, state(View(4, (0, 1, 2, 3, 4))))
-    assert late.outcome() is None
-    late.receive(1, state(View(5, (0, 1, 3))))
-    assert late.waiting_for() == [0]
-    assert late.outcome() == Found(View(6, (0, 1, 3)))
 
 
-def test_an_installed_view_beats_a_commit_and_a_later_leaders_commit_an_earlier_ones() -> None:
-    members = (0, 1, 2, 3, 4)
-    earlier = LoggedView(View(5, (0, 1, 2, 3)), committed_only=True, leader_rank=0)
-    later = LoggedView(View(5, (1, 2, 3)), committed_only=True, leader_rank=1)
-    installed = LoggedView(View(5, (1, 2, 3, 4)))
-    assert installed.order() > later.order() > earlier.order()
-    assert LoggedView(View(6, members), True, 0).order() > installed.order()
-    agreement = RestartAgreement(2, earlier)
-    agreement.receive(3, later.state(RestartPhase.RESTARTING))
-    agreement.receive(1, installed.state(RestartPhase.RESTARTING))
-    assert agreement.newest == installed
-    assert agreement.outcome() == Found(View(6, (1, 2, 3, 4)))
+def test_a_commit_that_a_majority_logged_is_chosen() -> None:
+    commit = View(5, (0, 1, 2, 3))
+    agreement = RestartAgreement(0, Logs(FIVE, commit))
+    agreement.receive(1, state(FIVE, commit))
+    agreement.receive(2, state(FIVE))
+    assert agreement.outcome() is None, "two logged it, one did not, two unheard: it may be"
+    assert "may have logged the commit of view 5" in agreement.waiting
+    agreement.receive(3, state(FIVE, commit))
+    assert agreement.outcome() == Found(View(6, (0, 1, 2, 3)))
 
 
-def test_a_member_the_newest_view_excludes_refuses_and_says_what_to_do() -> None:
-    agreement = RestartAgreement(4, LoggedView(View(4, (0, 1, 2, 3, 4))))
-    agreement.receive(0, state(View(5, (0, 1, 2))))
-    assert agreement.outcome() is None, "only one of view 5's three heard so far"
-    agreement.receive(1, state(View(5, (0, 1, 2))))
+def test_a_commit_too_few_logged_is_passed_over() -> None:
+    commit = View(5, (0, 1, 2, 3))
+    agreement = RestartAgreement(2, Logs(FIVE))
+    agreement.receive(0, state(FIVE, commit))
+    agreement.receive(3, state(FIVE))
+    assert agreement.outcome() is None
+    agreement.receive(4, state(FIVE))
+    # Three of five lack it: it was never final, so nothing was installed after view 4.
+    assert agreement.outcome() == Found(View(5, (0, 1, 2, 3, 4)))
+
+
+def test_a_member_a_commit_removes_as_failed_is_not_waited_for() -> None:
+    commit = View(5, (0, 1, 2, 3), departed=(4,))
+    agreement = RestartAgreement(0, Logs(FIVE, commit))
+    agreement.receive(1, state(FIVE, commit))
+    agreement.receive(2, state(FIVE))
+    assert agreement.outcome() is None, "member 3 may have logged it: three would be a majority"
+    assert "members [3, 4]" in agreement.waiting
+    agreement.receive(3, state(FIVE))
+    # Member 4 stopped when it saw itself suspected: it never logged the commit that removes
+    # it, so the commit has two loggers at most, and was never final.
+    assert agreement.outcome() == Found(View(5, FIVE.members))
+
+
+def test_no_two_members_choose_differently_whatever_they_hear() -> None:
+    """The rules exclude each other: for every way the five members' logs can be, and every
+    majority a member may hear, the views chosen are one."""
+    commit = View(5, (0, 1, 2, 3), departed=(4,))
+    other = View(5, (0, 1, 2))
+    for pattern in range(3**5):
+        logs: dict[int, Logs] = {}
+        for member in range(5):
+            kind = pattern // 3**member % 3
+            logs[member] = Logs(FIVE, (None, commit, other)[kind])
+        if logs[4].commit == commit:
+            continue  # a member a commit removes as failed never logs it
+        chosen = set()
+        for heard in range(1, 2**5):
+            me = next(m for m in range(5) if heard >> m & 1)
+            agreement = RestartAgreement(me, logs[me])
+            for member in range(5):
+                if heard >> member & 1 and member != me:
+                    agreement.receive(member, logs[member].state(RestartPhase.RESTARTING))
+            outcome = agreement.outcome()
+            if isinstance(outcome, Found):
+                chosen.add(outcome.view)
+            elif isinstance(outcome, Rejoin):
+                chosen.add(View(-1, outcome.contacts))
+        founded = {view for view in chosen if view.epoch >= 0}
+        assert len(founded) <= 1, (pattern, chosen)
+
+
+def test_a_member_the_chosen_view_excludes_rejoins_through_its_members() -> None:
+    commit = View(5, (0, 1, 2))
+    agreement = RestartAgreement(4, Logs(FIVE))
+    agreement.receive(0, state(FIVE, commit))
+    agreement.receive(1, state(FIVE, commit))
+    assert agreement.outcome() is None
+    agreement.receive(2, state(FIVE, commit))
     outcome = agreement.outcome()
-    assert isinstance(outcome, Refused)
+    assert isinstance(outcome, Rejoin) and outcome.contacts == (0, 1, 2)
     assert "view 5 [0, 1, 2] excludes it" in outcome.reason
-    assert "join the group as a new member" in outcome.reason
 
 
-def test_a_late_member_joins_the_founded_view_and_refuses_a_group_that_went_on() -> None:
+def test_a_late_member_joins_the_founded_view_or_rejoins_a_group_that_went_on() -> None:
     founded = View(5, (0, 1, 2))
-    agreement = RestartAgreement(2, LoggedView(View(3, (0, 1, 2))))
-    agreement.receive(0, LoggedView(founded).state(RestartPhase.FOUNDED))
+    agreement = RestartAgreement(2, Logs(View(3, (0, 1, 2))))
+    agreement.receive(0, Logs(founded).state(RestartPhase.FOUNDED))
     assert agreement.outcome() == Found(founded)
-    moved = RestartAgreement(2, LoggedView(View(4, (0, 1, 2))))
-    moved.receive(0, LoggedView(View(6, (0, 1, 2))).state(RestartPhase.RUNNING))
+    moved = RestartAgreement(2, Logs(View(4, (0, 1, 2))))
+    moved.receive(0, Logs(View(6, (0, 1, 2))).state(RestartPhase.RUNNING))
+    assert moved.outcome() is None, "the group still names it: it waits to be removed"
+    assert moved.waiting_for() == [0, 1], "and keeps asking the view's members"
+    moved.receive(1, Logs(View(7, (0, 1))).state(RestartPhase.RUNNING))
     outcome = moved.outcome()
-    assert isinstance(outcome, Refused) and "runs without it" in outcome.reason
+    assert isinstance(outcome, Rejoin) and outcome.contacts == (0, 1)
+    assert "runs without it" in outcome.reason
 
 
 class Wire:
@@ -108,9 +161,15 @@ class Wire:
                 events = node.events()
                 self.events[src].extend(events)
                 for event in events:
-                    if isinstance(event, PersistRequested):  # an instant disk for the shards
+                    # An instant disk for the shards and founded views; commits wait for
+                    # the test to say they are logged.
+                    if isinstance(event, PersistRequested):
                         node.persisted(event.subgroup, event.epoch, event.upto, now)
-                        queue.append((src, src, Heartbeat(node.view.epoch)))  # go round again
+                    elif isinstance(event, ViewLogRequested) and not event.commit:
+                        node.view_logged(event.view, now)
+                    else:
+                        continue
+                    queue.append((src, src, Heartbeat(node.view.epoch)))  # go round again
             if not queue:
                 return
             while queue:
@@ -144,17 +203,17 @@ def test_a_row_never_shows_a_commit_its_member_has_not_logged() -> None:
     wire.nodes[0].report_failure(2, 0.2)
     wire.nodes[1].report_failure(2, 0.2)
     wire.run(0.2, 0.35)  # the disk takes its time, well within the heartbeat timeout
-    requests = {m: [e for e in wire.events[m] if isinstance(e, CommitLogRequested)] for m in (0, 1)}
+    requests = {m: [e for e in wire.events[m] if isinstance(e, ViewLogRequested)] for m in (0, 1)}
     assert requests[0] and requests[0][0].view == View(1, (0, 1), departed=(2,))
     assert not commits_shown(wire, 0), "the leader showed its commit before logging it"
     assert not any(isinstance(e, ViewInstalled) and e.view.epoch == 1 for e in wire.events[0])
-    wire.nodes[0].commit_logged(requests[0][0].view, 0.35)
+    wire.nodes[0].view_logged(requests[0][0].view, 0.35)
     wire.run(0.35, 0.5)
-    requests[1] = [e for e in wire.events[1] if isinstance(e, CommitLogRequested)]
+    requests[1] = [e for e in wire.events[1] if isinstance(e, ViewLogRequested)]
     assert requests[1], "the follower is asked to log the commit it received"
     assert not commits_shown(wire, 1), "the follower echoed a commit before logging it"
     assert not any(isinstance(e, ViewInstalled) and e.view.epoch == 1 for e in wire.events[1])
-    wire.nodes[1].commit_logged(requests[1][0].view, 0.5)
+    wire.nodes[1].view_logged(requests[1][0].view, 0.5)
     wire.run(0.5, 0.7)
     assert commits_shown(wire, 1)
     for member in (0, 1):
@@ -167,19 +226,19 @@ def test_a_group_without_paxos_shards_logs_no_commit() -> None:
     wire.down.add(2)
     wire.nodes[0].report_failure(2, 0.2)
     wire.run(0.2, 1.5)
-    assert not any(isinstance(e, CommitLogRequested) for e in wire.events[0])
+    assert not any(isinstance(e, ViewLogRequested) for e in wire.events[0])
     assert wire.nodes[0].view.epoch == 1 and wire.nodes[1].view.epoch == 1
 
 
 def test_restarting_nodes_agree_and_found_one_view() -> None:
-    logged = {0: LoggedView(View(3, (0, 1, 2))), 1: LoggedView(View(4, (0, 1, 2)))}
+    logged = {0: Logs(View(3, (0, 1, 2))), 1: Logs(View(4, (0, 1, 2)))}
     nodes = {m: Node(m, None, PAXOS, FAST, restart=v) for m, v in logged.items()}
     wire = Wire(nodes)
     wire.run(0.0, 0.3)
     for member in (0, 1):
         assert nodes[member].founded == View(5, (0, 1, 2)), member
         assert nodes[member].view == View(5, (0, 1, 2))
-    late = Node(2, None, PAXOS, FAST, restart=LoggedView(View(3, (0, 1, 2))))
+    late = Node(2, None, PAXOS, FAST, restart=Logs(View(3, (0, 1, 2))))
     wire.nodes[2] = late
     wire.sent[2], wire.events[2] = [], []
     wire.run(0.3, 0.6)

@@ -193,15 +193,16 @@ class RestartPhase(enum.IntEnum):
 
 
 class RestartState(msgspec.Struct, frozen=True, array_like=True, tag="s"):
-    """After the whole group stopped: the newest view the sender's logs hold (see
+    """After the whole group stopped: the last view the sender's logs say it installed and
+    the commit of the next one it logged, if any (epoch -1: none; see
     :mod:`pyderecho.core.restart`), or, once it runs again, the view it runs."""
 
     epoch: int
     members: tuple[int, ...]
-    committed_only: bool
-    """A commit of the view the sender logged but never installed."""
-    leader_rank: int
-    """The rank, in the view before, of the leader that made that commit."""
+    commit_epoch: int
+    commit_members: tuple[int, ...]
+    commit_failed: tuple[int, ...]
+    """Members the commit removes as failed (they never log it)."""
     phase: RestartPhase
 
 

@@ -75,18 +75,22 @@ class LogRecord(msgspec.Struct, frozen=True, array_like=True, gc=False):
 
 
 @dataclass(frozen=True, slots=True)
-class CommitLogRequested:
-    """In a group with ``Paxos`` shards: this member holds a commit of the next view, and
-    asks the driver to log it durably (with where its members listen, ``addresses`` in
-    ``view.members`` order) and then to report
-    :meth:`~pyderecho.core.node.Node.commit_logged`. Until then the member does not show the
-    commit to anyone, so every view that is installed anywhere is in the logs of a majority
-    of the view before: a restart after a total crash finds it (:mod:`pyderecho.core.restart`).
-    ``leader_rank`` is the committing leader's rank in the current view."""
+class ViewLogRequested:
+    """In a group with ``Paxos`` shards, the driver must log ``view`` durably (with where its
+    members listen, ``addresses`` in ``view.members`` order) and then report
+    :meth:`~pyderecho.core.node.Node.view_logged`; until then the member waits.
+
+    ``commit``: this member holds a commit of the next view (the ``commit`` file), which it
+    shows nobody before it is logged, so every view that is installed anywhere was committed
+    in the logs of a majority of the view before. Otherwise ``view`` is the one a restart from
+    logs founds (the ``view`` file), logged before the member takes any part in it: a later
+    incarnation then knows it was there (:mod:`pyderecho.core.restart`)."""
 
     view: View
-    leader_rank: int
     addresses: tuple[str, ...]
+    commit: bool = True
+    failed: tuple[NodeId, ...] = ()
+    """Members a commit removes as failed: a restart knows they never logged it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +196,6 @@ Event = (
     | Abandoned
     | PeerMessage
     | PersistRequested
-    | CommitLogRequested
+    | ViewLogRequested
     | Persisted
 )

@@ -173,10 +173,6 @@ class Membership:
     def commit_logged(self, view: View) -> None:
         self.logged_commit = view
 
-    @property
-    def leader_rank(self) -> int:
-        return self.view.rank_of(self.leader)
-
     def next_deadline(self) -> float:
         return min(self._next_heartbeat, self._last_tick + self.config.heartbeat_interval)
 

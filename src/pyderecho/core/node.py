@@ -23,12 +23,12 @@ from pyderecho.core.config import CoreConfig
 from pyderecho.core.errors import LocalProtocolError, RemoteProtocolError
 from pyderecho.core.events import (
     Abandoned,
-    CommitLogRequested,
     Event,
     PeerMessage,
     Stopped,
     Suspected,
     ViewInstalled,
+    ViewLogRequested,
 )
 from pyderecho.core.layout import (
     LayoutFunction,
@@ -39,7 +39,7 @@ from pyderecho.core.layout import (
 )
 from pyderecho.core.membership import Membership, next_view, ragged_edge_step, watchers_of
 from pyderecho.core.multicast import Outbox, SendClock, ShardMulticast
-from pyderecho.core.restart import Found, LoggedView, RestartAgreement
+from pyderecho.core.restart import Found, Logs, RestartAgreement
 from pyderecho.core.view import NodeId, View
 from pyderecho.wire import (
     P2P,
@@ -88,12 +88,12 @@ class Node:
         contacts: Sequence[NodeId] = (),
         addresses: Mapping[NodeId, str] | None = None,
         layout_cache: MutableMapping[tuple[int, tuple[NodeId, ...]], ViewLayout] | None = None,
-        restart: LoggedView | None = None,
+        restart: Logs | None = None,
     ) -> None:
         """A founding member of ``view``, or, with ``view=None``, a process that joins the
         group through ``contacts``, or, with ``restart``, a member restarting from its logs
         after the whole group stopped: it agrees with the others on the view to found
-        (:mod:`.restart`), the newest its logs hold being ``restart``.
+        (:mod:`.restart`), from what its own logs say about views (``restart``).
 
         ``addresses`` says where members listen, for transports that dial them; this node's own
         entry is what it tells the group when it joins. Joins and welcomes keep the map
@@ -135,6 +135,10 @@ class Node:
         self._restart = None if restart is None else RestartAgreement(node_id, restart)
         self.founded: View | None = None
         """The view this member's restart from logs founded."""
+        self._founding: View | None = None
+        """The view a restart settled on, installed once the driver has logged it."""
+        self.rejoined = ""
+        """Why this member, restarted from logs, joins the group again instead."""
         self._log_commits = False
         """Some view had ``Paxos`` shards: the driver keeps logs, views' commits go in them."""
         self._commit_requested: View | None = None
@@ -239,14 +243,20 @@ class Node:
         shard.persisted(upto)
         self._advance(now)
 
-    def commit_logged(self, view: View, now: float) -> None:
-        """The driver logged durably the commit of ``view`` that
-        :class:`~pyderecho.core.events.CommitLogRequested` asked for: the row that shows it
-        may go. A report of a commit no longer held is ignored."""
-        if self.stopped or self.membership is None:
+    def view_logged(self, view: View, now: float) -> None:
+        """The driver logged durably the ``view`` that
+        :class:`~pyderecho.core.events.ViewLogRequested` asked for: the row that shows its
+        commit may go, or the view a restart founds is installed. A report of a commit no
+        longer held is ignored."""
+        if self.stopped:
             return
         self._clock.now = now
-        if self.membership.commit_to_log == view:
+        if self.membership is None:
+            if view == self._founding:
+                self._founding = None
+                self.founded = view
+                self._install(view, now, previous=None, founding=True)
+        elif self.membership.commit_to_log == view:
             self.membership.commit_logged(view)
         self._advance(now)
 
@@ -296,6 +306,8 @@ class Node:
         self._buffers.trim(now)
         if self.membership is not None:
             self.membership.tick(now)
+        elif self._founding is not None:
+            pass  # the view a restart settled on waits for the driver to log it
         elif self._restart is not None:
             if now >= self._next_join:
                 self._next_join = now + self.config.heartbeat_interval
@@ -310,11 +322,12 @@ class Node:
         self._advance(now)
 
     def next_deadline(self) -> float | None:
-        """When :meth:`tick` must be called next; None once the member has stopped."""
+        """When :meth:`tick` must be called next; None once the member has stopped, or while
+        it waits for its driver to log the view a restart founds."""
         if self.stopped:
             return None
         if self.membership is None:
-            return self._next_join
+            return None if self._founding is not None else self._next_join
         return self.membership.next_deadline()
 
     # -- outputs ----------------------------------------------------------------------------
@@ -458,21 +471,26 @@ class Node:
             # A member restarting late asks: it joins the view a restart founded, or learns
             # that the group went on without it.
             phase = RestartPhase.FOUNDED if self.view == self.founded else RestartPhase.RUNNING
-            self._outbox.append((src, LoggedView(self.view).state(phase)))
+            self._outbox.append((src, Logs(self.view).state(phase)))
 
     def _agree(self, now: float) -> None:
-        """Found the view the restart agreement settled on, or stop if it excludes us."""
+        """Found the view the restart agreement settled on, or join the group as any joiner
+        when it goes on without this member."""
         assert self._restart is not None
         outcome = self._restart.outcome()
         if outcome is None:
             return
         self._restart = None
+        self._log_commits = True  # it restarted from logs, so the group keeps them
         if isinstance(outcome, Found):
-            self.founded = outcome.view
-            self._log_commits = True  # it restarted from logs, so the group keeps them
-            self._install(outcome.view, now, previous=None, founding=True)
+            self._founding = outcome.view
+            self._events.append(
+                ViewLogRequested(outcome.view, self._addresses_of(outcome.view), False)
+            )
         else:
-            self._stop(outcome.reason)
+            self.rejoined = outcome.reason
+            self._contacts = outcome.contacts
+            self._next_join = now
 
     def _on_join_request(self, src: NodeId, request: JoinRequest, now: float) -> None:
         membership = self.membership
@@ -531,12 +549,15 @@ class Node:
         if committed is None or committed == self._commit_requested:
             return
         self._commit_requested = committed
+        changes = membership.changes[: membership.committed]
+        failed = tuple(c.node for c in changes if c.kind is ChangeKind.REMOVE)
+        addresses = self._addresses_of(committed, changes)
+        self._events.append(ViewLogRequested(committed, addresses, True, failed))
+
+    def _addresses_of(self, view: View, joining: Sequence[Change] = ()) -> tuple[str, ...]:
         known = dict(self.addresses)
-        known.update(
-            (c.node, c.address) for c in membership.changes[: membership.committed] if c.address
-        )
-        addresses = tuple(known.get(m, "") for m in committed.members)
-        self._events.append(CommitLogRequested(committed, membership.leader_rank, addresses))
+        known.update((c.node, c.address) for c in joining if c.address)
+        return tuple(known.get(m, "") for m in view.members)
 
     def _flushed(self) -> bool:
         return all(shard.flushed for shard in self._shards.values())

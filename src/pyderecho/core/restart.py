@@ -1,24 +1,27 @@
 """Restart after the whole group stopped: agreeing, from the members' logs, on the view to found.
 
 A member of a group with ``Paxos`` shards logs every view it installs and, before it tells
-anyone it holds a commit of the next view, that commit (:class:`~.events.CommitLogRequested`).
+anyone it holds a commit of the next view, that commit (:class:`~.events.ViewLogRequested`).
 A view change is final only once every unsuspected member of the view (a majority of it)
-echoed the commit, so **every view that anyone installed is in the logs of a majority of the
-view before it**. That is what lets restarting members agree without a leader:
+echoed the commit, so **a view that anyone installed was committed in the logs of a majority
+of the view before it**. Restarting members exchange what their logs hold
+(:class:`RestartState`) with the members of the newest installed view they know, I, and each
+decides alone, by rules that no two members can satisfy with different answers:
 
-- each tells the members of the newest view it knows what its logs hold (:class:`RestartState`)
-  and learns what theirs hold;
-- once it has heard from a majority of the newest view known, nobody left unheard can know a
-  newer *installed* one (it would be in one of those majorities' logs), so the member founds
-  the view after it, with the same members;
-- a member that hears a peer already running a founded view adopts it rather than deciding
-  again; one that finds itself outside the newest view was removed and stops.
+- found the view after a commit C of I's successor once a majority of I logged C: then no other
+  commit can have a majority, and I cannot be chosen either (next rule);
+- found the view after I itself once a majority of I is heard from and no commit can have been
+  logged by a majority (those heard that lack it, with those not heard, leave too few; a member
+  that a commit removes as failed never logs it, since it stops on seeing itself suspected):
+  then no change of I was final, and nobody installed anything after I;
+- otherwise wait: those not yet heard could tip it (a commit logged by two of five, two that
+  lack it, one silent). The restart says whom it waits for.
 
-One case remains (docs/persistence.md): a commit that never became final, logged only by
-members that alone form a majority of the committed view, while a majority of the view
-before restarts without them. Both sides then found views; the host's ``RestartView``
-exchange stops the side with the older one. Nothing delivered is at stake there: a view
-change that was never final delivered nothing.
+A member that hears a peer already running a founded view takes part in that view. One that
+finds itself outside the view chosen, or the group running without it, rejoins as any joiner
+does (its logs then count for nothing: it gets the state by transfer). While the group still
+runs a view that names it (it came back before the others noticed that it had gone), it waits
+to be removed: joining a view it is already in would take over rows it has lost.
 """
 
 from __future__ import annotations
@@ -30,30 +33,31 @@ from pyderecho.wire import RestartPhase, RestartState
 
 
 @dataclass(frozen=True, slots=True)
-class LoggedView:
-    """The newest view a member's logs hold: one it installed, or a commit of the next one
-    it logged but never installed (``committed_only``, by the leader of ``leader_rank`` in the
-    view before)."""
+class Logs:
+    """What a member's logs say about views: the last one it installed, and a commit of the
+    next one it logged but never installed (if any), whose ``departed`` are the members it
+    removes as failed (not those that left)."""
 
-    view: View
-    committed_only: bool = False
-    leader_rank: int = 0
-
-    def order(self) -> tuple[int, bool, int]:
-        """Newer first by epoch; at one epoch, a view someone installed (the change's final)
-        beats a commit that may never have been final, and a later leader's commit beats an
-        earlier one's: a leader that took over adopts any commit it finds, so only a commit
-        of the latest leader can have become final."""
-        return (self.view.epoch, not self.committed_only, self.leader_rank)
+    installed: View
+    commit: View | None = None
 
     def state(self, phase: RestartPhase) -> RestartState:
+        commit = self.commit or View(-1, ())
         return RestartState(
-            self.view.epoch, self.view.members, self.committed_only, self.leader_rank, phase
+            self.installed.epoch,
+            self.installed.members,
+            commit.epoch,
+            commit.members,
+            commit.departed,
+            phase,
         )
 
 
-def logged_view_of(state: RestartState) -> LoggedView:
-    return LoggedView(View(state.epoch, state.members), state.committed_only, state.leader_rank)
+def logs_of(state: RestartState) -> Logs:
+    commit = None
+    if state.commit_epoch >= 0:
+        commit = View(state.commit_epoch, state.commit_members, departed=state.commit_failed)
+    return Logs(View(state.epoch, state.members), commit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,67 +68,123 @@ class Found:
 
 
 @dataclass(frozen=True, slots=True)
-class Refused:
-    """This member cannot take part: ``reason`` says why and what to do."""
+class Rejoin:
+    """The group goes on without this member: join it through ``contacts``; ``reason``
+    says why, for the logs."""
 
+    contacts: tuple[NodeId, ...]
     reason: str
 
 
-Outcome = Found | Refused
+Outcome = Found | Rejoin
 
 
 class RestartAgreement:
     """One restarting member's side of the agreement: states in, a view to found out."""
 
-    def __init__(self, me: NodeId, logged: LoggedView) -> None:
+    def __init__(self, me: NodeId, logs: Logs) -> None:
         self.me = me
-        self.mine = logged
-        self.heard: dict[NodeId, LoggedView] = {me: logged}
+        # Compared as the wire carries them: epoch and members (who joined or left is the
+        # same for every copy of a view, and the wire leaves it out).
+        self.mine = logs = logs_of(logs.state(RestartPhase.RESTARTING))
+        self.heard: dict[NodeId, Logs] = {me: logs}
         self.told: set[NodeId] = set()
         """Peers that have this member's state: each is answered once, and asked until then."""
         self.founded: View | None = None
         """The view a peer founded and still runs: this member takes part in it too."""
         self.moved_on: View | None = None
         """A view a peer runs that no restart founded: the group went on without this one."""
+        self.waiting = ""
+        """What the agreement waits for, while it does."""
 
     @property
-    def newest(self) -> LoggedView:
-        return max(self.heard.values(), key=LoggedView.order)
+    def installed(self) -> View:
+        """The newest view any member heard from installed."""
+        return max((logs.installed for logs in self.heard.values()), key=lambda v: v.epoch)
 
     def waiting_for(self) -> list[NodeId]:
-        """Members of the newest view known not heard from yet: the ones to ask."""
-        return [m for m in self.newest.view.members if m not in self.heard]
+        """The ones to ask: members of the newest installed view known not heard from yet,
+        or, once a peer runs a view that still names this member, that view's members (to
+        learn when it has been removed)."""
+        if self.moved_on is not None:
+            return [m for m in self.moved_on.members if m != self.me]
+        return [m for m in self.installed.members if m not in self.heard]
 
     def receive(self, src: NodeId, state: RestartState) -> None:
-        logged = logged_view_of(state)
+        logs = logs_of(state)
         if state.phase is RestartPhase.FOUNDED:
-            self.founded = logged.view
-            return
-        if state.phase is RestartPhase.RUNNING:
-            self.moved_on = logged.view
-            return
-        known = self.heard.get(src)
-        if known is None or logged.order() > known.order():
-            self.heard[src] = logged
+            self.founded = logs.installed
+        elif state.phase is RestartPhase.RUNNING:
+            if self.moved_on is None or logs.installed.epoch > self.moved_on.epoch:
+                self.moved_on = logs.installed
+        else:
+            self.heard[src] = logs
 
     def outcome(self) -> Outcome | None:
-        """What to do now; None while a majority of the newest view known is still unheard."""
-        if self.founded is not None and self.me in self.founded:
-            return Found(self.founded)
-        running = self.moved_on or self.founded
+        """What to do now; None while those not heard from yet could change the answer."""
+        founded = self.founded
+        if founded is not None and self.me in founded and self._logged_epoch() < founded.epoch:
+            return Found(founded)
+        running = self.moved_on or founded
         if running is not None:
-            return self._refused(running, "runs without it")
-        newest = self.newest.view
-        heard = sum(1 for m in newest.members if m in self.heard)
-        if 2 * heard <= len(newest.members):
+            if self.me in running:
+                self.waiting = f"the group to remove it from view {running.epoch}"
+                return None  # the group has not yet noticed that this member went away
+            return self._rejoin(running, "runs without it")
+        base = self._base()
+        if base is None:
             return None
-        if self.me not in newest:
-            return self._refused(newest, "excludes it")
-        return Found(View(newest.epoch + 1, newest.members))
+        if self.me not in base:
+            return self._rejoin(base, "excludes it")
+        return Found(View(base.epoch + 1, base.members))
 
-    def _refused(self, view: View, how: str) -> Refused:
-        return Refused(
-            f"member {self.me} restarted from logs that end in view {self.mine.view.epoch}, "
-            f"but the group's view {view.epoch} {list(view.members)} {how}: move its data_dir "
-            "away and join the group as a new member"
+    def _logged_epoch(self) -> int:
+        """The newest epoch this member's logs name. A view a restart founded is logged before
+        a member takes part in it: one whose logs reach the founded view's epoch was there
+        in an earlier incarnation, and must not take its place again (it would reuse the
+        message numbers it sent), so it waits to be removed and joins anew."""
+        commit = self.mine.commit
+        return max(self.mine.installed.epoch, -1 if commit is None else commit.epoch)
+
+    def _base(self) -> View | None:
+        """The view to found the next one of, by the rules above; None to wait."""
+        installed = self.installed
+        members = installed.members
+        majority = len(members) // 2 + 1
+        heard = [m for m in members if m in self.heard]
+        unheard = [m for m in members if m not in self.heard]
+        if len(heard) < majority:
+            self.waiting = (
+                f"a majority of view {installed.epoch} {list(members)}: heard {heard}, "
+                f"not {unheard}"
+            )
+            return None
+        loggers: dict[View, int] = {}
+        for member in heard:
+            commit = self.heard[member].commit
+            if self.heard[member].installed.epoch == installed.epoch and commit is not None:
+                loggers[commit] = loggers.get(commit, 0) + 1
+        for commit, count in loggers.items():
+            if count >= majority:
+                return commit
+        possible = [
+            c
+            for c, count in loggers.items()
+            if count + sum(1 for m in unheard if m not in c.departed) >= majority
+        ]
+        if possible:
+            self.waiting = (
+                f"members {unheard} of view {installed.epoch}, which may have logged the "
+                f"commit of view {possible[0].epoch} {list(possible[0].members)} that "
+                f"{loggers[possible[0]]} others logged (it is chosen if a majority did)"
+            )
+            return None
+        return installed
+
+    def _rejoin(self, view: View, how: str) -> Rejoin:
+        return Rejoin(
+            tuple(m for m in view.members if m != self.me),
+            f"member {self.me} restarted from logs that end in view {self.mine.installed.epoch}, "
+            f"but the group's view {view.epoch} {list(view.members)} {how}: it joins the "
+            "group again and takes the state from its members",
         )

@@ -669,6 +669,11 @@ class ObjectHost:
             for replica in self._replicas.values():
                 self._record_digest(replica, "view")
         self.view = view
+        if self._restarting and self.node_id in view.joined:
+            # Restarted from logs, but the group went on without this member: it joined
+            # anew, and takes every state by transfer like any joiner.
+            self._restarting = False
+            self._recovered = {}
         for call_id, pending in list(self._calls.items()):
             if pending.expected is not None:
                 for member in pending.expected:
@@ -833,7 +838,8 @@ class ObjectHost:
             if end_key == key:
                 del self._early_ends[(src, end_key)]
                 self._on_shard_end(src, early)
-        self._reconcile(replica)
+        if replica.ends is not None:  # the early ends may have settled it already
+            self._reconcile(replica)
 
     def _on_restart_view(self, src: NodeId, theirs: RestartView) -> None:
         """Another member restarted from logs too: both must have founded the same view. A

@@ -260,7 +260,7 @@ class Group:
         if recovery is not None:
             # The members agree on the view to found from their logs (pyderecho.core.restart);
             # the last view this member logged says whom to ask, and where they listened.
-            view, restart = None, recovery.newest
+            view, restart = None, recovery.logs
             addresses = recovery.addresses | dict(addresses)
             rebuilt = _rebuild(host, member_id, recovery)
             host.restart(rebuilt)

@@ -17,12 +17,12 @@ from pathlib import Path
 from types import TracebackType
 
 from pyderecho.core.events import (
-    CommitLogRequested,
     Delivered,
     Event,
     PersistRequested,
     Stopped,
     ViewInstalled,
+    ViewLogRequested,
 )
 from pyderecho.core.node import Node
 from pyderecho.core.view import NodeId, View
@@ -223,16 +223,16 @@ class Member:
         if self._loop is not None:
             self._closing = self._loop.create_task(self.transport.close())
 
-    def _log_commit(self, request: CommitLogRequested) -> None:
+    def _log_view(self, request: ViewLogRequested) -> None:
         if self.logs is None:
             # Nothing to restart from here: this member counts for no restart, and its row
             # need not wait (another member holds the group's logs).
-            asyncio.get_running_loop().call_soon(self._on_commit_logged, request.view)
+            asyncio.get_running_loop().call_soon(self._on_view_logged, request.view)
             return
-        self.logs.log_commit(request, self._on_commit_logged)
+        self.logs.log_view(request, self._on_view_logged)
 
-    def _on_commit_logged(self, view: View) -> None:
-        self.node.commit_logged(view, self._now())
+    def _on_view_logged(self, view: View) -> None:
+        self.node.view_logged(view, self._now())
         self._step()
 
     def _persist(self, request: PersistRequested) -> None:
@@ -277,8 +277,8 @@ class Member:
                 if isinstance(event, PersistRequested):
                     self._persist(event)
                     continue
-                if isinstance(event, CommitLogRequested):
-                    self._log_commit(event)
+                if isinstance(event, ViewLogRequested):
+                    self._log_view(event)
                     continue
                 if isinstance(event, ViewInstalled):
                     self._connect_known()

@@ -45,9 +45,9 @@ from pathlib import Path
 
 import msgspec
 
-from pyderecho.core.events import CommitLogRequested, PersistRequested
+from pyderecho.core.events import PersistRequested, ViewLogRequested
 from pyderecho.core.layout import Mode, ViewLayout
-from pyderecho.core.restart import LoggedView
+from pyderecho.core.restart import Logs
 from pyderecho.core.view import NodeId, View
 from pyderecho.storage import (
     DEFAULT_SEGMENT_BYTES,
@@ -88,13 +88,14 @@ class ViewRecord(msgspec.Struct, frozen=True, array_like=True):
 
 
 class CommitRecord(msgspec.Struct, frozen=True, array_like=True):
-    """The ``commit`` metadata file: a commit of the view after the one in ``view``, by the
-    leader of ``leader_rank``; stale once ``view`` reaches its epoch."""
+    """The ``commit`` metadata file: a commit of the view after the one in ``view``; stale
+    once ``view`` reaches its epoch."""
 
     epoch: int
     members: tuple[int, ...]
     addresses: tuple[str, ...]
-    leader_rank: int
+    failed: tuple[int, ...]
+    """Members the commit removes as failed."""
 
 
 class SnapshotFile(msgspec.Struct, frozen=True, array_like=True):
@@ -156,12 +157,15 @@ class Recovery:
     """A commit of the view after ``view``, logged but never installed."""
 
     @property
-    def newest(self) -> LoggedView:
-        """The newest view the logs hold: what this member brings to the restart agreement."""
+    def logs(self) -> Logs:
+        """What the logs say about views: what this member brings to the restart agreement."""
         commit = self.commit
-        if commit is not None:
-            return LoggedView(View(commit.epoch, commit.members), True, commit.leader_rank)
-        return LoggedView(View(self.view.epoch, self.view.members))
+        if commit is None:
+            return Logs(View(self.view.epoch, self.view.members))
+        return Logs(
+            View(self.view.epoch, self.view.members),
+            View(commit.epoch, commit.members, departed=commit.failed),
+        )
 
     @property
     def addresses(self) -> dict[NodeId, str]:
@@ -281,6 +285,8 @@ class ShardLogs:
         self._names = {key: name for key, name in self._names.items() if key[0] >= view.epoch - 1}
         for ref in layout.shards:
             self._names[(view.epoch, ref.subgroup)] = (ref.type_name, ref.subgroup_index, ref.shard)
+        if me in view.joined:
+            self._mine = set()  # a member that joins holds no stint from before: none goes on
         if layout.adequate:
             mine = {
                 (ref.type_name, ref.subgroup_index, ref.shard)
@@ -307,12 +313,18 @@ class ShardLogs:
         if self._writer is not None:
             self._writer.submit_metadata(self.data_dir / "view", self._view, _nothing)
 
-    def log_commit(self, request: CommitLogRequested, done: Callable[[View], None]) -> None:
-        """Log the commit of the next view; ``done(view)`` runs on the loop once durable."""
+    def log_view(self, request: ViewLogRequested, done: Callable[[View], None]) -> None:
+        """Log the commit of the next view, or the view a restart founds; ``done(view)`` runs
+        on the loop once durable."""
         if self.failed:
             return
         view = request.view
-        record = CommitRecord(view.epoch, view.members, request.addresses, request.leader_rank)
+        name = "commit" if request.commit else "view"
+        record: CommitRecord | ViewRecord = (
+            CommitRecord(view.epoch, view.members, request.addresses, request.failed)
+            if request.commit
+            else ViewRecord(view.epoch, view.members, request.addresses)
+        )
         if self._writer is None:
             try:
                 self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -326,7 +338,7 @@ class ShardLogs:
             loop.call_soon_threadsafe(done, view)
 
         try:
-            self._writer.submit_metadata(self.data_dir / "commit", _encoder.encode(record), durable)
+            self._writer.submit_metadata(self.data_dir / name, _encoder.encode(record), durable)
         except (StorageFailed, RuntimeError) as exc:
             self._fail(str(exc))
 

@@ -23,8 +23,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from pyderecho.core.events import PersistRequested
-from pyderecho.core.restart import LoggedView
+from pyderecho.core.events import PersistRequested, ViewLogRequested
+from pyderecho.core.restart import Logs
 from pyderecho.core.view import NodeId, View
 
 RecordKey = tuple[int, int, int, int, int]
@@ -65,7 +65,7 @@ _Item = (
     tuple[str, ShardKey, PersistRequested]
     | tuple[str, ShardKey, Position, bytes]
     | tuple[str, View]
-    | tuple[str, LoggedView]
+    | tuple[str, ViewLogRequested]
 )
 
 
@@ -78,7 +78,7 @@ class _Disk:
     durable_at: dict[RecordKey, float] = field(default_factory=dict)
     shards: dict[ShardKey, ShardData] = field(default_factory=dict)
     view: View | None = None
-    commit: LoggedView | None = None
+    commit: View | None = None
     """A commit of the view after ``view``, logged before the member showed it."""
     mine: set[ShardKey] = field(default_factory=set)
     failed: str = ""
@@ -114,6 +114,8 @@ class SimDisks:
         shards (``persistent``) or this disk already keeps views; True when a sync must start
         now."""
         disk = self._disk(member)
+        if member in view.joined:
+            disk.mine = set()  # a member that joins holds no stint from before
         for key in paxos_shards - disk.mine:
             disk.shards.pop(key, None)
         disk.mine = set(paxos_shards)
@@ -121,9 +123,10 @@ class SimDisks:
             return False
         return self._queue(member, ("view", view))
 
-    def log_commit(self, member: NodeId, commit: LoggedView) -> bool:
-        """Queue a commit of the next view; True when a sync must start now."""
-        return self._queue(member, ("commit", commit))
+    def log_view(self, member: NodeId, request: ViewLogRequested) -> bool:
+        """Queue a commit of the next view, or the view a restart founds; True when a sync
+        must start now."""
+        return self._queue(member, ("commit" if request.commit else "founded", request))
 
     def _queue(self, member: NodeId, item: _Item) -> bool:
         disk = self._disk(member)
@@ -147,8 +150,8 @@ class SimDisks:
     def finish_sync(
         self, member: NodeId, now: float
     ) -> tuple[list[PersistRequested], list[View], str]:
-        """End the sync in progress: the record requests and the commits it made durable,
-        or an error."""
+        """End the sync in progress: the record requests and the views logged on request
+        (commits, founded views) it made durable, or an error."""
         disk = self._disk(member)
         done, disk.syncing = disk.syncing, []
         if disk.fail_next:
@@ -160,10 +163,14 @@ class SimDisks:
         for item in done:
             if item[0] == "view":
                 disk.view = item[1]  # type: ignore[assignment]
-            elif item[0] == "commit":
-                commit: LoggedView = item[1]  # type: ignore[assignment]
-                disk.commit = commit
-                commits.append(commit.view)
+            elif item[0] in ("founded", "commit"):
+                logged: ViewLogRequested = item[1]  # type: ignore[assignment]
+                view = logged.view
+                if logged.commit:  # as a restart reads it back: see Logs
+                    disk.commit = View(view.epoch, view.members, departed=logged.failed)
+                else:
+                    disk.view = view
+                commits.append(view)
             elif item[0] == "snapshot":
                 _, key, position, data = item  # type: ignore[misc]
                 disk.shards.setdefault(key, ShardData()).snapshot = (position, data)
@@ -212,7 +219,7 @@ class SimDisks:
         disk = self._disks.get(member)
         return None if disk is None else disk.durable_at.get(key)
 
-    def recovery(self, member: NodeId) -> tuple[LoggedView, dict[ShardKey, ShardData]] | None:
+    def recovery(self, member: NodeId) -> tuple[Logs, dict[ShardKey, ShardData]] | None:
         """What a restart of ``member`` reads back: the newest view its disk holds (a logged
         commit newer than its last installed view, or that view) and, per shard with a
         snapshot, the snapshot and records; None when it holds no view (nothing to restart
@@ -223,6 +230,6 @@ class SimDisks:
         shards = {k: d for k, d in disk.shards.items() if d.snapshot is not None}
         disk.mine = set(shards)
         commit = disk.commit
-        if commit is not None and commit.view.epoch > disk.view.epoch:
-            return commit, shards
-        return LoggedView(disk.view), shards
+        if commit is not None and commit.epoch <= disk.view.epoch:
+            commit = None  # installed since
+        return Logs(disk.view, commit), shards

@@ -47,18 +47,18 @@ from typing import Any
 from pyderecho.core.config import CoreConfig
 from pyderecho.core.errors import LocalProtocolError
 from pyderecho.core.events import (
-    CommitLogRequested,
     Delivered,
     Event,
     MessageSent,
     NullsSent,
     PersistRequested,
     Stopped,
+    Suspected,
     ViewInstalled,
+    ViewLogRequested,
 )
 from pyderecho.core.layout import LayoutFunction, Mode, ViewLayout
 from pyderecho.core.node import Node
-from pyderecho.core.restart import LoggedView
 from pyderecho.core.view import NodeId, View
 from pyderecho.history.checker import HistoryRecorder
 from pyderecho.history.records import StateRecord, payload_digest
@@ -137,13 +137,16 @@ class Simulation:
         """Every member's log of its ``Paxos`` shards (drawn from the same root seed)."""
         self._paxos_deliveries: list[tuple[NodeId, float, tuple[int, int, int, int, int]]] = []
         self._paxos_shards: dict[tuple[int, int, int], tuple[NodeId, ...]] = {}
+        """Members of each ``Paxos`` shard, by (epoch, subgroup, shard)."""
         self._shard_names: dict[tuple[int, int, int], tuple[str, int, int]] = {}
         """(type name, subgroup index, shard) of each (epoch, subgroup id, shard)."""
         self._founded: set[tuple[NodeId, View]] = set()
-        self._agreeing: set[NodeId] = set()
-        """Restarted members that have not founded their view yet."""
         """(member, view) of each view a restart founded."""
-        self._restarting: set[NodeId] = set()
+        self._suspected_at: dict[tuple[NodeId, NodeId, int], float] = {}
+        """When each member first suspected another, by (member, suspect, epoch)."""
+        self._agreeing: set[NodeId] = set()
+        """Restarted members that have not installed their first view yet."""
+        self._restarting: Counter[NodeId] = Counter()
         """Crashed members with a restart scheduled: frames sent to them after their crash
         wait for them (a peer's TCP link keeps them queued while it reconnects)."""
         self._crashed_at: dict[NodeId, int] = {}
@@ -154,7 +157,10 @@ class Simulation:
         """The event counter of the event being handled (a frame's: when it was sent)."""
         self.restarts: list[tuple[float, NodeId, View]] = []
         """(time, member, view founded) of every restart from the simulated disks."""
-        """Members of each ``Paxos`` shard, by (epoch, subgroup, shard)."""
+        self.crashes: list[tuple[float, NodeId]] = []
+        """(time, member) of every crash."""
+        self.rejoins: list[tuple[float, NodeId, View]] = []
+        """(time, member, view joined) of every restarted member that joined anew."""
         self._last_epoch: dict[NodeId, int] = {}
         self.config = config or CoreConfig()
         self._layout = layout
@@ -371,7 +377,7 @@ class Simulation:
         """Start crashed ``member`` again at ``at`` on what its disk kept: it rebuilds its
         Paxos replicas from snapshot and log and founds the view after the last one its disk
         recorded, as a real member restarting on its data directory does."""
-        self._restarting.add(member)
+        self._restarting[member] += 1
         self._push(at, _RESTART, member)
 
     def join(self, member: NodeId, at: float, contacts: Sequence[NodeId]) -> None:
@@ -480,12 +486,20 @@ class Simulation:
             # A crash breaks its connections before what they buffered got out, on some links
             # and not others: that is what leaves survivors holding different messages.
             self.crashed.add(node_id)
+            self.crashes.append((self.now, node_id))
             self._crashed_at[node_id] = self._counter
             self._paused.pop(node_id, None)
             self.disks.crash(node_id)
             for peer in sorted(self.nodes):
                 if self._crash_rng.random() < 0.5:
                     self._severed.add((node_id, peer))
+            if node_id in self._restarting:
+                # A process that will be started again was killed, not powered off: its
+                # sockets close, so its peers' links break at once (a restart could otherwise
+                # come back before anyone noticed, into a view where frames to it were lost).
+                for peer in self.running:
+                    if node_id in self.nodes[peer].view:
+                        self.call(self.now, functools.partial(self._link_broke, peer, node_id))
             return
         if held is not None:
             held.append((kind, a, b, c))
@@ -511,13 +525,16 @@ class Simulation:
         self._drain(node_id)
 
     def _restart(self, member: NodeId) -> None:
+        self._restarting[member] -= 1
+        if not self._restarting[member]:
+            del self._restarting[member]
         if member not in self.crashed:
             return
         recovered = self.disks.recovery(member)
         if recovered is None:
             self.stats["restart_without_a_view"] += 1
             return
-        newest, shards = recovered
+        logs, shards = recovered
         self._forget_incarnation(member)
         self.crashed.discard(member)
         self.stopped.pop(member, None)
@@ -530,7 +547,7 @@ class Simulation:
             self.config,
             now=self.now,
             layout_cache=self._layouts,
-            restart=newest,
+            restart=logs,
         )
         if self.types is not None:
             host = ObjectHost(member, self.types, record_digests=True)
@@ -551,6 +568,12 @@ class Simulation:
         for event in self._parked.pop(member, []):
             self._dispatch(*event)
 
+    def _link_broke(self, peer: NodeId, member: NodeId) -> None:
+        """``peer``'s link to crashed ``member`` broke: a driver reports that as a failure."""
+        if peer in self.running and member in self.crashed:
+            self.nodes[peer].report_failure(member, self.now)
+            self._drain(peer)
+
     def _sent_after_crash(self, member: NodeId) -> bool:
         """The frame being handled left its sender after ``member`` crashed."""
         return self._handling > self._crashed_at.get(member, 0)
@@ -559,7 +582,6 @@ class Simulation:
         """A restarted process shares nothing with the one that crashed: frames still in
         flight from or to it, its timers and its disk's sync are gone (a crash reset its
         connections; a new process starts no old timer)."""
-        self._restarting.discard(member)
         crashed_at = self._crashed_at.get(member, 0)
         kept = []
         for entry in self._heap:
@@ -586,7 +608,7 @@ class Simulation:
         """A sync ended: report what it made durable (the newest ``upto`` per shard and
         epoch), or stop the member if the disk failed; start the next sync if records
         wait."""
-        done, commits, error = self.disks.finish_sync(node_id, self.now)
+        done, logged, error = self.disks.finish_sync(node_id, self.now)
         if error:
             node.fail(f"storage failed: {error} syncing the log of member {node_id}")
             return
@@ -595,8 +617,8 @@ class Simulation:
             upto[(request.subgroup, request.epoch)] = request.upto
         for (subgroup, epoch), last in upto.items():
             node.persisted(subgroup, epoch, last, self.now)
-        for view in commits:
-            node.commit_logged(view, self.now)
+        for view in logged:
+            node.view_logged(view, self.now)
         if self.disks.pending(node_id):
             self._push(self.disks.start_sync(node_id, self.now), _SYNCED, node_id)
 
@@ -604,7 +626,8 @@ class Simulation:
         """The ``Paxos`` delivery rule, checked after the fact: every delivery of a message
         came after it was durable at each member of its shard, but for members the next two
         views removed (a member that failed or was suspected during a view change may not
-        have logged what the ragged-edge cleanup delivered) and members whose disk failed.
+        have logged what the ragged-edge cleanup delivered), members the delivering member
+        suspected by then, and members whose disk failed.
         Views a restart founded do not
         count, and deliveries in a view a restart founded again (its logs missed the view)
         are not the group's."""
@@ -626,6 +649,9 @@ class Simulation:
             for peer in self._paxos_shards.get((epoch, subgroup, shard), ()):
                 if any(peer not in members for members in following) or self.disks.failed(peer):
                     continue  # removed, or its disk failed: it holds nothing to restart from
+                suspected = self._suspected_at.get((member, peer, epoch))
+                if suspected is not None and suspected <= at:
+                    continue  # the cleanup waits only for the survivors it still listens to
                 durable = self.disks.durable_at(peer, key)
                 if durable is None or durable > at:
                     violations.append(
@@ -651,9 +677,9 @@ class Simulation:
                 if isinstance(event, PersistRequested):
                     shard_key = self._shard_names[(event.epoch, event.subgroup, event.shard)]
                     self._sync_if(node_id, self.disks.write(node_id, shard_key, event))
-                elif isinstance(event, CommitLogRequested):
-                    commit = LoggedView(event.view, True, event.leader_rank)
-                    self._sync_if(node_id, self.disks.log_commit(node_id, commit))
+                elif isinstance(event, ViewLogRequested):
+                    logged = self.disks.log_view(node_id, event)
+                    self._sync_if(node_id, logged)
                 elif isinstance(event, ViewInstalled) and event.layout.adequate:
                     mine = {
                         (ref.type_name, ref.subgroup_index, ref.shard)
@@ -764,12 +790,16 @@ class Simulation:
 
     def _record(self, node_id: NodeId, event: Event) -> None:
         if isinstance(event, ViewInstalled) and node_id in self._agreeing:
-            # The first view of a restarted member: the one its restart agreement founded.
+            # The first view of a restarted member: the one its restart agreement founded, or
+            # the one it joined when the group went on without it. Its history restarts there.
             self._agreeing.discard(node_id)
-            assert event.view == self.nodes[node_id].founded, (node_id, event.view)
-            self.restarts.append((self.now, node_id, event.view))
-            self._founded.add((node_id, event.view))
             self.recorder.record_restart(node_id, event.view.epoch)
+            if event.view == self.nodes[node_id].founded:
+                self.restarts.append((self.now, node_id, event.view))
+                self._founded.add((node_id, event.view))
+            else:
+                assert node_id in event.view.joined, (node_id, event.view)
+                self.rejoins.append((self.now, node_id, event.view))
         self.recorder.record_event(node_id, event)
         if not isinstance(event, MessageSent | NullsSent):
             self.last_progress = self.now
@@ -793,6 +823,9 @@ class Simulation:
                 self._shard_names.setdefault(shard_key, name)
                 if ref.layout.mode is Mode.PAXOS:
                     self._paxos_shards.setdefault(shard_key, ref.layout.members)
+        elif isinstance(event, Suspected):
+            epoch = self.nodes[node_id].view.epoch
+            self._suspected_at.setdefault((node_id, event.node, epoch), self.now)
         elif isinstance(event, Stopped):
             self._trace.update(f"S{node_id} {event.reason}".encode())
             self.stopped[node_id] = event.reason

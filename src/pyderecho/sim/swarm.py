@@ -105,6 +105,9 @@ class SimulationSpec:
     total_crash: bool = False
     """Every running member crashes at once mid-run; each restarts from its disk a moment
     later (``Paxos`` shards come back from their logs; others start over)."""
+    rejoin: int = 0
+    """Of the crashed members, how many restart from their disks while the group runs on
+    (before or after it removed them): each comes back as a joiner."""
     replicated: bool = False
     """Back every type of the layout with :class:`KV` and send ordered ``put`` calls."""
     config: CoreConfig = field(default_factory=CoreConfig)
@@ -342,7 +345,18 @@ class _Run:
         latest = max(view.epoch for _, _, view in restarts)
         view = next(v for _, _, v in restarts if v.epoch == latest)
         back = {member for _, member, v in restarts if v == view}
-        return 2 * len(back) <= len(view.members)
+        # Members of that view the faults took after all: never back (a joiner of the view a
+        # restart founded on has no logs to come back from), crashed since, or their disk
+        # failed. With half of them gone, the founded view cannot go on.
+        founded_at = min(t for t, _, v in restarts if v == view)
+        gone = {
+            m
+            for m in view.members
+            if m in self.sim.crashed
+            or self.sim.disks.failed(m)
+            or any(t > founded_at and c == m for t, c in self.sim.crashes)
+        }
+        return 2 * len(back) <= len(view.members) or 2 * len(gone) >= len(view.members)
 
     def _check_grown(self, settled: bool) -> list[str]:
         """No update a member delivered in a Paxos shard is lost, across crashes and restarts:
@@ -413,10 +427,15 @@ class _Run:
         # during a change already under way.
         window = (0.1 * self.traffic_s, 0.8 * self.traffic_s)
         victims = founders[: spec.crash + spec.leave + spec.pauses + spec.disk_failures]
-        for member in victims[: spec.crash]:
+        for number, member in enumerate(victims[: spec.crash]):
             at = rng.uniform(*window)
             sim.call(at, functools.partial(self._see_states, [member]))
             sim.crash(member, at=at)
+            if number < spec.rejoin:
+                sim.call(at, functools.partial(self._forget, member))
+                back = at + rng.uniform(0.2, 4.0) * timeout
+                sim.restart(member, at=back)
+                self.quiet_at = max(self.quiet_at, back + 4 * timeout)
         for member in victims[len(victims) - spec.disk_failures :]:
             sim.fail_disk(member, at=rng.uniform(*window), reason="EIO")
         for member in victims[spec.crash : spec.crash + spec.leave]:
@@ -479,11 +498,16 @@ class _Run:
         for member in victims:
             sim.crash(member, at=sim.now)
             sim.restart(member, at=sim.now + rng.uniform(0.05, 0.5))
-            for tracked in (self.sent, self.abandoned):
-                tracked.pop(member, None)
-            self.delivered.pop(member, None)
-            self.calls.pop(member, None)
-            sim.results.pop(member, None)
+            self._forget(member)
+
+    def _forget(self, member: NodeId) -> None:
+        """``member`` crashed and will restart: what the crashed process sent, called or
+        delivered is no part of what the new one must account for."""
+        for tracked in (self.sent, self.abandoned):
+            tracked.pop(member, None)
+        self.delivered.pop(member, None)
+        self.calls.pop(member, None)
+        self.sim.results.pop(member, None)
 
     def _send_one(self, number: int) -> None:
         sim, rng = self.sim, self.sim.rng
