@@ -44,6 +44,10 @@ class ShardRow(msgspec.Struct, frozen=True, array_like=True, tag="r"):
     persisted: int = -1
     """``Paxos`` shards: largest global index the member has logged durably (with every
     message before it), -1 for none. A message is delivered once every member's is past it."""
+    floor: int = 0
+    """``Paxos`` shards: the last timestamp the member knows the shard to have delivered
+    before this epoch (0 if it knows none). This epoch's timestamps rise above the largest, so
+    that they rise in the shard's order across views, not only within one."""
 
 
 class Data(msgspec.Struct, frozen=True, array_like=True, tag="d"):

@@ -99,7 +99,10 @@ class ShardMulticast:
         events: list[Event],
         buffers: BufferPool | None = None,
         clock: SendClock | None = None,
+        floor: int = 0,
     ) -> None:
+        """``floor``: in a ``Paxos`` shard, the last timestamp this member saw the shard
+        deliver before this epoch (0 if none)."""
         self.epoch = epoch
         self.subgroup = ref.subgroup
         self.shard = ref.shard
@@ -116,6 +119,7 @@ class ShardMulticast:
         self._outbox = outbox
         self._events = events
         self.table = ShardTable(len(self.members), len(self.senders))
+        self.table.floor[self.rank] = floor
         self.pending: deque[bytes] = deque()
         """Messages the application sent that wait for a window slot."""
         self.next_index = 0
@@ -363,7 +367,9 @@ class ShardMulticast:
                 continue
             if isinstance(payload, _Assembly):
                 payload = memoryview(payload.buffer).toreadonly()
-            timestamp = max(self._last_timestamp + 1, stamp)
+            # Stable means every member's row arrived, floors included: the same here as at
+            # every other member, so the first timestamp of the epoch is raised alike.
+            timestamp = max(self._last_timestamp + 1, max(self.table.floor) + 1, stamp)
             self._last_timestamp = timestamp
             self._timestamps[k] = timestamp
             self._logged += 1
@@ -627,6 +633,12 @@ class ShardMulticast:
             if payload is not None:
                 trimmed.append(bytes(payload))
         return trimmed + unsent
+
+    @property
+    def last_timestamp(self) -> int:
+        """``Paxos``: the last timestamp this shard gave a message in this epoch, or the floor
+        it started from: what the next epoch's timestamps rise above."""
+        return max(self._last_timestamp, self.table.floor[self.rank])
 
     def row(self) -> ShardRow:
         """The own row, to push to the other members."""

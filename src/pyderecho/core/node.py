@@ -89,6 +89,7 @@ class Node:
         addresses: Mapping[NodeId, str] | None = None,
         layout_cache: MutableMapping[tuple[int, tuple[NodeId, ...]], ViewLayout] | None = None,
         restart: Logs | None = None,
+        floors: Mapping[ShardKey, int] | None = None,
     ) -> None:
         """A founding member of ``view``, or, with ``view=None``, a process that joins the
         group through ``contacts``, or, with ``restart``, a member restarting from its logs
@@ -98,6 +99,9 @@ class Node:
         ``addresses`` says where members listen, for transports that dial them; this node's own
         entry is what it tells the group when it joins. Joins and welcomes keep the map
         current: :attr:`addresses`.
+
+        ``floors``: per ``Paxos`` shard, the last timestamp this member's logs hold (a restart
+        passes them), so that timestamps keep rising across the restart.
 
         ``layout_cache`` lets members in one process share each view's layout: a layout is a
         pure function of the view, and a simulated group of a thousand members would otherwise
@@ -142,6 +146,8 @@ class Node:
         self._log_commits = False
         """Some view had ``Paxos`` shards: the driver keeps logs, views' commits go in them."""
         self._commit_requested: View | None = None
+        self._floors: dict[ShardKey, int] = dict(floors or {})
+        """Per ``Paxos`` shard: the last timestamp this member saw it deliver."""
         self._leave_requested = False
         self._next: View | None = None
         self._previous: Membership | None = None
@@ -610,8 +616,12 @@ class Node:
             return
         old = self.membership
         carried = self._carried
+        floors = dict(self._floors)
         for ref_key, shard in self._subgroup_keys():
             carried.setdefault(ref_key, []).extend(shard.leftover())
+            if shard.persistent:
+                floors[ref_key] = shard.last_timestamp
+        self._floors = floors
         if old is not None:
             for change in old.changes[: old.final]:
                 if change.address:
@@ -648,6 +658,7 @@ class Node:
                     events=self._events,
                     buffers=self._buffers,
                     clock=self._clock,
+                    floor=floors.get((ref.type_name, ref.subgroup_index, ref.shard), 0),
                 )
                 self._shards[(ref.subgroup, ref.shard)] = shard
                 self._by_subgroup[ref.subgroup] = shard

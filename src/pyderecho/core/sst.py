@@ -19,6 +19,7 @@ class ShardTable:
     __slots__ = (
         "cutoff",
         "delivered",
+        "floor",
         "num_members",
         "num_senders",
         "persisted",
@@ -39,6 +40,7 @@ class ShardTable:
         self.suspected: list[int] = [0] * num_members
         self.cutoff: list[tuple[int, ...]] = [()] * num_members
         self.persisted: list[int] = [-1] * num_members
+        self.floor: list[int] = [0] * num_members
         self.stale_pushes = 0
         """Pushes that changed nothing: harmless, counted so that a flood is visible."""
 
@@ -75,6 +77,9 @@ class ShardTable:
         if row.persisted > self.persisted[rank]:
             self.persisted[rank] = row.persisted
             changed = True
+        if row.floor > self.floor[rank]:
+            self.floor[rank] = row.floor
+            changed = True
         if not changed:
             self.stale_pushes += 1
         return changed
@@ -104,4 +109,5 @@ class ShardTable:
             suspected=self.suspected[rank],
             cutoff=self.cutoff[rank],
             persisted=self.persisted[rank],
+            floor=self.floor[rank],
         )

@@ -257,10 +257,11 @@ class Group:
         view = None if members is None else View(0, tuple(members))
         recovered: frozenset[ShardKey] | None = None
         restart = None
+        floors: dict[ShardKey, int] = {}
         if recovery is not None:
             # The members agree on the view to found from their logs (pyderecho.core.restart);
             # the last view this member logged says whom to ask, and where they listened.
-            view, restart = None, recovery.logs
+            view, restart, floors = None, recovery.logs, recovery.floors
             addresses = recovery.addresses | dict(addresses)
             rebuilt = _rebuild(host, member_id, recovery)
             host.restart(rebuilt)
@@ -274,6 +275,7 @@ class Group:
             contacts=() if view is not None or restart is not None else contacts,
             addresses=addresses,
             restart=restart,
+            floors=floors,
         )
         member = Member(
             node, transport, data_dir=data_dir, recovered=recovered, segment_bytes=segment_bytes

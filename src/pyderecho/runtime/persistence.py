@@ -168,6 +168,13 @@ class Recovery:
         )
 
     @property
+    def floors(self) -> dict[ShardKey, int]:
+        """Per shard, the last timestamp its log holds: timestamps rise on from there."""
+        return {
+            key: shard.records[-1].timestamp for key, shard in self.shards.items() if shard.records
+        }
+
+    @property
     def addresses(self) -> dict[NodeId, str]:
         """Where the members of the logged views listened: a restart dials them there."""
         known = {m: a for m, a in zip(self.view.members, self.view.addresses, strict=False) if a}
