@@ -23,15 +23,20 @@ PAXOS = layout_of({"Ledger": every_member(Mode.PAXOS)})
 ORDERED = layout_of({"Ledger": every_member(Mode.ORDERED)})
 
 
+ME = 7
+"""The incarnation of every agreement under test: answers carry it back."""
+
+
 def state(installed: View, commit: View | None = None) -> RestartState:
-    return Logs(installed, commit).state(RestartPhase.RESTARTING)
+    """An answer to the agreement's question."""
+    return Logs(installed, commit).state(RestartPhase.RESTARTING, answering=ME)
 
 
 FIVE = View(4, (0, 1, 2, 3, 4))
 
 
 def test_a_member_waits_for_a_majority_of_the_newest_installed_view() -> None:
-    agreement = RestartAgreement(0, Logs(FIVE))
+    agreement = RestartAgreement(0, Logs(FIVE), ME)
     assert agreement.outcome() is None
     assert agreement.waiting_for() == [1, 2, 3, 4]
     agreement.receive(1, state(FIVE))
@@ -41,8 +46,21 @@ def test_a_member_waits_for_a_majority_of_the_newest_installed_view() -> None:
     assert agreement.outcome() == Found(View(5, (0, 1, 2, 3, 4)))
 
 
+def test_only_answers_to_this_incarnation_count() -> None:
+    """A state a peer sent an earlier incarnation (queued while this member was down) may no
+    longer be true: it is neither counted nor allowed to decide anything."""
+    agreement = RestartAgreement(0, Logs(FIVE), ME)
+    for member in (1, 2):
+        agreement.receive(member, Logs(FIVE).state(RestartPhase.RESTARTING, answering=ME - 1))
+    agreement.receive(3, Logs(View(5, (0, 1, 2))).state(RestartPhase.FOUNDED, answering=ME - 1))
+    assert agreement.outcome() is None and agreement.stale == 3
+    question = agreement.question()
+    assert question.incarnation == ME and question.answering == 0
+    assert agreement.answer(question).answering == ME
+
+
 def test_a_newer_installed_view_moves_the_majority_needed_to_it() -> None:
-    agreement = RestartAgreement(3, Logs(FIVE))
+    agreement = RestartAgreement(3, Logs(FIVE), ME)
     agreement.receive(2, state(FIVE))
     assert agreement.outcome() is None
     agreement.receive(1, state(View(5, (0, 1, 3))))
@@ -54,7 +72,7 @@ def test_a_newer_installed_view_moves_the_majority_needed_to_it() -> None:
 
 def test_a_commit_that_a_majority_logged_is_chosen() -> None:
     commit = View(5, (0, 1, 2, 3))
-    agreement = RestartAgreement(0, Logs(FIVE, commit))
+    agreement = RestartAgreement(0, Logs(FIVE, commit), ME)
     agreement.receive(1, state(FIVE, commit))
     agreement.receive(2, state(FIVE))
     assert agreement.outcome() is None, "two logged it, one did not, two unheard: it may be"
@@ -65,7 +83,7 @@ def test_a_commit_that_a_majority_logged_is_chosen() -> None:
 
 def test_a_commit_too_few_logged_is_passed_over() -> None:
     commit = View(5, (0, 1, 2, 3))
-    agreement = RestartAgreement(2, Logs(FIVE))
+    agreement = RestartAgreement(2, Logs(FIVE), ME)
     agreement.receive(0, state(FIVE, commit))
     agreement.receive(3, state(FIVE))
     assert agreement.outcome() is None
@@ -76,7 +94,7 @@ def test_a_commit_too_few_logged_is_passed_over() -> None:
 
 def test_a_member_a_commit_removes_as_failed_is_not_waited_for() -> None:
     commit = View(5, (0, 1, 2, 3), departed=(4,))
-    agreement = RestartAgreement(0, Logs(FIVE, commit))
+    agreement = RestartAgreement(0, Logs(FIVE, commit), ME)
     agreement.receive(1, state(FIVE, commit))
     agreement.receive(2, state(FIVE))
     assert agreement.outcome() is None, "member 3 may have logged it: three would be a majority"
@@ -102,10 +120,12 @@ def test_no_two_members_choose_differently_whatever_they_hear() -> None:
         chosen = set()
         for heard in range(1, 2**5):
             me = next(m for m in range(5) if heard >> m & 1)
-            agreement = RestartAgreement(me, logs[me])
+            agreement = RestartAgreement(me, logs[me], ME)
             for member in range(5):
                 if heard >> member & 1 and member != me:
-                    agreement.receive(member, logs[member].state(RestartPhase.RESTARTING))
+                    agreement.receive(
+                        member, logs[member].state(RestartPhase.RESTARTING, answering=ME)
+                    )
             outcome = agreement.outcome()
             if isinstance(outcome, Found):
                 chosen.add(outcome.view)
@@ -117,7 +137,7 @@ def test_no_two_members_choose_differently_whatever_they_hear() -> None:
 
 def test_a_member_the_chosen_view_excludes_rejoins_through_its_members() -> None:
     commit = View(5, (0, 1, 2))
-    agreement = RestartAgreement(4, Logs(FIVE))
+    agreement = RestartAgreement(4, Logs(FIVE), ME)
     agreement.receive(0, state(FIVE, commit))
     agreement.receive(1, state(FIVE, commit))
     assert agreement.outcome() is None
@@ -129,14 +149,14 @@ def test_a_member_the_chosen_view_excludes_rejoins_through_its_members() -> None
 
 def test_a_late_member_joins_the_founded_view_or_rejoins_a_group_that_went_on() -> None:
     founded = View(5, (0, 1, 2))
-    agreement = RestartAgreement(2, Logs(View(3, (0, 1, 2))))
-    agreement.receive(0, Logs(founded).state(RestartPhase.FOUNDED))
+    agreement = RestartAgreement(2, Logs(View(3, (0, 1, 2))), ME)
+    agreement.receive(0, Logs(founded).state(RestartPhase.FOUNDED, answering=ME))
     assert agreement.outcome() == Found(founded)
-    moved = RestartAgreement(2, Logs(View(4, (0, 1, 2))))
-    moved.receive(0, Logs(View(6, (0, 1, 2))).state(RestartPhase.RUNNING))
+    moved = RestartAgreement(2, Logs(View(4, (0, 1, 2))), ME)
+    moved.receive(0, Logs(View(6, (0, 1, 2))).state(RestartPhase.RUNNING, answering=ME))
     assert moved.outcome() is None, "the group still names it: it waits to be removed"
     assert moved.waiting_for() == [0, 1], "and keeps asking the view's members"
-    moved.receive(1, Logs(View(7, (0, 1))).state(RestartPhase.RUNNING))
+    moved.receive(1, Logs(View(7, (0, 1))).state(RestartPhase.RUNNING, answering=ME))
     outcome = moved.outcome()
     assert isinstance(outcome, Rejoin) and outcome.contacts == (0, 1)
     assert "runs without it" in outcome.reason

@@ -208,6 +208,12 @@ class RestartState(msgspec.Struct, frozen=True, array_like=True, tag="s"):
     commit_failed: tuple[int, ...]
     """Members the commit removes as failed (they never log it)."""
     phase: RestartPhase
+    incarnation: int
+    """The sender's restart (a number its driver draws), 0 once it runs."""
+    answering: int
+    """0 for a question; in an answer, the incarnation asked: only an answer to its own
+    question counts for a restarting member, since a state sent to an earlier incarnation
+    (queued while it was down) may no longer be true."""
 
 
 ShardMessage = ShardRow | Data | Nulls | Block

@@ -89,6 +89,7 @@ class Node:
         addresses: Mapping[NodeId, str] | None = None,
         layout_cache: MutableMapping[tuple[int, tuple[NodeId, ...]], ViewLayout] | None = None,
         restart: Logs | None = None,
+        incarnation: int = 1,
         floors: Mapping[ShardKey, int] | None = None,
     ) -> None:
         """A founding member of ``view``, or, with ``view=None``, a process that joins the
@@ -99,6 +100,10 @@ class Node:
         ``addresses`` says where members listen, for transports that dial them; this node's own
         entry is what it tells the group when it joins. Joins and welcomes keep the map
         current: :attr:`addresses`.
+
+        ``incarnation`` tells this restart's questions from an earlier one's: a number the
+        driver draws afresh for each start of a member (a restart's answers count only when
+        they answer it).
 
         ``floors``: per ``Paxos`` shard, the last timestamp this member's logs hold (a restart
         passes them), so that timestamps keep rising across the restart.
@@ -136,7 +141,7 @@ class Node:
         self.addresses: dict[NodeId, str] = dict(addresses or {})
         self._join_attempt = 0
         self._next_join = now
-        self._restart = None if restart is None else RestartAgreement(node_id, restart)
+        self._restart = None if restart is None else RestartAgreement(node_id, restart, incarnation)
         self.founded: View | None = None
         """The view this member's restart from logs founded."""
         self._founding: View | None = None
@@ -317,8 +322,8 @@ class Node:
         elif self._restart is not None:
             if now >= self._next_join:
                 self._next_join = now + self.config.heartbeat_interval
-                state = self._restart.mine.state(RestartPhase.RESTARTING)
-                self._outbox.extend((peer, state) for peer in self._restart.waiting_for())
+                question = self._restart.question()
+                self._outbox.extend((peer, question) for peer in self._restart.waiting_for())
         elif now >= self._next_join:
             contact = self._contacts[self._join_attempt % len(self._contacts)]
             self._join_attempt += 1
@@ -467,17 +472,19 @@ class Node:
 
     def _on_restart_state(self, src: NodeId, state: RestartState, now: float) -> None:
         agreement = self._restart
+        asked = state.answering == 0 and state.phase is RestartPhase.RESTARTING
         if agreement is not None:
-            agreement.receive(src, state)
-            if src not in agreement.told:
-                agreement.told.add(src)
-                self._outbox.append((src, agreement.mine.state(RestartPhase.RESTARTING)))
-            self._agree(now)
-        elif self.membership is not None and state.phase is RestartPhase.RESTARTING:
+            if asked:
+                self._outbox.append((src, agreement.answer(state)))
+            else:
+                agreement.receive(src, state)
+                self._agree(now)
+        elif self.membership is not None and asked:
             # A member restarting late asks: it joins the view a restart founded, or learns
             # that the group went on without it.
             phase = RestartPhase.FOUNDED if self.view == self.founded else RestartPhase.RUNNING
-            self._outbox.append((src, Logs(self.view).state(phase)))
+            answer = Logs(self.view).state(phase, answering=state.incarnation)
+            self._outbox.append((src, answer))
 
     def _agree(self, now: float) -> None:
         """Found the view the restart agreement settled on, or join the group as any joiner

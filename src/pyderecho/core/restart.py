@@ -41,7 +41,9 @@ class Logs:
     installed: View
     commit: View | None = None
 
-    def state(self, phase: RestartPhase) -> RestartState:
+    def state(
+        self, phase: RestartPhase, *, incarnation: int = 0, answering: int = 0
+    ) -> RestartState:
         commit = self.commit or View(-1, ())
         return RestartState(
             self.installed.epoch,
@@ -50,6 +52,8 @@ class Logs:
             commit.members,
             commit.departed,
             phase,
+            incarnation,
+            answering,
         )
 
 
@@ -82,14 +86,16 @@ Outcome = Found | Rejoin
 class RestartAgreement:
     """One restarting member's side of the agreement: states in, a view to found out."""
 
-    def __init__(self, me: NodeId, logs: Logs) -> None:
+    def __init__(self, me: NodeId, logs: Logs, incarnation: int) -> None:
+        assert incarnation > 0, "a restart's incarnation is a positive number"
         self.me = me
+        self.incarnation = incarnation
         # Compared as the wire carries them: epoch and members (who joined or left is the
         # same for every copy of a view, and the wire leaves it out).
         self.mine = logs = logs_of(logs.state(RestartPhase.RESTARTING))
         self.heard: dict[NodeId, Logs] = {me: logs}
-        self.told: set[NodeId] = set()
-        """Peers that have this member's state: each is answered once, and asked until then."""
+        self.stale = 0
+        """Answers to an earlier incarnation's questions, ignored."""
         self.founded: View | None = None
         """The view a peer founded and still runs: this member takes part in it too."""
         self.moved_on: View | None = None
@@ -110,7 +116,19 @@ class RestartAgreement:
             return [m for m in self.moved_on.members if m != self.me]
         return [m for m in self.installed.members if m not in self.heard]
 
+    def question(self) -> RestartState:
+        return self.mine.state(RestartPhase.RESTARTING, incarnation=self.incarnation)
+
+    def answer(self, question: RestartState) -> RestartState:
+        return self.mine.state(
+            RestartPhase.RESTARTING, incarnation=self.incarnation, answering=question.incarnation
+        )
+
     def receive(self, src: NodeId, state: RestartState) -> None:
+        """Take in an answer to this incarnation's question (others are the caller's)."""
+        if state.answering != self.incarnation:
+            self.stale += 1
+            return
         logs = logs_of(state)
         if state.phase is RestartPhase.FOUNDED:
             self.founded = logs.installed

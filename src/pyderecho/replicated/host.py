@@ -527,6 +527,22 @@ class ObjectHost:
             if replica.since_save >= self.snapshot_every:
                 self._save(replica, position)
 
+    def _abandon_buffered(self, replica: _Replica) -> None:
+        """This member leaves a shard before it held the state to apply what it buffered:
+        each caller still hears from it (it waits for one reply per member of the shard)."""
+        for entry in replica.buffered:
+            if entry.call is not None:
+                self._reply(
+                    entry.sender,
+                    entry.call.call_id,
+                    _error(
+                        "LeftShard",
+                        f"member {self.node_id} left the shard before it held the state to "
+                        "apply this update (the members that stay applied it)",
+                    ),
+                )
+        replica.buffered.clear()
+
     def _caught_up(self, sender: NodeId, call: Call | None) -> None:
         if call is not None:
             self._reply(
@@ -714,6 +730,8 @@ class ObjectHost:
                 self._release_buffered(replica, replica.skip_until)
             if replica.obj is not None:
                 self._retired[key] = replica
+            else:
+                self._abandon_buffered(replica)
         if self._restarting and self._restart_view is None:
             self._restart_view = RestartView(view.epoch, view.members)
             for member in view.members:

@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import secrets
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
@@ -275,6 +276,7 @@ class Group:
             contacts=() if view is not None or restart is not None else contacts,
             addresses=addresses,
             restart=restart,
+            incarnation=secrets.randbits(62) + 1,
             floors=floors,
         )
         member = Member(

@@ -311,14 +311,20 @@ class ShardLogs:
         if self._writer is None and any(r.layout.mode is Mode.PAXOS for r in layout.shards):
             # A group with Paxos shards restarts from its members' view files, every member's:
             # one without (it holds no Paxos shard itself) would found a new group instead.
+            self._start_writer()
+        if self._writer is not None:
+            self._writer.submit_metadata(self.data_dir / "view", self._view, _nothing)
+
+    def _start_writer(self) -> GroupCommitWriter | None:
+        """The writer, started with the data directory if need be (None if that fails)."""
+        if self._writer is None:
             try:
                 self.data_dir.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 self._fail(f"cannot create data_dir {self.data_dir}: {exc}")
-                return
+                return None
             self._writer = GroupCommitWriter(self._name, self._failed_soon)
-        if self._writer is not None:
-            self._writer.submit_metadata(self.data_dir / "view", self._view, _nothing)
+        return self._writer
 
     def log_view(self, request: ViewLogRequested, done: Callable[[View], None]) -> None:
         """Log the commit of the next view, or the view a restart founds; ``done(view)`` runs
@@ -332,20 +338,16 @@ class ShardLogs:
             if request.commit
             else ViewRecord(view.epoch, view.members, request.addresses)
         )
-        if self._writer is None:
-            try:
-                self.data_dir.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                self._fail(f"cannot create data_dir {self.data_dir}: {exc}")
-                return
-            self._writer = GroupCommitWriter(self._name, self._failed_soon)
+        writer = self._start_writer()
+        if writer is None:
+            return
         loop = self._loop
 
         def durable() -> None:  # on the writer thread
             loop.call_soon_threadsafe(done, view)
 
         try:
-            self._writer.submit_metadata(self.data_dir / name, _encoder.encode(record), durable)
+            writer.submit_metadata(self.data_dir / name, _encoder.encode(record), durable)
         except (StorageFailed, RuntimeError) as exc:
             self._fail(str(exc))
 

@@ -548,6 +548,7 @@ class Simulation:
             now=self.now,
             layout_cache=self._layouts,
             restart=logs,
+            incarnation=len(self.crashes) + 1,
             floors={k: d.records[-1].timestamp for k, d in shards.items() if d.records},
         )
         if self.types is not None:

@@ -409,7 +409,7 @@ class _Run:
                         f"{view.epoch}"
                     )
             elif isinstance(reply, RemoteError):
-                if reply.error_type != "StateTransferred":
+                if reply.error_type not in ("StateTransferred", "LeftShard"):
                     problems.append(f"replies: {name}: member {replica} failed: {reply}")
             else:
                 results.add(reply)
@@ -608,10 +608,13 @@ class _Run:
                 problems.append(f"host: member {member}: user code failed: {failures[0]}")
         if not settled:
             return problems
+        # Shards some member was told wait for a holder (StateWaiting): a member that joined
+        # later asks one of those, and waits with it.
+        holderless = {key for member, key in self.waited if self._waits(member, key)}
         for member in sim.running:
             if not sim.nodes[member].layout.adequate:
                 continue  # its calls wait for enough members to join
-            if member in self.waiting:
+            if member in self.waiting or any(self._waits(member, key) for key in holderless):
                 continue  # a Paxos shard waits for a holder to restart: its calls wait too
             results = sim.results.get(member, {})
             hanging = [c for c in self.calls.get(member, []) if c not in results]
