@@ -10,12 +10,14 @@ members compare how far they got, the furthest giving its state to the others.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
 import msgspec
+import pytest
 
 from pyderecho import (
     CoreConfig,
@@ -271,6 +273,32 @@ def test_snapshots_cut_the_log_and_the_restart_replays_only_the_rest(tmp_path: P
         check_replicas(groups, before)
 
     run(scenario, tmp_path, snapshot_every=25, segment_bytes=2048)
+
+
+def test_a_restart_without_a_majority_waits_and_says_for_whom(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def scenario(cluster: Cluster) -> None:
+        groups = await cluster.start_all([0, 1, 2])
+        before = await write(groups, 5, "before")
+        await cluster.crash_all()
+
+        with caplog.at_level(logging.WARNING, logger="pyderecho.runtime.member"):
+            alone = await cluster.start(0, [0, 1, 2])
+            deadline = asyncio.get_running_loop().time() + WAIT
+            while not alone.member.node.restart_waits_for:
+                assert asyncio.get_running_loop().time() < deadline, "it never said"
+                await asyncio.sleep(0.01)
+        assert "a majority of view" in alone.member.node.restart_waits_for
+        assert any("waits for a majority of view" in r.getMessage() for r in caplog.records)
+        others = await asyncio.gather(*(cluster.start(m, [0, 1, 2]) for m in (1, 2)))
+        groups = [alone, *others]
+        for group in groups:
+            await group.wait_ready(Ledger, timeout=WAIT)
+        assert not alone.member.node.restart_waits_for
+        check_replicas(groups, before)
+
+    run(scenario, tmp_path)
 
 
 def test_a_member_whose_view_file_is_older_joins_the_view_the_others_found(

@@ -385,6 +385,11 @@ class Node:
         return self.membership is not None
 
     @property
+    def restart_waits_for(self) -> str:
+        """While a restart from logs cannot decide yet: what it waits for (else empty)."""
+        return "" if self._restart is None else self._restart.waiting
+
+    @property
     def idle(self) -> bool:
         """A member of a view with no change under way and nothing left to send or deliver."""
         membership = self.membership

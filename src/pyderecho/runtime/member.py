@@ -73,6 +73,8 @@ class Member:
         self.on_event = on_event
         self._max_queued = max_queued or 4 * node.config.window_size
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._restart_waits_for = ""
+        """What a restart from logs waits for, last logged."""
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._connected: dict[NodeId, str] = {}
@@ -266,6 +268,13 @@ class Member:
         """Send what the node queued and hand its events on, until neither is left: an event
         handler may queue more (a reply, a state chunk), which must leave in this turn."""
         node = self.node
+        waits_for = node.restart_waits_for
+        if waits_for != self._restart_waits_for:
+            self._restart_waits_for = waits_for
+            if waits_for:
+                _log.warning(
+                    "member %s restarts from its logs and waits for %s", node.node_id, waits_for
+                )
         while True:
             outbox = node.outbox()
             for dst, message in outbox:
