@@ -354,6 +354,9 @@ class ShardMulticast:
         driver to log, with their timestamps, in the shard's order."""
         s = len(self.senders)
         records: list[LogRecord] = []
+        # Stable means every member's row arrived, floors included: the same here as at every
+        # other member, so the first timestamp of the epoch is raised alike.
+        floor = max(self.table.floor)
         for k in range(self.persist_requested + 1, upto + 1):
             sender, index = k % s, k // s
             held = self._held[sender]
@@ -367,9 +370,7 @@ class ShardMulticast:
                 continue
             if isinstance(payload, _Assembly):
                 payload = memoryview(payload.buffer).toreadonly()
-            # Stable means every member's row arrived, floors included: the same here as at
-            # every other member, so the first timestamp of the epoch is raised alike.
-            timestamp = max(self._last_timestamp + 1, max(self.table.floor) + 1, stamp)
+            timestamp = max(self._last_timestamp + 1, floor + 1, stamp)
             self._last_timestamp = timestamp
             self._timestamps[k] = timestamp
             self._logged += 1

@@ -159,7 +159,7 @@ class SimDisks:
             disk.waiting.clear()
             return [], [], disk.failed
         requests: list[PersistRequested] = []
-        commits: list[View] = []
+        views: list[View] = []
         for item in done:
             if item[0] == "view":
                 disk.view = item[1]  # type: ignore[assignment]
@@ -170,7 +170,7 @@ class SimDisks:
                     disk.commit = View(view.epoch, view.members, departed=logged.failed)
                 else:
                     disk.view = view
-                commits.append(view)
+                views.append(view)
             elif item[0] == "snapshot":
                 _, key, position, data = item  # type: ignore[misc]
                 disk.shards.setdefault(key, ShardData()).snapshot = (position, data)
@@ -178,7 +178,7 @@ class SimDisks:
                 _, key, request = item  # type: ignore[misc]
                 self._make_durable(disk, key, request, now)
                 requests.append(request)
-        return requests, commits, ""
+        return requests, views, ""
 
     def _make_durable(
         self, disk: _Disk, key: ShardKey, request: PersistRequested, now: float
