@@ -148,6 +148,9 @@ class Node:
         """The view a restart settled on, installed once the driver has logged it."""
         self.rejoined = ""
         """Why this member, restarted from logs, joins the group again instead."""
+        self._excluded_in = -1
+        """A restart's rejoin: the group's view that excludes this member (welcomes into it or
+        earlier views are stale)."""
         self._log_commits = False
         """Some view had ``Paxos`` shards: the driver keeps logs, views' commits go in them."""
         self._commit_requested: View | None = None
@@ -231,7 +234,8 @@ class Node:
         self._outbox.append((dst, P2P(memoryview(payload))))
 
     def flush(self, now: float) -> None:
-        """Send what was queued with ``send(..., flush=False)``."""
+        """Send what was queued with ``send(..., flush=False)`` and run the protocol steps that
+        messages taken with ``receive(..., flush=False)`` enabled."""
         if self.stopped:
             return
         self._clock.now = now
@@ -289,8 +293,15 @@ class Node:
 
     # -- inputs from peers and the clock ----------------------------------------------------
 
-    def receive(self, src: NodeId, message: WireMessage, now: float) -> None:
-        """Handle one message from peer ``src``; a bad message is counted and dropped."""
+    def receive(self, src: NodeId, message: WireMessage, now: float, *, flush: bool = True) -> None:
+        """Handle one message from peer ``src``; a bad message is counted and dropped.
+
+        With ``flush=False`` the message is taken in (its deliveries happen now) but the
+        protocol steps it enables, and the rows it changed, wait for :meth:`flush`: a driver
+        that takes a burst of frames in first pushes each changed row once for the burst
+        rather than once per frame. Deferring is safe because every step is a predicate over
+        the state, not a reaction to one message: it is as if the frames had arrived together.
+        """
         if self.stopped:
             return
         self._clock.now = now
@@ -298,16 +309,19 @@ class Node:
             self._dispatch(src, message, now)
         except RemoteProtocolError:
             self.stats["rejected"] += 1
-        self._advance(now)
+        if flush:
+            self._advance(now)
 
-    def receive_bytes(self, src: NodeId, data: bytes | memoryview, now: float) -> None:
+    def receive_bytes(
+        self, src: NodeId, data: bytes | memoryview, now: float, *, flush: bool = True
+    ) -> None:
         """Decode and handle one framed message; malformed bytes are counted and dropped."""
         try:
             message = decode(data)
         except RemoteProtocolError:
             self.stats["malformed"] += 1
             return
-        self.receive(src, message, now)
+        self.receive(src, message, now, flush=flush)
 
     def tick(self, now: float) -> None:
         """The deadline from :meth:`next_deadline` has come."""
@@ -417,6 +431,9 @@ class Node:
             self._events.append(PeerMessage(src, message.payload))
             return
         if isinstance(message, Welcome):
+            if membership is None and message.epoch <= self._excluded_in:
+                self.stats["stale_welcome"] += 1
+                return
             if membership is None and self.node_id in message.members:
                 self.addresses.update(
                     (m, a) for m, a in zip(message.members, message.addresses, strict=False) if a
@@ -507,6 +524,7 @@ class Node:
             )
         else:
             self.rejoined = outcome.reason
+            self._excluded_in = outcome.epoch
             self._contacts = outcome.contacts
             self._next_join = now
 

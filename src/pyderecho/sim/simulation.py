@@ -103,7 +103,8 @@ HostEvent = StateReceived | StateLost | StateWaiting | UserCodeFailed | HostFail
     _SYNCED,
     _FAIL_DISK,
     _RESTART,
-) = range(13)
+    _FLUSH,
+) = range(14)
 """Event kinds. A point-to-point frame (a reply, a query, a chunk of state) arrives as
 ``_ARRIVE_P2P``, which counts as scheduled work: a run is not settled while one is in flight,
 since the object layer's progress rides on them and the core's idleness does not see them."""
@@ -135,6 +136,9 @@ class Simulation:
         self._crash_rng = random.Random(root.getrandbits(64))
         self.disks = SimDisks(disk, seed=root.getrandbits(64))
         """Every member's log of its ``Paxos`` shards (drawn from the same root seed)."""
+        self._batch_rng = random.Random(root.getrandbits(64))
+        self._flush_due: set[NodeId] = set()
+        """Members that took frames in without flushing: a ``_FLUSH`` of theirs is queued."""
         self._paxos_deliveries: list[tuple[NodeId, float, tuple[int, int, int, int, int]]] = []
         self._paxos_shards: dict[tuple[int, int, int], tuple[NodeId, ...]] = {}
         """Members of each ``Paxos`` shard, by (epoch, subgroup, shard)."""
@@ -509,7 +513,10 @@ class Simulation:
             if self._cut(b, node_id) or (b, node_id) in self._severed:
                 return
             self._trace.update(f"{self.now!r} {b}>{node_id} {len(c)}".encode())
-            node.receive_bytes(b, c, self.now)
+            node.receive_bytes(b, c, self.now, flush=self._flush_now(node_id))
+        elif kind == _FLUSH:
+            self._flush_due.discard(node_id)
+            node.flush(self.now)
         elif kind == _TICK:
             if self._tick_at.get(node_id) != b:
                 return  # superseded by an earlier deadline
@@ -523,6 +530,21 @@ class Simulation:
         elif not node.stopped:
             node.send(b, c, self.now)
         self._drain(node_id)
+
+    def _flush_now(self, member: NodeId) -> bool:
+        """Whether ``member`` runs the steps a frame enables as it takes the frame in. A real
+        driver takes in every frame of a loop turn first and flushes once at its end: here a
+        frame that finds no flush due starts such a batch half the time, its flush coming up to
+        a link's latency later, and the frames arriving meanwhile join it (so the sweeps check
+        that deferring is safe)."""
+        if member in self._flush_due:
+            return False
+        if self._batch_rng.random() < 0.5:
+            return True
+        self._flush_due.add(member)
+        delay = self._batch_rng.uniform(0.0, self.links.model.latency_s)
+        self._push(self.now + delay, _FLUSH, member)
+        return False
 
     def _restart(self, member: NodeId) -> None:
         self._restarting[member] -= 1
@@ -585,12 +607,14 @@ class Simulation:
         flight from or to it, its timers and its disk's sync are gone (a crash reset its
         connections; a new process starts no old timer)."""
         crashed_at = self._crashed_at.get(member, 0)
+        self._flush_due.discard(member)
         kept = []
         for entry in self._heap:
             _, counter, kind, a, b, _ = entry
             arrival = kind in (_ARRIVE, _ARRIVE_P2P)
             old = (arrival and b == member) or (
-                a == member and (kind in (_TICK, _SYNCED) or (arrival and counter < crashed_at))
+                a == member
+                and (kind in (_TICK, _SYNCED, _FLUSH) or (arrival and counter < crashed_at))
             )
             if old:
                 if kind not in (_ARRIVE, _TICK):
