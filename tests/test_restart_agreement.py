@@ -16,7 +16,14 @@ from pyderecho.core.layout import Mode, every_member, layout_of
 from pyderecho.core.node import Node
 from pyderecho.core.restart import Found, Logs, Rejoin, RestartAgreement
 from pyderecho.core.view import View
-from pyderecho.wire import Heartbeat, MembershipRow, RestartPhase, RestartState, WireMessage
+from pyderecho.wire import (
+    Heartbeat,
+    MembershipRow,
+    RestartPhase,
+    RestartState,
+    Welcome,
+    WireMessage,
+)
 
 FAST = CoreConfig(heartbeat_interval=0.05, heartbeat_timeout=0.5, startup_timeout=2.0)
 PAXOS = layout_of({"Ledger": every_member(Mode.PAXOS)})
@@ -46,6 +53,22 @@ def test_a_member_waits_for_a_majority_of_the_newest_installed_view() -> None:
     assert agreement.outcome() == Found(View(5, (0, 1, 2, 3, 4)))
 
 
+def test_a_member_asks_again_those_that_were_restarting_and_learns_what_they_founded() -> None:
+    """Member 4 heard 0, 1 and 2 restarting, then waits for 3 (which may have logged the commit
+    0 and 1 logged); the others go on without 4 meanwhile. Asking only 3, which stays down, 4
+    would wait forever (Paxos sweep seed 689): it asks them all again and learns it was left
+    out."""
+    committed = View(5, (0, 1, 2, 3, 4))
+    agreement = RestartAgreement(4, Logs(FIVE), ME)
+    for member in (0, 1, 2):
+        agreement.receive(member, state(FIVE, committed if member < 2 else None))
+    assert agreement.outcome() is None, "3 may have logged the commit 0 and 1 logged"
+    assert agreement.waiting_for() == [0, 1, 2, 3]
+    running = Logs(View(6, (0, 1, 2))).state(RestartPhase.RUNNING, answering=ME)
+    agreement.receive(1, running)
+    assert isinstance(agreement.outcome(), Rejoin)
+
+
 def test_only_answers_to_this_incarnation_count() -> None:
     """A state a peer sent an earlier incarnation (queued while this member was down) may no
     longer be true: it is neither counted nor allowed to decide anything."""
@@ -64,7 +87,7 @@ def test_a_newer_installed_view_moves_the_majority_needed_to_it() -> None:
     agreement.receive(2, state(FIVE))
     assert agreement.outcome() is None
     agreement.receive(1, state(View(5, (0, 1, 3))))
-    assert agreement.waiting_for() == [0]
+    assert agreement.waiting_for() == [0, 1]
     # A member of view 5 counts even if its own logs stop before it: view 5's successor
     # would be committed in the logs of a majority of 5, and neither 1 nor 3 logged one.
     assert agreement.outcome() == Found(View(6, (0, 1, 3)))
@@ -264,3 +287,18 @@ def test_restarting_nodes_agree_and_found_one_view() -> None:
     wire.run(0.3, 0.6)
     assert late.view == View(5, (0, 1, 2)), "the late member joined the founded view"
     assert not any(isinstance(e, Stopped) for events in wire.events.values() for e in events)
+
+
+def test_a_rejoining_member_ignores_a_welcome_into_a_view_that_named_its_crashed_self() -> None:
+    """Member 2 learns that view 6 [0, 1] runs without it and asks to join; a contact that has
+    not installed view 6 yet still has 2 in its view and welcomes it there, as it would a
+    joiner whose welcome was lost. Taking that view, the new incarnation would step into the
+    crashed one's place (Paxos sweep seed 1993): only a welcome into a later view counts."""
+    node = Node(2, None, PAXOS, FAST, restart=Logs(View(4, (0, 1, 2))), incarnation=ME)
+    running = Logs(View(6, (0, 1))).state(RestartPhase.RUNNING, answering=ME)
+    node.receive(0, running, 0.0)
+    assert "runs without it" in node.rejoined
+    node.receive(1, Welcome(5, (0, 1, 2), (), ()), 0.1)
+    assert not node.is_member and node.stats["stale_welcome"] == 1
+    node.receive(0, Welcome(7, (0, 1, 2), (2,), ()), 0.2)
+    assert node.is_member and node.view.epoch == 7

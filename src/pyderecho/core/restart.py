@@ -74,10 +74,13 @@ class Found:
 @dataclass(frozen=True, slots=True)
 class Rejoin:
     """The group goes on without this member: join it through ``contacts``; ``reason``
-    says why, for the logs."""
+    says why, for the logs. The group's view ``epoch`` excludes it, so only a welcome into a
+    later view is one: a contact still in an earlier view, which names the crashed
+    incarnation, would welcome it into that (and its numbers would be reused)."""
 
     contacts: tuple[NodeId, ...]
     reason: str
+    epoch: int
 
 
 Outcome = Found | Rejoin
@@ -109,12 +112,13 @@ class RestartAgreement:
         return max((logs.installed for logs in self.heard.values()), key=lambda v: v.epoch)
 
     def waiting_for(self) -> list[NodeId]:
-        """The ones to ask: members of the newest installed view known not heard from yet,
-        or, once a peer runs a view that still names this member, that view's members (to
-        learn when it has been removed)."""
-        if self.moved_on is not None:
-            return [m for m in self.moved_on.members if m != self.me]
-        return [m for m in self.installed.members if m not in self.heard]
+        """The ones to ask: every other member of the newest installed view known, or, once a
+        peer runs a view that still names this member, that view's members (to learn when it
+        has been removed). One that answered it was restarting too is asked again: it may have
+        founded a view since, without this member's answer (a majority was enough), and only
+        asking tells this member so."""
+        view = self.moved_on if self.moved_on is not None else self.installed
+        return [m for m in view.members if m != self.me]
 
     def question(self) -> RestartState:
         return self.mine.state(RestartPhase.RESTARTING, incarnation=self.incarnation)
@@ -205,4 +209,5 @@ class RestartAgreement:
             f"member {self.me} restarted from logs that end in view {self.mine.installed.epoch}, "
             f"but the group's view {view.epoch} {list(view.members)} {how}: it joins the "
             "group again and takes the state from its members",
+            view.epoch,
         )

@@ -346,13 +346,16 @@ class _Run:
         view = next(v for _, _, v in restarts if v.epoch == latest)
         back = {member for _, member, v in restarts if v == view}
         # Members of that view the faults took after all: never back (a joiner of the view a
-        # restart founded on has no logs to come back from), crashed since, or their disk
-        # failed. With half of them gone, the founded view cannot go on.
+        # restart founded on has no logs to come back from; one that came back after the
+        # others founded it without waiting for it may not take part in it, and waits to be
+        # removed), crashed since, or their disk failed. With half of them gone, the founded
+        # view cannot go on.
         founded_at = min(t for t, _, v in restarts if v == view)
         gone = {
             m
             for m in view.members
-            if m in self.sim.crashed
+            if m not in back
+            or m in self.sim.crashed
             or self.sim.disks.failed(m)
             or any(t > founded_at and c == m for t, c in self.sim.crashes)
         }
