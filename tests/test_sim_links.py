@@ -61,15 +61,13 @@ def test_the_same_seed_gives_the_same_answers() -> None:
     assert answers(9) != answers(10)
 
 
-def spy_receive(
-    node: Node, times: dict[NodeId, list[float]]
-) -> Callable[[NodeId, bytes | memoryview, float], None]:
+def spy_receive(node: Node, times: dict[NodeId, list[float]]) -> Callable[..., None]:
     """``node.receive_bytes`` that also notes, per sender, when each frame arrived."""
     take = node.receive_bytes
 
-    def receive(src: NodeId, data: bytes | memoryview, now: float) -> None:
+    def receive(src: NodeId, data: bytes | memoryview, now: float, *, flush: bool = True) -> None:
         times[src].append(now)
-        take(src, data, now)
+        take(src, data, now, flush=flush)
 
     return receive
 
