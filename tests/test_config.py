@@ -76,6 +76,7 @@ def test_defaults(tmp_path: Path) -> None:
         max_message_size=core.max_message_size,
         heartbeat_interval_ms=100,
         heartbeat_timeout_ms=1000,
+        join_timeout_ms=10_000,
         monitors=core.monitors,
         data_dir=Path("pyderecho-data/g/3"),
         snapshot_every=100_000,

@@ -1,11 +1,14 @@
 """Virtual synchrony under faults, in the deterministic simulator.
 
 The sweep draws, per seed, the group size, layout, mode, workload and fault mix (swarm testing):
-crashes of a minority, joins, leaves, pauses past the timeout and partitions, all during
-continuous traffic. Every run is checked for the checker's promises (same order per shard, FIFO,
-no duplicates or inventions, view agreement, the same deliveries among the members that move on
-to the next view), for end-to-end delivery of what running members sent, for partition safety
-and for progress within a bound once the faults are over. A failing seed replays exactly.
+crashes of a minority, joins, leaves (a majority of the group at once, leaders among them),
+rolling replacement of every member, pauses past the timeout (several members at once, as on a
+starved machine), stalls just under it, and partitions, all during continuous traffic. Every
+run is checked for the checker's promises (same order per shard, FIFO, no duplicates or
+inventions, view agreement, the same deliveries among the members that move on to the next
+view), for end-to-end delivery of what running members sent, for partition safety,
+for progress within a bound once the faults are over, and for availability: no member that no
+fault touched may stop. A failing seed replays exactly.
 """
 
 from __future__ import annotations
@@ -41,20 +44,28 @@ def scenario(seed: int) -> SimulationSpec:
     if layout == "shards-of-3" and members < 6:
         layout = "every-member"
     budget = (members - 1) // 2  # faults that take members away must leave a majority
-    profile = rng.choice(["crash", "pause", "partition", "churn", "mixed"])
-    crash = pauses = leave = joins = 0
+    profile = rng.choice(
+        ["crash", "pause", "partition", "churn", "mixed", "leaves", "rolling", "starved"]
+    )
+    crash = pauses = stalls = leave = joins = 0
     if profile == "crash":
         crash = rng.randint(1, budget)
     elif profile == "pause":
         pauses = rng.randint(1, budget)
     elif profile == "churn":
         joins, leave = rng.randint(1, 3), rng.randint(1, min(2, budget))
+    elif profile == "leaves":
+        # Leaves shrink the view the majority counts in: any number but the last may go.
+        leave, joins = rng.randint(2, members - 1), rng.randint(0, 2)
+    elif profile == "starved":
+        pauses = rng.randint(1, budget)
+        stalls = rng.randint(0, budget - pauses)
     elif profile == "mixed":
         crash = rng.randint(0, budget)
         pauses = rng.randint(0, budget - crash)
         leave = rng.randint(0, min(1, budget - crash - pauses))
         joins = rng.randint(0, 2)
-    else:
+    elif profile == "partition":
         joins = rng.randint(0, 1)
     return SimulationSpec(
         members=members,
@@ -67,6 +78,10 @@ def scenario(seed: int) -> SimulationSpec:
         join=joins,
         leave=leave,
         pauses=pauses,
+        pause_at_once=profile == "starved",
+        stalls=stalls,
+        leave_at_once=profile == "leaves" and rng.random() < 0.7,
+        rolling=profile == "rolling",
         partition=profile == "partition",
         config=CoreConfig(block_size=1024, window_size=rng.choice([4, 16, 100])),
         link=rng.choice([LinkModel(), SLOW_LINKS]),
@@ -76,7 +91,9 @@ def scenario(seed: int) -> SimulationSpec:
 def describe(spec: SimulationSpec) -> str:
     return (
         f"seed {spec.seed}: {spec.members} members, {spec.mode}, crash {spec.crash}, "
-        f"join {spec.join}, leave {spec.leave}, pause {spec.pauses}, partition {spec.partition}"
+        f"join {spec.join}, leave {spec.leave}{' at once' if spec.leave_at_once else ''}, "
+        f"pause {spec.pauses}{' at once' if spec.pause_at_once else ''}, stall {spec.stalls}, "
+        f"partition {spec.partition}, rolling {spec.rolling}"
     )
 
 
@@ -96,11 +113,14 @@ def test_long_seed_sweep(seed: int) -> None:
 
 def test_the_sweep_covers_every_fault() -> None:
     specs = [scenario(seed) for seed in range(200)]
-    assert sum(s.crash > 0 for s in specs) > 40
+    assert sum(s.crash > 0 for s in specs) > 30
     assert sum(s.join > 0 for s in specs) > 40
     assert sum(s.leave > 0 for s in specs) > 20
     assert sum(s.pauses > 0 for s in specs) > 40
     assert sum(s.partition for s in specs) > 20
+    assert sum(s.leave_at_once and s.leave > s.members // 2 for s in specs) > 5
+    assert sum(s.rolling for s in specs) > 15
+    assert sum(s.pause_at_once and s.pauses > 1 for s in specs) > 10
     assert {s.mode for s in specs} == {Mode.RAW, Mode.ORDERED}
     assert {s.members for s in specs} >= set(range(3, 17))
 
@@ -208,7 +228,7 @@ def test_skipping_the_ragged_edge_trim_is_caught(monkeypatch: pytest.MonkeyPatch
 
 
 def test_letting_the_minority_go_on_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(Membership, "_holds_majority", lambda self: True)
+    monkeypatch.setattr(Membership, "_holds_majority", lambda self, more=0: True)
     caught = []
     for seed in range(4):
         spec = SimulationSpec(
@@ -270,3 +290,74 @@ def test_the_leader_failing_during_a_view_change_is_handled_by_the_next(delay_us
     assert sim.run_until(moved_on, limit=30.0)
     assert sim.running == survivors
     assert sim.recorder.check() == []
+
+
+def leave_at_once(seed: int) -> SimulationSpec:
+    return SimulationSpec(
+        members=5,
+        layout=resolve_layout("every-member"),
+        seed=seed,
+        messages=200,
+        leave=3,
+        leave_at_once=True,
+    )
+
+
+def test_a_majority_leaving_at_once_leaves_the_rest_running() -> None:
+    """Three of five told to leave in the same millisecond (SIGTERM to three processes): the
+    leavers exit as soon as their leave is final, and the two that stay carry on."""
+    for seed in range(1, 9):
+        report = run_simulation(leave_at_once(seed))
+        assert report.violations == [], seed
+        assert sorted(report.stopped.values()) == ["left the group"] * 3, seed
+
+
+def test_a_leavers_closing_link_taken_for_a_failure_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Planted: a leaver's closing link counts as a suspicion, and so does a member the final
+    change already leaves out, as before leaves were view changes. The stayers then suspect
+    the leavers that exited before they installed the view without them, and stop: the
+    availability check bites."""
+
+    def suspect_every_lost_link(self: Membership, node: int, now: float) -> None:
+        self.suspect(node, now, local=True)
+
+    monkeypatch.setattr(Membership, "link_lost", suspect_every_lost_link)
+    monkeypatch.setattr(Membership, "_left_out_by_final", lambda self, member: False)
+    problems = [v for seed in range(1, 9) for v in run_simulation(leave_at_once(seed)).violations]
+    assert any(p.startswith("availability: ") for p in problems)
+
+
+def test_a_rolling_replacement_of_every_member_keeps_the_group() -> None:
+    spec = SimulationSpec(
+        members=5, layout=resolve_layout("every-member"), seed=4, messages=200, rolling=True
+    )
+    report = run_simulation(spec)
+    assert report.violations == []
+    assert sorted(report.stopped) == ["0", "1", "2", "3", "4"]
+    assert set(report.stopped.values()) == {"left the group"}
+
+
+@pytest.mark.parametrize("seed", [619, 1478])
+def test_a_healing_partition_does_not_stop_the_majority(seed: int) -> None:
+    """Seeds of the sweep. 619: 6 of 11 on one side, 5 on the other. Nobody on the majority
+    side watches member 9, so it stays unsuspected there, and the minority has not stopped when
+    the partition heals (it suspects only 4 of 11). Its rows then name majority members:
+    adopted, they would stop the majority; the majority suspects their sender instead and goes
+    on. 1478: the minority holds ranks 0-2, which nobody on the majority side watches; the
+    majority takes member 2 for its leader, and at the heal 2's row names majority members: it
+    must not remove them."""
+    spec = scenario(seed)
+    assert spec.partition
+    report = run_simulation(spec)
+    assert report.violations == []  # among them, the availability check
+    assert len(report.stopped) == (spec.members - 1) // 2  # the minority, and no one else
+
+
+def test_adopting_a_healed_minoritys_suspicions_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Planted: every row's suspicions are adopted, however many: the availability check
+    catches the majority stopping."""
+    monkeypatch.setattr(Membership, "_adoptable", lambda self, news: True)
+    report = run_simulation(scenario(619))
+    assert any(v.startswith("availability: ") for v in report.violations)

@@ -33,9 +33,10 @@ Transport = Literal["tcp", "shm"]
 _S = TypeVar("_S")
 _T = TypeVar("_T")
 _CORE = CoreConfig()
-_HEARTBEAT_MS, _TIMEOUT_MS = (
+_HEARTBEAT_MS, _TIMEOUT_MS, _JOIN_TIMEOUT_MS = (
     round(_CORE.heartbeat_interval * 1000),
     round(_CORE.heartbeat_timeout * 1000),
+    round(_CORE.join_timeout * 1000),
 )
 _CORE_KEYS = ("window_size", "block_size", "max_message_size", "monitors")
 
@@ -158,6 +159,7 @@ class Settings:
     max_message_size: int
     heartbeat_interval_ms: int
     heartbeat_timeout_ms: int
+    join_timeout_ms: int
     monitors: int
     data_dir: Path
     snapshot_every: int
@@ -179,6 +181,7 @@ class Settings:
             max_message_size=self.max_message_size,
             heartbeat_interval=self.heartbeat_interval_ms / 1000,
             heartbeat_timeout=self.heartbeat_timeout_ms / 1000,
+            join_timeout=self.join_timeout_ms / 1000,
             monitors=self.monitors,
         )
 
@@ -381,6 +384,13 @@ _KEYS: dict[str, _Key] = {
         _Key(
             "heartbeat_timeout_ms", _integer(1), "silence before suspicion", _int_text, _TIMEOUT_MS
         ),
+        _Key(
+            "join_timeout_ms",
+            _integer(1),
+            "how long a joiner waits to be let in before it gives up",
+            _int_text,
+            _JOIN_TIMEOUT_MS,
+        ),
         _Key("monitors", _integer(), "successors each member watches", _int_text, _CORE.monitors),
         _Key("data_dir", _path, "log directory; default ./pyderecho-data/GROUP/MEMBER_ID"),
         _Key(
@@ -517,6 +527,12 @@ def _assemble(values: _Layer) -> Settings:
             "heartbeat_timeout_ms",
             f"must exceed heartbeat_interval_ms ({got['heartbeat_interval_ms']}), "
             f"got {got['heartbeat_timeout_ms']}",
+        )
+    if got["join_timeout_ms"] < got["heartbeat_timeout_ms"]:
+        fail(
+            "join_timeout_ms",
+            f"must be at least heartbeat_timeout_ms ({got['heartbeat_timeout_ms']}), "
+            f"got {got['join_timeout_ms']}",
         )
     member_id, members, tcp = got["member_id"], got["members"], got["transport"] == "tcp"
     for i, member in enumerate(members):
@@ -657,6 +673,8 @@ max_message_size = {_CORE.max_message_size}
 # A member silent for heartbeat_timeout_ms is suspected; the timeout must exceed the interval.
 heartbeat_interval_ms = {_HEARTBEAT_MS}
 heartbeat_timeout_ms = {_TIMEOUT_MS}
+# A joiner not let in within join_timeout_ms gives up (exit 2), saying why for each contact.
+join_timeout_ms = {_JOIN_TIMEOUT_MS}
 # How many ring successors each member watches for failures.
 monitors = {_CORE.monitors}
 

@@ -235,7 +235,30 @@ class MemberProcess:
         )
         if failed:
             return EXIT_FAILED
+        if node.join_failure:
+            self._report_join_failure(node, transport)
+            return EXIT_SETTINGS
         return EXIT_REMOVED if node.stopped and not self._leaving else EXIT_OK
+
+    def _report_join_failure(self, node: Node, transport: Transport) -> None:
+        """Say, one line per contact, why this joiner did not get in (exit status 2): the
+        reason its link was refused or broke, else why dialing it still fails, else that it
+        answered but never let this process in."""
+        timeout = node.config.join_timeout
+        print(
+            f"pyderecho node: member {self.member_id} could not join within {timeout:g} s "
+            "(join_timeout_ms); its contacts:",
+            file=sys.stderr,
+        )
+        for contact, refused in node.join_failure.items():
+            address = node.address_of(contact) or ""
+            dialing = None
+            if not refused and address and isinstance(transport, TcpTransport):
+                dialing = transport.dial_error(address)
+            problem = refused or (f"unreachable: {dialing}" if dialing else "")
+            problem = problem or "linked, but no welcome came (is the group running and reachable?)"
+            where = f" at {address}" if address else ""
+            print(f"  member {contact}{where}: {problem}", file=sys.stderr)
 
     def _transport(self) -> tuple[Transport, dict[NodeId, str]]:
         """The transport, and the address of every member known so far."""

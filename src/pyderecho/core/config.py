@@ -24,6 +24,9 @@ class CoreConfig:
     view change may wait on a member before that member is suspected."""
     startup_timeout: float = 10.0
     """How long a founding member may take to show up at all before it is suspected."""
+    join_timeout: float = 10.0
+    """How long a joining process waits to be welcomed before it gives up and stops, saying
+    for each contact why it did not get in (a refused link, a dead address, no answer)."""
     monitors: int = 3
     """How many ring successors each member watches: enough that one failure is seen by
     several members, few enough that heartbeats cost O(n), not O(n^2)."""
@@ -41,6 +44,11 @@ class CoreConfig:
         if self.startup_timeout < self.heartbeat_timeout:
             raise ValueError(
                 f"startup_timeout ({self.startup_timeout}) must be at least heartbeat_timeout "
+                f"({self.heartbeat_timeout})"
+            )
+        if self.join_timeout < self.heartbeat_timeout:
+            raise ValueError(
+                f"join_timeout ({self.join_timeout}) must be at least heartbeat_timeout "
                 f"({self.heartbeat_timeout})"
             )
         if not isinstance(self.monitors, int) or self.monitors < 1:

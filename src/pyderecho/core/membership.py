@@ -187,7 +187,8 @@ class Membership:
         """Send heartbeats, suspect silent watched members, and time out stalled steps."""
         if self.stopped:
             return
-        starved = now - self._last_tick > self.config.heartbeat_timeout
+        config = self.config
+        late = now - self._last_tick - config.heartbeat_interval - config.heartbeat_timeout / 2
         self._last_tick = now
         if now >= self._next_heartbeat:
             self._next_heartbeat = now + self.config.heartbeat_interval
@@ -196,14 +197,18 @@ class Membership:
             self._outbox.extend(
                 (peer, beat) for peer in self.next_watchers if peer not in self.watchers
             )
-        if starved:
-            # This member itself was paused or starved: the silence it measured is its own.
-            for member in self.last_heard:
-                self.last_heard[member] = now
-            self._waiting_since = now
-            return
+        if late > 0:
+            # This member's own loop ran late (paused, starved of CPU): ticks are due every
+            # heartbeat interval, and a delay beyond half a timeout more is its own silence,
+            # not its peers'. Their frames of that time may still wait unread behind
+            # this tick, so the clocks of silence and stalls move on by that much.
+            for member, heard in self.last_heard.items():
+                self.last_heard[member] = min(now, heard + late)
+            self._waiting_since = min(now, self._waiting_since + late)
         deadline = now - self.config.heartbeat_timeout
         for member in self.watched:
+            if self._departing(member):
+                continue  # it may have exited already; a stalled change blames it if need be
             silent_since = self.last_heard[member]
             silent_since += self._never_heard.get(member, 0.0)
             if member not in self.suspected and silent_since < deadline:
@@ -221,9 +226,27 @@ class Membership:
         """The change moved forward (a shard finished its cleanup): restart the stall clock."""
         self._waiting_since = now
 
+    def link_lost(self, node: NodeId, now: float) -> None:
+        """The transport reports that the link to ``node`` broke.
+
+        A member that asked to leave closes its links as it exits, which it does once it
+        learns its leave is final, perhaps before this member has: its closing link is no
+        failure. Should it really fail in the middle of leaving, the change stalls on it and
+        the stall timeout blames it (:meth:`_time_out_stalled_step`).
+        """
+        if not self._departing(node):
+            self.suspect(node, now, local=True)
+
     def suspect(self, node: NodeId, now: float, *, local: bool) -> None:
-        """Suspect ``node`` (seen by this member itself when ``local``)."""
+        """Suspect ``node`` (seen by this member itself when ``local``).
+
+        Once the change is final, the next view is settled: a member it leaves out (one that
+        leaves, and exits as soon as it learns that) is no longer waited on, and suspecting it
+        would only count against the majority for nothing.
+        """
         if node == self.me or node not in self.view or node in self.suspected:
+            return
+        if self._left_out_by_final(node):
             return
         if not self.changing:
             self._waiting_since = now
@@ -269,15 +292,19 @@ class Membership:
         leading = self._leading
         if leading is not None and not leading.ready and row.leader == self.me:
             self._absorb(row)
-        for node in row.suspected:
-            if node == self.me:
-                if src == self.leader:
-                    self._stop(f"removed from the group: suspected by the leader {src}")
-                    return
-            else:
-                self.suspect(node, now, local=False)
-                if self.stopped:
-                    return
+        news = [n for n in row.suspected if n not in self.suspected]
+        if not self._adoptable(news):
+            self.suspect(src, now, local=True)
+            return
+        if self.me in news:
+            if src == self.leader:
+                self._stop(f"removed from the group: suspected by the leader {src}")
+                return
+            news.remove(self.me)
+        for node in news:
+            self.suspect(node, now, local=False)
+            if self.stopped:
+                return
         if src == self.leader and row.leader == src and not row.collecting:
             self._follow(row, now)
 
@@ -362,6 +389,31 @@ class Membership:
         elif row.committed > self.committed:
             self.changes, self.committed = row.changes, row.committed
 
+    def _adoptable(self, news: list[NodeId]) -> bool:
+        """Whether to adopt a row's suspicions ``news``, or rather suspect its sender.
+
+        A sender whose suspicions would leave this member's side without a majority is either
+        right, and this side stops anyway, or it sits across a partition that just healed, on
+        a minority side that has not stopped yet (it suspects fewer than half: the members no
+        one on its side watched stay unsuspected there). Adopting would then stop a majority
+        that is alive and connected, so the sender is suspected instead; that is always safe.
+        The same holds of a leader's row that removes this member: a minority's member that
+        this side took for its leader (nobody here watched it) removes no one here.
+        """
+        return self._holds_majority(len(news))
+
+    def _left_out_by_final(self, member: NodeId) -> bool:
+        """The change is final and the next view does not include ``member``."""
+        return bool(self.final) and member not in next_view(self.view, self.changes[: self.final])
+
+    def _departing(self, member: NodeId) -> bool:
+        """``member`` asked to leave: its row said so, or the change this member follows
+        includes its leave."""
+        row = self.rows.get(member)
+        if row is not None and row.leaving:
+            return True
+        return any(c.node == member and c.kind is ChangeKind.LEAVE for c in self.changes)
+
     def _follows_me(self, member: NodeId) -> bool:
         row = self.rows.get(member)
         return row is not None and row.leader == self.me
@@ -423,10 +475,11 @@ class Membership:
             self._leading = _Leading(ready=self.rank == 0)
             self._waiting_since = now
 
-    def _holds_majority(self) -> bool:
-        """More than half of the view is unsuspected: the one rule that keeps two sides of a
-        partition from both going on."""
-        return 2 * (len(self.view.members) - len(self.suspected)) > len(self.view.members)
+    def _holds_majority(self, more: int = 0) -> bool:
+        """More than half of the view is unsuspected (with ``more`` members suspected on top):
+        the one rule that keeps two sides of a partition from both going on."""
+        unsuspected = len(self.view.members) - len(self.suspected) - more
+        return 2 * unsuspected > len(self.view.members)
 
     def _lowest_unsuspected(self) -> NodeId:
         return next(m for m in self.view.members if m not in self.suspected)

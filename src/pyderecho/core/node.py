@@ -141,6 +141,13 @@ class Node:
         self.addresses: dict[NodeId, str] = dict(addresses or {})
         self._join_attempt = 0
         self._next_join = now
+        self._join_deadline = now + self.config.join_timeout
+        """A joiner not welcomed by then gives up (:attr:`join_failure` says why)."""
+        self._join_problems: dict[NodeId, str] = {}
+        """Why the link to each contact last broke, as the driver reported it."""
+        self.join_failure: dict[NodeId, str] = {}
+        """Set when this joiner gave up: each contact, and why its link broke (empty when it
+        did not: the contact just never welcomed this process, or a driver still dials it)."""
         self._restart = None if restart is None else RestartAgreement(node_id, restart, incarnation)
         self.founded: View | None = None
         """The view this member's restart from logs founded."""
@@ -291,6 +298,16 @@ class Node:
             self.membership.suspect(node, now, local=True)
             self._advance(now)
 
+    def link_lost(self, node: NodeId, now: float, reason: str = "") -> None:
+        """The driver's link to ``node`` broke, for ``reason``: a failure, unless ``node`` is
+        leaving (it exits as soon as its leave is final, before this member may know that).
+        A joiner keeps the reason: if it gives up, it says why each contact did not let it in."""
+        if self.membership is not None:
+            self.membership.link_lost(node, now)
+            self._advance(now)
+        elif node in self._contacts:
+            self._join_problems[node] = reason or "the link broke"
+
     # -- inputs from peers and the clock ----------------------------------------------------
 
     def receive(self, src: NodeId, message: WireMessage, now: float, *, flush: bool = True) -> None:
@@ -338,6 +355,8 @@ class Node:
                 self._next_join = now + self.config.heartbeat_interval
                 question = self._restart.question()
                 self._outbox.extend((peer, question) for peer in self._restart.waiting_for())
+        elif now >= self._join_deadline:
+            self._give_up_joining()
         elif now >= self._next_join:
             contact = self._contacts[self._join_attempt % len(self._contacts)]
             self._join_attempt += 1
@@ -352,7 +371,11 @@ class Node:
         if self.stopped:
             return None
         if self.membership is None:
-            return None if self._founding is not None else self._next_join
+            if self._founding is not None:
+                return None
+            if self._restart is not None:
+                return self._next_join
+            return min(self._next_join, self._join_deadline)
         return self.membership.next_deadline()
 
     # -- outputs ----------------------------------------------------------------------------
@@ -527,6 +550,18 @@ class Node:
             self._excluded_in = outcome.epoch
             self._contacts = outcome.contacts
             self._next_join = now
+            self._join_deadline = now + self.config.join_timeout
+
+    def _give_up_joining(self) -> None:
+        """No contact let this process in within the join timeout: stop, saying for each
+        contact what went wrong (a refused link says why, e.g. ``bad_auth`` for another
+        secret; a contact that never broke the link just never welcomed it)."""
+        self.join_failure = {c: self._join_problems.get(c, "") for c in self._contacts}
+        lines = [
+            f"member {contact}: {problem or 'no welcome came'}"
+            for contact, problem in self.join_failure.items()
+        ]
+        self._stop(f"could not join within {self.config.join_timeout:g} s: " + "; ".join(lines))
 
     def _on_join_request(self, src: NodeId, request: JoinRequest, now: float) -> None:
         membership = self.membership

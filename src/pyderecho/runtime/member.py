@@ -212,8 +212,8 @@ class Member:
     def _on_peer_lost(self, peer: NodeId, reason: str) -> None:
         # A broken link is failure evidence: the membership protocol decides what follows.
         self._connected.pop(peer, None)
-        if peer in self.node.view:
-            self.node.report_failure(peer, self._now())
+        if peer in self.node.view or not self.node.is_member:
+            self.node.link_lost(peer, self._now(), reason)
         self._step()
 
     def _on_persisted(self, subgroup: int, epoch: int, upto: int) -> None:

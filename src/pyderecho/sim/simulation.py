@@ -18,6 +18,11 @@ lost on a random half of its links, what its disk had not synced is lost), cut o
 partition (links across it break: what crosses them while it lasts is lost), or lose its disk
 (the next sync fails and the member stops, as a real one does on a failed fsync).
 
+A member that stops (it left, was removed, or lost its majority) exits as a real process does:
+its links close once the frames it sent before reach their peers, and each peer that still
+counts it a member hears of the broken link, as a transport reports it. A leaver may thus be
+gone before the others installed the view without it, which is what real leaves look like.
+
 ``Paxos`` shards log to each member's simulated disk (:mod:`pyderecho.sim.disk`), with group
 commit, and :meth:`Simulation.durability_violations` checks the delivery rule after the fact:
 a message delivered anywhere was already durable at every member of its shard that lived on
@@ -239,7 +244,12 @@ class Simulation:
 
     def send_now(self, member: NodeId, subgroup: int, payload: bytes) -> None:
         """Multicast right away, from inside a :meth:`call`; raises what ``Node.send`` raises
-        (:class:`~pyderecho.core.errors.LocalProtocolError` when the member cannot send)."""
+        (:class:`~pyderecho.core.errors.LocalProtocolError` when the member cannot send).
+        A paused member's application is paused too: its send waits until it resumes."""
+        held = self._paused.get(member)
+        if held is not None:
+            held.append((_SEND, member, subgroup, payload))
+            return
         self.nodes[member].send(subgroup, payload, self.now)
         self._drain(member)
 
@@ -443,6 +453,11 @@ class Simulation:
         return all(self.nodes[n].idle for n in self.running)
 
     @property
+    def paused(self) -> set[NodeId]:
+        """Members frozen right now: their applications are frozen with them."""
+        return set(self._paused)
+
+    @property
     def running(self) -> list[NodeId]:
         """Members neither crashed nor stopped, in id order."""
         return sorted(n for n in self.nodes if n not in self.crashed and n not in self.stopped)
@@ -595,7 +610,17 @@ class Simulation:
     def _link_broke(self, peer: NodeId, member: NodeId) -> None:
         """``peer``'s link to crashed ``member`` broke: a driver reports that as a failure."""
         if peer in self.running and member in self.crashed:
-            self.nodes[peer].report_failure(member, self.now)
+            self.nodes[peer].link_lost(member, self.now)
+            self._drain(peer)
+
+    def _link_closed(self, peer: NodeId, member: NodeId) -> None:
+        """``peer``'s link to stopped ``member`` closed as it exited: reported as a failure."""
+        if peer in self.running and member in self.stopped and member not in self.crashed:
+            if peer in self._paused:
+                closed = functools.partial(self._link_closed, peer, member)
+                self._paused[peer].append((_CALL, closed, None, None))
+                return
+            self.nodes[peer].link_lost(member, self.now)
             self._drain(peer)
 
     def _sent_after_crash(self, member: NodeId) -> bool:
@@ -855,6 +880,14 @@ class Simulation:
         elif isinstance(event, Stopped):
             self._trace.update(f"S{node_id} {event.reason}".encode())
             self.stopped[node_id] = event.reason
+            self._exit(node_id)
+
+    def _exit(self, member: NodeId) -> None:
+        """A stopped member's process exits: each link closes after the frames it carried."""
+        for peer in sorted(self.nodes):
+            if peer != member and peer not in self.crashed and member in self.nodes[peer].view:
+                closed_at = self.links.arrival(member, peer, 0, self.now)
+                self.call(closed_at, functools.partial(self._link_closed, peer, member))
 
     @property
     def trace_digest(self) -> str:

@@ -96,8 +96,21 @@ class SimulationSpec:
     crash: int = 0
     join: int = 0
     leave: int = 0
+    leave_at_once: bool = False
+    """The leavers are told to leave within a millisecond of each other (a rolling restart's
+    operator, or SIGTERM to several processes), rather than each at its own random time."""
     pauses: int = 0
     """Members frozen for longer than the failure timeout at random times."""
+    stalls: int = 0
+    """Members whose loop stalls again and again for just under the failure timeout, as on a
+    starved CPU: others may suspect them, but they must not take their own lateness for the
+    others' silence (a suspicion they raised would be adopted by everyone)."""
+    pause_at_once: bool = False
+    """The paused members freeze together, within a few milliseconds (a starved machine)."""
+    rolling: bool = False
+    """Replace every founder, one after another, as an operator's rolling restart does: a
+    new process joins, then a founder leaves, one heartbeat timeout apart; the leaders leave
+    in their turn like everyone else."""
     partition: bool = False
     """Split the group in a majority and a minority for a while, then heal."""
     disk_failures: int = 0
@@ -121,9 +134,11 @@ class SimulationSpec:
             or self.join
             or self.leave
             or self.pauses
+            or self.stalls
             or self.partition
             or self.disk_failures
             or self.total_crash
+            or self.rolling
         )
 
 
@@ -208,6 +223,9 @@ class _Run:
         self.join_started: dict[NodeId, float] = {}
         self.view_changes: dict[int, float] = {}
         self.minority: set[NodeId] = set()
+        self.victims: set[NodeId] = set()
+        """Members a fault was aimed at (crashed, paused, left, lost their disk): they may
+        stop; every other member of a group that keeps a majority must keep running."""
         self.partition_epoch: dict[NodeId, int] = {}
         self.calls: dict[NodeId, list[int]] = {}
         """Replicated runs: each member's ordered calls, by call id."""
@@ -234,6 +252,8 @@ class _Run:
         self.sim.on_output = self._observe_output
         timeout = spec.config.heartbeat_timeout
         self.traffic_s = 6 * timeout if spec.faulty else 0.0
+        if spec.rolling:
+            self.traffic_s = (spec.members + 3) * timeout
         self.quiet_at = 0.0
         """When the last fault is over; from then on the group must settle within a bound."""
 
@@ -430,6 +450,7 @@ class _Run:
         # during a change already under way.
         window = (0.1 * self.traffic_s, 0.8 * self.traffic_s)
         victims = founders[: spec.crash + spec.leave + spec.pauses + spec.disk_failures]
+        self.victims = set(victims)
         for number, member in enumerate(victims[: spec.crash]):
             at = rng.uniform(*window)
             sim.call(at, functools.partial(self._see_states, [member]))
@@ -441,10 +462,13 @@ class _Run:
                 self.quiet_at = max(self.quiet_at, back + 4 * timeout)
         for member in victims[len(victims) - spec.disk_failures :]:
             sim.fail_disk(member, at=rng.uniform(*window), reason="EIO")
+        leave_at = rng.uniform(*window) if spec.leave_at_once else 0.0
         for member in victims[spec.crash : spec.crash + spec.leave]:
-            sim.leave(member, at=rng.uniform(*window))
+            at = leave_at + rng.uniform(0, 0.001) if spec.leave_at_once else rng.uniform(*window)
+            sim.leave(member, at=at)
+        pause_at = rng.uniform(*window) if spec.pause_at_once else 0.0
         for member in victims[spec.crash + spec.leave : len(victims) - spec.disk_failures]:
-            start = rng.uniform(*window)
+            start = pause_at + rng.uniform(0, 0.005) if spec.pause_at_once else rng.uniform(*window)
             sim.pause(member, at=start, duration=2.5 * timeout)
             self.quiet_at = max(self.quiet_at, start + 2.5 * timeout)
         if spec.total_crash:
@@ -459,7 +483,10 @@ class _Run:
             self.minority = set(side)
             start = rng.uniform(*window)
             heal = start + 3 * timeout
-            majority = [m for m in founders if m not in self.minority]
+            # Joiners contact members outside the minority, and sit on the majority's side: a
+            # process linked to both sides is a partial cut, a harder fault (docs/guarantees.md).
+            joiners = range(spec.members, spec.members + spec.join)
+            majority = [m for m in founders if m not in self.minority] + list(joiners)
             sim.partition([side, majority], at=start, heal_at=heal)
             sim.call(start, self._note_partition)
             self.quiet_at = max(self.quiet_at, heal)
@@ -470,7 +497,30 @@ class _Run:
             at = rng.uniform(*window)
             self.join_started[spec.members + number] = at
             sim.join(spec.members + number, at=at, contacts=contacts)
+        for member in [m for m in founders if m not in victims][: spec.stalls]:
+            self.victims.add(member)
+            for _ in range(4):
+                stall = rng.uniform(0.5, 0.95) * timeout
+                sim.pause(member, at=rng.uniform(*window), duration=stall)
+        if spec.rolling:
+            self._schedule_rolling(founders, first=spec.members + spec.join)
         self.quiet_at = max(self.quiet_at, window[1], self.traffic_s)
+
+    def _schedule_rolling(self, founders: list[NodeId], first: NodeId) -> None:
+        """Each founder in turn makes way for a new process (ids from ``first``): the new one
+        joins through members that are still there, and half a timeout later the founder
+        leaves."""
+        sim, rng = self.sim, self.sim.rng
+        timeout = self.spec.config.heartbeat_timeout
+        self.victims.update(founders)
+        for turn, founder in enumerate(founders):
+            newcomer = first + turn
+            at = (turn + 1) * timeout
+            present = founders[turn + 1 :] + [first + earlier for earlier in range(turn)]
+            contacts = rng.sample(present, min(3, len(present))) if present else [founder]
+            self.join_started[newcomer] = at
+            sim.join(newcomer, at=at, contacts=contacts)
+            sim.leave(founder, at=at + 0.5 * timeout)
 
     def _note_partition(self) -> None:
         for member in self.minority:
@@ -514,7 +564,8 @@ class _Run:
 
     def _send_one(self, number: int) -> None:
         sim, rng = self.sim, self.sim.rng
-        candidates = [m for m in sim.running if sim.nodes[m].layout.adequate]
+        paused = sim.paused
+        candidates = [m for m in sim.running if sim.nodes[m].layout.adequate and m not in paused]
         if not candidates:
             return
         member = rng.choice(candidates)
@@ -588,6 +639,7 @@ class _Run:
             problems += self._check_objects(settled)
         problems += sim.durability_violations()
         problems += self._check_grown(settled)
+        problems += self._check_available(settled)
         for member in sorted(self.minority):
             later = [v.epoch for v in sim.recorder.views.get(member, [])]
             cut = self.partition_epoch.get(member)
@@ -596,6 +648,21 @@ class _Run:
                     f"partition: minority member {member} installed view {max(later)} after "
                     f"the partition began in view {cut}"
                 )
+        return problems
+
+    def _check_available(self, settled: bool) -> list[str]:
+        """The availability rule (docs/guarantees.md): a group that keeps a majority of live,
+        connected members keeps a view and keeps delivering. Only the members a fault took
+        (or a partition's minority, or a whole-group crash) may have stopped."""
+        if self.spec.total_crash or self.spec.rejoin:
+            return []  # restarts have their own rules (docs/persistence.md)
+        problems = [
+            f"availability: member {member}, which no fault touched, stopped: {reason}"
+            for member, reason in sorted(self.sim.stopped.items())
+            if member not in self.victims and member not in self.minority
+        ]
+        if settled and not self.sim.running:
+            problems.append("availability: no member is left running")
         return problems
 
     def _check_objects(self, settled: bool) -> list[str]:
@@ -644,11 +711,18 @@ def run_simulation(spec: SimulationSpec) -> SimulationReport:
         )
     if spec.replicated and spec.mode is Mode.RAW:
         raise ValueError("replicated runs need ordered shards: Raw shards run no objects")
-    if 2 * (spec.crash + spec.pauses + spec.leave + spec.disk_failures) >= spec.members:
+    # Leaves are view changes, not failures: they shrink the view the majority counts in.
+    failures = spec.crash + spec.pauses + spec.stalls + spec.disk_failures
+    if spec.leave >= spec.members or 2 * failures >= spec.members - spec.leave:
         raise ValueError(
-            f"{spec.crash} crashes, {spec.pauses} pauses, {spec.leave} leaves and "
-            f"{spec.disk_failures} disk failures would take "
-            f"half of {spec.members} members: no majority would be left to go on"
+            f"{spec.crash} crashes, {spec.pauses} pauses, {spec.stalls} stalling members and "
+            f"{spec.disk_failures} disk failures would take half of the "
+            f"{spec.members - spec.leave} members that do not leave: no majority would be left"
+        )
+    if spec.rolling and (spec.join or spec.leave or spec.total_crash):
+        raise ValueError(
+            "a rolling replacement has every founder leave: joins, leaves and a total crash "
+            "would need contacts and logs it takes away; run them separately"
         )
     run.schedule()
     bound = 20 * spec.config.heartbeat_timeout

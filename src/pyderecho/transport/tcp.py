@@ -197,6 +197,7 @@ class TcpTransport:
         self._max_queue = max_send_queue_bytes
         self._handshake_timeout = handshake_timeout
         self._connect_timeout = connect_timeout
+        self._dial_errors: dict[str, str] = {}
         self._max_pending = max_pending_handshakes
         self._ssl_server = ssl_server
         self._ssl_client = ssl_client
@@ -228,6 +229,11 @@ class TcpTransport:
         self._server = await asyncio.start_server(
             self._accept, host, port, limit=_STREAM_LIMIT, backlog=512
         )
+
+    def dial_error(self, address: str) -> str | None:
+        """Why the last try to reach ``address`` failed, while it still does (None once a
+        try succeeds): what a joiner that gives up says about a contact still being dialed."""
+        return self._dial_errors.get(address)
 
     def connect(self, peer: NodeId, address: str) -> None:
         """Dial ``peer`` at ``address`` and keep retrying, with backoff, for ``connect_timeout``.
@@ -536,6 +542,7 @@ class TcpTransport:
                     expected_peer=peer,
                 )
                 answered = await run_handshake(reader, writer, handshake, self._handshake_timeout)
+                self._dial_errors.pop(address, None)
                 return reader, writer, answered
             except ssl.SSLError as exc:
                 if writer is not None:
@@ -544,6 +551,7 @@ class TcpTransport:
             except (OSError, HandshakeIncomplete, HandshakeTimeout) as exc:
                 if writer is not None:
                     self._discard(writer, graceful=False)
+                self._dial_errors[address] = str(exc) or type(exc).__name__
                 if loop.time() + delay > deadline:
                     raise
                 self.stats["connect_retry"] += 1
