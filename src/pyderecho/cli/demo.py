@@ -167,6 +167,7 @@ class LocalGroup:
     ) -> None:
         self.directory = directory
         self.data_dirs = data_dirs
+        self.heartbeat_timeout_ms = heartbeat_timeout_ms
         self.transport = transport
         self.program = list(program or [sys.executable, "-m", "pyderecho.cli", "node"])
         self.nodes: dict[NodeId, NodeProcess] = {}
@@ -198,6 +199,10 @@ class LocalGroup:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
+
+    def address_of(self, member: NodeId) -> str:
+        """Where ``member`` listens (tcp), the same for every process started under its id."""
+        return self._address(member)
 
     def _address(self, member: NodeId) -> str:
         if member not in self._addresses:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from pyderecho.cli import bench
 from pyderecho.cli.argtypes import non_negative_int, positive_int
+from pyderecho.cli.chaos import main_chaos
 from pyderecho.cli.demo import run_demo
 from pyderecho.cli.node import run_node
 from pyderecho.cli.status import format_status, query_status
@@ -69,6 +70,27 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("--join", type=non_negative_int, default=0, help="processes that join")
     simulate.add_argument("--leave", type=non_negative_int, default=0, help="members that leave")
     simulate.add_argument(
+        "--rolling",
+        action="store_true",
+        help="replace every member in turn: a new process joins, then a founder leaves",
+    )
+    simulate.add_argument(
+        "--stall",
+        type=non_negative_int,
+        default=0,
+        help="members whose loop stalls again and again for just under the timeout",
+    )
+    simulate.add_argument(
+        "--pause-at-once",
+        action="store_true",
+        help="the paused members freeze together (a starved machine)",
+    )
+    simulate.add_argument(
+        "--leave-at-once",
+        action="store_true",
+        help="the leavers leave within a millisecond of each other",
+    )
+    simulate.add_argument(
         "--pause", type=non_negative_int, default=0, help="members to freeze past the timeout"
     )
     simulate.add_argument(
@@ -89,6 +111,23 @@ def _parser() -> argparse.ArgumentParser:
 
     _add_node_parser(commands)
     bench.add_parser(commands)
+
+    chaos = commands.add_parser(
+        "chaos",
+        help="run real members under a seeded schedule of faults and check every log",
+        description="Start member processes on this host under the built-in workload, inject a "
+        "seeded schedule of faults (SIGKILL, SIGSTOP/SIGCONT, SIGTERM leaves, a majority "
+        "leaving at once, garbage on a link), and check every delivery log with the history "
+        "checker and the group's availability. One line per run, then a summary. Exits 1 if "
+        "any run found a violation or lost the group.",
+    )
+    chaos.add_argument("--members", type=positive_int, default=5)
+    chaos.add_argument("--runs", type=positive_int, default=10)
+    chaos.add_argument("--seed", type=non_negative_int, default=1)
+    chaos.add_argument("--faults", type=positive_int, default=4, help="faults per run [4]")
+    chaos.add_argument("--transport", choices=["tcp", "shm"], default="tcp")
+    chaos.add_argument("--heartbeat-timeout-ms", type=positive_int, default=1000)
+    chaos.add_argument("--json", action="store_true", help="one JSON object per line")
 
     status = commands.add_parser(
         "status",
@@ -213,6 +252,10 @@ def _simulate(args: argparse.Namespace) -> int:
             crash=args.crash,
             join=args.join,
             leave=args.leave,
+            leave_at_once=args.leave_at_once,
+            rolling=args.rolling,
+            pause_at_once=args.pause_at_once,
+            stalls=args.stall,
             pauses=args.pause,
             partition=args.partition,
             config=config,
@@ -295,6 +338,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _status(args)
     if args.command == "bench":
         return bench.run(args)
+    if args.command == "chaos":
+        return main_chaos(args)
     return run_demo(transport=args.transport)
 
 

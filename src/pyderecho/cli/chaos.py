@@ -1,0 +1,349 @@
+"""``pyderecho chaos``: real member processes under a seeded schedule of faults, checked.
+
+Each run starts ``--members`` ``pyderecho node`` processes on this host (tcp on 127.0.0.1, or
+shared memory) running the built-in workload, then injects ``--faults`` faults drawn from the
+run's seed, one after another: SIGKILL (the member comes back under its id as a joiner once the
+group removed it), SIGSTOP for a while then SIGCONT (past the timeout the group removes it and it
+comes back), SIGTERM (a leave; it joins again), a majority told to leave at once (they all join
+again), and, over tcp, a connection that writes garbage to a member. One member, the *witness*,
+is never touched: the runner watches its views and deliveries.
+
+A run passes when the history checker finds no violation in any delivery log (every process's
+log, across its incarnations), every member the schedule left running still runs, the group ends
+with every member in its view, and the witness delivered after the last fault. Each run prints
+one line; the summary gives how many runs stayed safe and available, the time from a SIGKILL to
+the witness's view without the member (p50/p99), and the longest the witness went without a
+delivery. The schedule of a run is a function of its seed alone (``--seed`` plus the run's
+number); timing, which is the machine's, is not.
+
+Partitions and partial cuts (iptables, network namespaces) are not injected yet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import shutil
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pyderecho.cli.demo import LocalGroup, NodeProcess
+from pyderecho.history.delivery_log import check_logs
+
+STEP_S = 30.0
+"""The longest one step (a view change, a join) may take before the run counts as unavailable."""
+FAULTS = ("kill", "pause", "leave", "leave-many", "garbage")
+WORKLOAD = ("--send-count", "100000000", "--send-rate", "100", "--stats-interval", "0.05")
+
+
+@dataclass
+class RunReport:
+    """One run: what was injected, what was measured, and the verdict."""
+
+    run: int
+    seed: int
+    members: int
+    faults: list[str]
+    violations: list[str] = field(default_factory=list)
+    unavailable: str = ""
+    """Why the group did not keep a view and keep delivering; empty when it did."""
+    view_after_kill_s: list[float] = field(default_factory=list)
+    longest_pause_s: float = 0.0
+    deliveries: int = 0
+    wall_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations and not self.unavailable
+
+    def line(self) -> str:
+        verdict = "ok" if self.ok else "FAILED"
+        kills = ", ".join(f"{s:.2f}" for s in self.view_after_kill_s) or "-"
+        text = (
+            f"run {self.run} seed {self.seed}: {self.members} members; "
+            f"{' '.join(self.faults)}; view after kill {kills} s; longest delivery pause "
+            f"{self.longest_pause_s:.2f} s; {self.deliveries} deliveries checked; {verdict}"
+        )
+        problems = [f"\n  unavailable: {self.unavailable}"] if self.unavailable else []
+        problems += [f"\n  violation: {v}" for v in self.violations[:5]]
+        return text + "".join(problems)
+
+
+def schedule(seed: int, count: int) -> list[str]:
+    """The faults of a run, a function of its seed alone."""
+    rng = random.Random(seed)
+    return [rng.choice(FAULTS) for _ in range(count)]
+
+
+class _Run:
+    def __init__(
+        self, group: LocalGroup, report: RunReport, rng: random.Random, transport: str
+    ) -> None:
+        self.group = group
+        self.report = report
+        self.rng = rng
+        self.transport = transport
+        self.members = list(range(report.members))
+        self.witness = self.members[-1]
+        self._last_delivery: float | None = None
+
+    @property
+    def witness_node(self) -> NodeProcess:
+        return self.group.nodes[self.witness]
+
+    async def run(self) -> None:
+        await self.group.found(*WORKLOAD)
+        for node in self.group.nodes.values():
+            await node.wait_for_view(lambda v: v["epoch"] == 0, STEP_S)
+        watch = asyncio.ensure_future(self._watch_deliveries())
+        try:
+            for fault in self.report.faults:
+                await asyncio.sleep(self.rng.uniform(0.5, 1.5))
+                await getattr(self, "_" + fault.replace("-", "_"))()
+                await self._whole_again(fault)
+            await asyncio.sleep(1.0)
+            await self._delivers(after=f"the last fault ({self.report.faults[-1]})")
+        finally:
+            watch.cancel()
+        statuses = await self.group.stop_all(STEP_S)
+        failed = {m: s for m, s in statuses.items() if s != 0}
+        if failed:
+            self.report.unavailable = f"members exited with {failed} when told to stop"
+
+    def _targets(self, count: int = 1) -> list[int]:
+        return self.rng.sample([m for m in self.members if m != self.witness], count)
+
+    def _since(self, node: NodeProcess) -> int:
+        return len(node.records)
+
+    async def _view_without(self, members: list[int], start: int) -> float:
+        began = time.monotonic()
+        await self.witness_node.wait_for(
+            lambda r: r.get("event") == "view" and not set(members) & set(r["members"]),
+            STEP_S,
+            start=start,
+        )
+        return time.monotonic() - began
+
+    async def _rejoin(self, member: int) -> None:
+        contacts = [m for m in self.members if m != member and self._running(m)]
+        await self.group.start(member, *WORKLOAD, join=True, contacts=contacts)
+
+    def _running(self, member: int) -> bool:
+        node = self.group.nodes.get(member)
+        return node is not None and node.process.returncode is None
+
+    async def _kill(self) -> None:
+        (target,) = self._targets()
+        start = self._since(self.witness_node)
+        self.group.nodes[target].process.send_signal(signal.SIGKILL)
+        self.report.view_after_kill_s.append(await self._view_without([target], start))
+        await self.group.nodes[target].exit_status(STEP_S)
+        await self._rejoin(target)
+
+    async def _pause(self) -> None:
+        (target,) = self._targets()
+        node = self.group.nodes[target]
+        timeout = self.group.heartbeat_timeout_ms / 1000
+        node.process.send_signal(signal.SIGSTOP)
+        await asyncio.sleep(self.rng.uniform(0.3, 2.5) * timeout)
+        node.process.send_signal(signal.SIGCONT)
+        # Past the timeout the group removed it while it was stopped: it learns so at once.
+        with contextlib.suppress(TimeoutError):
+            await node.exit_status(3 * timeout)
+        if not self._running(target):
+            status = await node.exit_status(STEP_S)
+            if status != 3:
+                self.report.unavailable = f"paused member {target} exited {status}, not 3"
+            await self._rejoin(target)
+
+    async def _leave(self) -> None:
+        await self._leave_together(self._targets())
+
+    async def _leave_many(self) -> None:
+        # Most of the group at once, the witness excepted: leaves do not count as failures.
+        count = min(len(self.members) - 1, len(self.members) // 2 + 1)
+        await self._leave_together(self._targets(count))
+
+    async def _leave_together(self, targets: list[int]) -> None:
+        start = self._since(self.witness_node)
+        for member in targets:
+            self.group.nodes[member].process.send_signal(signal.SIGTERM)
+        for member in targets:
+            status = await self.group.nodes[member].exit_status(STEP_S)
+            reason = (self.group.nodes[member].last("stopped") or {}).get("reason")
+            if status != 0 or reason != "left the group":
+                self.report.unavailable = f"leaver {member} ended {status}: {reason}"
+        await self._view_without(targets, start)
+        for member in targets:
+            await self._rejoin(member)
+
+    async def _garbage(self) -> None:
+        if self.transport != "tcp":
+            return
+        (target,) = self._targets()
+        address = self.group.address_of(target)
+        host, port = address.rsplit(":", 1)
+        _, writer = await asyncio.open_connection(host, int(port))
+        writer.write(self.rng.randbytes(4096))
+        await writer.drain()
+        writer.close()
+
+    async def _whole_again(self, fault: str) -> None:
+        """Every member is in the witness's latest view again, and every process runs."""
+        node = self.witness_node
+        try:
+            async with asyncio.timeout(STEP_S):
+                while sorted((node.last("view") or {}).get("members", [])) != self.members:
+                    start = len(node.records)
+                    await node.wait_for(lambda r: r.get("event") == "view", STEP_S, start=start)
+        except (TimeoutError, EOFError) as exc:
+            self.report.unavailable = f"after {fault}: the group did not get whole again ({exc})"
+            raise _Unavailable from None
+        stopped = [m for m in self.members if not self._running(m)]
+        if stopped:
+            self.report.unavailable = f"after {fault}: members {stopped} stopped"
+            raise _Unavailable
+
+    async def _delivers(self, after: str) -> None:
+        node = self.witness_node
+        start = self._since(node)
+        try:
+            await node.wait_for(lambda r: r.get("event") == "stats", STEP_S, start=start)
+        except (TimeoutError, EOFError):
+            self.report.unavailable = f"the witness delivered nothing after {after}"
+            raise _Unavailable from None
+
+    async def _watch_deliveries(self) -> None:
+        """The longest the witness went without a new delivery (stats lines only change when
+        its counts do), sampled every 20 ms."""
+        node = self.witness_node
+        seen = 0
+        while True:
+            await asyncio.sleep(0.02)
+            now = time.monotonic()
+            if len(node.records) != seen:
+                stats = [r for r in node.records[seen:] if r.get("event") == "stats"]
+                seen = len(node.records)
+                if stats:
+                    if self._last_delivery is not None:
+                        pause = now - self._last_delivery
+                        self.report.longest_pause_s = max(self.report.longest_pause_s, pause)
+                    self._last_delivery = now
+
+
+class _Unavailable(Exception):
+    """The run ended early: the group did not recover (the report says how)."""
+
+
+def run_chaos(
+    *,
+    members: int,
+    runs: int,
+    seed: int,
+    faults: int,
+    transport: str,
+    heartbeat_timeout_ms: int,
+    out: Callable[[str], None] = print,
+    as_json: bool = False,
+) -> int:
+    """Run the chaos schedule ``runs`` times; 0 when every run was safe and available."""
+    reports: list[RunReport] = []
+    for number in range(runs):
+        run_seed = seed + number
+        report = RunReport(number, run_seed, members, schedule(run_seed, faults))
+        directory = Path(tempfile.mkdtemp(prefix="pdc-", dir="/tmp"))
+        began = time.monotonic()
+        try:
+            asyncio.run(_one(directory, report, transport, heartbeat_timeout_ms))
+            verdict = check_logs(sorted(directory.glob("member-*.log")))
+            report.violations = [str(v) for v in verdict.violations]
+            report.deliveries = verdict.deliveries
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
+        report.wall_s = round(time.monotonic() - began, 2)
+        reports.append(report)
+        out(json.dumps(_as_json(report)) if as_json else report.line())
+    summary = _summary(reports)
+    out(json.dumps(summary) if as_json else _summary_line(summary))
+    return 0 if all(r.ok for r in reports) else 1
+
+
+async def _one(directory: Path, report: RunReport, transport: str, timeout_ms: int) -> None:
+    async with LocalGroup(
+        directory, report.members, transport=transport, heartbeat_timeout_ms=timeout_ms
+    ) as group:
+        run = _Run(group, report, random.Random(report.seed), transport)
+        with contextlib.suppress(_Unavailable):
+            await run.run()
+
+
+def _as_json(report: RunReport) -> dict[str, Any]:
+    return {
+        "run": report.run,
+        "seed": report.seed,
+        "members": report.members,
+        "faults": report.faults,
+        "ok": report.ok,
+        "violations": report.violations,
+        "unavailable": report.unavailable,
+        "view_after_kill_s": [round(s, 4) for s in report.view_after_kill_s],
+        "longest_pause_s": round(report.longest_pause_s, 4),
+        "deliveries": report.deliveries,
+        "wall_s": report.wall_s,
+    }
+
+
+def _summary(reports: list[RunReport]) -> dict[str, Any]:
+    kills = sorted(s for r in reports for s in r.view_after_kill_s)
+    pauses = sorted(r.longest_pause_s for r in reports)
+
+    def quantile(values: list[float], q: float) -> float | None:
+        if not values:
+            return None
+        return round(values[min(len(values) - 1, int(q * len(values)))], 4)
+
+    return {
+        "summary": True,
+        "runs": len(reports),
+        "safe": sum(not r.violations for r in reports),
+        "available": sum(not r.unavailable for r in reports),
+        "view_after_kill_p50_s": quantile(kills, 0.5),
+        "view_after_kill_p99_s": quantile(kills, 0.99),
+        "longest_pause_p50_s": round(statistics.median(pauses), 4) if pauses else None,
+        "longest_pause_max_s": round(max(pauses), 4) if pauses else None,
+    }
+
+
+def _summary_line(summary: dict[str, Any]) -> str:
+    return (
+        f"{summary['runs']} runs: {summary['safe']} safe, {summary['available']} kept a view "
+        f"and kept delivering; view after a SIGKILL p50 {summary['view_after_kill_p50_s']} s, "
+        f"p99 {summary['view_after_kill_p99_s']} s; longest delivery pause p50 "
+        f"{summary['longest_pause_p50_s']} s, max {summary['longest_pause_max_s']} s"
+    )
+
+
+def main_chaos(args: Any) -> int:
+    if args.members < 3:
+        print("pyderecho chaos: --members must be at least 3 (a majority must outlive a fault)",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    return run_chaos(
+        members=args.members,
+        runs=args.runs,
+        seed=args.seed,
+        faults=args.faults,
+        transport=args.transport,
+        heartbeat_timeout_ms=args.heartbeat_timeout_ms,
+        as_json=args.json,
+    )
