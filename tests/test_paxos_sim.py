@@ -386,3 +386,20 @@ def test_a_restart_that_keeps_the_shortest_state_is_caught(
     monkeypatch.setattr(ObjectHost, "_reconcile", keep_own)
     caught = restart_runs(range(6))
     assert any(v.startswith(("durable", "state")) for v in caught), caught[:3]
+
+
+def test_a_stalled_leader_spares_live_members_rather_than_lose_its_majority() -> None:
+    """Seed 796 of the sweep: of 8 members, 1 and 4 crashed; 5 and 6 are still in the last
+    view's cleanup, waiting on 4, which only they wait for, and only the stall timeout finds.
+    The leader of the next view, stalled on them, used to blame both at once: 4 of 8 suspected,
+    it stopped, and the group emptied. They are heard from, so they are spared."""
+    report = run_simulation(paxos_scenario(796))
+    assert report.violations == []
+
+
+def test_a_leader_blaming_live_members_into_a_minority_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(Membership, "_heard_lately", lambda self, members, now: [])
+    report = run_simulation(paxos_scenario(796))
+    assert any(v.startswith("availability: ") for v in report.violations)

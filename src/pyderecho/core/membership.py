@@ -450,16 +450,27 @@ class Membership:
             # A member heard from within the timeout is alive: most likely it still finishes
             # the last view's cleanup (a Paxos shard waiting on a disk, or on a failed peer's
             # suspicion). It gets one more period before it is blamed for the stall.
-            recent = [m for m in blamed if now - self.last_heard[m] < self.config.heartbeat_timeout]
+            recent = self._heard_lately(blamed, now)
             if recent and not self._grace_given:
                 self._grace_given = True
                 blamed = [m for m in blamed if m not in recent]
             else:
                 self._grace_given = False
+        if not self._holds_majority(len(blamed)):
+            # Blaming them all would stop this member, and with it a side that may well hold
+            # the majority: the live ones among them (heard lately) are waiting on someone
+            # else (a crashed member only they watch, a disk). Spare those; a stall is not
+            # silence, and only silence may cost a member its majority.
+            recent = self._heard_lately(blamed, now)
+            blamed = [m for m in blamed if m not in recent]
         for member in blamed:
             self.suspect(member, now, local=True)
             if self.stopped:
                 return
+
+    def _heard_lately(self, members: list[NodeId], now: float) -> list[NodeId]:
+        timeout = self.config.heartbeat_timeout
+        return [m for m in members if now - self.last_heard[m] < timeout]
 
     def _update_leadership(self, now: float) -> None:
         leader = self._lowest_unsuspected()

@@ -1,0 +1,120 @@
+"""Failure detection on a starved machine: no false suspicion under full load, a crash still found.
+
+Starts ``--members`` ``pyderecho node`` processes (tcp, the built-in workload at ``--rate``
+messages/s each) plus ``--busy`` processes that spin on the CPU, for ``--seconds``; counts the
+view changes and suspicions while nobody fails (the target: none). Then it SIGKILLs one member
+and, separately, SIGSTOPs another for good (a crash that breaks no link), and reports how long
+the group took to install a view without each, as a multiple of the heartbeat timeout (target:
+the stopped one within 2 x the timeout; the killed one's links break at once).
+
+    .venv/bin/python benchmarks/starved.py [--members 16] [--busy 10] [--seconds 120]
+
+Prints one JSON object. The machine's core count is in it: the figures mean something only
+beside it (the issue's case is 2 cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pyderecho.cli.demo import LocalGroup, Record
+
+SPIN = "while True: pass"
+
+
+def _view_without(member: int) -> Callable[[Record], bool]:
+    return lambda record: record.get("event") == "view" and member not in record["members"]
+
+
+async def _measure(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
+    timeout_s = args.heartbeat_timeout_ms / 1000
+    busy = [subprocess.Popen([sys.executable, "-c", SPIN]) for _ in range(args.busy)]
+    try:
+        async with LocalGroup(
+            directory,
+            args.members,
+            heartbeat_timeout_ms=args.heartbeat_timeout_ms,
+            heartbeat_interval_ms=args.heartbeat_interval_ms,
+        ) as group:
+            workload = ("--send-count", "100000000", "--send-rate", str(args.rate))
+            began = time.monotonic()
+            await group.found(*workload)
+            for node in group.nodes.values():
+                await node.wait_for_view(lambda v: v["epoch"] == 0, 120)
+            formed_s = time.monotonic() - began
+            await asyncio.sleep(args.seconds)
+            epochs = {
+                m: max(int(r["epoch"]) for r in node.records if r.get("event") == "view")
+                for m, node in group.nodes.items()
+            }
+            suspicions = sum(
+                1 for node in group.nodes.values() for r in node.records
+                if r.get("event") == "suspected"
+            )  # fmt: skip
+            stopped = sorted(m for m, node in group.nodes.items() if node.process.returncode)
+            witness = group.nodes[0]
+            crashes: dict[str, float | None] = {}
+            for kind, member, sig in (
+                ("sigkill", 1, signal.SIGKILL),
+                ("sigstop", 2, signal.SIGSTOP),
+            ):
+                if group.nodes[member].process.returncode is not None:
+                    crashes[kind] = None
+                    continue
+                start = len(witness.records)
+                began = time.monotonic()
+                group.nodes[member].process.send_signal(sig)
+                await witness.wait_for(_view_without(member), 60, start=start)
+                crashes[kind] = round((time.monotonic() - began) / timeout_s, 3)
+            group.nodes[2].process.send_signal(signal.SIGKILL)
+    finally:
+        for process in busy:
+            process.kill()
+            process.wait()
+    return {
+        "cpu_cores": os.cpu_count(),
+        "members": args.members,
+        "busy_processes": args.busy,
+        "rate_per_member": args.rate,
+        "seconds": args.seconds,
+        "heartbeat_timeout_ms": args.heartbeat_timeout_ms,
+        "formed_s": round(formed_s, 2),
+        "views_installed_while_nobody_failed": max(epochs.values()),
+        "suspicions_while_nobody_failed": suspicions,
+        "members_stopped_while_nobody_failed": stopped,
+        "new_view_after_crash_in_timeouts": crashes,
+        "target_no_view_change": max(epochs.values()) == 0,
+        "target_sigstop_within_2_timeouts": (crashes.get("sigstop") or 99) <= 2.0,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--members", type=int, default=16)
+    parser.add_argument("--busy", type=int, default=10)
+    parser.add_argument("--seconds", type=float, default=120.0)
+    parser.add_argument("--rate", type=int, default=50, help="messages/s each member sends")
+    parser.add_argument("--heartbeat-timeout-ms", type=int, default=1000)
+    parser.add_argument("--heartbeat-interval-ms", type=int, default=100)
+    args = parser.parse_args()
+    directory = Path(tempfile.mkdtemp(prefix="pds-", dir="/tmp"))
+    try:
+        print(json.dumps(asyncio.run(_measure(args, directory))))
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
