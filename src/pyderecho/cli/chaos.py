@@ -21,6 +21,7 @@ Partitions and partial cuts (iptables, network namespaces) are not injected yet.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
@@ -333,7 +334,7 @@ def _summary_line(summary: dict[str, Any]) -> str:
     )
 
 
-def main_chaos(args: Any) -> int:
+def main_chaos(args: argparse.Namespace) -> int:
     if args.members < 3:
         print("pyderecho chaos: --members must be at least 3 (a majority must outlive a fault)",
               file=sys.stderr)  # fmt: skip

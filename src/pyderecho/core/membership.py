@@ -292,7 +292,11 @@ class Membership:
         leading = self._leading
         if leading is not None and not leading.ready and row.leader == self.me:
             self._absorb(row)
-        news = [n for n in row.suspected if n not in self.suspected]
+        news = [
+            n
+            for n in row.suspected
+            if n not in self.suspected and n in self.view and not self._left_out_by_final(n)
+        ]
         if not self._adoptable(news):
             self.suspect(src, now, local=True)
             return
