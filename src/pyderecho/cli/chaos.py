@@ -123,9 +123,6 @@ class _Run:
     def _targets(self, count: int = 1) -> list[int]:
         return self.rng.sample([m for m in self.members if m != self.witness], count)
 
-    def _since(self, node: NodeProcess) -> int:
-        return len(node.records)
-
     async def _view_without(self, members: list[int], start: int) -> float:
         began = time.monotonic()
         await self.witness_node.wait_for(
@@ -145,7 +142,7 @@ class _Run:
 
     async def _kill(self) -> None:
         (target,) = self._targets()
-        start = self._since(self.witness_node)
+        start = len(self.witness_node.records)
         self.group.nodes[target].process.send_signal(signal.SIGKILL)
         self.report.view_after_kill_s.append(await self._view_without([target], start))
         await self.group.nodes[target].exit_status(STEP_S)
@@ -176,7 +173,7 @@ class _Run:
         await self._leave_together(self._targets(count))
 
     async def _leave_together(self, targets: list[int]) -> None:
-        start = self._since(self.witness_node)
+        start = len(self.witness_node.records)
         for member in targets:
             self.group.nodes[member].process.send_signal(signal.SIGTERM)
         for member in targets:
@@ -217,7 +214,7 @@ class _Run:
 
     async def _delivers(self, after: str) -> None:
         node = self.witness_node
-        start = self._since(node)
+        start = len(node.records)
         try:
             await node.wait_for(lambda r: r.get("event") == "stats", STEP_S, start=start)
         except (TimeoutError, EOFError):
