@@ -103,6 +103,8 @@ class Heartbeat(msgspec.Struct, frozen=True, array_like=True, tag="h"):
     """I am alive (sent to the members that monitor the sender)."""
 
     epoch: int
+    probe: bool = False
+    """Answer me: another member says you are gone, and I check for myself before I agree."""
 
 
 class ChangeKind(enum.IntEnum):

@@ -96,6 +96,13 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument(
         "--partition", action="store_true", help="split off a minority for a while, then heal"
     )
+    simulate.add_argument(
+        "--partial-cut",
+        choices=["link", "halves", "leader-cut-off"],
+        default="",
+        help="cut one link, or two halves of the group with a bridge between them (the leader "
+        "on the larger half, or on the smaller one), for a while, then heal",
+    )
     simulate.add_argument("--window", type=positive_int, default=defaults.window_size)
     simulate.add_argument("--block-size", type=positive_int, default=defaults.block_size)
     simulate.add_argument("--json", action="store_true", help="print one JSON object")
@@ -127,6 +134,12 @@ def _parser() -> argparse.ArgumentParser:
     chaos.add_argument("--faults", type=positive_int, default=4, help="faults per run [4]")
     chaos.add_argument("--transport", choices=["tcp", "shm"], default="tcp")
     chaos.add_argument("--heartbeat-timeout-ms", type=positive_int, default=1000)
+    chaos.add_argument(
+        "--netns",
+        action="store_true",
+        help="run each member in a network namespace of its own and also draw partitions and "
+        "partial cuts made with iptables (tcp, root)",
+    )
     chaos.add_argument("--json", action="store_true", help="one JSON object per line")
 
     status = commands.add_parser(
@@ -258,6 +271,7 @@ def _simulate(args: argparse.Namespace) -> int:
             stalls=args.stall,
             pauses=args.pause,
             partition=args.partition,
+            partial_cut=args.partial_cut,
             config=config,
         )
         report = run_simulation(spec)

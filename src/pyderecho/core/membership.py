@@ -7,6 +7,19 @@ not exchange a million heartbeats per period); what a neighbour cannot see, the 
 below catch. A member that suspects someone pushes its membership row to every member, so
 suspicion spreads at once; members that adopt a suspicion they saw push only to the leader.
 
+Accusations are checked. A member adopts what the leader's row says at once (everyone must end
+up agreeing with the leader), but a suspicion in anyone else's row is an *accusation*: it asks
+the accused to answer (a probing heartbeat) and agrees only when no answer comes within a
+quarter of the timeout. A crashed member cannot answer, so a crash still spreads in about that
+long; a member that answers is alive and reachable from here, and the accusation means a link
+between two live members is cut (a partial cut), or that the accuser is behind a partition that
+just healed. Removing everyone accused would then take out both ends of every cut link and
+could leave no majority, as adopting every side's suspicions did; instead the leader, which
+hears both ends, removes as few members as cover every cut link it knows of: the one with the
+most cut links first (the accuser of many, a bridgehead of the other side), then the one that
+accuses most (of a one-way accusation, the accuser: the accused answers everyone else), then
+the highest rank. Never itself: a member that accuses a leader that answers is removed.
+
 Agreement (DESIGN.md 3.3). The leader is the lowest-ranked member its follower does not
 suspect. It proposes the changes (removals of suspected members, joins) in its row; members copy
 ("echo") the leader's row into their own and push it back, which acknowledges it. When every
@@ -117,13 +130,14 @@ class Membership:
         """Why this member stopped, empty while it runs."""
         self.last_heard = dict.fromkeys(view.members, now)
         grace = config.startup_timeout - config.heartbeat_timeout
-        others = [m for m in (view.members if founding else view.joined) if m != me]
+        others = [m for m in view.members if m != me]
         self._never_heard = dict.fromkeys(others, grace if founding else config.heartbeat_timeout)
-        """Extra silence allowed to members not heard from yet. Founders: processes of a new
-        group start seconds apart (and a restart from logs replays them first), so one that
-        has not shown up gets ``startup_timeout``. Joiners: one learns of the view only from
-        the leader's welcome, which a leader that failed right then sends late (its successor
-        welcomes it), so it gets twice the timeout."""
+        """Extra silence allowed to members not heard from yet in this view. Founders:
+        processes of a new group start seconds apart (and a restart from logs replays them
+        first), so one that has not shown up gets ``startup_timeout``. Later views: a joiner
+        learns of the view only from the leader's welcome, and a survivor only from the final,
+        which a leader that failed right then leaves to its successor to send (after it took
+        over and collected every row), so each gets twice the timeout."""
         self.watched = _successors(view.members, self.rank, config.monitors)
         self.watchers = _predecessors(view.members, self.rank, config.monitors)
         self._last_tick = now
@@ -131,6 +145,16 @@ class Membership:
         self._waiting_since = now
         """When the change last made progress here; a stall past the timeout is a failure."""
         self._leading: _Leading | None = None
+        self._accusers: dict[NodeId, set[NodeId]] = {}
+        """Who says each member is gone (in their rows), before this member agreed."""
+        self._probes: dict[NodeId, float] = {}
+        """When this member asked each accused member to answer."""
+        self._answered: set[NodeId] = set()
+        """Accused members heard from since they were asked: alive and reachable from here."""
+        self._last_accusation = now
+        """When this member last learned of a new accusation: the leader covers the cut links
+        only once none came for half a timeout (the members on each side of a cut agree with
+        each other's suspicions a quarter timeout after the first ones, in a second wave)."""
         self._grace_given = False
         """The last stall timeout spared members that were heard from: the next one will not."""
         self.cleanup_waits_on: set[NodeId] = set()
@@ -182,6 +206,13 @@ class Membership:
         if src in self.last_heard:
             self.last_heard[src] = now
             self._never_heard.pop(src, None)
+            if src in self._probes:
+                self._answered.add(src)
+
+    def receive_heartbeat(self, src: NodeId, beat: Heartbeat) -> None:
+        """Any frame counts as life (:meth:`heard_from`); a probe also asks for an answer."""
+        if beat.probe and not self.stopped and src in self.view:
+            self._outbox.append((src, Heartbeat(self.view.epoch)))
 
     def tick(self, now: float) -> None:
         """Send heartbeats, suspect silent watched members, and time out stalled steps."""
@@ -205,6 +236,8 @@ class Membership:
             for member, heard in self.last_heard.items():
                 self.last_heard[member] = min(now, heard + late)
             self._waiting_since = min(now, self._waiting_since + late)
+            for member, asked in self._probes.items():
+                self._probes[member] = min(now, asked + late)
         deadline = now - self.config.heartbeat_timeout
         for member in self.watched:
             if self._departing(member):
@@ -215,10 +248,15 @@ class Membership:
                 self.suspect(member, now, local=True)
                 if self.stopped:
                     return
-        # A follower gives the leader twice as long as the leader gives its followers, so that a
-        # slow follower is removed before anyone blames the leader for it.
+        self._weigh_accusations(now)
+        if self.stopped:
+            return
+        # A follower gives the leader three times as long as the leader gives its followers, so
+        # that a slow follower is removed before anyone blames the leader for it: a leader may
+        # take over a quarter timeout after its followers chose it (it checks the accusation of
+        # the last one first), and it spares members heard lately for one more timeout.
         hurried = self._leading is not None or (self.final and self.cleanup_logging)
-        patience = self.config.heartbeat_timeout * (1 if hurried else 2)
+        patience = self.config.heartbeat_timeout * (1 if hurried else 3)
         if self.changing and now - self._waiting_since > patience:
             self._time_out_stalled_step(now)
 
@@ -286,8 +324,8 @@ class Membership:
         known = self.rows.get(src)
         if known is not None and row.version <= known.version:
             return
-        if 2 * len(row.suspected) >= len(self.view.members):
-            return  # its owner holds no majority and has stopped: its suspicions are void
+        if self._void(row):
+            return
         self.rows[src] = row
         leading = self._leading
         if leading is not None and not leading.ready and row.leader == self.me:
@@ -297,6 +335,12 @@ class Membership:
             for n in row.suspected
             if n not in self.suspected and n in self.view and not self._left_out_by_final(n)
         ]
+        if src != self.leader and not self.final:
+            # Once the change is final the next view is settled, and the rows that still come
+            # are a successor leader's collecting them (perhaps to a view this member already
+            # left, which ticks no more): adopting is what lets it find the final.
+            self._hear_accusations(src, news, now)
+            return
         if not self._adoptable(news):
             self.suspect(src, now, local=True)
             return
@@ -393,16 +437,76 @@ class Membership:
         elif row.committed > self.committed:
             self.changes, self.committed = row.changes, row.committed
 
-    def _adoptable(self, news: list[NodeId]) -> bool:
-        """Whether to adopt a row's suspicions ``news``, or rather suspect its sender.
+    def _void(self, row: MembershipRow) -> bool:
+        """The row's owner suspects half the view or more: it holds no majority and has
+        stopped, and its suspicions and proposals are void."""
+        return 2 * len(row.suspected) >= len(self.view.members)
 
-        A sender whose suspicions would leave this member's side without a majority is either
-        right, and this side stops anyway, or it sits across a partition that just healed, on
-        a minority side that has not stopped yet (it suspects fewer than half: the members no
-        one on its side watched stay unsuspected there). Adopting would then stop a majority
-        that is alive and connected, so the sender is suspected instead; that is always safe.
-        The same holds of a leader's row that removes this member: a minority's member that
-        this side took for its leader (nobody here watched it) removes no one here.
+    def _hear_accusations(self, src: NodeId, news: list[NodeId], now: float) -> None:
+        """``src``, not the leader, suspects ``news``: ask each accused to answer."""
+        for node in news:
+            accusers = self._accusers.setdefault(node, set())
+            if src not in accusers:
+                accusers.add(src)
+                self._last_accusation = now
+            if node != self.me and node not in self._probes:
+                self._probes[node] = now
+                self._outbox.append((node, Heartbeat(self.view.epoch, probe=True)))
+
+    def _weigh_accusations(self, now: float) -> None:
+        """Agree with the accusations nobody answered; as leader, cover the cut links."""
+        wait = self.config.heartbeat_timeout / 4
+        unanswered: list[NodeId] = []
+        cut: list[tuple[NodeId, NodeId]] = []
+        for node, accusers in self._accusers.items():
+            standing = [a for a in accusers if a not in self.suspected]
+            if node in self.suspected or not standing or self._left_out_by_final(node):
+                continue
+            if node == self.me:
+                cut.extend((accuser, node) for accuser in standing)
+                continue
+            asked = self._probes[node]
+            if node in self._answered:
+                if now - asked >= wait:
+                    cut.extend((accuser, node) for accuser in standing)
+            elif now - asked >= wait:
+                unanswered.append(node)
+        for node in unanswered:
+            self.suspect(node, now, local=False)
+            if self.stopped:
+                return
+        if cut and self._leading is not None and now - self._last_accusation >= 2 * wait:
+            self._cover(cut, now)
+
+    def _cover(self, cut: list[tuple[NodeId, NodeId]], now: float) -> None:
+        """Remove as few members as leave no cut link between those that stay (greedy: the
+        member with the most cut links, then the one that accuses most, then the highest
+        rank). An accused member that answers everyone while its accuser alone cannot hear it
+        is the likelier to be fine: of a one-way accusation, the accuser goes."""
+        links = {(a, b) for a, b in cut if a not in self.suspected and b not in self.suspected}
+        while links and not self.stopped:
+            neighbours: dict[NodeId, set[NodeId]] = {}
+            accusing: dict[NodeId, int] = {}
+            for accuser, node in links:
+                neighbours.setdefault(accuser, set()).add(node)
+                neighbours.setdefault(node, set()).add(accuser)
+                accusing[accuser] = accusing.get(accuser, 0) + 1
+            removed = max(
+                (m for m in neighbours if m != self.me),
+                key=lambda m: (len(neighbours[m]), accusing.get(m, 0), self.view.rank_of(m)),
+            )
+            self.suspect(removed, now, local=True)
+            links = {link for link in links if removed not in link}
+
+    def _adoptable(self, news: list[NodeId]) -> bool:
+        """Whether to adopt the leader's suspicions ``news``, or rather suspect the leader.
+
+        A leader whose suspicions would leave this member's side without a majority is either
+        right, and this side stops anyway, or this side took a minority's member for its
+        leader (nobody here watched it) across a partition that just healed, one that has not
+        stopped yet (it suspects fewer than half: the members no one on its side watched stay
+        unsuspected there). Adopting would then stop a majority that is alive and connected,
+        so the sender is suspected instead; that is always safe.
         """
         return self._holds_majority(len(news))
 

@@ -491,6 +491,7 @@ class Node:
             self._on_old_epoch(src, message, now)
             return
         if isinstance(message, Heartbeat):
+            membership.receive_heartbeat(src, message)
             return
         if isinstance(message, MembershipRow):
             membership.receive_row(src, message, now)

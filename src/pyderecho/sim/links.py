@@ -53,6 +53,12 @@ class SimLinks:
         """When each sender's outgoing link finishes the last frame handed to it."""
         self._last_arrival: dict[tuple[NodeId, NodeId], float] = {}
 
+    def hold(self, src: NodeId, dst: NodeId, until: float) -> None:
+        """No frame from ``src`` reaches ``dst`` before ``until`` (a cut link that TCP
+        retransmits over once it heals); the link's order is kept."""
+        key = (src, dst)
+        self._last_arrival[key] = max(until, self._last_arrival.get(key, 0.0))
+
     def arrival(self, src: NodeId, dst: NodeId, size: int, now: float) -> float:
         """When a frame of ``size`` bytes, handed to ``src``'s link at ``now``, reaches ``dst``.
 

@@ -153,6 +153,9 @@ class Simulation:
         """(member, view) of each view a restart founded."""
         self._suspected_at: dict[tuple[NodeId, NodeId, int], float] = {}
         """When each member first suspected another, by (member, suspect, epoch)."""
+        self._event_epoch: dict[NodeId, int] = {}
+        """The epoch of each member's events as they are recorded: a batch can hold a
+        suspicion raised in one view and then the next view's installation."""
         self._agreeing: set[NodeId] = set()
         """Restarted members that have not installed their first view yet."""
         self._restarting: Counter[NodeId] = Counter()
@@ -186,6 +189,11 @@ class Simulation:
         self._tick_at: dict[NodeId, float] = {}
         self._side: dict[NodeId, int] = {}
         """While a partition lasts: each member's side; links between sides are cut."""
+        self._bridges: frozenset[NodeId] = frozenset()
+        """While a partial cut lasts: members that reach every side (no side of their own)."""
+        self._held_until = 0.0
+        """While a partial cut lasts, its end: frames across it wait until then, as TCP holds
+        and retransmits them (a partition's frames are lost instead, as when its links break)."""
         self.crashed: set[NodeId] = set()
         self._severed: set[tuple[NodeId, NodeId]] = set()
         """Links whose in-flight messages a crash destroyed."""
@@ -224,6 +232,7 @@ class Simulation:
 
     def _add(self, node_id: NodeId, node: Node) -> None:
         self.nodes[node_id] = node
+        self._event_epoch.pop(node_id, None)  # a restarted process starts its history afresh
         if self.types is not None:
             self.hosts[node_id] = ObjectHost(node_id, self.types, record_digests=True)
         self.messages_sent.setdefault(node_id, 0)
@@ -402,11 +411,32 @@ class Simulation:
         """Have ``member`` leave the group cleanly at ``at``."""
         self._push(at, _LEAVE, member)
 
-    def partition(self, sides: Sequence[Collection[NodeId]], at: float, heal_at: float) -> None:
-        """Cut every link between ``sides`` from ``at`` until ``heal_at``."""
+    def partition(
+        self,
+        sides: Sequence[Collection[NodeId]],
+        at: float,
+        heal_at: float,
+        bridges: Collection[NodeId] = (),
+    ) -> None:
+        """Cut every link between ``sides`` from ``at`` until ``heal_at``.
+
+        Members in no side are cut off from everyone, except ``bridges``: they keep their links
+        to every side, which makes the fault a *partial cut* (one side cannot reach the other,
+        yet both reach the bridges), the fault that makes two groups of members each suspect
+        the other while a third hears both.
+        """
         side_of = {node: number for number, side in enumerate(sides) for node in side}
-        self.call(at, lambda: self._side.update(side_of))
-        self.call(heal_at, self._side.clear)
+        assert not side_of.keys() & set(bridges), "a bridge belongs to no side"
+        held = heal_at if bridges else 0.0
+        self.call(at, lambda: self._cut_off(side_of, frozenset(bridges), held))
+        self.call(heal_at, lambda: self._cut_off({}, frozenset(), 0.0))
+
+    def _cut_off(
+        self, side_of: dict[NodeId, int], bridges: frozenset[NodeId], held_until: float
+    ) -> None:
+        self._side = side_of
+        self._bridges = bridges
+        self._held_until = held_until
 
     # -- running ----------------------------------------------------------------------------
 
@@ -525,6 +555,9 @@ class Simulation:
             return
         node = self.nodes[node_id]
         if kind in (_ARRIVE, _ARRIVE_P2P):
+            if self._cut(b, node_id) and self._held_until:
+                self._push(self._held_until, kind, node_id, b, c)
+                return
             if self._cut(b, node_id) or (b, node_id) in self._severed:
                 return
             self._trace.update(f"{self.now!r} {b}>{node_id} {len(c)}".encode())
@@ -713,7 +746,9 @@ class Simulation:
 
     def _cut(self, src: NodeId, dst: NodeId) -> bool:
         side = self._side
-        return bool(side) and side.get(src, -1) != side.get(dst, -1)
+        if not side or src in self._bridges or dst in self._bridges:
+            return False
+        return side.get(src, -1) != side.get(dst, -1)
 
     def _drain(self, node_id: NodeId) -> None:
         node = self.nodes[node_id]
@@ -832,7 +867,10 @@ class Simulation:
 
     def _transmit(self, src: NodeId, dst: NodeId, message: WireMessage) -> None:
         if self._cut(src, dst):
-            return
+            if not self._held_until:
+                return
+            # Strictly after the frames already in flight, which arrive at the heal itself.
+            self.links.hold(src, dst, self._held_until + 1e-6)
         frame = encode(message)
         self.messages_sent[src] += 1
         self.bytes_sent[src] += len(frame) + self.links.model.overhead_bytes
@@ -851,6 +889,8 @@ class Simulation:
             else:
                 assert node_id in event.view.joined, (node_id, event.view)
                 self.rejoins.append((self.now, node_id, event.view))
+        if isinstance(event, ViewInstalled):
+            self._event_epoch[node_id] = event.view.epoch
         self.recorder.record_event(node_id, event)
         if not isinstance(event, MessageSent | NullsSent):
             self.last_progress = self.now
@@ -875,7 +915,7 @@ class Simulation:
                 if ref.layout.mode is Mode.PAXOS:
                     self._paxos_shards.setdefault(shard_key, ref.layout.members)
         elif isinstance(event, Suspected):
-            epoch = self.nodes[node_id].view.epoch
+            epoch = self._event_epoch.get(node_id, self.nodes[node_id].view.epoch)
             self._suspected_at.setdefault((node_id, event.node, epoch), self.now)
         elif isinstance(event, Stopped):
             self._trace.update(f"S{node_id} {event.reason}".encode())

@@ -113,6 +113,13 @@ class SimulationSpec:
     in their turn like everyone else."""
     partition: bool = False
     """Split the group in a majority and a minority for a while, then heal."""
+    partial_cut: str = ""
+    """For a while, two groups of members cannot reach each other while the rest (and every
+    joiner) reaches both: ``"link"``, one link; ``"halves"``, two halves of the group with a
+    bridge member between them, the leader (lowest rank) on the larger half or the bridge;
+    ``"leader-cut-off"``, the same with the leader on the smaller half (a known limit,
+    docs/guarantees.md). The larger side with the bridges is a connected majority, which
+    must keep a view."""
     disk_failures: int = 0
     """Members whose disk fails (the next sync of their ``Paxos`` log errs): they stop."""
     total_crash: bool = False
@@ -136,6 +143,7 @@ class SimulationSpec:
             or self.pauses
             or self.stalls
             or self.partition
+            or self.partial_cut
             or self.disk_failures
             or self.total_crash
             or self.rolling
@@ -490,8 +498,10 @@ class _Run:
             sim.partition([side, majority], at=start, heal_at=heal)
             sim.call(start, self._note_partition)
             self.quiet_at = max(self.quiet_at, heal)
+        if spec.partial_cut:
+            self._schedule_partial_cut(founders, window)
         # A joiner needs a contact that is still there: pick among members no fault touches.
-        steady = [m for m in founders if m not in victims and m not in self.minority]
+        steady = [m for m in founders if m not in self.victims and m not in self.minority]
         for number in range(spec.join):
             contacts = rng.sample(steady, min(3, len(steady)))
             at = rng.uniform(*window)
@@ -505,6 +515,37 @@ class _Run:
         if spec.rolling:
             self._schedule_rolling(founders, first=spec.members + spec.join)
         self.quiet_at = max(self.quiet_at, window[1], self.traffic_s)
+
+    def _schedule_partial_cut(self, founders: list[NodeId], window: tuple[float, float]) -> None:
+        """Two halves of the members that do not fail, with one bridge between them, or two
+        of them, cut from each other; the rest (joiners included) reach both sides. Either
+        side may lose its members (they suspect each other, and a member suspected by a
+        majority's view is removed), but whoever reaches everyone must not stop."""
+        sim, rng = self.sim, self.sim.rng
+        spared = [m for m in founders if m not in self.victims]
+        if len(spared) < 3:
+            return
+        kind = self.spec.partial_cut
+        if kind == "link":
+            sides = [[member] for member in rng.sample(spared, 2)]
+        else:
+            leader = min(spared)
+            others = rng.sample([m for m in spared if m != leader], len(spared) - 1)
+            bridge = others.pop() if kind == "leader-cut-off" else rng.choice(spared)
+            cut = [m for m in [leader, *others] if m != bridge]
+            small = len(cut) // 2
+            if kind == "leader-cut-off":
+                sides = [cut[:small], cut[small:]]  # the leader first, in the smaller half
+            else:
+                sides = [cut[len(cut) - small :], cut[: len(cut) - small]]
+        ends = {member for side in sides for member in side}
+        self.victims.update(ends)
+        joiners = range(self.spec.members, self.spec.members + self.spec.join)
+        bridges = [m for m in founders if m not in ends] + list(joiners)
+        start = rng.uniform(*window)
+        heal = start + 3 * self.spec.config.heartbeat_timeout
+        sim.partition(sides, at=start, heal_at=heal, bridges=bridges)
+        self.quiet_at = max(self.quiet_at, heal)
 
     def _schedule_rolling(self, founders: list[NodeId], first: NodeId) -> None:
         """Each founder in turn makes way for a new process (ids from ``first``): the new one
@@ -718,6 +759,10 @@ def run_simulation(spec: SimulationSpec) -> SimulationReport:
             f"{spec.crash} crashes, {spec.pauses} pauses, {spec.stalls} stalling members and "
             f"{spec.disk_failures} disk failures would take half of the "
             f"{spec.members - spec.leave} members that do not leave: no majority would be left"
+        )
+    if spec.partial_cut not in ("", "link", "halves", "leader-cut-off"):
+        raise ValueError(
+            f"partial_cut must be link, halves or leader-cut-off, not {spec.partial_cut!r}"
         )
     if spec.rolling and (spec.join or spec.leave or spec.total_crash):
         raise ValueError(
