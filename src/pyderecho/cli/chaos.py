@@ -5,8 +5,9 @@ shared memory) running the built-in workload, then injects ``--faults`` faults d
 run's seed, one after another: SIGKILL (the member comes back under its id as a joiner once the
 group removed it), SIGSTOP for a while then SIGCONT (past the timeout the group removes it and it
 comes back), SIGTERM (a leave; it joins again), a majority told to leave at once (they all join
-again), and, over tcp, a connection that writes garbage to a member. One member, the *witness*,
-is never touched: the runner watches its views and deliveries.
+again), and, over tcp, a connection that writes garbage to a member, or 200 connections to a
+member that say nothing for two timeouts. One member, the *witness*, is never touched: the
+runner watches its views and deliveries.
 
 A run passes when the history checker finds no violation in any delivery log (every process's
 log, across its incarnations), every member the schedule left running still runs, the group ends
@@ -16,7 +17,13 @@ the witness's view without the member (p50/p99), and the longest the witness wen
 delivery. The schedule of a run is a function of its seed alone (``--seed`` plus the run's
 number); timing, which is the machine's, is not.
 
-Partitions and partial cuts (iptables, network namespaces) are not injected yet.
+With ``--netns`` (tcp, as root) each member runs in a network namespace of its own
+(:class:`~pyderecho.testing.netns.NetworkLab`) and the schedule also draws cuts made with
+iptables: a *partition* (a minority of the group, the witness never in it, cut off from the
+rest for 2.5 timeouts; its members must end removed, exit 3, and come back) and a *partial
+cut* (one link between two members, or, when the others split evenly, every link between two
+halves with the witness as the bridge between them; the group removes members until no cut
+link is left among those that stay, and whoever is removed comes back).
 """
 
 from __future__ import annotations
@@ -39,10 +46,14 @@ from typing import Any
 
 from pyderecho.cli.demo import LocalGroup, NodeProcess
 from pyderecho.history.delivery_log import check_logs
+from pyderecho.testing.netns import NetworkLab, unavailable
 
 STEP_S = 30.0
 """The longest one step (a view change, a join) may take before the run counts as unavailable."""
-FAULTS = ("kill", "pause", "leave", "leave-many", "garbage")
+FAULTS = ("kill", "pause", "leave", "leave-many", "garbage", "hold")
+HELD_CONNECTIONS = 200
+CUTS = ("partition", "partial-cut")
+"""Faults drawn only with ``--netns``."""
 WORKLOAD = ("--send-count", "100000000", "--send-rate", "100", "--stats-interval", "0.05")
 
 
@@ -59,6 +70,10 @@ class RunReport:
     """Why the group did not keep a view and keep delivering; empty when it did."""
     view_after_kill_s: list[float] = field(default_factory=list)
     longest_pause_s: float = 0.0
+    cuts: list[str] = field(default_factory=list)
+    """What each partition or partial cut cut: ``1,2|0,3,4`` (every link between the sides)."""
+    removed_by_cuts: list[int] = field(default_factory=list)
+    """Members that a partition or partial cut made the group remove (each came back)."""
     deliveries: int = 0
     wall_s: float = 0.0
 
@@ -71,7 +86,9 @@ class RunReport:
         kills = ", ".join(f"{s:.2f}" for s in self.view_after_kill_s) or "-"
         text = (
             f"run {self.run} seed {self.seed}: {self.members} members; "
-            f"{' '.join(self.faults)}; view after kill {kills} s; longest delivery pause "
+            f"{' '.join(self.faults)}; view after kill {kills} s; "
+            f"cuts {' '.join(self.cuts) or '-'}, removed {self.removed_by_cuts or '-'}; "
+            "longest delivery pause "
             f"{self.longest_pause_s:.2f} s; {self.deliveries} deliveries checked; {verdict}"
         )
         problems = [f"\n  unavailable: {self.unavailable}"] if self.unavailable else []
@@ -79,10 +96,10 @@ class RunReport:
         return text + "".join(problems)
 
 
-def schedule(seed: int, count: int) -> list[str]:
-    """The faults of a run, a function of its seed alone."""
+def schedule(seed: int, count: int, *, cuts: bool = False) -> list[str]:
+    """The faults of a run, a function of its seed alone (and of whether cuts are drawn)."""
     rng = random.Random(seed)
-    return [rng.choice(FAULTS) for _ in range(count)]
+    return [rng.choice(FAULTS + CUTS if cuts else FAULTS) for _ in range(count)]
 
 
 class _Run:
@@ -185,6 +202,47 @@ class _Run:
         for member in targets:
             await self._rejoin(member)
 
+    async def _partition(self) -> None:
+        minority = self._targets((len(self.members) - 1) // 2)
+        majority = [m for m in self.members if m not in minority]
+        await self._cut_for_a_while(minority, majority)
+
+    async def _partial_cut(self) -> None:
+        others = [m for m in self.members if m != self.witness]
+        if len(others) % 2 == 0 and self.rng.random() < 0.5:
+            self.rng.shuffle(others)
+            half = len(others) // 2
+            await self._cut_for_a_while(others[:half], others[half:])
+        else:
+            a, b = self._targets(2)
+            await self._cut_for_a_while([a], [b])
+
+    async def _cut_for_a_while(self, side: list[int], other: list[int]) -> None:
+        """Cut every link between ``side`` and ``other`` for 2.5 timeouts, heal, and bring
+        back whoever the group removed."""
+        lab = self.group.lab
+        assert lab is not None, "cuts are drawn only with --netns"
+        timeout = self.group.heartbeat_timeout_ms / 1000
+        self.report.cuts.append(f"{','.join(map(str, side))}|{','.join(map(str, other))}")
+        for a in side:
+            for b in other:
+                lab.cut(a, b)
+        touched = sorted(side + other)
+        await asyncio.sleep(2.5 * timeout)
+        lab.heal()
+        for member in touched:
+            node = self.group.nodes[member]
+            with contextlib.suppress(TimeoutError):
+                await node.exit_status(3 * timeout)
+            if not self._running(member):
+                status = await node.exit_status(STEP_S)
+                if status != 3:
+                    self.report.unavailable = f"cut-off member {member} exited {status}, not 3"
+                self.report.removed_by_cuts.append(member)
+        for member in touched:
+            if not self._running(member):
+                await self._rejoin(member)
+
     async def _garbage(self) -> None:
         if self.transport != "tcp":
             return
@@ -195,6 +253,23 @@ class _Run:
         writer.write(self.rng.randbytes(4096))
         await writer.drain()
         writer.close()
+
+    async def _hold(self) -> None:
+        """Open many connections to a member and say nothing on them for two timeouts (a
+        port scan, a stuck client): its transport must time them out without dropping any
+        member, and the group must not notice."""
+        if self.transport != "tcp":
+            return
+        (target,) = self._targets()
+        host, port = self.group.address_of(target).rsplit(":", 1)
+        opened = await asyncio.gather(
+            *(asyncio.open_connection(host, int(port)) for _ in range(HELD_CONNECTIONS)),
+            return_exceptions=True,
+        )
+        await asyncio.sleep(2 * self.group.heartbeat_timeout_ms / 1000)
+        for connection in opened:
+            if not isinstance(connection, BaseException):
+                connection[1].close()
 
     async def _whole_again(self, fault: str) -> None:
         """Every member is in the witness's latest view again, and every process runs."""
@@ -251,6 +326,7 @@ def run_chaos(
     faults: int,
     transport: str,
     heartbeat_timeout_ms: int,
+    netns: bool = False,
     out: Callable[[str], None] = print,
     as_json: bool = False,
 ) -> int:
@@ -258,15 +334,18 @@ def run_chaos(
     reports: list[RunReport] = []
     for number in range(runs):
         run_seed = seed + number
-        report = RunReport(number, run_seed, members, schedule(run_seed, faults))
+        report = RunReport(number, run_seed, members, schedule(run_seed, faults, cuts=netns))
         directory = Path(tempfile.mkdtemp(prefix="pdc-", dir="/tmp"))
         began = time.monotonic()
+        lab = NetworkLab() if netns else None
         try:
-            asyncio.run(_one(directory, report, transport, heartbeat_timeout_ms))
+            asyncio.run(_one(directory, report, transport, heartbeat_timeout_ms, lab))
             verdict = check_logs(sorted(directory.glob("member-*.log")))
             report.violations = [str(v) for v in verdict.violations]
             report.deliveries = verdict.deliveries
         finally:
+            if lab is not None:
+                lab.close()
             shutil.rmtree(directory, ignore_errors=True)
         report.wall_s = round(time.monotonic() - began, 2)
         reports.append(report)
@@ -276,9 +355,11 @@ def run_chaos(
     return 0 if all(r.ok for r in reports) else 1
 
 
-async def _one(directory: Path, report: RunReport, transport: str, timeout_ms: int) -> None:
+async def _one(
+    directory: Path, report: RunReport, transport: str, timeout_ms: int, lab: NetworkLab | None
+) -> None:
     async with LocalGroup(
-        directory, report.members, transport=transport, heartbeat_timeout_ms=timeout_ms
+        directory, report.members, transport=transport, heartbeat_timeout_ms=timeout_ms, lab=lab
     ) as group:
         run = _Run(group, report, random.Random(report.seed), transport)
         with contextlib.suppress(_Unavailable):
@@ -296,6 +377,8 @@ def _as_json(report: RunReport) -> dict[str, Any]:
         "unavailable": report.unavailable,
         "view_after_kill_s": [round(s, 4) for s in report.view_after_kill_s],
         "longest_pause_s": round(report.longest_pause_s, 4),
+        "cuts": report.cuts,
+        "removed_by_cuts": report.removed_by_cuts,
         "deliveries": report.deliveries,
         "wall_s": report.wall_s,
     }
@@ -336,6 +419,10 @@ def main_chaos(args: argparse.Namespace) -> int:
         print("pyderecho chaos: --members must be at least 3 (a majority must outlive a fault)",
               file=sys.stderr)  # fmt: skip
         return 2
+    if args.netns and (args.transport != "tcp" or unavailable()):
+        why = unavailable() or "cuts need the tcp transport"
+        print(f"pyderecho chaos: --netns: {why}", file=sys.stderr)
+        return 2
     return run_chaos(
         members=args.members,
         runs=args.runs,
@@ -343,5 +430,6 @@ def main_chaos(args: argparse.Namespace) -> int:
         faults=args.faults,
         transport=args.transport,
         heartbeat_timeout_ms=args.heartbeat_timeout_ms,
+        netns=args.netns,
         as_json=args.json,
     )

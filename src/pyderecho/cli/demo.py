@@ -42,6 +42,7 @@ from typing import Any
 from pyderecho.core.layout import Allocation, InadequateView, Mode, ShardLayout
 from pyderecho.core.view import NodeId, View
 from pyderecho.history.delivery_log import check_logs
+from pyderecho.testing.netns import NetworkLab
 
 Record = dict[str, Any]
 """One JSON line a node printed."""
@@ -164,8 +165,12 @@ class LocalGroup:
         heartbeat_timeout_ms: int = 1000,
         program: Sequence[str] | None = None,
         data_dirs: bool = False,
+        lab: NetworkLab | None = None,
     ) -> None:
+        """``lab``: run each member in a network namespace of its own (tcp), so that links
+        between members can be cut (:class:`~pyderecho.testing.netns.NetworkLab`)."""
         self.directory = directory
+        self.lab = lab
         self.data_dirs = data_dirs
         self.heartbeat_timeout_ms = heartbeat_timeout_ms
         self.transport = transport
@@ -206,7 +211,10 @@ class LocalGroup:
 
     def _address(self, member: NodeId) -> str:
         if member not in self._addresses:
-            self._addresses[member] = f"127.0.0.1:{free_ports(1)[0]}"
+            if self.lab is not None:
+                self._addresses[member] = self.lab.address(member)
+            else:
+                self._addresses[member] = f"127.0.0.1:{free_ports(1)[0]}"
         return self._addresses[member]
 
     async def found(
@@ -239,6 +247,7 @@ class LocalGroup:
         """Start member ``member``: a founder (see :meth:`found`), or with ``join`` a process
         that joins through ``contacts``; ``args`` are more ``pyderecho node`` flags."""
         command = [
+            *(self.lab.prefix(member) if self.lab is not None else []),
             *self.program,
             "--config",
             str(self.config),
