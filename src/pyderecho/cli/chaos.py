@@ -172,14 +172,21 @@ class _Run:
         node.process.send_signal(signal.SIGSTOP)
         await asyncio.sleep(self.rng.uniform(0.3, 2.5) * timeout)
         node.process.send_signal(signal.SIGCONT)
-        # Past the timeout the group removed it while it was stopped: it learns so at once.
-        with contextlib.suppress(TimeoutError):
-            await node.exit_status(3 * timeout)
-        if not self._running(target):
-            status = await node.exit_status(STEP_S)
-            if status != 3:
-                self.report.unavailable = f"paused member {target} exited {status}, not 3"
+        if await self._was_removed(target, "paused"):
             await self._rejoin(target)
+
+    async def _was_removed(self, member: int, what: str) -> bool:
+        """Whether the group removed ``member`` while a fault kept it away: it learns so as
+        soon as it is back, and must exit 3 (anything else makes the run unavailable)."""
+        node = self.group.nodes[member]
+        with contextlib.suppress(TimeoutError):
+            await node.exit_status(3 * self.group.heartbeat_timeout_ms / 1000)
+        if self._running(member):
+            return False
+        status = await node.exit_status(STEP_S)
+        if status != 3:
+            self.report.unavailable = f"{what} member {member} exited {status}, not 3"
+        return True
 
     async def _leave(self) -> None:
         await self._leave_together(self._targets())
@@ -231,13 +238,7 @@ class _Run:
         await asyncio.sleep(2.5 * timeout)
         lab.heal()
         for member in touched:
-            node = self.group.nodes[member]
-            with contextlib.suppress(TimeoutError):
-                await node.exit_status(3 * timeout)
-            if not self._running(member):
-                status = await node.exit_status(STEP_S)
-                if status != 3:
-                    self.report.unavailable = f"cut-off member {member} exited {status}, not 3"
+            if await self._was_removed(member, "cut-off"):
                 self.report.removed_by_cuts.append(member)
         for member in touched:
             if not self._running(member):
