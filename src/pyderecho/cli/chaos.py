@@ -234,15 +234,12 @@ class _Run:
         for a in side:
             for b in other:
                 lab.cut(a, b)
-        touched = sorted(side + other)
         await asyncio.sleep(2.5 * timeout)
         lab.heal()
-        for member in touched:
-            if await self._was_removed(member, "cut-off"):
-                self.report.removed_by_cuts.append(member)
-        for member in touched:
-            if not self._running(member):
-                await self._rejoin(member)
+        removed = [m for m in sorted(side + other) if await self._was_removed(m, "cut-off")]
+        self.report.removed_by_cuts += removed
+        for member in removed:
+            await self._rejoin(member)
 
     async def _garbage(self) -> None:
         if self.transport != "tcp":

@@ -21,7 +21,7 @@ from pyderecho.core.errors import RemoteProtocolError
 from pyderecho.core.layout import Mode
 from pyderecho.history.delivery_log import LogError, check_logs
 from pyderecho.layouts import resolve_layout
-from pyderecho.sim.swarm import SimulationSpec, run_simulation
+from pyderecho.sim.swarm import PARTIAL_CUTS, SimulationSpec, run_simulation
 
 
 def _non_negative_float(text: str) -> float:
@@ -98,7 +98,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     simulate.add_argument(
         "--partial-cut",
-        choices=["link", "halves", "leader-cut-off"],
+        choices=PARTIAL_CUTS,
         default="",
         help="cut one link, or two halves of the group with a bridge between them (the leader "
         "on the larger half, or on the smaller one), for a while, then heal",

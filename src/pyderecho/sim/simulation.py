@@ -555,10 +555,11 @@ class Simulation:
             return
         node = self.nodes[node_id]
         if kind in (_ARRIVE, _ARRIVE_P2P):
-            if self._cut(b, node_id) and self._held_until:
+            cut = self._cut(b, node_id)
+            if cut and self._held_until:
                 self._push(self._held_until, kind, node_id, b, c)
                 return
-            if self._cut(b, node_id) or (b, node_id) in self._severed:
+            if cut or (b, node_id) in self._severed:
                 return
             self._trace.update(f"{self.now!r} {b}>{node_id} {len(c)}".encode())
             node.receive_bytes(b, c, self.now, flush=self._flush_now(node_id))

@@ -82,6 +82,10 @@ class KV:
         return self.items.get(key)
 
 
+PARTIAL_CUTS = ("link", "halves", "leader-cut-off")
+"""The kinds of :attr:`SimulationSpec.partial_cut`."""
+
+
 @dataclass(frozen=True, slots=True)
 class SimulationSpec:
     """Everything that determines one simulated run: the same spec gives the same run."""
@@ -760,9 +764,9 @@ def run_simulation(spec: SimulationSpec) -> SimulationReport:
             f"{spec.disk_failures} disk failures would take half of the "
             f"{spec.members - spec.leave} members that do not leave: no majority would be left"
         )
-    if spec.partial_cut not in ("", "link", "halves", "leader-cut-off"):
+    if spec.partial_cut and spec.partial_cut not in PARTIAL_CUTS:
         raise ValueError(
-            f"partial_cut must be link, halves or leader-cut-off, not {spec.partial_cut!r}"
+            f"partial_cut must be one of {', '.join(PARTIAL_CUTS)}, not {spec.partial_cut!r}"
         )
     if spec.rolling and (spec.join or spec.leave or spec.total_crash):
         raise ValueError(
