@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import mmap
 import multiprocessing
 import queue
 import socket
@@ -375,6 +376,178 @@ def tcp_large_relay(members: int = 3, frames: int = 600, size: int = MiB) -> flo
         return float(statistics.median(rates))
 
 
+# -- round trips: one small frame in flight --------------------------------------------------
+
+
+def _socket_echo(port: int, rounds: int, size: int) -> None:
+    """Send back each ``size``-byte frame as soon as it is whole (blocking socket)."""
+    frame = memoryview(bytearray(HEADER.size + size))
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for _ in range(rounds):
+            _read_exactly(sock, frame)
+            sock.sendall(frame)
+
+
+def tcp_small_rtt_socket(rounds: int = 5000, size: int = 100) -> float:
+    """Median microseconds for a ``size``-byte frame to go to another process and back over
+    blocking loopback sockets: the round trip every protocol step over TCP pays at least."""
+    context = multiprocessing.get_context("spawn")
+    frame = HEADER.pack(size) + bytes(size)
+    answer = memoryview(bytearray(len(frame)))
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        server.settimeout(TIMEOUT_S)
+        echo = context.Process(target=_socket_echo, args=(server.getsockname()[1], rounds, size))
+        echo.start()
+        try:
+            sock, _ = server.accept()
+            with sock:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                rtts = []
+                for _ in range(rounds):
+                    began = time.perf_counter()
+                    sock.sendall(frame)
+                    _read_exactly(sock, answer)
+                    rtts.append(time.perf_counter() - began)
+        finally:
+            echo.join(TIMEOUT_S)
+            if echo.is_alive():
+                echo.kill()
+    return statistics.median(rtts) * 1e6
+
+
+class _Echo(asyncio.Protocol):
+    """Writes back each whole frame it reads (the asyncio round trip's far end)."""
+
+    def __init__(self, frame_size: int, done: asyncio.Future[None]) -> None:
+        self.frame_size = frame_size
+        self.buffer = bytearray()
+        self.done = done
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        while len(self.buffer) >= self.frame_size:
+            assert self.transport is not None
+            self.transport.write(bytes(self.buffer[: self.frame_size]))
+            del self.buffer[: self.frame_size]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.done.done():
+            self.done.set_result(None)
+
+
+def _asyncio_echo(port: int, rounds: int, size: int) -> None:
+    async def echo() -> None:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        await loop.create_connection(lambda: _Echo(HEADER.size + size, done), "127.0.0.1", port)
+        await asyncio.wait_for(done, TIMEOUT_S)
+
+    asyncio.run(echo())
+
+
+class _Ping(asyncio.Protocol):
+    """Resolves ``answered`` once a whole frame came back."""
+
+    def __init__(self, frame_size: int) -> None:
+        self.frame_size = frame_size
+        self.have = 0
+        self.answered: asyncio.Future[None] | None = None
+        self.connected: asyncio.Future[asyncio.Transport] = (
+            asyncio.get_running_loop().create_future()
+        )
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.connected.set_result(transport)
+
+    def data_received(self, data: bytes) -> None:
+        self.have += len(data)
+        if self.have >= self.frame_size and self.answered is not None:
+            self.have -= self.frame_size
+            self.answered.set_result(None)
+
+
+async def _asyncio_rtt(rounds: int, size: int) -> float:
+    loop = asyncio.get_running_loop()
+    ping = _Ping(HEADER.size + size)
+    server = await loop.create_server(lambda: ping, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    echo = multiprocessing.get_context("spawn").Process(
+        target=_asyncio_echo, args=(port, rounds, size)
+    )
+    echo.start()
+    try:
+        transport = await asyncio.wait_for(ping.connected, TIMEOUT_S)
+        frame = HEADER.pack(size) + bytes(size)
+        rtts = []
+        async with asyncio.timeout(TIMEOUT_S):
+            for _ in range(rounds):
+                ping.answered = loop.create_future()
+                began = time.perf_counter()
+                transport.write(frame)
+                await ping.answered
+                rtts.append(time.perf_counter() - began)
+        transport.close()
+    finally:
+        server.close()
+        await loop.run_in_executor(None, echo.join, TIMEOUT_S)
+        if echo.is_alive():
+            echo.kill()
+    return statistics.median(rtts) * 1e6
+
+
+def tcp_small_rtt_asyncio(rounds: int = 5000, size: int = 100) -> float:
+    """The same round trip with both ends on asyncio's event loop (protocols, no streams), as
+    members run: what the loop adds to each hop."""
+    return asyncio.run(_asyncio_rtt(rounds, size))
+
+
+def _shm_echo(region: mmap.mmap, bell: socket.socket, rounds: int, size: int) -> None:
+    for _ in range(rounds):
+        _read_exactly(bell, memoryview(bytearray(8)))
+        region[size : 2 * size] = region[:size]
+        bell.sendall(b"\x00" * 8)
+
+
+def shm_small_rtt(rounds: int = 5000, size: int = 100) -> float:
+    """Median microseconds for a ``size``-byte message to go to another process and back
+    through shared memory, each way announced by an 8-byte doorbell on a unix socket, as the
+    shared-memory transport announces frames (blocking on both ends)."""
+    region = mmap.mmap(-1, 2 * size)
+    ours, theirs = socket.socketpair()
+    echo = multiprocessing.get_context("fork").Process(
+        target=_shm_echo, args=(region, theirs, rounds, size)
+    )
+    echo.start()
+    try:
+        payload = bytes(range(size % 256)) * (size // max(1, size % 256) + 1)
+        payload = payload[:size]
+        bell = memoryview(bytearray(8))
+        rtts = []
+        for _ in range(rounds):
+            began = time.perf_counter()
+            region[:size] = payload
+            ours.sendall(b"\x00" * 8)
+            _read_exactly(ours, bell)
+            if region[size : 2 * size] != payload:
+                raise RuntimeError("the shared-memory echo came back changed")
+            rtts.append(time.perf_counter() - began)
+    finally:
+        echo.join(TIMEOUT_S)
+        if echo.is_alive():
+            echo.kill()
+        ours.close()
+        theirs.close()
+        region.close()
+    return statistics.median(rtts) * 1e6
+
+
 # -- the baselines ----------------------------------------------------------------------------
 
 
@@ -424,6 +597,9 @@ BASELINES: dict[str, tuple[str, Callable[[], float]]] = {
     "tcp_1mib_buffered": ("bytes_per_s", tcp_large_buffered),
     "tcp_1mib_relay3": ("bytes_per_s", tcp_large_relay),
     "shm_copy": ("bytes_per_s", shm_copy),
+    "tcp_100b_rtt_socket": ("rtt_us", tcp_small_rtt_socket),
+    "tcp_100b_rtt_asyncio": ("rtt_us", tcp_small_rtt_asyncio),
+    "shm_100b_rtt": ("rtt_us", shm_small_rtt),
 }
 """Each baseline: its unit, and a function that measures it once."""
 

@@ -98,6 +98,13 @@ class BenchSpec:
     profile: str | None = None
     """Write a cProfile of member 0's process (``pstats`` format) to this path."""
     heartbeat_timeout: float = CoreConfig().heartbeat_timeout
+    in_flight: int | None = None
+    """Each sender waits for its own messages' delivery once this many are undelivered (1:
+    one message in flight, the light-load latency); ``None``: only the window and the
+    member's queue hold it back."""
+    rate: float | None = None
+    """Messages per second each sender offers, evenly spaced (an open loop: a message that
+    is late to go out does not delay the next one's time); ``None``: as fast as it can."""
 
     def __post_init__(self) -> None:
         if self.nodes < 1:
@@ -119,6 +126,10 @@ class BenchSpec:
             raise ValueError(f"window must be at least 1, got {self.window}")
         if self.idle_s < 0 or self.timeout_s <= 0:
             raise ValueError("idle_s must not be negative and timeout_s must be positive")
+        if self.in_flight is not None and self.in_flight < 1:
+            raise ValueError(f"in_flight must be at least 1, got {self.in_flight}")
+        if self.rate is not None and not 0 < self.rate < math.inf:
+            raise ValueError(f"rate must be a positive number of messages/s, got {self.rate}")
 
     @property
     def window_size(self) -> int:
@@ -357,6 +368,9 @@ class _Tally:
     wire_latency: array[float] = field(default_factory=lambda: array("d"))
     trouble: list[str] = field(default_factory=list)
     done: asyncio.Event = field(default_factory=asyncio.Event)
+    own_delivered: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set at each delivery of an own message: a sender with a bound on messages in flight
+    waits on it."""
 
     def on_event(self, event: Event) -> None:
         # Runs once per delivery: the clock is read only where needed (own messages, the first
@@ -370,6 +384,7 @@ class _Tally:
                 sent = self.wire_at.pop(event.index, None)
                 if sent is not None:
                     self.wire_latency.append(now - sent)
+                self.own_delivered.set()
             if delivered == 1:
                 self.first = perf_counter()
             if delivered >= self.expected:
@@ -485,11 +500,7 @@ async def _worker(spec: _WorkerSpec, conn: Connection, profiler: Any) -> None:
             tally.done.set()
         if spec.node_id in senders and bench.count:
             subgroup = node.layout.subgroup_ids[(TYPE_NAME, 0)]
-            payload = secrets.token_bytes(bench.size)
-            called_at = tally.called_at
-            for _ in range(bench.count):
-                called_at.append(time.perf_counter())
-                await member.send(subgroup, payload)
+            await _send_all(member, subgroup, bench, tally)
         await tally.done.wait()
         cpu_run = time.process_time() - cpu_start
         if profiler is not None:
@@ -517,6 +528,27 @@ async def _worker(spec: _WorkerSpec, conn: Connection, profiler: Any) -> None:
     finally:
         loop.remove_reader(conn.fileno())
         await member.close()
+
+
+async def _send_all(member: Member, subgroup: int, bench: BenchSpec, tally: _Tally) -> None:
+    """Send this member's ``bench.count`` messages: as fast as the member takes them, or
+    paced at ``bench.rate``, with at most ``bench.in_flight`` undelivered."""
+    payload = secrets.token_bytes(bench.size)
+    called_at = tally.called_at
+    in_flight = bench.in_flight
+    interval = 1.0 / bench.rate if bench.rate is not None else 0.0
+    began = time.perf_counter()
+    for index in range(bench.count):
+        if interval:
+            delay = began + index * interval - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)  # the offered load's pace, not a protocol step
+        if in_flight is not None:
+            while len(called_at) >= in_flight:
+                tally.own_delivered.clear()
+                await tally.own_delivered.wait()
+        called_at.append(time.perf_counter())
+        await member.send(subgroup, payload)
 
 
 async def _wait_links(transport: Transport, peers: int, timeout_s: float) -> None:
@@ -1109,6 +1141,8 @@ def _report(
         "mode": spec.mode,
         "transport": spec.transport,
         "window": spec.window_size,
+        "in_flight": spec.in_flight,
+        "rate": spec.rate,
         "delivered_per_member": statistics.median(r["delivered"] for r in members),
         "messages_per_s": round(statistics.median(rates)) if rates else None,
         "bytes_per_s": round(statistics.median(byte_rates)) if byte_rates else None,
@@ -1138,6 +1172,13 @@ def _seconds(text: str) -> float:
     value = float(text)
     if not value >= 0 or math.isinf(value):
         raise argparse.ArgumentTypeError(f"must be a non-negative number of seconds, got {text}")
+    return value
+
+
+def _positive_rate(text: str) -> float:
+    value = _seconds(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be more than 0 messages per second")
     return value
 
 
@@ -1195,13 +1236,22 @@ def add_parser(
         default=None,
         help="messages a sender may have in flight (default: 100, less for large messages)",
     )
-    objects = parser.add_argument_group("the objects workload")
-    objects.add_argument(
+    parser.add_argument(
         "--in-flight",
         type=positive_int,
-        default=100,
-        help="calls (and queries) each member keeps outstanding (default: 100)",
+        default=None,
+        help="messages: each sender waits for its own messages' delivery once this many are "
+        "undelivered (1: light-load latency; default: no bound but the window); objects: calls "
+        "(and queries) each member keeps outstanding (default: 100)",
     )
+    parser.add_argument(
+        "--rate",
+        type=_positive_rate,
+        default=None,
+        help="messages: messages per second each sender offers, evenly spaced (default: as "
+        "fast as it can)",
+    )
+    objects = parser.add_argument_group("the objects workload")
     objects.add_argument(
         "--latency-calls",
         type=non_negative_int,
@@ -1267,6 +1317,8 @@ def run(args: argparse.Namespace) -> int:
             idle_s=args.idle,
             timeout_s=120.0 if args.timeout is None else args.timeout,
             profile=args.profile,
+            in_flight=args.in_flight,
+            rate=args.rate,
         )
     except ValueError as exc:
         print(f"pyderecho bench: {exc}", file=sys.stderr)
@@ -1314,7 +1366,7 @@ def _run_objects(args: argparse.Namespace) -> int:
             mode=args.mode,
             count=count,
             size=args.size,
-            in_flight=args.in_flight,
+            in_flight=100 if args.in_flight is None else args.in_flight,
             latency_calls=args.latency_calls,
             queries=count if args.queries is None else args.queries,
             state_bytes=args.state_mib * MiB,

@@ -326,8 +326,10 @@ class ShardMulticast:
             sender, index = k % s, k // s
             self._deliver(sender, index, self._held[sender].pop(index), k)
         self.delivered_upto = last
+        # No push for this alone: no member acts on another's ``delivered`` column (it is
+        # there for anyone inspecting the table), and a push per delivery would double the
+        # frames every message costs at light load. It travels with the next push.
         self.table.delivered[self.rank] = last
-        self.dirty = True
 
     def _deliver(self, sender: int, index: int, payload: Payload, position: int = -1) -> None:
         if isinstance(payload, _Assembly):
