@@ -134,6 +134,14 @@ def test_conformance_disconnect(directory: str) -> None:
     run(conformance.check_disconnect(shm_factory(directory)))
 
 
+def test_conformance_flush_sends_without_a_turn_of_the_loop(directory: str) -> None:
+    run(
+        conformance.check_flush_sends_without_a_turn_of_the_loop(
+            lambda node: ShmTransport(node, directory, group=GROUP, secret=SECRET)
+        )
+    )
+
+
 def test_conformance_with_the_smallest_ring(directory: str) -> None:
     """A 64 KiB ring: every frame over 32 KiB goes in chunks, and most sends wait for room."""
     make = shm_factory(directory, ring_size=MIN_CAPACITY)

@@ -169,6 +169,14 @@ def test_conformance_disconnect() -> None:
     run(conformance.check_disconnect(tcp_factory()))
 
 
+def test_conformance_flush_sends_without_a_turn_of_the_loop() -> None:
+    run(
+        conformance.check_flush_sends_without_a_turn_of_the_loop(
+            lambda node: TcpTransport(node, f"{HERE}:0", group=GROUP, secret=SECRET)
+        )
+    )
+
+
 def test_conformance_over_tls(tmp_path: Path) -> None:
     server, client = tls_contexts(tmp_path)
     make = tcp_factory(ssl_server=server, ssl_client=client)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
+import threading
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -293,3 +294,54 @@ async def check_disconnect(make: TransportFactory) -> None:
         assert recorders[0].lost == []
         assert recorders[1].lost_peers() == [a]
         assert recorders[2].lost == []
+
+
+ListeningFactory = Callable[[NodeId], ListeningTransport]
+"""Makes one unstarted transport for a node id (for checks that run members on two loops)."""
+
+
+async def check_flush_sends_without_a_turn_of_the_loop(make_one: ListeningFactory) -> None:
+    """:meth:`Transport.flush` puts what :meth:`Transport.send` queued on the link at once: a
+    receiver on another thread gets the frame while the sender's loop is blocked. Without the
+    flush the frame waits for the sender's loop to turn, which is what the check proves too
+    (else it could not tell a flush from a send that writes at once)."""
+    arrived = threading.Event()
+    address: list[str] = []
+    started = threading.Event()
+    stop: asyncio.Future[None] | None = None
+    receiver_loop: asyncio.AbstractEventLoop | None = None
+
+    async def receive() -> None:
+        nonlocal stop, receiver_loop
+        receiver_loop = asyncio.get_running_loop()
+        stop = receiver_loop.create_future()
+        transport = make_one(1)
+        await transport.start(lambda src, frame: arrived.set(), lambda peer, reason: None)
+        address.append(transport.address)
+        started.set()
+        try:
+            await stop
+        finally:
+            await transport.close()
+
+    thread = threading.Thread(target=asyncio.run, args=(receive(),), daemon=True)
+    thread.start()
+    assert started.wait(TIMEOUT_S), "the receiver did not start"
+    sender = make_one(0)
+    await sender.start(lambda src, frame: None, lambda peer, reason: None)
+    try:
+        sender.connect(1, address[0])
+        async with asyncio.timeout(TIMEOUT_S):
+            sender.send(1, b"hello")
+            while not arrived.is_set():  # the link opens and the first frame crosses
+                await asyncio.sleep(0.01)
+        arrived.clear()
+        sender.send(1, b"queued")
+        assert not arrived.wait(0.3), "a frame left without a flush or a turn of the loop"
+        sender.flush()
+        assert arrived.wait(TIMEOUT_S), "flush() did not put the frame on the link"
+    finally:
+        await sender.close()
+        assert receiver_loop is not None and stop is not None
+        receiver_loop.call_soon_threadsafe(stop.set_result, None)
+        thread.join(TIMEOUT_S)

@@ -279,12 +279,14 @@ class Member:
                 _log.warning(
                     "member %s restarts from its logs and waits for %s", node.node_id, waits_for
                 )
+        sent = False
         while True:
             outbox = node.outbox()
             for dst, message in outbox:
                 if dst not in self._connected:
                     self._connect(dst)
                 self.transport.send(dst, encode_parts(message))
+            sent = sent or bool(outbox)
             events = node.events()
             for event in events:
                 if isinstance(event, PersistRequested):
@@ -311,6 +313,9 @@ class Member:
             hook = self.after_events
             if not outbox and not events and (hook is None or not self._after(hook)):
                 break
+        if sent:
+            # Everything this step will send is queued: out now, not a loop turn later.
+            self.transport.flush()
         self._arm_timer()
         if self._waiters:
             self._progress.set()

@@ -76,6 +76,9 @@ class MemoryTransport:
         self._put(target, len(data), partial(target._deliver, self.node_id, data))
         self.stats["frames_sent"] += 1
 
+    def flush(self) -> None:
+        """Frames are on their links as soon as they are sent: nothing waits here."""
+
     def disconnect(self, peer: NodeId) -> None:
         address = self._links.pop(peer, None)
         target = self._network.listening.get(address) if address is not None else None

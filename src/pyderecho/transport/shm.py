@@ -681,7 +681,13 @@ class ShmTransport:
             assert self._loop is not None
             self._loop.call_soon(self._flush)
 
+    def flush(self) -> None:
+        """Ring the doorbells of every link sent on since the last ring, now."""
+        self._flush()
+
     def _flush(self) -> None:
+        if not self._dirty:
+            return
         dirty, self._dirty = self._dirty, []
         for out in dirty:
             out.flush_due = False

@@ -132,8 +132,13 @@ class _Outbound:
     """Each frame with its size."""
     queued_bytes: int = 0
     ready: asyncio.Event = field(default_factory=asyncio.Event)
+    """Wakes the link's task: there is something to write, or to wait room for."""
     writer: asyncio.StreamWriter | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    draining: bool = False
+    """The link's task owns the writer: it waits for the stream to have room."""
+    flush_due: bool = False
+    """Frames were queued since the last flush."""
 
 
 @dataclass(eq=False)
@@ -207,6 +212,8 @@ class TcpTransport:
         self._on_peer_lost: PeerLostHandler | None = None
         self._out: dict[NodeId, _Outbound] = {}
         self._in: dict[NodeId, _Inbound] = {}
+        self._dirty: list[_Outbound] = []
+        """Links with frames queued since the last :meth:`flush`."""
         self._tasks: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
         self._pending = 0
@@ -276,7 +283,31 @@ class TcpTransport:
             return
         out.queue.append((frame, size))
         out.queued_bytes += size
-        out.ready.set()
+        if not out.flush_due:
+            out.flush_due = True
+            self._dirty.append(out)
+            if len(self._dirty) == 1:
+                asyncio.get_running_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Write what was queued since the last flush, now; a link whose stream is full (or
+        not yet open) leaves it to its task, which waits for room."""
+        if not self._dirty:
+            return
+        dirty, self._dirty = self._dirty, []
+        for out in dirty:
+            out.flush_due = False
+            writer = out.writer
+            if writer is None or out.draining:
+                out.ready.set()
+                continue
+            transport = writer.transport
+            high_water = transport.get_write_buffer_limits()[1]
+            while out.queue:
+                if transport.get_write_buffer_size() > high_water:
+                    out.ready.set()
+                    break
+                _write_batch(out, writer)
 
     def disconnect(self, peer: NodeId) -> None:
         """Drop both connections to ``peer`` and its queued frames; ``on_peer_lost`` is not
@@ -468,16 +499,14 @@ class TcpTransport:
             while True:
                 await out.ready.wait()
                 out.ready.clear()
-                while out.queue:
-                    batch: list[Frame] = []
-                    size = 0
-                    while out.queue and size < _BATCH_BYTES:
-                        frame, frame_bytes = out.queue.popleft()
-                        batch.append(frame)
-                        size += frame_bytes
-                    out.queued_bytes -= size
-                    write_frames(writer, batch)
+                out.draining = True
+                try:
                     await writer.drain()
+                    while out.queue:
+                        _write_batch(out, writer)
+                        await writer.drain()
+                finally:
+                    out.draining = False
         except OSError as exc:
             self._lose(peer, out, f"connection to node {peer} failed: {exc}", "connection_reset")
 
@@ -624,6 +653,18 @@ class TcpTransport:
             writer.close()
         else:
             writer.transport.abort()
+
+
+def _write_batch(out: _Outbound, writer: asyncio.StreamWriter) -> None:
+    """Hand the stream the oldest queued frames, about :data:`_BATCH_BYTES` of them."""
+    batch: list[Frame] = []
+    size = 0
+    while out.queue and size < _BATCH_BYTES:
+        frame, frame_bytes = out.queue.popleft()
+        batch.append(frame)
+        size += frame_bytes
+    out.queued_bytes -= size
+    write_frames(writer, batch)
 
 
 async def _start_client_tls(
