@@ -136,7 +136,7 @@ def test_conformance_disconnect(directory: str) -> None:
 
 def test_conformance_flush_sends_without_a_turn_of_the_loop(directory: str) -> None:
     run(
-        conformance.check_flush_sends_without_a_turn_of_the_loop(
+        conformance.threaded_check_flush_sends_without_a_turn_of_the_loop(
             lambda node: ShmTransport(node, directory, group=GROUP, secret=SECRET)
         )
     )

@@ -171,7 +171,7 @@ def test_conformance_disconnect() -> None:
 
 def test_conformance_flush_sends_without_a_turn_of_the_loop() -> None:
     run(
-        conformance.check_flush_sends_without_a_turn_of_the_loop(
+        conformance.threaded_check_flush_sends_without_a_turn_of_the_loop(
             lambda node: TcpTransport(node, f"{HERE}:0", group=GROUP, secret=SECRET)
         )
     )

@@ -297,10 +297,12 @@ async def check_disconnect(make: TransportFactory) -> None:
 
 
 ListeningFactory = Callable[[NodeId], ListeningTransport]
-"""Makes one unstarted transport for a node id (for checks that run members on two loops)."""
+"""Makes one unstarted transport for a node id, for the ``threaded_check_*`` checks: they run
+two members on two threads' event loops, so only a transport with real links between loops
+(not the in-process memory transport) can take them."""
 
 
-async def check_flush_sends_without_a_turn_of_the_loop(make_one: ListeningFactory) -> None:
+async def threaded_check_flush_sends_without_a_turn_of_the_loop(make_one: ListeningFactory) -> None:
     """:meth:`Transport.flush` puts what :meth:`Transport.send` queued on the link at once: a
     receiver on another thread gets the frame while the sender's loop is blocked. Without the
     flush the frame waits for the sender's loop to turn, which is what the check proves too

@@ -493,7 +493,15 @@ class ShardMulticast:
         self._claim_indices(index + 1)
 
     def _send_nulls(self) -> None:
-        """Fill this sender's turns that others have already passed."""
+        """Fill this sender's turns up to the end of the round that others have reached.
+
+        Turns before the furthest message received must be filled for it to be delivered.
+        The own turn later in that same round is filled too: a member that sends alone (one
+        client calling one member) then finds every other member's turn before its next
+        message already filled and held everywhere, and that message is stable after one
+        round of rows, not two (the second waiting for the nulls to reach every member).
+        Rounds beyond are never filled ahead, so an idle group stops sending nulls.
+        """
         me = self.my_sender_rank
         received = self.table.received[self.rank]
         s = len(received)
@@ -501,7 +509,7 @@ class ShardMulticast:
             ((count - 1) * s + rank for rank, count in enumerate(received) if rank != me),
             default=-1,
         )
-        upto = (passed - me - 1) // s + 1 if passed > me else 0
+        upto = passed // s + 1 if passed >= 0 else 0
         if upto <= self.next_index:
             return
         first, count = self.next_index, upto - self.next_index

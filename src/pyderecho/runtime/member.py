@@ -85,6 +85,8 @@ class Member:
         self._stopped: asyncio.Future[str] | None = None
         self._closing: asyncio.Task[None] | None = None
         self._flush_scheduled = False
+        self._closed = False
+        """close() was called: a flush or step still scheduled finds the transport gone."""
         self.stats: Counter[str] = Counter()
         """Failures of application code this driver ran (its event handler), by kind."""
         self.after_events: Callable[[], bool] | None = None
@@ -113,6 +115,7 @@ class Member:
         self._step()
 
     async def close(self) -> None:
+        self._closed = True
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -167,6 +170,8 @@ class Member:
 
     def _flush(self) -> None:
         self._flush_scheduled = False
+        if self._closed:
+            return
         self.node.flush(self._now())
         self._step()
 
@@ -206,7 +211,7 @@ class Member:
         # the steps it enabled wait for the end of this loop turn, so that every frame read in
         # the turn, from every peer, is answered with one row push instead of one each.
         self.node.receive_bytes(src, frame, self._now(), flush=False)
-        self._step()
+        self._step(flush=False)
         self._schedule_flush()
 
     def _on_peer_lost(self, peer: NodeId, reason: str) -> None:
@@ -268,9 +273,13 @@ class Member:
         self.node.tick(self._now())
         self._step()
 
-    def _step(self) -> None:
+    def _step(self, *, flush: bool = True) -> None:
         """Send what the node queued and hand its events on, until neither is left: an event
-        handler may queue more (a reply, a state chunk), which must leave in this turn."""
+        handler may queue more (a reply, a state chunk), which must leave in this turn.
+
+        With ``flush`` the transport writes what was sent at once; without, at the end of the
+        loop turn, with the rest of the turn's frames (a step per frame read must not split
+        what the turn sends to a peer into one write per frame)."""
         node = self.node
         waits_for = node.restart_waits_for
         if waits_for != self._restart_waits_for:
@@ -313,7 +322,7 @@ class Member:
             hook = self.after_events
             if not outbox and not events and (hook is None or not self._after(hook)):
                 break
-        if sent:
+        if sent and flush:
             # Everything this step will send is queued: out now, not a loop turn later.
             self.transport.flush()
         self._arm_timer()
