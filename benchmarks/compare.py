@@ -1,24 +1,33 @@
-"""The issue's performance targets, measured in one run against baselines from the same run.
+"""The performance targets, measured in one run against baselines from the same run.
 
-Runs ``pyderecho bench`` (three members, every member sending, ordered) on both transports with
-100-byte and 1 MiB messages and the raw baselines of ``raw_baselines.py``, ``--repeat`` times
-each, interleaved so that whatever else the machine does weighs on all of them alike; then an
-idle group on each transport. Prints one JSON object: the medians, the samples, the ratios to
-the baselines, each target with whether it is met, and the machine's load average before and
-after (a loaded machine lowers every rate; ``cpu_us_per_delivery`` moves much less).
+Runs ``pyderecho bench`` (three members, ordered) on both transports: every member sending
+100-byte and 1 MiB messages as fast as it can; one member sending 100-byte messages with one
+in flight (the light-load latency); one member offering 1,000 messages/s (the CPU a message
+costs at light load); and the raw baselines of ``raw_baselines.py`` and, when installed,
+PySyncObj (``pysyncobj_baseline.py``), ``--repeat`` times each, interleaved so that whatever
+else the machine does weighs on all of them alike; then an idle group on each transport.
+Prints one JSON object: the medians, the samples, the ratios to the baselines, each target with
+whether it is met, and the machine's load average before and after (a loaded machine lowers
+every rate; ``cpu_us_per_delivery`` moves much less).
 
-    .venv/bin/python benchmarks/compare.py [--repeat 5] [--idle 5]
+    .venv/bin/python benchmarks/compare.py [--repeat 5] [--idle 5] [--pysyncobj-seconds 5]
 
-Targets (three members on one machine):
+Targets (three members on one machine), each a ratio to a baseline of the same run:
 
-- ordered 100-byte messages: over 100,000 deliveries per second per member (each transport);
-- ordered 1 MiB messages: over 1 GB/s per member on shared memory, and over half of raw
-  loopback TCP (``tcp_1mib_socket``) on TCP;
-- an idle group uses next to no CPU: under 1% of one core per member.
+- light load: the latency of an ordered 100-byte message with one in flight (p50, from
+  ``send`` to its delivery at the sender) at most 2x the round trip of a 100-byte message
+  between two asyncio processes (``tcp_100b_rtt_asyncio``; on shm ``shm_100b_rtt_asyncio``);
+- light load: the CPU per delivery with one member offering 1,000 messages/s at most 3x the
+  CPU per delivery when every member sends as fast as it can;
+- small messages: ordered 100-byte deliveries per second per member at least 10x PySyncObj's
+  committed operations per second (5,000 calls in flight per replica);
+- large messages over TCP: ordered 1 MiB bytes per second per member at least 0.8 of the
+  three-process relay ring (``tcp_1mib_relay3``: the same bytes on the same links, no protocol);
+- and the earlier absolute ones: over 100,000 ordered 100-byte deliveries per second per member
+  on each transport, over 1 GB/s of 1 MiB messages on shm, and an idle member under 1% of a core.
 
-The ratios include ``ordered_1mib_tcp`` against ``tcp_1mib_relay3`` (the same bytes over the
-same links with no protocol, the ceiling for that traffic here) and that ceiling against raw
-loopback TCP, which shows how much of the TCP target the machine itself allows.
+The ratios also put every run beside the blocking-socket baselines, the least any Python program
+spends (``tcp_100b_rtt_socket``, ``shm_100b_rtt``, ``tcp_100b_socket``, ``tcp_1mib_socket``).
 """
 
 from __future__ import annotations
@@ -36,6 +45,11 @@ import raw_baselines
 
 from pyderecho.cli.bench import BenchSpec, run_bench
 
+try:
+    import pysyncobj_baseline
+except ImportError:  # pysyncobj is not installed: the run goes on without that baseline
+    pysyncobj_baseline = None  # type: ignore[assignment]
+
 MiB = 1 << 20
 IDLE_CPU_FRACTION = 0.01
 """An idle member may use at most this fraction of one core: "near zero"."""
@@ -45,7 +59,14 @@ def _median(values: list[float]) -> float:
     return statistics.median(values)
 
 
-def _bench_cases(small: int, large: int) -> dict[str, BenchSpec]:
+LIGHT_RATE = 1000.0
+"""Messages per second the light-load CPU case offers (one sender)."""
+PYSYNCOBJ_IN_FLIGHT = 5000
+"""Calls PySyncObj's replicas each keep outstanding: its best throughput on this kind of
+machine."""
+
+
+def _bench_cases(small: int, large: int, lone: int) -> dict[str, BenchSpec]:
     cases = {}
     for transport in ("shm", "tcp"):
         cases[f"ordered_100b_{transport}"] = BenchSpec(
@@ -53,6 +74,17 @@ def _bench_cases(small: int, large: int) -> dict[str, BenchSpec]:
         )
         cases[f"ordered_1mib_{transport}"] = BenchSpec(
             nodes=3, senders="all", count=large, size=MiB, mode="ordered", transport=transport
+        )
+        cases[f"lone_100b_{transport}"] = BenchSpec(
+            nodes=3, senders="one", count=lone, size=100, transport=transport, in_flight=1
+        )
+        cases[f"paced_100b_{transport}"] = BenchSpec(
+            nodes=3,
+            senders="one",
+            count=max(1, int(LIGHT_RATE * 3)),
+            size=100,
+            transport=transport,
+            rate=LIGHT_RATE,
         )
     return cases
 
@@ -93,27 +125,45 @@ def _ratio(numerator: float | None, denominator: float | None) -> float | None:
     return round(numerator / denominator, 4)
 
 
-def _target(name: str, measured: float | None, threshold: float, unit: str) -> dict[str, Any]:
+def _target(
+    name: str, measured: float | None, threshold: float, unit: str, *, at_most: bool = False
+) -> dict[str, Any]:
+    """A target met when ``measured`` is over ``threshold`` (``at_most``: not over it)."""
+    met = measured is not None and (measured <= threshold if at_most else measured > threshold)
     return {
         "target": name,
         "measured": measured,
         "threshold": threshold,
         "unit": unit,
-        "met": measured is not None and measured > threshold,
+        "met": met,
     }
 
 
-def compare(repeat: int, idle_s: float, small: int, large: int) -> dict[str, Any]:
-    cases = _bench_cases(small, large)
+def compare(
+    repeat: int, idle_s: float, *, small: int, large: int, lone: int, pysyncobj_s: float
+) -> dict[str, Any]:
+    cases = _bench_cases(small, large, lone)
     reports: dict[str, list[dict[str, Any]]] = {name: [] for name in cases}
     samples: dict[str, list[float]] = {name: [] for name in raw_baselines.BASELINES}
+    pysyncobj: list[float] = []
     load_before = os.getloadavg()
     for _ in range(repeat):
         for name, spec in cases.items():
             reports[name].append(run_bench(spec))
         for name, value in raw_baselines.measure_once().items():
             samples[name].append(value)
+        if pysyncobj_s > 0 and pysyncobj_baseline is not None:
+            result = pysyncobj_baseline.run_baseline(
+                pysyncobj_s, PYSYNCOBJ_IN_FLIGHT, 1, latency_calls=0, no_batch_latency=False
+            )
+            pysyncobj.append(float(result["ops_per_s"]))  # type: ignore[arg-type]
     baselines = raw_baselines.summarize(samples)
+    if pysyncobj:
+        baselines["pysyncobj_ops"] = {
+            "ops_per_s": round(statistics.median(pysyncobj)),
+            "samples": [round(value) for value in pysyncobj],
+            "in_flight_per_replica": PYSYNCOBJ_IN_FLIGHT,
+        }
     idle: dict[str, Any] = {}
     if idle_s > 0:
         for transport in ("shm", "tcp"):
@@ -128,7 +178,11 @@ def compare(repeat: int, idle_s: float, small: int, large: int) -> dict[str, Any
 
     def base(name: str) -> float:
         figures = baselines[name]
-        value = figures.get("messages_per_s", figures.get("bytes_per_s"))
+        value = next(
+            figures[unit]
+            for unit in ("messages_per_s", "bytes_per_s", "rtt_us", "ops_per_s")
+            if unit in figures
+        )
         assert isinstance(value, int | float)
         return value
 
@@ -155,8 +209,64 @@ def compare(repeat: int, idle_s: float, small: int, large: int) -> dict[str, Any
     ratios["tcp_1mib_relay3_vs_tcp_1mib_socket"] = _ratio(
         base("tcp_1mib_relay3"), base("tcp_1mib_socket")
     )
+    for transport in ("tcp", "shm"):
+        lone_p50 = runs[f"lone_100b_{transport}"]["latency_us_p50"]
+        for baseline in (
+            ("tcp_100b_rtt_asyncio", "tcp_100b_rtt_socket")
+            if transport == "tcp"
+            else ("shm_100b_rtt_asyncio", "shm_100b_rtt")
+        ):
+            ratios[f"lone_100b_{transport}_p50_vs_{baseline}"] = _ratio(lone_p50, base(baseline))
+        ratios[f"paced_100b_{transport}_cpu_vs_ordered_100b_{transport}_cpu"] = _ratio(
+            runs[f"paced_100b_{transport}"]["cpu_us_per_delivery"],
+            runs[f"ordered_100b_{transport}"]["cpu_us_per_delivery"],
+        )
+        if "pysyncobj_ops" in baselines:
+            ratios[f"ordered_100b_{transport}_vs_pysyncobj"] = _ratio(
+                rate(f"ordered_100b_{transport}"), base("pysyncobj_ops")
+            )
     raw_tcp_large = base("tcp_1mib_socket")
-    targets = [
+    targets = []
+    for transport, rtt in (("tcp", "tcp_100b_rtt_asyncio"), ("shm", "shm_100b_rtt_asyncio")):
+        targets.append(
+            _target(
+                f"light load, {transport}: ordered latency p50, one message in flight, over "
+                f"the asyncio round trip ({rtt})",
+                ratios[f"lone_100b_{transport}_p50_vs_{rtt}"],
+                2.0,
+                "ratio",
+                at_most=True,
+            )
+        )
+        targets.append(
+            _target(
+                f"light load, {transport}: CPU per delivery at {LIGHT_RATE:,.0f} messages/s "
+                "over the saturated CPU per delivery",
+                ratios[f"paced_100b_{transport}_cpu_vs_ordered_100b_{transport}_cpu"],
+                3.0,
+                "ratio",
+                at_most=True,
+            )
+        )
+        if "pysyncobj_ops" in baselines:
+            targets.append(
+                _target(
+                    f"ordered 100-byte deliveries/s per member, {transport}, over PySyncObj's "
+                    "committed operations/s",
+                    ratios[f"ordered_100b_{transport}_vs_pysyncobj"],
+                    10.0,
+                    "ratio",
+                )
+            )
+    targets.append(
+        _target(
+            "ordered 1 MiB bytes/s per member, tcp, over the relay ring (tcp_1mib_relay3)",
+            ratios["ordered_1mib_tcp_vs_tcp_1mib_relay3"],
+            0.8,
+            "ratio",
+        )
+    )
+    targets += [
         _target(
             "ordered 100-byte deliveries/s per member, shm",
             runs["ordered_100b_shm"]["messages_per_s"],
@@ -219,8 +329,24 @@ def main() -> int:
         "--small-count", type=int, default=50_000, help="100-byte messages per sender"
     )
     parser.add_argument("--large-count", type=int, default=400, help="1 MiB messages per sender")
+    parser.add_argument(
+        "--lone-count", type=int, default=2000, help="messages of the one-in-flight case"
+    )
+    parser.add_argument(
+        "--pysyncobj-seconds",
+        type=float,
+        default=5.0,
+        help="seconds of each PySyncObj throughput run (0, or pysyncobj not installed: skip)",
+    )
     args = parser.parse_args()
-    result = compare(args.repeat, args.idle, args.small_count, args.large_count)
+    result = compare(
+        args.repeat,
+        args.idle,
+        small=args.small_count,
+        large=args.large_count,
+        lone=args.lone_count,
+        pysyncobj_s=args.pysyncobj_seconds,
+    )
     print(json.dumps(result))
     return 0
 

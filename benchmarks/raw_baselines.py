@@ -29,6 +29,12 @@ member: from the first whole frame to the last, ``(frames - 1) / span``.
 - ``shm_copy``: ``memcpy`` of 1 MiB blocks into a shared segment, from ``shm_copy.py``: what
   the shared-memory transport must do per byte at least (the sender copies each frame into the
   ring once).
+- Round trips, one 100-byte message in flight, the median in microseconds (``rtt_us``): what a
+  protocol step that needs an answer pays at least. ``tcp_100b_rtt_socket``: two processes,
+  blocking sockets with ``TCP_NODELAY``; ``tcp_100b_rtt_asyncio``: both ends on asyncio's loop
+  (protocols, not streams), as members run; ``shm_100b_rtt``: the message written into shared
+  memory and announced by an 8-byte doorbell on a unix socket, as the shared-memory transport
+  does, blocking; ``shm_100b_rtt_asyncio``: the same with both ends woken by their loops.
 
 Prints one JSON object; every figure is the median of ``--repeat`` runs.
 
@@ -548,6 +554,77 @@ def shm_small_rtt(rounds: int = 5000, size: int = 100) -> float:
     return statistics.median(rtts) * 1e6
 
 
+def _shm_echo_asyncio(region: mmap.mmap, bell: socket.socket, rounds: int, size: int) -> None:
+    async def echo() -> None:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        answered = 0
+
+        def ring() -> None:
+            nonlocal answered
+            taken = len(bell.recv(4096)) // 8
+            for _ in range(taken):
+                region[size : 2 * size] = region[:size]
+                bell.send(b"\x00" * 8)
+            answered += taken
+            if answered >= rounds:
+                done.set_result(None)
+
+        bell.setblocking(False)
+        loop.add_reader(bell.fileno(), ring)
+        await asyncio.wait_for(done, TIMEOUT_S)
+
+    asyncio.run(echo())
+
+
+async def _shm_rtt_asyncio(rounds: int, size: int) -> float:
+    loop = asyncio.get_running_loop()
+    region = mmap.mmap(-1, 2 * size)
+    ours, theirs = socket.socketpair()
+    echo = multiprocessing.get_context("fork").Process(
+        target=_shm_echo_asyncio, args=(region, theirs, rounds, size)
+    )
+    echo.start()
+    ours.setblocking(False)
+    answered: asyncio.Future[None] | None = None
+
+    def ring() -> None:
+        ours.recv(4096)
+        if answered is not None and not answered.done():
+            answered.set_result(None)
+
+    loop.add_reader(ours.fileno(), ring)
+    payload = bytes(range(256)) * (size // 256 + 1)
+    payload = payload[:size]
+    rtts = []
+    try:
+        async with asyncio.timeout(TIMEOUT_S):
+            for _ in range(rounds):
+                answered = loop.create_future()
+                began = time.perf_counter()
+                region[:size] = payload
+                ours.send(b"\x00" * 8)
+                await answered
+                if region[size : 2 * size] != payload:
+                    raise RuntimeError("the shared-memory echo came back changed")
+                rtts.append(time.perf_counter() - began)
+    finally:
+        loop.remove_reader(ours.fileno())
+        await loop.run_in_executor(None, echo.join, TIMEOUT_S)
+        if echo.is_alive():
+            echo.kill()
+        ours.close()
+        theirs.close()
+        region.close()
+    return statistics.median(rtts) * 1e6
+
+
+def shm_small_rtt_asyncio(rounds: int = 5000, size: int = 100) -> float:
+    """The shared-memory round trip with both ends on asyncio's event loop, woken by the
+    doorbell socket as members are."""
+    return asyncio.run(_shm_rtt_asyncio(rounds, size))
+
+
 # -- the baselines ----------------------------------------------------------------------------
 
 
@@ -600,6 +677,7 @@ BASELINES: dict[str, tuple[str, Callable[[], float]]] = {
     "tcp_100b_rtt_socket": ("rtt_us", tcp_small_rtt_socket),
     "tcp_100b_rtt_asyncio": ("rtt_us", tcp_small_rtt_asyncio),
     "shm_100b_rtt": ("rtt_us", shm_small_rtt),
+    "shm_100b_rtt_asyncio": ("rtt_us", shm_small_rtt_asyncio),
 }
 """Each baseline: its unit, and a function that measures it once."""
 

@@ -73,6 +73,42 @@ def test_raw_large_messages_one_sender(capsys: pytest.CaptureFixture[str], trans
     assert report["sending_members"] == 1
 
 
+def test_a_paced_sender_keeps_to_its_rate(capsys: pytest.CaptureFixture[str]) -> None:
+    args = ("--nodes", "3", "--senders", "one", "--count", "60", "--rate", "300")
+    report = run_json(capsys, *args, "--transport", "tcp")
+    check_report(report, nodes=3, delivered=60)
+    assert report["rate"] == 300.0
+    rate = report["messages_per_s"]
+    # 60 messages 1/300 s apart span 0.197 s however fast the group is; a slow machine only
+    # stretches it.
+    assert isinstance(rate, int) and rate <= 300 * 1.05
+
+
+def test_one_message_in_flight(capsys: pytest.CaptureFixture[str]) -> None:
+    args = ("--nodes", "3", "--senders", "one", "--count", "100", "--in-flight", "1")
+    report = run_json(capsys, *args, "--transport", "shm")
+    check_report(report, nodes=3, delivered=100)
+    assert report["in_flight"] == 1
+    with pytest.raises(ValueError, match="in_flight"):
+        BenchSpec(in_flight=0)
+    with pytest.raises(ValueError, match="rate"):
+        BenchSpec(rate=0.0)
+
+
+def test_the_round_trip_baselines_measure_a_round_trip(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(Path(__file__).parent.parent / "benchmarks"))
+    raw_baselines = importlib.import_module("raw_baselines")
+    for measure in (
+        raw_baselines.tcp_small_rtt_socket,
+        raw_baselines.tcp_small_rtt_asyncio,
+        raw_baselines.shm_small_rtt,
+        raw_baselines.shm_small_rtt_asyncio,
+    ):
+        rtt = measure(rounds=50)
+        assert 0 < rtt < 1e6, (measure.__name__, rtt)
+    assert not multiprocessing.active_children()
+
+
 def test_idle_cpu_is_reported(capsys: pytest.CaptureFixture[str]) -> None:
     report = run_json(capsys, "--nodes", "2", "--count", "0", "--idle", "0.3")
     assert report["delivered_per_member"] == 0
