@@ -45,10 +45,17 @@ def feed_like_a_socket(receiver: FrameReceiver, piece: bytes) -> None:
 
 
 async def received(
-    data: bytes, cuts: list[int], *, capacity: int, max_size: int = 1 << 20
+    data: bytes, cuts: list[int], *, capacity: int, max_size: int = 1 << 20, initial: int = 0
 ) -> tuple[list[bytes], BaseException | None]:
+    """The frames ``data`` holds, fed in ``cuts``; the buffer starts at ``initial`` bytes (0:
+    at ``capacity``) and grows as reads fill it and frames need it."""
     frames: list[bytes] = []
-    receiver = FrameReceiver(lambda frame: frames.append(bytes(frame)), max_size, capacity=capacity)
+    receiver = FrameReceiver(
+        lambda frame: frames.append(bytes(frame)),
+        max_size,
+        capacity=capacity,
+        initial=initial or capacity,
+    )
     for piece in pieces(data, cuts):
         feed_like_a_socket(receiver, piece)
     receiver.eof_received()
@@ -64,11 +71,14 @@ frame_lists = st.lists(st.binary(max_size=300), max_size=25)
     frames=frame_lists,
     cuts=st.lists(st.integers(min_value=0, max_value=8000), max_size=30),
     capacity=st.sampled_from([8, 64, 256, 4096]),
+    initial=st.sampled_from([0, 4, 8, 32]),
 )
 def test_any_cutting_of_the_stream_gives_the_frames_back(
-    frames: list[bytes], cuts: list[int], capacity: int
+    frames: list[bytes], cuts: list[int], capacity: int, initial: int
 ) -> None:
-    got, error = asyncio.run(received(stream_of(frames), cuts, capacity=capacity))
+    got, error = asyncio.run(
+        received(stream_of(frames), cuts, capacity=capacity, initial=min(initial, capacity))
+    )
     assert error is None
     assert got == frames
 
@@ -79,13 +89,16 @@ def test_any_cutting_of_the_stream_gives_the_frames_back(
     cut_at=st.integers(min_value=1),
     cuts=st.lists(st.integers(min_value=0, max_value=4000), max_size=10),
     capacity=st.sampled_from([8, 64, 4096]),
+    initial=st.sampled_from([0, 4, 16]),
 )
 def test_a_stream_cut_short_is_truncated_and_keeps_the_whole_frames(
-    frames: list[bytes], cut_at: int, cuts: list[int], capacity: int
+    frames: list[bytes], cut_at: int, cuts: list[int], capacity: int, initial: int
 ) -> None:
     data = stream_of(frames)
     cut = cut_at % len(data)
-    got, error = asyncio.run(received(data[:cut], cuts, capacity=capacity))
+    got, error = asyncio.run(
+        received(data[:cut], cuts, capacity=capacity, initial=min(initial, capacity))
+    )
     whole: list[bytes] = []
     for frame in frames:
         if len(stream_of([*whole, frame])) > cut:

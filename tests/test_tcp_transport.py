@@ -540,6 +540,108 @@ def test_stalled_handshake_times_out() -> None:
     run(scenario())
 
 
+def test_dials_go_in_turns_and_the_queue_does_not_time_out() -> None:
+    """With ``max_dials_in_flight=2``, five peers that accept and never answer hold two dials
+    at a time, not five; a live peer queued behind them still gets its link, although it
+    waited longer than ``connect_timeout`` for a turn."""
+
+    async def scenario() -> None:
+        accepted: list[socket.socket] = []
+        loop = asyncio.get_running_loop()
+        stallers = []
+
+        def take(listener: socket.socket) -> None:
+            accepted.append(listener.accept()[0])
+
+        for _ in range(5):
+            listener = socket.create_server((HERE, 0))
+            listener.setblocking(False)
+            loop.add_reader(listener.fileno(), take, listener)
+            stallers.append(listener)
+        dialer = TcpTransport(
+            0,
+            f"{HERE}:0",
+            group=GROUP,
+            secret=SECRET,
+            handshake_timeout=0.4,
+            connect_timeout=0.3,
+            max_dials_in_flight=2,
+        )
+        live = TcpTransport(9, f"{HERE}:0", group=GROUP, secret=SECRET)
+        lost: list[NodeId] = []
+        await dialer.start(lambda src, frame: None, lambda peer, reason: lost.append(peer))
+        await live.start(lambda src, frame: None, lambda peer, reason: None)
+        try:
+            for peer, listener in enumerate(stallers, start=1):
+                dialer.connect(peer, format_address(HERE, listener.getsockname()[1]))
+            dialer.connect(9, live.address)
+            await asyncio.sleep(0.2)
+            assert len(accepted) == 2, "two dials at a time"
+            async with asyncio.timeout(10):
+                while dialer.stats["connected"] < 1 or len(lost) < 5:
+                    await asyncio.sleep(0.01)
+            assert sorted(lost) == [1, 2, 3, 4, 5], "the stallers were given up on"
+            assert 9 not in lost
+        finally:
+            await dialer.close()
+            await live.close()
+            for listener in stallers:
+                loop.remove_reader(listener.fileno())
+                listener.close()
+            for connection in accepted:
+                connection.close()
+
+    run(scenario())
+
+
+def test_waiting_for_a_turn_to_dial_is_not_counted_against_connect_timeout() -> None:
+    """One dial at a time: a peer that accepts and never answers holds the turn until its
+    ``connect_timeout`` has passed; the member queued behind it starts listening only then,
+    and still gets its link (its own ``connect_timeout`` runs from its turn)."""
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        accepted: list[socket.socket] = []
+        staller = socket.create_server((HERE, 0))
+        staller.setblocking(False)
+        loop.add_reader(staller.fileno(), lambda: accepted.append(staller.accept()[0]))
+        with socket.create_server((HERE, 0)) as reserved:
+            port = reserved.getsockname()[1]
+        dialer = TcpTransport(
+            0,
+            f"{HERE}:0",
+            group=GROUP,
+            secret=SECRET,
+            handshake_timeout=1.0,
+            connect_timeout=2.0,
+            max_dials_in_flight=1,
+        )
+        late = TcpTransport(9, f"{HERE}:{port}", group=GROUP, secret=SECRET)
+        lost: list[NodeId] = []
+        await dialer.start(lambda src, frame: None, lambda peer, reason: lost.append(peer))
+        try:
+            dialer.connect(1, format_address(HERE, staller.getsockname()[1]))
+            dialer.connect(9, f"{HERE}:{port}")
+            async with asyncio.timeout(20):
+                while not lost:
+                    await asyncio.sleep(0.01)
+                assert lost == [1]
+                await asyncio.sleep(0.5)  # the late member's turn has begun: it is refused
+                await late.start(lambda src, frame: None, lambda peer, reason: None)
+                while dialer.stats["connected"] < 1:
+                    await asyncio.sleep(0.01)
+            assert lost == [1]
+        finally:
+            await dialer.close()
+            await late.close()
+            loop.remove_reader(staller.fileno())
+            staller.close()
+            for connection in accepted:
+                connection.close()
+
+    run(scenario(), timeout=40)
+
+
 def test_unauthenticated_connections_are_bounded() -> None:
     """Connections still in their handshake are capped, so a crowd of silent sockets cannot
     exhaust the member; the cap frees up as they time out."""

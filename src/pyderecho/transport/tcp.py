@@ -23,6 +23,13 @@ buffered for), the kernel and the event loop's write buffer hold the rest, and a
 length is checked before its payload is read. At most ``max_pending_handshakes`` unauthenticated
 connections are held at once.
 
+Dialing. At most ``max_dials_in_flight`` dials of this transport open and authenticate at
+once; the others wait their turn, and the wait does not count against ``connect_timeout``. A
+group of many members starting together otherwise opens every link at the same moment: with
+64 members, 4,032 handshakes contend for the CPUs, many outlast ``handshake_timeout``, and
+members that are up are reported lost. In turns, each handshake is quick and the links open
+at the rate the machine can authenticate them.
+
 Sending. :meth:`TcpTransport.send` appends the caller's buffer to the peer's queue and wakes its
 writer task, which hands everything queued to the stream in one ``writelines`` call per batch:
 frames sent in one turn of the event loop share a system call. (Python 3.11's asyncio joins each
@@ -180,6 +187,7 @@ class TcpTransport:
         handshake_timeout: float = 5.0,
         connect_timeout: float = 10.0,
         max_pending_handshakes: int = 128,
+        max_dials_in_flight: int = 8,
         ssl_server: ssl.SSLContext | None = None,
         ssl_client: ssl.SSLContext | None = None,
         logger: logging.Logger | None = None,
@@ -190,6 +198,8 @@ class TcpTransport:
             raise ValueError("max_send_queue_bytes must hold at least one frame of max_frame_size")
         if handshake_timeout <= 0 or connect_timeout <= 0 or max_pending_handshakes < 1:
             raise ValueError("timeouts and max_pending_handshakes must be positive")
+        if max_dials_in_flight < 1:
+            raise ValueError("max_dials_in_flight must be at least 1")
         if node_id == IDENTIFY_ID:
             raise ValueError(f"node id {IDENTIFY_ID} is reserved for identify()")
         self.node_id: NodeId = node_id
@@ -204,6 +214,7 @@ class TcpTransport:
         self._connect_timeout = connect_timeout
         self._dial_errors: dict[str, str] = {}
         self._max_pending = max_pending_handshakes
+        self._dialing = asyncio.Semaphore(max_dials_in_flight)
         self._ssl_server = ssl_server
         self._ssl_client = ssl_client
         self._log = logger or logging.getLogger(__name__)
@@ -559,18 +570,25 @@ class TcpTransport:
         while True:
             writer: asyncio.StreamWriter | None = None
             try:
-                async with asyncio.timeout(self._handshake_timeout):
-                    reader, writer = await asyncio.open_connection(host, port, limit=_STREAM_LIMIT)
-                    if self._ssl_client is not None:
-                        await _start_client_tls(reader, writer, self._ssl_client, host)
-                self._writers.add(writer)
-                handshake = Handshake(
-                    identity,
-                    Role.DIALER,
-                    secrets.token_bytes(NONCE_SIZE),
-                    expected_peer=peer,
-                )
-                answered = await run_handshake(reader, writer, handshake, self._handshake_timeout)
+                queued_at = loop.time()
+                async with self._dialing:
+                    deadline += loop.time() - queued_at  # waiting for a turn is not dialing
+                    async with asyncio.timeout(self._handshake_timeout):
+                        reader, writer = await asyncio.open_connection(
+                            host, port, limit=_STREAM_LIMIT
+                        )
+                        if self._ssl_client is not None:
+                            await _start_client_tls(reader, writer, self._ssl_client, host)
+                    self._writers.add(writer)
+                    handshake = Handshake(
+                        identity,
+                        Role.DIALER,
+                        secrets.token_bytes(NONCE_SIZE),
+                        expected_peer=peer,
+                    )
+                    answered = await run_handshake(
+                        reader, writer, handshake, self._handshake_timeout
+                    )
                 self._dial_errors.pop(address, None)
                 return reader, writer, answered
             except ssl.SSLError as exc:
