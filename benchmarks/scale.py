@@ -6,11 +6,20 @@ group-wide delivery rates hold up as the round robin widens and more processes s
 Per case it reports the median over ``--repeat`` runs of the per-member rate, the rate summed
 over the group, and the CPU time per delivery, which is the figure to compare across machines.
 
+Each case also reports ``links_s``, how long the members took to open every link (the group
+forms: n(n-1) authenticated links), and with ``--idle S`` the CPU the whole group used while it
+sat idle, as a fraction of one core (``idle_cores_group``).
+
 This is the many-process benchmark meant for a machine with many cores (the project's device
 machine has 16): on a 2-core machine anything past 3 members measures time-sharing, and the
-JSON records ``cpu_cores`` so the figures can be read accordingly.
+JSON records ``cpu_cores`` so the figures can be read accordingly. ``--deliveries`` sets how
+many messages each member delivers per run (fewer for large groups on few cores), and
+``--heartbeat-timeout`` the failure detector's timeout: 64 members sending as fast as they can
+on 2 cores leave each process a few milliseconds of CPU in turn, more than the default second
+of silence at times.
 
-    .venv/bin/python benchmarks/scale.py [--nodes 3,5,8,16] [--transports shm,tcp] [--repeat 3]
+    .venv/bin/python benchmarks/scale.py [--nodes 3,8,16,32,64] [--transports shm,tcp]
+        [--repeat 3] [--idle 5] [--deliveries 200000] [--heartbeat-timeout 1.0]
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ import sys
 from typing import Any
 
 from pyderecho.cli.bench import BenchSpec, run_bench
+from pyderecho.core.config import CoreConfig
 
 MiB = 1 << 20
 SMALL_DELIVERIES = 200_000
@@ -32,8 +42,17 @@ LARGE_DELIVERIES = 600
 """About how many 1 MiB messages each member delivers per run."""
 
 
-def _case(nodes: int, transport: str, size: int, repeat: int) -> dict[str, Any]:
-    per_member = SMALL_DELIVERIES if size < MiB else LARGE_DELIVERIES
+def _case(
+    nodes: int,
+    transport: str,
+    size: int,
+    repeat: int,
+    *,
+    idle_s: float = 0.0,
+    deliveries: int | None = None,
+    heartbeat_timeout: float | None = None,
+) -> dict[str, Any]:
+    per_member = deliveries or (SMALL_DELIVERIES if size < MiB else LARGE_DELIVERIES)
     spec = BenchSpec(
         nodes=nodes,
         senders="all",
@@ -41,6 +60,9 @@ def _case(nodes: int, transport: str, size: int, repeat: int) -> dict[str, Any]:
         size=size,
         mode="ordered",
         transport=transport,
+        idle_s=idle_s,
+        timeout_s=max(120.0, 4.0 * nodes),
+        heartbeat_timeout=heartbeat_timeout or CoreConfig().heartbeat_timeout,
     )
     reports = [run_bench(spec) for _ in range(repeat)]
     if not all(report["clean_exit"] for report in reports):
@@ -57,13 +79,44 @@ def _case(nodes: int, transport: str, size: int, repeat: int) -> dict[str, Any]:
         "cpu_us_per_delivery": statistics.median(r["cpu_us_per_delivery"] for r in reports),
         "latency_us_p50": statistics.median(r["latency_us"]["p50"] for r in reports),
         "samples_messages_per_s": [report["messages_per_s"] for report in reports],
+        "links_s": statistics.median(report["links_s"] for report in reports),
+        **(
+            {
+                "idle_s": idle_s,
+                "idle_cores_group": round(
+                    statistics.median(
+                        sum(report["idle_cpu_s_per_member"]) / idle_s for report in reports
+                    ),
+                    4,
+                ),
+            }
+            if idle_s > 0
+            else {}
+        ),
     }
 
 
-def scale(nodes: list[int], transports: list[str], sizes: list[int], repeat: int) -> dict[str, Any]:
+def scale(
+    nodes: list[int],
+    transports: list[str],
+    sizes: list[int],
+    repeat: int,
+    *,
+    idle_s: float = 0.0,
+    deliveries: int | None = None,
+    heartbeat_timeout: float | None = None,
+) -> dict[str, Any]:
     load_before = os.getloadavg()
     cases = [
-        _case(count, transport, size, repeat)
+        _case(
+            count,
+            transport,
+            size,
+            repeat,
+            idle_s=idle_s,
+            deliveries=deliveries,
+            heartbeat_timeout=heartbeat_timeout,
+        )
         for size in sizes
         for transport in transports
         for count in nodes
@@ -89,8 +142,25 @@ def main() -> int:
     parser.add_argument("--transports", default="shm,tcp", help="shm,tcp or either")
     parser.add_argument("--sizes", type=_numbers, default=[100, MiB], help="message sizes")
     parser.add_argument("--repeat", type=int, default=3, help="runs per case (median)")
+    parser.add_argument(
+        "--idle", type=float, default=0.0, help="then seconds of idle group per case (0: none)"
+    )
+    parser.add_argument(
+        "--deliveries", type=int, default=None, help="messages each member delivers per run"
+    )
+    parser.add_argument(
+        "--heartbeat-timeout", type=float, default=None, help="seconds (default: the core's)"
+    )
     args = parser.parse_args()
-    result = scale(args.nodes, args.transports.split(","), args.sizes, args.repeat)
+    result = scale(
+        args.nodes,
+        args.transports.split(","),
+        args.sizes,
+        args.repeat,
+        idle_s=args.idle,
+        deliveries=args.deliveries,
+        heartbeat_timeout=args.heartbeat_timeout,
+    )
     print(json.dumps(result))
     return 0
 

@@ -187,11 +187,13 @@ def test_the_scale_benchmark_reports_each_group_size(monkeypatch: pytest.MonkeyP
     monkeypatch.syspath_prepend(str(Path(__file__).parent.parent / "benchmarks"))
     scale = importlib.import_module("scale")
     monkeypatch.setattr(scale, "SMALL_DELIVERIES", 3000)
-    result = scale.scale([2, 3], ["shm"], [100], repeat=1)
+    result = scale.scale([2, 3], ["shm"], [100], repeat=1, idle_s=0.2)
     assert [case["nodes"] for case in result["cases"]] == [2, 3]
     for case in result["cases"]:
         assert case["messages_per_s_group"] == case["messages_per_s_per_member"] * case["nodes"]
         assert case["count_per_sender"] == 3000 // case["nodes"]
+        assert 0 < case["links_s"] < 60
+        assert case["idle_cores_group"] >= 0
 
 
 @pytest.mark.parametrize("transport", ["shm", "tcp"])

@@ -905,6 +905,7 @@ def run_bench(spec: BenchSpec) -> dict[str, Any]:
     try:
         group.launch()
         group.gather("ready")
+        starting = time.perf_counter()
         group.broadcast("start")
         group.gather("connected")
         began = time.perf_counter()
@@ -920,6 +921,7 @@ def run_bench(spec: BenchSpec) -> dict[str, Any]:
     finally:
         group.shut_down()
     report = _report(spec, results, wall, idle)
+    report["links_s"] = round(began - starting, 3)
     report["clean_exit"] = all(code == 0 for code in group.exit_codes)
     return report
 

@@ -214,7 +214,13 @@ class LocalGroup:
             if self.lab is not None:
                 self._addresses[member] = self.lab.address(member)
             else:
-                self._addresses[member] = f"127.0.0.1:{free_ports(1)[0]}"
+                # One port at a time: the kernel may offer a port again once its probe socket
+                # is closed, so skip any already handed out (64 members met a repeat).
+                taken = set(self._addresses.values())
+                address = f"127.0.0.1:{free_ports(1)[0]}"
+                while address in taken:
+                    address = f"127.0.0.1:{free_ports(1)[0]}"
+                self._addresses[member] = address
         return self._addresses[member]
 
     async def found(
