@@ -30,9 +30,11 @@ group of many members starting together otherwise opens every link at the same m
 members that are up are reported lost. In turns, each handshake is quick and the links open
 at the rate the machine can authenticate them.
 
-Sending. :meth:`TcpTransport.send` appends the caller's buffer to the peer's queue and wakes its
-writer task, which hands everything queued to the stream in one ``writelines`` call per batch:
-frames sent in one turn of the event loop share a system call. (Python 3.11's asyncio joins each
+Sending. :meth:`TcpTransport.send` appends the caller's buffer to the peer's queue;
+:meth:`TcpTransport.flush` (the member calls it once a step has queued everything, or the loop
+at the end of the turn) hands everything queued to the stream in one ``writelines`` call per
+batch: frames sent in one turn of the event loop share a system call. Only a stream whose
+buffer is over its high-water mark leaves its queue to the link's task, which waits for room. (Python 3.11's asyncio joins each
 batch into one buffer; from 3.12 it passes the buffers to ``sendmsg`` as they are.) A frame of
 64 KiB or more is handed over on its own, so it is never copied into a batch.
 
