@@ -34,9 +34,10 @@ Sending. :meth:`TcpTransport.send` appends the caller's buffer to the peer's que
 :meth:`TcpTransport.flush` (the member calls it once a step has queued everything, or the loop
 at the end of the turn) hands everything queued to the stream in one ``writelines`` call per
 batch: frames sent in one turn of the event loop share a system call. Only a stream whose
-buffer is over its high-water mark leaves its queue to the link's task, which waits for room. (Python 3.11's asyncio joins each
-batch into one buffer; from 3.12 it passes the buffers to ``sendmsg`` as they are.) A frame of
-64 KiB or more is handed over on its own, so it is never copied into a batch.
+buffer is over its high-water mark leaves its queue to the link's task, which waits for room.
+(Python 3.11's asyncio joins each batch into one buffer; from 3.12 it passes the buffers to
+``sendmsg`` as they are.) A frame of 64 KiB or more is handed over on its own, so it is never
+copied into a batch.
 
 Receiving. Once a connection is authenticated, a
 :class:`~pyderecho.transport.framing.FrameReceiver` takes it over from the handshake's stream
