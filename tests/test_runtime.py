@@ -6,7 +6,7 @@ import asyncio
 import socket
 
 from pyderecho.core.config import CoreConfig
-from pyderecho.core.events import Delivered, Event, Stopped
+from pyderecho.core.events import Delivered, Event, Stopped, ViewInstalled
 from pyderecho.core.layout import Allocation, Mode, ShardLayout
 from pyderecho.core.node import Node
 from pyderecho.core.view import View
@@ -185,6 +185,49 @@ def test_queued_raw_deliveries_keep_their_payloads() -> None:
         assert [d.mode for d in got] == [Mode.RAW] * len(sent)
         assert [bytes(d.payload) for d in got] == sent
         for member in members:
+            await member.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_handler_that_raises_on_a_delivery_is_counted_and_the_next_ones_arrive() -> None:
+    """Deliveries take the member's shortest path to the handler; a handler raising on one is
+    counted and logged, and every later delivery (and the view event after them) still comes."""
+
+    async def scenario() -> None:
+        addresses = {i: f"127.0.0.1:{port}" for i, port in enumerate(free_ports(3))}
+        seen: list[bytes] = []
+        views: list[int] = []
+
+        def handler(event: Event) -> None:
+            if isinstance(event, Delivered):
+                seen.append(bytes(event.payload))
+                if event.payload == b"bad":
+                    raise RuntimeError("handler bug")
+            elif isinstance(event, ViewInstalled):
+                views.append(event.view.epoch)
+
+        members = [
+            Member(
+                make_node(i, addresses),
+                make_transport(i, addresses),
+                on_event=handler if i == 1 else None,
+            )
+            for i in addresses
+        ]
+        for member in members:
+            await member.start()
+        for payload in (b"first", b"bad", b"last"):
+            await members[0].send(0, payload)
+        async with asyncio.timeout(10):
+            while len(seen) < 3:
+                await members[1].wait_progress()
+        assert seen == [b"first", b"bad", b"last"]
+        assert members[1].stats["event_handler_failed"] == 1
+        await members[2].close()
+        await members[1].wait_for_view(lambda v: v.epoch >= 1, timeout=10)
+        assert views[-1] >= 1
+        for member in members[:2]:
             await member.close()
 
     asyncio.run(scenario())
