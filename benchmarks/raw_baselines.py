@@ -521,36 +521,59 @@ def _shm_echo(region: mmap.mmap, bell: socket.socket, rounds: int, size: int) ->
         bell.sendall(b"\x00" * 8)
 
 
+@dataclass
+class _ShmPair:
+    """A region two processes share, a socket pair for the doorbells and the echoing process
+    (forked, so it inherits the anonymous mapping)."""
+
+    region: mmap.mmap
+    ours: socket.socket
+    theirs: socket.socket
+    echo: multiprocessing.process.BaseProcess
+    payload: bytes
+
+    @classmethod
+    def start(cls, target: Callable[..., None], rounds: int, size: int) -> _ShmPair:
+        region = mmap.mmap(-1, 2 * size)
+        ours, theirs = socket.socketpair()
+        echo = multiprocessing.get_context("fork").Process(
+            target=target, args=(region, theirs, rounds, size)
+        )
+        echo.start()
+        payload = (bytes(range(256)) * (size // 256 + 1))[:size]
+        return cls(region, ours, theirs, echo, payload)
+
+    def answered_intact(self, size: int) -> None:
+        if self.region[size : 2 * size] != self.payload:
+            raise RuntimeError("the shared-memory echo came back changed")
+
+    def close(self) -> None:
+        if self.echo.is_alive():
+            self.echo.kill()
+        self.echo.join(TIMEOUT_S)
+        self.ours.close()
+        self.theirs.close()
+        self.region.close()
+
+
 def shm_small_rtt(rounds: int = 5000, size: int = 100) -> float:
     """Median microseconds for a ``size``-byte message to go to another process and back
     through shared memory, each way announced by an 8-byte doorbell on a unix socket, as the
     shared-memory transport announces frames (blocking on both ends)."""
-    region = mmap.mmap(-1, 2 * size)
-    ours, theirs = socket.socketpair()
-    echo = multiprocessing.get_context("fork").Process(
-        target=_shm_echo, args=(region, theirs, rounds, size)
-    )
-    echo.start()
+    pair = _ShmPair.start(_shm_echo, rounds, size)
     try:
-        payload = bytes(range(size % 256)) * (size // max(1, size % 256) + 1)
-        payload = payload[:size]
         bell = memoryview(bytearray(8))
         rtts = []
         for _ in range(rounds):
             began = time.perf_counter()
-            region[:size] = payload
-            ours.sendall(b"\x00" * 8)
-            _read_exactly(ours, bell)
-            if region[size : 2 * size] != payload:
-                raise RuntimeError("the shared-memory echo came back changed")
+            pair.region[:size] = pair.payload
+            pair.ours.sendall(b"\x00" * 8)
+            _read_exactly(pair.ours, bell)
+            pair.answered_intact(size)
             rtts.append(time.perf_counter() - began)
+        pair.echo.join(TIMEOUT_S)
     finally:
-        echo.join(TIMEOUT_S)
-        if echo.is_alive():
-            echo.kill()
-        ours.close()
-        theirs.close()
-        region.close()
+        pair.close()
     return statistics.median(rtts) * 1e6
 
 
@@ -579,12 +602,8 @@ def _shm_echo_asyncio(region: mmap.mmap, bell: socket.socket, rounds: int, size:
 
 async def _shm_rtt_asyncio(rounds: int, size: int) -> float:
     loop = asyncio.get_running_loop()
-    region = mmap.mmap(-1, 2 * size)
-    ours, theirs = socket.socketpair()
-    echo = multiprocessing.get_context("fork").Process(
-        target=_shm_echo_asyncio, args=(region, theirs, rounds, size)
-    )
-    echo.start()
+    pair = _ShmPair.start(_shm_echo_asyncio, rounds, size)
+    ours = pair.ours
     ours.setblocking(False)
     answered: asyncio.Future[None] | None = None
 
@@ -594,28 +613,21 @@ async def _shm_rtt_asyncio(rounds: int, size: int) -> float:
             answered.set_result(None)
 
     loop.add_reader(ours.fileno(), ring)
-    payload = bytes(range(256)) * (size // 256 + 1)
-    payload = payload[:size]
     rtts = []
     try:
         async with asyncio.timeout(TIMEOUT_S):
             for _ in range(rounds):
                 answered = loop.create_future()
                 began = time.perf_counter()
-                region[:size] = payload
+                pair.region[:size] = pair.payload
                 ours.send(b"\x00" * 8)
                 await answered
-                if region[size : 2 * size] != payload:
-                    raise RuntimeError("the shared-memory echo came back changed")
+                pair.answered_intact(size)
                 rtts.append(time.perf_counter() - began)
+        await loop.run_in_executor(None, pair.echo.join, TIMEOUT_S)
     finally:
         loop.remove_reader(ours.fileno())
-        await loop.run_in_executor(None, echo.join, TIMEOUT_S)
-        if echo.is_alive():
-            echo.kill()
-        ours.close()
-        theirs.close()
-        region.close()
+        pair.close()
     return statistics.median(rtts) * 1e6
 
 
