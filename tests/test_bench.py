@@ -341,3 +341,26 @@ def test_the_durable_comparison_computes_ratios_and_targets(
     assert [target["met"] for target in result["targets"]] == [True] * 4
     assert result["all_met"] is True
     assert "2 of 3" in result["durability"]["note"]
+
+
+def test_the_curves_measure_each_point(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``benchmarks/curves.py`` on one tiny point per curve: the numbers the README's figure
+    is drawn from, each from its own run."""
+    monkeypatch.syspath_prepend(str(Path(__file__).parent.parent / "benchmarks"))
+    curves = importlib.import_module("curves")
+    monkeypatch.setattr(curves.raw_baselines, "tcp_small_rtt_asyncio", lambda: 40.0)
+    monkeypatch.setattr(curves.raw_baselines, "shm_small_rtt_asyncio", lambda: 30.0)
+    result = curves.measure(
+        transports=("shm",), rates=(400,), sizes=(1000,), seconds=0.3, budget=100_000, pysyncobj_s=0
+    )
+    (lone,) = result["latency"]["shm"]
+    assert lone["offered_per_s"] == 400
+    assert lone["delivered_per_s"] <= 400 * 1.05
+    assert 0 < lone["latency_us_p50"] <= lone["latency_us_p99"]
+    (point,) = result["throughput"]["shm"]
+    assert point["size"] == 1000 and point["bytes_per_s"] > 0
+    (ring,) = result["relay_ring"]
+    assert ring["size"] == 1000 and ring["bytes_per_s"] > 0
+    assert result["round_trip_us"] == {"tcp": 40.0, "shm": 30.0}
+    assert "pysyncobj_ops_per_s" not in result
+    assert not multiprocessing.active_children()
