@@ -41,14 +41,10 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+import pysyncobj_baseline
 import raw_baselines
 
 from pyderecho.cli.bench import BenchSpec, run_bench
-
-try:
-    import pysyncobj_baseline
-except ImportError:  # pysyncobj is not installed: the run goes on without that baseline
-    pysyncobj_baseline = None  # type: ignore[assignment]
 
 MiB = 1 << 20
 IDLE_CPU_FRACTION = 0.01
@@ -152,7 +148,7 @@ def compare(
             reports[name].append(run_bench(spec))
         for name, value in raw_baselines.measure_once().items():
             samples[name].append(value)
-        if pysyncobj_s > 0 and pysyncobj_baseline is not None:
+        if pysyncobj_s > 0 and pysyncobj_baseline.installed():
             result = pysyncobj_baseline.run_baseline(
                 pysyncobj_s, PYSYNCOBJ_IN_FLIGHT, 1, latency_calls=0, no_batch_latency=False
             )

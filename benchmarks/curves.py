@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import pysyncobj_baseline
 import raw_baselines
 
 from pyderecho.cli.bench import BenchSpec, run_bench
@@ -126,16 +127,11 @@ def measure(
             "shm": round(raw_baselines.shm_small_rtt_asyncio(), 1),
         },
     }
-    if pysyncobj_s > 0:
-        try:
-            import pysyncobj_baseline  # noqa: PLC0415 - optional: needs pysyncobj
-        except ImportError:
-            pass
-        else:
-            baseline = pysyncobj_baseline.run_baseline(
-                pysyncobj_s, 5000, 1, latency_calls=0, no_batch_latency=False
-            )
-            result["pysyncobj_ops_per_s"] = baseline["ops_per_s"]
+    if pysyncobj_s > 0 and pysyncobj_baseline.installed():
+        baseline = pysyncobj_baseline.run_baseline(
+            pysyncobj_s, 5000, 1, latency_calls=0, no_batch_latency=False
+        )
+        result["pysyncobj_ops_per_s"] = baseline["ops_per_s"]
     result["load_average_after"] = [round(load, 2) for load in os.getloadavg()]
     return result
 

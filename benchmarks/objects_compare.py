@@ -272,9 +272,7 @@ def main() -> int:
     )
     parser.add_argument("--transports", default="shm,tcp", help="comma-separated (shm,tcp)")
     args = parser.parse_args()
-    try:
-        metadata.version("pysyncobj")
-    except metadata.PackageNotFoundError:
+    if not pysyncobj_baseline.installed():
         print("objects_compare: needs pysyncobj (pip install -e '.[bench]')", file=sys.stderr)
         return 2
     print(json.dumps(compare(args)))

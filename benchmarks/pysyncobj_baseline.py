@@ -512,6 +512,16 @@ def _percentiles(samples_ms: list[float]) -> dict[str, float | None]:
     return {"p50": statistics.median(samples_ms), "p99": cuts[98]}
 
 
+def installed() -> bool:
+    """Whether pysyncobj is installed (``pip install -e '.[bench]'``). Importing this module
+    does not need it, so callers that treat the baseline as optional ask here."""
+    try:
+        metadata.version("pysyncobj")
+    except metadata.PackageNotFoundError:
+        return False
+    return True
+
+
 def run_baseline(
     seconds: float,
     in_flight: int,
