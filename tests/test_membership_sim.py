@@ -26,7 +26,8 @@ from pyderecho.core.membership import Membership
 from pyderecho.core.multicast import ShardMulticast
 from pyderecho.layouts import resolve_layout
 from pyderecho.sim.simulation import LinkModel, Simulation
-from pyderecho.sim.swarm import SimulationSpec, run_simulation
+from pyderecho.sim.swarm import PARTIAL_CUTS, SimulationSpec, run_simulation
+from pyderecho.wire import MembershipRow
 
 SLOW_LINKS = LinkModel(latency_s=2e-3, jitter_s=3e-3)
 """Links slow enough that a crash or a cut catches messages in flight, so survivors hold
@@ -164,7 +165,12 @@ def test_a_partition_stops_the_minority_and_the_majority_goes_on() -> None:
     assert report.violations == []
     assert report.views_installed == 1
     assert len(report.stopped) == 4
-    assert all(reason.startswith("partitioned") for reason in report.stopped.values())
+    # Each stops on its own (no majority) or, when the heal comes first, learns that the
+    # majority's view left it out.
+    assert all(
+        reason.startswith(("partitioned", "removed from the group: view"))
+        for reason in report.stopped.values()
+    ), report.stopped
 
 
 def test_faulty_runs_replay_from_their_seed() -> None:
@@ -384,10 +390,45 @@ def partial_cut_scenario(seed: int) -> SimulationSpec:
         messages=rng.randint(30, 200),
         size=rng.choice([40, 3000]),
         join=rng.randint(0, 1),
-        partial_cut=rng.choice(["link", "halves"]),
+        partial_cut=rng.choice(PARTIAL_CUTS),
         config=CoreConfig(block_size=1024, window_size=rng.choice([4, 16, 100])),
         link=rng.choice([LinkModel(), SLOW_LINKS]),
     )
+
+
+@pytest.mark.parametrize("seed", [4, 16])
+def test_a_leader_cut_off_on_the_smaller_side_steps_down(seed: int) -> None:
+    """It used to stop the group: the bridge took on the leader's suspicions of the larger
+    side at once, and then nobody kept a majority. Now a leader's suspicions are checked like
+    anyone's, and the leader, seeing the cut links the bridge reports, finds the cover without
+    it smaller and steps down (or stops for want of a majority first)."""
+    spec = replace(partial_cut_scenario(seed), partial_cut="leader-cut-off")
+    report = run_simulation(spec)
+    assert report.violations == [], describe(spec)
+    assert report.views_installed >= 1
+    assert "0" in report.stopped, report.stopped
+
+
+def test_adopting_the_leaders_suspicions_at_once_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Planted: followers take on every suspicion in the leader's row at once (the code before
+    the leader's suspicions were checked): with the leader cut off on the smaller side, the
+    bridge suspects the larger side and the availability check catches the group stopping."""
+    receive_row = Membership.receive_row
+
+    def adopt_first(self: Membership, src: int, row: MembershipRow, now: float) -> None:
+        if src == self.leader and src in self.view and not self.stopped:
+            for node in row.suspected:
+                if node != self.me and not self.stopped:
+                    self.suspect(node, now, local=False)
+        if not self.stopped:
+            receive_row(self, src, row, now)
+
+    monkeypatch.setattr(Membership, "receive_row", adopt_first)
+    caught = []
+    for seed in (4, 16):
+        spec = replace(partial_cut_scenario(seed), partial_cut="leader-cut-off")
+        caught += run_simulation(spec).violations
+    assert any(v.startswith("availability: ") for v in caught), caught[:3]
 
 
 @pytest.mark.parametrize("seed", range(100))
@@ -444,13 +485,3 @@ def test_adopting_every_accusation_at_once_is_caught(monkeypatch: pytest.MonkeyP
         )
         caught += run_simulation(spec).violations
     assert any(v.startswith("availability: ") for v in caught), caught[:3]
-
-
-@pytest.mark.xfail(strict=True, reason="known limit: a leader cut off on the smaller side")
-@pytest.mark.parametrize("seed", [4, 16])
-def test_a_leader_cut_off_on_the_smaller_side_stops_the_group(seed: int) -> None:
-    """Known limit (docs/guarantees.md): the bridge follows the leader and takes on its
-    suspicions of the larger side before the leader finds it holds no majority; then nobody
-    keeps one. Strict: when this starts passing, move it into the sweep."""
-    spec = replace(partial_cut_scenario(seed), partial_cut="leader-cut-off")
-    assert run_simulation(spec).violations == [], describe(spec)

@@ -150,6 +150,10 @@ class MembershipRow(msgspec.Struct, frozen=True, array_like=True, tag="m"):
     collecting: bool = False
     """The row's owner has just taken over as leader and is still collecting every member's
     row: followers report to it but must not echo it yet."""
+    cut: tuple[tuple[int, int], ...] = ()
+    """Cut links this member found, as (accuser, accused): the accused answered this member's
+    probe, so it is alive and reachable, and its accuser is cut off from it, not it from the
+    group. The leader covers the links everyone reports (:mod:`pyderecho.core.membership`)."""
 
 
 class JoinRequest(msgspec.Struct, frozen=True, array_like=True, tag="j"):

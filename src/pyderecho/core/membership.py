@@ -7,18 +7,23 @@ not exchange a million heartbeats per period); what a neighbour cannot see, the 
 below catch. A member that suspects someone pushes its membership row to every member, so
 suspicion spreads at once; members that adopt a suspicion they saw push only to the leader.
 
-Accusations are checked. A member adopts what the leader's row says at once (everyone must end
-up agreeing with the leader), but a suspicion in anyone else's row is an *accusation*: it asks
-the accused to answer (a probing heartbeat) and agrees only when no answer comes within a
-quarter of the timeout. A crashed member cannot answer, so a crash still spreads in about that
-long; a member that answers is alive and reachable from here, and the accusation means a link
-between two live members is cut (a partial cut), or that the accuser is behind a partition that
-just healed. Removing everyone accused would then take out both ends of every cut link and
-could leave no majority, as adopting every side's suspicions did; instead the leader, which
-hears both ends, removes as few members as cover every cut link it knows of: the one with the
-most cut links first (the accuser of many, a bridgehead of the other side), then the one that
-accuses most (of a one-way accusation, the accuser: the accused answers everyone else), then
-the highest rank. Never itself: a member that accuses a leader that answers is removed.
+Accusations are checked. A member adopts what the leader *proposes* at once (everyone must end
+up agreeing with the leader), but a suspicion in a row, the leader's included, is an
+*accusation*: the member asks the accused to answer (a probing heartbeat) and agrees only when
+no answer comes within a quarter of the timeout. A crashed member cannot answer, so a crash
+still spreads in about that long; a member that answers is alive and reachable from here, and
+the accusation means a link between two live members is cut (a partial cut), or that the
+accuser is behind a partition that just healed. The member reports the cut links it found in
+its row. The leader proposes a removal it suspects once every other member agrees, or once it
+chose the member to cover the cut links: when no new accusation or report came for half a
+timeout, it removes as few members as leave no cut link between those that stay (greedy: the
+member with the most cut links, then the one that accuses most, so of a one-way accusation the
+accuser goes, then the highest rank). The leader stays only with the members it reaches, so it
+removes every member cut from it; if removing itself instead would cost fewer members (it is on
+the smaller side of the cut), it steps down: it stops, and the larger side, which no longer
+hears it, goes on without it. Removing everyone accused would instead take out both ends of
+every cut link and could leave no majority, as adopting every side's suspicions did, and a
+leader cut off on the smaller side used to talk the bridges into suspecting the larger one.
 
 Agreement (DESIGN.md 3.3). The leader is the lowest-ranked member its follower does not
 suspect. It proposes the changes (removals of suspected members, joins) in its row; members copy
@@ -74,6 +79,28 @@ def _predecessors(members: tuple[NodeId, ...], rank: int, count: int) -> list[No
 def watchers_of(view: View, node: NodeId, monitors: int) -> list[NodeId]:
     """The members that watch ``node`` in ``view``: its ring predecessors."""
     return _predecessors(view.members, view.rank_of(node), monitors)
+
+
+def _greedy_cover(links: set[tuple[NodeId, NodeId]], view: View) -> list[NodeId]:
+    """Members whose removal leaves no cut link, greedy: the member with the most cut links,
+    then the one that accuses most, then the highest rank. An accused member that answers
+    everyone while its accuser alone cannot hear it is the likelier to be fine: of a one-way
+    accusation, the accuser goes."""
+    removed: list[NodeId] = []
+    while links:
+        neighbours: dict[NodeId, set[NodeId]] = {}
+        accusing: dict[NodeId, int] = {}
+        for accuser, node in links:
+            neighbours.setdefault(accuser, set()).add(node)
+            neighbours.setdefault(node, set()).add(accuser)
+            accusing[accuser] = accusing.get(accuser, 0) + 1
+        member = max(
+            neighbours,
+            key=lambda m: (len(neighbours[m]), accusing.get(m, 0), view.rank_of(m)),
+        )
+        removed.append(member)
+        links = {link for link in links if member not in link}
+    return removed
 
 
 def next_view(view: View, changes: tuple[Change, ...]) -> View:
@@ -151,6 +178,19 @@ class Membership:
         """When this member asked each accused member to answer."""
         self._answered: set[NodeId] = set()
         """Accused members heard from since they were asked: alive and reachable from here."""
+        self._decided: set[NodeId] = set(self.suspected)
+        """Suspicions this member, as leader, proposes without waiting for the others to agree:
+        carried over from the last view, blamed for a stall, or chosen to cover cut links."""
+        self._reported: set[tuple[NodeId, NodeId]] = set()
+        """Cut links the followers' rows report, as (accuser, accused) (:meth:`_hear_cuts`)."""
+        self._unsettled = False
+        """This leader suspects members it has not proposed, or knows of cut links it has not
+        covered: it commits nothing until it has decided, so that no member it may still
+        remove survives the change suspected (the ragged edge would leave it out)."""
+        self._resurfaced: set[NodeId] = set()
+        """Suspected members heard from since: a pause, not a cut link from this member."""
+        self._suspected_at = dict.fromkeys(self.suspected, now)
+        """When this member came to suspect each member it suspects."""
         self._last_accusation = now
         """When this member last learned of a new accusation: the leader covers the cut links
         only once none came for half a timeout (the members on each side of a cut agree with
@@ -205,9 +245,12 @@ class Membership:
     def heard_from(self, src: NodeId, now: float) -> None:
         if src in self.last_heard:
             self.last_heard[src] = now
+            if src in self.suspected:
+                self._resurfaced.add(src)
             self._never_heard.pop(src, None)
-            if src in self._probes:
+            if src in self._probes and src not in self._answered:
                 self._answered.add(src)
+                self._dirty = True  # the leader learns the links cut from a live member
 
     def receive_heartbeat(self, src: NodeId, beat: Heartbeat) -> None:
         """Any frame counts as life (:meth:`heard_from`); a probe also asks for an answer."""
@@ -289,6 +332,8 @@ class Membership:
         if not self.changing:
             self._waiting_since = now
         self.suspected.add(node)
+        self._suspected_at[node] = now
+        self._last_accusation = now  # the graph of cut links changed: it settles again
         self._dirty = True
         if local:
             self._to_everyone = True
@@ -330,23 +375,32 @@ class Membership:
         leading = self._leading
         if leading is not None and not leading.ready and row.leader == self.me:
             self._absorb(row)
-        news = [
-            n
-            for n in row.suspected
-            if n not in self.suspected and n in self.view and not self._left_out_by_final(n)
-        ]
-        if src != self.leader and not self.final:
+        if leading is not None:
+            self._hear_cuts(row, now)
+        claims = [n for n in row.suspected if n in self.view and not self._left_out_by_final(n)]
+        news = [n for n in claims if n not in self.suspected]
+        if src != self.leader and not (self.final and row.leader == src):
             # Once the change is final the next view is settled, and the rows that still come
-            # are a successor leader's collecting them (perhaps to a view this member already
-            # left, which ticks no more): adopting is what lets it find the final.
-            self._hear_accusations(src, news, now)
+            # from a would-be leader are a successor's collecting them (perhaps to a view this
+            # member already left, which ticks no more): adopting its suspicions is what lets
+            # it find the final. Anyone else's are accusations still.
+            self._hear_accusations(src, claims, now)
             return
+        if not self.final:
+            # What the leader proposes is adopted at once: everyone must end up agreeing with
+            # it. What it merely suspects is an accusation like anyone's: a leader cut off
+            # from members the rest of the group reaches must not talk its followers into
+            # suspecting them (they would stop with it); it proposes a removal only once its
+            # followers agree, or once it chose the member to cover the cut links.
+            proposed = {c.node for c in row.changes if c.kind is not ChangeKind.JOIN}
+            self._hear_accusations(src, [n for n in claims if n not in proposed], now)
+            news = [n for n in news if n in proposed]
         if not self._adoptable(news):
             self.suspect(src, now, local=True)
             return
         if self.me in news:
             if src == self.leader:
-                self._stop(f"removed from the group: suspected by the leader {src}")
+                self._stop(f"removed from the group: the leader {src} proposes its removal")
                 return
             news.remove(self.me)
         for node in news:
@@ -403,7 +457,8 @@ class Membership:
             self.changes = wanted
             self._milestone(now)
             return
-        if self.changes and self._all_echoed(others, leading.milestone):
+        settled = not self._unsettled and not self._pending()
+        if self.changes and settled and self._all_echoed(others, leading.milestone):
             if not self._holds_majority():
                 self._stop("partitioned: the leader cannot reach a majority of the view")
                 return
@@ -418,7 +473,8 @@ class Membership:
             if member in proposed:
                 continue
             if member in self.suspected:
-                extra.append(Change(member, ChangeKind.REMOVE))
+                if member in self._decided or self._agreed(member):
+                    extra.append(Change(member, ChangeKind.REMOVE))
             elif (member == self.me and self.leaving) or (
                 member in self.rows and self.rows[member].leaving
             ):
@@ -426,6 +482,41 @@ class Membership:
         extra.extend(c for c in leading.pending_joins if c.node not in proposed)
         leading.pending_joins.clear()
         return self.changes + tuple(extra)
+
+    def _agreed(self, member: NodeId) -> bool:
+        """Every other unsuspected member suspects ``member`` too (they probed it, as this
+        leader's row asked, and it did not answer them either)."""
+        return all(
+            m in self.rows and member in self.rows[m].suspected
+            for m in self.view.members
+            if m not in (self.me, member) and m not in self.suspected
+        )
+
+    def _pending(self) -> list[NodeId]:
+        """What this leader suspects but neither proposed nor decided: it waits for its
+        followers to agree, or to say they hear the member."""
+        proposed = {c.node for c in self.changes}
+        return [
+            m
+            for m in self.view.members
+            if m in self.suspected and m not in self._decided and m not in proposed
+        ]
+
+    def _has_word_on(self, member: NodeId, suspect: NodeId) -> bool:
+        """``member``'s row agrees that ``suspect`` is gone, or says it hears it."""
+        row = self.rows.get(member)
+        return row is not None and (
+            suspect in row.suspected or any(accused == suspect for _, accused in row.cut)
+        )
+
+    def _hear_cuts(self, row: MembershipRow, now: float) -> None:
+        """A follower found links cut (the accused answered it), perhaps between this leader
+        and a member it suspects: the cover of the cut links decides, once the graph of them
+        settles (a new link restarts that wait)."""
+        for link in row.cut:
+            if link not in self._reported:
+                self._reported.add(link)
+                self._last_accusation = now
 
     def _absorb(self, row: MembershipRow) -> None:
         """A leader that took over adopts any final or commit a member already holds: a final
@@ -442,14 +533,16 @@ class Membership:
         stopped, and its suspicions and proposals are void."""
         return 2 * len(row.suspected) >= len(self.view.members)
 
-    def _hear_accusations(self, src: NodeId, news: list[NodeId], now: float) -> None:
-        """``src``, not the leader, suspects ``news``: ask each accused to answer."""
-        for node in news:
+    def _hear_accusations(self, src: NodeId, accused: list[NodeId], now: float) -> None:
+        """``src`` suspects ``accused``: note who accuses whom (a leader's cover counts every
+        cut link), and ask each accused this member does not suspect yet to answer."""
+        for node in accused:
             accusers = self._accusers.setdefault(node, set())
             if src not in accusers:
                 accusers.add(src)
                 self._last_accusation = now
-            if node != self.me and node not in self._probes:
+                self._dirty |= node in self._answered
+            if node != self.me and node not in self._probes and node not in self.suspected:
                 self._probes[node] = now
                 self._outbox.append((node, Heartbeat(self.view.epoch, probe=True)))
 
@@ -458,9 +551,16 @@ class Membership:
         wait = self.config.heartbeat_timeout / 4
         unanswered: list[NodeId] = []
         cut: list[tuple[NodeId, NodeId]] = []
+        pending = set(self._pending()) if self._leading is not None else set()
         for node, accusers in self._accusers.items():
             standing = [a for a in accusers if a not in self.suspected]
-            if node in self.suspected or not standing or self._left_out_by_final(node):
+            if not standing or self._left_out_by_final(node):
+                continue
+            if node in self.suspected:
+                # Suspected here too, but not yet proposed: a cut link all the same, which the
+                # cover must count (the leader may be the one cut off).
+                if node in pending:
+                    cut.extend((accuser, node) for accuser in standing)
                 continue
             if node == self.me:
                 cut.extend((accuser, node) for accuser in standing)
@@ -475,28 +575,48 @@ class Membership:
             self.suspect(node, now, local=False)
             if self.stopped:
                 return
-        if cut and self._leading is not None and now - self._last_accusation >= 2 * wait:
+        if self._leading is None:
+            return
+        # What this leader suspects and has not proposed is cut from it too (or gone).
+        cut.extend(self._reported)
+        cut.extend((self.me, m) for m in pending if m not in self._resurfaced)
+        self._unsettled = bool(cut)
+        if cut and now - self._last_accusation >= 2 * wait:
             self._cover(cut, now)
+            self._unsettled = False
 
     def _cover(self, cut: list[tuple[NodeId, NodeId]], now: float) -> None:
-        """Remove as few members as leave no cut link between those that stay (greedy: the
-        member with the most cut links, then the one that accuses most, then the highest
-        rank). An accused member that answers everyone while its accuser alone cannot hear it
-        is the likelier to be fine: of a one-way accusation, the accuser goes."""
-        links = {(a, b) for a, b in cut if a not in self.suspected and b not in self.suspected}
-        while links and not self.stopped:
-            neighbours: dict[NodeId, set[NodeId]] = {}
-            accusing: dict[NodeId, int] = {}
-            for accuser, node in links:
-                neighbours.setdefault(accuser, set()).add(node)
-                neighbours.setdefault(node, set()).add(accuser)
-                accusing[accuser] = accusing.get(accuser, 0) + 1
-            removed = max(
-                (m for m in neighbours if m != self.me),
-                key=lambda m: (len(neighbours[m]), accusing.get(m, 0), self.view.rank_of(m)),
+        """Remove as few members as leave no cut link between those that stay, or step down.
+
+        A leader that stays must remove every member cut from it, then cover the rest; if
+        removing itself and covering the rest costs fewer members (it is on the smaller side
+        of the cut), it stops instead, and the members on the larger side, which no longer
+        hear it, go on without it and its side. Links whose ends it already proposed to
+        remove are covered already."""
+        pending = set(self._pending())
+        links = {
+            (a, b)
+            for a, b in cut
+            if (a not in self.suspected or a in pending)
+            and (b not in self.suspected or b in pending)
+        }
+        me = self.me
+        beside = {a if b == me else b for a, b in links if me in (a, b)}
+        sparing = sorted(beside) + _greedy_cover(
+            {link for link in links if not beside.intersection(link)}, self.view
+        )
+        going = 1 + len(_greedy_cover({link for link in links if me not in link}, self.view))
+        if going < len(sparing):
+            self._stop(
+                f"removed from the group: cut off from {len(sparing)} members that the others "
+                "reach (a partial cut), so this leader steps down"
             )
-            self.suspect(removed, now, local=True)
-            links = {link for link in links if removed not in link}
+            return
+        for member in sparing:
+            self._decided.add(member)
+            self.suspect(member, now, local=True)
+            if self.stopped:
+                return
 
     def _adoptable(self, news: list[NodeId]) -> bool:
         """Whether to adopt the leader's suspicions ``news``, or rather suspect the leader.
@@ -555,6 +675,23 @@ class Membership:
                     self._follows_me(m) and (not ready or self.rows[m].leader_version >= version)
                 )
             ]
+            # A suspicion waits for every follower to agree or to say it hears the member:
+            # whoever did neither within the timeout is as stalled as one that does not echo.
+            timeout = self.config.heartbeat_timeout
+            waiting_for = [
+                m
+                for m in self._pending()
+                if not any(accused == m for _, accused in self._reported)
+                and now - self._suspected_at[m] >= timeout
+            ]
+            blamed.extend(
+                m
+                for m in self.view.members
+                if m != self.me
+                and m not in self.suspected
+                and m not in blamed
+                and any(not self._has_word_on(m, p) for p in waiting_for)
+            )
             # A member heard from within the timeout is alive: most likely it still finishes
             # the last view's cleanup (a Paxos shard waiting on a disk, or on a failed peer's
             # suspicion). It gets one more period before it is blamed for the stall.
@@ -572,6 +709,8 @@ class Membership:
             recent = self._heard_lately(blamed, now)
             blamed = [m for m in blamed if m not in recent]
         for member in blamed:
+            if self._leading is not None:
+                self._decided.add(member)
             self.suspect(member, now, local=True)
             if self.stopped:
                 return
@@ -618,6 +757,7 @@ class Membership:
             final=self.final,
             leaving=self.leaving,
             collecting=self._leading is not None and not self._leading.ready,
+            cut=self._cut_links(),
         )
         if self._to_everyone or self._leading is not None:
             targets = [m for m in self.view.members if m != self.me]
@@ -626,6 +766,18 @@ class Membership:
         self._outbox.extend((peer, row) for peer in targets)
         self._dirty = False
         self._to_everyone = False
+
+    def _cut_links(self) -> tuple[tuple[NodeId, NodeId], ...]:
+        """The links this member found cut: accusations of members that answered it."""
+        return tuple(
+            sorted(
+                (accuser, node)
+                for node, accusers in self._accusers.items()
+                if node in self._answered and node not in self.suspected
+                for accuser in accusers
+                if accuser not in self.suspected
+            )
+        )
 
     def _stop(self, reason: str) -> None:
         if not self.stopped:
