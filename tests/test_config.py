@@ -76,6 +76,7 @@ def test_defaults(tmp_path: Path) -> None:
         max_message_size=core.max_message_size,
         heartbeat_interval_ms=100,
         heartbeat_timeout_ms=1000,
+        heartbeat_timeout_max_ms=0,
         join_timeout_ms=10_000,
         monitors=core.monitors,
         data_dir=Path("pyderecho-data/g/3"),
@@ -91,6 +92,12 @@ def test_core_gets_heartbeats_in_seconds(tmp_path: Path) -> None:
     path = write(tmp_path, heartbeat_interval_ms="250", heartbeat_timeout_ms="4000", monitors="2")
     core = load_settings(environ={}, path=path).core
     assert (core.heartbeat_interval, core.heartbeat_timeout, core.monitors) == (0.25, 4.0, 2)
+
+
+def test_a_bounded_adaptive_timeout_reaches_the_core(tmp_path: Path) -> None:
+    path = write(tmp_path, heartbeat_timeout_ms="800", heartbeat_timeout_max_ms="2400")
+    core = load_settings(environ={}, path=path).core
+    assert (core.heartbeat_timeout, core.heartbeat_timeout_max) == (0.8, 2.4)
 
 
 def test_flags_beat_environment_beat_file(tmp_path: Path) -> None:
@@ -197,6 +204,11 @@ def test_ipv6_listen_from_file(tmp_path: Path) -> None:
             {"heartbeat_timeout_ms": "100"},
             "heartbeat_timeout_ms",
             "must exceed heartbeat_interval_ms (100), got 100",
+        ),
+        (
+            {"heartbeat_timeout_max_ms": "500"},
+            "heartbeat_timeout_max_ms",
+            "must be 0 (a fixed timeout) or at least heartbeat_timeout_ms (1000), got 500",
         ),
         ({"monitors": "0"}, "monitors", "monitors must be a positive integer, got 0"),
         ({"data_dir": "3"}, "data_dir", "expected a string, got an integer"),

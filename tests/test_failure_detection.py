@@ -9,8 +9,12 @@ clock a late loop would show it.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+import pytest
+
 from pyderecho.core.config import CoreConfig
-from pyderecho.core.membership import Membership
+from pyderecho.core.membership import GAP_MEMORY, Membership, Silences
 from pyderecho.core.view import View
 
 CONFIG = CoreConfig(heartbeat_interval=0.1, heartbeat_timeout=1.0)
@@ -66,3 +70,65 @@ def test_a_member_paused_past_the_timeout_blames_nobody_for_its_own_pause() -> N
         now += 0.1
         membership.tick(now)
     assert membership.suspected and now - 3.5 <= 1.1 * CONFIG.heartbeat_timeout
+
+
+def slow_peer_then_silence(config: CoreConfig, silence: float) -> tuple[Membership, float]:
+    """Member 2's frames come 0.9 s apart for 20 s (a starved process), then stop for
+    ``silence`` seconds; the watcher ticks every interval throughout."""
+    membership = Membership(0, VIEW, config, [], 0.0)
+    step = 0
+    while step < 200:
+        step += 1
+        now = step / 10
+        for peer in (1, 3, 4):
+            membership.heard_from(peer, now)
+        if step % 9 == 0:
+            membership.heard_from(2, now)
+        membership.tick(now)
+    assert membership.suspected == set()
+    quiet_from = 198 / 10
+    while now < quiet_from + silence:
+        step += 1
+        now = step / 10
+        for peer in (1, 3, 4):
+            membership.heard_from(peer, now)
+        membership.tick(now)
+        if membership.suspected:
+            break
+    return membership, now - quiet_from
+
+
+ADAPTIVE = CoreConfig(heartbeat_interval=0.1, heartbeat_timeout=1.0, heartbeat_timeout_max=3.0)
+
+
+def test_a_member_that_was_slow_lately_gets_a_longer_timeout() -> None:
+    """Its gaps were 0.9 s: its timeout is 1.8 s, so 1.5 s of silence is not a failure."""
+    membership, _ = slow_peer_then_silence(ADAPTIVE, 1.5)
+    assert membership.suspected == set()
+    assert membership.silences.timeout(2, 20.0) == pytest.approx(1.8)
+    assert membership.silences.timeout(3, 20.0) == 1.0  # prompt members keep the base
+
+
+def test_a_fixed_timeout_suspects_the_same_slow_member() -> None:
+    """Planted: without the bound (``heartbeat_timeout_max`` 0) the same silence is taken
+    for a failure at 1 s."""
+    membership, waited = slow_peer_then_silence(CONFIG, 1.5)
+    assert membership.suspected == {2}
+    assert waited <= 1.0 + 0.11
+
+
+def test_an_adaptive_timeout_still_finds_a_crash_within_its_bound() -> None:
+    membership, waited = slow_peer_then_silence(ADAPTIVE, 10.0)
+    assert membership.suspected == {2}
+    assert 1.8 <= waited <= 1.8 + 0.11
+    bounded = replace(ADAPTIVE, heartbeat_timeout_max=1.2)
+    membership, waited = slow_peer_then_silence(bounded, 10.0)
+    assert membership.suspected == {2}
+    assert waited <= 1.2 + 0.11  # the bound holds, though the gaps asked for 1.8 s
+
+
+def test_long_gaps_are_forgotten() -> None:
+    silences = Silences(ADAPTIVE)
+    silences.record(2, 1.4, now=5.0)
+    assert silences.timeout(2, now=6.0) == pytest.approx(2.8)
+    assert silences.timeout(2, now=5.0 + GAP_MEMORY * ADAPTIVE.heartbeat_timeout + 1) == 1.0

@@ -159,6 +159,7 @@ class Settings:
     max_message_size: int
     heartbeat_interval_ms: int
     heartbeat_timeout_ms: int
+    heartbeat_timeout_max_ms: int
     join_timeout_ms: int
     monitors: int
     data_dir: Path
@@ -181,6 +182,7 @@ class Settings:
             max_message_size=self.max_message_size,
             heartbeat_interval=self.heartbeat_interval_ms / 1000,
             heartbeat_timeout=self.heartbeat_timeout_ms / 1000,
+            heartbeat_timeout_max=self.heartbeat_timeout_max_ms / 1000,
             join_timeout=self.join_timeout_ms / 1000,
             monitors=self.monitors,
         )
@@ -385,6 +387,13 @@ _KEYS: dict[str, _Key] = {
             "heartbeat_timeout_ms", _integer(1), "silence before suspicion", _int_text, _TIMEOUT_MS
         ),
         _Key(
+            "heartbeat_timeout_max_ms",
+            _integer(0),
+            "longest a slow member's timeout may grow (0: fixed)",
+            _int_text,
+            0,
+        ),
+        _Key(
             "join_timeout_ms",
             _integer(1),
             "how long a joiner waits to be let in before it gives up",
@@ -527,6 +536,12 @@ def _assemble(values: _Layer) -> Settings:
             "heartbeat_timeout_ms",
             f"must exceed heartbeat_interval_ms ({got['heartbeat_interval_ms']}), "
             f"got {got['heartbeat_timeout_ms']}",
+        )
+    if 0 < got["heartbeat_timeout_max_ms"] < got["heartbeat_timeout_ms"]:
+        fail(
+            "heartbeat_timeout_max_ms",
+            f"must be 0 (a fixed timeout) or at least heartbeat_timeout_ms "
+            f"({got['heartbeat_timeout_ms']}), got {got['heartbeat_timeout_max_ms']}",
         )
     if got["join_timeout_ms"] < got["heartbeat_timeout_ms"]:
         fail(
@@ -673,6 +688,9 @@ max_message_size = {_CORE.max_message_size}
 # A member silent for heartbeat_timeout_ms is suspected; the timeout must exceed the interval.
 heartbeat_interval_ms = {_HEARTBEAT_MS}
 heartbeat_timeout_ms = {_TIMEOUT_MS}
+# On a machine shared with busy processes, let a member whose frames lately came late get up to
+# this much (twice its longest recent gap); a crash is still found within it. 0: fixed.
+heartbeat_timeout_max_ms = 0
 # A joiner not let in within join_timeout_ms gives up (exit 2), saying why for each contact.
 join_timeout_ms = {_JOIN_TIMEOUT_MS}
 # How many ring successors each member watches for failures.

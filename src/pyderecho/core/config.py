@@ -22,6 +22,12 @@ class CoreConfig:
     heartbeat_timeout: float = 1.0
     """Seconds of silence after which a watched member is suspected; also how long a step of a
     view change may wait on a member before that member is suspected."""
+    heartbeat_timeout_max: float = 0.0
+    """The longest the timeout of a watched member may grow to (0: it stays at
+    ``heartbeat_timeout``). A member whose frames lately came with long gaps (its process
+    starved of CPU, paused by the collector) gets twice the longest gap it showed in the last
+    ``100 * heartbeat_timeout`` seconds, within these bounds: a slow member is not taken for a
+    failed one, and a crash is still found within ``heartbeat_timeout_max``."""
     startup_timeout: float = 10.0
     """How long a founding member may take to show up at all before it is suspected."""
     join_timeout: float = 10.0
@@ -39,6 +45,11 @@ class CoreConfig:
         if not 0 < self.heartbeat_interval < self.heartbeat_timeout:
             raise ValueError(
                 f"heartbeat_interval ({self.heartbeat_interval}) must be positive and below "
+                f"heartbeat_timeout ({self.heartbeat_timeout})"
+            )
+        if self.heartbeat_timeout_max and self.heartbeat_timeout_max < self.heartbeat_timeout:
+            raise ValueError(
+                f"heartbeat_timeout_max ({self.heartbeat_timeout_max}) must be 0 or at least "
                 f"heartbeat_timeout ({self.heartbeat_timeout})"
             )
         if self.startup_timeout < self.heartbeat_timeout:

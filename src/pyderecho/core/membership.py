@@ -66,6 +66,52 @@ class _Leading:
     """The own row version every unsuspected member must echo before the next step."""
 
 
+GAP_MARGIN = 2.0
+"""An adaptive timeout is this many times the longest gap a member showed lately."""
+GAP_MEMORY = 100
+"""How long a gap is remembered, in heartbeat timeouts."""
+
+
+class Silences:
+    """The long gaps between frames each watched member showed lately, kept across views.
+
+    A member on a starved machine sends its heartbeats late: a fixed timeout either suspects
+    it (and every member adopts the suspicion) or must be set long for everyone. Instead each
+    watched member gets twice the longest gap it showed in the last ``GAP_MEMORY`` timeouts,
+    within ``[heartbeat_timeout, heartbeat_timeout_max]`` (a simple accrual detector: the
+    evidence needed grows with the delays observed, never past the bound the user set). Gaps
+    are measured on this member's clock after its own lateness is taken out
+    (:meth:`Membership.tick`), and only gaps over half the timeout are kept: shorter ones
+    cannot raise it, and the frame path stays one comparison.
+    """
+
+    def __init__(self, config: CoreConfig) -> None:
+        self._base = config.heartbeat_timeout
+        self._top = max(config.heartbeat_timeout_max, config.heartbeat_timeout)
+        self._memory = GAP_MEMORY * config.heartbeat_timeout
+        self.long_gap = config.heartbeat_timeout / 2 if self._top > self._base else float("inf")
+        """Gaps longer than this are worth keeping (none when the timeout is fixed)."""
+        self._gaps: dict[NodeId, list[tuple[float, float]]] = {}
+
+    def record(self, member: NodeId, gap: float, now: float) -> None:
+        gaps = self._gaps.setdefault(member, [])
+        gaps.append((now, gap))
+        self._forget(gaps, now)
+
+    def timeout(self, member: NodeId, now: float) -> float:
+        """How long ``member`` may be silent before it is suspected."""
+        gaps = self._gaps.get(member)
+        if not gaps:
+            return self._base
+        self._forget(gaps, now)
+        longest = max((gap for _, gap in gaps), default=0.0)
+        return min(self._top, max(self._base, GAP_MARGIN * longest))
+
+    def _forget(self, gaps: list[tuple[float, float]], now: float) -> None:
+        while gaps and now - gaps[0][0] > self._memory:
+            gaps.pop(0)
+
+
 def _successors(members: tuple[NodeId, ...], rank: int, count: int) -> list[NodeId]:
     n = len(members)
     return [members[(rank + step) % n] for step in range(1, min(count, n - 1) + 1)]
@@ -129,6 +175,7 @@ class Membership:
         suspected: set[NodeId] | None = None,
         founding: bool = False,
         log_commits: bool = False,
+        silences: Silences | None = None,
     ) -> None:
         """``founding``: this view starts the group (its first view, or the view a restart
         from logs begins with), so members may take a while to show up. ``log_commits``: the
@@ -156,6 +203,9 @@ class Membership:
         self.stopped = ""
         """Why this member stopped, empty while it runs."""
         self.last_heard = dict.fromkeys(view.members, now)
+        self.silences = silences if silences is not None else Silences(config)
+        """Each watched member's long gaps, which set its timeout; the node keeps one across
+        views, so that a slow member's history outlives the view change it may cause."""
         grace = config.startup_timeout - config.heartbeat_timeout
         others = [m for m in view.members if m != me]
         self._never_heard = dict.fromkeys(others, grace if founding else config.heartbeat_timeout)
@@ -244,6 +294,9 @@ class Membership:
 
     def heard_from(self, src: NodeId, now: float) -> None:
         if src in self.last_heard:
+            gap = now - self.last_heard[src]
+            if gap > self.silences.long_gap and src in self.watched:
+                self.silences.record(src, gap, now)
             self.last_heard[src] = now
             if src in self.suspected:
                 self._resurfaced.add(src)
@@ -281,12 +334,12 @@ class Membership:
             self._waiting_since = min(now, self._waiting_since + late)
             for member, asked in self._probes.items():
                 self._probes[member] = min(now, asked + late)
-        deadline = now - self.config.heartbeat_timeout
         for member in self.watched:
             if self._departing(member):
                 continue  # it may have exited already; a stalled change blames it if need be
             silent_since = self.last_heard[member]
             silent_since += self._never_heard.get(member, 0.0)
+            deadline = now - self.silences.timeout(member, now)
             if member not in self.suspected and silent_since < deadline:
                 self.suspect(member, now, local=True)
                 if self.stopped:

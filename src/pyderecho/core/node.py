@@ -37,7 +37,13 @@ from pyderecho.core.layout import (
     compute_layout,
     describe_function,
 )
-from pyderecho.core.membership import Membership, next_view, ragged_edge_step, watchers_of
+from pyderecho.core.membership import (
+    Membership,
+    Silences,
+    next_view,
+    ragged_edge_step,
+    watchers_of,
+)
 from pyderecho.core.multicast import Outbox, SendClock, ShardMulticast
 from pyderecho.core.restart import Found, Logs, RestartAgreement
 from pyderecho.core.view import NodeId, View
@@ -160,6 +166,8 @@ class Node:
         earlier views are stale)."""
         self._log_commits = False
         """Some view had ``Paxos`` shards: the driver keeps logs, views' commits go in them."""
+        self._silences = Silences(self.config)
+        """Watched members' long gaps between frames, across views (adaptive timeouts)."""
         self._commit_requested: View | None = None
         self._floors: dict[ShardKey, int] = dict(floors or {})
         """Per ``Paxos`` shard: the last timestamp this member saw it deliver."""
@@ -711,6 +719,7 @@ class Node:
             suspected=suspected,
             founding=founding,
             log_commits=self._log_commits,
+            silences=self._silences,
         )
         self._reported = set(self.membership.suspected)
         if self.layout.adequate:
