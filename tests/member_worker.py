@@ -50,6 +50,7 @@ from pyderecho.core.events import Delivered, Event, Stopped, Suspected, ViewInst
 from pyderecho.core.node import Node
 from pyderecho.core.view import NodeId, View
 from pyderecho.layouts import resolve_layout
+from pyderecho.runtime.connect import LINK_TIMEOUTS
 from pyderecho.runtime.member import GroupStopped, Member
 from pyderecho.transport.tcp import TcpTransport
 
@@ -244,6 +245,7 @@ async def main_async(args: argparse.Namespace) -> int:
         args.listen or members[args.id],
         group=args.group,
         secret=bytes.fromhex(args.secret_hex),
+        user_timeout=LINK_TIMEOUTS * args.heartbeat_timeout,
     )
     work = Workload(args)
     ended = asyncio.Event()

@@ -11,6 +11,8 @@ What virtual synchrony and the partition rule promise, checked from the members'
   install another view: at most one side of a partition progresses;
 - the same when the cut isolates the leader (member 0) with member 1 from {2, 3, 4};
 - a three-way split {0, 1} | {2, 3} | {4} leaves no majority anywhere: everyone stops;
+- with eight members, a cut between two that do not watch each other (0 and 4) breaks their
+  link after ten heartbeat timeouts of unacknowledged data, and the group removes one of them;
 - with six members, a partial cut of the leader and member 1 from {3, 4, 5}, member 2 reaching
   both sides: 0 and 1 stop, and {2, 3, 4, 5} goes on;
 - every member that delivered a message delivered it in the same position of the same view
@@ -308,6 +310,50 @@ def test_a_leader_cut_off_on_the_smaller_side_steps_down(lab_of_six: netns.Lab) 
         check_partition(lab_of_six, board, processes, (0, 1), (2, 3, 4, 5), bridges=(2,))
     finally:
         lab_of_six.stop_processes()
+        board.close()
+
+
+@pytest.fixture
+def lab_of_eight() -> Iterator[netns.Lab]:
+    reason = netns.unavailable()
+    if reason is not None:
+        pytest.skip(f"netns partition test: {reason}")
+    with netns.Lab(8) as built:
+        yield built
+
+
+@pytest.mark.timeout(90)
+def test_a_cut_between_members_that_do_not_watch_each_other_is_found(
+    lab_of_eight: netns.Lab,
+) -> None:
+    """Members 0 and 4 of eight watch neither each other (each watches its next three): no
+    heartbeat misses the cut, and without a bound the kernel retries their links for about
+    15 minutes while every delivery that needs both waits. The link's unacknowledged data
+    breaks it after ten heartbeat timeouts (``TCP_USER_TIMEOUT``); one end is removed, and the
+    rest go on delivering with the cut still in place."""
+    lab, board = lab_of_eight, Board()
+    try:
+        processes = start_workers(lab, board)
+        everyone = range(lab.size)
+        board.wait(lambda: all(board.events(m, "loaded") for m in everyone), "every worker to load")
+        for process in processes.values():
+            tell(process, b"go\n")
+        board.wait(lambda: all(board.delivered(m) >= 100 for m in everyone), "view 0 deliveries")
+        lab.cut((0,), (4,))
+        rest = [m for m in everyone if m not in (0, 4)]
+
+        def one_end_removed() -> bool:
+            return all(
+                any(0 not in v["members"] or 4 not in v["members"] for v in board.events(m, "view"))
+                for m in rest
+            )
+
+        board.wait(one_end_removed, "a view without 0 or without 4", timeout=45.0)
+        base = {m: board.delivered(m) for m in rest}
+        board.wait(grew(board, base, 60), "the rest to keep delivering, the cut still there")
+        assert sum(processes[m].poll() is not None for m in (0, 4)) <= 1, board.dump()
+    finally:
+        lab.stop_processes()
         board.close()
 
 

@@ -842,6 +842,32 @@ def test_local_misuse_is_a_local_error() -> None:
     run(scenario())
     with pytest.raises(ValueError):
         TcpTransport(0, f"{HERE}:0", group=GROUP, secret=SECRET, max_send_queue_bytes=1)
+    with pytest.raises(ValueError):
+        TcpTransport(0, f"{HERE}:0", group=GROUP, secret=SECRET, user_timeout=0)
+
+
+def test_dialed_connections_bound_unacknowledged_data() -> None:
+    """``user_timeout`` reaches the kernel on each dialed socket (``TCP_USER_TIMEOUT``)."""
+
+    async def scenario() -> None:
+        receiver = TcpTransport(1, f"{HERE}:0", group=GROUP, secret=SECRET)
+        dialer = TcpTransport(0, f"{HERE}:0", group=GROUP, secret=SECRET, user_timeout=2.5)
+        arrived = asyncio.Event()
+        await receiver.start(lambda peer, frame: arrived.set(), lambda *_: None)
+        await dialer.start(lambda *_: None, lambda *_: None)
+        try:
+            dialer.connect(1, receiver.address)
+            dialer.send(1, b"hello")
+            await asyncio.wait_for(arrived.wait(), 30)
+            # The transport keeps its sockets to itself; the dialed one is its only writer.
+            (writer,) = dialer._writers
+            sock = writer.get_extra_info("socket")
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == 2500
+        finally:
+            await dialer.close()
+            await receiver.close()
+
+    run(scenario())
 
 
 def test_a_reconnecting_peer_replaces_its_old_connection() -> None:

@@ -23,6 +23,12 @@ DEFAULT_SHM_DIR = "/tmp/pyderecho-shm"
 """Where shm members meet when nobody says otherwise: one directory per host and group."""
 
 
+LINK_TIMEOUTS = 10
+"""Heartbeat timeouts a TCP link's sent data may stay unacknowledged before the link breaks
+(``TcpTransport(user_timeout=)``): long enough that only a cut link, never a busy peer, breaks
+it; short enough that a cut between members that do not watch each other is found."""
+
+
 def build_transport(
     settings: Settings, *, shm_dir: str | Path | None = None
 ) -> tuple[Transport, dict[NodeId, str]]:
@@ -42,6 +48,7 @@ def build_transport(
         str(settings.listen),
         group=settings.group,
         secret=settings.secret,
+        user_timeout=LINK_TIMEOUTS * settings.core.heartbeat_timeout,
         ssl_server=server,
         ssl_client=client,
     )

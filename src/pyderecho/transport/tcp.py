@@ -30,6 +30,11 @@ group of many members starting together otherwise opens every link at the same m
 members that are up are reported lost. In turns, each handshake is quick and the links open
 at the rate the machine can authenticate them.
 
+Unacknowledged data. With ``user_timeout`` (seconds), a link whose sent data stays
+unacknowledged that long breaks (``TCP_USER_TIMEOUT``, Linux): a peer that is cut off from
+this member alone is then reported lost in bounded time, not after the kernel's 15 minutes of
+retries. ``pyderecho node`` sets it to ten heartbeat timeouts.
+
 Sending. :meth:`TcpTransport.send` appends the caller's buffer to the peer's queue;
 :meth:`TcpTransport.flush` (the member calls it once a step has queued everything, or the loop
 at the end of the turn) hands everything queued to the stream in one ``writelines`` call per
@@ -64,6 +69,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import socket
 import ssl
 from collections import Counter, deque
 from collections.abc import Collection, Coroutine, Iterable
@@ -191,6 +197,7 @@ class TcpTransport:
         connect_timeout: float = 10.0,
         max_pending_handshakes: int = 128,
         max_dials_in_flight: int = 8,
+        user_timeout: float | None = None,
         ssl_server: ssl.SSLContext | None = None,
         ssl_client: ssl.SSLContext | None = None,
         logger: logging.Logger | None = None,
@@ -203,6 +210,8 @@ class TcpTransport:
             raise ValueError("timeouts and max_pending_handshakes must be positive")
         if max_dials_in_flight < 1:
             raise ValueError("max_dials_in_flight must be at least 1")
+        if user_timeout is not None and user_timeout <= 0:
+            raise ValueError("user_timeout must be positive (or None: the system's)")
         if node_id == IDENTIFY_ID:
             raise ValueError(f"node id {IDENTIFY_ID} is reserved for identify()")
         self.node_id: NodeId = node_id
@@ -215,6 +224,7 @@ class TcpTransport:
         self._max_queue = max_send_queue_bytes
         self._handshake_timeout = handshake_timeout
         self._connect_timeout = connect_timeout
+        self._user_timeout_ms = None if user_timeout is None else max(1, round(user_timeout * 1000))
         self._dial_errors: dict[str, str] = {}
         self._max_pending = max_pending_handshakes
         self._dialing = asyncio.Semaphore(max_dials_in_flight)
@@ -580,6 +590,7 @@ class TcpTransport:
                         reader, writer = await asyncio.open_connection(
                             host, port, limit=_STREAM_LIMIT
                         )
+                        self._bound_unacknowledged(writer)
                         if self._ssl_client is not None:
                             await _start_client_tls(reader, writer, self._ssl_client, host)
                     self._writers.add(writer)
@@ -616,6 +627,19 @@ class TcpTransport:
                 raise
             await asyncio.sleep(delay)
             delay = min(2 * delay, _MAX_RETRY_S)
+
+    def _bound_unacknowledged(self, writer: asyncio.StreamWriter) -> None:
+        """Sent data unacknowledged for ``user_timeout`` breaks the link (``TCP_USER_TIMEOUT``).
+
+        A peer cut off from this member alone (a partial cut) between two members that do not
+        watch each other raises no suspicion: only the link's retransmissions know, and the
+        kernel retries for about 15 minutes. Bounded, the link breaks, the member suspects the
+        peer, and the cut is resolved like any other (the peer answers the others' probes)."""
+        sock = writer.get_extra_info("socket")
+        option = getattr(socket, "TCP_USER_TIMEOUT", None)
+        if self._user_timeout_ms is None or sock is None or option is None:
+            return
+        sock.setsockopt(socket.IPPROTO_TCP, option, self._user_timeout_ms)
 
     async def _watch_outbound(
         self, peer: NodeId, out: _Outbound, reader: asyncio.StreamReader
