@@ -21,9 +21,10 @@ With ``--netns`` (tcp, as root) each member runs in a network namespace of its o
 (:class:`~pyderecho.testing.netns.NetworkLab`) and the schedule also draws cuts made with
 iptables: a *partition* (a minority of the group, the witness never in it, cut off from the
 rest for 2.5 timeouts; its members must end removed, exit 3, and come back) and a *partial
-cut* (one link between two members, or, when the others split evenly, every link between two
-halves with the witness as the bridge between them; the group removes members until no cut
-link is left among those that stay, and whoever is removed comes back).
+cut* (one link between two members, or every link between two halves of the others with the
+witness as the bridge between them, the view's leader on the smaller half when they are
+uneven; the group removes members until no cut link is left among those that stay, and
+whoever is removed comes back).
 """
 
 from __future__ import annotations
@@ -216,9 +217,16 @@ class _Run:
 
     async def _partial_cut(self) -> None:
         others = [m for m in self.members if m != self.witness]
-        if len(others) % 2 == 0 and self.rng.random() < 0.5:
+        if len(others) >= 2 and self.rng.random() < 0.5:
+            # Two halves, the witness the bridge. Uneven halves put the view's leader on the
+            # smaller one: it must step down rather than talk the bridge into stopping.
             self.rng.shuffle(others)
             half = len(others) // 2
+            view = (self.witness_node.last("view") or {}).get("members", [])
+            leader = view[0] if view else None
+            if len(others) % 2 and leader in others[half:]:
+                others.remove(leader)
+                others.insert(0, leader)
             await self._cut_for_a_while(others[:half], others[half:])
         else:
             a, b = self._targets(2)
