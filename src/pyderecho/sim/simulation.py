@@ -465,12 +465,24 @@ class Simulation:
 
     def run_until(self, done: Callable[[], bool], limit: float, check_every: int = 500) -> bool:
         """Run until ``done()`` holds (checked every ``check_every`` events) or the clock
-        reaches ``limit``; True when ``done`` held."""
+        reaches ``limit``; True when ``done`` held.
+
+        A check that finds nothing scheduled but frames' deferred flushes looks again after
+        the next event: an idle group's events repeat with its heartbeats, so checking every
+        ``check_every`` events can land at the same point of that cycle, a flush always due,
+        every time."""
         while not done():
             if not self._heap or self._heap[0][0] > limit:
                 return False
-            self.run(until=limit, max_events=check_every)
+            self.run(until=limit, max_events=1 if self._only_flushes_due() else check_every)
         return True
+
+    def _only_flushes_due(self) -> bool:
+        return (
+            bool(self._flush_due)
+            and self._scheduled == len(self._flush_due)
+            and all(self.nodes[n].idle for n in self.running)
+        )
 
     def settle(self, limit: float) -> bool:
         """Run until the group is at rest: no scheduled sends or faults left, no view change
@@ -642,8 +654,13 @@ class Simulation:
             self._dispatch(*event)
 
     def _link_broke(self, peer: NodeId, member: NodeId) -> None:
-        """``peer``'s link to crashed ``member`` broke: a driver reports that as a failure."""
+        """``peer``'s link to crashed ``member`` broke: a driver reports that as a failure
+        (a paused peer learns of it when it resumes, as a stopped process reads its socket)."""
         if peer in self.running and member in self.crashed:
+            if peer in self._paused:
+                broke = functools.partial(self._link_broke, peer, member)
+                self._paused[peer].append((_CALL, broke, None, None))
+                return
             self.nodes[peer].link_lost(member, self.now)
             self._drain(peer)
 
