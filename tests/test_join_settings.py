@@ -242,3 +242,32 @@ def test_an_shm_group_lists_its_members_by_id_alone(workdir: Path) -> None:
             assert await group.stop_all(WAIT_S) == {0: 0, 1: 0, 2: 0}
 
     asyncio.run(scenario())
+
+
+def test_a_joiner_under_the_id_of_a_listed_member_exits_2_and_disturbs_nobody(
+    workdir: Path,
+) -> None:
+    """A second process started under a running member's id, joining through ``members``:
+    were it let to link, the contacts would take its links for the real member's reconnection
+    and drop the real ones, and the real member would suspect innocent peers."""
+
+    async def scenario() -> None:
+        async with LocalGroup(workdir, 3) as group:
+            await group.found()
+            for node in group.nodes.values():
+                await node.wait_for_view(lambda v: v["epoch"] == 0, WAIT_S)
+            real = group.nodes[1]
+            twin = await group.start(1, "--join", "--listen", f"{HERE}:0")
+            assert await twin.exit_status(WAIT_S) == 2
+            message = twin.stderr.read_text()
+            taken = f"1 is taken: the member at {group.address_of(1)} (members[1]) holds it"
+            assert "member_id (flag --member-id): " + taken in message, message
+            # A real joiner gets in, and by then a dropped link would have been suspected.
+            await group.start(3, join=True, contacts=[0, 1, 2])
+            for node in (group.nodes[0], real, group.nodes[2]):
+                view = await node.wait_for_view(lambda v: 3 in v["joined"], WAIT_S)
+                assert view["members"] == [0, 1, 2, 3]
+                assert node.last("suspected") is None
+            assert real.process.returncode is None
+
+    asyncio.run(scenario())

@@ -329,9 +329,13 @@ class LocalGroup:
         return [node.delivery_log for node in self.nodes.values() if node.delivery_log.exists()]
 
     async def close(self) -> None:
-        for node in self.running():
-            node.process.kill()
-        for node in self.nodes.values():
+        """Kill every process still running, those replaced under their id included (a
+        second process started under a running member's id leaves the first one running)."""
+        started = [*self.ended, *self.nodes.values()]
+        for node in started:
+            if node.process.returncode is None:
+                node.process.kill()
+        for node in started:
             with contextlib.suppress(TimeoutError):
                 await node.exit_status(5.0)
 

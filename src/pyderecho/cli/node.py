@@ -171,8 +171,7 @@ class MemberProcess:
             print(f"pyderecho node: cannot set up the transport: {exc}", file=sys.stderr)
             return EXIT_SETTINGS
         others = [m.id for m in settings.members if m.id != self.member_id]
-        if args.join and settings.contacts:
-            assert isinstance(transport, TcpTransport), "config allows contacts with tcp only"
+        if args.join and isinstance(transport, TcpTransport):
             try:
                 found = await identify_contacts(transport, settings, known=others)
             except SettingsError as exc:

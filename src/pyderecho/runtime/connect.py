@@ -62,32 +62,45 @@ async def identify_contacts(
     transport: TcpTransport, settings: Settings, *, known: Collection[NodeId] = ()
 ) -> dict[NodeId, str]:
     """The id of the member behind each contact address, asked of all at once; those that
-    answer are enough to join through, the others only earn a warning.
+    answer are enough to join through, the others only earn a warning. The addresses listed
+    in ``members`` are asked too (once each, no retry: a listed member may well be gone), since
+    ids are unique: a joiner under the id of a running member would have its links taken for
+    that member's reconnection, and the member's own links dropped.
 
     Raises :class:`~pyderecho.config.SettingsError` about ``contacts`` when none answers and
     no member is ``known`` to join through otherwise, each contact named by its place in the
-    list, its address and why; and about ``member_id`` when a contact holds this member's own
-    id (joining under it would put two members with one id in the group).
+    list, its address and why; and about ``member_id`` when a contact or a listed member's
+    address answers with this member's own id.
     """
+    listed = [
+        (f"members[{i}]", str(m.address))
+        for i, m in enumerate(settings.members)
+        if m.address is not None
+    ]
+    contacts = [(f"contacts[{i}]", str(address)) for i, address in enumerate(settings.contacts)]
     answers = await asyncio.gather(
-        *(transport.identify(str(address)) for address in settings.contacts),
+        *(transport.identify(address) for _, address in contacts),
+        *(transport.identify(address, timeout=0) for _, address in listed),
         return_exceptions=True,
     )
+    for (where, address), answer in zip(contacts + listed, answers, strict=True):
+        if answer == settings.member_id:
+            raise settings.error(
+                "member_id", f"{answer} is taken: the member at {address} ({where}) holds it"
+            )
     found: dict[NodeId, str] = {}
     problems: list[str] = []
-    for i, (address, answer) in enumerate(zip(settings.contacts, answers, strict=True)):
+    for (where, address), answer in zip(contacts, answers, strict=False):
         if isinstance(answer, HandshakeError | OSError):
-            problems.append(f"contacts[{i}] {address}: {_contact_problem(answer)}")
+            problems.append(f"{where} {address}: {_contact_problem(answer)}")
         elif isinstance(answer, BaseException):
             raise answer
-        elif answer == settings.member_id:
-            raise settings.error(
-                "member_id",
-                f"{answer} is taken: the member at {address} (contacts[{i}]) holds it",
-            )
         else:
-            found.setdefault(answer, str(address))
-    if not found and not known:
+            found.setdefault(answer, address)
+    for answer in answers[len(contacts) :]:
+        if isinstance(answer, BaseException) and not isinstance(answer, HandshakeError | OSError):
+            raise answer
+    if contacts and not found and not known:
         raise settings.error("contacts", "no contact answered: " + "; ".join(problems))
     for problem in problems:
         logging.getLogger(__name__).warning("joining without %s", problem)

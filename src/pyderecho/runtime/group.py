@@ -144,8 +144,7 @@ class Group:
             others = [m.id for m in settings.members if m.id != settings.member_id]
             # A restart from logs takes its view from the logs: neither the contacts nor the
             # founding members of the settings apply.
-            if recovery is None and join and settings.contacts:
-                assert isinstance(transport, TcpTransport), "config allows contacts with tcp only"
+            if recovery is None and join and isinstance(transport, TcpTransport):
                 try:
                     found = await identify_contacts(transport, settings, known=others)
                 except BaseException:
