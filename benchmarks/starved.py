@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -65,6 +66,7 @@ async def _measure(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
             )  # fmt: skip
             stopped = sorted(m for m, node in group.nodes.items() if node.process.returncode)
             witness = group.nodes[0]
+            witness_stopped: list[Record] = []
             crashes: dict[str, float | None] = {}
             for kind, member, sig in (
                 ("sigkill", 1, signal.SIGKILL),
@@ -75,10 +77,21 @@ async def _measure(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
                     continue
                 start = len(witness.records)
                 began = time.monotonic()
-                group.nodes[member].process.send_signal(sig)
-                await witness.wait_for(_view_without(member), 60, start=start)
+                try:
+                    group.nodes[member].process.send_signal(sig)
+                except ProcessLookupError:  # it stopped already (removed), not yet reaped
+                    crashes[kind] = None
+                    continue
+                try:
+                    await witness.wait_for(_view_without(member), 60, start=start)
+                except EOFError:
+                    # The witness stopped: report why instead of a figure.
+                    crashes[kind] = None
+                    witness_stopped = [r for r in witness.records if r.get("event") == "stopped"]
+                    break
                 crashes[kind] = round((time.monotonic() - began) / timeout_s, 3)
-            group.nodes[2].process.send_signal(signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                group.nodes[2].process.send_signal(signal.SIGKILL)
     finally:
         for process in busy:
             process.kill()
@@ -95,6 +108,7 @@ async def _measure(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
         "suspicions_while_nobody_failed": suspicions,
         "members_stopped_while_nobody_failed": stopped,
         "new_view_after_crash_in_timeouts": crashes,
+        "witness_stopped": witness_stopped,
         "target_no_view_change": max(epochs.values()) == 0,
         "target_sigstop_within_2_timeouts": (crashes.get("sigstop") or 99) <= 2.0,
     }

@@ -26,11 +26,12 @@ def test_a_runs_faults_are_a_function_of_its_seed() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("transport", ["tcp", "shm"])
-def test_chaos_runs_pass_and_report_as_json(transport: str) -> None:
+@pytest.mark.parametrize(("transport", "busy"), [("tcp", "1"), ("shm", "0")])
+def test_chaos_runs_pass_and_report_as_json(transport: str, busy: str) -> None:
+    """Over tcp with a process spinning beside the members: a loaded machine."""
     done = subprocess.run(
         [sys.executable, "-m", "pyderecho.cli", "chaos", "--members", "4", "--runs", "2",
-         "--seed", "5", "--faults", "3", "--transport", transport, "--json"],
+         "--seed", "5", "--faults", "3", "--transport", transport, "--busy", busy, "--json"],
         capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr[-2000:]
@@ -39,6 +40,7 @@ def test_chaos_runs_pass_and_report_as_json(transport: str) -> None:
     assert [run["faults"] for run in runs] == [schedule(5, 3), schedule(6, 3)]
     assert all(run["ok"] and run["deliveries"] > 0 for run in runs)
     assert summary["runs"] == summary["safe"] == summary["available"] == 2
+    assert summary["busy_processes"] == int(busy)
 
 
 @pytest.mark.skipif(bool(unavailable()), reason=unavailable() or "")

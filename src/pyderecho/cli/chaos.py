@@ -25,6 +25,9 @@ cut* (one link between two members, or every link between two halves of the othe
 witness as the bridge between them, the view's leader on the smaller half when they are
 uneven; the group removes members until no cut link is left among those that stay, and
 whoever is removed comes back).
+
+With ``--busy N``, N more processes spin on the CPU for the whole of the runs: the same
+schedule on a loaded machine, where a member's heartbeats come late and its loop runs behind.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ import random
 import shutil
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -55,6 +59,8 @@ FAULTS = ("kill", "pause", "leave", "leave-many", "garbage", "hold")
 HELD_CONNECTIONS = 200
 CUTS = ("partition", "partial-cut")
 """Faults drawn only with ``--netns``."""
+SPIN = "while True: pass"
+"""What a ``--busy`` process runs."""
 WORKLOAD = ("--send-count", "100000000", "--send-rate", "100", "--stats-interval", "0.05")
 
 
@@ -333,30 +339,38 @@ def run_chaos(
     transport: str,
     heartbeat_timeout_ms: int,
     netns: bool = False,
+    busy: int = 0,
     out: Callable[[str], None] = print,
     as_json: bool = False,
 ) -> int:
-    """Run the chaos schedule ``runs`` times; 0 when every run was safe and available."""
+    """Run the chaos schedule ``runs`` times, with ``busy`` processes spinning beside them;
+    0 when every run was safe and available."""
+    spinners = [subprocess.Popen([sys.executable, "-c", SPIN]) for _ in range(busy)]
     reports: list[RunReport] = []
-    for number in range(runs):
-        run_seed = seed + number
-        report = RunReport(number, run_seed, members, schedule(run_seed, faults, cuts=netns))
-        directory = Path(tempfile.mkdtemp(prefix="pdc-", dir="/tmp"))
-        began = time.monotonic()
-        lab = NetworkLab() if netns else None
-        try:
-            asyncio.run(_one(directory, report, transport, heartbeat_timeout_ms, lab))
-            verdict = check_logs(sorted(directory.glob("member-*.log")))
-            report.violations = [str(v) for v in verdict.violations]
-            report.deliveries = verdict.deliveries
-        finally:
-            if lab is not None:
-                lab.close()
-            shutil.rmtree(directory, ignore_errors=True)
-        report.wall_s = round(time.monotonic() - began, 2)
-        reports.append(report)
-        out(json.dumps(_as_json(report)) if as_json else report.line())
-    summary = _summary(reports)
+    try:
+        for number in range(runs):
+            run_seed = seed + number
+            report = RunReport(number, run_seed, members, schedule(run_seed, faults, cuts=netns))
+            directory = Path(tempfile.mkdtemp(prefix="pdc-", dir="/tmp"))
+            began = time.monotonic()
+            lab = NetworkLab() if netns else None
+            try:
+                asyncio.run(_one(directory, report, transport, heartbeat_timeout_ms, lab))
+                verdict = check_logs(sorted(directory.glob("member-*.log")))
+                report.violations = [str(v) for v in verdict.violations]
+                report.deliveries = verdict.deliveries
+            finally:
+                if lab is not None:
+                    lab.close()
+                shutil.rmtree(directory, ignore_errors=True)
+            report.wall_s = round(time.monotonic() - began, 2)
+            reports.append(report)
+            out(json.dumps(_as_json(report)) if as_json else report.line())
+    finally:
+        for spinner in spinners:
+            spinner.kill()
+            spinner.wait()
+    summary = _summary(reports) | {"busy_processes": busy}
     out(json.dumps(summary) if as_json else _summary_line(summary))
     return 0 if all(r.ok for r in reports) else 1
 
@@ -417,6 +431,11 @@ def _summary_line(summary: dict[str, Any]) -> str:
         f"and kept delivering; view after a SIGKILL p50 {summary['view_after_kill_p50_s']} s, "
         f"p99 {summary['view_after_kill_p99_s']} s; longest delivery pause p50 "
         f"{summary['longest_pause_p50_s']} s, max {summary['longest_pause_max_s']} s"
+        + (
+            f"; {summary['busy_processes']} busy processes beside"
+            if summary["busy_processes"]
+            else ""
+        )
     )
 
 
@@ -437,5 +456,6 @@ def main_chaos(args: argparse.Namespace) -> int:
         transport=args.transport,
         heartbeat_timeout_ms=args.heartbeat_timeout_ms,
         netns=args.netns,
+        busy=args.busy,
         as_json=args.json,
     )

@@ -140,6 +140,12 @@ def _parser() -> argparse.ArgumentParser:
         help="run each member in a network namespace of its own and also draw partitions and "
         "partial cuts made with iptables (tcp, root)",
     )
+    chaos.add_argument(
+        "--busy",
+        type=non_negative_int,
+        default=0,
+        help="processes that spin on the CPU beside the runs: a loaded machine [0]",
+    )
     chaos.add_argument("--json", action="store_true", help="one JSON object per line")
 
     status = commands.add_parser(
