@@ -284,13 +284,16 @@ class _Run:
                 connection[1].close()
 
     async def _whole_again(self, fault: str) -> None:
-        """Every member is in the witness's latest view again, and every process runs."""
-        node = self.witness_node
+        """Every member is in the witness's latest view again, every process runs, and each
+        has installed such a view itself (a joiner the group let in may still be waiting for
+        its state on a loaded machine: told to leave then, it has not joined yet)."""
         try:
             async with asyncio.timeout(STEP_S):
-                while sorted((node.last("view") or {}).get("members", [])) != self.members:
-                    start = len(node.records)
-                    await node.wait_for(lambda r: r.get("event") == "view", STEP_S, start=start)
+                for member in [self.witness, *self.members]:
+                    node = self.group.nodes[member]
+                    while sorted((node.last("view") or {}).get("members", [])) != self.members:
+                        start = len(node.records)
+                        await node.wait_for(lambda r: r.get("event") == "view", STEP_S, start=start)
         except (TimeoutError, EOFError) as exc:
             self.report.unavailable = f"after {fault}: the group did not get whole again ({exc})"
             raise _Unavailable from None
