@@ -22,17 +22,14 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from pyderecho.cli.chaos import spinning
 from pyderecho.cli.demo import LocalGroup, Record
-
-SPIN = "while True: pass"
 
 
 def _view_without(member: int) -> Callable[[Record], bool]:
@@ -41,8 +38,7 @@ def _view_without(member: int) -> Callable[[Record], bool]:
 
 async def _measure(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
     timeout_s = args.heartbeat_timeout_ms / 1000
-    busy = [subprocess.Popen([sys.executable, "-c", SPIN]) for _ in range(args.busy)]
-    try:
+    with spinning(args.busy):
         async with LocalGroup(
             directory,
             args.members,
@@ -92,10 +88,6 @@ async def _measure(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
                 crashes[kind] = round((time.monotonic() - began) / timeout_s, 3)
             with contextlib.suppress(ProcessLookupError):
                 group.nodes[2].process.send_signal(signal.SIGKILL)
-    finally:
-        for process in busy:
-            process.kill()
-            process.wait()
     return {
         "cpu_cores": os.cpu_count(),
         "members": args.members,

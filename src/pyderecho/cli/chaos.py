@@ -44,7 +44,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -289,7 +289,7 @@ class _Run:
         its state on a loaded machine: told to leave then, it has not joined yet)."""
         try:
             async with asyncio.timeout(STEP_S):
-                for member in [self.witness, *self.members]:
+                for member in self.members:
                     node = self.group.nodes[member]
                     while sorted((node.last("view") or {}).get("members", [])) != self.members:
                         start = len(node.records)
@@ -348,9 +348,8 @@ def run_chaos(
 ) -> int:
     """Run the chaos schedule ``runs`` times, with ``busy`` processes spinning beside them;
     0 when every run was safe and available."""
-    spinners = [subprocess.Popen([sys.executable, "-c", SPIN]) for _ in range(busy)]
     reports: list[RunReport] = []
-    try:
+    with spinning(busy):
         for number in range(runs):
             run_seed = seed + number
             report = RunReport(number, run_seed, members, schedule(run_seed, faults, cuts=netns))
@@ -369,13 +368,21 @@ def run_chaos(
             report.wall_s = round(time.monotonic() - began, 2)
             reports.append(report)
             out(json.dumps(_as_json(report)) if as_json else report.line())
+    summary = _summary(reports) | {"busy_processes": busy}
+    out(json.dumps(summary) if as_json else _summary_line(summary))
+    return 0 if all(r.ok for r in reports) else 1
+
+
+@contextlib.contextmanager
+def spinning(count: int) -> Iterator[None]:
+    """``count`` processes spinning on the CPU while the block runs: a loaded machine."""
+    spinners = [subprocess.Popen([sys.executable, "-c", SPIN]) for _ in range(count)]
+    try:
+        yield
     finally:
         for spinner in spinners:
             spinner.kill()
             spinner.wait()
-    summary = _summary(reports) | {"busy_processes": busy}
-    out(json.dumps(summary) if as_json else _summary_line(summary))
-    return 0 if all(r.ok for r in reports) else 1
 
 
 async def _one(

@@ -47,6 +47,7 @@ discards the rest; in a ``Paxos`` shard, only once every survivor has logged wha
 
 from __future__ import annotations
 
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
 from pyderecho.core.config import CoreConfig
@@ -128,7 +129,7 @@ def watchers_of(view: View, node: NodeId, monitors: int) -> list[NodeId]:
 
 
 def _greedy_cover(
-    links: set[tuple[NodeId, NodeId]], view: View, suspected: frozenset[NodeId] = frozenset()
+    links: set[tuple[NodeId, NodeId]], view: View, suspected: AbstractSet[NodeId] = frozenset()
 ) -> list[NodeId]:
     """Members whose removal leaves no cut link, greedy: the member with the most cut links,
     then one the leader suspects already (removing it costs the leader's majority nothing
@@ -675,12 +676,11 @@ class Membership:
             and not (me in (a, b) and (a in slow or b in slow))
         }
         beside = {a if b == me else b for a, b in links if me in (a, b)}
-        suspected = frozenset(pending)
         sparing = sorted(beside) + _greedy_cover(
-            {link for link in links if not beside.intersection(link)}, self.view, suspected
+            {link for link in links if not beside.intersection(link)}, self.view, pending
         )
         going = 1 + len(
-            _greedy_cover({link for link in links if me not in link}, self.view, suspected)
+            _greedy_cover({link for link in links if me not in link}, self.view, pending)
         )
         if going < len(sparing):
             self._stop(

@@ -84,22 +84,19 @@ async def identify_contacts(
         return_exceptions=True,
     )
     for (where, address), answer in zip(contacts + listed, answers, strict=True):
+        if isinstance(answer, BaseException) and not isinstance(answer, HandshakeError | OSError):
+            raise answer
         if answer == settings.member_id:
             raise settings.error(
                 "member_id", f"{answer} is taken: the member at {address} ({where}) holds it"
             )
     found: dict[NodeId, str] = {}
     problems: list[str] = []
-    for (where, address), answer in zip(contacts, answers, strict=False):
+    for (where, address), answer in zip(contacts, answers[: len(contacts)], strict=True):
         if isinstance(answer, HandshakeError | OSError):
             problems.append(f"{where} {address}: {_contact_problem(answer)}")
-        elif isinstance(answer, BaseException):
-            raise answer
-        else:
+        elif not isinstance(answer, BaseException):
             found.setdefault(answer, address)
-    for answer in answers[len(contacts) :]:
-        if isinstance(answer, BaseException) and not isinstance(answer, HandshakeError | OSError):
-            raise answer
     if contacts and not found and not known:
         raise settings.error("contacts", "no contact answered: " + "; ".join(problems))
     for problem in problems:
