@@ -296,8 +296,35 @@ class Membership:
     def commit_logged(self, view: View) -> None:
         self.logged_commit = view
 
+    @property
+    def quiet(self) -> bool:
+        """Nothing is under way: no change, suspicion, accusation, probe, cut link or row to
+        push. Then only the next heartbeat and the watched members' silences are due, and a
+        heartbeat received changes nothing a step would act on (:meth:`Node.flush_due`)."""
+        return not (
+            self.changing
+            or self._accusers
+            or self._probes
+            or self._reported
+            or self._unsettled
+            or self._dirty
+            or self.stopped
+        )
+
     def next_deadline(self) -> float:
-        return min(self._next_heartbeat, self._last_tick + self.config.heartbeat_interval)
+        """When :meth:`tick` is due. In a quiet view, at the next heartbeat or the first
+        moment a watched member's silence passes its timeout, whichever is first: an idle
+        group wakes once a heartbeat interval, not on a fixed beat. Otherwise timed steps
+        wait (probes, the cover's settling, stalls), and ticks come at least every tenth of
+        the timeout, so that how often heartbeats go out does not slow a view change."""
+        if not self.quiet:
+            check = min(self.config.heartbeat_interval, self.config.heartbeat_timeout / 10)
+            return min(self._next_heartbeat, self._last_tick + check)
+        deadline = self._next_heartbeat
+        for member in self.watched:
+            silent_since = self.last_heard[member] + self._never_heard.get(member, 0.0)
+            deadline = min(deadline, silent_since + self.silences.timeout(member, self._last_tick))
+        return deadline
 
     # -- inputs -----------------------------------------------------------------------------
 
@@ -346,10 +373,12 @@ class Membership:
         for member in self.watched:
             if self._departing(member):
                 continue  # it may have exited already; a stalled change blames it if need be
-            silent_since = self.last_heard[member]
-            silent_since += self._never_heard.get(member, 0.0)
-            deadline = now - self.silences.timeout(member, now)
-            if member not in self.suspected and silent_since < deadline:
+            silent_since = self.last_heard[member] + self._never_heard.get(member, 0.0)
+            # The same sum as next_deadline's: a tick at that deadline finds it passed.
+            if (
+                member not in self.suspected
+                and silent_since + self.silences.timeout(member, now) <= now
+            ):
                 self.suspect(member, now, local=True)
                 if self.stopped:
                     return

@@ -132,6 +132,10 @@ class Node:
         """Why this member stopped; empty while it runs."""
         self._outbox: Outbox = []
         self._events: list[Event] = []
+        self.flush_due = False
+        """A message taken with ``receive(..., flush=False)`` since the last :meth:`flush` may
+        have enabled a step: the driver owes a flush. A heartbeat in a quiet view does not (it
+        only moves a silence clock), so an idle group's heartbeats cost no flush."""
         self._buffers = BufferPool()
         """Large messages' buffers, shared by every shard and view of this member."""
         self._clock = SendClock(now)
@@ -251,6 +255,7 @@ class Node:
     def flush(self, now: float) -> None:
         """Send what was queued with ``send(..., flush=False)`` and run the protocol steps that
         messages taken with ``receive(..., flush=False)`` enabled."""
+        self.flush_due = False
         if self.stopped:
             return
         self._clock.now = now
@@ -336,6 +341,10 @@ class Node:
             self.stats["rejected"] += 1
         if flush:
             self._advance(now)
+        elif not self.flush_due and not (
+            type(message) is Heartbeat and self.membership is not None and self.membership.quiet
+        ):
+            self.flush_due = True
 
     def receive_bytes(
         self, src: NodeId, data: bytes | memoryview, now: float, *, flush: bool = True

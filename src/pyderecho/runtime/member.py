@@ -209,10 +209,13 @@ class Member:
     def _on_frame(self, src: NodeId, frame: memoryview) -> None:
         # The frame's deliveries are handed on now, while it is alive; the rows it changed and
         # the steps it enabled wait for the end of this loop turn, so that every frame read in
-        # the turn, from every peer, is answered with one row push instead of one each.
-        self.node.receive_bytes(src, frame, self._now(), flush=False)
+        # the turn, from every peer, is answered with one row push instead of one each. A
+        # heartbeat of a quiet view enables none: an idle group's beats cost no flush.
+        node = self.node
+        node.receive_bytes(src, frame, self._now(), flush=False)
         self._step(flush=False)
-        self._schedule_flush()
+        if node.flush_due:
+            self._schedule_flush()
 
     def _on_peer_lost(self, peer: NodeId, reason: str) -> None:
         # A broken link is failure evidence: the membership protocol decides what follows.
