@@ -36,6 +36,11 @@ member: from the first whole frame to the last, ``(frames - 1) / span``.
   memory and announced by an 8-byte doorbell on a unix socket, as the shared-memory transport
   does, blocking; ``shm_100b_rtt_asyncio``: the same with both ends woken by their loops.
 
+Not in the JSON, for ``scale.py``: ``idle_heartbeats(members, peers, interval, seconds)``, the CPU
+of ``members`` processes doing nothing but what an idle group must: each on asyncio's loop,
+writing a small frame every ``interval`` to ``peers`` others over TCP and reading theirs. The
+floor an idle group of that size and heartbeat period stands on.
+
 Prints one JSON object; every figure is the median of ``--repeat`` runs.
 
     .venv/bin/python benchmarks/raw_baselines.py [--repeat 3]
@@ -380,6 +385,84 @@ def tcp_large_relay(members: int = 3, frames: int = 600, size: int = MiB) -> flo
                 if process.is_alive():
                     process.kill()
         return float(statistics.median(rates))
+
+
+# -- an idle group's floor: heartbeats and nothing else ---------------------------------------
+
+
+@dataclass(frozen=True)
+class _Beats:
+    members: int
+    peers: int
+    interval: float
+    seconds: float
+    ports: list[int]
+    ready: Any
+    used: Any
+
+
+class _Sink(asyncio.Protocol):
+    def data_received(self, data: bytes) -> None:
+        pass
+
+
+def _beating_member(rank: int, beats: _Beats) -> None:
+    asyncio.run(_beat(rank, beats))
+
+
+async def _beat(rank: int, beats: _Beats) -> None:
+    """Listen, link to ``peers`` predecessors on the ring, then write a 20-byte frame to each
+    every ``interval`` for ``seconds``; put the CPU seconds that took."""
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(_Sink, "127.0.0.1", beats.ports[rank])
+    await loop.run_in_executor(None, beats.ready.wait, TIMEOUT_S)
+    links = []
+    for step in range(1, beats.peers + 1):
+        peer = beats.ports[(rank - step) % beats.members]
+        transport, _ = await loop.create_connection(_Sink, "127.0.0.1", peer)
+        links.append(transport)
+    await loop.run_in_executor(None, beats.ready.wait, TIMEOUT_S)
+    frame = HEADER.pack(16) + bytes(16)
+
+    def beat() -> None:
+        for link in links:
+            link.write(frame)
+        loop.call_later(beats.interval, beat)
+
+    start = time.process_time()
+    beat()
+    await asyncio.sleep(beats.seconds)
+    beats.used.put(time.process_time() - start)
+    server.close()
+
+
+def idle_heartbeats(members: int, peers: int, interval: float, seconds: float) -> float:
+    """The CPU, in cores, of ``members`` processes that only exchange heartbeats (see the
+    module's docstring): what an idle group of that size costs at least on asyncio."""
+    context = multiprocessing.get_context("spawn")
+    ports: list[int] = []
+    while len(ports) < members:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in ports:  # the kernel may offer a port again once its socket closed
+            ports.append(port)
+    beats = _Beats(
+        members, peers, interval, seconds, ports, context.Barrier(members), context.Queue()
+    )
+    processes = [
+        context.Process(target=_beating_member, args=(rank, beats)) for rank in range(members)
+    ]
+    for process in processes:
+        process.start()
+    try:
+        used = [beats.used.get(timeout=seconds + TIMEOUT_S) for _ in processes]
+    finally:
+        for process in processes:
+            process.join(TIMEOUT_S)
+            if process.is_alive():
+                process.kill()
+    return float(sum(used)) / seconds
 
 
 # -- round trips: one small frame in flight --------------------------------------------------

@@ -8,7 +8,9 @@ over the group, and the CPU time per delivery, which is the figure to compare ac
 
 Each case also reports ``links_s``, how long the members took to open every link (the group
 forms: n(n-1) authenticated links), and with ``--idle S`` the CPU the whole group used while it
-sat idle, as a fraction of one core (``idle_cores_group``).
+sat idle, as a fraction of one core (``idle_cores_group``), beside the floor measured in the
+same run (``idle_floor_cores_group``: as many processes doing nothing but exchanging asyncio
+heartbeats with as many peers at the same period, ``raw_baselines.idle_heartbeats``).
 
 This is the many-process benchmark meant for a machine with many cores (the project's device
 machine has 16): on a 2-core machine anything past 3 members measures time-sharing, and the
@@ -31,6 +33,8 @@ import platform
 import statistics
 import sys
 from typing import Any
+
+from raw_baselines import idle_heartbeats
 
 from pyderecho.cli.bench import BenchSpec, run_bench
 from pyderecho.core.config import CoreConfig
@@ -68,6 +72,22 @@ def _case(
     if not all(report["clean_exit"] for report in reports):
         raise RuntimeError(f"{nodes} members over {transport}: a worker did not exit cleanly")
     rate = statistics.median(report["messages_per_s"] for report in reports)
+    idle: dict[str, Any] = {}
+    if idle_s > 0:
+        core = spec.core_config()
+        floor = idle_heartbeats(
+            nodes, min(core.monitors, nodes - 1), core.heartbeat_interval, idle_s
+        )
+        group = statistics.median(
+            sum(report["idle_cpu_s_per_member"]) / idle_s for report in reports
+        )
+        idle = {
+            "idle_s": idle_s,
+            "heartbeat_interval_s": core.heartbeat_interval,
+            "idle_cores_group": round(group, 4),
+            "idle_floor_cores_group": round(floor, 4),
+            "idle_vs_floor": round(group / floor, 2) if floor > 0 else None,
+        }
     return {
         "nodes": nodes,
         "transport": transport,
@@ -80,19 +100,7 @@ def _case(
         "latency_us_p50": statistics.median(r["latency_us"]["p50"] for r in reports),
         "samples_messages_per_s": [report["messages_per_s"] for report in reports],
         "links_s": statistics.median(report["links_s"] for report in reports),
-        **(
-            {
-                "idle_s": idle_s,
-                "idle_cores_group": round(
-                    statistics.median(
-                        sum(report["idle_cpu_s_per_member"]) / idle_s for report in reports
-                    ),
-                    4,
-                ),
-            }
-            if idle_s > 0
-            else {}
-        ),
+        **idle,
     }
 
 

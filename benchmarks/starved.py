@@ -30,6 +30,7 @@ from typing import Any
 
 from pyderecho.cli.chaos import spinning
 from pyderecho.cli.demo import LocalGroup, Record
+from pyderecho.core.config import CoreConfig
 
 
 def _view_without(member: int) -> Callable[[Record], bool]:
@@ -95,6 +96,7 @@ async def _measure(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
         "rate_per_member": args.rate,
         "seconds": args.seconds,
         "heartbeat_timeout_ms": args.heartbeat_timeout_ms,
+        "heartbeat_interval_ms": args.heartbeat_interval_ms,
         "formed_s": round(formed_s, 2),
         "views_installed_while_nobody_failed": max(epochs.values()),
         "suspicions_while_nobody_failed": suspicions,
@@ -113,7 +115,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=120.0)
     parser.add_argument("--rate", type=int, default=50, help="messages/s each member sends")
     parser.add_argument("--heartbeat-timeout-ms", type=int, default=1000)
-    parser.add_argument("--heartbeat-interval-ms", type=int, default=100)
+    parser.add_argument(
+        "--heartbeat-interval-ms",
+        type=int,
+        default=round(CoreConfig().heartbeat_interval * 1000),
+        help="default: the library's",
+    )
     args = parser.parse_args()
     directory = Path(tempfile.mkdtemp(prefix="pds-", dir="/tmp"))
     try:

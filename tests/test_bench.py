@@ -17,6 +17,7 @@ import pytest
 
 from pyderecho.cli import bench
 from pyderecho.cli.bench import BenchError, BenchSpec, bench_layout, run_bench, sending_members
+from pyderecho.core.config import CoreConfig
 from pyderecho.core.layout import Mode, compute_layout
 from pyderecho.core.view import View
 
@@ -194,6 +195,8 @@ def test_the_scale_benchmark_reports_each_group_size(monkeypatch: pytest.MonkeyP
         assert case["count_per_sender"] == 3000 // case["nodes"]
         assert 0 < case["links_s"] < 60
         assert case["idle_cores_group"] >= 0
+        assert case["idle_floor_cores_group"] > 0, "the heartbeat floor of the same run"
+        assert case["heartbeat_interval_s"] == CoreConfig().heartbeat_interval
 
 
 @pytest.mark.parametrize("transport", ["shm", "tcp"])
