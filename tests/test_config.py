@@ -74,7 +74,7 @@ def test_defaults(tmp_path: Path) -> None:
         window_size=core.window_size,
         block_size=core.block_size,
         max_message_size=core.max_message_size,
-        heartbeat_interval_ms=250,
+        heartbeat_interval_ms=100,
         heartbeat_timeout_ms=1000,
         heartbeat_timeout_max_ms=0,
         join_timeout_ms=10_000,
@@ -203,7 +203,7 @@ def test_ipv6_listen_from_file(tmp_path: Path) -> None:
         (
             {"heartbeat_timeout_ms": "100"},
             "heartbeat_timeout_ms",
-            "must exceed heartbeat_interval_ms (250), got 100",
+            "must exceed heartbeat_interval_ms (100), got 100",
         ),
         (
             {"heartbeat_timeout_max_ms": "500"},

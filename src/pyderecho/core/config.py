@@ -17,7 +17,7 @@ class CoreConfig:
     window_size: int = 100
     block_size: int = 256 * 1024
     max_message_size: int = 64 * 1024 * 1024
-    heartbeat_interval: float = 0.25
+    heartbeat_interval: float = 0.1
     """Seconds between heartbeats to the members that watch this one."""
     heartbeat_timeout: float = 1.0
     """Seconds of silence after which a watched member is suspected; also how long a step of a
