@@ -46,7 +46,9 @@ async def _measure(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
             heartbeat_timeout_ms=args.heartbeat_timeout_ms,
             heartbeat_interval_ms=args.heartbeat_interval_ms,
         ) as group:
-            workload = ("--send-count", "100000000", "--send-rate", str(args.rate))
+            workload = (
+                ("--send-count", "100000000", "--send-rate", str(args.rate)) if args.rate else ()
+            )
             began = time.monotonic()
             await group.found(*workload)
             for node in group.nodes.values():
@@ -113,7 +115,12 @@ def main() -> None:
     parser.add_argument("--members", type=int, default=16)
     parser.add_argument("--busy", type=int, default=10)
     parser.add_argument("--seconds", type=float, default=120.0)
-    parser.add_argument("--rate", type=int, default=50, help="messages/s each member sends")
+    parser.add_argument(
+        "--rate",
+        type=int,
+        default=50,
+        help="messages/s each member sends (0: none, an idle group: heartbeats alone)",
+    )
     parser.add_argument("--heartbeat-timeout-ms", type=int, default=1000)
     parser.add_argument(
         "--heartbeat-interval-ms",

@@ -39,6 +39,7 @@ def test_chaos_runs_pass_and_report_as_json(transport: str, busy: str) -> None:
     runs, summary = lines[:-1], lines[-1]
     assert [run["faults"] for run in runs] == [schedule(5, 3), schedule(6, 3)]
     assert all(run["ok"] and run["deliveries"] > 0 for run in runs)
+    assert all(run["kept"] == "" for run in runs), "only a failed run's files are kept"
     assert summary["runs"] == summary["safe"] == summary["available"] == 2
     assert summary["busy_processes"] == int(busy)
 

@@ -82,6 +82,8 @@ class RunReport:
     removed_by_cuts: list[int] = field(default_factory=list)
     """Members that a partition or partial cut made the group remove (each came back)."""
     deliveries: int = 0
+    kept: str = ""
+    """Where a failed run's files stay: settings, delivery logs, each member's stderr."""
     wall_s: float = 0.0
 
     @property
@@ -100,6 +102,7 @@ class RunReport:
         )
         problems = [f"\n  unavailable: {self.unavailable}"] if self.unavailable else []
         problems += [f"\n  violation: {v}" for v in self.violations[:5]]
+        problems += [f"\n  its files: {self.kept}"] if self.kept else []
         return text + "".join(problems)
 
 
@@ -176,21 +179,41 @@ class _Run:
         (target,) = self._targets()
         node = self.group.nodes[target]
         timeout = self.group.heartbeat_timeout_ms / 1000
+        since = len(self.witness_node.records)
         node.process.send_signal(signal.SIGSTOP)
         await asyncio.sleep(self.rng.uniform(0.3, 2.5) * timeout)
         node.process.send_signal(signal.SIGCONT)
-        if await self._was_removed(target, "paused"):
+        if await self._was_removed(target, "paused", since):
             await self._rejoin(target)
 
-    async def _was_removed(self, member: int, what: str) -> bool:
+    def _suspected_since(self, member: int, since: int) -> bool:
+        """The witness suspected ``member`` in its lines from ``since`` on: its next view
+        leaves the member out (or it stops, which the run reports). Others' suspicions do not
+        tell: of the two ends of one cut link only one is removed, though each suspects the
+        other."""
+        return any(
+            r.get("event") == "suspected" and r.get("member") == member
+            for r in self.witness_node.records[since:]
+        )
+
+    async def _was_removed(self, member: int, what: str, since: int) -> bool:
         """Whether the group removed ``member`` while a fault kept it away: it learns so as
-        soon as it is back, and must exit 3 (anything else makes the run unavailable)."""
+        soon as it is back, and must exit 3 (anything else makes the run unavailable). A member
+        the witness suspected since the fault began (from its line ``since`` on) is on its way
+        out, however long the view change takes on a loaded machine: it is waited for."""
         node = self.group.nodes[member]
         with contextlib.suppress(TimeoutError):
             await node.exit_status(3 * self.group.heartbeat_timeout_ms / 1000)
-        if self._running(member):
+        if self._running(member) and not self._suspected_since(member, since):
             return False
-        status = await node.exit_status(STEP_S)
+        try:
+            status = await node.exit_status(STEP_S)
+        except TimeoutError:
+            self.report.unavailable = (
+                f"{what} member {member}: the witness suspected it, yet it still runs after "
+                f"{STEP_S:.0f} s"
+            )
+            raise _Unavailable from None
         if status != 3:
             self.report.unavailable = f"{what} member {member} exited {status}, not 3"
         return True
@@ -244,13 +267,14 @@ class _Run:
         lab = self.group.lab
         assert lab is not None, "cuts are drawn only with --netns"
         timeout = self.group.heartbeat_timeout_ms / 1000
+        since = len(self.witness_node.records)
         self.report.cuts.append(f"{','.join(map(str, side))}|{','.join(map(str, other))}")
         for a in side:
             for b in other:
                 lab.cut(a, b)
         await asyncio.sleep(2.5 * timeout)
         lab.heal()
-        removed = [m for m in sorted(side + other) if await self._was_removed(m, "cut-off")]
+        removed = [m for m in sorted(side + other) if await self._was_removed(m, "cut-off", since)]
         self.report.removed_by_cuts += removed
         for member in removed:
             await self._rejoin(member)
@@ -364,7 +388,10 @@ def run_chaos(
             finally:
                 if lab is not None:
                     lab.close()
-                shutil.rmtree(directory, ignore_errors=True)
+                if report.ok:
+                    shutil.rmtree(directory, ignore_errors=True)
+                else:
+                    report.kept = str(directory)
             report.wall_s = round(time.monotonic() - began, 2)
             reports.append(report)
             out(json.dumps(_as_json(report)) if as_json else report.line())
@@ -411,6 +438,7 @@ def _as_json(report: RunReport) -> dict[str, Any]:
         "removed_by_cuts": report.removed_by_cuts,
         "deliveries": report.deliveries,
         "wall_s": report.wall_s,
+        "kept": report.kept,
     }
 
 
