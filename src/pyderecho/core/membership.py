@@ -299,8 +299,8 @@ class Membership:
     @property
     def quiet(self) -> bool:
         """Nothing is under way: no change, suspicion, accusation, probe, cut link or row to
-        push. Then only the next heartbeat and the watched members' silences are due, and a
-        heartbeat received changes nothing a step would act on (:meth:`Node.flush_due`)."""
+        push. Then a heartbeat received changes nothing a step would act on, only a silence
+        clock (:attr:`Node.flush_due`)."""
         return not (
             self.changing
             or self._accusers
@@ -312,19 +312,7 @@ class Membership:
         )
 
     def next_deadline(self) -> float:
-        """When :meth:`tick` is due. In a quiet view, at the next heartbeat or the first
-        moment a watched member's silence passes its timeout, whichever is first: an idle
-        group wakes once a heartbeat interval, not on a fixed beat. Otherwise timed steps
-        wait (probes, the cover's settling, stalls), and ticks come at least every tenth of
-        the timeout, so that how often heartbeats go out does not slow a view change."""
-        if not self.quiet:
-            check = min(self.config.heartbeat_interval, self.config.heartbeat_timeout / 10)
-            return min(self._next_heartbeat, self._last_tick + check)
-        deadline = self._next_heartbeat
-        for member in self.watched:
-            silent_since = self.last_heard[member] + self._never_heard.get(member, 0.0)
-            deadline = min(deadline, silent_since + self.silences.timeout(member, self._last_tick))
-        return deadline
+        return min(self._next_heartbeat, self._last_tick + self.config.heartbeat_interval)
 
     # -- inputs -----------------------------------------------------------------------------
 
@@ -373,12 +361,10 @@ class Membership:
         for member in self.watched:
             if self._departing(member):
                 continue  # it may have exited already; a stalled change blames it if need be
-            silent_since = self.last_heard[member] + self._never_heard.get(member, 0.0)
-            # The same sum as next_deadline's: a tick at that deadline finds it passed.
-            if (
-                member not in self.suspected
-                and silent_since + self.silences.timeout(member, now) <= now
-            ):
+            silent_since = self.last_heard[member]
+            silent_since += self._never_heard.get(member, 0.0)
+            deadline = now - self.silences.timeout(member, now)
+            if member not in self.suspected and silent_since < deadline:
                 self.suspect(member, now, local=True)
                 if self.stopped:
                     return
