@@ -65,6 +65,8 @@ from typing import Any
 
 from shm_copy import raw_copy_gib_per_s
 
+from pyderecho.cli.demo import free_ports
+
 MiB = 1 << 20
 HEADER = struct.Struct(">I")
 """The length prefix of :mod:`pyderecho.transport.framing`."""
@@ -440,15 +442,14 @@ def idle_heartbeats(members: int, peers: int, interval: float, seconds: float) -
     """The CPU, in cores, of ``members`` processes that only exchange heartbeats (see the
     module's docstring): what an idle group of that size costs at least on asyncio."""
     context = multiprocessing.get_context("spawn")
-    ports: list[int] = []
-    while len(ports) < members:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
-        if port not in ports:  # the kernel may offer a port again once its socket closed
-            ports.append(port)
     beats = _Beats(
-        members, peers, interval, seconds, ports, context.Barrier(members), context.Queue()
+        members,
+        peers,
+        interval,
+        seconds,
+        free_ports(members),
+        context.Barrier(members),
+        context.Queue(),
     )
     processes = [
         context.Process(target=_beating_member, args=(rank, beats)) for rank in range(members)
