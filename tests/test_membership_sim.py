@@ -24,6 +24,7 @@ from pyderecho.core.events import Event, Suspected
 from pyderecho.core.layout import Mode
 from pyderecho.core.membership import Membership
 from pyderecho.core.multicast import ShardMulticast
+from pyderecho.core.node import Node
 from pyderecho.layouts import resolve_layout
 from pyderecho.sim.simulation import LinkModel, Simulation
 from pyderecho.sim.swarm import PARTIAL_CUTS, SimulationSpec, run_simulation
@@ -69,7 +70,7 @@ def scenario(seed: int) -> SimulationSpec:
         joins = rng.randint(0, 2)
     elif profile == "partition":
         joins = rng.randint(0, 1)
-    return SimulationSpec(
+    spec = SimulationSpec(
         members=members,
         layout=resolve_layout(layout),
         seed=seed,
@@ -88,6 +89,8 @@ def scenario(seed: int) -> SimulationSpec:
         config=CoreConfig(block_size=1024, window_size=rng.choice([4, 16, 100])),
         link=rng.choice([LinkModel(), SLOW_LINKS]),
     )
+    # Drawn last, so that every other choice of a seed stays what it was.
+    return replace(spec, takeover=rng.randint(0, crash))
 
 
 def describe(spec: SimulationSpec) -> str:
@@ -95,7 +98,8 @@ def describe(spec: SimulationSpec) -> str:
         f"seed {spec.seed}: {spec.members} members, {spec.mode}, crash {spec.crash}, "
         f"join {spec.join}, leave {spec.leave}{' at once' if spec.leave_at_once else ''}, "
         f"pause {spec.pauses}{' at once' if spec.pause_at_once else ''}, stall {spec.stalls}, "
-        f"partition {spec.partition}, partial cut {spec.partial_cut}, rolling {spec.rolling}"
+        f"partition {spec.partition}, partial cut {spec.partial_cut}, rolling {spec.rolling}, "
+        f"takeover {spec.takeover}"
     )
 
 
@@ -122,6 +126,7 @@ def test_the_sweep_covers_every_fault() -> None:
     assert sum(s.partition for s in specs) > 20
     assert sum(s.leave_at_once and s.leave > s.members // 2 for s in specs) > 5
     assert sum(s.rolling for s in specs) > 15
+    assert sum(s.takeover > 0 for s in specs) > 20
     assert sum(s.pause_at_once and s.pauses > 1 for s in specs) > 10
     assert {s.mode for s in specs} == {Mode.RAW, Mode.ORDERED}
     assert {s.members for s in specs} >= set(range(3, 17))
@@ -485,3 +490,45 @@ def test_adopting_every_accusation_at_once_is_caught(monkeypatch: pytest.MonkeyP
         )
         caught += run_simulation(spec).violations
     assert any(v.startswith("availability: ") for v in caught), caught[:3]
+
+
+def take_over_a_crashed_id(seed: int) -> tuple[Simulation, list[int]]:
+    """Member 0 of five is killed mid-traffic and, a tenth of a millisecond later, a new
+    process under id 0 asks member 3 to let it in (``pyderecho node --join`` run again at once,
+    as the chaos runner does): member 3 has not installed the view without 0 yet."""
+    config = CoreConfig(heartbeat_interval=0.05, heartbeat_timeout=0.5)
+    sim = Simulation(5, resolve_layout("every-member"), seed=seed, config=config)
+    for number in range(300):
+        sender = number % 5 if number < 100 else 1 + number % 4
+        sim.send(sender, 0, b"m%d" % number, at=number * 2e-3)
+    sim.crash(0, at=0.2)
+    sim.join(0, at=0.2001, contacts=[3])
+    return sim, [0, 1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_process_under_a_crashed_members_id_joins_the_next_view(seed: int) -> None:
+    """Chaos seed 3008: the contact, still in the view that held the killed process, welcomed
+    the new one into it; the new process sent under indices the dead one had used. It must
+    instead wait for the view without the old process and join the one after it."""
+    sim, everyone = take_over_a_crashed_id(seed)
+
+    def back_in() -> bool:
+        views = {sim.nodes[m].view for m in everyone}
+        return len(views) == 1 and 0 in next(iter(views)).joined and sim.settled()
+
+    assert sim.run_until(back_in, limit=30.0), {m: sim.nodes[m].view for m in everyone}
+    assert sim.recorder.check() == []
+    assert [member for _, member, _ in sim.rejoins] == [0]
+    assert sum(sim.nodes[m].stats["join_under_a_members_id"] for m in everyone) >= 1
+
+
+def test_welcoming_a_new_process_into_its_dead_ids_view_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The check bites: with contacts welcoming any process that names a member (the old
+    rule), the new process enters the view it was killed in, which the simulator refuses."""
+    monkeypatch.setattr(Node, "_welcomes_again", lambda self, membership, request: True)
+    sim, _ = take_over_a_crashed_id(0)
+    with pytest.raises(AssertionError, match=r"\(0, View\(epoch=0, .*joined=\(\)"):
+        sim.run_until(lambda: False, limit=5.0)

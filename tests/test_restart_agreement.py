@@ -298,7 +298,7 @@ def test_a_rejoining_member_ignores_a_welcome_into_a_view_that_named_its_crashed
     running = Logs(View(6, (0, 1))).state(RestartPhase.RUNNING, answering=ME)
     node.receive(0, running, 0.0)
     assert "runs without it" in node.rejoined
-    node.receive(1, Welcome(5, (0, 1, 2), (), ()), 0.1)
+    node.receive(1, Welcome(5, (0, 1, 2), (), (), incarnation=ME), 0.1)
     assert not node.is_member and node.stats["stale_welcome"] == 1
-    node.receive(0, Welcome(7, (0, 1, 2), (2,), ()), 0.2)
+    node.receive(0, Welcome(7, (0, 1, 2), (2,), (), incarnation=ME), 0.2)
     assert node.is_member and node.view.epoch == 7

@@ -122,6 +122,9 @@ class Change(msgspec.Struct, frozen=True, array_like=True):
     kind: ChangeKind = ChangeKind.REMOVE
     address: str = ""
     """Where a joiner listens (empty in the simulator)."""
+    incarnation: int = 0
+    """A joiner's process, as its :class:`JoinRequest` named it: a member asked again to let
+    ``node`` in welcomes only that process, never another started under the same id."""
 
 
 class MembershipRow(msgspec.Struct, frozen=True, array_like=True, tag="m"):
@@ -161,6 +164,10 @@ class JoinRequest(msgspec.Struct, frozen=True, array_like=True, tag="j"):
 
     node: int
     address: str = ""
+    incarnation: int = 0
+    """A number the process drew at start: a process that took over a crashed one's id (a
+    restart with ``--join``) is told from it, so it cannot be welcomed into a view that
+    admitted the other (and send under the indices that one used)."""
 
 
 class Welcome(msgspec.Struct, frozen=True, array_like=True, tag="w"):
@@ -176,6 +183,9 @@ class Welcome(msgspec.Struct, frozen=True, array_like=True, tag="w"):
     """The last adequate view before this one (-1: none), so that the joiner computes the same
     state-transfer plan as the members that were there: who held each shard's state."""
     previous_members: tuple[int, ...] = ()
+    incarnation: int = 0
+    """The joiner's process this welcome is for (its :class:`JoinRequest`'s): a frame queued
+    for a process that died must not let in another started under the same id."""
 
 
 class P2P(msgspec.Struct, frozen=True, array_like=True, tag="p"):

@@ -107,9 +107,9 @@ class Node:
         entry is what it tells the group when it joins. Joins and welcomes keep the map
         current: :attr:`addresses`.
 
-        ``incarnation`` tells this restart's questions from an earlier one's: a number the
-        driver draws afresh for each start of a member (a restart's answers count only when
-        they answer it).
+        ``incarnation`` tells this process from any other started under the same id: a number
+        the driver draws afresh for each start of a member. A restart's answers count only when
+        they answer it, and a joiner is welcomed again only as the process its view admitted.
 
         ``floors``: per ``Paxos`` shard, the last timestamp this member's logs hold (a restart
         passes them), so that timestamps keep rising across the restart.
@@ -158,6 +158,9 @@ class Node:
         self.join_failure: dict[NodeId, str] = {}
         """Set when this joiner gave up: each contact, and why its link broke (empty when it
         did not: the contact just never welcomed this process, or a driver still dials it)."""
+        self.incarnation = incarnation
+        self._admitted: dict[NodeId, int] = {}
+        """The joiners of the current view, each with the incarnation its join request named."""
         self._restart = None if restart is None else RestartAgreement(node_id, restart, incarnation)
         self.founded: View | None = None
         """The view this member's restart from logs founded."""
@@ -378,7 +381,8 @@ class Node:
             contact = self._contacts[self._join_attempt % len(self._contacts)]
             self._join_attempt += 1
             self._next_join = now + self.config.heartbeat_timeout
-            request = JoinRequest(self.node_id, self.addresses.get(self.node_id, ""))
+            address = self.addresses.get(self.node_id, "")
+            request = JoinRequest(self.node_id, address, self.incarnation)
             self._outbox.append((contact, request))
         self._advance(now)
 
@@ -473,6 +477,9 @@ class Node:
         if isinstance(message, Welcome):
             if membership is None and message.epoch <= self._excluded_in:
                 self.stats["stale_welcome"] += 1
+                return
+            if membership is None and message.incarnation != self.incarnation:
+                self.stats["welcome_for_another_process"] += 1
                 return
             if membership is None and self.node_id in message.members:
                 self.addresses.update(
@@ -586,13 +593,28 @@ class Node:
         if membership is None:
             return
         if request.node in self.view:
-            self._outbox.append((request.node, self._welcome()))
+            if self._welcomes_again(membership, request):
+                self._outbox.append((request.node, self._welcome(request.incarnation)))
+            else:
+                self.stats["join_under_a_members_id"] += 1
             return
-        leader = membership.request_join(
-            Change(request.node, ChangeKind.JOIN, request.address), now
-        )
+        change = Change(request.node, ChangeKind.JOIN, request.address, request.incarnation)
+        leader = membership.request_join(change, now)
         if leader is not None and leader not in (self.node_id, src):
             self._outbox.append((leader, request))
+
+    def _welcomes_again(self, membership: Membership, request: JoinRequest) -> bool:
+        """A join request names a member of this view: only the process this view admitted,
+        asking again because its welcome got lost, is welcomed into it.
+
+        Any other process asking under a member's id was started after that member's process
+        died (a restart with ``--join`` after a kill): welcomed into this view, it would send
+        under the indices the dead one used, and deliver from the middle of a history it
+        never saw. It waits until the group has removed the dead one (its broken links or its
+        silence do that), then joins the next view as anyone does.
+        """
+        admitted = self._admitted.get(request.node)
+        return admitted == request.incarnation and request.node not in membership.suspected
 
     def _keep_early(self, src: NodeId, message: WireMessage) -> None:
         if len(self._early) >= MAX_EARLY_MESSAGES:
@@ -705,10 +727,13 @@ class Node:
             if shard.persistent:
                 floors[ref_key] = shard.last_timestamp
         self._floors = floors
+        self._admitted = {}
         if old is not None:
             for change in old.changes[: old.final]:
                 if change.address:
                     self.addresses[change.node] = change.address
+                if change.kind is ChangeKind.JOIN:
+                    self._admitted[change.node] = change.incarnation
         self._previous = old
         self._next = None
         self.view = view
@@ -748,8 +773,9 @@ class Node:
                 self._by_subgroup[ref.subgroup] = shard
         self._events.append(ViewInstalled(view, self.layout, previous))
         if old is not None and old.leads:
-            welcome = self._welcome()
-            self._outbox.extend((joiner, welcome) for joiner in view.joined)
+            self._outbox.extend(
+                (joiner, self._welcome(self._admitted[joiner])) for joiner in view.joined
+            )
         for key, payloads in list(carried.items()):
             # Only into the same shard: a re-layout that moved this member to another shard of
             # the subgroup must not replay there what was meant for the first (another key,
@@ -770,7 +796,7 @@ class Node:
                 break
             self.receive(src, message, now)
 
-    def _welcome(self) -> Welcome:
+    def _welcome(self, incarnation: int) -> Welcome:
         view = self.view
         addresses = tuple(self.addresses.get(m, "") for m in view.members)
         previous = self.previous_layout.view if self.previous_layout is not None else View(-1, ())
@@ -782,6 +808,7 @@ class Node:
             addresses,
             previous.epoch,
             previous.members,
+            incarnation,
         )
 
     def _subgroup_keys(self) -> list[tuple[ShardKey, ShardMulticast]]:

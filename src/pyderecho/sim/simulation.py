@@ -404,7 +404,14 @@ class Simulation:
         self._push(at, _RESTART, member)
 
     def join(self, member: NodeId, at: float, contacts: Sequence[NodeId]) -> None:
-        """Start a new process ``member`` at ``at`` that asks ``contacts`` to let it join."""
+        """Start a new process ``member`` at ``at`` that asks ``contacts`` to let it join.
+
+        ``member`` may be the id of a member that has crashed or stopped by then: the new
+        process takes its id with nothing of the old one's (as ``pyderecho node --join`` run
+        again after a kill), and its history starts afresh in the view it joins.
+        """
+        if member in self.nodes:
+            self._restarting[member] += 1  # killed, not powered off: its links break at once
         self._push(at, _JOIN, member, tuple(contacts))
 
     def leave(self, member: NodeId, at: float) -> None:
@@ -513,16 +520,7 @@ class Simulation:
             self._restart(node_id)
             return
         if kind == _JOIN:
-            node = Node(
-                node_id,
-                None,
-                self._layout,
-                self.config,
-                now=self.now,
-                contacts=b,
-                layout_cache=self._layouts,
-            )
-            self._add(node_id, node)
+            self._join(node_id, b)
             return
         if node_id in self.crashed and kind in (_ARRIVE, _ARRIVE_P2P):
             if node_id in self._restarting and self._sent_after_crash(node_id):
@@ -653,6 +651,35 @@ class Simulation:
         self._drain(member)
         for event in self._parked.pop(member, []):
             self._dispatch(*event)
+
+    def _join(self, member: NodeId, contacts: tuple[NodeId, ...]) -> None:
+        taking_over = member in self.nodes
+        if taking_over:
+            self._restarting[member] -= 1
+            if not self._restarting[member]:
+                del self._restarting[member]
+            assert member in self.crashed or member in self.stopped, (
+                f"a second process under member {member}'s id while it runs"
+            )
+            self._forget_incarnation(member)
+            self.crashed.discard(member)
+            self.stopped.pop(member, None)
+            self.host_failed.pop(member, None)
+            self._agreeing.add(member)  # its history restarts in the view it joins
+        node = Node(
+            member,
+            None,
+            self._layout,
+            self.config,
+            now=self.now,
+            contacts=contacts,
+            layout_cache=self._layouts,
+            incarnation=self._counter,
+        )
+        self._add(member, node)
+        if taking_over:
+            for event in self._parked.pop(member, []):
+                self._dispatch(*event)
 
     def _link_broke(self, peer: NodeId, member: NodeId) -> None:
         """``peer``'s link to crashed ``member`` broke: a driver reports that as a failure

@@ -132,6 +132,11 @@ class SimulationSpec:
     rejoin: int = 0
     """Of the crashed members, how many restart from their disks while the group runs on
     (before or after it removed them): each comes back as a joiner."""
+    takeover: int = 0
+    """Of the crashed members (after those that ``rejoin``), how many a new process replaces
+    at once under the same id, with nothing of the old one's (``pyderecho node --join`` run
+    again after a kill): its contact may not have removed the dead one yet. Each must end up
+    a member again, in a view that admitted it."""
     replicated: bool = False
     """Back every type of the layout with :class:`KV` and send ordered ``put`` calls."""
     config: CoreConfig = field(default_factory=CoreConfig)
@@ -238,6 +243,10 @@ class _Run:
         self.victims: set[NodeId] = set()
         """Members a fault was aimed at (crashed, paused, left, lost their disk): they may
         stop; every other member of a group that keeps a majority must keep running."""
+        self.crashed_at: list[tuple[NodeId, float]] = []
+        """Each crashed member with the time of its crash, in the order they were drawn."""
+        self.taken_over: set[NodeId] = set()
+        """Crashed members a new process replaced under the same id (``takeover``)."""
         self.partition_epoch: dict[NodeId, int] = {}
         self.calls: dict[NodeId, list[int]] = {}
         """Replicated runs: each member's ordered calls, by call id."""
@@ -467,6 +476,7 @@ class _Run:
             at = rng.uniform(*window)
             sim.call(at, functools.partial(self._see_states, [member]))
             sim.crash(member, at=at)
+            self.crashed_at.append((member, at))
             if number < spec.rejoin:
                 sim.call(at, functools.partial(self._forget, member))
                 back = at + rng.uniform(0.2, 4.0) * timeout
@@ -511,6 +521,13 @@ class _Run:
             at = rng.uniform(*window)
             self.join_started[spec.members + number] = at
             sim.join(spec.members + number, at=at, contacts=contacts)
+        for member, at in self.crashed_at[spec.rejoin : spec.rejoin + spec.takeover]:
+            sim.call(at, functools.partial(self._forget, member))
+            # Within a link's latency (before anyone removed the dead process) or later.
+            back = at + rng.choice([rng.uniform(0, 0.002), rng.uniform(0, 2.0) * timeout])
+            sim.join(member, at=back, contacts=rng.sample(steady, min(3, len(steady))))
+            self.taken_over.add(member)
+            self.quiet_at = max(self.quiet_at, back + 4 * timeout)
         for member in [m for m in founders if m not in victims][: spec.stalls]:
             self.victims.add(member)
             for _ in range(4):
@@ -685,6 +702,7 @@ class _Run:
         problems += sim.durability_violations()
         problems += self._check_grown(settled)
         problems += self._check_available(settled)
+        problems += self._check_taken_over(settled)
         for member in sorted(self.minority):
             later = [v.epoch for v in sim.recorder.views.get(member, [])]
             cut = self.partition_epoch.get(member)
@@ -709,6 +727,20 @@ class _Run:
         if settled and not self.sim.running:
             problems.append("availability: no member is left running")
         return problems
+
+    def _check_taken_over(self, settled: bool) -> list[str]:
+        """A process that took over a crashed member's id is a member again once the group
+        settles, in a view that admitted it (the simulator asserts that much as it joins)."""
+        if not settled:
+            return []
+        sim = self.sim
+        return [
+            f"takeover: the new process under member {member}'s id is not a member: "
+            f"{sim.stopped.get(member) or f'view {sim.nodes[member].view.epoch}'}"
+            for member in sorted(self.taken_over)
+            if member not in sim.running
+            or not any(member in sim.nodes[m].view for m in sim.running if m != member)
+        ]
 
     def _check_objects(self, settled: bool) -> list[str]:
         sim = self.sim
@@ -763,6 +795,11 @@ def run_simulation(spec: SimulationSpec) -> SimulationReport:
             f"{spec.crash} crashes, {spec.pauses} pauses, {spec.stalls} stalling members and "
             f"{spec.disk_failures} disk failures would take half of the "
             f"{spec.members - spec.leave} members that do not leave: no majority would be left"
+        )
+    if spec.rejoin + spec.takeover > spec.crash:
+        raise ValueError(
+            f"rejoin ({spec.rejoin}) and takeover ({spec.takeover}) are counted among the "
+            f"{spec.crash} crashed members"
         )
     if spec.partial_cut and spec.partial_cut not in PARTIAL_CUTS:
         raise ValueError(
