@@ -202,6 +202,18 @@ def test_regression_a_clean_leave_does_not_block_the_ragged_edge() -> None:
     assert run_simulation(spec).violations == []
 
 
+def test_regression_a_member_waiting_for_a_crashed_leaders_final_is_not_removed() -> None:
+    """Seed 826: the leader crashed after sending a final to some members only. Those
+    waited on member 4's cleanup row while 4 waited for the final, and each side's stall
+    timer fired within milliseconds: they blamed 4, which was alive. Now the cleanup's waiters
+    give one more period, in which 4 blames the leader and a successor sends the final."""
+    spec = scenario(826)
+    assert spec.crash == 3 and spec.takeover == 2
+    report = run_simulation(spec)
+    assert report.violations == [], describe(spec)
+    assert "4" not in report.stopped
+
+
 def test_regression_followers_do_not_blame_a_leader_for_time_before_the_change() -> None:
     """A follower's stall clock started at the view's install, so it suspected the leader the
     moment it adopted the first suspicion."""

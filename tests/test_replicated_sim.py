@@ -110,6 +110,16 @@ def test_long_typed_seed_sweep(seed: int) -> None:
     assert run_simulation(spec).violations == [], describe(spec)
 
 
+def test_regression_a_stalled_cleanup_blames_a_crashed_member_while_the_leader_is_heard() -> None:
+    """Seed 955: member 5's cleanup waited on member 4, which crashed before its cut; the
+    leader had moved on and was heard. Sparing 4 for a period (as a cleanup does while the
+    leader is silent, since 4 might wait for its final) let the leader time 5 out instead."""
+    spec = typed_scenario(955)
+    report = run_simulation(spec)
+    assert report.violations == [], describe(spec)
+    assert "5" not in report.stopped
+
+
 def test_the_typed_sweep_covers_transfers_moves_and_faults() -> None:
     specs = [typed_scenario(seed) for seed in range(200)]
     assert sum(s.join > 0 for s in specs) > 120

@@ -753,6 +753,19 @@ class Membership:
         self._waiting_since = now
         if self.final:
             blamed = sorted(self.cleanup_waits_on)
+            # The cleanup waits on their rows. With the leader silent for a timeout, one of
+            # them may still wait for the final itself, from a leader that crashed after
+            # sending it to some members only: then it blames that leader at about this
+            # moment, and a successor sends the final again. This member seldom hears from
+            # it (it need not watch it), so it gets one more period before it is blamed
+            # (sweep seed 826 removed such a live member). A leader heard lately is alive
+            # and sent its final to everyone: the stall is theirs (seed 955 of the typed
+            # sweep: a shard's member crashed before its cut).
+            leader_silent = self.leader != self.me and not self._heard_lately([self.leader], now)
+            if blamed and leader_silent and not self._grace_given:
+                self._grace_given = True
+                return
+            self._grace_given = False
         elif self._leading is None:
             blamed = [self.leader]
         else:

@@ -729,17 +729,26 @@ class _Run:
         return problems
 
     def _check_taken_over(self, settled: bool) -> list[str]:
-        """A process that took over a crashed member's id is a member again once the group
-        settles, in a view that admitted it (the simulator asserts that much as it joins)."""
+        """A process that took over a crashed member's id gets in once the group settles, in
+        a view that admitted it (the simulator asserts that much as it joins). Once in, it
+        may be removed like any member (a joiner whose welcome a crashed leader never sent
+        is suspected by those who waited for it), but it must not give up joining."""
         if not settled:
             return []
         sim = self.sim
+        joined = {member for _, member, _ in sim.rejoins}
         return [
             f"takeover: the new process under member {member}'s id is not a member: "
             f"{sim.stopped.get(member) or f'view {sim.nodes[member].view.epoch}'}"
             for member in sorted(self.taken_over)
-            if member not in sim.running
-            or not any(member in sim.nodes[m].view for m in sim.running if m != member)
+            if not (
+                member in sim.running
+                and any(member in sim.nodes[m].view for m in sim.running if m != member)
+            )
+            and not (
+                member in joined
+                and sim.stopped.get(member, "").startswith("removed from the group")
+            )
         ]
 
     def _check_objects(self, settled: bool) -> list[str]:
