@@ -617,11 +617,7 @@ class Simulation:
             self.stats["restart_without_a_view"] += 1
             return
         logs, shards = recovered
-        self._forget_incarnation(member)
-        self.crashed.discard(member)
-        self.stopped.pop(member, None)
-        self.host_failed.pop(member, None)
-        self._agreeing.add(member)
+        self._start_afresh(member)
         node = Node(
             member,
             None,
@@ -661,11 +657,7 @@ class Simulation:
             assert member in self.crashed or member in self.stopped, (
                 f"a second process under member {member}'s id while it runs"
             )
-            self._forget_incarnation(member)
-            self.crashed.discard(member)
-            self.stopped.pop(member, None)
-            self.host_failed.pop(member, None)
-            self._agreeing.add(member)  # its history restarts in the view it joins
+            self._start_afresh(member)
         node = Node(
             member,
             None,
@@ -680,6 +672,15 @@ class Simulation:
         if taking_over:
             for event in self._parked.pop(member, []):
                 self._dispatch(*event)
+
+    def _start_afresh(self, member: NodeId) -> None:
+        """A new process takes the id of ``member``, which crashed or stopped: nothing of the
+        old one's is left, and its history restarts in the first view it installs."""
+        self._forget_incarnation(member)
+        self.crashed.discard(member)
+        self.stopped.pop(member, None)
+        self.host_failed.pop(member, None)
+        self._agreeing.add(member)
 
     def _link_broke(self, peer: NodeId, member: NodeId) -> None:
         """``peer``'s link to crashed ``member`` broke: a driver reports that as a failure
