@@ -400,7 +400,9 @@ class _Tally:
 def _worker_main(spec: _WorkerSpec, conn: Connection) -> None:
     """The worker process's entry point: runs the member, reports over ``conn``."""
     profiler = None
-    if spec.bench.profile is not None and spec.node_id == 0:
+    # The state phase's workers run no profiled phase: a profiler there would only overwrite
+    # the calls phase's profile with an empty one.
+    if spec.bench.profile is not None and spec.node_id == 0 and spec.role != "state":
         import cProfile  # noqa: PLC0415 - only the profiled worker needs it
 
         profiler = cProfile.Profile()
