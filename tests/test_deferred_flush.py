@@ -5,7 +5,7 @@ each frame with its own flush (the runtime's loop-turn batching)."""
 from __future__ import annotations
 
 from pyderecho.core.config import CoreConfig
-from pyderecho.core.events import Delivered
+from pyderecho.core.events import Delivered, PersistRequested
 from pyderecho.core.layout import Mode, every_member, layout_of
 from pyderecho.core.node import Node
 from pyderecho.core.view import View
@@ -65,3 +65,26 @@ def test_deliveries_happen_as_the_frames_are_taken_in() -> None:
         receiver.receive(0, row, 0.0, flush=False)
     delivered = [e.payload for e in receiver.events() if isinstance(e, Delivered)]
     assert delivered == [b"m0", b"m1"], "delivered as the row was taken in, before a flush"
+
+
+def test_a_durability_report_taken_without_flushing_is_pushed_by_the_flush() -> None:
+    paxos = layout_of({"Log": every_member(Mode.PAXOS)})
+    nodes = [Node(i, VIEW, paxos, CONFIG) for i in (0, 1)]
+    nodes[0].send(0, b"m", 0.0)
+    requests: list[PersistRequested] = []
+    for _ in range(6):  # until both hold the message stable and ask to log it
+        for node in nodes:
+            for dst, message in node.outbox():
+                nodes[dst].receive(node.node_id, message, 0.0)
+        for node in nodes:
+            requests += [e for e in node.events() if isinstance(e, PersistRequested)]
+    receiver = nodes[1]
+    upto = max(r.upto for r in requests)
+    assert upto >= 0 and receiver.outbox() == []
+
+    receiver.persisted(0, 0, upto, 0.0, flush=False)
+    assert _rows(receiver) == [], "the row waits for the end-of-turn flush"
+    assert receiver.flush_due
+    receiver.flush(0.0)
+    rows = _rows(receiver)
+    assert len(rows) == 1 and rows[0].persisted == upto, rows

@@ -266,11 +266,16 @@ class Node:
             shard.pump()
         self._advance(now)
 
-    def persisted(self, subgroup: int, epoch: int, upto: int, now: float) -> None:
+    def persisted(
+        self, subgroup: int, epoch: int, upto: int, now: float, *, flush: bool = True
+    ) -> None:
         """The driver logged durably what this member's ``Paxos`` shard of ``subgroup`` asked
         for in ``epoch`` (:class:`~pyderecho.core.events.PersistRequested`), up to global index
         ``upto``. A report for an epoch that has ended is counted and ignored: a view is only
-        installed once its shards' logging is done."""
+        installed once its shards' logging is done.
+
+        With ``flush=False`` the row that shows it waits for :meth:`flush`, as for
+        :meth:`receive`: a report that lands in a turn with frames goes out in their push."""
         if self.stopped:
             return
         self._clock.now = now
@@ -279,7 +284,10 @@ class Node:
             self.stats["stale_persisted"] += 1
             return
         shard.persisted(upto)
-        self._advance(now)
+        if flush:
+            self._advance(now)
+        else:
+            self.flush_due = True
 
     def view_logged(self, view: View, now: float) -> None:
         """The driver logged durably the ``view`` that

@@ -213,9 +213,12 @@ class Member:
         # heartbeat of a quiet view enables none: an idle group's beats cost no flush.
         node = self.node
         node.receive_bytes(src, frame, self._now(), flush=False)
-        self._step(flush=False)
         if node.flush_due:
+            # Scheduled before the step queues anything: the transport then schedules its own
+            # end-of-turn write after this one, so what the step sends now (nulls, replies)
+            # leaves in the same write as the rows the flush pushes, not one write ahead.
             self._schedule_flush()
+        self._step(flush=False)
 
     def _on_peer_lost(self, peer: NodeId, reason: str) -> None:
         # A broken link is failure evidence: the membership protocol decides what follows.
@@ -225,8 +228,11 @@ class Member:
         self._step()
 
     def _on_persisted(self, subgroup: int, epoch: int, upto: int) -> None:
-        self.node.persisted(subgroup, epoch, upto, self._now())
-        self._step()
+        # Like a frame: the row push waits for the end of the turn, so that reports and
+        # frames handled in one turn are answered with one push per peer.
+        self.node.persisted(subgroup, epoch, upto, self._now(), flush=False)
+        self._schedule_flush()
+        self._step(flush=False)
 
     def _on_storage_failed(self, reason: str) -> None:
         # Fail-stop: never retry a failed fsync and go on. The member stops; closing its

@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -269,6 +270,10 @@ class ShardLogs:
         this stint's."""
         self._view = b""
         """The last installed view, encoded: written once the member first logs anything."""
+        self._reports_lock = threading.Lock()
+        self._reports: list[tuple[_ShardLog, int]] = []
+        """Durable submissions the writer thread reported and the loop has not yet taken."""
+        self._report_due = False
         self.failed = ""
 
     def check_fresh(self) -> None:
@@ -434,8 +439,22 @@ class ShardLogs:
             shutil.rmtree(trash, ignore_errors=True)
 
     def _durable_soon(self, shard: _ShardLog, seq: int) -> None:
-        # On the writer thread: hop to the loop, which owns every other structure here.
-        self._loop.call_soon_threadsafe(self._durable, shard, seq)
+        # On the writer thread: hop to the loop, which owns every other structure here. One
+        # hop for all the reports of a group commit (and any made before the loop got to
+        # them): each hop is a write to the loop's wakeup pipe and a turn of the loop.
+        with self._reports_lock:
+            self._reports.append((shard, seq))
+            if self._report_due:
+                return
+            self._report_due = True
+        self._loop.call_soon_threadsafe(self._report_durable)
+
+    def _report_durable(self) -> None:
+        with self._reports_lock:
+            reports, self._reports = self._reports, []
+            self._report_due = False
+        for shard, seq in reports:
+            self._durable(shard, seq)
 
     def _durable(self, shard: _ShardLog, seq: int) -> None:
         if self.failed or not shard.waiting:

@@ -1,0 +1,92 @@
+"""What a member sends in answer to one frame leaves in one write per peer.
+
+A member that receives another's message answers with its nulls for the round robin's turns
+it passed (sent while the frame is handled) and its row (pushed by the end-of-turn flush). Both
+must leave in the same write: a write each doubles the frames the peers read and the turns
+they spend on them, at light load one more wakeup per message. Real TCP on 127.0.0.1; the
+transport below only records, per flush, what it writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+from pyderecho.core.config import CoreConfig
+from pyderecho.core.layout import Mode, every_member, layout_of
+from pyderecho.core.node import Node
+from pyderecho.core.view import NodeId, View
+from pyderecho.runtime.member import Member
+from pyderecho.transport.base import Frame
+from pyderecho.transport.tcp import TcpTransport
+from pyderecho.wire import Data, Nulls, ShardRow, decode
+
+SECRET = b"turn-writes-secret!!"
+CONFIG = CoreConfig(heartbeat_interval=0.2, heartbeat_timeout=2.0)
+
+
+class RecordingTcp(TcpTransport):
+    """TCP that notes, for each flush that writes anything, the kinds of messages it wrote."""
+
+    def __init__(self, node_id: NodeId, address: str) -> None:
+        super().__init__(node_id, address, group="turn-writes", secret=SECRET)
+        self.queued: list[str] = []
+        self.writes: list[list[str]] = []
+
+    def send(self, peer: NodeId, frame: Frame) -> None:
+        if peer == 1:
+            data = frame if isinstance(frame, bytes) else b"".join(bytes(p) for p in frame)
+            self.queued.append(type(decode(data)).__name__)
+        super().send(peer, frame)
+
+    def flush(self) -> None:
+        if self.queued:
+            self.writes.append(self.queued)
+            self.queued = []
+        super().flush()
+
+
+def _ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    for sock in sockets:
+        sock.bind(("127.0.0.1", 0))
+    ports = [sock.getsockname()[1] for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports
+
+
+async def _delivered(member: Member, position: int) -> None:
+    """Wait until ``member`` delivered the shard's message at global ``position``."""
+    while (shard := member.node.shard_of(0)) is None or shard.delivered_upto < position:
+        await member.wait_progress()
+
+
+def test_nulls_and_the_row_answering_a_message_leave_in_one_write() -> None:
+    async def scenario() -> list[list[str]]:
+        addresses = {i: f"127.0.0.1:{port}" for i, port in enumerate(_ports(2))}
+        layout = layout_of({"Log": every_member(Mode.ORDERED)})
+        view = View(0, (0, 1))
+        transports = [RecordingTcp(i, addresses[i]) for i in (0, 1)]
+        members = [
+            Member(Node(i, view, layout, CONFIG, addresses=addresses), transports[i])
+            for i in (0, 1)
+        ]
+        for member in members:
+            await member.start()
+        try:
+            for number in range(20):
+                await members[1].send(0, b"m%d" % number)
+                # Member 1 sends alone, in turns after member 0's: member 0 fills its turn
+                # with a null each time, and its row says it holds the message.
+                await asyncio.wait_for(_delivered(members[1], 2 * number + 1), 10)
+        finally:
+            for member in members:
+                await member.close()
+        return transports[0].writes
+
+    writes = asyncio.run(scenario())
+    answers = [w for w in writes if Nulls.__name__ in w]
+    assert len(answers) >= 20, writes
+    assert all(ShardRow.__name__ in w for w in answers), writes
+    assert not any(Data.__name__ in w for w in writes), "member 0 sent no message of its own"
