@@ -30,7 +30,8 @@ UVLOOP_VENV := .venv-uvloop
 UVLOOP_TESTS := tests/test_tcp_transport.py tests/test_tcp_identify.py tests/test_shm_transport.py \
 	tests/test_frame_receiver.py tests/test_runtime.py tests/test_processes.py \
 	tests/test_join_settings.py tests/test_live_fuzz.py tests/test_group.py tests/test_group_processes.py \
-	tests/test_paxos_group.py tests/test_paxos_restart.py tests/test_paxos_processes.py
+	tests/test_paxos_group.py tests/test_paxos_restart.py tests/test_paxos_processes.py \
+	tests/test_event_loop.py
 $(UVLOOP_VENV)/.installed: pyproject.toml
 	test -x $(UVLOOP_VENV)/bin/python || $(PYTHON) -m venv $(UVLOOP_VENV)
 	$(UVLOOP_VENV)/bin/python -m pip install --quiet --upgrade pip

@@ -45,6 +45,7 @@ import pysyncobj_baseline
 import raw_baselines
 
 from pyderecho.cli.bench import BenchSpec, run_bench
+from pyderecho.runtime.loop import loop_in_use
 
 MiB = 1 << 20
 IDLE_CPU_FRACTION = 0.01
@@ -304,6 +305,7 @@ def compare(
         "repeat": repeat,
         "cpu_cores": os.cpu_count(),
         "python": platform.python_version(),
+        "event_loop": loop_in_use(),
         "load_average_before": [round(load, 2) for load in load_before],
         "load_average_after": [round(load, 2) for load in os.getloadavg()],
         "runs": runs,

@@ -32,6 +32,7 @@ import pysyncobj_baseline
 import raw_baselines
 
 from pyderecho.cli.bench import BenchSpec, run_bench
+from pyderecho.runtime.loop import loop_in_use
 
 RATES = (200, 500, 1000, 2000, 5000, 10000, 20000)
 """Messages per second the one sender offers, point by point."""
@@ -118,6 +119,7 @@ def measure(
         "benchmark": "curves",
         "cpu_cores": os.cpu_count(),
         "python": platform.python_version(),
+        "event_loop": loop_in_use(),
         "load_average_before": [round(load, 2) for load in os.getloadavg()],
         "latency": {t: latency_curve(t, rates, seconds) for t in transports},
         "throughput": {t: throughput_curve(t, sizes, budget) for t in transports},

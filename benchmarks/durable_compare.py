@@ -60,6 +60,7 @@ from typing import Any
 import durable_baselines
 
 from pyderecho.cli.bench import ObjectsSpec, run_objects
+from pyderecho.runtime.loop import loop_in_use
 
 MEMBERS = 3
 VALUE_BYTES = 100
@@ -178,6 +179,7 @@ def machine(data_root: str) -> dict[str, Any]:
         "cpu_model": _proc_field("/proc/cpuinfo", "model name"),
         "memory": _proc_field("/proc/meminfo", "MemTotal"),
         "python": platform.python_version(),
+        "event_loop": loop_in_use(),
         "pyderecho": _version("pyderecho"),
         "kazoo": _version("kazoo"),
         "data_root": data_root,

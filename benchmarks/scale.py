@@ -38,6 +38,7 @@ from raw_baselines import idle_heartbeats
 
 from pyderecho.cli.bench import BenchSpec, run_bench
 from pyderecho.core.config import CoreConfig
+from pyderecho.runtime.loop import loop_in_use
 
 MiB = 1 << 20
 SMALL_DELIVERIES = 200_000
@@ -133,6 +134,7 @@ def scale(
         "benchmark": "scale",
         "cpu_cores": os.cpu_count(),
         "python": platform.python_version(),
+        "event_loop": loop_in_use(),
         "repeat": repeat,
         "load_average_before": [round(load, 2) for load in load_before],
         "load_average_after": [round(load, 2) for load in os.getloadavg()],

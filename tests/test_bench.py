@@ -20,6 +20,7 @@ from pyderecho.cli.bench import BenchError, BenchSpec, bench_layout, run_bench, 
 from pyderecho.core.config import CoreConfig
 from pyderecho.core.layout import Mode, compute_layout
 from pyderecho.core.view import View
+from pyderecho.runtime.loop import loop_in_use
 
 
 def run_json(capsys: pytest.CaptureFixture[str], *args: str) -> dict[str, object]:
@@ -60,6 +61,7 @@ def test_ordered_run_reports_json(capsys: pytest.CaptureFixture[str], transport:
     assert report["transport"] == transport
     assert report["mode"] == "ordered"
     assert report["size"] == 100
+    assert report["event_loop"] == loop_in_use()
     rate, byte_rate = report["messages_per_s"], report["bytes_per_s"]
     assert isinstance(rate, int) and isinstance(byte_rate, int)
     assert byte_rate == pytest.approx(100 * rate, rel=0.01)
@@ -141,6 +143,11 @@ def test_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
     assert "timed out" in capsys.readouterr().err
     with pytest.raises(ValueError, match="senders"):
         BenchSpec(senders="most")
+    with pytest.raises(ValueError, match="loop"):
+        BenchSpec(loop="trio")  # type: ignore[arg-type]
+    if loop_in_use() == "asyncio":  # uvloop is not installed: asking for it is a bad argument
+        assert bench.main(["--loop", "uvloop", "--count", "10"]) == 2
+        assert "pyderecho[fast]" in capsys.readouterr().err
 
 
 def test_add_parser_plugs_into_a_command() -> None:

@@ -60,6 +60,7 @@ from pyderecho.core.view import NodeId, View
 from pyderecho.replicated.events import StateLost, StateProgress, StateReceived
 from pyderecho.replicated.methods import ordered, query
 from pyderecho.runtime.group import Group
+from pyderecho.runtime.loop import LOOP_KINDS, LoopKind, loop_factory, loop_in_use
 from pyderecho.runtime.member import Member
 from pyderecho.transport.base import Transport
 
@@ -105,6 +106,8 @@ class BenchSpec:
     rate: float | None = None
     """Messages per second each sender offers, evenly spaced (an open loop: a message that
     is late to go out does not delay the next one's time); ``None``: as fast as it can."""
+    loop: LoopKind = "auto"
+    """The members' event loop: ``auto`` is uvloop's where installed (:mod:`.loop`)."""
 
     def __post_init__(self) -> None:
         if self.nodes < 1:
@@ -120,6 +123,7 @@ class BenchSpec:
                 f"mode must be one of {', '.join(MODES)} for the messages workload "
                 f"(paxos: the objects workload), got {self.mode!r}"
             )
+        _check_loop(self.loop)
         if self.transport not in TRANSPORTS:
             raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}")
         if self.window is not None and self.window < 1:
@@ -300,10 +304,13 @@ class ObjectsSpec:
     inside it, one directory per member, removed afterwards); ``None``: the system's
     temporary directory. Put it on the disk under test."""
     heartbeat_timeout: float = CoreConfig().heartbeat_timeout
+    loop: LoopKind = "auto"
+    """The members' event loop: ``auto`` is uvloop's where installed (:mod:`.loop`)."""
 
     def __post_init__(self) -> None:
         if self.nodes < 2:
             raise ValueError(f"nodes must be at least 2 for the object workload, got {self.nodes}")
+        _check_loop(self.loop)
         if self.transport not in TRANSPORTS:
             raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}")
         if self.mode not in OBJECT_MODES:
@@ -348,6 +355,16 @@ class _WorkerSpec:
     :class:`ObjectsSpec` ``objects`` (the calls and queries) or ``state`` (the transfer)."""
     data_dir: str | None = None
     """The member's own fresh data directory (``paxos`` mode), made by the parent."""
+
+
+def _check_loop(kind: str) -> None:
+    """The spec's event loop can be had here (its workers would fail to start otherwise)."""
+    if kind not in LOOP_KINDS:
+        raise ValueError(f"loop must be one of {', '.join(LOOP_KINDS)}, got {kind!r}")
+    try:
+        loop_factory(kind)
+    except RuntimeError as exc:
+        raise ValueError(str(exc)) from None
 
 
 @dataclass
@@ -407,12 +424,13 @@ def _worker_main(spec: _WorkerSpec, conn: Connection) -> None:
 
         profiler = cProfile.Profile()
     try:
-        if spec.role == "messages":
-            asyncio.run(_worker(spec, conn, profiler))
-        elif spec.role == "objects":
-            asyncio.run(_objects_worker(spec, conn, profiler))
-        else:
-            asyncio.run(_state_worker(spec, conn))
+        with asyncio.Runner(loop_factory=loop_factory(spec.bench.loop)) as runner:
+            if spec.role == "messages":
+                runner.run(_worker(spec, conn, profiler))
+            elif spec.role == "objects":
+                runner.run(_objects_worker(spec, conn, profiler))
+            else:
+                runner.run(_state_worker(spec, conn))
     except BaseException:
         with contextlib.suppress(OSError, ValueError):
             conn.send(("error", spec.node_id, traceback.format_exc()))
@@ -1053,6 +1071,7 @@ def _objects_report(
         "in_flight": spec.in_flight,
         "window": spec.core_config().window_size,
         "cpu_cores": os.cpu_count(),
+        "event_loop": loop_in_use(spec.loop),
     }
     if spec.mode == "paxos":
         report["data_dir"] = spec.data_dir or tempfile.gettempdir()
@@ -1160,6 +1179,7 @@ def _report(
             else None
         ),
         "cpu_cores": os.cpu_count(),
+        "event_loop": loop_in_use(spec.loop),
         "duplicates": sum(r["duplicates"] for r in members),
         "rejected": [r["rejected"] for r in members if r["rejected"]],
     }
@@ -1300,6 +1320,12 @@ def add_parser(
         metavar="PATH",
         help="write a cProfile of member 0 (pstats format) here (objects: its calls phase)",
     )
+    parser.add_argument(
+        "--loop",
+        choices=LOOP_KINDS,
+        default="auto",
+        help="the members' event loop (default: auto, uvloop's where installed)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
 
@@ -1320,6 +1346,7 @@ def run(args: argparse.Namespace) -> int:
             window=args.window,
             idle_s=args.idle,
             timeout_s=120.0 if args.timeout is None else args.timeout,
+            loop=args.loop,
             profile=args.profile,
             in_flight=args.in_flight,
             rate=args.rate,
@@ -1376,6 +1403,7 @@ def _run_objects(args: argparse.Namespace) -> int:
             state_bytes=args.state_mib * MiB,
             window=args.window,
             timeout_s=300.0 if args.timeout is None else args.timeout,
+            loop=args.loop,
             profile=args.profile,
             data_dir=args.data_dir,
         )

@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib
 import json
 import logging
 import os
@@ -39,7 +38,7 @@ import signal
 import ssl
 import sys
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from pyderecho.cli.status import StatusServer
@@ -57,6 +56,7 @@ from pyderecho.core.view import NodeId, View
 from pyderecho.history.delivery_log import DeliveryLog, view_record
 from pyderecho.layouts import resolve_layout
 from pyderecho.runtime.connect import bound_address, build_transport, identify_contacts
+from pyderecho.runtime.loop import loop_factory
 from pyderecho.runtime.member import GroupStopped, Member
 from pyderecho.transport.base import Transport
 from pyderecho.transport.tcp import TcpTransport
@@ -90,7 +90,7 @@ def run_node(args: argparse.Namespace) -> int:
         if not sys.stdin.readline():
             print("pyderecho node: standard input closed before the start line", file=sys.stderr)
             return EXIT_FAILED
-    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
         return runner.run(MemberProcess(settings, args).run())
 
 
@@ -122,16 +122,6 @@ def _check_process_flags(settings: Settings, args: argparse.Namespace) -> None:
         )
     if args.status_port is not None and settings.secret is None:
         raise SettingsError("secret", "not set", "--status-port needs the group secret")
-
-
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop's loop where it is installed (faster I/O), else asyncio's own."""
-    try:
-        uvloop = importlib.import_module("uvloop")
-    except ImportError:
-        return None
-    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
-    return factory
 
 
 def _emit(record: Mapping[str, Any]) -> None:

@@ -18,6 +18,7 @@ from pyderecho.core.events import Delivered, Event
 from pyderecho.core.node import Node
 from pyderecho.core.view import View
 from pyderecho.runtime.group import Group
+from pyderecho.runtime.loop import loop_factory
 from pyderecho.runtime.member import Member
 from pyderecho.transport.base import Transport
 
@@ -25,11 +26,12 @@ T = TypeVar("T")
 
 
 class _LoopThread:
-    """One event loop on a daemon thread of its own, and a way to run coroutines on it from
-    other threads: what both blocking faces stand on."""
+    """One event loop on a daemon thread of its own (uvloop's where installed: see
+    :mod:`.loop`), and a way to run coroutines on it from other threads: what both blocking
+    faces stand on."""
 
     def __init__(self, name: str) -> None:
-        self.loop = asyncio.new_event_loop()
+        self.loop = loop_factory()()
         self._thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
 
     @property
