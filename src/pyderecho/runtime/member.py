@@ -228,11 +228,14 @@ class Member:
         self._step()
 
     def _on_persisted(self, subgroup: int, epoch: int, upto: int) -> None:
+        self._note_persisted(subgroup, epoch, upto)
+        self._step(flush=False)
+
+    def _note_persisted(self, subgroup: int, epoch: int, upto: int) -> None:
         # Like a frame: the row push waits for the end of the turn, so that reports and
         # frames handled in one turn are answered with one push per peer.
         self.node.persisted(subgroup, epoch, upto, self._now(), flush=False)
         self._schedule_flush()
-        self._step(flush=False)
 
     def _on_storage_failed(self, reason: str) -> None:
         # Fail-stop: never retry a failed fsync and go on. The member stops; closing its
@@ -290,6 +293,8 @@ class Member:
         loop turn, with the rest of the turn's frames (a step per frame read must not split
         what the turn sends to a peer into one write per frame)."""
         node = self.node
+        if self.logs is not None and self.logs.reports_waiting:
+            self.logs.take_reports(self._note_persisted)
         waits_for = node.restart_waits_for
         if waits_for != self._restart_waits_for:
             self._restart_waits_for = waits_for
