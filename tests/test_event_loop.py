@@ -11,6 +11,7 @@ import importlib.util
 
 import pytest
 
+from pyderecho.cli.bench import BenchSpec, run_bench
 from pyderecho.runtime.blocking import _LoopThread
 from pyderecho.runtime.loop import loop_factory, loop_in_use
 
@@ -62,3 +63,12 @@ def test_the_blocking_faces_run_on_the_chosen_loop() -> None:
         assert thread.call(which(), timeout=10).split(".")[0] == loop_in_use()
     finally:
         thread.stop(timeout=10)
+
+
+def test_a_bench_member_reports_a_large_result_on_the_chosen_loop() -> None:
+    # uvloop makes a descriptor it watches non-blocking: the worker's pipe to the parent, which
+    # then refused a result larger than its buffer (EAGAIN) and the run failed.
+    report = run_bench(BenchSpec(nodes=2, count=60_000, size=10, transport="shm"))
+    assert report["event_loop"] == loop_in_use()
+    assert report["delivered_per_member"] == 2 * 60_000
+    assert report["clean_exit"] is True

@@ -477,6 +477,9 @@ def _command_queue(conn: Connection) -> asyncio.Queue[Any]:
             commands.put_nowait("close")
 
     loop.add_reader(conn.fileno(), readable)
+    # uvloop makes a descriptor it watches non-blocking; this one also carries the worker's
+    # results the other way, which must wait for room rather than fail with EAGAIN.
+    os.set_blocking(conn.fileno(), True)
     return commands
 
 
