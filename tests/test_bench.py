@@ -190,6 +190,25 @@ def test_the_relay_baseline_runs_three_processes_to_the_end(
     assert rate > 0
 
 
+def test_the_growth_benchmark_counts_what_each_size_costs(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``benchmarks/growth.py`` on small groups: each size measured, every message delivered
+    everywhere, and a kill's view change costing more frames in the larger group."""
+    monkeypatch.syspath_prepend(str(Path(__file__).parent.parent / "benchmarks"))
+    growth = importlib.import_module("growth")
+    assert growth.main(["--sizes", "3,8", "--sharded", "9", "--messages", "3"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    rows = {row["members"]: row for row in report["sizes"]}
+    assert sorted(rows) == [3, 8, 9]
+    assert rows[8]["one_shard"]["deliveries"] == 8 * 8 * 3
+    assert rows[9]["shards_of_3"]["deliveries"] == 9 * 3 * 3
+    assert "one_shard" not in rows[9]
+    small, large = rows[3]["view_change"], rows[8]["view_change"]
+    assert 0 < small["frames"] < large["frames"]
+    assert large["frames_leader"] > 0 and large["sim_ms"] > 0
+
+
 def test_the_scale_benchmark_reports_each_group_size(monkeypatch: pytest.MonkeyPatch) -> None:
     """``benchmarks/scale.py`` on tiny runs: one case per size, with the group-wide rate."""
     monkeypatch.syspath_prepend(str(Path(__file__).parent.parent / "benchmarks"))

@@ -14,8 +14,11 @@ from dataclasses import replace
 import pytest
 
 from pyderecho.core.config import CoreConfig
+from pyderecho.core.events import Event, ViewInstalled
+from pyderecho.core.layout import every_member_layout
 from pyderecho.core.membership import GAP_MEMORY, Membership, Silences
 from pyderecho.core.view import View
+from pyderecho.sim.simulation import Simulation
 
 CONFIG = CoreConfig(heartbeat_interval=0.1, heartbeat_timeout=1.0)
 VIEW = View(0, (0, 1, 2, 3, 4))
@@ -132,3 +135,30 @@ def test_long_gaps_are_forgotten() -> None:
     silences.record(2, 1.4, now=5.0)
     assert silences.timeout(2, now=6.0) == pytest.approx(2.8)
     assert silences.timeout(2, now=5.0 + GAP_MEMORY * ADAPTIVE.heartbeat_timeout + 1) == 1.0
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_killed_member_is_removed_at_once_and_a_powered_off_one_after_the_timeout(
+    seed: int,
+) -> None:
+    """``Simulation.kill`` breaks the dead member's links at once, as SIGKILL's closed sockets
+    do; ``crash`` (a power cut) leaves its peers to notice the silence."""
+
+    def removal_time(stop: str) -> float:
+        sim = Simulation(8, every_member_layout(), seed=seed, config=CONFIG)
+        sim.run(until=0.5)
+        installed: dict[int, float] = {}
+
+        def watch(member: int, event: Event) -> None:
+            if isinstance(event, ViewInstalled) and event.view.epoch >= 1:
+                installed.setdefault(member, sim.now)
+
+        sim.on_event = watch
+        getattr(sim, stop)(7, at=0.5)
+        assert sim.run_until(lambda: len(installed) == 7, limit=0.5 + 20.0), stop
+        assert all(sim.nodes[m].view.members == tuple(range(7)) for m in range(7))
+        return max(installed.values()) - 0.5
+
+    killed, crashed = removal_time("kill"), removal_time("crash")
+    assert killed < CONFIG.heartbeat_interval, killed
+    assert crashed > CONFIG.heartbeat_timeout / 2, crashed

@@ -161,6 +161,8 @@ class Simulation:
         self._restarting: Counter[NodeId] = Counter()
         """Crashed members with a restart scheduled: frames sent to them after their crash
         wait for them (a peer's TCP link keeps them queued while it reconnects)."""
+        self._killed: set[NodeId] = set()
+        """Members :meth:`kill` stops: their crash breaks their peers' links at once."""
         self._crashed_at: dict[NodeId, int] = {}
         """The event counter when each member crashed: frames pushed before were sent to the
         process that crashed, and die with it."""
@@ -389,7 +391,14 @@ class Simulation:
         self._push(at + duration, _RESUME, member)
 
     def crash(self, member: NodeId, at: float) -> None:
-        """Stop ``member`` for good at ``at``."""
+        """Stop ``member`` for good at ``at``, as a power cut does: its peers hear nothing more
+        and suspect it once it has been silent for their timeout."""
+        self._push(at, _CRASH, member)
+
+    def kill(self, member: NodeId, at: float) -> None:
+        """Stop ``member`` for good at ``at``, as SIGKILL does: its operating system closes its
+        sockets, so every peer's link to it breaks at once (no timeout to wait for)."""
+        self._killed.add(member)
         self._push(at, _CRASH, member)
 
     def fail_disk(self, member: NodeId, at: float, reason: str = "EIO") -> None:
@@ -552,10 +561,11 @@ class Simulation:
             for peer in sorted(self.nodes):
                 if self._crash_rng.random() < 0.5:
                     self._severed.add((node_id, peer))
-            if node_id in self._restarting:
-                # A process that will be started again was killed, not powered off: its
-                # sockets close, so its peers' links break at once (a restart could otherwise
-                # come back before anyone noticed, into a view where frames to it were lost).
+            if node_id in self._restarting or node_id in self._killed:
+                # A killed process (one that will be started again is one too), not one powered
+                # off: its sockets close, so its peers' links break at once (a restart could
+                # otherwise come back before anyone noticed, into a view where frames to it
+                # were lost).
                 for peer in self.running:
                     if node_id in self.nodes[peer].view:
                         self.call(self.now, functools.partial(self._link_broke, peer, node_id))
