@@ -15,7 +15,7 @@ import pytest
 
 from pyderecho.core.config import CoreConfig
 from pyderecho.core.events import Event, ViewInstalled
-from pyderecho.core.layout import every_member_layout
+from pyderecho.core.layout import every_member_layout, layout_of, sharded
 from pyderecho.core.membership import GAP_MEMORY, Membership, Silences
 from pyderecho.core.view import View
 from pyderecho.sim.simulation import Simulation
@@ -162,3 +162,51 @@ def test_a_killed_member_is_removed_at_once_and_a_powered_off_one_after_the_time
     killed, crashed = removal_time("kill"), removal_time("crash")
     assert killed < CONFIG.heartbeat_interval, killed
     assert crashed > CONFIG.heartbeat_timeout / 2, crashed
+
+
+def _kill_costs(members: int, victim: int, seed: int) -> tuple[float, dict[int, int]]:
+    """Kill ``victim`` in an idle group in shards of three; how long until every survivor
+    installed a view without it, and the frames each survivor sent meanwhile."""
+    sim = Simulation(members, layout_of({"Shards": sharded(members // 3, 3)}), seed=seed)
+    sim.run(until=0.5)
+    survivors = [m for m in range(members) if m != victim]
+    installed: dict[int, float] = {}
+    sent: dict[int, int] = {}
+
+    def watch(member: int, event: Event) -> None:
+        if isinstance(event, ViewInstalled) and event.view.epoch >= 1:
+            installed.setdefault(member, sim.now)
+            if len(installed) == len(survivors):
+                sent.update((m, sim.messages_sent[m] - before[m]) for m in survivors)
+
+    before = dict(sim.messages_sent)
+    sim.on_event = watch
+    sim.kill(victim, at=0.5)
+    assert sim.run_until(lambda: bool(sent), limit=0.5 + 20.0), "no view without the victim"
+    assert all(victim not in sim.nodes[m].view for m in survivors)
+    return max(installed.values()) - 0.5, sent
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_a_killed_followers_view_change_costs_each_member_a_few_frames_whatever_the_size(
+    seed: int,
+) -> None:
+    """Every member's link to a killed member breaks, so each suspects it by itself: a follower
+    tells only the leader (docs/scaling.md). When each told everyone, each member sent about
+    one frame per member (41 at 32 members, 1,034 at 1025)."""
+    for members in (33, 66):
+        took, sent = _kill_costs(members, victim=members - 1, seed=seed)
+        others = sorted(n for m, n in sent.items() if m != 0)
+        assert took < CONFIG.heartbeat_interval, took
+        assert others[len(others) // 2] <= 15, (members, others)
+        assert sent[0] < 4 * members, sent[0]  # the leader's rows go to everyone, a few times
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_a_killed_leader_is_still_removed_at_once_and_still_told_to_everyone(seed: int) -> None:
+    """A broken link to the leader still goes to every member: the others must learn whether
+    the leader is gone or only cut off from some of them (the accusation is how)."""
+    took, sent = _kill_costs(33, victim=0, seed=seed)
+    assert took < CONFIG.heartbeat_interval, took
+    counts = sorted(sent.values())
+    assert counts[len(counts) // 2] >= 33 - 2, counts

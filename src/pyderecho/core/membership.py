@@ -395,13 +395,21 @@ class Membership:
         A broken link is no slow answer: as leader, this member proposes the removal at once,
         without waiting for the followers' probes (a crash's links break everywhere at once;
         a cut link breaks only after TCP gave up on it, long after its silence was weighed).
+
+        For the same reason a follower tells only the leader of a broken link to another
+        follower: when a member is killed every member's link to it breaks, so each learns it
+        by itself and the leader proposes the removal at once; every member telling every
+        member made a kill cost each member a frame per member (docs/scaling.md). A broken
+        link to the leader is still told to everyone: the leader cannot be told, and the
+        accusation is how the rest find out whether it is gone or only cut off from some.
         """
         if not self._departing(node):
             self._decided.add(node)
-            self.suspect(node, now, local=True)
+            self.suspect(node, now, local=True, tell_everyone=node == self.leader)
 
-    def suspect(self, node: NodeId, now: float, *, local: bool) -> None:
-        """Suspect ``node`` (seen by this member itself when ``local``).
+    def suspect(self, node: NodeId, now: float, *, local: bool, tell_everyone: bool = True) -> None:
+        """Suspect ``node`` (seen by this member itself when ``local``: its row then goes to
+        every member, unless not ``tell_everyone``).
 
         Once the change is final, the next view is settled: a member it leaves out (one that
         leaves, and exits as soon as it learns that) is no longer waited on, and suspecting it
@@ -417,7 +425,7 @@ class Membership:
         self._suspected_at[node] = now
         self._last_accusation = now  # the graph of cut links changed: it settles again
         self._dirty = True
-        if local:
+        if local and tell_everyone:
             self._to_everyone = True
         if not self._holds_majority():
             self._stop(
