@@ -18,7 +18,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,21 +31,12 @@ import pytest
 
 from pyderecho.runtime.persistence import StoredRecord, read_shard_log, shard_directory
 from pyderecho.storage import SegmentedLog
+from transport_conformance import free_ports
 
 WORKER = Path(__file__).with_name("paxos_worker.py")
 MEMBERS = 5
 WAIT_S = 120.0
 ACKS_PER_MEMBER = 40
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for sock in sockets:
-        sock.bind(("127.0.0.1", 0))
-    ports = [sock.getsockname()[1] for sock in sockets]
-    for sock in sockets:
-        sock.close()
-    return ports
 
 
 class Worker:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 
 from pyderecho.core.config import CoreConfig
 from pyderecho.core.events import Delivered, Event, Stopped, ViewInstalled
@@ -14,19 +13,10 @@ from pyderecho.layouts import resolve_layout
 from pyderecho.runtime.blocking import BlockingMember
 from pyderecho.runtime.member import Member, deliveries
 from pyderecho.transport.tcp import TcpTransport
+from transport_conformance import free_ports
 
 SECRET = b"runtime-test-secret!"
 FAST = CoreConfig(heartbeat_interval=0.05, heartbeat_timeout=0.5)
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for sock in sockets:
-        sock.bind(("127.0.0.1", 0))
-    ports = [sock.getsockname()[1] for sock in sockets]
-    for sock in sockets:
-        sock.close()
-    return ports
 
 
 def make_node(member: int, addresses: dict[int, str]) -> Node:

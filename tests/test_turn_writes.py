@@ -10,7 +10,6 @@ transport below only records, per flush, what it writes.
 from __future__ import annotations
 
 import asyncio
-import socket
 
 from pyderecho.core.config import CoreConfig
 from pyderecho.core.layout import Mode, every_member, layout_of
@@ -20,6 +19,7 @@ from pyderecho.runtime.member import Member
 from pyderecho.transport.base import Frame
 from pyderecho.transport.tcp import TcpTransport
 from pyderecho.wire import Data, Nulls, ShardRow, decode
+from transport_conformance import free_ports
 
 SECRET = b"turn-writes-secret!!"
 CONFIG = CoreConfig(heartbeat_interval=0.2, heartbeat_timeout=2.0)
@@ -46,16 +46,6 @@ class RecordingTcp(TcpTransport):
         super().flush()
 
 
-def _ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for sock in sockets:
-        sock.bind(("127.0.0.1", 0))
-    ports = [sock.getsockname()[1] for sock in sockets]
-    for sock in sockets:
-        sock.close()
-    return ports
-
-
 async def _delivered(member: Member, position: int) -> None:
     """Wait until ``member`` delivered the shard's message at global ``position``."""
     while (shard := member.node.shard_of(0)) is None or shard.delivered_upto < position:
@@ -64,7 +54,7 @@ async def _delivered(member: Member, position: int) -> None:
 
 def test_nulls_and_the_row_answering_a_message_leave_in_one_write() -> None:
     async def scenario() -> list[list[str]]:
-        addresses = {i: f"127.0.0.1:{port}" for i, port in enumerate(_ports(2))}
+        addresses = {i: f"127.0.0.1:{port}" for i, port in enumerate(free_ports(2))}
         layout = layout_of({"Log": every_member(Mode.ORDERED)})
         view = View(0, (0, 1))
         transports = [RecordingTcp(i, addresses[i]) for i in (0, 1)]
