@@ -46,7 +46,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -63,6 +62,7 @@ from typing import Any
 import msgspec
 from restart_worker import Store
 
+from pyderecho.cli.demo import free_ports
 from pyderecho.replicated.messages import decode_call
 from pyderecho.replicated.methods import type_spec
 from pyderecho.replicated.recovery import rebuild
@@ -170,16 +170,6 @@ def wait_for(workers: list[Worker], event: str, timeout: float) -> list[dict[str
         if bad:
             raise Failed(f"a call's replies were wrong: {bad[:3]}")
         time.sleep(0.02)
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for sock in sockets:
-        sock.bind(("127.0.0.1", 0))
-    ports = [sock.getsockname()[1] for sock in sockets]
-    for sock in sockets:
-        sock.close()
-    return ports
 
 
 def environments(workdir: Path, snapshot_every: int, heartbeat_ms: int) -> list[dict[str, str]]:

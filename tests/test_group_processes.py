@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from transport_conformance import free_ports
+from pyderecho.cli.demo import free_ports
 
 WORKER = Path(__file__).with_name("group_worker.py")
 WAIT_S = 90.0

@@ -29,9 +29,9 @@ from typing import Any
 
 import pytest
 
+from pyderecho.cli.demo import free_ports
 from pyderecho.runtime.persistence import StoredRecord, read_shard_log, shard_directory
 from pyderecho.storage import SegmentedLog
-from transport_conformance import free_ports
 
 WORKER = Path(__file__).with_name("paxos_worker.py")
 MEMBERS = 5

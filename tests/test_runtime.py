@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from pyderecho.cli.demo import free_ports
 from pyderecho.core.config import CoreConfig
 from pyderecho.core.events import Delivered, Event, Stopped, ViewInstalled
 from pyderecho.core.layout import Allocation, Mode, ShardLayout
@@ -13,7 +14,6 @@ from pyderecho.layouts import resolve_layout
 from pyderecho.runtime.blocking import BlockingMember
 from pyderecho.runtime.member import Member, deliveries
 from pyderecho.transport.tcp import TcpTransport
-from transport_conformance import free_ports
 
 SECRET = b"runtime-test-secret!"
 FAST = CoreConfig(heartbeat_interval=0.05, heartbeat_timeout=0.5)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 
+from pyderecho.cli.demo import free_ports
 from pyderecho.core.config import CoreConfig
 from pyderecho.core.layout import Mode, every_member, layout_of
 from pyderecho.core.node import Node
@@ -19,7 +20,6 @@ from pyderecho.runtime.member import Member
 from pyderecho.transport.base import Frame
 from pyderecho.transport.tcp import TcpTransport
 from pyderecho.wire import Data, Nulls, ShardRow, decode
-from transport_conformance import free_ports
 
 SECRET = b"turn-writes-secret!!"
 CONFIG = CoreConfig(heartbeat_interval=0.2, heartbeat_timeout=2.0)

@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
-import socket
 import threading
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -348,14 +347,3 @@ async def threaded_check_flush_sends_without_a_turn_of_the_loop(make_one: Listen
         assert receiver_loop is not None and stop is not None
         receiver_loop.call_soon_threadsafe(stop.set_result, None)
         thread.join(TIMEOUT_S)
-
-
-def free_ports(count: int) -> list[int]:
-    """``count`` TCP ports on 127.0.0.1 that were free a moment ago."""
-    sockets = [socket.socket() for _ in range(count)]
-    for sock in sockets:
-        sock.bind(("127.0.0.1", 0))
-    ports = [sock.getsockname()[1] for sock in sockets]
-    for sock in sockets:
-        sock.close()
-    return ports
