@@ -357,10 +357,10 @@ class _WorkerSpec:
     """The member's own fresh data directory (``paxos`` mode), made by the parent."""
 
 
-def _check_loop(kind: str) -> None:
-    """The spec's event loop can be had here (its workers would fail to start otherwise)."""
-    if kind not in LOOP_KINDS:
-        raise ValueError(f"loop must be one of {', '.join(LOOP_KINDS)}, got {kind!r}")
+def _check_loop(kind: LoopKind) -> None:
+    """The spec's event loop can be had here (its workers would fail to start otherwise):
+    ``loop_factory`` refuses an unknown kind with ``ValueError``, and a missing uvloop with
+    ``RuntimeError``, which a spec reports as a bad argument too."""
     try:
         loop_factory(kind)
     except RuntimeError as exc:

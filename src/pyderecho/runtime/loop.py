@@ -3,11 +3,10 @@
 ``pyderecho node``, :class:`~pyderecho.BlockingGroup` (its loop thread) and the benchmark's
 member processes create their own loop; an application that awaits :class:`~pyderecho.Group`
 brings its own. Where pyderecho chooses, it takes uvloop's loop when uvloop is installed (the
-``fast`` extra): a member spends most of its time per message in the loop's turns and system
-calls, and uvloop's are cheaper (``pyderecho bench --workload objects --mode paxos``: about a
-sixth more calls per second and a quarter off the lone call's latency on a 2-core machine; the
-README's performance section has the figures). Both loops pass the same transport and process
-tests (``make test-uvloop``).
+``fast`` extra): a member spends much of its time per message in the loop's turns and system
+calls, and uvloop's are cheaper (``pyderecho bench --workload objects``, interleaved pairs on a
+2-core machine: about 5% less CPU per ordered call and lone latency; within the noise for
+Paxos). Both loops pass the same transport and process tests (``make test-uvloop``).
 """
 
 from __future__ import annotations

@@ -451,10 +451,9 @@ class ShardLogs:
 
     def _report_durable(self) -> None:
         with self._reports_lock:
-            reports, self._reports = self._reports, []
+            # A report made from here on schedules a hop of its own (or is taken by this one).
             self._report_due = False
-        for shard, seq in reports:
-            self._durable(shard, seq, self._on_durable)
+        self.take_reports(self._on_durable)
 
     @property
     def reports_waiting(self) -> bool:
