@@ -207,6 +207,8 @@ def test_the_growth_benchmark_counts_what_each_size_costs(
     small, large = rows[3]["view_change"], rows[8]["view_change"]
     assert 0 < small["frames"] < large["frames"]
     assert large["frames_leader"] > 0 and large["sim_ms"] > 0
+    leader_killed = rows[9]["leader_killed_shards_of_3"]
+    assert leader_killed["frames_leader"] > 0 and leader_killed["sim_ms"] > 0
 
 
 def test_the_scale_benchmark_reports_each_group_size(monkeypatch: pytest.MonkeyPatch) -> None:

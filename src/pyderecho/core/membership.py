@@ -4,8 +4,9 @@ Failure detection. Members sit on a ring in rank order; each watches its ``monit
 and sends heartbeats to its predecessors, and any frame counts as a heartbeat. Watching a few
 neighbours instead of everyone keeps the cost linear in the group size (a thousand members do
 not exchange a million heartbeats per period); what a neighbour cannot see, the progress timeouts
-below catch. A member that suspects someone pushes its membership row to every member, so
-suspicion spreads at once; members that adopt a suspicion they saw push only to the leader.
+below catch. A member that suspects someone from silence pushes its membership row to every
+member, so suspicion spreads at once; members that adopt a suspicion they saw, or whose link to
+a member broke, push only to the leader (the next leader, when the leader is the one suspected).
 
 Accusations are checked. A member adopts what the leader *proposes* at once (everyone must end
 up agreeing with the leader), but a suspicion in a row, the leader's included, is an
@@ -396,16 +397,20 @@ class Membership:
         without waiting for the followers' probes (a crash's links break everywhere at once;
         a cut link breaks only after TCP gave up on it, long after its silence was weighed).
 
-        For the same reason a follower tells only the leader of a broken link to another
-        follower: when a member is killed every member's link to it breaks, so each learns it
-        by itself and the leader proposes the removal at once; every member telling every
-        member made a kill cost each member a frame per member (docs/scaling.md). A broken
-        link to the leader is still told to everyone: the leader cannot be told, and the
-        accusation is how the rest find out whether it is gone or only cut off from some.
+        For the same reason a follower tells only its leader of a broken link: when a member
+        is killed every member's link to it breaks, so each learns it by itself; every member
+        telling every member made a kill cost each member a frame per member
+        (docs/scaling.md). A broken link to the leader goes to the next leader, the lowest
+        rank this member does not suspect, when the leader's failure is all the row says: if
+        the next leader's own link broke too, it takes over and tells everyone; if the old
+        leader answers its probe, the link is cut, and it reports the cut to the old leader,
+        whose cover decides. A row with more to say (other suspicions, accusations being
+        weighed: a partial cut under way) goes to everyone, as before: the covers on both
+        sides of a cut need every report, and without them a bridge member was removed.
         """
         if not self._departing(node):
             self._decided.add(node)
-            self.suspect(node, now, local=True, tell_everyone=node == self.leader)
+            self.suspect(node, now, local=True, tell_everyone=False)
 
     def suspect(self, node: NodeId, now: float, *, local: bool, tell_everyone: bool = True) -> None:
         """Suspect ``node`` (seen by this member itself when ``local``: its row then goes to
@@ -433,7 +438,13 @@ class Membership:
                 "members, so this side holds no majority"
             )
             return
-        self._update_leadership(now)
+        self._update_leadership(now, announce=tell_everyone or not local or not self._only(node))
+
+    def _only(self, node: NodeId) -> bool:
+        """``node``'s failure is all this member's row has to say: it suspects no one else and
+        weighs no accusation (a row with more is evidence the others must see: a partial cut
+        under way, whose cover needs every report)."""
+        return self.suspected == {node} and not any(self._accusers.values())
 
     def request_join(self, change: Change, now: float) -> NodeId | None:
         """A joiner asked; returns the leader to forward to, or None when this member leads."""
@@ -831,13 +842,18 @@ class Membership:
         timeout = self.config.heartbeat_timeout
         return [m for m in members if now - self.last_heard[m] < timeout]
 
-    def _update_leadership(self, now: float) -> None:
+    def _update_leadership(self, now: float, *, announce: bool = True) -> None:
+        """Follow the lowest unsuspected member; a new leader is announced to everyone, unless
+        not ``announce`` (:meth:`link_lost`): a killed leader's links break at every member,
+        so each learns it by itself, and its row need only reach the next leader, which
+        collects every member's row before it proposes anything (each member announcing it
+        cost a frame per member at each member)."""
         leader = self._lowest_unsuspected()
         if leader != self.leader:
             self.leader = leader
             self.leader_version = 0
             self._dirty = True
-            self._to_everyone = True
+            self._to_everyone |= announce
             self._waiting_since = now
         if leader == self.me and self._leading is None:
             # The lowest rank leads from the start; anyone else takes over from a leader that
