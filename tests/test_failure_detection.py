@@ -17,6 +17,7 @@ from pyderecho.core.config import CoreConfig
 from pyderecho.core.events import Event, ViewInstalled
 from pyderecho.core.layout import every_member_layout, layout_of, sharded
 from pyderecho.core.membership import GAP_MEMORY, Membership, Silences
+from pyderecho.core.multicast import Outbox
 from pyderecho.core.view import View
 from pyderecho.sim.simulation import Simulation
 from pyderecho.wire import MembershipRow
@@ -219,14 +220,14 @@ def test_a_killed_leaders_view_change_costs_each_member_a_few_frames_whatever_th
         assert sent[successor] < 6 * members, sent[successor]  # its rows to all, a few times
 
 
-def _row_targets(outbox: list[tuple[int, object]]) -> list[int]:
+def _row_targets(outbox: Outbox) -> list[int]:
     return sorted(dst for dst, message in outbox if isinstance(message, MembershipRow))
 
 
 def test_a_broken_link_to_the_leader_is_told_to_the_next_leader_alone() -> None:
     """Member 3 of 5 loses its link to the leader (0) and suspects nobody else: its row goes to
     member 1, which leads next, not to every member."""
-    outbox: list[tuple[int, object]] = []
+    outbox: Outbox = []
     membership = Membership(3, VIEW, CONFIG, outbox, 0.0)
     membership.link_lost(0, 0.5)
     membership.step(0.5)
@@ -237,7 +238,7 @@ def test_a_broken_link_to_the_leader_is_told_to_the_next_leader_alone() -> None:
 def test_a_broken_link_to_the_leader_amid_other_suspicions_is_told_to_everyone() -> None:
     """The same member already weighs an accusation (member 2 says 4 is gone): its row is
     evidence of a partial cut maybe, which every member's cover needs, so it goes to all."""
-    outbox: list[tuple[int, object]] = []
+    outbox: Outbox = []
     membership = Membership(3, VIEW, CONFIG, outbox, 0.0)
     accusation = MembershipRow(epoch=0, version=1, suspected=(4,), leader=0, leader_version=0)
     membership.receive_row(2, accusation, 0.4)
