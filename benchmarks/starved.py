@@ -3,9 +3,10 @@
 Starts ``--members`` ``pyderecho node`` processes (tcp, the built-in workload at ``--rate``
 messages/s each) plus ``--busy`` processes that spin on the CPU, for ``--seconds``; counts the
 view changes and suspicions while nobody fails (the target: none). Then it SIGKILLs one member
-and, separately, SIGSTOPs another for good (a crash that breaks no link), and reports how long
-the group took to install a view without each, as a multiple of the heartbeat timeout (target:
-the stopped one within 2 x the timeout; the killed one's links break at once).
+(``--kill``, member 1 by default; 0 is the leader) and, separately, SIGSTOPs another for good
+(a crash that breaks no link), and reports how long the group took to install a view without
+each, as a multiple of the heartbeat timeout (target: the stopped one within 2 x the timeout;
+the killed one's links break at once).
 
     .venv/bin/python benchmarks/starved.py [--members 16] [--busy 10] [--seconds 120]
 
@@ -64,12 +65,14 @@ async def _measure(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
                 if r.get("event") == "suspected"
             )  # fmt: skip
             stopped = sorted(m for m, node in group.nodes.items() if node.process.returncode)
-            witness = group.nodes[0]
+            # The member killed may be the leader (0): the witness is then the last one.
+            witness = group.nodes[0 if args.kill != 0 else args.members - 1]
+            paused = 2 if args.kill != 2 else 3
             witness_stopped: list[Record] = []
             crashes: dict[str, float | None] = {}
             for kind, member, sig in (
-                ("sigkill", 1, signal.SIGKILL),
-                ("sigstop", 2, signal.SIGSTOP),
+                ("sigkill", args.kill, signal.SIGKILL),
+                ("sigstop", paused, signal.SIGSTOP),
             ):
                 if group.nodes[member].process.returncode is not None:
                     crashes[kind] = None
@@ -90,7 +93,7 @@ async def _measure(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
                     break
                 crashes[kind] = round((time.monotonic() - began) / timeout_s, 3)
             with contextlib.suppress(ProcessLookupError):
-                group.nodes[2].process.send_signal(signal.SIGKILL)
+                group.nodes[paused].process.send_signal(signal.SIGKILL)
     return {
         "cpu_cores": os.cpu_count(),
         "members": args.members,
@@ -99,6 +102,7 @@ async def _measure(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
         "seconds": args.seconds,
         "heartbeat_timeout_ms": args.heartbeat_timeout_ms,
         "heartbeat_interval_ms": args.heartbeat_interval_ms,
+        "killed": args.kill,
         "formed_s": round(formed_s, 2),
         "views_installed_while_nobody_failed": max(epochs.values()),
         "suspicions_while_nobody_failed": suspicions,
@@ -122,6 +126,9 @@ def main() -> None:
         help="messages/s each member sends (0: none, an idle group: heartbeats alone)",
     )
     parser.add_argument("--heartbeat-timeout-ms", type=int, default=1000)
+    parser.add_argument(
+        "--kill", type=int, default=1, help="the member to SIGKILL (0: the leader; default 1)"
+    )
     parser.add_argument(
         "--heartbeat-interval-ms",
         type=int,
