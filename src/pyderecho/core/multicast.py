@@ -144,6 +144,9 @@ class ShardMulticast:
         self.duplicates = 0
         self.dirty = False
         """The own row changed since it was last pushed."""
+        self.pushed_to: tuple[NodeId, ...] | None = None
+        """Wedged, outside ``Paxos``: the members the own row last went to alone (the
+        cleanup's leader, and the view change's), or None while it goes to every member."""
         self.wedged = False
         """No more sending or ordered delivery in this epoch: a view change is under way."""
         self.cleaned = False

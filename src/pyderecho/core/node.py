@@ -832,9 +832,40 @@ class Node:
         """Push every shard row that changed during this input, once, to the shard's members.
 
         Pushing once per input rather than once per change coalesces a burst of updates into
-        one small frame per peer.
+        one small frame per peer. Once a shard is wedged, outside ``Paxos``, a member's row
+        goes to the cleanup's leader alone: only it reads the others' rows (who wedged, who
+        ignores whom, what each received, who echoes its decision), and it pushes its own,
+        with the decision, to everyone. Every member pushing to every member made the cleanup
+        of a shard of n members cost each member n frames (docs/scaling.md). When the leader
+        changes (suspected, or left out by the final change), the row goes to the new one.
+        ``Paxos`` rows still go to everyone: each survivor waits for every other's log.
         """
         for shard in self._shards.values():
+            targets = self._cleanup_leaders(shard) if shard.wedged else None
+            if targets != shard.pushed_to:
+                shard.pushed_to = targets
+                shard.dirty = True  # a new leader may not have the row yet
             if shard.dirty:
                 row = shard.row()
-                self._outbox.extend((peer, row) for peer in shard.peers)
+                peers = shard.peers if targets is None else targets
+                self._outbox.extend((peer, row) for peer in peers)
+
+    def _cleanup_leaders(self, shard: ShardMulticast) -> tuple[NodeId, ...] | None:
+        """Whom a wedged shard's row goes to: the ragged-edge cleanup's leader as this member
+        sees it (the lowest-ranked member it does not suspect and the final change, once known,
+        keeps; :func:`ragged_edge_step`), and the view change's leader, whose stall timer
+        spares members it heard from lately (a member busy with its cleanup is alive); None
+        for everyone (``Paxos``, or this member leads the cleanup)."""
+        membership = self.membership
+        if shard.persistent or membership is None:
+            return None
+        suspected = membership.suspected
+        survivors = self._next
+        for member in shard.members:
+            if member in suspected or (survivors is not None and member not in survivors):
+                continue
+            if member == self.node_id:
+                return None
+            leader = membership.leader
+            return (member,) if leader in (member, self.node_id) else (member, leader)
+        return None
