@@ -255,8 +255,8 @@ def test_a_broken_link_to_the_leader_amid_other_suspicions_is_told_to_everyone()
 @pytest.mark.parametrize("victim", [0, 40])
 def test_a_shards_cleanup_costs_each_member_a_few_frames_whatever_its_size(victim: int) -> None:
     """One shard of all 41 members: once wedged, a member's shard row goes to the cleanup's
-    leader alone, and only the leader's goes to everyone. When every row went to every member,
-    each member sent about two frames per member (87 at 41 members)."""
+    leader (and the view change's), and only the cleanup leader's goes to everyone. When every
+    row went to every member, each member sent about two frames per member (87 at 41)."""
     took, sent = _kill_costs(41, victim=victim, seed=1, one_shard=True)
     assert took < CONFIG.heartbeat_interval, took
     successor = min(sent)
