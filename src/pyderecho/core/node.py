@@ -854,8 +854,10 @@ class Node:
         """Whom a wedged shard's row goes to: the ragged-edge cleanup's leader as this member
         sees it (the lowest-ranked member it does not suspect and the final change, once known,
         keeps; :func:`ragged_edge_step`), and the view change's leader, whose stall timer
-        spares members it heard from lately (a member busy with its cleanup is alive); None
-        for everyone (``Paxos``, or this member leads the cleanup)."""
+        spares members it heard from lately (a member busy with its cleanup is alive; a leader
+        outside the shard counts the row as ``unknown_shard``, a sign of life all the same:
+        sending it only to a leader in the shard failed sweep seed 826); None for everyone
+        (``Paxos``, or this member leads the cleanup)."""
         membership = self.membership
         if shard.persistent or membership is None:
             return None
