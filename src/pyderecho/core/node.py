@@ -833,9 +833,10 @@ class Node:
 
         Pushing once per input rather than once per change coalesces a burst of updates into
         one small frame per peer. Once a shard is wedged, outside ``Paxos``, a member's row
-        goes to the cleanup's leader alone: only it reads the others' rows (who wedged, who
-        ignores whom, what each received, who echoes its decision), and it pushes its own,
-        with the decision, to everyone. Every member pushing to every member made the cleanup
+        goes to the cleanup's leader and the view change's (:meth:`_cleanup_leaders`): only
+        the cleanup leader reads the others' rows (who wedged, who ignores whom, what each
+        received, who echoes its decision), and it pushes its own, with the decision, to
+        everyone. Every member pushing to every member made the cleanup
         of a shard of n members cost each member n frames (docs/scaling.md). When the leader
         changes (suspected, or left out by the final change), the row goes to the new one.
         ``Paxos`` rows still go to everyone: each survivor waits for every other's log.
