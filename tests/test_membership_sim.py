@@ -16,19 +16,20 @@ from __future__ import annotations
 import random
 from dataclasses import replace
 
+import msgspec
 import pytest
 
 from pyderecho.core.config import CoreConfig
 from pyderecho.core.errors import LocalProtocolError
 from pyderecho.core.events import Event, Suspected
-from pyderecho.core.layout import Mode
+from pyderecho.core.layout import Mode, every_member_layout
 from pyderecho.core.membership import Membership
 from pyderecho.core.multicast import ShardMulticast
 from pyderecho.core.node import Node
 from pyderecho.layouts import resolve_layout
 from pyderecho.sim.simulation import LinkModel, Simulation
 from pyderecho.sim.swarm import PARTIAL_CUTS, SimulationSpec, run_simulation
-from pyderecho.wire import MembershipRow
+from pyderecho.wire import MembershipRow, ShardRow
 
 SLOW_LINKS = LinkModel(latency_s=2e-3, jitter_s=3e-3)
 """Links slow enough that a crash or a cut catches messages in flight, so survivors hold
@@ -212,6 +213,26 @@ def test_regression_a_member_waiting_for_a_crashed_leaders_final_is_not_removed(
     report = run_simulation(spec)
     assert report.violations == [], describe(spec)
     assert "4" not in report.stopped
+
+
+def test_a_member_past_a_view_answers_an_old_shard_row_with_the_cut_it_applied() -> None:
+    """A survivor still cleaning up a shard of view e, whose cleanup leader crashed after
+    telling only some members its cut, pushes its row of e; a member already in e + 1 answers
+    with its own last row of that shard, which holds the cut (sweep seed 826: without the
+    answer the survivor waited on a member that had moved on, and blamed it)."""
+    sim = Simulation(5, every_member_layout(), seed=5)
+    sim.run(until=0.5)
+    sim.kill(4, at=0.5)
+    assert sim.run_until(lambda: sim.nodes[2].view.epoch == 1, limit=5.0)
+    sim.run(until=sim.now + 0.01)
+    old = ShardRow(epoch=0, subgroup=0, shard=0, received=(0,) * 5, seq=-1, delivered=-1)
+    node = sim.nodes[2]
+    node.outbox()
+    node.receive(1, old, sim.now)
+    answers = [m for dst, m in node.outbox() if dst == 1 and isinstance(m, ShardRow)]
+    assert len(answers) == 1 and answers[0].epoch == 0 and answers[0].cutoff, answers
+    node.receive(1, msgspec.structs.replace(old, cutoff=answers[0].cutoff), sim.now)
+    assert not [m for _, m in node.outbox() if isinstance(m, ShardRow)]  # it has the cut
 
 
 def test_regression_followers_do_not_blame_a_leader_for_time_before_the_change() -> None:

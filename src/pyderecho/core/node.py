@@ -59,6 +59,7 @@ from pyderecho.wire import (
     Removed,
     RestartPhase,
     RestartState,
+    ShardRow,
     Welcome,
     WireMessage,
     decode,
@@ -181,6 +182,9 @@ class Node:
         self._leave_requested = False
         self._next: View | None = None
         self._previous: Membership | None = None
+        self._previous_rows: dict[tuple[int, int], ShardRow] = {}
+        """The own last row of each shard of the view before, once cleaned up: the ragged-edge
+        decision it applied, for a survivor still cleaning up (:meth:`_on_old_epoch`)."""
         self._reported: set[NodeId] = set()
         """Suspicions of this view already reported as events."""
         self.membership: Membership | None = None
@@ -547,6 +551,19 @@ class Node:
             # answer with the final this member installed, which that leader will adopt.
             self._previous.receive_row(src, message, now)
             self._previous.step(now)
+        elif (
+            isinstance(message, ShardRow)
+            and not message.cutoff
+            and self._previous is not None
+            and message.epoch == self._previous.view.epoch
+        ):
+            # A survivor still cleaning up a shard of the view this member left behind: its
+            # cleanup's leader may have crashed after telling this member only its decision
+            # (rows go to that leader alone). The decision applied here is the one it must
+            # reuse; answer with the row that holds it.
+            row = self._previous_rows.get((message.subgroup, message.shard))
+            if row is not None:
+                self._outbox.append((src, row))
 
     def _on_restart_state(self, src: NodeId, state: RestartState, now: float) -> None:
         agreement = self._restart
@@ -747,6 +764,9 @@ class Node:
         self.view = view
         self.layout = layout
         self.previous_layout = previous
+        self._previous_rows = {
+            key: shard.row() for key, shard in self._shards.items() if shard.cleaned
+        }
         self._shards.clear()
         self._by_subgroup.clear()
         suspected = old.suspected if old is not None else set()
