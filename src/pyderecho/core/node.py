@@ -380,6 +380,8 @@ class Node:
         self._buffers.trim(now)
         if self.membership is not None:
             self.membership.tick(now)
+            for shard in self._shards.values():
+                shard.acknowledge_quiet_senders(now, self.config.heartbeat_timeout / 2)
         elif self._founding is not None:
             pass  # the view a restart settled on waits for the driver to log it
         elif self._restart is not None:
@@ -870,6 +872,13 @@ class Node:
                 row = shard.row()
                 peers = shard.peers if targets is None else targets
                 self._outbox.extend((peer, row) for peer in peers)
+                if shard.mode is Mode.RAW and targets is None:
+                    shard.told(range(len(shard.senders)))
+            elif shard.acks_due:
+                row = shard.row()
+                due = sorted(shard.acks_due)
+                self._outbox.extend((shard.senders[sender], row) for sender in due)
+                shard.told(due)
 
     def _cleanup_leaders(self, shard: ShardMulticast) -> tuple[NodeId, ...] | None:
         """Whom a wedged shard's row goes to: the ragged-edge cleanup's leader as this member
