@@ -1,7 +1,7 @@
 """Failure detection on a starved machine: no false suspicion under full load, a crash still found.
 
-Starts ``--members`` ``pyderecho node`` processes (tcp, the built-in workload at ``--rate``
-messages/s each) plus ``--busy`` processes that spin on the CPU, for ``--seconds``; counts the
+Starts ``--members`` ``pyderecho node`` processes (``--transport``, tcp by default; the
+built-in workload at ``--rate`` messages/s each) plus ``--busy`` processes that spin on the CPU, for ``--seconds``; counts the
 view changes and suspicions while nobody fails (the target: none). Then it SIGKILLs one member
 (``--kill``, member 1 by default; 0 is the leader) and, separately, SIGSTOPs another for good
 (a crash that breaks no link), and reports how long the group took to install a view without
@@ -44,6 +44,7 @@ async def _measure(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
         async with LocalGroup(
             directory,
             args.members,
+            transport=args.transport,
             heartbeat_timeout_ms=args.heartbeat_timeout_ms,
             heartbeat_interval_ms=args.heartbeat_interval_ms,
         ) as group:
@@ -97,6 +98,7 @@ async def _measure(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
     return {
         "cpu_cores": os.cpu_count(),
         "members": args.members,
+        "transport": args.transport,
         "busy_processes": args.busy,
         "rate_per_member": args.rate,
         "seconds": args.seconds,
@@ -126,6 +128,7 @@ def main() -> None:
         help="messages/s each member sends (0: none, an idle group: heartbeats alone)",
     )
     parser.add_argument("--heartbeat-timeout-ms", type=int, default=1000)
+    parser.add_argument("--transport", choices=("tcp", "shm"), default="tcp")
     parser.add_argument(
         "--kill", type=int, default=1, help="the member to SIGKILL (0: the leader; default 1)"
     )
