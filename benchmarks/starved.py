@@ -1,8 +1,8 @@
 """Failure detection on a starved machine: no false suspicion under full load, a crash still found.
 
 Starts ``--members`` ``pyderecho node`` processes (``--transport``, tcp by default; the
-built-in workload at ``--rate`` messages/s each) plus ``--busy`` processes that spin on the CPU, for ``--seconds``; counts the
-view changes and suspicions while nobody fails (the target: none). Then it SIGKILLs one member
+built-in workload at ``--rate`` messages/s each) plus ``--busy`` processes that spin on the
+CPU, for ``--seconds``; counts the view changes and suspicions while nobody fails (the target: none). Then it SIGKILLs one member
 (``--kill``, member 1 by default; 0 is the leader) and, separately, SIGSTOPs another for good
 (a crash that breaks no link), and reports how long the group took to install a view without
 each, as a multiple of the heartbeat timeout (target: the stopped one within 2 x the timeout;
