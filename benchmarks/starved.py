@@ -2,11 +2,11 @@
 
 Starts ``--members`` ``pyderecho node`` processes (``--transport``, tcp by default; the
 built-in workload at ``--rate`` messages/s each) plus ``--busy`` processes that spin on the
-CPU, for ``--seconds``; counts the view changes and suspicions while nobody fails (the target: none). Then it SIGKILLs one member
-(``--kill``, member 1 by default; 0 is the leader) and, separately, SIGSTOPs another for good
-(a crash that breaks no link), and reports how long the group took to install a view without
-each, as a multiple of the heartbeat timeout (target: the stopped one within 2 x the timeout;
-the killed one's links break at once).
+CPU, for ``--seconds``; counts the view changes and suspicions while nobody fails (the target:
+none). Then it SIGKILLs one member (``--kill``, member 1 by default; 0 is the leader) and,
+separately, SIGSTOPs another for good (a crash that breaks no link), and reports how long the
+group took to install a view without each, as a multiple of the heartbeat timeout (target: the
+stopped one within 2 x the timeout; the killed one's links break at once).
 
     .venv/bin/python benchmarks/starved.py [--members 16] [--busy 10] [--seconds 120]
 
