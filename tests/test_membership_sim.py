@@ -26,6 +26,7 @@ from pyderecho.core.layout import Mode, every_member_layout
 from pyderecho.core.membership import Membership
 from pyderecho.core.multicast import ShardMulticast
 from pyderecho.core.node import Node
+from pyderecho.core.view import View
 from pyderecho.layouts import resolve_layout
 from pyderecho.sim.simulation import LinkModel, Simulation
 from pyderecho.sim.swarm import PARTIAL_CUTS, SimulationSpec, run_simulation
@@ -213,6 +214,36 @@ def test_regression_a_member_waiting_for_a_crashed_leaders_final_is_not_removed(
     report = run_simulation(spec)
     assert report.violations == [], describe(spec)
     assert "4" not in report.stopped
+
+
+def test_a_member_past_a_view_leads_a_follower_that_lacks_the_final_to_it() -> None:
+    """A member of view e lost its leader before the final reached it and took the lowest
+    member it still hears for its leader; that member has installed e + 1 and leads nothing in
+    e. It answers the follower's row of e with a row of e that leads to the final it installed,
+    and the follower adopts it (sweep seed 826: without it the follower waited a stall timeout
+    and the next view's leader removed it, alive)."""
+    sim = Simulation(5, every_member_layout(), seed=5)
+    sim.run(until=0.5)
+    sim.kill(4, at=0.5)
+    assert sim.run_until(lambda: sim.nodes[1].view.epoch == 1, limit=5.0)
+    sim.run(until=sim.now + 0.01)
+    node = sim.nodes[1]
+    asking = MembershipRow(epoch=0, version=50, suspected=(0, 4), leader=1, leader_version=0)
+    node.outbox()
+    node.receive(3, asking, sim.now)
+    answers = [m for dst, m in node.outbox() if dst == 3 and isinstance(m, MembershipRow)]
+    assert answers, "no answer"
+    answer = answers[-1]
+    assert (answer.epoch, answer.leader, answer.final) == (0, 1, 1), answer
+    assert answer.changes[0].node == 4
+    follower = Membership(3, View(0, (0, 1, 2, 3, 4)), CoreConfig(), [], 0.0)
+    follower.suspect(0, sim.now, local=True)
+    follower.suspect(4, sim.now, local=True)
+    assert (follower.leader, follower.final) == (1, 0)
+    follower.receive_row(1, answer, sim.now)
+    assert follower.final == 1
+    node.receive(3, msgspec.structs.replace(asking, version=51, final=1), sim.now)
+    assert not [m for dst, m in node.outbox() if dst == 3 and isinstance(m, MembershipRow)]
 
 
 def test_a_member_past_a_view_answers_an_old_shard_row_with_the_cut_it_applied() -> None:

@@ -381,6 +381,29 @@ class Membership:
         if self.changing and now - self._waiting_since > patience:
             self._time_out_stalled_step(now)
 
+    def final_as_leader(self) -> MembershipRow:
+        """This membership's final change, in a row that leads to it: for a member still in
+        this view that takes this one, already in the next view, for its leader.
+
+        Such a member lost its leader before the final reached it, and the successor it
+        chose (this member, the lowest it does not suspect) has moved on and leads no more
+        here: without an answer it waits a stall timeout and is then blamed, alive, by the
+        next view's leader (sweep seed 826). A final never changes (every later leader adopts
+        the same one), so answering with it is what any successor would end up proposing.
+        """
+        assert self.final, "only a member that installed the next view answers for this one"
+        self.version += 1
+        return MembershipRow(
+            epoch=self.view.epoch,
+            version=self.version,
+            suspected=tuple(sorted(self.suspected)),
+            leader=self.me,
+            leader_version=self.version,
+            changes=self.changes,
+            committed=self.committed,
+            final=self.final,
+        )
+
     def progress(self, now: float) -> None:
         """The change moved forward (a shard finished its cleanup): restart the stall clock."""
         self._waiting_since = now

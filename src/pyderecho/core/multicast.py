@@ -158,6 +158,8 @@ class ShardMulticast:
         self._acked = [0] * len(self.senders)
         """``Raw``: per sender, the ``received`` count this member last told it."""
         self._last_arrival = [0.0] * len(self.senders)
+        self._unacked = False
+        """``Raw``: some sender may not yet have been told all this member received of it."""
         self._ack_every = max(1, config.window_size // 4)
         self.pushed_to: tuple[NodeId, ...] | None = None
         """Wedged, outside ``Paxos``: the members the own row last went to alone (the
@@ -316,6 +318,7 @@ class ShardMulticast:
             if count - self._acked[sender] >= self._ack_every:
                 self.acks_due.add(sender)
             self._last_arrival[sender] = self._clock.now
+            self._unacked = True
             return
         self.dirty = True
         self._advance_seq()
@@ -682,12 +685,16 @@ class ShardMulticast:
     def acknowledge_quiet_senders(self, now: float, after: float) -> None:
         """``Raw``: owe an acknowledgement to each sender that sent nothing for ``after``
         seconds and has not been told all this member received of it."""
-        if self.mode is not Mode.RAW:
-            return
+        if not self._unacked:
+            return  # an idle member's tick stays a few operations, whatever the shard's size
         received = self.table.received[self.rank]
+        lagging = False
         for sender, count in enumerate(received):
-            if count > self._acked[sender] and now - self._last_arrival[sender] >= after:
-                self.acks_due.add(sender)
+            if count > self._acked[sender] and sender != self.my_sender_rank:
+                lagging = True
+                if now - self._last_arrival[sender] >= after:
+                    self.acks_due.add(sender)
+        self._unacked = lagging
 
     def told(self, senders: Iterable[int]) -> None:
         """``Raw``: the own row, as it is now, went to these senders (ranks)."""

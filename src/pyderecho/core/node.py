@@ -553,6 +553,10 @@ class Node:
             # answer with the final this member installed, which that leader will adopt.
             self._previous.receive_row(src, message, now)
             self._previous.step(now)
+            if message.leader == self.node_id and message.final < self._previous.final:
+                # A member that lacks the final and follows this one, which leads there no
+                # more: lead it to the final.
+                self._outbox.append((src, self._previous.final_as_leader()))
         elif (
             isinstance(message, ShardRow)
             and not message.cutoff
