@@ -33,7 +33,9 @@ unsuspected member echoes the proposal, the leader *commits* it; when every unsu
 echoes the commit, it marks it *final*, and only then does anyone install the next view. The
 extra round is what lets a leader fail at any point: a commit is made final only once every
 possible successor holds it, and a successor first collects every member's row and adopts any
-commit or final it finds before it proposes anything of its own.
+commit or final it finds before it proposes anything of its own. A member that already installed
+the next view answers a member still in the old one, which lacks the final and takes it for its
+leader, with a row that leads to that final (:meth:`Membership.final_as_leader`).
 
 Partition safety. A member that suspects at least half of the view, or a leader that cannot gather
 the acknowledgements of a majority, stops instead of going on: only a side holding a majority of
