@@ -50,6 +50,7 @@ discards the rest; in a ``Paxos`` shard, only once every survivor has logged wha
 
 from __future__ import annotations
 
+from collections.abc import Container
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
@@ -937,6 +938,20 @@ class Membership:
             self.stopped = reason
 
 
+def cleanup_ranks(
+    shard: ShardMulticast, survivors: Container[NodeId] | None, suspected: AbstractSet[NodeId]
+) -> list[int]:
+    """Ranks of the shard's members a cleanup counts on, as this member sees it: those it does
+    not suspect and the final change keeps (``survivors``; None while the final is not known
+    here, when any member may yet be kept). The first leads the cleanup (:func:`ragged_edge_step`;
+    ``Node`` sends its wedged row there)."""
+    return [
+        rank
+        for rank, member in enumerate(shard.members)
+        if member not in suspected and (survivors is None or member in survivors)
+    ]
+
+
 def ragged_edge_step(
     shard: ShardMulticast, survivors: set[NodeId], suspected: set[NodeId]
 ) -> list[NodeId]:
@@ -955,7 +970,7 @@ def ragged_edge_step(
         return []
     table = shard.table
     members = shard.members
-    live = [r for r, m in enumerate(members) if m in survivors and m not in suspected]
+    live = cleanup_ranks(shard, survivors, suspected)
     leader = live[0]
     if leader == shard.rank:
         return _lead_ragged_edge(shard, live, suspected)

@@ -40,6 +40,7 @@ from pyderecho.core.layout import (
 from pyderecho.core.membership import (
     Membership,
     Silences,
+    cleanup_ranks,
     next_view,
     ragged_edge_step,
     watchers_of,
@@ -886,8 +887,8 @@ class Node:
 
     def _cleanup_leaders(self, shard: ShardMulticast) -> tuple[NodeId, ...] | None:
         """Whom a wedged shard's row goes to: the ragged-edge cleanup's leader as this member
-        sees it (the lowest-ranked member it does not suspect and the final change, once known,
-        keeps; :func:`ragged_edge_step`), and the view change's leader, whose stall timer
+        sees it (:func:`~pyderecho.core.membership.cleanup_ranks`, the rule
+        :func:`ragged_edge_step` follows), and the view change's leader, whose stall timer
         spares members it heard from lately (a member busy with its cleanup is alive; a leader
         outside the shard counts the row as ``unknown_shard``, a sign of life all the same:
         sending it only to a leader in the shard failed sweep seed 826); None for everyone
@@ -895,13 +896,12 @@ class Node:
         membership = self.membership
         if shard.persistent or membership is None:
             return None
-        suspected = membership.suspected
-        survivors = self._next
-        for member in shard.members:
-            if member in suspected or (survivors is not None and member not in survivors):
-                continue
-            if member == self.node_id:
-                return None
-            leader = membership.leader
-            return (member,) if leader in (member, self.node_id) else (member, leader)
-        return None
+        live = cleanup_ranks(shard, self._next, membership.suspected)
+        if not live or shard.members[live[0]] == self.node_id:
+            return None
+        cleanup_leader, leader = shard.members[live[0]], membership.leader
+        return (
+            (cleanup_leader,)
+            if leader in (cleanup_leader, self.node_id)
+            else (cleanup_leader, leader)
+        )
