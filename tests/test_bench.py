@@ -172,11 +172,16 @@ def test_layout_senders(policy: str, expected: tuple[int, ...]) -> None:
     assert ref.layout.mode is Mode.RAW
 
 
-def test_window_shrinks_for_large_messages() -> None:
-    assert BenchSpec(size=100).window_size == 100
-    assert BenchSpec(size=1 << 20).window_size == 16
-    assert BenchSpec(size=64 << 20).window_size == 2
+def test_the_window_is_the_cores_and_the_queues_hold_its_bytes() -> None:
+    """The bench runs the core's window (``window_bytes`` bounds large messages) and sizes the
+    transports' queues from both bounds: a 1 MiB sender's window of 1,000 messages must not
+    turn into gigabytes of queue, nor a bound its 16 MiB in flight can reach."""
+    core = CoreConfig()
+    assert BenchSpec(size=100).window_size == core.window_size
     assert BenchSpec(size=100, window=7).window_size == 7
+    large = BenchSpec(size=1 << 20, nodes=3)
+    in_flight = 3 * (core.window_bytes + (1 << 20))
+    assert 2 * in_flight <= large.queue_bytes() <= 2 * (in_flight + 3 * 256 * core.window_size)
 
 
 def test_the_relay_baseline_runs_three_processes_to_the_end(

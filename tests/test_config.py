@@ -72,6 +72,7 @@ def test_defaults(tmp_path: Path) -> None:
         members=(),
         transport="tcp",
         window_size=core.window_size,
+        window_bytes=core.window_bytes,
         block_size=core.block_size,
         max_message_size=core.max_message_size,
         heartbeat_interval_ms=100,

@@ -38,7 +38,7 @@ _HEARTBEAT_MS, _TIMEOUT_MS, _JOIN_TIMEOUT_MS = (
     round(_CORE.heartbeat_timeout * 1000),
     round(_CORE.join_timeout * 1000),
 )
-_CORE_KEYS = ("window_size", "block_size", "max_message_size", "monitors")
+_CORE_KEYS = ("window_size", "window_bytes", "block_size", "max_message_size", "monitors")
 
 
 DEFAULT_SNAPSHOT_EVERY = 100_000
@@ -155,6 +155,7 @@ class Settings:
     members: tuple[Member, ...]
     transport: Transport
     window_size: int
+    window_bytes: int
     block_size: int
     max_message_size: int
     heartbeat_interval_ms: int
@@ -178,6 +179,7 @@ class Settings:
     def core(self) -> CoreConfig:
         return CoreConfig(
             window_size=self.window_size,
+            window_bytes=self.window_bytes,
             block_size=self.block_size,
             max_message_size=self.max_message_size,
             heartbeat_interval=self.heartbeat_interval_ms / 1000,
@@ -380,6 +382,7 @@ _KEYS: dict[str, _Key] = {
         ),
         _Key("transport", _choice("tcp", "shm"), "tcp (any hosts) or shm (one host)", str, "tcp"),
         _Key("window_size", _integer(), "flow-control window", _int_text, _CORE.window_size),
+        _Key("window_bytes", _integer(), "window in bytes", _int_text, _CORE.window_bytes),
         _Key("block_size", _integer(), "bytes sent in one piece", _int_text, _CORE.block_size),
         _Key("max_message_size", _integer(), "largest message", _int_text, _CORE.max_message_size),
         _Key("heartbeat_interval_ms", _integer(1), "heartbeat period", _int_text, _HEARTBEAT_MS),
@@ -679,8 +682,11 @@ layout = "every-member"
 snapshot_every = {DEFAULT_SNAPSHOT_EVERY}
 
 # Protocol parameters: every member of a group must use the same ones.
-# Messages a sender may run ahead of the slowest member of its shard (flow control).
+# Messages, and bytes of them, a sender may run ahead of the slowest member of its shard (flow
+# control): a deep window in messages keeps small messages flowing through a round trip, the
+# bound in bytes keeps large ones from filling every member's memory.
 window_size = {_CORE.window_size}
+window_bytes = {_CORE.window_bytes}
 # Largest message sent in one piece, in bytes; larger ones are relayed in blocks.
 block_size = {_CORE.block_size}
 # Largest message, in bytes; at least block_size.

@@ -69,9 +69,6 @@ TYPE_NAME = "Bench"
 SENDER_POLICIES = ("all", "half", "one")
 TRANSPORTS = ("shm", "tcp")
 MODES = ("raw", "ordered")
-DEFAULT_WINDOW_BYTES = 16 * MiB
-"""Without ``--window``, a sender may have about this many bytes in flight (at most 100
-messages): large messages get a smaller window so the transports' queues stay bounded."""
 
 SenderPolicy = Literal["all", "half", "one"]
 
@@ -137,9 +134,7 @@ class BenchSpec:
 
     @property
     def window_size(self) -> int:
-        if self.window is not None:
-            return self.window
-        return max(2, min(100, DEFAULT_WINDOW_BYTES // self.size))
+        return CoreConfig().window_size if self.window is None else self.window
 
     @property
     def sending_members(self) -> tuple[NodeId, ...]:
@@ -157,7 +152,9 @@ class BenchSpec:
     def queue_bytes(self) -> int:
         """A per-peer send queue bound that the flow control can never reach: every sender's
         whole window, relayed or not, with room for the rows."""
-        in_flight = len(self.sending_members) * self.window_size * (self.size + 256)
+        window, size = self.window_size, self.size
+        per_sender = min(window * size, CoreConfig().window_bytes + size) + 256 * window
+        in_flight = len(self.sending_members) * per_sender
         return max(64 * MiB, 2 * in_flight)
 
 
@@ -1261,7 +1258,10 @@ def add_parser(
         "--window",
         type=positive_int,
         default=None,
-        help="messages a sender may have in flight (default: 100, less for large messages)",
+        help=(
+            "messages a sender may have in flight (default: the core's window_size; its "
+            "window_bytes bounds large messages)"
+        ),
     )
     parser.add_argument(
         "--in-flight",

@@ -9,12 +9,19 @@ from dataclasses import dataclass
 class CoreConfig:
     """Protocol parameters shared by every member of a group.
 
-    ``window_size`` bounds how far a sender may run ahead of the slowest member of its shard: it
-    is the flow control. ``block_size`` is the largest message sent in one piece; larger ones are
-    split into blocks relayed member to member so the sender's link carries each byte once.
+    ``window_size`` and ``window_bytes`` bound how far a sender may run ahead of the slowest
+    member of its shard, in messages and in bytes: that is the flow control. Small messages need
+    a deep window in messages to keep a link busy for a round trip (100 messages of 100 bytes
+    are one frame, and a sender then waits for its acknowledgements with nothing on the wire);
+    large ones need a bound in bytes, or a window of them would be gigabytes held at every
+    member. ``block_size`` is the largest message sent in one piece; larger ones are split into
+    blocks relayed member to member so the sender's link carries each byte once.
     """
 
-    window_size: int = 100
+    window_size: int = 1000
+    window_bytes: int = 16 * 1024 * 1024
+    """The most bytes of payload a sender may have that some member of its shard has not yet
+    received (one message may always go, however large)."""
     block_size: int = 256 * 1024
     max_message_size: int = 64 * 1024 * 1024
     heartbeat_interval: float = 0.1
@@ -38,7 +45,7 @@ class CoreConfig:
     several members, few enough that heartbeats cost O(n), not O(n^2)."""
 
     def __post_init__(self) -> None:
-        for name in ("window_size", "block_size", "max_message_size"):
+        for name in ("window_size", "window_bytes", "block_size", "max_message_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")

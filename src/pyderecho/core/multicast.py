@@ -1,14 +1,16 @@
 """Multicast inside one view, for one shard (DESIGN.md 3.2).
 
 Each sender has a window of ``window_size`` messages: it may send message ``i`` only once every
-member holds message ``i - window_size`` (the ``received`` columns of the table say so). That is
-the whole flow control. In ``AtomicMulticast`` and ``Paxos`` shards the total order is the round
-robin over the senders: message ``i`` of the sender of rank ``r`` among ``s`` senders has global
-index ``i*s + r``. A member delivers global index ``k`` once every member's ``seq`` is at least
-``k``: it is then *stable*, held everywhere, so every survivor can deliver it. A sender with
-nothing to send sends nulls when others have run ahead of its turn, so the round robin never
-waits on an idle sender. ``Raw`` shards deliver each sender's messages as they arrive, in
-per-sender order, and never send nulls.
+member holds message ``i - window_size`` (the ``received`` columns of the table say so), and
+only while the payloads it sent that some member does not yet hold stay within ``window_bytes``
+(one message may always go). That is the whole flow control. In ``AtomicMulticast`` and
+``Paxos`` shards the total order is the round robin over the senders: message ``i`` of the
+sender of rank ``r`` among ``s`` senders has global index ``i*s + r``. A member delivers global
+index ``k`` once every member's ``seq`` is at least ``k``: it is then *stable*, held
+everywhere, so every survivor can deliver it. A sender with nothing to send sends nulls when
+others have run ahead of its turn, so the round robin never waits on an idle sender. ``Raw``
+shards deliver each sender's messages as they arrive, in per-sender order, and never send
+nulls.
 
 A ``Raw`` row serves only flow control, and only the sender reads its own column: so a member
 acknowledges what it received to that sender alone, once a quarter of the window has arrived
@@ -131,7 +133,12 @@ class ShardMulticast:
         self.table.floor[self.rank] = floor
         self.pending: deque[bytes] = deque()
         """Messages the application sent that wait for a window slot."""
+        self.pending_bytes = 0
         self.next_index = 0
+        self._in_flight: deque[tuple[int, int]] = deque()
+        """Own batches not yet received everywhere: (the last index of the batch, its payload
+        bytes), for the window in bytes."""
+        self._in_flight_bytes = 0
         self._held: list[dict[int, Payload]] = [{} for _ in self.senders]
         """Per sender: messages (None for a null) held and not yet delivered."""
         self._assembling: dict[tuple[int, int], _Assembly] = {}
@@ -161,6 +168,9 @@ class ShardMulticast:
         self._unacked = False
         """``Raw``: some sender may not yet have been told all this member received of it."""
         self._ack_every = max(1, config.window_size // 4)
+        self._ack_every_bytes = max(1, config.window_bytes // 4)
+        self._unacked_bytes = [0] * len(self.senders)
+        """``Raw``: per sender, payload bytes that arrived since this member last told it."""
         self.pushed_to: tuple[NodeId, ...] | None = None
         """Wedged, outside ``Paxos``: the members the own row last went to alone (the
         cleanup's leader, and the view change's), or None while it goes to every member."""
@@ -195,6 +205,7 @@ class ShardMulticast:
                 f"({self._config.max_message_size})"
             )
         self.pending.append(payload)
+        self.pending_bytes += len(payload)
         if now:
             self._pump()
 
@@ -302,9 +313,16 @@ class ShardMulticast:
         held = self._held[sender]
         count = received[sender]
         if self.mode is Mode.RAW:
+            arrived = 0
             while count in held:
-                self._deliver(sender, count, held.pop(count))
+                payload = held.pop(count)
+                if isinstance(payload, _Assembly):
+                    arrived += len(payload.buffer)
+                elif payload is not None:
+                    arrived += len(payload)
+                self._deliver(sender, count, payload)
                 count += 1
+            self._unacked_bytes[sender] += arrived
             for index, payload in held.items():
                 if isinstance(payload, memoryview):
                     held[index] = bytes(payload)  # it outlives its frame: a gap before it
@@ -315,7 +333,10 @@ class ShardMulticast:
             return
         received[sender] = count
         if self.mode is Mode.RAW:
-            if count - self._acked[sender] >= self._ack_every:
+            if (
+                count - self._acked[sender] >= self._ack_every
+                or self._unacked_bytes[sender] >= self._ack_every_bytes
+            ):
                 self.acks_due.add(sender)
             self._last_arrival[sender] = self._clock.now
             self._unacked = True
@@ -446,33 +467,49 @@ class ShardMulticast:
         if me < 0 or self.wedged:
             return
         limit = self._config.block_size
+        window_bytes = self._config.window_bytes
         # Sending moves this member's own counter, which can open the window further (in a
         # shard of one it is the only counter): go round until the window stops moving.
         while self.pending:
-            window_end = self.table.min_received(me) + self._config.window_size
+            received = self.table.min_received(me)
+            in_flight = self._in_flight
+            while in_flight and in_flight[0][0] < received:
+                self._in_flight_bytes -= in_flight.popleft()[1]
+            window_end = received + self._config.window_size
             if self.next_index >= window_end:
+                break
+            room = window_bytes - self._in_flight_bytes
+            if room < len(self.pending[0]) and self._in_flight_bytes:
                 break
             batch: list[bytes] = []
             batch_bytes = 0
             while self.pending and self.next_index + len(batch) < window_end:
-                payload = self.pending.popleft()
-                if len(payload) > limit or batch_bytes + len(payload) > limit:
-                    self._transmit_small(batch)
+                payload = self.pending[0]
+                size = len(payload)
+                if size > room and (batch or self._in_flight_bytes):
+                    break
+                self.pending.popleft()
+                self.pending_bytes -= size
+                room -= size
+                if size > limit or batch_bytes + size > limit:
+                    self._transmit_small(batch, batch_bytes)
                     batch, batch_bytes = [], 0
-                if len(payload) > limit:
+                if size > limit:
                     self._transmit_large(payload)
                 else:
                     batch.append(payload)
-                    batch_bytes += len(payload)
-            self._transmit_small(batch)
+                    batch_bytes += size
+            self._transmit_small(batch, batch_bytes)
         if not self.pending and self.mode is not Mode.RAW:
             self._send_nulls()
 
-    def _transmit_small(self, payloads: list[bytes]) -> None:
+    def _transmit_small(self, payloads: list[bytes], size: int) -> None:
         if not payloads:
             return
         me = self.my_sender_rank
         first = self.next_index
+        self._in_flight.append((first + len(payloads) - 1, size))
+        self._in_flight_bytes += size
         views = tuple(memoryview(payload) for payload in payloads)
         stamp = self._clock.stamp() if self.persistent else 0
         data = Data(self.epoch, self.subgroup, self.shard, self.senders[me], first, views, stamp)
@@ -492,6 +529,8 @@ class ShardMulticast:
     def _transmit_large(self, payload: bytes) -> None:
         me = self.my_sender_rank
         index = self.next_index
+        self._in_flight.append((index, len(payload)))
+        self._in_flight_bytes += len(payload)
         sender = self.senders[me]
         self._events.append(MessageSent(self.epoch, self.subgroup, self.shard, index, payload))
         relay_to = self._relay_next[me]
@@ -701,4 +740,5 @@ class ShardMulticast:
         received = self.table.received[self.rank]
         for sender in senders:
             self._acked[sender] = received[sender]
+            self._unacked_bytes[sender] = 0
         self.acks_due.clear()

@@ -438,6 +438,11 @@ class Node:
         shard = self._by_subgroup.get(subgroup)
         return 0 if shard is None else len(shard.pending)
 
+    def queued_bytes(self, subgroup: int) -> int:
+        """The payload bytes of :meth:`queued`: large messages are bounded by their bytes."""
+        shard = self._by_subgroup.get(subgroup)
+        return 0 if shard is None else shard.pending_bytes
+
     def can_send(self, subgroup: int) -> bool:
         """This member is a sender of its shard of ``subgroup`` in the current view."""
         shard = self._by_subgroup.get(subgroup)

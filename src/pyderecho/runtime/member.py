@@ -72,6 +72,7 @@ class Member:
         self.transport = transport
         self.on_event = on_event
         self._max_queued = max_queued or 4 * node.config.window_size
+        self._max_queued_bytes = 4 * node.config.window_bytes
         self._loop: asyncio.AbstractEventLoop | None = None
         self._restart_waits_for = ""
         """What a restart from logs waits for, last logged."""
@@ -150,7 +151,11 @@ class Member:
         """
         while True:
             self._raise_if_stopped()
-            if self.node.queued(subgroup) < self._max_queued:
+            node = self.node
+            if (
+                node.queued(subgroup) < self._max_queued
+                and node.queued_bytes(subgroup) < self._max_queued_bytes
+            ):
                 break
             await self.wait_progress()
         self.node.send(subgroup, payload, self._now(), flush=False)
