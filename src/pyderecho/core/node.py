@@ -438,10 +438,12 @@ class Node:
         shard = self._by_subgroup.get(subgroup)
         return 0 if shard is None else len(shard.pending)
 
-    def queued_bytes(self, subgroup: int) -> int:
-        """The payload bytes of :meth:`queued`: large messages are bounded by their bytes."""
+    def queue_has_room(self, subgroup: int, messages: int, nbytes: int) -> bool:
+        """Fewer than ``messages`` of this member's messages in ``subgroup``, and fewer than
+        ``nbytes`` of payload, wait for a window slot: the bound a driver applies (large
+        messages are bounded by their bytes) before it queues one more. One call per send."""
         shard = self._by_subgroup.get(subgroup)
-        return 0 if shard is None else shard.pending_bytes
+        return shard is None or (len(shard.pending) < messages and shard.pending_bytes < nbytes)
 
     def can_send(self, subgroup: int) -> bool:
         """This member is a sender of its shard of ``subgroup`` in the current view."""

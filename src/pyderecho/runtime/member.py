@@ -19,6 +19,7 @@ from types import TracebackType
 from pyderecho.core.events import (
     Delivered,
     Event,
+    MessageSent,
     PersistRequested,
     Stopped,
     ViewInstalled,
@@ -151,11 +152,7 @@ class Member:
         """
         while True:
             self._raise_if_stopped()
-            node = self.node
-            if (
-                node.queued(subgroup) < self._max_queued
-                and node.queued_bytes(subgroup) < self._max_queued_bytes
-            ):
+            if self.node.queue_has_room(subgroup, self._max_queued, self._max_queued_bytes):
                 break
             await self.wait_progress()
         self.node.send(subgroup, payload, self._now(), flush=False)
@@ -318,15 +315,17 @@ class Member:
             events = node.events()
             handler = self.on_event
             for event in events:
-                if type(event) is Delivered:
-                    # Most events by far, and the driver has nothing to do for them: straight
-                    # to the application (as _handle, inlined: a call per delivery shows).
+                kind = type(event)
+                if kind is Delivered or kind is MessageSent:
+                    # Most events by far (a delivery each, and a send each of a sender's own),
+                    # and the driver has nothing to do for them: straight to the application
+                    # (as _handle, inlined: a call per message shows).
                     if handler is not None:
                         try:
                             handler(event)
                         except Exception:
                             self.stats["event_handler_failed"] += 1
-                            _log.exception("event handler %r raised on Delivered", handler)
+                            _log.exception("event handler %r raised on %s", handler, kind.__name__)
                     continue
                 if isinstance(event, PersistRequested):
                     self._persist(event)
