@@ -432,12 +432,6 @@ class Node:
         """This member's shard of ``subgroup`` in the current view, if any."""
         return self._by_subgroup.get(subgroup)
 
-    def queued(self, subgroup: int) -> int:
-        """How many of this member's messages in ``subgroup`` wait for a window slot (0 when
-        it has no shard there): what a driver bounds to apply backpressure."""
-        shard = self._by_subgroup.get(subgroup)
-        return 0 if shard is None else len(shard.pending)
-
     def queue_has_room(self, subgroup: int, messages: int, nbytes: int) -> bool:
         """Fewer than ``messages`` of this member's messages in ``subgroup``, and fewer than
         ``nbytes`` of payload, wait for a window slot: the bound a driver applies (large
