@@ -193,6 +193,39 @@ def test_a_replica_that_raises_is_a_remote_error_in_every_slot_and_the_group_goe
     run(scenario, Cluster(layout_of({"Store": every_member()}), {"Store": Store}))
 
 
+def test_an_own_reply_call_resolves_to_the_callers_replica_and_the_others_send_nothing() -> None:
+    async def scenario(cluster: Cluster) -> None:
+        groups = await cluster.found([0, 1, 2])
+        g0 = groups[0]
+        store = g0.subgroup(Store, replies="own")
+        assert await store.put("x", b"1") == 1
+        assert await store.put_named(key="y", value=b"2") == 2
+        with pytest.raises(RemoteError, match="ValueError: nope"):
+            await store.fail("nope")
+        assert await store.get("x") == b"1", "queries go as through any handle"
+        # An every-reply call after them: the other replicas' replies to it come after any
+        # they sent for the calls before, on the same links, so a stray one has arrived.
+        assert await g0.subgroup(Store).put("z", b"3") == {0: 3, 1: 3, 2: 3}
+        assert g0.host.stats["stale_reply"] == 0, "a replica answered an own-reply call"
+        assert digests(groups) == {msgspec.msgpack.encode({"x": b"1", "y": b"2", "z": b"3"})}, (
+            "every replica applied the own-reply calls, in the same order"
+        )
+
+    run(scenario, Cluster(layout_of({"Store": every_member()}), {"Store": Store}))
+
+
+def test_an_unknown_reply_form_is_refused() -> None:
+    async def scenario(cluster: Cluster) -> None:
+        (g0,) = await cluster.found([0])
+        with pytest.raises(ValueError, match='replies must be "all" or "own"'):
+            g0.subgroup(Store, replies="some")  # type: ignore[call-overload]
+        with pytest.raises(ValueError, match="Raw subgroup"):
+            g0.subgroup("Feed", replies="own")
+
+    layout = layout_of({"Store": every_member(), "Feed": every_member(Mode.RAW)})
+    run(scenario, Cluster(layout, {"Store": Store}))
+
+
 def test_bad_calls_fail_at_the_call_site() -> None:
     async def scenario(cluster: Cluster) -> None:
         g0, _, g2 = await cluster.found([0, 1, 2])

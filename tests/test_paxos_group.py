@@ -128,6 +128,42 @@ def test_every_acknowledged_update_is_in_every_members_log(tmp_path: Path) -> No
     assert (tmp_path / "member-0" / "view").exists()
 
 
+def test_own_reply_calls_resolve_with_their_version_and_are_in_every_members_log(
+    tmp_path: Path,
+) -> None:
+    """``replies="own"``: a call resolves once the caller's replica applied it, which in a
+    Paxos shard is once every member logged it; the others send no reply."""
+    acknowledged: list[tuple[str, tuple[int, int, float]]] = []
+
+    async def scenario(cluster: Cluster) -> None:
+        groups = await cluster.found([0, 1, 2])
+        for group in groups:
+            await group.wait_ready(Ledger)
+
+        async def writer(group: Group, count: int) -> None:
+            ledger = group.subgroup(Ledger, replies="own")
+            for number in range(count):
+                entry = f"{group.member_id}-{number}"
+                acknowledged.append((entry, tuple(await ledger.append(entry))))
+
+        await asyncio.gather(*(writer(g, 30) for g in groups))
+        entries = [g.replica(Ledger).entries for g in groups]
+        assert entries[0] == entries[1] == entries[2]
+        assert all(g.host.stats["stale_reply"] == 0 for g in groups)
+
+    cluster = Cluster(tmp_path)
+    run(scenario, cluster)
+    assert len(acknowledged) == 90
+    logs = {
+        m: read_shard_log(shard_directory(tmp_path / f"member-{m}", ("Ledger", 0, 0)))
+        for m in range(3)
+    }
+    assert logs[0] == logs[1] == logs[2]
+    logged = {record.timestamp for record in logs[0]}
+    for entry, (_, _, stamp) in acknowledged:
+        assert round(stamp * 1_000_000) in logged, entry
+
+
 def test_a_data_dir_that_is_not_a_whole_members_is_refused(tmp_path: Path) -> None:
     """Shard logs without the view file they were written under cannot say which group they
     belong to: the member refuses to start rather than guess."""

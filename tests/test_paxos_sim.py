@@ -252,6 +252,21 @@ def test_long_paxos_seed_sweep(seed: int) -> None:
     assert run_simulation(spec).violations == [], spec
 
 
+@pytest.mark.parametrize("seed", range(100))
+def test_own_reply_paxos_seed_sweep(seed: int) -> None:
+    """Paxos shards with every other call waiting for the caller's replica alone: what such
+    a call saw is what the others deliver, and survives total crashes, like any delivery."""
+    spec = dataclasses.replace(paxos_scenario(seed), own_replies=True)
+    assert run_simulation(spec).violations == [], spec
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(100, 600))
+def test_long_own_reply_paxos_seed_sweep(seed: int) -> None:
+    spec = dataclasses.replace(paxos_scenario(seed), own_replies=True)
+    assert run_simulation(spec).violations == [], spec
+
+
 def test_the_paxos_sweep_covers_disk_failures_and_deliveries() -> None:
     specs = [paxos_scenario(seed) for seed in range(200)]
     assert sum(1 for s in specs if s.disk_failures) >= 40

@@ -12,6 +12,7 @@ transfer, a message applied twice) prove that the rule bites.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from typing import Any
 
@@ -21,6 +22,7 @@ from pyderecho.core.config import CoreConfig
 from pyderecho.core.events import Delivered, Event, ViewInstalled
 from pyderecho.core.layout import ViewLayout, every_member, layout_of, one_subgroup, sharded
 from pyderecho.core.view import NodeId
+from pyderecho.replicated import host as host_module
 from pyderecho.replicated.errors import MemberRemoved, NotInShard, RemoteError
 from pyderecho.replicated.events import CallDone, HostFailed, QueryDone, StateReceived
 from pyderecho.replicated.host import ObjectHost
@@ -108,6 +110,44 @@ def test_typed_seed_sweep(seed: int) -> None:
 def test_long_typed_seed_sweep(seed: int) -> None:
     spec = typed_scenario(seed)
     assert run_simulation(spec).violations == [], describe(spec)
+
+
+@pytest.mark.parametrize("seed", range(100))
+def test_own_reply_seed_sweep(seed: int) -> None:
+    """The typed fault mix with every other call waiting for the caller's replica alone:
+    such a call completes only once its caller delivered it, with that one outcome, and the
+    state rule holds with the replies the other replicas no longer send."""
+    spec = dataclasses.replace(typed_scenario(seed), own_replies=True)
+    assert run_simulation(spec).violations == [], describe(spec)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(100, 600))
+def test_long_own_reply_seed_sweep(seed: int) -> None:
+    spec = dataclasses.replace(typed_scenario(seed), own_replies=True)
+    assert run_simulation(spec).violations == [], describe(spec)
+
+
+def test_an_own_reply_call_that_waits_for_every_replica_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Planted bug: the caller forgets that it asked for its own reply alone, so it waits
+    for replicas that were told not to answer. The sweep's check names the stuck calls."""
+
+    @dataclasses.dataclass
+    class Forgetful(host_module._PendingCall):
+        def __post_init__(self) -> None:
+            self.own = False
+
+    monkeypatch.setattr(host_module, "_PendingCall", Forgetful)
+    caught = [
+        v
+        for seed in range(5)
+        for v in run_simulation(
+            dataclasses.replace(typed_scenario(seed), own_replies=True)
+        ).violations
+    ]
+    assert any("never resolved" in v for v in caught), caught[:3]
 
 
 def test_regression_a_stalled_cleanup_blames_a_crashed_member_while_the_leader_is_heard() -> None:

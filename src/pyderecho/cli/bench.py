@@ -262,6 +262,8 @@ OBJECT_LAYOUTS: dict[str, LayoutFunction] = {
     "paxos": paxos_objects_layout,
 }
 OBJECT_MODES = tuple(OBJECT_LAYOUTS)
+REPLY_FORMS = ("all", "own")
+_REPLIES_TEXT = {"all": "every reply in", "own": "the caller's own replica applied it"}
 
 
 def state_layout(view: View) -> Allocation:
@@ -284,6 +286,10 @@ class ObjectsSpec:
     """Bytes of the calls' argument."""
     in_flight: int = 100
     """Calls each member keeps outstanding (as PySyncObj's baseline counts them)."""
+    replies: str = "all"
+    """What a call waits for (``Group.subgroup(..., replies=...)``): ``all``, every replica's
+    reply; ``own``, the caller's own replica having applied it (and, in ``paxos`` mode, every
+    replica having logged it)."""
     latency_calls: int = 300
     """Calls with one call in flight in the whole group, the members taking turns."""
     queries: int = DEFAULT_OBJECT_CALLS
@@ -310,6 +316,10 @@ class ObjectsSpec:
         _check_loop(self.loop)
         if self.transport not in TRANSPORTS:
             raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}")
+        if self.replies not in REPLY_FORMS:
+            raise ValueError(
+                f"replies must be one of {', '.join(REPLY_FORMS)}, got {self.replies!r}"
+            )
         if self.mode not in OBJECT_MODES:
             raise ValueError(
                 f"mode must be one of {', '.join(OBJECT_MODES)} for the object workload, "
@@ -656,8 +666,10 @@ async def _objects_worker(spec: _WorkerSpec, conn: Connection, profiler: Any) ->
         await _wait_links(transport, bench.nodes - 1, bench.timeout_s)
         conn.send(("connected", spec.node_id))
         value = secrets.token_bytes(bench.size)
-        add = group.subgroup(COUNTER_TYPE).add  # type: ignore[union-attr]
-        everyone = frozenset(members)
+        own = bench.replies == "own"
+        add = group.subgroup(COUNTER_TYPE, replies=bench.replies).add  # type: ignore
+        # An own-reply call returns its one int, like a query; otherwise every replica's.
+        everyone = None if own else frozenset(members)
         while isinstance(command := await commands.get(), tuple):
             kind, count = command
             logged = _log_stats(group)
@@ -1066,6 +1078,7 @@ def _objects_report(
         "nodes": spec.nodes,
         "transport": spec.transport,
         "mode": spec.mode,
+        "replies": spec.replies,
         "size": spec.size,
         "count": spec.count,
         "in_flight": spec.in_flight,
@@ -1286,6 +1299,13 @@ def add_parser(
         help="calls with one in flight in the whole group, members taking turns (default: 300)",
     )
     objects.add_argument(
+        "--replies",
+        choices=REPLY_FORMS,
+        default="all",
+        help="what a call waits for: all, every replica's reply (default); own, the caller's "
+        "own replica having applied it",
+    )
+    objects.add_argument(
         "--queries",
         type=non_negative_int,
         default=None,
@@ -1401,6 +1421,7 @@ def _run_objects(args: argparse.Namespace) -> int:
             count=count,
             size=args.size,
             in_flight=100 if args.in_flight is None else args.in_flight,
+            replies=args.replies,
             latency_calls=args.latency_calls,
             queries=count if args.queries is None else args.queries,
             state_bytes=args.state_mib * MiB,
@@ -1430,7 +1451,8 @@ def _run_objects(args: argparse.Namespace) -> int:
     if "calls" in report:
         calls = report["calls"]
         print(
-            f"{report['mode']} calls, every reply in: {calls['calls_per_s_member_median']:,} "
+            f"{report['mode']} calls, {_REPLIES_TEXT[report['replies']]}: "
+            f"{calls['calls_per_s_member_median']:,} "
             "calls/s per "
             f"member (median), {calls['calls_per_s_group']:,} in the group; latency p50 "
             f"{calls['latency_us']['p50']} us, p99 {calls['latency_us']['p99']} us"

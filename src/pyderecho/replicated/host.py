@@ -200,8 +200,12 @@ class _Outgoing:
 @dataclass
 class _PendingCall:
     method: MethodSpec
+    own: bool = False
+    """Only the caller's own replica answers (``Call.replies`` is False)."""
     expected: tuple[NodeId, ...] | None = None
-    """The shard's members in the view the call was delivered in; None until then."""
+    """The members whose outcomes the call waits for, once it was delivered here: the
+    shard's members in that view, or this member alone for an ``own`` call; None until
+    then."""
     outcomes: dict[NodeId, Any] = field(default_factory=dict)
     """Per replica, its decoded result or a RemoteError."""
 
@@ -301,9 +305,12 @@ class ObjectHost:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         timestamp: float,
+        own: bool = False,
     ) -> tuple[int, int, bytes]:
         """Check and encode an ordered call: (call id, flattened subgroup id, payload) for the
-        driver to multicast. Its replies come as one :class:`CallDone` with that id."""
+        driver to multicast. Its replies come as one :class:`CallDone` with that id: every
+        replica's, or with ``own`` this member's replica's alone, as soon as it applied the
+        call (the other replicas are asked not to reply)."""
         spec = self.spec(type_name).method(method, "ordered")
         ref = self.my_shard(type_name, subgroup_index)
         if ref is None:
@@ -314,8 +321,10 @@ class ObjectHost:
             )
         args_bytes = spec.encode_args(args, kwargs)
         call_id = next(self._ids)
-        payload = encoder.encode(Call(call_id, method, timestamp, msgspec.Raw(args_bytes)))
-        self._calls[call_id] = _PendingCall(spec)
+        payload = encoder.encode(
+            Call(call_id, method, timestamp, msgspec.Raw(args_bytes), replies=not own)
+        )
+        self._calls[call_id] = _PendingCall(spec, own)
         return call_id, ref.subgroup, payload
 
     def cancel_call(self, call_id: int) -> None:
@@ -474,7 +483,7 @@ class ObjectHost:
         if call is not None and event.sender == self.node_id:
             pending = self._calls.get(call.call_id)
             if pending is not None:
-                pending.expected = ref.layout.members
+                pending.expected = (self.node_id,) if pending.own else ref.layout.members
         if replica.obj is None:
             replica.buffered.append(_Buffered(position, event.sender, call))
         elif position <= replica.skip_until:
@@ -495,7 +504,7 @@ class ObjectHost:
         if spec is None or spec.kind != "ordered":
             self._reply(
                 sender,
-                call.call_id,
+                call,
                 _error(
                     "UnknownMethod",
                     f"{replica.spec.cls.__qualname__} has no @ordered {call.method!r}",
@@ -505,7 +514,7 @@ class ObjectHost:
         try:
             arguments = spec.args_decoder.decode(call.args)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            self._reply(sender, call.call_id, _error("InvalidArguments", str(exc)))
+            self._reply(sender, call, _error("InvalidArguments", str(exc)))
             return
         token = ctx.enter(
             ctx.CallContext(sender, self.node_id, replica.key, position, call.timestamp, self.group)
@@ -521,7 +530,7 @@ class ObjectHost:
             result, error = None, exc
         finally:
             ctx.leave(token)
-        self._reply(sender, call.call_id, self._outcome(spec, result, error))
+        self._reply(sender, call, self._outcome(spec, result, error))
         if replica.paxos:
             replica.since_save += 1
             if replica.since_save >= self.snapshot_every:
@@ -534,7 +543,7 @@ class ObjectHost:
             if entry.call is not None:
                 self._reply(
                     entry.sender,
-                    entry.call.call_id,
+                    entry.call,
                     _error(
                         "LeftShard",
                         f"member {self.node_id} left the shard before it held the state to "
@@ -547,7 +556,7 @@ class ObjectHost:
         if call is not None:
             self._reply(
                 sender,
-                call.call_id,
+                call,
                 _error(
                     "StateTransferred",
                     "this replica received the update inside transferred state; its return "
@@ -572,11 +581,11 @@ class ObjectHost:
             )
         return Outcome(True, msgspec.Raw(encoded))
 
-    def _reply(self, caller: NodeId, call_id: int, outcome: Outcome) -> None:
+    def _reply(self, caller: NodeId, call: Call, outcome: Outcome) -> None:
         if caller == self.node_id:
-            self._on_reply(self.node_id, call_id, outcome)
-        else:
-            self._replies.setdefault(caller, []).append(Reply(call_id, outcome))
+            self._on_reply(self.node_id, call.call_id, outcome)
+        elif call.replies:
+            self._replies.setdefault(caller, []).append(Reply(call.call_id, outcome))
 
     def _flush_replies(self) -> None:
         replies, self._replies = self._replies, {}

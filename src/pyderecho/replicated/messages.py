@@ -24,6 +24,9 @@ class Call(msgspec.Struct, frozen=True, array_like=True):
     timestamp: float
     """The caller's clock when it called: the same at every replica, so methods need none."""
     args: msgspec.Raw
+    replies: bool = True
+    """Whether every replica answers the caller; False: only the caller's own replica, whose
+    result the caller takes (``replies="own"``), so the others send nothing back."""
 
 
 class Outcome(msgspec.Struct, frozen=True, array_like=True):

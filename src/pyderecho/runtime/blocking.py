@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from pyderecho.core.events import Delivered, Event
 from pyderecho.core.node import Node
 from pyderecho.core.view import View
-from pyderecho.runtime.group import Group
+from pyderecho.runtime.group import Group, ReplyForm
 from pyderecho.runtime.loop import loop_factory
 from pyderecho.runtime.member import Member
 from pyderecho.transport.base import Transport
@@ -170,8 +170,10 @@ class BlockingGroup:
     def view(self) -> View:
         return self.group.view
 
-    def subgroup(self, kind: type[Any] | str, index: int = 0) -> _BlockingHandle:
-        return _BlockingHandle(self, lambda: self.group.subgroup(kind, index))
+    def subgroup(
+        self, kind: type[Any] | str, index: int = 0, *, replies: ReplyForm = "all"
+    ) -> _BlockingHandle:
+        return _BlockingHandle(self, lambda: self.group.subgroup(kind, index, replies=replies))
 
     def shard(self, kind: type[Any] | str, shard: int, index: int = 0) -> _BlockingHandle:
         return _BlockingHandle(self, lambda: self.group.shard(kind, shard, index))

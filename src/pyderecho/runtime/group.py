@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, overload
+from typing import Any, Literal, overload
 
 from pyderecho.config import DEFAULT_SNAPSHOT_EVERY, Settings, load_settings
 from pyderecho.core.config import CoreConfig
@@ -54,6 +54,10 @@ _log = logging.getLogger(__name__)
 GroupEvent = Any
 """A core event (:mod:`pyderecho.core.events`) or an object-layer one
 (:mod:`pyderecho.replicated.events`): what ``on_event`` receives."""
+
+
+ReplyForm = Literal["all", "own"]
+"""What an ordered call resolves to (``Group.subgroup(..., replies=...)``)."""
 
 
 class Replies(dict[NodeId, Any]):
@@ -301,19 +305,38 @@ class Group:
         return self.member.view
 
     @overload
-    def subgroup(self, kind: type[Any], index: int = 0) -> Subgroup: ...
+    def subgroup(
+        self, kind: type[Any], index: int = 0, *, replies: ReplyForm = "all"
+    ) -> Subgroup: ...
 
     @overload
-    def subgroup(self, kind: str, index: int = 0) -> Subgroup | RawSubgroup: ...
+    def subgroup(
+        self, kind: str, index: int = 0, *, replies: ReplyForm = "all"
+    ) -> Subgroup | RawSubgroup: ...
 
-    def subgroup(self, kind: type[Any] | str, index: int = 0) -> Subgroup | RawSubgroup:
+    def subgroup(
+        self, kind: type[Any] | str, index: int = 0, *, replies: ReplyForm = "all"
+    ) -> Subgroup | RawSubgroup:
         """This member's shard of subgroup ``index`` of a replicated type (a class given to
         the group, or a type name of the layout): ordered calls and queries go there. A
-        ``Raw`` subgroup gives a byte-level :class:`RawSubgroup` instead."""
+        ``Raw`` subgroup gives a byte-level :class:`RawSubgroup` instead.
+
+        ``replies``: what an ordered call through the handle resolves to. ``"all"``:
+        :class:`Replies`, one outcome per replica, once every one answered. ``"own"``: the
+        value this member's own replica returned (its :class:`RemoteError` raised), as soon
+        as it applied the call; the other replicas send no reply. Applied here means
+        delivered here, so it is held by every member of the shard and every one that stays
+        applies it in the same order (in a ``Paxos`` shard: it is logged durably at every
+        replica). What the caller gives up is the others' confirmation, a message hop later,
+        that they did."""
+        if replies not in ("all", "own"):
+            raise ValueError(f'replies must be "all" or "own", got {replies!r}')
         name = self._type_name(kind)
         if name not in self.host.types:
+            if replies != "all":
+                raise ValueError(f"{name} is a Raw subgroup: it has no ordered calls to reply to")
             return RawSubgroup(self, name, index)
-        return Subgroup(self, name, index, None)
+        return Subgroup(self, name, index, None, own=replies == "own")
 
     def shard(self, kind: type[Any] | str, shard: int, index: int = 0) -> Subgroup:
         """Shard ``shard`` of subgroup ``index``, for queries (from any member)."""
@@ -372,11 +395,18 @@ class Group:
     # -- calls ------------------------------------------------------------------------------
 
     async def _ordered(
-        self, type_name: str, index: int, method: str, args: tuple[Any, ...], kw: dict[str, Any]
+        self,
+        type_name: str,
+        index: int,
+        method: str,
+        args: tuple[Any, ...],
+        kw: dict[str, Any],
+        *,
+        own: bool = False,
     ) -> Replies:
         self._raise_if_failed()
         call_id, subgroup, payload = self.host.prepare_call(
-            type_name, index, method, args=args, kwargs=kw, timestamp=time.time()
+            type_name, index, method, args=args, kwargs=kw, timestamp=time.time(), own=own
         )
         future: asyncio.Future[Replies] = asyncio.get_running_loop().create_future()
         self._calls[call_id] = future
@@ -542,14 +572,18 @@ class Group:
 
 class Subgroup:
     """Calls into one subgroup: ``await handle.method(...)`` runs an ``@ordered`` method on
-    every replica of this member's shard (returns :class:`Replies`) or a ``@query`` method on
-    one replica (returns its value, raises its :class:`RemoteError`)."""
+    every replica of this member's shard (returns :class:`Replies`, or with ``own`` this
+    member's replica's value) or a ``@query`` method on one replica (returns its value,
+    raises its :class:`RemoteError`)."""
 
-    def __init__(self, group: Group, type_name: str, index: int, shard: int | None) -> None:
+    def __init__(
+        self, group: Group, type_name: str, index: int, shard: int | None, *, own: bool = False
+    ) -> None:
         self._group = group
         self._type_name = type_name
         self._index = index
         self._shard = shard
+        self._own = own
         self._spec = group.host.spec(type_name)
 
     def __getattr__(self, name: str) -> Callable[..., Awaitable[Any]]:
@@ -565,6 +599,14 @@ class Subgroup:
                     )
 
                 return refuse
+
+            if self._own:
+
+                async def call_own(*args: Any, **kwargs: Any) -> Any:
+                    replies = await group._ordered(type_name, index, name, args, kwargs, own=True)
+                    return replies.value()
+
+                return call_own
 
             def call(*args: Any, **kwargs: Any) -> Awaitable[Replies]:
                 return group._ordered(type_name, index, name, args, kwargs)

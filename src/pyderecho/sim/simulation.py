@@ -289,16 +289,24 @@ class Simulation:
         subgroup_index: int,
         method: str,
         *args: Any,
+        own_reply: bool = False,
         **kwargs: Any,
     ) -> int:
         """Make the ordered call right away, from inside a :meth:`call`; returns its call id
-        (its :class:`CallDone` or :class:`CallFailed` lands in ``results[member][id]``). Raises at
+        (its :class:`CallDone` or :class:`CallFailed` lands in ``results[member][id]``; with
+        ``own_reply``, holding the caller's own replica's outcome alone). Raises at
         the call site as a member would: ``TypeError``/``AttributeError`` for a wrong method or
         arguments, :class:`~pyderecho.core.errors.LocalProtocolError` (``NotInShard`` among
         them) when the member cannot make it."""
         host = self._host(member)
         call_id, subgroup, payload = host.prepare_call(
-            type_name, subgroup_index, method, args=args, kwargs=kwargs, timestamp=self.now
+            type_name,
+            subgroup_index,
+            method,
+            args=args,
+            kwargs=kwargs,
+            timestamp=self.now,
+            own=own_reply,
         )
         try:
             self.nodes[member].send(subgroup, payload, self.now)

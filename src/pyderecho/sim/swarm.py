@@ -139,6 +139,9 @@ class SimulationSpec:
     a member again, in a view that admitted it."""
     replicated: bool = False
     """Back every type of the layout with :class:`KV` and send ordered ``put`` calls."""
+    own_replies: bool = False
+    """Replicated: every other call (the odd-numbered) waits for the caller's own replica
+    alone (``replies="own"``), so the other replicas send it no reply."""
     config: CoreConfig = field(default_factory=CoreConfig)
     link: LinkModel = field(default_factory=LinkModel)
     disk: DiskModel = field(default_factory=DiskModel)
@@ -307,7 +310,8 @@ class _Run:
             self.shards_of[member] = now
 
     def _note_own_delivery(self, member: NodeId, event: Delivered) -> None:
-        """The caller delivered its own call: the view and shard whose members must reply."""
+        """The caller delivered its own call: the view and shard whose members must reply
+        (the caller alone, for an own-reply call)."""
         layout = self.layouts[event.epoch]
         members = next(
             r.layout.members
@@ -315,6 +319,8 @@ class _Run:
             if (r.subgroup, r.shard) == (event.subgroup, event.shard)
         )
         call = decode_call(event.payload)
+        if not call.replies:
+            members = (member,)
         self.delivered_in[(member, call.call_id)] = (event.epoch, members)
 
     def _observe_output(self, member: NodeId, output: Output) -> None:
@@ -645,7 +651,13 @@ class _Run:
             key, value = f"k{number % 17}", member * 1_000_000 + number
             try:
                 call_id = sim.call_ordered_now(
-                    member, ref.type_name, ref.subgroup_index, "put", key, value
+                    member,
+                    ref.type_name,
+                    ref.subgroup_index,
+                    "put",
+                    key,
+                    value,
+                    own_reply=self.spec.own_replies and number % 2 == 1,
                 )
             except LocalProtocolError:
                 return
