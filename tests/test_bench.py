@@ -271,11 +271,34 @@ def test_objects_workload_completes_every_call(
     assert not multiprocessing.active_children()
 
 
-def test_objects_workload_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
+def test_objects_workload_bad_arguments(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     assert bench.main(["--workload", "objects", "--nodes", "1"]) == 2
     assert "at least 2" in capsys.readouterr().err
     with pytest.raises(ValueError, match="in_flight"):
         bench.ObjectsSpec(in_flight=0)
+    with pytest.raises(ValueError, match="replies"):
+        bench.ObjectsSpec(replies="some")
+    missing = tmp_path / "missing"
+    args = ["--workload", "objects", "--mode", "paxos", "--data-dir", str(missing)]
+    assert bench.main(args) == 2
+    assert "is not a directory" in capsys.readouterr().err
+    assert not missing.exists()
+
+
+def test_objects_workload_with_own_replies(capsys: pytest.CaptureFixture[str]) -> None:
+    """``--replies own``: every call resolves to the caller's own replica's int, counted
+    like every-reply calls, and the report says which form it measured."""
+    args = ["--workload", "objects", "--transport", "shm", "--count", "40", "--in-flight", "8"]
+    args += ["--latency-calls", "3", "--queries", "0", "--state-mib", "0", "--replies", "own"]
+    report = run_json(capsys, *args)
+    assert report["replies"] == "own"
+    calls = report["calls"]
+    assert isinstance(calls, dict)
+    assert calls["calls"] == calls["completed"] == 3 * 40 and calls["failed"] == 0
+    lone = report["latency_one_in_flight"]
+    assert isinstance(lone, dict)
+    assert (lone["calls"], lone["failed"]) == (3, 0)
+    assert report["clean_exit"] is True
 
 
 def test_objects_workload_in_paxos_mode_logs_every_call(

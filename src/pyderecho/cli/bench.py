@@ -333,6 +333,8 @@ class ObjectsSpec:
             raise ValueError(f"window must be at least 1, got {self.window}")
         if self.timeout_s <= 0:
             raise ValueError("timeout_s must be positive")
+        if self.data_dir is not None and not os.path.isdir(self.data_dir):
+            raise ValueError(f"data_dir {self.data_dir} is not a directory (make it first)")
 
     def core_config(self) -> CoreConfig:
         defaults = CoreConfig()
