@@ -665,6 +665,9 @@ def _zookeeper_config(
         f"clientPortAddress={HOST}",
         # Not a durability setting: the HTTP admin server would take port 8080 thrice.
         "admin.enableServer=false",
+        # Nor this: every benchmark client connects from 127.0.0.1, and the default of 60
+        # connections per address refused the 65th session (192 in flight, one per slot).
+        "maxClientCnxns=0",
         "4lw.commands.whitelist=srvr",
     ]
     lines += [

@@ -61,6 +61,25 @@ def test_zookeeper_one_second(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
     assert result["sessions"] == 6
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(
+    shutil.which("java") is None or not os.path.exists("/usr/share/java/zookeeper.jar"),
+    reason="zookeeper not installed (setup script)",
+)
+@pytest.mark.skipif(importlib.util.find_spec("kazoo") is None, reason="kazoo not installed")
+def test_zookeeper_takes_more_sessions_than_its_per_address_default(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """192 in flight, one session per slot: 64 sessions per member from one address, past
+    ZooKeeper's default of 60 (kazoo timed out connecting the 61st)."""
+    baselines = _module(monkeypatch)
+    result = baselines.measure_zookeeper(
+        192, 1.0, warmup_s=0.5, latency_updates=5, data_root=str(tmp_path)
+    )
+    _check(result, tmp_path)
+    assert result["sessions"] == 192
+
+
 @pytest.mark.parametrize(
     "reply",
     [
