@@ -49,6 +49,12 @@ def digest(store: Store) -> str:
     return hashlib.sha256(msgspec.msgpack.encode(sorted(store.items.items()))).hexdigest()
 
 
+def check_own(count: object) -> None:
+    """An own-reply put returns the caller's replica's count of keys, a positive int."""
+    if type(count) is not int or count < 1:
+        emit(event="bad_replies", replies=repr(count))
+
+
 def on_event(event: object) -> None:
     if isinstance(event, StateReceived):
         emit(event="state", source=event.source, size=event.size)
@@ -60,10 +66,13 @@ async def run_async(args: argparse.Namespace) -> None:
     ) as group:
         store = await group.wait_ready(Store, timeout=60)
         emit(event="ready", member=group.member_id)
-        for i in range(args.puts):
+        for i in range(args.puts - 1):
             replies = await group.subgroup(Store).put(f"{group.member_id}-{i}", b"v")
             if set(replies) != set(group.view.members) or replies.errors:
                 emit(event="bad_replies", replies=repr(replies))
+        # The last put takes the caller's own replica's answer alone (replies="own").
+        own = group.subgroup(Store, replies="own")
+        check_own(await own.put(f"{group.member_id}-{args.puts - 1}", b"v"))
         async with asyncio.timeout(60):
             while len(store.items) < args.expect:
                 await group.member.wait_progress()
@@ -77,10 +86,12 @@ def run_blocking(args: argparse.Namespace) -> None:
     ) as group:
         store = group.wait_ready(Store, timeout=60)
         emit(event="ready", member=group.member_id)
-        for i in range(args.puts):
+        for i in range(args.puts - 1):
             replies = group.subgroup(Store).put(f"{group.member_id}-{i}", b"v")
             if set(replies) != set(group.view.members) or replies.errors:
                 emit(event="bad_replies", replies=repr(replies))
+        own = group.subgroup(Store, replies="own")
+        check_own(own.put(f"{group.member_id}-{args.puts - 1}", b"v"))
         deadline = time.monotonic() + 60
         while group.subgroup(Store).size() < args.expect and time.monotonic() < deadline:
             time.sleep(0.05)
