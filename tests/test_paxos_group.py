@@ -117,15 +117,22 @@ def test_every_acknowledged_update_is_in_every_members_log(tmp_path: Path) -> No
     cluster = Cluster(tmp_path)
     run(scenario, cluster)
     assert len(acknowledged) == 120
+    _assert_logged_everywhere(tmp_path, acknowledged)
+    assert (tmp_path / "member-0" / "view").exists()
+
+
+def _assert_logged_everywhere(
+    root: Path, acknowledged: list[tuple[str, tuple[int, int, float]]]
+) -> None:
+    """Every member of the three logged the same records, in order, and each acknowledged
+    update is among them, by its timestamp."""
     logs = {
-        m: read_shard_log(shard_directory(tmp_path / f"member-{m}", ("Ledger", 0, 0)))
-        for m in range(3)
+        m: read_shard_log(shard_directory(root / f"member-{m}", ("Ledger", 0, 0))) for m in range(3)
     }
     assert logs[0] == logs[1] == logs[2], "every member logged the same records, in order"
-    logged_entries = [record.timestamp for record in logs[0]]
+    logged = {record.timestamp for record in logs[0]}
     for entry, (_, _, stamp) in acknowledged:
-        assert round(stamp * 1_000_000) in logged_entries, entry
-    assert (tmp_path / "member-0" / "view").exists()
+        assert round(stamp * 1_000_000) in logged, entry
 
 
 def test_own_reply_calls_resolve_with_their_version_and_are_in_every_members_log(
@@ -154,14 +161,7 @@ def test_own_reply_calls_resolve_with_their_version_and_are_in_every_members_log
     cluster = Cluster(tmp_path)
     run(scenario, cluster)
     assert len(acknowledged) == 90
-    logs = {
-        m: read_shard_log(shard_directory(tmp_path / f"member-{m}", ("Ledger", 0, 0)))
-        for m in range(3)
-    }
-    assert logs[0] == logs[1] == logs[2]
-    logged = {record.timestamp for record in logs[0]}
-    for entry, (_, _, stamp) in acknowledged:
-        assert round(stamp * 1_000_000) in logged, entry
+    _assert_logged_everywhere(tmp_path, acknowledged)
 
 
 def test_a_data_dir_that_is_not_a_whole_members_is_refused(tmp_path: Path) -> None:

@@ -59,7 +59,7 @@ from pyderecho.core.node import Node
 from pyderecho.core.view import NodeId, View
 from pyderecho.replicated.events import StateLost, StateProgress, StateReceived
 from pyderecho.replicated.methods import ordered, query
-from pyderecho.runtime.group import Group
+from pyderecho.runtime.group import REPLY_FORMS, Group
 from pyderecho.runtime.loop import LOOP_KINDS, LoopKind, loop_factory, loop_in_use
 from pyderecho.runtime.member import Member
 from pyderecho.transport.base import Transport
@@ -262,7 +262,6 @@ OBJECT_LAYOUTS: dict[str, LayoutFunction] = {
     "paxos": paxos_objects_layout,
 }
 OBJECT_MODES = tuple(OBJECT_LAYOUTS)
-REPLY_FORMS = ("all", "own")
 _REPLIES_TEXT = {"all": "every reply in", "own": "the caller's own replica applied it"}
 
 

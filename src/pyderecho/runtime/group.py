@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, overload
+from typing import Any, Literal, get_args, overload
 
 from pyderecho.config import DEFAULT_SNAPSHOT_EVERY, Settings, load_settings
 from pyderecho.core.config import CoreConfig
@@ -58,6 +58,7 @@ GroupEvent = Any
 
 ReplyForm = Literal["all", "own"]
 """What an ordered call resolves to (``Group.subgroup(..., replies=...)``)."""
+REPLY_FORMS: tuple[ReplyForm, ...] = get_args(ReplyForm)
 
 
 class Replies(dict[NodeId, Any]):
@@ -329,7 +330,7 @@ class Group:
         applies it in the same order (in a ``Paxos`` shard: it is logged durably at every
         replica). What the caller gives up is the others' confirmation, a message hop later,
         that they did."""
-        if replies not in ("all", "own"):
+        if replies not in REPLY_FORMS:
             raise ValueError(f'replies must be "all" or "own", got {replies!r}')
         name = self._type_name(kind)
         if name not in self.host.types:
