@@ -17,7 +17,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pyderecho.core.errors import RemoteProtocolError
-from pyderecho.transport.framing import FrameReceiver, OversizedFrame, TruncatedFrame, frame_header
+from pyderecho.transport.base import PLACE_FROM_BYTES, PLACEMENT_PREFIX, Placement
+from pyderecho.transport.framing import (
+    SHORT_READ_BYTES,
+    FrameReceiver,
+    OversizedFrame,
+    TruncatedFrame,
+    frame_header,
+)
 
 
 def stream_of(frames: list[bytes]) -> bytes:
@@ -168,3 +175,115 @@ def test_bytes_buffered_before_the_takeover_come_first() -> None:
         assert receiver.finished.result() is None
 
     asyncio.run(scenario())
+
+
+# -- placement: large frames read straight to where their reader wants them -----------------
+
+
+def placed_stream(frames: list[bytes], cuts: list[int]) -> tuple[list[bytes], FrameReceiver, int]:
+    """Feed ``frames`` with a placer that claims every frame starting with ``P``: its first
+    3 bytes aside, the rest into a buffer of its own. Returns every frame in the order it
+    completed (placed ones rebuilt from head and buffer), the receiver, and how many bytes
+    the placements it made were to take."""
+
+    async def scenario() -> tuple[list[bytes], FrameReceiver, int]:
+        got: list[bytes] = []
+        claimed: list[int] = []
+
+        def placer(prefix: memoryview, length: int) -> Placement | None:
+            assert prefix.nbytes == min(PLACEMENT_PREFIX, length)
+            if bytes(prefix[:1]) != b"P":
+                return None
+            body = memoryview(bytearray(length - 3))
+            claimed.append(body.nbytes)
+            return Placement(3, body, lambda head: got.append(bytes(head) + bytes(body)))
+
+        receiver = FrameReceiver(
+            lambda frame: got.append(bytes(frame)), 1 << 20, capacity=256 << 10, placer=placer
+        )
+        for piece in pieces(stream_of(frames), cuts):
+            feed_like_a_socket(receiver, piece)
+        receiver.eof_received()
+        return got, receiver, sum(claimed)
+
+    return asyncio.run(scenario())
+
+
+frame_kinds = st.one_of(
+    st.binary(max_size=200),
+    st.builds(
+        lambda first, length, fill: first + bytes([fill]) * (length - 1),
+        st.sampled_from([b"P", b"Q"]),
+        st.integers(PLACE_FROM_BYTES - 10, PLACE_FROM_BYTES + 5000),
+        st.integers(0, 255),
+    ),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    frames=st.lists(frame_kinds, max_size=8),
+    cuts=st.lists(st.integers(min_value=0, max_value=500_000), max_size=20),
+)
+def test_placed_frames_come_back_whole_and_in_order_however_the_stream_is_cut(
+    frames: list[bytes], cuts: list[int]
+) -> None:
+    got, receiver, claimed_bytes = placed_stream(frames, cuts)
+    assert receiver.finished.result() is None
+    assert got == frames
+    # What a placement took was read in place or copied from what had come before it.
+    assert receiver.placed_bytes + receiver.placed_copied_bytes == claimed_bytes
+    assert receiver.placed_frames <= sum(
+        f[:1] == b"P" and len(f) >= PLACE_FROM_BYTES for f in frames
+    )
+
+
+def test_after_a_placement_the_next_large_frame_is_read_in_place() -> None:
+    """Reads stay short after a placement, so the next large frame's body is not read into the
+    receiver's own buffer first (which would mean a copy to its place)."""
+    size = PLACE_FROM_BYTES + 1000
+    frames = [b"P" + bytes(size - 1), b"small", b"P" + b"x" * (size - 1)]
+    got, receiver, _ = placed_stream(frames, [])
+    assert got == frames
+    assert receiver.placed_frames == 2
+    # The first frame came in one read with the rest of the stream; the second is read in
+    # place but for its start.
+    assert receiver.placed_copied_bytes < size + SHORT_READ_BYTES
+
+
+def test_a_stream_cut_in_a_placed_frame_is_truncated() -> None:
+    async def scenario() -> BaseException | None:
+        def placer(prefix: memoryview, length: int) -> Placement:
+            return Placement(1, memoryview(bytearray(length - 1)), lambda head: None)
+
+        receiver = FrameReceiver(lambda frame: None, 1 << 20, placer=placer)
+        data = stream_of([b"P" * PLACE_FROM_BYTES])
+        feed_like_a_socket(receiver, data[:1000])
+        receiver.eof_received()
+        return receiver.finished.exception()
+
+    error = asyncio.run(scenario())
+    assert isinstance(error, TruncatedFrame)
+    assert f"996 bytes into a {PLACE_FROM_BYTES}-byte frame" in str(error)
+
+
+def test_a_failing_placer_or_completion_stops_the_stream_with_its_error() -> None:
+    async def scenario(fail_in: str) -> BaseException | None:
+        def done(head: memoryview) -> None:
+            raise RemoteProtocolError("bad block")
+
+        def placer(prefix: memoryview, length: int) -> Placement:
+            if fail_in == "placer":
+                raise RemoteProtocolError("bad head")
+            return Placement(1, memoryview(bytearray(length - 1)), done)
+
+        seen: list[bytes] = []
+        receiver = FrameReceiver(lambda frame: seen.append(bytes(frame)), 1 << 20, placer=placer)
+        data = stream_of([b"P" * PLACE_FROM_BYTES, b"after"])
+        feed_like_a_socket(receiver, data[:200])
+        feed_like_a_socket(receiver, data[200:])
+        assert seen == []
+        return receiver.finished.exception()
+
+    assert "bad head" in str(asyncio.run(scenario("placer")))
+    assert "bad block" in str(asyncio.run(scenario("done")))

@@ -273,15 +273,57 @@ def encode_parts(message: WireMessage) -> bytes | tuple[bytes, memoryview]:
     transport."""
     if isinstance(message, Block) and message.data.nbytes >= SEPARATE_DATA_BYTES:
         data = message.data
-        head = _encoder.encode(msgspec.structs.replace(message, data=_NO_DATA))
-    elif isinstance(message, P2P) and message.payload.nbytes >= SEPARATE_DATA_BYTES:
+        return _block_head(message, data.nbytes), data
+    if isinstance(message, P2P) and message.payload.nbytes >= SEPARATE_DATA_BYTES:
         data = message.payload
-        head = _encoder.encode(P2P(_NO_DATA))
-    else:
-        return _encoder.encode(message)
+        return _with_length(_encoder.encode(P2P(_NO_DATA)), data.nbytes), data
+    return _encoder.encode(message)
+
+
+def _block_head(block: Block, data_bytes: int) -> bytes:
+    """What goes before ``data_bytes`` of data in a two-part block."""
+    return _with_length(_encoder.encode(msgspec.structs.replace(block, data=_NO_DATA)), data_bytes)
+
+
+def _with_length(encoded: bytes, data_bytes: int) -> bytes:
     # The data is the struct's last field, so the encoding ends with it: an empty binary is
     # b"\xc4\x00", replaced by the 4-byte form with the real length.
-    return head[:-2] + _BIN32.pack(0xC6, data.nbytes), data
+    return encoded[:-2] + _BIN32.pack(0xC6, data_bytes)
+
+
+_block_decoder = msgspec.msgpack.Decoder(Block)
+
+
+def split_block(prefix: memoryview, length: int) -> tuple[int, Block] | None:
+    """Where the data of a large block's frame begins, and the block with empty data, from the
+    frame's first bytes (``prefix``: the head is at most 80 bytes, 8 integers and the data's
+    length) and its ``length``; None if the frame is not a block encoded in two parts by
+    :func:`encode_parts`.
+
+    This lets a transport read a block's data straight into its reassembly buffer. The head is
+    only taken once encoding the block again gives exactly its bytes, so no other frame that
+    happens to look alike is ever split in the wrong place.
+    """
+    window = bytes(prefix[: min(prefix.nbytes, length)])
+    at = window.find(0xC6)
+    while 0 <= at <= len(window) - 5:
+        head = at + 5
+        data = length - head
+        if data >= SEPARATE_DATA_BYTES and _BIN32.unpack_from(window, at)[1] == data:
+            try:
+                block = _block_decoder.decode(window[:at] + b"\xc4\x00")
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                block = None
+            if block is not None and _block_head(block, data) == window[:head]:
+                return head, block
+        at = window.find(0xC6, at + 1)
+    return None
+
+
+def join_block(head: bytes | memoryview, data: memoryview) -> Block:
+    """The block whose frame was split by :func:`split_block` into ``head`` and ``data``."""
+    block = _block_decoder.decode(bytes(head[:-5]) + b"\xc4\x00")
+    return msgspec.structs.replace(block, data=data)
 
 
 def decode(data: bytes | memoryview) -> WireMessage:

@@ -80,12 +80,15 @@ class _Assembly:
     """A large message arriving block by block, in any order; once whole, it is held until
     delivery and then handed over as a read-only view of its buffer."""
 
-    __slots__ = ("buffer", "have", "missing")
+    __slots__ = ("buffer", "have", "missing", "placed")
 
     def __init__(self, buffer: bytearray, num_blocks: int) -> None:
         self.buffer = buffer
         self.have = [False] * num_blocks
         self.missing = num_blocks
+        self.placed: set[int] = set()
+        """Blocks whose data a transport reads straight into ``buffer``
+        (:meth:`ShardMulticast.place_block`), until they arrive."""
 
 
 Payload = bytes | memoryview | _Assembly | None
@@ -254,32 +257,71 @@ class ShardMulticast:
             return
         self._after_arrival(sender)
 
-    def _receive_block(self, sender: int, block: Block) -> None:
-        key = (sender, block.index)
+    def place_block(self, src: NodeId, block: Block, data_bytes: int) -> memoryview | None:
+        """Where the data of ``block``, still on its way from ``src`` (``data_bytes`` of it),
+        can be read to directly: its place in the message's reassembly buffer. None if it
+        cannot (a block not expected from ``src``, one held or placed already, a bad one):
+        it is then copied there on arrival, or refused, as usual.
+
+        Only the member that relays the sender's blocks to this one gets a place, and only
+        once per block: the buffer holds the message's other blocks, and whatever a
+        transport reads into it is that block's data, which :meth:`receive` then finds in
+        place (and does not copy) once the block has arrived whole.
+        """
+        sender = self.sender_rank.get(block.sender)
+        src_rank = self.member_rank.get(src)
+        if sender is None or src_rank is None or self.wedged:
+            return None
+        n = len(self.members)
+        if src_rank == self.rank or (src_rank + 1) % n != self.rank:
+            return None
+        if (self.rank - self.member_rank[block.sender]) % n == 0:
+            return None  # its own message: never relayed back
+        try:
+            assembly, start, expected = self._block_place(sender, block, data_bytes)
+        except RemoteProtocolError:
+            return None
+        if assembly is None or block.block in assembly.placed:
+            return None
+        assembly.placed.add(block.block)
+        return memoryview(assembly.buffer)[start : start + expected]
+
+    def _block_place(
+        self, sender: int, block: Block, data_bytes: int
+    ) -> tuple[_Assembly | None, int, int]:
+        """The assembly ``block`` belongs to (started if it is the first block to come; None
+        for a message or block already held), and the block's offset and length in it.
+        Raises :class:`RemoteProtocolError` for a block that cannot be part of its message."""
         size = self._config.block_size
         num_blocks = -(-block.size // size)
         if not 0 <= block.block < num_blocks or block.size > self._config.max_message_size:
             raise RemoteProtocolError(f"block {block.block} of a {block.size}-byte message")
-        if (
-            block.index < self.table.received[self.rank][sender]
-            or block.index in self._held[sender]
-        ):
-            self.duplicates += 1
-            return
+        start = block.block * size
+        expected = min(size, block.size - start)
+        if data_bytes != expected:
+            raise RemoteProtocolError(
+                f"block {block.block} carries {data_bytes} bytes, expected {expected}"
+            )
+        if self._already_held(sender, block.index):
+            return None, start, expected
+        key = (sender, block.index)
         assembly = self._assembling.get(key)
         if assembly is None:
             buffer = self._buffers.take(block.size)
             assembly = self._assembling[key] = _Assembly(buffer, num_blocks)
         if assembly.have[block.block]:
+            return None, start, expected
+        return assembly, start, expected
+
+    def _receive_block(self, sender: int, block: Block) -> None:
+        key = (sender, block.index)
+        assembly, start, expected = self._block_place(sender, block, len(block.data))
+        if assembly is None:
             self.duplicates += 1
             return
-        start = block.block * size
-        expected = min(size, block.size - start)
-        if len(block.data) != expected:
-            raise RemoteProtocolError(
-                f"block {block.block} carries {len(block.data)} bytes, expected {expected}"
-            )
-        assembly.buffer[start : start + expected] = block.data
+        assembly.placed.discard(block.block)
+        if block.data.obj is not assembly.buffer:  # not read in place (place_block)
+            assembly.buffer[start : start + expected] = block.data
         relay_to = self._relay_next[sender]
         if relay_to is not None:
             # Relayed from the reassembly buffer, not from the frame, whose memory the

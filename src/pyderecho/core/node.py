@@ -64,6 +64,8 @@ from pyderecho.wire import (
     Welcome,
     WireMessage,
     decode,
+    join_block,
+    split_block,
 )
 
 ShardKey = tuple[str, int, int]
@@ -130,6 +132,8 @@ class Node:
         self.config = config or CoreConfig()
         self.stats: Counter[str] = Counter()
         """Counts of rejected or ignored input, by reason: a peer's misbehaviour shows here."""
+        self.placed_blocks = 0
+        """Blocks of large messages :meth:`place_frame` gave a place to (read in place)."""
         self.stopped = ""
         """Why this member stopped; empty while it runs."""
         self._outbox: Outbox = []
@@ -372,6 +376,45 @@ class Node:
             self.stats["malformed"] += 1
             return
         self.receive(src, message, now, flush=flush)
+
+    def place_frame(
+        self, src: NodeId, prefix: memoryview, length: int
+    ) -> tuple[int, memoryview] | None:
+        """Where a large frame from ``src`` that is still arriving can be read to: its first
+        ``head`` bytes aside, and the rest straight into ``body``, its block's place in the
+        message's reassembly buffer (``prefix``: its first bytes, ``length``: its size). None
+        unless it is a block of a large message of the current view that this member
+        receives from ``src`` and does not hold. Hand the frame over with
+        :meth:`receive_placed` once it is complete."""
+        membership = self.membership
+        if self.stopped or membership is None:
+            return None
+        split = split_block(prefix, length)
+        if split is None:
+            return None
+        head, block = split
+        if block.epoch != self.view.epoch:
+            return None
+        shard = self._shards.get((block.subgroup, block.shard))
+        if shard is None:
+            return None
+        body = shard.place_block(src, block, length - head)
+        if body is None:
+            return None
+        self.placed_blocks += 1
+        return head, body
+
+    def receive_placed(
+        self, src: NodeId, head: memoryview, body: memoryview, now: float, *, flush: bool = True
+    ) -> None:
+        """Handle a frame read in two parts as :meth:`place_frame` said: as :meth:`receive_bytes`
+        would handle the whole frame, without copying the block's data again."""
+        try:
+            block = join_block(head, body)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            self.stats["malformed"] += 1
+            return
+        self.receive(src, block, now, flush=flush)
 
     def tick(self, now: float) -> None:
         """The deadline from :meth:`next_deadline` has come."""

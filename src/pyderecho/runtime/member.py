@@ -29,7 +29,7 @@ from pyderecho.core.node import Node
 from pyderecho.core.view import NodeId, View
 from pyderecho.runtime.persistence import ShardKey, ShardLogs
 from pyderecho.storage import DEFAULT_SEGMENT_BYTES
-from pyderecho.transport.base import Transport
+from pyderecho.transport.base import Placement, Transport
 from pyderecho.wire import encode_parts
 
 EventHandler = Callable[[Event], None]
@@ -112,7 +112,7 @@ class Member:
             )
             if self._recovered is None:
                 self.logs.check_fresh()
-        await self.transport.start(self._on_frame, self._on_peer_lost)
+        await self.transport.start(self._on_frame, self._on_peer_lost, self._on_large_frame)
         self._connect_known()
         self._step()
 
@@ -221,6 +221,23 @@ class Member:
             # leaves in the same write as the rows the flush pushes, not one write ahead.
             self._schedule_flush()
         self._step(flush=False)
+
+    def _on_large_frame(self, src: NodeId, prefix: memoryview, length: int) -> Placement | None:
+        # A block of a large message is read straight into the message's buffer where the
+        # core has a place for it; it is then taken in as any frame is.
+        place = self.node.place_frame(src, prefix, length)
+        if place is None:
+            return None
+        head, body = place
+
+        def done(head_bytes: memoryview) -> None:
+            node = self.node
+            node.receive_placed(src, head_bytes, body, self._now(), flush=False)
+            if node.flush_due:
+                self._schedule_flush()
+            self._step(flush=False)
+
+        return Placement(head, body, done)
 
     def _on_peer_lost(self, peer: NodeId, reason: str) -> None:
         # A broken link is failure evidence: the membership protocol decides what follows.

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 from pyderecho.core.errors import LocalProtocolError
@@ -53,6 +54,37 @@ def joined(frame: Frame) -> bytes | memoryview:
 FrameHandler = Callable[[NodeId, memoryview], None]
 """Called for each frame from an authenticated peer; the view dies when the call returns."""
 
+PLACE_FROM_BYTES = 64 * 1024
+"""Frames at least this long are offered to a :data:`LargeFrameHandler` before they are read
+whole."""
+PLACEMENT_PREFIX = 128
+"""How many of a large frame's first bytes the handler is shown (all of it, if shorter)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """Where the rest of a large frame is read to, chosen by whoever knows its format.
+
+    A stream transport reads a frame into a buffer of its own and hands it over as a view, and
+    the receiver then copies what it keeps (a block of a large message, into the message's
+    buffer): the one copy in Python a large message costs over TCP. A placement removes it:
+    the frame's bytes from ``head`` on are read straight into ``body``, and ``done`` gets the
+    first ``head`` bytes once the whole frame is in.
+    """
+
+    head: int
+    """Bytes at the start of the frame that go to ``done`` (within what the handler saw)."""
+    body: memoryview
+    """Writable, exactly as long as the rest of the frame."""
+    done: Callable[[memoryview], None]
+    """Called once the frame is complete; the view it gets dies when the call returns."""
+
+
+LargeFrameHandler = Callable[[NodeId, memoryview, int], Placement | None]
+"""Called with the first bytes of a large frame from an authenticated peer (a view that dies
+when the call returns) and the frame's length: a :class:`Placement` for the rest, or None to
+have the frame read whole and go to the :data:`FrameHandler` as usual."""
+
 PeerLostHandler = Callable[[NodeId, str], None]
 """Called once when the link to a peer breaks, with the reason."""
 
@@ -64,8 +96,15 @@ class Transport(Protocol):
     stats: Counter[str]
     """Counts of rejected input and link events, by reason (malformed, bad_auth, oversized...)."""
 
-    async def start(self, on_frame: FrameHandler, on_peer_lost: PeerLostHandler) -> None:
-        """Begin accepting peers and delivering their frames to ``on_frame``."""
+    async def start(
+        self,
+        on_frame: FrameHandler,
+        on_peer_lost: PeerLostHandler,
+        on_large_frame: LargeFrameHandler | None = None,
+    ) -> None:
+        """Begin accepting peers and delivering their frames to ``on_frame``. A transport that
+        reads frames from a stream offers large ones to ``on_large_frame`` first; one that
+        shows frames in place (shared memory) has no copy to save and ignores it."""
 
     def connect(self, peer: NodeId, address: str) -> None:
         """Open (or reopen) the link to ``peer`` at ``address``; frames queue meanwhile."""

@@ -14,7 +14,13 @@ import struct
 from collections.abc import Callable, Iterable
 
 from pyderecho.core.errors import RemoteProtocolError
-from pyderecho.transport.base import Frame, frame_parts
+from pyderecho.transport.base import (
+    PLACE_FROM_BYTES,
+    PLACEMENT_PREFIX,
+    Frame,
+    Placement,
+    frame_parts,
+)
 
 HEADER = struct.Struct(">I")
 """The length prefix: unsigned 32-bit big-endian, so no frame can exceed 4 GiB - 1."""
@@ -100,6 +106,15 @@ async def read_frame(reader: asyncio.StreamReader, max_size: int) -> bytes | Non
 
 FrameSink = Callable[[memoryview], None]
 """Takes one frame; the view is only valid during the call (the buffer is reused after it)."""
+FramePlacer = Callable[[memoryview, int], Placement | None]
+"""Shown the first bytes of a large frame and its length: where the rest goes, or None."""
+SHORT_READ_BYTES = 4096
+"""How much a read takes, at most, after a frame was placed: enough for the next frame's
+header and what a placer needs to see, or for many small frames, but little of a large one's
+body, which would have to be copied to its place."""
+SHORT_READS = 16
+"""Reads kept short after a placement: a link that carries large frames goes on doing so, and
+one that stopped is back to large reads after a few."""
 
 
 class FrameReceiver(asyncio.BufferedProtocol):
@@ -112,13 +127,25 @@ class FrameReceiver(asyncio.BufferedProtocol):
     straight into a buffer of its own size (after its header is checked against ``max_size``,
     so an announced length never makes us allocate beyond the limit).
 
+    With a ``placer``, a frame of :data:`~pyderecho.transport.base.PLACE_FROM_BYTES` or more
+    that is not yet whole is offered to it once its first
+    :data:`~pyderecho.transport.base.PLACEMENT_PREFIX` bytes are in: if the placer gives a
+    :class:`~pyderecho.transport.base.Placement`, what already arrived of the rest is copied
+    there and everything after is read there directly (the kernel's copy is the only one).
+
     :attr:`finished` resolves when reading stops: with ``None`` when the stream ended between
     frames, or with the error that stopped it (a :class:`FrameError`, an ``OSError`` from the
     connection, or whatever ``sink`` raised). After an error no further frame is delivered.
     """
 
     def __init__(
-        self, sink: FrameSink, max_size: int, *, capacity: int = 4 << 20, initial: int = 64 << 10
+        self,
+        sink: FrameSink,
+        max_size: int,
+        *,
+        capacity: int = 4 << 20,
+        initial: int = 64 << 10,
+        placer: FramePlacer | None = None,
     ) -> None:
         """The buffer starts at ``initial`` bytes and doubles, up to ``capacity``, when a read
         fills it or a frame needs more: a link that carries heartbeats and rows keeps 64 KiB,
@@ -137,6 +164,20 @@ class FrameReceiver(asyncio.BufferedProtocol):
         self._large: memoryview | None = None
         """The frame being read into its own buffer, while one is."""
         self._large_filled = 0
+        self._placer = placer
+        self._placing: Placement | None = None
+        """The frame being read into the place its placer chose, while one is."""
+        self._placing_head = b""
+        self._placing_filled = 0
+        self._offered = False
+        """The frame at ``_start`` was offered to the placer (and declined)."""
+        self._short_reads = 0
+        """Reads still to keep short after the last placement (:data:`SHORT_READS`)."""
+        self.placed_frames = 0
+        self.placed_bytes = 0
+        """Bytes of placed frames read straight to their place."""
+        self.placed_copied_bytes = 0
+        """Bytes of placed frames that had arrived before the placement, copied there."""
         self._transport: asyncio.BaseTransport | None = None
         self.finished: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
@@ -153,17 +194,31 @@ class FrameReceiver(asyncio.BufferedProtocol):
             self.buffer_updated(taken)
 
     def get_buffer(self, sizehint: int) -> memoryview:
+        if self._placing is not None:
+            return self._placing.body[self._placing_filled :]
         if self._large is not None:
             return self._large[self._large_filled :]
+        if self._short_reads:
+            # Large frames are coming: read the next one's start alone, so that its body,
+            # placed, goes straight to its place rather than into this buffer first.
+            self._short_reads -= 1
+            return self._view[self._end : self._end + SHORT_READ_BYTES]
         return self._view[self._end :]
 
     def buffer_updated(self, nbytes: int) -> None:
         if self.finished.done():
             return
+        if self._placing is not None:
+            self._placing_filled += nbytes
+            self.placed_bytes += nbytes
+            if self._placing_filled == self._placing.body.nbytes:
+                self._finish_placement()
+            return
         if self._large is not None:
             self._large_filled += nbytes
             if self._large_filled == len(self._large):
                 frame, self._large = self._large, None
+                self._offered = False
                 self._deliver(frame)
             return
         self._end += nbytes
@@ -179,7 +234,10 @@ class FrameReceiver(asyncio.BufferedProtocol):
 
     def _truncation(self) -> TruncatedFrame | None:
         """What the end of the stream cut short, if anything."""
-        if self._large is not None:
+        if self._placing is not None:
+            into = len(self._placing_head) + self._placing_filled
+            length = len(self._placing_head) + self._placing.body.nbytes
+        elif self._large is not None:
             into, length = self._large_filled, len(self._large)
         else:
             have = self._end - self._start
@@ -206,12 +264,58 @@ class FrameReceiver(asyncio.BufferedProtocol):
                     f"frame of {length} bytes announced, limit is {self._max_size}"
                 )
             if end - start - header < length:
+                if self._offer(start, end, length):
+                    return
                 break
             self._start = start + header + length
+            self._offered = False
             if not self._deliver(view[start + header : self._start]):
                 return
             start = self._start
         self._make_room(start, end)
+
+    def _offer(self, start: int, end: int, length: int) -> bool:
+        """Offer the unfinished frame at ``start`` to the placer, once its prefix is in; True
+        if it is now read in place (everything buffered was its, so the buffer is empty)."""
+        have = end - start - HEADER.size
+        if (
+            self._placer is None
+            or self._offered
+            or length < PLACE_FROM_BYTES
+            or have < min(PLACEMENT_PREFIX, length)
+        ):
+            return False
+        self._offered = True
+        body_start = start + HEADER.size
+        try:
+            placement = self._placer(self._view[body_start : body_start + PLACEMENT_PREFIX], length)
+        except Exception as exc:  # the placer's error ends the link, as the sink's does
+            self._stop(exc)
+            return True
+        if placement is None:
+            return False
+        head = placement.head
+        assert 0 < head <= min(PLACEMENT_PREFIX, have), (head, have)
+        assert placement.body.nbytes == length - head, (placement.body.nbytes, length, head)
+        arrived = have - head
+        placement.body[:arrived] = self._view[body_start + head : end]
+        self._placing_head = bytes(self._view[body_start : body_start + head])
+        self._placing, self._placing_filled = placement, arrived
+        self._start = self._end = 0
+        self._offered = False
+        self._short_reads = SHORT_READS
+        self.placed_frames += 1
+        self.placed_copied_bytes += arrived
+        return True
+
+    def _finish_placement(self) -> None:
+        placement, self._placing = self._placing, None
+        assert placement is not None
+        head, self._placing_head = self._placing_head, b""
+        try:
+            placement.done(memoryview(head))
+        except Exception as exc:  # as a sink's error, it ends the link
+            self._stop(exc)
 
     def _make_room(self, start: int, end: int) -> None:
         """Keep the unfinished frame in ``[start, end)`` and make room for the rest of it."""

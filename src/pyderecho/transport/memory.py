@@ -22,7 +22,13 @@ from functools import partial
 from pyderecho.core.errors import LocalProtocolError
 from pyderecho.core.view import NodeId
 from pyderecho.sim.links import SimLinks
-from pyderecho.transport.base import Frame, FrameHandler, PeerLostHandler, joined
+from pyderecho.transport.base import (
+    Frame,
+    FrameHandler,
+    LargeFrameHandler,
+    PeerLostHandler,
+    joined,
+)
 
 
 class MemoryNetwork:
@@ -54,7 +60,12 @@ class MemoryTransport:
         """Per sender, what is on its link to here, oldest first, each with its arrival time."""
         self._closed = False
 
-    async def start(self, on_frame: FrameHandler, on_peer_lost: PeerLostHandler) -> None:
+    async def start(
+        self,
+        on_frame: FrameHandler,
+        on_peer_lost: PeerLostHandler,
+        on_large_frame: LargeFrameHandler | None = None,
+    ) -> None:
         if self.address in self._network.listening:
             raise LocalProtocolError(f"address {self.address!r} is already taken")
         self._on_frame, self._on_peer_lost = on_frame, on_peer_lost

@@ -107,6 +107,7 @@ from pyderecho.transport.auth import (
 from pyderecho.transport.base import (
     Frame,
     FrameHandler,
+    LargeFrameHandler,
     PeerLostHandler,
     check_frame_size,
     frame_parts,
@@ -334,7 +335,12 @@ class ShmTransport:
 
     # -- the Transport interface -----------------------------------------------------------
 
-    async def start(self, on_frame: FrameHandler, on_peer_lost: PeerLostHandler) -> None:
+    async def start(
+        self,
+        on_frame: FrameHandler,
+        on_peer_lost: PeerLostHandler,
+        on_large_frame: LargeFrameHandler | None = None,
+    ) -> None:
         """Listen on :attr:`address`; from now on authenticated peers' frames go to
         ``on_frame``. Raises ``OSError`` (``EADDRINUSE``) when this member already runs."""
         if self._listener is not None or self._closed:

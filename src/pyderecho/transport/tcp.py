@@ -91,6 +91,7 @@ from pyderecho.transport.auth import (
 from pyderecho.transport.base import (
     Frame,
     FrameHandler,
+    LargeFrameHandler,
     PeerLostHandler,
     check_frame_size,
     frame_size,
@@ -233,6 +234,7 @@ class TcpTransport:
         self._log = logger or logging.getLogger(__name__)
         self._server: asyncio.Server | None = None
         self._on_frame: FrameHandler | None = None
+        self._on_large_frame: LargeFrameHandler | None = None
         self._on_peer_lost: PeerLostHandler | None = None
         self._out: dict[NodeId, _Outbound] = {}
         self._in: dict[NodeId, _Inbound] = {}
@@ -251,11 +253,18 @@ class TcpTransport:
         host, port = self._server.sockets[0].getsockname()[:2]
         return format_address(host, port)
 
-    async def start(self, on_frame: FrameHandler, on_peer_lost: PeerLostHandler) -> None:
-        """Listen; from now on authenticated peers' frames go to ``on_frame``."""
+    async def start(
+        self,
+        on_frame: FrameHandler,
+        on_peer_lost: PeerLostHandler,
+        on_large_frame: LargeFrameHandler | None = None,
+    ) -> None:
+        """Listen; from now on authenticated peers' frames go to ``on_frame``, and large ones
+        are offered to ``on_large_frame`` first (read in place where it says)."""
         if self._server is not None or self._closed:
             raise LocalProtocolError("start() may be called once, before close()")
         self._on_frame, self._on_peer_lost = on_frame, on_peer_lost
+        self._on_large_frame = on_large_frame
         host, port = self._listen
         self._server = await asyncio.start_server(
             self._accept, host, port, limit=_STREAM_LIMIT, backlog=512
@@ -469,7 +478,16 @@ class TcpTransport:
         :class:`FrameReceiver`, which reads frames in place, and wait until it stops."""
         on_frame = self._on_frame
         assert on_frame is not None
-        receiver = FrameReceiver(lambda frame: on_frame(peer, frame), self._max_frame)
+        on_large_frame = self._on_large_frame
+        receiver = FrameReceiver(
+            lambda frame: on_frame(peer, frame),
+            self._max_frame,
+            placer=(
+                None
+                if on_large_frame is None
+                else lambda prefix, length: on_large_frame(peer, prefix, length)
+            ),
+        )
         buffered, ended = _take_over(reader)
         transport = link.writer.transport
         # The stream writer no longer sees the connection end (its protocol is gone), so
