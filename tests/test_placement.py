@@ -10,6 +10,8 @@ before.
 
 from __future__ import annotations
 
+import random
+
 from pyderecho.core.config import CoreConfig
 from pyderecho.core.events import Delivered
 from pyderecho.core.node import Node
@@ -68,7 +70,7 @@ def pump(nodes: dict[int, Node], *, place: bool = True) -> dict[int, list[bytes]
 
 def test_placed_blocks_are_delivered_intact_without_a_copy() -> None:
     nodes = group()
-    payload = bytes(range(256)) * (3 * BLOCK // 256) + b"tail" * 1000  # 3 full blocks and a bit
+    payload = random.Random(7).randbytes(3 * BLOCK + 4000)  # 3 full blocks and a bit
     nodes[0].send(0, payload, 1.0)
     delivered = pump(nodes)
     assert all(got == [payload] for got in delivered.values()), {
@@ -114,7 +116,7 @@ def test_a_placed_and_a_copied_run_deliver_the_same() -> None:
     """The planted-bug guard for :func:`pump`: with placement off the same messages arrive the
     same way, so the first test's equality is not an artefact of the helper."""
     # Two full blocks each (placed at both receivers) and a few bytes more (copied).
-    payloads = [bytes([k]) * (2 * BLOCK + k) for k in range(1, 4)]
+    payloads = [random.Random(k).randbytes(2 * BLOCK + k) for k in range(1, 4)]
     runs = []
     for place in (True, False):
         nodes = group()
@@ -124,3 +126,46 @@ def test_a_placed_and_a_copied_run_deliver_the_same() -> None:
         assert sum(n.placed_blocks for n in nodes.values()) == (12 if place else 0)
     assert runs[0] == runs[1]
     assert all(sorted(got) == sorted(payloads) for got in runs[0].values())
+
+
+def test_no_place_for_a_block_held_or_in_a_wedged_shard() -> None:
+    nodes = group()
+    payload = random.Random(3).randbytes(2 * BLOCK)
+    nodes[0].send(0, payload, 1.0)
+    assert pump(nodes)[1] == [payload]
+    first = Block(0, 0, 0, 0, 0, 2 * BLOCK, 0, 0, memoryview(payload[:BLOCK]))
+    head, _ = two_parts(first)
+    length = len(head) + BLOCK
+    assert nodes[1].place_frame(0, memoryview(head), length) is None  # delivered already
+    fresh = Block(0, 0, 0, 0, 1, 2 * BLOCK, 0, 0, memoryview(payload[:BLOCK]))
+    fresh_head, _ = two_parts(fresh)
+    shard = nodes[1].shard_of(0)
+    assert shard is not None
+    shard.wedge()
+    assert nodes[1].place_frame(0, memoryview(fresh_head), length) is None
+
+
+def test_the_same_block_from_another_member_while_one_is_placed_is_dropped() -> None:
+    """While the relaying member's block is read into place, a copy of it from anyone else is
+    a duplicate: taking it would let the placed read go on writing into a held block."""
+    nodes = group()
+    data = random.Random(5).randbytes(2 * BLOCK)
+    blocks = [
+        Block(0, 0, 0, 0, 0, 2 * BLOCK, b, 0, memoryview(data[b * BLOCK :][:BLOCK])) for b in (0, 1)
+    ]
+    heads = [two_parts(block)[0] for block in blocks]
+    spot = nodes[1].place_frame(0, memoryview(heads[0]), len(heads[0]) + BLOCK)
+    assert spot is not None
+    _, body = spot
+    shard = nodes[1].shard_of(0)
+    assert shard is not None
+    before = shard.duplicates
+    nodes[1].receive_bytes(2, heads[0] + data[:BLOCK], 1.0)  # the same block, from member 2
+    assert shard.duplicates == before + 1
+    body[:] = data[:BLOCK]
+    nodes[1].receive_placed(0, memoryview(heads[0]), body, 1.0)
+    nodes[1].receive_bytes(0, heads[1] + data[BLOCK:], 1.0)
+    assert shard.duplicates == before + 1
+    # The message is whole at member 1 with the placed block's bytes: it relays it to member 2.
+    relayed = [m for dst, m in nodes[1].outbox() if isinstance(m, Block)]
+    assert b"".join(bytes(block.data) for block in relayed) == data

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 
 from pyderecho.cli.demo import free_ports
 from pyderecho.core.config import CoreConfig
@@ -239,7 +240,8 @@ def test_large_messages_over_tcp_are_read_into_their_buffers_and_arrive_intact()
         sent = {}
         for round_ in range(6):
             for member in members:
-                payload = bytes([member.node.node_id, round_]) * (size // 2) + b"!"
+                me = member.node.node_id
+                payload = bytes([me, round_]) + random.Random(me * 100 + round_).randbytes(size - 2)
                 sent[(member.node.node_id, round_)] = payload
                 await member.send(0, payload)
         orders = []

@@ -88,7 +88,8 @@ class _Assembly:
         self.missing = num_blocks
         self.placed: set[int] = set()
         """Blocks whose data a transport reads straight into ``buffer``
-        (:meth:`ShardMulticast.place_block`), until they arrive."""
+        (:meth:`ShardMulticast.place_block`) until they arrive; one whose frame was cut off
+        stays here (its link broke, so the epoch ends without it)."""
 
 
 Payload = bytes | memoryview | _Assembly | None
@@ -260,8 +261,8 @@ class ShardMulticast:
     def place_block(self, src: NodeId, block: Block, data_bytes: int) -> memoryview | None:
         """Where the data of ``block``, still on its way from ``src`` (``data_bytes`` of it),
         can be read to directly: its place in the message's reassembly buffer. None if it
-        cannot (a block not expected from ``src``, one held or placed already, a bad one):
-        it is then copied there on arrival, or refused, as usual.
+        cannot (a block not expected from ``src``, one held or placed already, a bad one, a
+        wedged shard): it is then copied there on arrival, or refused, as usual.
 
         Only the member that relays the sender's blocks to this one gets a place, and only
         once per block: the buffer holds the message's other blocks, and whatever a
@@ -319,8 +320,17 @@ class ShardMulticast:
         if assembly is None:
             self.duplicates += 1
             return
-        assembly.placed.discard(block.block)
-        if block.data.obj is not assembly.buffer:  # not read in place (place_block)
+        if block.block in assembly.placed:
+            # Only place_block makes views of the buffer that come back here: this one is the
+            # view it gave for this block, its data already in place.
+            if block.data.obj is not assembly.buffer:
+                # The same block from another member while the relaying one's is still being
+                # read into place: taking it would let that read go on writing into a block
+                # held, relayed and perhaps delivered. The placed one is the one taken.
+                self.duplicates += 1
+                return
+            assembly.placed.discard(block.block)
+        else:
             assembly.buffer[start : start + expected] = block.data
         relay_to = self._relay_next[sender]
         if relay_to is not None:

@@ -112,7 +112,9 @@ class Member:
             )
             if self._recovered is None:
                 self.logs.check_fresh()
-        await self.transport.start(self._on_frame, self._on_peer_lost, self._on_large_frame)
+        await self.transport.start(
+            self._on_frame, self._on_peer_lost, on_large_frame=self._on_large_frame
+        )
         self._connect_known()
         self._step()
 

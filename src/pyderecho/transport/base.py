@@ -55,8 +55,8 @@ FrameHandler = Callable[[NodeId, memoryview], None]
 """Called for each frame from an authenticated peer; the view dies when the call returns."""
 
 PLACE_FROM_BYTES = 64 * 1024
-"""Frames at least this long are offered to a :data:`LargeFrameHandler` before they are read
-whole."""
+"""Frames at least this long may be offered to a :data:`LargeFrameHandler` before they are
+read whole (a stream transport offers one whose start arrives before the rest)."""
 PLACEMENT_PREFIX = 128
 """How many of a large frame's first bytes the handler is shown (all of it, if shorter)."""
 

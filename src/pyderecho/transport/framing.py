@@ -13,7 +13,7 @@ import asyncio
 import struct
 from collections.abc import Callable, Iterable
 
-from pyderecho.core.errors import RemoteProtocolError
+from pyderecho.core.errors import LocalProtocolError, RemoteProtocolError
 from pyderecho.transport.base import (
     PLACE_FROM_BYTES,
     PLACEMENT_PREFIX,
@@ -128,10 +128,12 @@ class FrameReceiver(asyncio.BufferedProtocol):
     so an announced length never makes us allocate beyond the limit).
 
     With a ``placer``, a frame of :data:`~pyderecho.transport.base.PLACE_FROM_BYTES` or more
-    that is not yet whole is offered to it once its first
-    :data:`~pyderecho.transport.base.PLACEMENT_PREFIX` bytes are in: if the placer gives a
+    that is not yet whole once its first :data:`~pyderecho.transport.base.PLACEMENT_PREFIX`
+    bytes are in this buffer is offered to it, once: if the placer gives a
     :class:`~pyderecho.transport.base.Placement`, what already arrived of the rest is copied
-    there and everything after is read there directly (the kernel's copy is the only one).
+    there and everything after is read there directly (the kernel's copy is the only one). A
+    frame that arrived whole, or one over half the buffer's capacity whose start came in
+    with fewer bytes, is read as without a placer.
 
     :attr:`finished` resolves when reading stops: with ``None`` when the stream ended between
     frames, or with the error that stopped it (a :class:`FrameError`, an ``OSError`` from the
@@ -295,8 +297,15 @@ class FrameReceiver(asyncio.BufferedProtocol):
         if placement is None:
             return False
         head = placement.head
-        assert 0 < head <= min(PLACEMENT_PREFIX, have), (head, have)
-        assert placement.body.nbytes == length - head, (placement.body.nbytes, length, head)
+        if not 0 < head <= min(PLACEMENT_PREFIX, have) or placement.body.nbytes != length - head:
+            # The placer's mistake, not the peer's: stopped as a failing sink is.
+            self._stop(
+                LocalProtocolError(
+                    f"a placement of {head} + {placement.body.nbytes} bytes for a "
+                    f"{length}-byte frame, of which {have} bytes are in"
+                )
+            )
+            return True
         arrived = have - head
         placement.body[:arrived] = self._view[body_start + head : end]
         self._placing_head = bytes(self._view[body_start : body_start + head])
