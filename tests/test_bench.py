@@ -76,6 +76,18 @@ def test_raw_large_messages_one_sender(capsys: pytest.CaptureFixture[str], trans
     assert report["sending_members"] == 1
 
 
+def test_block_size_sets_how_large_messages_are_cut(capsys: pytest.CaptureFixture[str]) -> None:
+    # 200 KiB in 64 KiB blocks: four blocks a message, three of them read in place over tcp.
+    args = ("--nodes", "3", "--size", str(200 * 1024), "--block-size", str(64 * 1024))
+    report = run_json(capsys, *args, "--count", "10", "--transport", "tcp")
+    check_report(report, nodes=3, delivered=30)
+    assert report["block_size"] == 64 * 1024
+    assert run_json(capsys, "--count", "10")["block_size"] == CoreConfig().block_size
+    with pytest.raises(ValueError, match="block_size"):
+        BenchSpec(block_size=0)
+    assert bench.main(["--workload", "objects", "--block-size", "65536"]) == 2
+
+
 def test_a_paced_sender_keeps_to_its_rate(capsys: pytest.CaptureFixture[str]) -> None:
     args = ("--nodes", "3", "--senders", "one", "--count", "60", "--rate", "300")
     report = run_json(capsys, *args, "--transport", "tcp")
