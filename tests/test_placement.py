@@ -57,9 +57,8 @@ def pump(nodes: dict[int, Node], *, place: bool = True) -> dict[int, list[bytes]
                         else None
                     )
                     if spot is not None:
-                        split, body = spot
-                        body[:] = frame[split:]
-                        nodes[dst].receive_placed(src, memoryview(frame[:split]), body, 1.0)
+                        spot.body[:] = frame[spot.head :]
+                        nodes[dst].receive_placed(src, spot, 1.0)
                         continue
                     parts = frame
                 nodes[dst].receive_bytes(src, parts, 1.0)
@@ -156,14 +155,13 @@ def test_the_same_block_from_another_member_while_one_is_placed_is_dropped() -> 
     heads = [two_parts(block)[0] for block in blocks]
     spot = nodes[1].place_frame(0, memoryview(heads[0]), len(heads[0]) + BLOCK)
     assert spot is not None
-    _, body = spot
     shard = nodes[1].shard_of(0)
     assert shard is not None
     before = shard.duplicates
     nodes[1].receive_bytes(2, heads[0] + data[:BLOCK], 1.0)  # the same block, from member 2
     assert shard.duplicates == before + 1
-    body[:] = data[:BLOCK]
-    nodes[1].receive_placed(0, memoryview(heads[0]), body, 1.0)
+    spot.body[:] = data[:BLOCK]
+    nodes[1].receive_placed(0, spot, 1.0)
     nodes[1].receive_bytes(0, heads[1] + data[BLOCK:], 1.0)
     assert shard.duplicates == before + 1
     # The message is whole at member 1 with the placed block's bytes: it relays it to member 2.

@@ -320,12 +320,6 @@ def split_block(prefix: memoryview, length: int) -> tuple[int, Block] | None:
     return None
 
 
-def join_block(head: bytes | memoryview, data: memoryview) -> Block:
-    """The block whose frame was split by :func:`split_block` into ``head`` and ``data``."""
-    block = _block_decoder.decode(bytes(head[:-5]) + b"\xc4\x00")
-    return msgspec.structs.replace(block, data=data)
-
-
 def decode(data: bytes | memoryview) -> WireMessage:
     """Decode one message, strictly; anything malformed is the peer's fault."""
     try:

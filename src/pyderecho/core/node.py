@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections import Counter, deque
 from collections.abc import Mapping, MutableMapping, Sequence
+from typing import NamedTuple
 
 import msgspec
 
@@ -64,9 +65,19 @@ from pyderecho.wire import (
     Welcome,
     WireMessage,
     decode,
-    join_block,
     split_block,
 )
+
+
+class Place(NamedTuple):
+    """Where :meth:`Node.place_frame` puts a large frame still arriving: its first ``head``
+    bytes aside, the rest straight into ``body``; ``block`` is its head, decoded (the block
+    with empty data), which :meth:`Node.receive_placed` completes with ``body``."""
+
+    head: int
+    body: memoryview
+    block: Block
+
 
 ShardKey = tuple[str, int, int]
 """A shard by replicated type, subgroup index and shard index: stable across views, unlike the
@@ -377,15 +388,13 @@ class Node:
             return
         self.receive(src, message, now, flush=flush)
 
-    def place_frame(
-        self, src: NodeId, prefix: memoryview, length: int
-    ) -> tuple[int, memoryview] | None:
+    def place_frame(self, src: NodeId, prefix: memoryview, length: int) -> Place | None:
         """Where a large frame from ``src`` that is still arriving can be read to: its first
-        ``head`` bytes aside, and the rest straight into ``body``, its block's place in the
-        message's reassembly buffer (``prefix``: its first bytes, ``length``: its size). None
-        unless it is a block of a large message of the current view that this member
-        receives from ``src`` and does not hold. Hand the frame over with
-        :meth:`receive_placed` once it is complete."""
+        bytes aside, and the rest straight into its block's place in the message's
+        reassembly buffer (``prefix``: its first bytes, ``length``: its size). None unless it
+        is a block of a large message of the current view that this member receives from
+        ``src`` and does not hold. Hand the place back with :meth:`receive_placed` once the
+        frame is complete."""
         membership = self.membership
         if self.stopped or membership is None:
             return None
@@ -402,19 +411,13 @@ class Node:
         if body is None:
             return None
         self.placed_blocks += 1
-        return head, body
+        return Place(head, body, block)
 
-    def receive_placed(
-        self, src: NodeId, head: memoryview, body: memoryview, now: float, *, flush: bool = True
-    ) -> None:
-        """Handle a frame read in two parts as :meth:`place_frame` said: as :meth:`receive_bytes`
-        would handle the whole frame, without copying the block's data again."""
-        try:
-            block = join_block(head, body)
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            self.stats["malformed"] += 1
-            return
-        self.receive(src, block, now, flush=flush)
+    def receive_placed(self, src: NodeId, place: Place, now: float, *, flush: bool = True) -> None:
+        """Handle a frame read in two parts as :meth:`place_frame` said, once its body is in:
+        as :meth:`receive_bytes` would handle the whole frame, without decoding its head or
+        copying the block's data again."""
+        self.receive(src, msgspec.structs.replace(place.block, data=place.body), now, flush=flush)
 
     def tick(self, now: float) -> None:
         """The deadline from :meth:`next_deadline` has come."""

@@ -230,16 +230,15 @@ class Member:
         place = self.node.place_frame(src, prefix, length)
         if place is None:
             return None
-        head, body = place
 
-        def done(head_bytes: memoryview) -> None:
+        def done(head: memoryview) -> None:  # the core decoded the head already
             node = self.node
-            node.receive_placed(src, head_bytes, body, self._now(), flush=False)
+            node.receive_placed(src, place, self._now(), flush=False)
             if node.flush_due:
                 self._schedule_flush()
             self._step(flush=False)
 
-        return Placement(head, body, done)
+        return Placement(place.head, place.body, done)
 
     def _on_peer_lost(self, peer: NodeId, reason: str) -> None:
         # A broken link is failure evidence: the membership protocol decides what follows.
