@@ -45,6 +45,7 @@ import functools
 import hashlib
 import heapq
 import random
+import struct
 from collections import Counter
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
@@ -86,6 +87,10 @@ from pyderecho.replicated.recovery import rebuild
 from pyderecho.sim.disk import DiskModel, SimDisks
 from pyderecho.sim.links import LinkModel, SimLinks
 from pyderecho.wire import P2P, WireMessage, encode
+
+_ARRIVAL = struct.Struct("<dqqq")
+"""An arrival in the trace digest: time, source, destination, frame length (packed, not
+formatted: the simulator hashes every arrival)."""
 
 __all__ = ["CallResult", "DiskModel", "HostEvent", "LinkModel", "Simulation"]
 
@@ -589,7 +594,7 @@ class Simulation:
                 return
             if cut or (b, node_id) in self._severed:
                 return
-            self._trace.update(f"{self.now!r} {b}>{node_id} {len(c)}".encode())
+            self._trace.update(_ARRIVAL.pack(self.now, b, node_id, len(c)))
             node.receive_bytes(b, c, self.now, flush=self._flush_now(node_id))
         elif kind == _FLUSH:
             self._flush_due.discard(node_id)
