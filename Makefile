@@ -16,8 +16,9 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/pyderecho demo
 
+# On every core too (pytest-xdist): the tests that wait on real time allow for a loaded machine.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto
 
 # The long sweeps on every core (pytest-xdist): each seed is its own test.
 test-slow: $(STAMP)
