@@ -406,8 +406,11 @@ class ShardMulticast:
 
     def _advance_seq(self) -> None:
         received = self.table.received[self.rank]
-        s = len(received)
-        seq = min(count * s + rank for rank, count in enumerate(received)) - 1
+        # The global index after the last one held without a gap: the first missing message
+        # is the lowest count's, at the lowest rank among equals (count * s + rank, computed
+        # in C: this runs on every arrival).
+        lowest = min(received)
+        seq = lowest * len(received) + received.index(lowest) - 1
         if seq > self.table.seq[self.rank]:
             self.table.seq[self.rank] = seq
             self.dirty = True
