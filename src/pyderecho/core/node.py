@@ -58,6 +58,7 @@ from pyderecho.wire import (
     Heartbeat,
     JoinRequest,
     MembershipRow,
+    Nulls,
     Removed,
     RestartPhase,
     RestartState,
@@ -525,6 +526,20 @@ class Node:
 
     def _dispatch(self, src: NodeId, message: WireMessage, now: float) -> None:
         membership = self.membership
+        if (
+            isinstance(message, (ShardRow, Data, Nulls, Block))
+            and membership is not None
+            and message.epoch == self.view.epoch
+        ):
+            # Most frames: a shard's message of the current view. The same steps as at the
+            # end, without testing for every other kind first (this runs once per frame).
+            membership.heard_from(src, now)
+            shard = self._shards.get((message.subgroup, message.shard))
+            if shard is None:
+                self.stats["unknown_shard"] += 1
+                return
+            shard.receive(src, message)
+            return
         if isinstance(message, JoinRequest):
             self._on_join_request(src, message, now)
             return

@@ -30,7 +30,7 @@ from pyderecho.core.view import NodeId, View
 from pyderecho.runtime.persistence import ShardKey, ShardLogs
 from pyderecho.storage import DEFAULT_SEGMENT_BYTES
 from pyderecho.transport.base import Placement, Transport
-from pyderecho.wire import encode_parts
+from pyderecho.wire import WireMessage, encode_parts
 
 EventHandler = Callable[[Event], None]
 _log = logging.getLogger(__name__)
@@ -325,10 +325,14 @@ class Member:
         sent = False
         while True:
             outbox = node.outbox()
+            last: WireMessage | None = None
+            frame: bytes | tuple[bytes, memoryview] = b""
             for dst, message in outbox:
                 if dst not in self._connected:
                     self._connect(dst)
-                self.transport.send(dst, encode_parts(message))
+                if message is not last:  # a row or a batch to every peer is encoded once
+                    last, frame = message, encode_parts(message)
+                self.transport.send(dst, frame)
             sent = sent or bool(outbox)
             events = node.events()
             handler = self.on_event

@@ -534,6 +534,21 @@ class Simulation:
         return sorted(n for n in self.nodes if n not in self.crashed and n not in self.stopped)
 
     def _dispatch(self, kind: int, a: Any, b: Any, c: Any) -> None:
+        if (
+            kind == _ARRIVE
+            and a not in self.crashed
+            and a not in self._paused
+            and not self._side
+            and (b, a) not in self._severed
+        ):
+            # Most events: a frame reaching a running member over a whole link. The same steps
+            # as the general path below, without testing for every other kind first.
+            node = self.nodes.get(a)
+            if node is not None:
+                self._trace.update(_ARRIVAL.pack(self.now, b, a, len(c)))
+                node.receive_bytes(b, c, self.now, flush=self._flush_now(a))
+                self._drain(a)
+                return
         if kind == _CALL:
             a()
             return
@@ -825,8 +840,12 @@ class Simulation:
         host = self.hosts.get(node_id)
         while True:
             outbox = node.outbox()
+            last: WireMessage | None = None
+            frame = b""
             for dst, message in outbox:
-                self._transmit(node_id, dst, message)
+                if message is not last:  # one message to many peers is encoded once
+                    last, frame = message, encode(message)
+                self._transmit(node_id, dst, message, frame)
             events = node.events()
             for event in events:
                 self._record(node_id, event)
@@ -935,13 +954,12 @@ class Simulation:
         )
         host.finish_query(run.src, run.query_id, run.method, None, error)
 
-    def _transmit(self, src: NodeId, dst: NodeId, message: WireMessage) -> None:
+    def _transmit(self, src: NodeId, dst: NodeId, message: WireMessage, frame: bytes) -> None:
         if self._cut(src, dst):
             if not self._held_until:
                 return
             # Strictly after the frames already in flight, which arrive at the heal itself.
             self.links.hold(src, dst, self._held_until + 1e-6)
-        frame = encode(message)
         self.messages_sent[src] += 1
         self.bytes_sent[src] += len(frame) + self.links.model.overhead_bytes
         kind = _ARRIVE_P2P if isinstance(message, P2P) else _ARRIVE
