@@ -40,7 +40,7 @@ $(UVLOOP_VENV)/.installed: pyproject.toml
 	touch $@
 
 test-uvloop: $(UVLOOP_VENV)/.installed
-	PYDERECHO_TEST_EVENT_LOOP=uvloop $(UVLOOP_VENV)/bin/python -m pytest -q $(UVLOOP_TESTS)
+	PYDERECHO_TEST_EVENT_LOOP=uvloop $(UVLOOP_VENV)/bin/python -m pytest -q -n auto $(UVLOOP_TESTS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

@@ -475,7 +475,7 @@ class Simulation:
         Running members keep their heartbeat timers armed, so a run without ``until`` ends only
         once every member has crashed or stopped: pass ``until`` or use :meth:`run_until`.
         """
-        heap = self._heap
+        heap, pop, dispatch = self._heap, heapq.heappop, self._dispatch
         processed = 0
         while heap:
             if until is not None and heap[0][0] > until:
@@ -483,14 +483,14 @@ class Simulation:
                 return
             if max_events is not None and processed >= max_events:
                 return
-            time, counter, kind, a, b, c = heapq.heappop(heap)
+            time, counter, kind, a, b, c = pop(heap)
             self._handling = counter
             if kind not in (_ARRIVE, _TICK):
                 self._scheduled -= 1
             self.now = time
             processed += 1
             self.events_processed += 1
-            self._dispatch(kind, a, b, c)
+            dispatch(kind, a, b, c)
 
     def run_until(self, done: Callable[[], bool], limit: float, check_every: int = 500) -> bool:
         """Run until ``done()`` holds (checked every ``check_every`` events) or the clock
@@ -955,15 +955,21 @@ class Simulation:
         host.finish_query(run.src, run.query_id, run.method, None, error)
 
     def _transmit(self, src: NodeId, dst: NodeId, message: WireMessage, frame: bytes) -> None:
-        if self._cut(src, dst):
+        if self._side and self._cut(src, dst):
             if not self._held_until:
                 return
             # Strictly after the frames already in flight, which arrive at the heal itself.
             self.links.hold(src, dst, self._held_until + 1e-6)
+        size = len(frame)
         self.messages_sent[src] += 1
-        self.bytes_sent[src] += len(frame) + self.links.model.overhead_bytes
-        kind = _ARRIVE_P2P if isinstance(message, P2P) else _ARRIVE
-        self._push(self.links.arrival(src, dst, len(frame), self.now), kind, dst, src, frame)
+        self.bytes_sent[src] += size + self.links.model.overhead_bytes
+        arrival = self.links.arrival(src, dst, size, self.now)
+        if type(message) is P2P:
+            self._push(arrival, _ARRIVE_P2P, dst, src, frame)
+        else:
+            # _push inlined (once per frame): an arrival is not counted as scheduled work.
+            self._counter += 1
+            heapq.heappush(self._heap, (arrival, self._counter, _ARRIVE, dst, src, frame))
 
     def _record(self, node_id: NodeId, event: Event) -> None:
         if isinstance(event, ViewInstalled) and node_id in self._agreeing:
