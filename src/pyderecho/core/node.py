@@ -62,6 +62,7 @@ from pyderecho.wire import (
     Removed,
     RestartPhase,
     RestartState,
+    ShardMessage,
     ShardRow,
     Welcome,
     WireMessage,
@@ -534,11 +535,7 @@ class Node:
             # Most frames: a shard's message of the current view. The same steps as at the
             # end, without testing for every other kind first (this runs once per frame).
             membership.heard_from(src, now)
-            shard = self._shards.get((message.subgroup, message.shard))
-            if shard is None:
-                self.stats["unknown_shard"] += 1
-                return
-            shard.receive(src, message)
+            self._to_shard(src, message)
             return
         if isinstance(message, JoinRequest):
             self._on_join_request(src, message, now)
@@ -597,6 +594,9 @@ class Node:
         if isinstance(message, MembershipRow):
             membership.receive_row(src, message, now)
             return
+        self._to_shard(src, message)
+
+    def _to_shard(self, src: NodeId, message: ShardMessage) -> None:
         shard = self._shards.get((message.subgroup, message.shard))
         if shard is None:
             self.stats["unknown_shard"] += 1

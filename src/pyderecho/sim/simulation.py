@@ -545,8 +545,7 @@ class Simulation:
             # as the general path below, without testing for every other kind first.
             node = self.nodes.get(a)
             if node is not None:
-                self._trace.update(_ARRIVAL.pack(self.now, b, a, len(c)))
-                node.receive_bytes(b, c, self.now, flush=self._flush_now(a))
+                self._take_frame(a, node, b, c)
                 self._drain(a)
                 return
         if kind == _CALL:
@@ -609,8 +608,7 @@ class Simulation:
                 return
             if cut or (b, node_id) in self._severed:
                 return
-            self._trace.update(_ARRIVAL.pack(self.now, b, node_id, len(c)))
-            node.receive_bytes(b, c, self.now, flush=self._flush_now(node_id))
+            self._take_frame(node_id, node, b, c)
         elif kind == _FLUSH:
             self._flush_due.discard(node_id)
             if node.flush_due:  # as the runtime: heartbeats of a quiet view owe no flush
@@ -628,6 +626,10 @@ class Simulation:
         elif not node.stopped:
             node.send(b, c, self.now)
         self._drain(node_id)
+
+    def _take_frame(self, member: NodeId, node: Node, src: NodeId, frame: bytes) -> None:
+        self._trace.update(_ARRIVAL.pack(self.now, src, member, len(frame)))
+        node.receive_bytes(src, frame, self.now, flush=self._flush_now(member))
 
     def _flush_now(self, member: NodeId) -> bool:
         """Whether ``member`` runs the steps a frame enables as it takes the frame in. A real
@@ -963,13 +965,8 @@ class Simulation:
         size = len(frame)
         self.messages_sent[src] += 1
         self.bytes_sent[src] += size + self.links.model.overhead_bytes
-        arrival = self.links.arrival(src, dst, size, self.now)
-        if type(message) is P2P:
-            self._push(arrival, _ARRIVE_P2P, dst, src, frame)
-        else:
-            # _push inlined (once per frame): an arrival is not counted as scheduled work.
-            self._counter += 1
-            heapq.heappush(self._heap, (arrival, self._counter, _ARRIVE, dst, src, frame))
+        kind = _ARRIVE_P2P if isinstance(message, P2P) else _ARRIVE
+        self._push(self.links.arrival(src, dst, size, self.now), kind, dst, src, frame)
 
     def _record(self, node_id: NodeId, event: Event) -> None:
         if isinstance(event, ViewInstalled) and node_id in self._agreeing:
