@@ -134,6 +134,14 @@ def test_conformance_disconnect(directory: str) -> None:
     run(conformance.check_disconnect(shm_factory(directory)))
 
 
+def test_conformance_a_closing_transport_hands_over_no_frames(directory: str) -> None:
+    run(
+        conformance.check_a_closing_transport_hands_over_no_frames(
+            shm_factory(directory), directory
+        )
+    )
+
+
 def test_conformance_flush_sends_without_a_turn_of_the_loop(directory: str) -> None:
     run(
         conformance.threaded_check_flush_sends_without_a_turn_of_the_loop(

@@ -169,6 +169,13 @@ def test_conformance_disconnect() -> None:
     run(conformance.check_disconnect(tcp_factory()))
 
 
+def test_conformance_a_closing_transport_hands_over_no_frames() -> None:
+    with socket.socket() as unused:
+        unused.bind((HERE, 0))  # bound, never listening: dials to it are refused, and retried
+        nowhere = f"{HERE}:{unused.getsockname()[1]}"
+        run(conformance.check_a_closing_transport_hands_over_no_frames(tcp_factory(), nowhere))
+
+
 def test_conformance_flush_sends_without_a_turn_of_the_loop() -> None:
     run(
         conformance.threaded_check_flush_sends_without_a_turn_of_the_loop(

@@ -65,11 +65,16 @@ class Recorder:
     def __init__(self) -> None:
         self.frames: defaultdict[NodeId, list[Digest]] = defaultdict(list)
         self.lost: list[tuple[NodeId, str]] = []
+        self.answer_with: Transport | None = None
+        """When set, every frame is answered on this transport, as a member answers with a
+        row (:func:`check_a_closing_transport_hands_over_no_frames`)."""
         self._changed = asyncio.Event()
 
     def on_frame(self, peer: NodeId, frame: memoryview) -> None:
         self.frames[peer].append(digest(frame))
         self._changed.set()
+        if self.answer_with is not None:
+            self.answer_with.send(peer, b"answer")
 
     def on_peer_lost(self, peer: NodeId, reason: str) -> None:
         self.lost.append((peer, reason))
@@ -294,6 +299,34 @@ async def check_disconnect(make: TransportFactory) -> None:
         assert recorders[0].lost == []
         assert recorders[1].lost_peers() == [a]
         assert recorders[2].lost == []
+
+
+async def check_a_closing_transport_hands_over_no_frames(
+    make: TransportFactory, nowhere: str
+) -> None:
+    """Frames that arrive while a transport closes are dropped, not handed to the handler: a
+    member answers a frame with a send, which a closing transport refuses, and the handler's
+    error would be logged and counted against the innocent peer. ``nowhere`` is an address no
+    member listens at: a dial to it is still in flight when close() waits for its task, and
+    frames keep arriving meanwhile."""
+    async with group_of(make, 2) as (transports, recorders):
+        await ping(transports, recorders, [(0, 1), (1, 0)])
+        recorders[1].answer_with = transports[1]
+        closing = asyncio.Event()
+
+        async def keep_sending() -> None:
+            while not closing.is_set():
+                transports[0].send(1, b"more")
+                transports[0].flush()
+                await asyncio.sleep(0)
+
+        sender = asyncio.create_task(keep_sending())
+        await recorders[1].wait_for_frames(0, 100)
+        transports[1].connect(99, nowhere)
+        await transports[1].close()
+        closing.set()
+        await sender
+        assert transports[1].stats["handler_error"] == 0
 
 
 ListeningFactory = Callable[[NodeId], ListeningTransport]

@@ -816,7 +816,8 @@ class ShmTransport:
         on_frame, ring, peer = self._on_frame, inbound.ring, inbound.peer
         inbound.draining = True
         try:
-            while ring.pending and not inbound.closed:
+            # Once close() began, frames are dropped: the handler's answers could not be sent.
+            while ring.pending and not inbound.closed and not self._closed:
                 frame = ring.take()
                 if frame is not None:
                     try:

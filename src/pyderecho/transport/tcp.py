@@ -74,7 +74,7 @@ import ssl
 from collections import Counter, deque
 from collections.abc import Collection, Coroutine, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from pyderecho.core.errors import LocalProtocolError, RemoteProtocolError
 from pyderecho.core.view import NodeId
@@ -335,6 +335,11 @@ class TcpTransport:
                 out.ready.set()
                 continue
             transport = writer.transport
+            if transport.is_closing():
+                # The connection went (uvloop refuses writes to it): the link's task finds
+                # out and reports the loss; the frames go with the link.
+                out.ready.set()
+                continue
             high_water = transport.get_write_buffer_limits()[1]
             while out.queue:
                 if transport.get_write_buffer_size() > high_water:
@@ -361,6 +366,12 @@ class TcpTransport:
         if self._closed:
             return
         self._closed = True
+        for link in self._in.values():
+            # No frame reaches the handler from here on: its answers could not be sent.
+            # (A stream's transport reads too; uvloop's is no asyncio.ReadTransport subclass.)
+            transport = cast(asyncio.Transport, link.writer.transport)
+            if not transport.is_closing():
+                transport.pause_reading()
         if self._server is not None:
             self._server.close()
         me = asyncio.current_task()
@@ -545,6 +556,8 @@ class TcpTransport:
                 try:
                     await writer.drain()
                     while out.queue:
+                        if writer.transport.is_closing():  # uvloop refuses the write
+                            raise ConnectionResetError("the connection is closing")
                         _write_batch(out, writer)
                         await writer.drain()
                 finally:
