@@ -22,6 +22,7 @@ of silence at times.
 
     .venv/bin/python benchmarks/scale.py [--nodes 3,8,16,32,64] [--transports shm,tcp]
         [--repeat 3] [--idle 5] [--deliveries 200000] [--heartbeat-timeout 1.0]
+        [--heartbeat-interval 0.1]
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ def _case(
     idle_s: float = 0.0,
     deliveries: int | None = None,
     heartbeat_timeout: float | None = None,
+    heartbeat_interval: float | None = None,
 ) -> dict[str, Any]:
     per_member = deliveries or (SMALL_DELIVERIES if size < MiB else LARGE_DELIVERIES)
     spec = BenchSpec(
@@ -68,6 +70,7 @@ def _case(
         idle_s=idle_s,
         timeout_s=max(120.0, 4.0 * nodes),
         heartbeat_timeout=heartbeat_timeout or CoreConfig().heartbeat_timeout,
+        heartbeat_interval=heartbeat_interval,
     )
     reports = [run_bench(spec) for _ in range(repeat)]
     if not all(report["clean_exit"] for report in reports):
@@ -85,6 +88,7 @@ def _case(
         idle = {
             "idle_s": idle_s,
             "heartbeat_interval_s": core.heartbeat_interval,
+            "heartbeat_timeout_s": core.heartbeat_timeout,
             "idle_cores_group": round(group, 4),
             "idle_floor_cores_group": round(floor, 4),
             "idle_vs_floor": round(group / floor, 2) if floor > 0 else None,
@@ -114,6 +118,7 @@ def scale(
     idle_s: float = 0.0,
     deliveries: int | None = None,
     heartbeat_timeout: float | None = None,
+    heartbeat_interval: float | None = None,
 ) -> dict[str, Any]:
     load_before = os.getloadavg()
     cases = [
@@ -125,6 +130,7 @@ def scale(
             idle_s=idle_s,
             deliveries=deliveries,
             heartbeat_timeout=heartbeat_timeout,
+            heartbeat_interval=heartbeat_interval,
         )
         for size in sizes
         for transport in transports
@@ -161,6 +167,12 @@ def main() -> int:
     parser.add_argument(
         "--heartbeat-timeout", type=float, default=None, help="seconds (default: the core's)"
     )
+    parser.add_argument(
+        "--heartbeat-interval",
+        type=float,
+        default=None,
+        help="seconds between heartbeats (default: the core's; what an idle group's CPU is)",
+    )
     args = parser.parse_args()
     result = scale(
         args.nodes,
@@ -170,6 +182,7 @@ def main() -> int:
         idle_s=args.idle,
         deliveries=args.deliveries,
         heartbeat_timeout=args.heartbeat_timeout,
+        heartbeat_interval=args.heartbeat_interval,
     )
     print(json.dumps(result))
     return 0

@@ -242,6 +242,8 @@ def test_the_scale_benchmark_reports_each_group_size(monkeypatch: pytest.MonkeyP
         assert case["idle_cores_group"] >= 0
         assert case["idle_floor_cores_group"] > 0, "the heartbeat floor of the same run"
         assert case["heartbeat_interval_s"] == CoreConfig().heartbeat_interval
+    slower = scale.scale([2], ["shm"], [100], repeat=1, idle_s=0.2, heartbeat_interval=0.25)
+    assert slower["cases"][0]["heartbeat_interval_s"] == 0.25
 
 
 @pytest.mark.parametrize("transport", ["shm", "tcp"])

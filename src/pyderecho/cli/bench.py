@@ -99,6 +99,9 @@ class BenchSpec:
     profile: str | None = None
     """Write a cProfile of member 0's process (``pstats`` format) to this path."""
     heartbeat_timeout: float = CoreConfig().heartbeat_timeout
+    heartbeat_interval: float | None = None
+    """Seconds between heartbeats; ``None``: the core's default, or a quarter of a shorter
+    ``heartbeat_timeout``. Longer costs an idle group less CPU (``benchmarks/scale.py``)."""
     in_flight: int | None = None
     """Each sender waits for its own messages' delivery once this many are undelivered (1:
     one message in flight, the light-load latency); ``None``: only the window and the
@@ -153,7 +156,8 @@ class BenchSpec:
             block_size=block_size,
             max_message_size=max(self.size, block_size),
             heartbeat_timeout=self.heartbeat_timeout,
-            heartbeat_interval=min(defaults.heartbeat_interval, self.heartbeat_timeout / 4),
+            heartbeat_interval=self.heartbeat_interval
+            or min(defaults.heartbeat_interval, self.heartbeat_timeout / 4),
         )
 
     def queue_bytes(self) -> int:
