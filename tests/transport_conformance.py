@@ -302,13 +302,13 @@ async def check_disconnect(make: TransportFactory) -> None:
 
 
 async def check_a_closing_transport_hands_over_no_frames(
-    make: TransportFactory, nowhere: str
+    make: TransportFactory, nowhere: str = "nowhere"
 ) -> None:
     """Frames that arrive while a transport closes are dropped, not handed to the handler: a
     member answers a frame with a send, which a closing transport refuses, and the handler's
     error would be logged and counted against the innocent peer. ``nowhere`` is an address no
-    member listens at: a dial to it is still in flight when close() waits for its task, and
-    frames keep arriving meanwhile."""
+    member listens at, in the transport's form (the in-memory one takes any name): a dial to it
+    is still in flight when close() waits for its task, and frames keep arriving meanwhile."""
     async with group_of(make, 2) as (transports, recorders):
         await ping(transports, recorders, [(0, 1), (1, 0)])
         recorders[1].answer_with = transports[1]
