@@ -75,22 +75,6 @@ GAP_MARGIN = 2.0
 """An adaptive timeout is this many times the longest gap a member showed lately."""
 GAP_MEMORY = 100
 """How long a gap is remembered, in heartbeat timeouts."""
-TIMER_SLACK = 0.001
-"""A heartbeat due this close is sent now: drivers' timers may fire up to a millisecond early
-(libuv keeps time in whole milliseconds), and a tick just short of its beat would otherwise
-cost a second wakeup a moment later."""
-
-
-def next_beat_after(now: float, interval: float) -> float:
-    """The first multiple of ``interval`` at least half an interval after ``now``.
-
-    Beats fall on the same grid at every member of a host (one monotonic clock), so a member
-    wakes for its own beats about when its watched members' beats arrive, and takes them in
-    the same turn of its loop instead of one wakeup each: an idle group's CPU is its wakeups.
-    The half interval keeps beats an interval apart whichever side of a grid line a tick fell.
-    """
-    due = (now // interval + 1) * interval
-    return due + interval if due - now < interval / 2 else due
 
 
 class Silences:
@@ -332,8 +316,7 @@ class Membership:
         )
 
     def next_deadline(self) -> float:
-        """The next beat: every tick sends one, so ticks stay on the beats' grid too."""
-        return self._next_heartbeat
+        return min(self._next_heartbeat, self._last_tick + self.config.heartbeat_interval)
 
     # -- inputs -----------------------------------------------------------------------------
 
@@ -362,8 +345,8 @@ class Membership:
         config = self.config
         late = now - self._last_tick - config.heartbeat_interval - config.heartbeat_timeout / 2
         self._last_tick = now
-        if now + TIMER_SLACK >= self._next_heartbeat:
-            self._next_heartbeat = next_beat_after(now, config.heartbeat_interval)
+        if now >= self._next_heartbeat:
+            self._next_heartbeat = now + self.config.heartbeat_interval
             beat = Heartbeat(self.view.epoch)
             self._outbox.extend((peer, beat) for peer in self.watchers)
             self._outbox.extend(
