@@ -156,8 +156,11 @@ class BenchSpec:
             block_size=block_size,
             max_message_size=max(self.size, block_size),
             heartbeat_timeout=self.heartbeat_timeout,
-            heartbeat_interval=self.heartbeat_interval
-            or min(defaults.heartbeat_interval, self.heartbeat_timeout / 4),
+            heartbeat_interval=(
+                min(defaults.heartbeat_interval, self.heartbeat_timeout / 4)
+                if self.heartbeat_interval is None
+                else self.heartbeat_interval
+            ),
         )
 
     def queue_bytes(self) -> int:

@@ -331,15 +331,12 @@ class TcpTransport:
         for out in dirty:
             out.flush_due = False
             writer = out.writer
-            if writer is None or out.draining:
+            # A connection that is closing (uvloop refuses writes to it) is left to the link's
+            # task too: it finds out and reports the loss; the frames go with the link.
+            if writer is None or out.draining or writer.transport.is_closing():
                 out.ready.set()
                 continue
             transport = writer.transport
-            if transport.is_closing():
-                # The connection went (uvloop refuses writes to it): the link's task finds
-                # out and reports the loss; the frames go with the link.
-                out.ready.set()
-                continue
             high_water = transport.get_write_buffer_limits()[1]
             while out.queue:
                 if transport.get_write_buffer_size() > high_water:
