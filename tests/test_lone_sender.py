@@ -77,9 +77,10 @@ def test_a_lone_senders_message_takes_one_round_of_rows_whoever_sends(
 ) -> None:
     """Ordered: the message's hop, then one row from each member to each other (6 rows,
     the sender's with its message). ``Paxos``: one more round, the rows that show it logged
-    (6 more). Nothing else: the nulls ride on the rows. Filling only to the end of the round of the furthest message, as before, cost
-    every sender but the first one more round each time; pushing the rows that showed
-    nothing but nulls held cost 12 rows a message (ordered)."""
+    (6 more). Nothing else: the nulls ride on the rows. Filling only to the end of the round
+    of the furthest message, as before, cost every sender but the first one more round each
+    time; pushing the rows that showed nothing but nulls held cost 12 rows a message
+    (ordered)."""
     exchange = Exchange(mode)
     for run, sender in enumerate((0, 1, 2, 0, 2, 1)):
         exchange.send(sender, b"%d: first" % run)  # may wait for the others' nulls
