@@ -333,14 +333,20 @@ def test_a_cut_between_members_that_do_not_watch_each_other_is_found() -> None:
             lab.cut((0,), (4,))
             rest = [m for m in everyone if m not in (0, 4)]
 
+            def running_rest() -> list[int]:
+                # On a loaded machine a member of the rest is at times suspected falsely and
+                # removed (seen once in CI): it stops, and never sees the view asked for.
+                return [m for m in rest if processes[m].poll() is None]
+
             def one_end_removed() -> bool:
-                return all(
+                running = running_rest()
+                return len(running) > len(rest) // 2 and all(
                     any(not {0, 4} <= set(v["members"]) for v in board.events(m, "view"))
-                    for m in rest
+                    for m in running
                 )
 
             board.wait(one_end_removed, "a view without 0 or without 4", timeout=45.0)
-            base = {m: board.delivered(m) for m in rest}
+            base = {m: board.delivered(m) for m in running_rest()}
             board.wait(grew(board, base, 60), "the rest to keep delivering, the cut still there")
             assert sum(processes[m].poll() is not None for m in (0, 4)) <= 1, board.dump()
         finally:
