@@ -17,7 +17,7 @@ from pyderecho.core.events import Delivered, PersistRequested
 from pyderecho.core.layout import Mode, every_member, layout_of
 from pyderecho.core.node import Node
 from pyderecho.core.view import View
-from pyderecho.wire import ShardRow
+from pyderecho.wire import Nulls, ShardRow
 
 CONFIG = CoreConfig(heartbeat_interval=0.05, heartbeat_timeout=0.5)
 VIEW = View(0, (0, 1, 2))
@@ -136,3 +136,14 @@ def test_nulls_a_row_carries_are_held_as_nulls_are() -> None:
     shard = node.shard_of(0)
     assert shard is not None and shard.table.received[shard.rank] == [0, 0, 2]
     assert node.stats["rejected"] == 0
+
+
+def test_nulls_in_a_raw_shard_are_refused_and_counted() -> None:
+    """A ``Raw`` shard has no round robin: nulls there could only make a member skip a
+    sender's messages."""
+    node = Node(0, VIEW, layout_of({"Log": every_member(Mode.RAW)}), CONFIG)
+    node.receive(2, ShardRow(0, 0, 0, (0, 0, 2), seq=-1, delivered=-1, nulls=2), 0.0)
+    node.receive(2, Nulls(0, 0, 0, 2, 0, 2), 0.0)
+    assert node.stats["rejected"] == 2
+    shard = node.shard_of(0)
+    assert shard is not None and shard.table.received[shard.rank] == [0, 0, 0]

@@ -170,13 +170,13 @@ class ShardMulticast:
         before that sender's next one are filled with nulls while it has nothing to send
         (:meth:`_send_nulls`)."""
         self.lagging = False
+        """The own row changed since it was last pushed only in what no member waits for
+        (nulls held or logged): it goes with the next push, or at the next tick
+        (:meth:`_row_moved`)."""
         self.unsent_nulls = 0
         """The own last turns filled with nulls that no frame carried yet: they go on the next
         row pushed to every member (:meth:`row`), or as a frame of their own before the next
         message (:meth:`send_unsent_nulls`)."""
-        """The own row changed since it was last pushed only by nulls held, with no message
-        after them held here: it goes with the next push, or at the next tick (see
-        :meth:`_advance_seq`)."""
         self.acks_due: set[int] = set()
         """``Raw``: ranks of the senders to push the own row to now (see the module's text)."""
         self._acked = [0] * len(self.senders)
@@ -271,7 +271,7 @@ class ShardMulticast:
                 for index in range(message.index, message.index + len(message.payloads)):
                     stamps.setdefault(index, message.stamp)
         elif isinstance(message, Nulls):
-            if message.sender != src or message.count < 1:
+            if message.sender != src or message.count < 1 or self.mode is Mode.RAW:
                 raise RemoteProtocolError(f"bad null run from {src}: {message}")
             for index in range(message.first, message.first + message.count):
                 self._hold(sender, index, None)
@@ -285,7 +285,7 @@ class ShardMulticast:
     def _take_row_nulls(self, src: NodeId, row: ShardRow) -> None:
         """Hold the nulls a row carries: its pusher's last ``row.nulls`` turns."""
         sender = self.sender_rank.get(src)
-        if sender is None or len(row.received) != len(self.senders):
+        if sender is None or self.mode is Mode.RAW or len(row.received) != len(self.senders):
             raise RemoteProtocolError(f"{src} pushed nulls in a row it cannot carry them in")
         end = row.received[sender]
         if not 0 < row.nulls <= end:
@@ -450,8 +450,8 @@ class ShardMulticast:
         next push or at the next tick.
 
         A change is not urgent when only nulls made it (they arrived, or, in a ``Paxos``
-        shard, they count as logged) and no message lies in the stretch of
-        global indices it covers: no member waits for it, since a null is delivered as
+        shard, they count as logged) and no message lies in the stretch of global indices it
+        covers: no member waits for it, since a null is delivered as
         nothing, and the next message, whoever sends it, makes every member push its row
         anyway, with what it holds and logged of the nulls before it. This is the case of one
         member sending alone: the others fill their turns of its rounds with nulls, and the
@@ -903,7 +903,7 @@ class ShardMulticast:
         return self.table.row(self.rank, self.epoch, self.subgroup, self.shard, nulls)
 
     def push_lagging_row(self) -> None:
-        """At a tick: a row that moved only by nulls (:meth:`_advance_seq`) and went with no
+        """At a tick: a row that moved only by nulls (:meth:`_row_moved`) and went with no
         push since goes now, so a group that fell quiet ends with every null stable."""
         if self.lagging:
             self.dirty = True
