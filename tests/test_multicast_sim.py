@@ -15,7 +15,7 @@ from pyderecho.core.layout import Allocation, InadequateView, LayoutFunction, Mo
 from pyderecho.core.node import Node
 from pyderecho.core.view import View
 from pyderecho.sim.simulation import LinkModel, Simulation
-from pyderecho.wire import Data, ShardRow, encode
+from pyderecho.wire import Data, Nulls, ShardRow, encode
 
 
 @dataclass(frozen=True)
@@ -219,6 +219,16 @@ def test_bad_input_is_counted_and_dropped() -> None:
     node.receive_bytes(1, encode(Data(0, 0, 0, 1, 0, (memoryview(b"ok"),))), 0.0)
     node.receive_bytes(1, encode(Data(0, 0, 0, 1, 0, (memoryview(b"ok"),))), 0.0)
     assert node.duplicates == 1
+
+
+def test_nulls_in_a_raw_shard_are_refused_and_counted() -> None:
+    """A ``Raw`` shard has no round robin: nulls there could only make a member skip a
+    sender's messages."""
+    node = Node(0, View(0, (0, 1, 2)), single_shard(Mode.RAW))
+    node.receive(2, Nulls(0, 0, 0, 2, 0, 2), 0.0)
+    assert node.stats["rejected"] == 1
+    shard = node.shard_of(0)
+    assert shard is not None and shard.table.received[shard.rank] == [0, 0, 0]
 
 
 def test_local_misuse_raises_local_protocol_error() -> None:
