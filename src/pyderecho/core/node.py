@@ -576,7 +576,16 @@ class Node:
             return
         if isinstance(message, Removed):
             if membership is not None and message.epoch > self.view.epoch:
-                self._stop(f"removed from the group: view {message.epoch} excludes it")
+                # A member that asked to leave learns it from whoever answers it first: a
+                # member already in the view without it may answer a frame of the old view
+                # before the leader's final reaches it, frames from two links being read in
+                # either order. Everything it sent was delivered before it asked (see
+                # ``_advance``), so being left out is its leave, however it learned it.
+                self._stop(
+                    "left the group"
+                    if membership.leaving
+                    else f"removed from the group: view {message.epoch} excludes it"
+                )
             return
         if membership is None:
             self._keep_early(src, message)
