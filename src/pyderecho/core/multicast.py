@@ -163,7 +163,16 @@ class ShardMulticast:
         self._reported_everywhere = -1
         self.duplicates = 0
         self.dirty = False
-        """The own row changed since it was last pushed."""
+        """The own row changed since it was last pushed, in a way some member waits for."""
+        self.furthest = -1
+        """Ordered: the global index of the furthest message (not a null) another sender's
+        arrival moved this member's ``received`` count to, in this epoch; this member's turns
+        before that sender's next one are filled with nulls while it has nothing to send
+        (:meth:`_send_nulls`)."""
+        self.lagging = False
+        """The own row changed since it was last pushed only by nulls held, with no message
+        after them held here: it goes with the next push, or at the next tick (see
+        :meth:`_advance_seq`)."""
         self.acks_due: set[int] = set()
         """``Raw``: ranks of the senders to push the own row to now (see the module's text)."""
         self._acked = [0] * len(self.senders)
@@ -260,6 +269,8 @@ class ShardMulticast:
                 raise RemoteProtocolError(f"bad null run from {src}: {message}")
             for index in range(message.first, message.first + message.count):
                 self._hold(sender, index, None)
+            self._after_arrival(sender, message=False)
+            return
         else:
             self._receive_block(sender, message)
             return
@@ -366,8 +377,9 @@ class ShardMulticast:
             return
         self._held[sender][index] = payload
 
-    def _after_arrival(self, sender: int) -> None:
-        """Advance the own ``received`` counter over what is now contiguous, then deliver."""
+    def _after_arrival(self, sender: int, *, message: bool = True) -> None:
+        """Advance the own ``received`` counter over what is now contiguous, then deliver.
+        ``message``: a message arrived, not only nulls."""
         received = self.table.received[self.rank]
         held = self._held[sender]
         count = received[sender]
@@ -390,6 +402,7 @@ class ShardMulticast:
                 count += 1
         if count == received[sender]:
             return
+        was = received[sender]
         received[sender] = count
         if self.mode is Mode.RAW:
             if (
@@ -400,21 +413,60 @@ class ShardMulticast:
             self._last_arrival[sender] = self._clock.now
             self._unacked = True
             return
-        self.dirty = True
+        self._row_moved(urgent=message)
+        if message:
+            # The last message (not a null: a relayed large one may come after the nulls that
+            # follow it) among those now held without a gap: what a malformed index sends
+            # ahead of the rest moves nothing.
+            index = count - 1
+            while index >= was and held[index] is None:
+                index -= 1
+            position = index * len(received) + sender
+            if index >= was and position > self.furthest:
+                self.furthest = position
         self._advance_seq()
         self._pump()
 
+    def _row_moved(self, *, urgent: bool) -> None:
+        """The own row changed: push it at the end of this input if ``urgent``, else with the
+        next push or at the next tick.
+
+        A change is not urgent when only nulls made it (they arrived, this member sent them,
+        or, in a ``Paxos`` shard, they count as logged) and no message lies in the stretch of
+        global indices it covers: no member waits for it, since a null is delivered as
+        nothing, and the next message, whoever sends it, makes every member push its row
+        anyway, with what it holds and logged of the nulls before it. This is the case of one
+        member sending alone: the others fill their turns of its rounds with nulls, and the
+        rows that showed those nulls held (and logged) cost each member a second push per
+        message (2.3 rows a message in a shard of three, not 1). Once wedged, every change
+        goes at once: the ragged-edge cleanup reads the rows.
+        """
+        if urgent or self.wedged:
+            self.dirty = True
+        else:
+            self.lagging = True
+
     def _advance_seq(self) -> None:
+        """Move the own ``seq`` over what is now held without a gap, and deliver."""
         received = self.table.received[self.rank]
         # The global index after the last one held without a gap: the first missing message
         # is the lowest count's, at the lowest rank among equals (count * s + rank, computed
         # in C: this runs on every arrival).
         lowest = min(received)
         seq = lowest * len(received) + received.index(lowest) - 1
-        if seq > self.table.seq[self.rank]:
+        before = self.table.seq[self.rank]
+        if seq > before:
             self.table.seq[self.rank] = seq
-            self.dirty = True
+            if not self.dirty:
+                self._row_moved(urgent=self._holds_message(before + 1, seq))
             self._deliver_stable()
+
+    def _holds_message(self, first: int, last: int) -> bool:
+        """Whether a message (not a null) waits for delivery at a global index in
+        ``first..last``."""
+        s = len(self.senders)
+        held = self._held
+        return any(held[k % s].get(k // s) is not None for k in range(first, last + 1))
 
     def _deliver_stable(self) -> None:
         if self.mode is Mode.RAW or self.wedged:
@@ -501,6 +553,17 @@ class ShardMulticast:
             records.append(
                 LogRecord(self.epoch, k, self._logged, self.senders[sender], timestamp, payload)
             )
+        if (
+            not records
+            and not self.wedged
+            and self.table.persisted[self.rank] == self.persist_requested
+        ):
+            # Nulls alone, and nothing of this member's is being logged: logged as they
+            # stand. (A request for nothing cost the driver a turn of its loop to answer, and
+            # each member a push of the row that showed it.)
+            self.persist_requested = self.table.persisted[self.rank] = upto
+            self._row_moved(urgent=False)
+            return
         self.persist_requested = upto
         self._events.append(
             PersistRequested(self.epoch, self.subgroup, self.shard, upto, tuple(records))
@@ -515,10 +578,12 @@ class ShardMulticast:
                 f"persisted up to {upto}, but only {self.persist_requested} was requested"
             )
         persisted = self.table.persisted
-        if upto <= persisted[self.rank]:
+        before = persisted[self.rank]
+        if upto <= before:
             return
         persisted[self.rank] = upto
-        self.dirty = True
+        if not self.dirty:
+            self._row_moved(urgent=self._holds_message(before + 1, upto))
         self._report_frontiers()
         self._deliver_stable()
 
@@ -634,21 +699,27 @@ class ShardMulticast:
         self._claim_indices(index + 1)
 
     def _send_nulls(self) -> None:
-        """Fill this sender's turns up to the end of the round that others have reached.
+        """Fill this sender's turns before the next turn of the sender of the furthest
+        message received.
 
-        Turns before the furthest message received must be filled for it to be delivered.
-        The own turn later in that same round is filled too: a member that sends alone (one
+        Turns before the furthest message must be filled for it to be delivered. The turns
+        after it up to its sender's next one are filled too: a member that sends alone (one
         client calling one member) then finds every other member's turn before its next
         message already filled and held everywhere, and that message is stable after one
         round of rows, not two (the second waiting for the nulls to reach every member).
-        Rounds beyond are never filled ahead, so an idle group stops sending nulls.
+        Only messages move this bound, never nulls, and nothing beyond that next turn is
+        filled ahead, so an idle group stops sending nulls. (Filling to the end of the
+        furthest round, as before, left the turns before a lone sender's next one empty for
+        every sender but the first: each of its messages then waited for nulls sent in answer
+        to it, a second round of rows.)
         """
-        me = self.my_sender_rank
-        # The round of the furthest message received is its sender's count less one; filling
-        # the own turn in that round too makes the own count equal to the largest count. The
-        # own count is ``next_index``, so the largest of the row is all it takes (called on
-        # every arrival: a scan of the row in Python cost a sixth of a simulation's time).
-        upto = max(self.table.received[self.rank])
+        furthest = self.furthest
+        if furthest < 0:
+            return
+        me, s = self.my_sender_rank, len(self.senders)
+        # The own turns at global indices below the furthest message's sender's next turn,
+        # ``furthest + s``: index i is at i*s + me.
+        upto = (furthest + 2 * s - me - 1) // s
         assert self.table.received[self.rank][me] == self.next_index, "own count is next_index"
         if upto <= self.next_index:
             return
@@ -659,10 +730,10 @@ class ShardMulticast:
         held = self._held[me]
         for index in range(first, upto):
             held[index] = None
-        self._claim_indices(upto)
+        self._claim_indices(upto, nulls=True)
 
-    def _claim_indices(self, upto: int) -> None:
-        """Own messages below ``upto`` are sent: count them as held here."""
+    def _claim_indices(self, upto: int, *, nulls: bool = False) -> None:
+        """Own messages (or ``nulls``) below ``upto`` are sent: count them as held here."""
         me = self.my_sender_rank
         self.next_index = upto
         if self.mode is Mode.RAW:
@@ -673,7 +744,7 @@ class ShardMulticast:
                 self._deliver(me, index, held.pop(index))
             received[me] = upto
         else:
-            self.dirty = True
+            self._row_moved(urgent=not nulls)
             self.table.received[self.rank][me] = upto
             self._advance_seq()
 
@@ -794,8 +865,14 @@ class ShardMulticast:
 
     def row(self) -> ShardRow:
         """The own row, to push to the other members."""
-        self.dirty = False
+        self.dirty = self.lagging = False
         return self.table.row(self.rank, self.epoch, self.subgroup, self.shard)
+
+    def push_lagging_row(self) -> None:
+        """At a tick: a row that moved only by nulls (:meth:`_advance_seq`) and went with no
+        push since goes now, so a group that fell quiet ends with every null stable."""
+        if self.lagging:
+            self.dirty = True
 
     def acknowledge_quiet_senders(self, now: float, after: float) -> None:
         """``Raw``: owe an acknowledgement to each sender that sent nothing for ``after``

@@ -431,6 +431,7 @@ class Node:
             self.membership.tick(now)
             for shard in self._shards.values():
                 shard.acknowledge_quiet_senders(now, self.config.heartbeat_timeout / 2)
+                shard.push_lagging_row()
         elif self._founding is not None:
             pass  # the view a restart settled on waits for the driver to log it
         elif self._restart is not None:
