@@ -21,8 +21,8 @@ import pytest
 
 from pyderecho.core.config import CoreConfig
 from pyderecho.core.errors import LocalProtocolError
-from pyderecho.core.events import Event, Stopped, Suspected
-from pyderecho.core.layout import Mode, every_member_layout
+from pyderecho.core.events import Event, PersistRequested, Stopped, Suspected, ViewLogRequested
+from pyderecho.core.layout import Mode, every_member, every_member_layout, layout_of
 from pyderecho.core.membership import Membership
 from pyderecho.core.multicast import ShardMulticast
 from pyderecho.core.node import Node
@@ -442,6 +442,77 @@ def test_a_leaver_told_it_is_removed_before_its_final_arrives_has_left() -> None
     staying = Node(2, view, every_member_layout(), CoreConfig())
     staying.receive(1, Removed(1), 0.0)
     assert staying.stopped == "removed from the group: view 1 excludes it"
+
+
+@pytest.mark.parametrize("mode", [Mode.ORDERED, Mode.PAXOS])
+@pytest.mark.parametrize("lost", ["decision", "final"])
+def test_a_member_that_missed_a_crashed_leaders_rows_takes_them_from_the_next_view(
+    mode: Mode, lost: str
+) -> None:
+    """The leader (of the view change and of the shard's cleanup) sends its ragged-edge
+    decision and crashes; its rows to member 2 from the ``decision`` on, or from the
+    ``final`` change on, are lost with it. Member 1 installs the next view. Member 2 followed
+    only that leader, so it waited until it suspected the leader (which it may not watch),
+    while the next view counted on it (Paxos sweep seed 2152, with nulls carried on rows: a
+    joiner timed it out and was removed). Heard from in the next view, member 1 knows the
+    final and applied the decision, the only ones there can be: member 2 asks it for its
+    rows and installs the same view, with no time passing."""
+    view = View(0, (0, 1, 2, 3))
+    layout = layout_of({"Log": every_member(mode)})
+    nodes = {n: Node(n, view, layout, CoreConfig()) for n in view.members}
+    crashed: set[int] = set()
+    decided: list[int] = []
+    lost_to_2: list[WireMessage] = []
+
+    def is_lost(src: int, dst: int, message: WireMessage) -> bool:
+        if (src, dst) != (0, 2):
+            return False
+        final = isinstance(message, MembershipRow) and message.final > 0
+        decision = isinstance(message, ShardRow) and bool(message.cutoff)
+        return bool(lost_to_2) or decision or (lost == "final" and final)
+
+    def exchange(now: float) -> None:
+        for _ in range(200):
+            for node in nodes.values():
+                for event in node.events():
+                    if isinstance(event, PersistRequested):
+                        node.persisted(event.subgroup, event.epoch, event.upto, now)
+                    elif isinstance(event, ViewLogRequested):
+                        node.view_logged(event.view, now)
+            frames = [
+                (node.node_id, dst, m)
+                for node in nodes.values()
+                if node.node_id not in crashed
+                for dst, m in node.outbox()
+            ]
+            if not frames:
+                return
+            for src, dst, message in frames:
+                if dst in crashed or nodes[dst].stopped:
+                    continue
+                if src == 0 and isinstance(message, ShardRow) and message.cutoff:
+                    decided.append(dst)
+                if is_lost(src, dst, message):
+                    lost_to_2.append(message)
+                    continue
+                nodes[dst].receive(src, message, now)
+            if decided:
+                crashed.add(0)
+        raise AssertionError("the members never fell quiet")
+
+    for member in view.members:
+        nodes[member].send(0, b"m%d" % member, 0.0)
+    exchange(0.0)
+    nodes[3].leave(0.01)
+    exchange(0.01)
+    assert decided == [1, 2], "the leader's decision went elsewhere"
+    assert [nodes[m].view.epoch for m in (1, 2)] == [1, 0]
+    assert nodes[2].membership is not None
+    assert bool(nodes[2].membership.final) == (lost == "decision")
+    nodes[1].send(0, b"after", 0.02)  # member 2 hears from member 1 in view 1
+    exchange(0.02)
+    assert nodes[2].view.epoch == 1
+    assert nodes[2].view.members == nodes[1].view.members == (0, 1, 2)
 
 
 def test_a_rolling_replacement_of_every_member_keeps_the_group() -> None:

@@ -896,11 +896,49 @@ class Membership:
     def _lowest_unsuspected(self) -> NodeId:
         return next(m for m in self.view.members if m not in self.suspected)
 
+    def ask(self, node: NodeId) -> bool:
+        """Push the own row to ``node`` alone, which installed the next view and answers a row
+        that lacks the final with it (``Node._on_old_epoch``); False while the row must wait
+        for a commit it shows to be logged."""
+        if self.commit_to_log is not None:
+            return False
+        self._outbox.append((node, self._own_row()))
+        return True
+
+    def adopt_final(self, row: MembershipRow, now: float) -> None:
+        """Take the final change of ``row``, from a member that installed the next view: a
+        final never changes (every later leader adopts the same one), so it is the one this
+        member's leader would have led it to, had its rows arrived (``Node._ask_moved_on``).
+        """
+        if self.final or not row.final or row.epoch != self.view.epoch or self.stopped:
+            return
+        removed = {c.node for c in row.changes if c.kind is ChangeKind.REMOVE}
+        if self.me in removed:
+            # Stopped before anything logs the commit: a member that a commit removes as
+            # failed never logs it (pyderecho.core.restart counts on that).
+            self._stop(f"removed from the group: view {self.view.epoch}'s final change removes it")
+            return
+        self.changes, self.committed, self.final = row.changes, row.committed, row.final
+        self._waiting_since = now
+        self._dirty = True
+        for node in sorted(removed):
+            self.suspect(node, now, local=False)
+
     def _push(self) -> None:
         if self.commit_to_log is not None:
             return  # the row goes once the commit it shows is logged; it stays dirty till then
+        row = self._own_row()
+        if self._to_everyone or self._leading is not None:
+            targets = [m for m in self.view.members if m != self.me]
+        else:
+            targets = [self.leader] if self.leader != self.me else []
+        self._outbox.extend((peer, row) for peer in targets)
+        self._dirty = False
+        self._to_everyone = False
+
+    def _own_row(self) -> MembershipRow:
         self.version += 1
-        row = MembershipRow(
+        return MembershipRow(
             epoch=self.view.epoch,
             version=self.version,
             suspected=tuple(sorted(self.suspected)),
@@ -913,13 +951,6 @@ class Membership:
             collecting=self._leading is not None and not self._leading.ready,
             cut=self._cut_links(),
         )
-        if self._to_everyone or self._leading is not None:
-            targets = [m for m in self.view.members if m != self.me]
-        else:
-            targets = [self.leader] if self.leader != self.me else []
-        self._outbox.extend((peer, row) for peer in targets)
-        self._dirty = False
-        self._to_everyone = False
 
     def _cut_links(self) -> tuple[tuple[NodeId, NodeId], ...]:
         """The links this member found cut: accusations of members that answered it."""
@@ -953,7 +984,10 @@ def cleanup_ranks(
 
 
 def ragged_edge_step(
-    shard: ShardMulticast, survivors: set[NodeId], suspected: set[NodeId]
+    shard: ShardMulticast,
+    survivors: set[NodeId],
+    suspected: set[NodeId],
+    moved_on: AbstractSet[NodeId] = frozenset(),
 ) -> list[NodeId]:
     """Advance one shard's ragged-edge cleanup; returns the members it still waits on, or an
     empty list once this member has applied the decision.
@@ -976,8 +1010,14 @@ def ragged_edge_step(
         return _lead_ragged_edge(shard, live, suspected)
     # Follow only the shard leader: a decision reaches a member from the leader it listens to,
     # so once it stops listening to a leader, that leader's decision cannot reach it sideways.
-    if table.cutoff[leader]:
-        shard.publish_cutoff(table.cutoff[leader])
+    # The one exception is a decision already applied: a member heard from in the next view
+    # (``moved_on``) installed it, so it applied the decision its row holds, and every
+    # survivor must apply that same one.
+    decision = table.cutoff[leader] or next(
+        (table.cutoff[r] for r in live if table.cutoff[r] and members[r] in moved_on), ()
+    )
+    if decision:
+        shard.publish_cutoff(decision)
         return [members[r] for r in shard.apply_cutoff(live)]
     return [members[leader]]
 

@@ -868,6 +868,11 @@ class ShardMulticast:
         self.dirty = self.lagging = False
         return self.table.row(self.rank, self.epoch, self.subgroup, self.shard)
 
+    def row_as_it_stands(self) -> ShardRow:
+        """The own row, for one member that asked for it: not a push, so whatever was due
+        to go to the others still goes."""
+        return self.table.row(self.rank, self.epoch, self.subgroup, self.shard)
+
     def push_lagging_row(self) -> None:
         """At a tick: a row that moved only by nulls (:meth:`_advance_seq`) and went with no
         push since goes now, so a group that fell quiet ends with every null stable."""

@@ -203,6 +203,13 @@ class Node:
         self._previous_rows: dict[tuple[int, int], ShardRow] = {}
         """The own last row of each shard of the view before, once cleaned up: the ragged-edge
         decision it applied, for a survivor still cleaning up (:meth:`_on_old_epoch`)."""
+        self._moved_on: set[NodeId] = set()
+        """Members of this view heard from in a later one: each installed it, so each applied
+        the ragged-edge decision of every shard it shares with this member (see
+        :func:`~pyderecho.core.membership.ragged_edge_step`)."""
+        self._asked: set[NodeId | tuple[NodeId, int, int]] = set()
+        """Members (for the final) and (member, subgroup, shard) (for a decision) that
+        :meth:`_ask_moved_on` asked in this view."""
         self._reported: set[NodeId] = set()
         """Suspicions of this view already reported as events."""
         self.membership: Membership | None = None
@@ -594,6 +601,8 @@ class Node:
         membership.heard_from(src, now)
         if message.epoch > self.view.epoch:
             self._keep_early(src, message)
+            if src in self.view:
+                self._ask_moved_on(src)
             return
         if message.epoch < self.view.epoch:
             self._on_old_epoch(src, message, now)
@@ -602,6 +611,8 @@ class Node:
             membership.receive_heartbeat(src, message)
             return
         if isinstance(message, MembershipRow):
+            if message.final and src in self._moved_on:
+                membership.adopt_final(message, now)
             membership.receive_row(src, message, now)
             return
         self._to_shard(src, message)
@@ -626,9 +637,9 @@ class Node:
             # answer with the final this member installed, which that leader will adopt.
             self._previous.receive_row(src, message, now)
             self._previous.step(now)
-            if message.leader == self.node_id and message.final < self._previous.final:
-                # A member that lacks the final and follows this one, which leads there no
-                # more: lead it to the final.
+            if message.final < self._previous.final:
+                # A member that lacks the final: it follows this one, which leads there no
+                # more, or it asks this one, heard from in the next view (_ask_moved_on).
                 self._outbox.append((src, self._previous.final_as_leader()))
         elif (
             isinstance(message, ShardRow)
@@ -720,6 +731,39 @@ class Node:
         admitted = self._admitted.get(request.node)
         return admitted == request.incarnation and request.node not in membership.suspected
 
+    def _ask_moved_on(self, src: NodeId) -> None:
+        """``src``, a member of this view, installed a later one: it knows the final change
+        of this view and applied the ragged-edge decision of every shard it shares with this
+        member. Ask it for what this member still lacks: the own membership row, and the own
+        row of each shard still being cleaned up, each once; it answers each with its row
+        that holds the final or the decision (:meth:`_on_old_epoch`), which this member
+        adopts (a final and an applied decision are the only ones there can be).
+
+        The leader's rows, their only other source, may have been lost with its crash: this
+        member then waited until it suspected the leader, which it may not watch, while the
+        next view counted on it (Paxos sweep seed 2152 with nulls carried on rows: a joiner
+        timed it out and was removed for that).
+        """
+        self._moved_on.add(src)
+        membership = self.membership
+        if (
+            membership is not None
+            and not membership.final
+            and src not in self._asked
+            and membership.ask(src)
+        ):
+            self._asked.add(src)
+        for key, shard in self._shards.items():
+            asked = (src, *key)
+            if (
+                shard.wedged
+                and not shard.cleaned
+                and src in shard.member_rank
+                and asked not in self._asked
+            ):
+                self._asked.add(asked)
+                self._outbox.append((src, shard.row_as_it_stands()))
+
     def _keep_early(self, src: NodeId, message: WireMessage) -> None:
         if len(self._early) >= MAX_EARLY_MESSAGES:
             self.stats["early_dropped"] += 1
@@ -800,7 +844,7 @@ class Node:
         waiting: set[NodeId] = set()
         for shard in self._shards.values():
             was_clean = shard.cleaned
-            waiting.update(ragged_edge_step(shard, survivors, membership.suspected))
+            waiting.update(ragged_edge_step(shard, survivors, membership.suspected, self._moved_on))
             if shard.cleaned and not was_clean:
                 membership.progress(now)
         membership.cleanup_waits_on = waiting
@@ -846,6 +890,8 @@ class Node:
         self._previous_rows = {
             key: shard.row() for key, shard in self._shards.items() if shard.cleaned
         }
+        self._moved_on = set()
+        self._asked = set()
         self._shards.clear()
         self._by_subgroup.clear()
         suspected = old.suspected if old is not None else set()
