@@ -4,6 +4,8 @@ each frame with its own flush (the runtime's loop-turn batching)."""
 
 from __future__ import annotations
 
+import msgspec
+
 from pyderecho.core.config import CoreConfig
 from pyderecho.core.events import Delivered, PersistRequested
 from pyderecho.core.layout import Mode, every_member, layout_of
@@ -48,7 +50,10 @@ def test_a_burst_taken_without_flushing_pushes_one_row_for_all_of_it() -> None:
         one_by_one.receive(0, frame, 0.0)
         pushed.extend(_rows(one_by_one))
     assert len(pushed) == 3, "a flush per frame pushes a row per frame"
-    assert rows[0] == pushed[-1], "the one row says what the last of the three did"
+    assert rows[0].nulls == 3, "the nulls answering the whole burst ride on the one row"
+    assert [row.nulls for row in pushed] == [1, 1, 1]
+    same = msgspec.structs.replace(rows[0], nulls=1)
+    assert same == pushed[-1], "the one row says what the last of the three did"
 
 
 def test_deliveries_happen_as_the_frames_are_taken_in() -> None:

@@ -31,12 +31,14 @@ class Exchange:
         layout = layout_of({"Log": every_member(mode)})
         self.nodes = [Node(n, VIEW, layout, CONFIG) for n in VIEW.members]
         self.rows = 0
+        self.frames = 0
         self.delivered: list[list[bytes]] = [[] for _ in self.nodes]
         self.now = 0.0
 
     def round(self) -> None:
         frames = [(node.node_id, dst, m) for node in self.nodes for dst, m in node.outbox()]
         self.rows += sum(isinstance(m, ShardRow) for _, _, m in frames)
+        self.frames += len(frames)
         for src, dst, message in frames:
             self.nodes[dst].receive(src, message, self.now, flush=False)
         for node in self.nodes:
@@ -75,17 +77,20 @@ def test_a_lone_senders_message_takes_one_round_of_rows_whoever_sends(
 ) -> None:
     """Ordered: the message's hop, then one row from each member to each other (6 rows,
     the sender's with its message). ``Paxos``: one more round, the rows that show it logged
-    (6 more). Filling only to the end of the round of the furthest message, as before, cost
-    every sender but the first one more round each time; pushing the rows that showed
-    nothing but nulls held cost 12 rows a message (ordered)."""
+    (6 more). Nothing else: the nulls ride on the rows. Filling only to the end of the round
+    of the furthest message, as before, cost every sender but the first one more round each
+    time; pushing the rows that showed nothing but nulls held cost 12 rows a message
+    (ordered)."""
     exchange = Exchange(mode)
     for run, sender in enumerate((0, 1, 2, 0, 2, 1)):
         exchange.send(sender, b"%d: first" % run)  # may wait for the others' nulls
         for number in range(5):
-            exchange.rows = 0
+            exchange.rows = exchange.frames = 0
             taken = exchange.send(sender, b"%d: %d" % (run, number))
             assert taken == rounds, f"member {sender}'s message {number}: {taken} rounds"
             assert exchange.rows == rows, f"member {sender}'s message {number}: {exchange.rows}"
+            # The message to each other member, and the rows: the nulls ride on the rows.
+            assert exchange.frames == rows + 2, exchange.frames
     assert exchange.delivered[0] == exchange.delivered[1] == exchange.delivered[2]
 
 
@@ -107,3 +112,27 @@ def test_rows_that_only_show_nulls_go_at_the_next_tick_and_the_group_falls_quiet
     exchange.tick()
     exchange.round()
     assert exchange.rows == 0, "a quiet group pushes no rows"
+
+
+@pytest.mark.parametrize(
+    ("src", "received", "nulls"),
+    [(1, (0, 2, 0), 3), (1, (0, 2, 0), -1), (1, (0, 2), 1)],
+    ids=["more-nulls-than-turns", "negative", "short-row"],
+)
+def test_a_row_with_nulls_it_cannot_carry_is_refused_and_counted(
+    src: int, received: tuple[int, ...], nulls: int
+) -> None:
+    node = Node(0, VIEW, layout_of({"Log": every_member(Mode.ORDERED)}), CONFIG)
+    row = ShardRow(0, 0, 0, received, seq=-1, delivered=-1, nulls=nulls)
+    node.receive(src, row, 0.0)
+    assert node.stats["rejected"] == 1
+    shard = node.shard_of(0)
+    assert shard is not None and shard.table.received[shard.rank] == [0, 0, 0]
+
+
+def test_nulls_a_row_carries_are_held_as_nulls_are() -> None:
+    node = Node(0, VIEW, layout_of({"Log": every_member(Mode.ORDERED)}), CONFIG)
+    node.receive(2, ShardRow(0, 0, 0, (0, 0, 2), seq=-1, delivered=-1, nulls=2), 0.0)
+    shard = node.shard_of(0)
+    assert shard is not None and shard.table.received[shard.rank] == [0, 0, 2]
+    assert node.stats["rejected"] == 0

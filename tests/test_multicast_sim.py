@@ -226,7 +226,8 @@ def test_nulls_in_a_raw_shard_are_refused_and_counted() -> None:
     sender's messages."""
     node = Node(0, View(0, (0, 1, 2)), single_shard(Mode.RAW))
     node.receive(2, Nulls(0, 0, 0, 2, 0, 2), 0.0)
-    assert node.stats["rejected"] == 1
+    node.receive(2, ShardRow(0, 0, 0, (0, 0, 2), seq=-1, delivered=-1, nulls=2), 0.0)
+    assert node.stats["rejected"] == 2
     shard = node.shard_of(0)
     assert shard is not None and shard.table.received[shard.rank] == [0, 0, 0]
 

@@ -48,6 +48,12 @@ class ShardRow(msgspec.Struct, frozen=True, array_like=True, tag="r"):
     """``Paxos`` shards: the last timestamp the member knows the shard to have delivered
     before this epoch (0 if it knows none). This epoch's timestamps rise above the largest, so
     that they rise in the shard's order across views, not only within one."""
+    nulls: int = 0
+    """How many of the pushing member's own last turns, below its ``received`` count of its
+    own messages, are nulls that no earlier frame carried. A member fills its turns as it
+    answers another's message, in the same turn as it pushes its row: the nulls ride on that
+    row instead of a frame of their own (:class:`Nulls`), which halved the frames a member
+    answering a lone sender sends."""
 
 
 class Data(msgspec.Struct, frozen=True, array_like=True, tag="d"):

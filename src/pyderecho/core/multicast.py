@@ -170,9 +170,13 @@ class ShardMulticast:
         before that sender's next one are filled with nulls while it has nothing to send
         (:meth:`_send_nulls`)."""
         self.lagging = False
-        """The own row changed since it was last pushed only by nulls held, with no message
-        after them held here: it goes with the next push, or at the next tick (see
-        :meth:`_advance_seq`)."""
+        """The own row changed since it was last pushed only in what no member waits for
+        (nulls held or logged): it goes with the next push, or at the next tick
+        (:meth:`_row_moved`)."""
+        self.unsent_nulls = 0
+        """The own last turns filled with nulls that no frame carried yet: they go on the next
+        row pushed to every member (:meth:`row`), or as a frame of their own before the next
+        message (:meth:`send_unsent_nulls`)."""
         self.acks_due: set[int] = set()
         """``Raw``: ranks of the senders to push the own row to now (see the module's text)."""
         self._acked = [0] * len(self.senders)
@@ -236,6 +240,8 @@ class ShardMulticast:
                 f"{src} is not a member of subgroup {self.subgroup} shard {self.shard}"
             )
         if isinstance(message, ShardRow):
+            if message.nulls:
+                self._take_row_nulls(src, message)
             if self.table.merge(src_rank, message):
                 self._deliver_stable()
                 self._pump()
@@ -275,6 +281,18 @@ class ShardMulticast:
             self._receive_block(sender, message)
             return
         self._after_arrival(sender)
+
+    def _take_row_nulls(self, src: NodeId, row: ShardRow) -> None:
+        """Hold the nulls a row carries: its pusher's last ``row.nulls`` turns."""
+        sender = self.sender_rank.get(src)
+        if sender is None or self.mode is Mode.RAW or len(row.received) != len(self.senders):
+            raise RemoteProtocolError(f"{src} pushed nulls in a row it cannot carry them in")
+        end = row.received[sender]
+        if not 0 < row.nulls <= end:
+            raise RemoteProtocolError(f"{src} pushed {row.nulls} nulls below its count {end}")
+        for index in range(end - row.nulls, end):
+            self._hold(sender, index, None)
+        self._after_arrival(sender, message=False)
 
     def place_block(self, src: NodeId, block: Block, data_bytes: int) -> memoryview | None:
         """Where the data of ``block``, still on its way from ``src`` (``data_bytes`` of it),
@@ -431,9 +449,9 @@ class ShardMulticast:
         """The own row changed: push it at the end of this input if ``urgent``, else with the
         next push or at the next tick.
 
-        A change is not urgent when only nulls made it (they arrived, this member sent them,
-        or, in a ``Paxos`` shard, they count as logged) and no message lies in the stretch of
-        global indices it covers: no member waits for it, since a null is delivered as
+        A change is not urgent when only nulls made it (they arrived, or, in a ``Paxos``
+        shard, they count as logged) and no message lies in the stretch of global indices it
+        covers: no member waits for it, since a null is delivered as
         nothing, and the next message, whoever sends it, makes every member push its row
         anyway, with what it holds and logged of the nulls before it. This is the case of one
         member sending alone: the others fill their turns of its rounds with nulls, and the
@@ -647,6 +665,7 @@ class ShardMulticast:
     def _transmit_small(self, payloads: list[bytes], size: int) -> None:
         if not payloads:
             return
+        self.send_unsent_nulls()
         me = self.my_sender_rank
         first = self.next_index
         self._in_flight.append((first + len(payloads) - 1, size))
@@ -669,6 +688,7 @@ class ShardMulticast:
         self._claim_indices(first + len(payloads))
 
     def _transmit_large(self, payload: bytes) -> None:
+        self.send_unsent_nulls()
         me = self.my_sender_rank
         index = self.next_index
         self._in_flight.append((index, len(payload)))
@@ -725,15 +745,25 @@ class ShardMulticast:
             return
         first, count = self.next_index, upto - self.next_index
         self._events.append(NullsSent(self.epoch, self.subgroup, self.shard, first, count))
-        nulls = Nulls(self.epoch, self.subgroup, self.shard, self.senders[me], first, count)
-        self._outbox.extend((peer, nulls) for peer in self.peers)
         held = self._held[me]
         for index in range(first, upto):
             held[index] = None
-        self._claim_indices(upto, nulls=True)
+        # They ride on the row pushed at the end of this input (the own count moved).
+        self.unsent_nulls += count
+        self._claim_indices(upto)
 
-    def _claim_indices(self, upto: int, *, nulls: bool = False) -> None:
-        """Own messages (or ``nulls``) below ``upto`` are sent: count them as held here."""
+    def send_unsent_nulls(self) -> None:
+        """Send the nulls no frame carried yet as a frame of their own: before a message
+        (a row carries only the last turns), or when the own row goes to some members only."""
+        count = self.unsent_nulls
+        if count:
+            self.unsent_nulls = 0
+            me = self.senders[self.my_sender_rank]
+            nulls = Nulls(self.epoch, self.subgroup, self.shard, me, self.next_index - count, count)
+            self._outbox.extend((peer, nulls) for peer in self.peers)
+
+    def _claim_indices(self, upto: int) -> None:
+        """Own messages (or nulls) below ``upto`` are sent: count them as held here."""
         me = self.my_sender_rank
         self.next_index = upto
         if self.mode is Mode.RAW:
@@ -744,7 +774,7 @@ class ShardMulticast:
                 self._deliver(me, index, held.pop(index))
             received[me] = upto
         else:
-            self._row_moved(urgent=not nulls)
+            self.dirty = True
             self.table.received[self.rank][me] = upto
             self._advance_seq()
 
@@ -863,10 +893,14 @@ class ShardMulticast:
         it started from: what the next epoch's timestamps rise above."""
         return max(self._last_timestamp, self.table.floor[self.rank])
 
-    def row(self) -> ShardRow:
-        """The own row, to push to the other members."""
+    def row(self, *, to_every_member: bool = False) -> ShardRow:
+        """The own row, to push to the other members; going ``to_every_member``, it carries
+        the nulls no frame carried yet."""
         self.dirty = self.lagging = False
-        return self.table.row(self.rank, self.epoch, self.subgroup, self.shard)
+        nulls = 0
+        if to_every_member:
+            nulls, self.unsent_nulls = self.unsent_nulls, 0
+        return self.table.row(self.rank, self.epoch, self.subgroup, self.shard, nulls)
 
     def row_as_it_stands(self) -> ShardRow:
         """The own row, for one member that asked for it: not a push, so whatever was due
@@ -874,7 +908,7 @@ class ShardMulticast:
         return self.table.row(self.rank, self.epoch, self.subgroup, self.shard)
 
     def push_lagging_row(self) -> None:
-        """At a tick: a row that moved only by nulls (:meth:`_advance_seq`) and went with no
+        """At a tick: a row that moved only by nulls (:meth:`_row_moved`) and went with no
         push since goes now, so a group that fell quiet ends with every null stable."""
         if self.lagging:
             self.dirty = True

@@ -992,8 +992,11 @@ class Node:
                 shard.pushed_to = targets
                 shard.dirty = True  # a new leader may not have the row yet
             if shard.dirty:
-                row = shard.row()
-                peers = shard.peers if targets is None else targets
+                if targets is None:
+                    row, peers = shard.row(to_every_member=True), shard.peers
+                else:
+                    shard.send_unsent_nulls()
+                    row, peers = shard.row(), targets
                 self._outbox.extend((peer, row) for peer in peers)
                 if shard.mode is Mode.RAW and targets is None:
                     shard.told(range(len(shard.senders)))

@@ -96,8 +96,8 @@ class ShardTable:
         """The largest global index every member has logged durably (``Paxos`` shards)."""
         return min(self.persisted)
 
-    def row(self, rank: int, epoch: int, subgroup: int, shard: int) -> ShardRow:
-        """The row at ``rank`` as a push message."""
+    def row(self, rank: int, epoch: int, subgroup: int, shard: int, nulls: int = 0) -> ShardRow:
+        """The row at ``rank`` as a push message, carrying ``nulls`` (see the wire field)."""
         return ShardRow(
             epoch=epoch,
             subgroup=subgroup,
@@ -110,4 +110,5 @@ class ShardTable:
             cutoff=self.cutoff[rank],
             persisted=self.persisted[rank],
             floor=self.floor[rank],
+            nulls=nulls,
         )
