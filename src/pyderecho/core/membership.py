@@ -548,11 +548,16 @@ class Membership:
         if self.final:
             return  # a final change never changes: every later leader adopts the same one
         if (row.changes, row.committed, row.final) != (self.changes, self.committed, self.final):
-            self.changes, self.committed, self.final = row.changes, row.committed, row.final
-            self._waiting_since = now
-            for change in row.changes:
-                if change.kind is ChangeKind.REMOVE:
-                    self.suspect(change.node, now, local=False)
+            self._take_change(row, now)
+
+    def _take_change(self, row: MembershipRow, now: float) -> None:
+        """Make ``row``'s changes, commit and final this member's, and suspect whom they
+        remove."""
+        self.changes, self.committed, self.final = row.changes, row.committed, row.final
+        self._waiting_since = now
+        for change in row.changes:
+            if change.kind is ChangeKind.REMOVE:
+                self.suspect(change.node, now, local=False)
 
     def step(self, now: float) -> None:
         """Advance the leader's side of the change, then push the own row where it must go."""
@@ -912,17 +917,13 @@ class Membership:
         """
         if self.final or not row.final or row.epoch != self.view.epoch or self.stopped:
             return
-        removed = {c.node for c in row.changes if c.kind is ChangeKind.REMOVE}
-        if self.me in removed:
+        if any(c.node == self.me and c.kind is ChangeKind.REMOVE for c in row.changes):
             # Stopped before anything logs the commit: a member that a commit removes as
             # failed never logs it (pyderecho.core.restart counts on that).
             self._stop(f"removed from the group: view {self.view.epoch}'s final change removes it")
             return
-        self.changes, self.committed, self.final = row.changes, row.committed, row.final
-        self._waiting_since = now
         self._dirty = True
-        for node in sorted(removed):
-            self.suspect(node, now, local=False)
+        self._take_change(row, now)
 
     def _push(self) -> None:
         if self.commit_to_log is not None:

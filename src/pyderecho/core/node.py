@@ -207,9 +207,10 @@ class Node:
         """Members of this view heard from in a later one: each installed it, so each applied
         the ragged-edge decision of every shard it shares with this member (see
         :func:`~pyderecho.core.membership.ragged_edge_step`)."""
-        self._asked: set[NodeId | tuple[NodeId, int, int]] = set()
-        """Members (for the final) and (member, subgroup, shard) (for a decision) that
-        :meth:`_ask_moved_on` asked in this view."""
+        self._asked_for_final: set[NodeId] = set()
+        """Members :meth:`_ask_moved_on` asked for this view's final change."""
+        self._asked_for_cut: set[tuple[NodeId, int, int]] = set()
+        """(member, subgroup, shard): whom :meth:`_ask_moved_on` asked for a shard's cut."""
         self._reported: set[NodeId] = set()
         """Suspicions of this view already reported as events."""
         self.membership: Membership | None = None
@@ -749,19 +750,19 @@ class Node:
         if (
             membership is not None
             and not membership.final
-            and src not in self._asked
+            and src not in self._asked_for_final
             and membership.ask(src)
         ):
-            self._asked.add(src)
+            self._asked_for_final.add(src)
         for key, shard in self._shards.items():
             asked = (src, *key)
             if (
                 shard.wedged
                 and not shard.cleaned
                 and src in shard.member_rank
-                and asked not in self._asked
+                and asked not in self._asked_for_cut
             ):
-                self._asked.add(asked)
+                self._asked_for_cut.add(asked)
                 self._outbox.append((src, shard.row_as_it_stands()))
 
     def _keep_early(self, src: NodeId, message: WireMessage) -> None:
@@ -891,7 +892,8 @@ class Node:
             key: shard.row() for key, shard in self._shards.items() if shard.cleaned
         }
         self._moved_on = set()
-        self._asked = set()
+        self._asked_for_final = set()
+        self._asked_for_cut = set()
         self._shards.clear()
         self._by_subgroup.clear()
         suspected = old.suspected if old is not None else set()
