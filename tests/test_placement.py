@@ -82,7 +82,7 @@ def test_placed_blocks_are_delivered_intact_without_a_copy() -> None:
 
 def test_only_a_block_it_can_vouch_for_gets_a_place() -> None:
     nodes = group()
-    block = Block(0, 0, 0, 0, 0, 2 * BLOCK, 0, 0, memoryview(bytes(BLOCK)))
+    block = Block(0, 0, 0, 0, 0, 2 * BLOCK, 0, BLOCK, 0, memoryview(bytes(BLOCK)))
     head, data = two_parts(block)
     frame = memoryview(head + bytes(data))
     prefix, length = frame[:128], len(frame)
@@ -93,15 +93,15 @@ def test_only_a_block_it_can_vouch_for_gets_a_place() -> None:
     spot = nodes[1].place_frame(0, prefix, length)
     assert spot is not None and spot[0] == len(head) and spot[1].nbytes == BLOCK
     assert nodes[1].place_frame(0, prefix, length) is None  # one place per block
-    other_block = Block(0, 0, 0, 0, 0, 2 * BLOCK, 1, 0, memoryview(bytes(BLOCK)))
+    other_block = Block(0, 0, 0, 0, 0, 2 * BLOCK, 1, BLOCK, 0, memoryview(bytes(BLOCK)))
     other_head, _ = two_parts(other_block)
     assert nodes[1].place_frame(0, memoryview(other_head), length) is not None
     # Another epoch, a shard this member does not have, a block longer than its message says,
     # and frames that are not blocks: no place.
     for wrong in (
-        Block(1, 0, 0, 0, 0, 2 * BLOCK, 0, 0, memoryview(bytes(BLOCK))),
-        Block(0, 5, 0, 0, 0, 2 * BLOCK, 0, 0, memoryview(bytes(BLOCK))),
-        Block(0, 0, 0, 0, 1, BLOCK + 10, 1, 0, memoryview(bytes(BLOCK))),
+        Block(1, 0, 0, 0, 0, 2 * BLOCK, 0, BLOCK, 0, memoryview(bytes(BLOCK))),
+        Block(0, 5, 0, 0, 0, 2 * BLOCK, 0, BLOCK, 0, memoryview(bytes(BLOCK))),
+        Block(0, 0, 0, 0, 1, BLOCK + 10, 1, BLOCK, 0, memoryview(bytes(BLOCK))),
     ):
         wrong_head, _ = two_parts(wrong)
         assert nodes[1].place_frame(0, memoryview(wrong_head), len(wrong_head) + BLOCK) is None
@@ -132,11 +132,11 @@ def test_no_place_for_a_block_held_or_in_a_wedged_shard() -> None:
     payload = random.Random(3).randbytes(2 * BLOCK)
     nodes[0].send(0, payload, 1.0)
     assert pump(nodes)[1] == [payload]
-    first = Block(0, 0, 0, 0, 0, 2 * BLOCK, 0, 0, memoryview(payload[:BLOCK]))
+    first = Block(0, 0, 0, 0, 0, 2 * BLOCK, 0, BLOCK, 0, memoryview(payload[:BLOCK]))
     head, _ = two_parts(first)
     length = len(head) + BLOCK
     assert nodes[1].place_frame(0, memoryview(head), length) is None  # delivered already
-    fresh = Block(0, 0, 0, 0, 1, 2 * BLOCK, 0, 0, memoryview(payload[:BLOCK]))
+    fresh = Block(0, 0, 0, 0, 1, 2 * BLOCK, 0, BLOCK, 0, memoryview(payload[:BLOCK]))
     fresh_head, _ = two_parts(fresh)
     shard = nodes[1].shard_of(0)
     assert shard is not None
@@ -150,7 +150,8 @@ def test_the_same_block_from_another_member_while_one_is_placed_is_dropped() -> 
     nodes = group()
     data = random.Random(5).randbytes(2 * BLOCK)
     blocks = [
-        Block(0, 0, 0, 0, 0, 2 * BLOCK, b, 0, memoryview(data[b * BLOCK :][:BLOCK])) for b in (0, 1)
+        Block(0, 0, 0, 0, 0, 2 * BLOCK, b, BLOCK, 0, memoryview(data[b * BLOCK :][:BLOCK]))
+        for b in (0, 1)
     ]
     heads = [two_parts(block)[0] for block in blocks]
     spot = nodes[1].place_frame(0, memoryview(heads[0]), len(heads[0]) + BLOCK)
@@ -167,3 +168,43 @@ def test_the_same_block_from_another_member_while_one_is_placed_is_dropped() -> 
     # The message is whole at member 1 with the placed block's bytes: it relays it to member 2.
     relayed = [m for dst, m in nodes[1].outbox() if isinstance(m, Block)]
     assert b"".join(bytes(block.data) for block in relayed) == data
+
+
+def test_a_sender_with_messages_in_flight_sends_larger_blocks() -> None:
+    """A large message sent alone goes in blocks of ``block_size`` (they pipeline along the
+    chain); one sent while others of the sender's are in flight, in blocks four times that
+    (fewer frames to handle at every member), and every member still delivers it whole."""
+    nodes = group()
+    rng = random.Random(11)
+    payloads = [rng.randbytes(5 * BLOCK + 100) for _ in range(3)] + [rng.randbytes(BLOCK + 9)]
+    sent: list[Block] = []
+    nodes[0].send(0, payloads[0], 1.0)
+    sent += [m for _, m in nodes[0].outbox() if isinstance(m, Block)]
+    for payload in payloads[1:]:
+        nodes[0].send(0, payload, 1.0)
+    sent += [m for _, m in nodes[0].outbox() if isinstance(m, Block)]
+    sizes = {index: {b.block_size for b in sent if b.index == index} for index in range(4)}
+    counts = [sum(b.index == index for b in sent) for index in range(4)]
+    # The last, shorter than four blocks, goes whole: a block never says more than its message.
+    assert sizes == {0: {BLOCK}, 1: {4 * BLOCK}, 2: {4 * BLOCK}, 3: {BLOCK + 9}}
+    assert counts == [6, 2, 2, 1]
+    for block in sent:  # to member 1, the next in the chain, as a transport would
+        nodes[1].receive_bytes(0, encode(block), 1.0)
+    delivered = pump(nodes)
+    assert all(got == payloads for got in delivered.values()), {
+        i: [len(p) for p in got] for i, got in delivered.items()
+    }
+
+
+def test_a_block_size_below_the_shards_or_unlike_its_messages_is_refused() -> None:
+    """A peer cannot make a message come in more pieces than the configuration allows for,
+    nor change its blocks' size midway: such a block is rejected, counted, and not taken."""
+    nodes = group()
+    data = memoryview(bytes(4 * BLOCK))
+    small = Block(0, 0, 0, 0, 0, 4 * BLOCK, 0, BLOCK // 2, 0, data[: BLOCK // 2])
+    first = Block(0, 0, 0, 0, 1, 4 * BLOCK, 0, BLOCK, 0, data[:BLOCK])
+    unlike = Block(0, 0, 0, 0, 1, 4 * BLOCK, 1, 2 * BLOCK, 0, data[: 2 * BLOCK])
+    for block in (small, first, unlike):
+        nodes[1].receive_bytes(0, encode(block), 1.0)
+    assert nodes[1].stats["rejected"] == 2
+    assert nodes[1].place_frame(0, memoryview(two_parts(unlike)[0]), 2 * BLOCK + 100) is None

@@ -14,7 +14,10 @@ import msgspec
 
 from pyderecho.core.errors import RemoteProtocolError
 
-WIRE_VERSION = 1
+WIRE_VERSION = 2
+"""Checked in every link's handshake (:mod:`pyderecho.transport.auth`), so that members whose
+messages are encoded differently refuse each other with a clear error instead of rejecting
+each other's frames one by one. 2: :attr:`Block.block_size`."""
 
 
 class ShardRow(msgspec.Struct, frozen=True, array_like=True, tag="r"):
@@ -98,6 +101,9 @@ class Block(msgspec.Struct, frozen=True, array_like=True, tag="b"):
     size: int
     """Total size of the message, so the first block to arrive can size the buffer."""
     block: int
+    block_size: int
+    """Bytes in each of the message's blocks but the last: the sender's choice for this
+    message, at least the shard's ``block_size`` (larger while the sender has more to send)."""
     stamp: int
     """``Paxos`` shards: the sender's clock at send, in microseconds (as :attr:`Data.stamp`)."""
     data: memoryview
@@ -302,7 +308,7 @@ _block_decoder = msgspec.msgpack.Decoder(Block)
 
 def split_block(prefix: memoryview, length: int) -> tuple[int, Block] | None:
     """Where the data of a large block's frame begins, and the block with empty data, from the
-    frame's first bytes (``prefix``: the head is at most 80 bytes, 8 integers and the data's
+    frame's first bytes (``prefix``: the head is at most 89 bytes, 9 integers and the data's
     length) and its ``length``; None if the frame is not a block encoded in two parts by
     :func:`encode_parts`.
 

@@ -32,7 +32,10 @@ in the same order everywhere and so the same at every member.
 Messages of one block go straight from the sender to every member. Larger ones are split into
 blocks relayed along a chain (the sender, then the members after it in rank order): every block
 crosses each link once and the sender transmits it once, so the time approaches size/bandwidth
-rather than size times the number of receivers.
+rather than size times the number of receivers. A message sent alone goes in blocks of
+``block_size``, which pipeline along the chain; one sent while others of its sender's are in
+flight, in larger blocks (:data:`BUSY_BLOCK_BYTES`), which cost fewer frames, and each block
+says its message's block size.
 """
 
 from __future__ import annotations
@@ -76,14 +79,24 @@ class SendClock:
         return int(self.now * 1_000_000)
 
 
+BUSY_BLOCKS = 4
+BUSY_BLOCK_BYTES = 1 << 20
+"""A large message sent while its sender has others in flight goes in blocks of
+:data:`BUSY_BLOCKS` times ``block_size``, up to this (never below ``block_size``):
+:meth:`ShardMulticast._block_size_for`. 1 MiB frames by default, well inside the transports'
+default frame limit (16 MiB) and half a shared-memory ring."""
+
+
 class _Assembly:
     """A large message arriving block by block, in any order; once whole, it is held until
     delivery and then handed over as a read-only view of its buffer."""
 
-    __slots__ = ("buffer", "have", "missing", "placed")
+    __slots__ = ("block_size", "buffer", "have", "missing", "placed")
 
-    def __init__(self, buffer: bytearray, num_blocks: int) -> None:
+    def __init__(self, buffer: bytearray, block_size: int, num_blocks: int) -> None:
         self.buffer = buffer
+        self.block_size = block_size
+        """The sender's block size for this message: every block of it must say the same."""
         self.have = [False] * num_blocks
         self.missing = num_blocks
         self.placed: set[int] = set()
@@ -329,7 +342,11 @@ class ShardMulticast:
         """The assembly ``block`` belongs to (started if it is the first block to come; None
         for a message or block already held), and the block's offset and length in it.
         Raises :class:`RemoteProtocolError` for a block that cannot be part of its message."""
-        size = self._config.block_size
+        size = block.block_size
+        if not self._config.block_size <= size <= self._config.max_message_size:
+            # Below the shard's block size, a message could come in more pieces (each a
+            # flag in its assembly) than the configuration allows for.
+            raise RemoteProtocolError(f"a block size of {size} bytes")
         num_blocks = -(-block.size // size)
         if not 0 <= block.block < num_blocks or block.size > self._config.max_message_size:
             raise RemoteProtocolError(f"block {block.block} of a {block.size}-byte message")
@@ -345,7 +362,12 @@ class ShardMulticast:
         assembly = self._assembling.get(key)
         if assembly is None:
             buffer = self._buffers.take(block.size)
-            assembly = self._assembling[key] = _Assembly(buffer, num_blocks)
+            assembly = self._assembling[key] = _Assembly(buffer, size, num_blocks)
+        elif assembly.block_size != size:
+            raise RemoteProtocolError(
+                f"block {block.block} of message {block.index} says blocks of {size} bytes, "
+                f"an earlier one {assembly.block_size}"
+            )
         if assembly.have[block.block]:
             return None, start, expected
         return assembly, start, expected
@@ -696,7 +718,7 @@ class ShardMulticast:
         sender = self.senders[me]
         self._events.append(MessageSent(self.epoch, self.subgroup, self.shard, index, payload))
         relay_to = self._relay_next[me]
-        size = self._config.block_size
+        size = self._block_size_for(len(payload))
         view = memoryview(payload)
         stamp = self._clock.stamp() if self.persistent else 0
         if self.persistent:
@@ -710,6 +732,7 @@ class ShardMulticast:
                 index,
                 len(payload),
                 number,
+                size,
                 stamp,
                 view[start : start + size],
             )
@@ -717,6 +740,23 @@ class ShardMulticast:
                 self._outbox.append((relay_to, block))
         self._held[me][index] = payload
         self._claim_indices(index + 1)
+
+    def _block_size_for(self, size: int) -> int:
+        """The block size of this sender's next large message, of ``size`` bytes (already
+        counted in flight): the shard's ``block_size`` when it goes alone, since small blocks
+        pipeline along the chain (with k blocks and h hops a message takes about (k+h-1)/k
+        times a link's transfer of it); :data:`BUSY_BLOCKS` times that, up to
+        :data:`BUSY_BLOCK_BYTES`, when other messages of this sender are in flight or wait
+        behind it. Then every link is busy with some
+        message anyway, pipelining gains nothing, and each block costs a frame's handling at
+        every member it crosses: fewer, larger blocks carried 1 MiB messages over TCP ~25%
+        faster and 4 MiB ones ~40% (docs/architecture.md)."""
+        block_size = self._config.block_size
+        if self.pending or self._in_flight_bytes > size:
+            # One block at most: a block size past the message's would be past the largest
+            # message a receiver accepts.
+            return max(block_size, min(BUSY_BLOCKS * block_size, BUSY_BLOCK_BYTES, size))
+        return block_size
 
     def _send_nulls(self) -> None:
         """Fill this sender's turns before the next turn of the sender of the furthest
