@@ -687,7 +687,8 @@ snapshot_every = {DEFAULT_SNAPSHOT_EVERY}
 # bound in bytes keeps large ones from filling every member's memory.
 window_size = {_CORE.window_size}
 window_bytes = {_CORE.window_bytes}
-# Largest message sent in one piece, in bytes; larger ones are relayed in blocks.
+# Largest message sent in one piece, in bytes; larger ones are relayed in blocks of it (of
+# four times it, up to 1 MiB, while the sender has others in flight).
 block_size = {_CORE.block_size}
 # Largest message, in bytes; at least block_size.
 max_message_size = {_CORE.max_message_size}

@@ -15,7 +15,9 @@ class CoreConfig:
     are one frame, and a sender then waits for its acknowledgements with nothing on the wire);
     large ones need a bound in bytes, or a window of them would be gigabytes held at every
     member. ``block_size`` is the largest message sent in one piece; larger ones are split into
-    blocks relayed member to member so the sender's link carries each byte once.
+    blocks relayed member to member so the sender's link carries each byte once: blocks of
+    ``block_size`` for a message sent alone (they pipeline along the relay chain), of four
+    times that up to 1 MiB for one sent while the sender has others in flight (fewer frames).
     """
 
     window_size: int = 1000
