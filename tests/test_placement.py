@@ -194,6 +194,10 @@ def test_a_sender_with_messages_in_flight_sends_larger_blocks() -> None:
     assert all(got == payloads for got in delivered.values()), {
         i: [len(p) for p in got] for i, got in delivered.items()
     }
+    # Small messages in flight leave the links free: the next large one pipelines again.
+    nodes[0].send(0, b"small", 1.0)
+    nodes[0].send(0, payloads[0], 1.0)
+    assert {m.block_size for _, m in nodes[0].outbox() if isinstance(m, Block)} == {BLOCK}
 
 
 def test_a_block_size_below_the_shards_or_unlike_its_messages_is_refused() -> None:

@@ -746,13 +746,13 @@ class ShardMulticast:
         counted in flight): the shard's ``block_size`` when it goes alone, since small blocks
         pipeline along the chain (with k blocks and h hops a message takes about (k+h-1)/k
         times a link's transfer of it); :data:`BUSY_BLOCKS` times that, up to
-        :data:`BUSY_BLOCK_BYTES`, when other messages of this sender are in flight or wait
-        behind it. Then every link is busy with some
-        message anyway, pipelining gains nothing, and each block costs a frame's handling at
-        every member it crosses: fewer, larger blocks carried 1 MiB messages over TCP ~25%
-        faster and 4 MiB ones ~40% (docs/architecture.md)."""
+        :data:`BUSY_BLOCK_BYTES`, when other messages of this sender, at least a block's worth,
+        are in flight or wait behind it (a few small ones leave the links free). Then every
+        link is busy with some message anyway, pipelining gains nothing, and each block costs
+        a frame's handling at every member it crosses: fewer, larger blocks carried 1 MiB
+        messages over TCP ~45% faster, 4 MiB ones ~10-30% (docs/architecture.md)."""
         block_size = self._config.block_size
-        if self.pending or self._in_flight_bytes > size:
+        if self._in_flight_bytes - size + self.pending_bytes >= block_size:
             # One block at most: a block size past the message's would be past the largest
             # message a receiver accepts.
             return max(block_size, min(BUSY_BLOCKS * block_size, BUSY_BLOCK_BYTES, size))
