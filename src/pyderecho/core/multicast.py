@@ -34,8 +34,8 @@ blocks relayed along a chain (the sender, then the members after it in rank orde
 crosses each link once and the sender transmits it once, so the time approaches size/bandwidth
 rather than size times the number of receivers. A message sent alone goes in blocks of
 ``block_size``, which pipeline along the chain; one sent while others of its sender's are in
-flight, in larger blocks (:data:`BUSY_BLOCK_BYTES`), which cost fewer frames, and each block
-says its message's block size.
+flight, in larger blocks (:data:`BUSY_BLOCKS`), which cost fewer frames; each block says its
+message's block size.
 """
 
 from __future__ import annotations
@@ -80,11 +80,13 @@ class SendClock:
 
 
 BUSY_BLOCKS = 4
+"""A large message sent while at least a block's worth of its sender's others are in flight
+or queued goes in blocks of this many times ``block_size``
+(:meth:`ShardMulticast._block_size_for`)..."""
 BUSY_BLOCK_BYTES = 1 << 20
-"""A large message sent while its sender has others in flight goes in blocks of
-:data:`BUSY_BLOCKS` times ``block_size``, up to this (never below ``block_size``):
-:meth:`ShardMulticast._block_size_for`. 1 MiB frames by default, well inside the transports'
-default frame limit (16 MiB) and half a shared-memory ring."""
+"""... up to this (never below ``block_size``, never past the message): 1 MiB frames by
+default, well inside the transports' default frame limit (16 MiB) and half a shared-memory
+ring."""
 
 
 class _Assembly:
