@@ -19,11 +19,16 @@ VIEW = View(0, (0, 1))
 
 
 def _data_frames(sender: Node, count: int) -> list[WireMessage]:
-    """``count`` separate Data frames from ``sender`` to member 1, one message each."""
+    """``count`` separate Data frames from ``sender`` to member 1, one message each, without
+    the sender's rows they carry (``Data.row``): the batches alone."""
     frames: list[WireMessage] = []
     for number in range(count):
         sender.send(0, b"m%d" % number, 0.0)
-        frames.extend(m for dst, m in sender.outbox() if dst == 1 and isinstance(m, Data))
+        frames.extend(
+            msgspec.structs.replace(m, row=None)
+            for dst, m in sender.outbox()
+            if dst == 1 and isinstance(m, Data)
+        )
     assert len(frames) == count, "each send left as its own frame"
     return frames
 

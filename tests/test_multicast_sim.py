@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -219,6 +220,31 @@ def test_bad_input_is_counted_and_dropped() -> None:
     node.receive_bytes(1, encode(Data(0, 0, 0, 1, 0, (memoryview(b"ok"),))), 0.0)
     node.receive_bytes(1, encode(Data(0, 0, 0, 1, 0, (memoryview(b"ok"),))), 0.0)
     assert node.duplicates == 1
+
+
+def test_a_batch_carries_its_senders_row_and_only_that() -> None:
+    """A sender's row rides on the batch it sent in the same turn (one frame, not two), and is
+    taken as a row of its own would be; a row of another shard or epoch in a batch is refused
+    and counted (the batch itself is a good one, and kept)."""
+    nodes = [Node(n, View(0, (0, 1, 2)), single_shard(Mode.ORDERED)) for n in range(3)]
+    nodes[0].send(0, b"hello", 0.0)
+    out = nodes[0].outbox()
+    assert [type(m) for _, m in out] == [Data, Data]
+    batch = out[0][1]
+    assert isinstance(batch, Data) and batch.row is not None and batch.row.received[0] == 1
+    nodes[1].receive(0, batch, 0.0)
+    shard = nodes[1].shard_of(0)
+    assert shard is not None and shard.table.received[0] == list(batch.row.received) == [1, 0, 0]
+    assert nodes[1].stats["rejected"] == 0
+    for wrong in (
+        msgspec.structs.replace(batch.row, subgroup=3),
+        msgspec.structs.replace(batch.row, epoch=1),
+    ):
+        nodes[2].receive(0, msgspec.structs.replace(batch, row=wrong), 0.0)
+    assert nodes[2].stats["rejected"] == 2
+    shard = nodes[2].shard_of(0)
+    assert shard is not None and shard.table.received[2][0] == 1  # the batch is kept
+    assert shard.table.received[0] == [0, 0, 0]  # the rows are not
 
 
 def test_nulls_in_a_raw_shard_are_refused_and_counted() -> None:

@@ -17,7 +17,7 @@ from pyderecho.core.errors import RemoteProtocolError
 WIRE_VERSION = 2
 """Checked in every link's handshake (:mod:`pyderecho.transport.auth`), so that members whose
 messages are encoded differently refuse each other with a clear error instead of rejecting
-each other's frames one by one. 2: :attr:`Block.block_size`."""
+each other's frames one by one. 2: :attr:`Block.block_size`, :attr:`Data.row`."""
 
 
 class ShardRow(msgspec.Struct, frozen=True, array_like=True, tag="r"):
@@ -76,6 +76,10 @@ class Data(msgspec.Struct, frozen=True, array_like=True, tag="d"):
     stamp: int = 0
     """``Paxos`` shards: the sender's clock when the batch left, in microseconds; the
     receivers turn it into the same hybrid logical timestamp for each message."""
+    row: ShardRow | None = None
+    """The sender's own row of the shard, when it pushed one right after this batch to the
+    same members: taken as if it came in a frame of its own just after, at the cost of one
+    frame instead of two (a message alone in a shard of three costs 6 frames, not 8)."""
 
 
 class Nulls(msgspec.Struct, frozen=True, array_like=True, tag="n"):

@@ -255,11 +255,7 @@ class ShardMulticast:
                 f"{src} is not a member of subgroup {self.subgroup} shard {self.shard}"
             )
         if isinstance(message, ShardRow):
-            if message.nulls:
-                self._take_row_nulls(src, message)
-            if self.table.merge(src_rank, message):
-                self._deliver_stable()
-                self._pump()
+            self._receive_row(src, src_rank, message)
             return
         sender = self.sender_rank.get(message.sender)
         if sender is None:
@@ -285,17 +281,32 @@ class ShardMulticast:
                 stamps = self._stamps[sender]
                 for index in range(message.index, message.index + len(message.payloads)):
                     stamps.setdefault(index, message.stamp)
+            self._after_arrival(sender)
+            row = message.row
+            if row is not None:
+                if (row.epoch, row.subgroup, row.shard) != (
+                    message.epoch,
+                    message.subgroup,
+                    message.shard,
+                ):
+                    raise RemoteProtocolError(f"{src} sent a row of another shard with a batch")
+                self._receive_row(src, src_rank, row)
         elif isinstance(message, Nulls):
             if message.sender != src or message.count < 1 or self.mode is Mode.RAW:
                 raise RemoteProtocolError(f"bad null run from {src}: {message}")
             for index in range(message.first, message.first + message.count):
                 self._hold(sender, index, None)
             self._after_arrival(sender, message=False)
-            return
         else:
             self._receive_block(sender, message)
-            return
-        self._after_arrival(sender)
+
+    def _receive_row(self, src: NodeId, src_rank: int, row: ShardRow) -> None:
+        """Take ``src``'s row: the nulls it carries, then its columns."""
+        if row.nulls:
+            self._take_row_nulls(src, row)
+        if self.table.merge(src_rank, row):
+            self._deliver_stable()
+            self._pump()
 
     def _take_row_nulls(self, src: NodeId, row: ShardRow) -> None:
         """Hold the nulls a row carries: its pusher's last ``row.nulls`` turns."""
