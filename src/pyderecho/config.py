@@ -688,7 +688,7 @@ snapshot_every = {DEFAULT_SNAPSHOT_EVERY}
 window_size = {_CORE.window_size}
 window_bytes = {_CORE.window_bytes}
 # Largest message sent in one piece, in bytes; larger ones are relayed in blocks of it (of
-# four times it, up to 1 MiB, while the sender has others in flight).
+# four times it, up to 1 MiB, while a block's worth of the sender's others is in flight).
 block_size = {_CORE.block_size}
 # Largest message, in bytes; at least block_size.
 max_message_size = {_CORE.max_message_size}

@@ -17,7 +17,8 @@ class CoreConfig:
     member. ``block_size`` is the largest message sent in one piece; larger ones are split into
     blocks relayed member to member so the sender's link carries each byte once: blocks of
     ``block_size`` for a message sent alone (they pipeline along the relay chain), of four
-    times that up to 1 MiB for one sent while the sender has others in flight (fewer frames).
+    times that up to 1 MiB for one sent while at least a block's worth of the sender's others
+    are in flight or queued (fewer frames).
     """
 
     window_size: int = 1000

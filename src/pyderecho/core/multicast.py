@@ -33,9 +33,9 @@ Messages of one block go straight from the sender to every member. Larger ones a
 blocks relayed along a chain (the sender, then the members after it in rank order): every block
 crosses each link once and the sender transmits it once, so the time approaches size/bandwidth
 rather than size times the number of receivers. A message sent alone goes in blocks of
-``block_size``, which pipeline along the chain; one sent while others of its sender's are in
-flight, in larger blocks (:data:`BUSY_BLOCKS`), which cost fewer frames; each block says its
-message's block size.
+``block_size``, which pipeline along the chain; one sent while at least a block's worth of its
+sender's others are in flight or queued, in larger blocks (:data:`BUSY_BLOCKS`), which cost
+fewer frames; each block says its message's block size.
 """
 
 from __future__ import annotations
