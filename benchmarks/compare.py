@@ -44,7 +44,7 @@ from typing import Any
 import pysyncobj_baseline
 import raw_baselines
 
-from pyderecho.cli.bench import BenchSpec, run_bench
+from pyderecho.cli.bench import BenchSpec, core_in_use, run_bench
 from pyderecho.runtime.loop import loop_in_use
 
 MiB = 1 << 20
@@ -306,6 +306,7 @@ def compare(
         "cpu_cores": os.cpu_count(),
         "python": platform.python_version(),
         "event_loop": loop_in_use(),
+        "core": core_in_use(),
         "load_average_before": [round(load, 2) for load in load_before],
         "load_average_after": [round(load, 2) for load in os.getloadavg()],
         "runs": runs,

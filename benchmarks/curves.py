@@ -31,7 +31,7 @@ from typing import Any
 import pysyncobj_baseline
 import raw_baselines
 
-from pyderecho.cli.bench import BenchSpec, run_bench
+from pyderecho.cli.bench import BenchSpec, core_in_use, run_bench
 from pyderecho.runtime.loop import loop_in_use
 
 RATES = (200, 500, 1000, 2000, 5000, 10000, 20000)
@@ -120,6 +120,7 @@ def measure(
         "cpu_cores": os.cpu_count(),
         "python": platform.python_version(),
         "event_loop": loop_in_use(),
+        "core": core_in_use(),
         "load_average_before": [round(load, 2) for load in os.getloadavg()],
         "latency": {t: latency_curve(t, rates, seconds) for t in transports},
         "throughput": {t: throughput_curve(t, sizes, budget) for t in transports},

@@ -62,7 +62,7 @@ from typing import Any
 
 import durable_baselines
 
-from pyderecho.cli.bench import ObjectsSpec, run_objects
+from pyderecho.cli.bench import ObjectsSpec, core_in_use, run_objects
 from pyderecho.runtime.loop import loop_in_use
 
 MEMBERS = 3
@@ -183,6 +183,7 @@ def machine(data_root: str) -> dict[str, Any]:
         "memory": _proc_field("/proc/meminfo", "MemTotal"),
         "python": platform.python_version(),
         "event_loop": loop_in_use(),
+        "core": core_in_use(),
         "pyderecho": _version("pyderecho"),
         "kazoo": _version("kazoo"),
         "data_root": data_root,

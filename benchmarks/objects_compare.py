@@ -45,7 +45,7 @@ from typing import Any
 
 import pysyncobj_baseline
 
-from pyderecho.cli.bench import BenchSpec, ObjectsSpec, run_bench, run_objects
+from pyderecho.cli.bench import BenchSpec, ObjectsSpec, core_in_use, run_bench, run_objects
 from pyderecho.runtime.loop import loop_in_use
 
 MiB = 1 << 20
@@ -230,6 +230,7 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
         "cpu_cores": os.cpu_count(),
         "python": platform.python_version(),
         "event_loop": loop_in_use(),
+        "core": core_in_use(),
         "pysyncobj": metadata.version("pysyncobj"),
         "load_average_before": [round(load, 2) for load in load_before],
         "load_average_after": [round(load, 2) for load in os.getloadavg()],

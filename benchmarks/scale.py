@@ -37,7 +37,7 @@ from typing import Any
 
 from raw_baselines import idle_heartbeats
 
-from pyderecho.cli.bench import BenchSpec, run_bench
+from pyderecho.cli.bench import BenchSpec, core_in_use, run_bench
 from pyderecho.core.config import CoreConfig
 from pyderecho.runtime.loop import loop_in_use
 
@@ -141,6 +141,7 @@ def scale(
         "cpu_cores": os.cpu_count(),
         "python": platform.python_version(),
         "event_loop": loop_in_use(),
+        "core": core_in_use(),
         "repeat": repeat,
         "load_average_before": [round(load, 2) for load in load_before],
         "load_average_after": [round(load, 2) for load in os.getloadavg()],

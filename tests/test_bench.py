@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.machinery
 import json
 import multiprocessing
 from pathlib import Path
@@ -17,6 +18,7 @@ import pytest
 
 from pyderecho.cli import bench
 from pyderecho.cli.bench import BenchError, BenchSpec, bench_layout, run_bench, sending_members
+from pyderecho.core import node as node_module
 from pyderecho.core.config import CoreConfig
 from pyderecho.core.layout import Mode, compute_layout
 from pyderecho.core.view import View
@@ -62,6 +64,8 @@ def test_ordered_run_reports_json(capsys: pytest.CaptureFixture[str], transport:
     assert report["mode"] == "ordered"
     assert report["size"] == 100
     assert report["event_loop"] == loop_in_use()
+    compiled = isinstance(node_module.__loader__, importlib.machinery.ExtensionFileLoader)
+    assert report["core"] == ("compiled" if compiled else "python")
     rate, byte_rate = report["messages_per_s"], report["bytes_per_s"]
     assert isinstance(rate, int) and isinstance(byte_rate, int)
     assert byte_rate == pytest.approx(100 * rate, rel=0.01)

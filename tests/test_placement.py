@@ -91,7 +91,7 @@ def test_only_a_block_it_can_vouch_for_gets_a_place() -> None:
     assert nodes[2].place_frame(0, prefix, length) is None
     assert nodes[0].place_frame(2, prefix, length) is None
     spot = nodes[1].place_frame(0, prefix, length)
-    assert spot is not None and spot[0] == len(head) and spot[1].nbytes == BLOCK
+    assert spot is not None and spot.head == len(head) and spot.body.nbytes == BLOCK
     assert nodes[1].place_frame(0, prefix, length) is None  # one place per block
     other_block = Block(0, 0, 0, 0, 0, 2 * BLOCK, 1, BLOCK, 0, memoryview(bytes(BLOCK)))
     other_head, _ = two_parts(other_block)

@@ -52,6 +52,7 @@ from time import perf_counter
 from typing import Any, Literal
 
 from pyderecho.cli.argtypes import non_negative_int, positive_int
+from pyderecho.core import COMPILED
 from pyderecho.core.config import CoreConfig
 from pyderecho.core.events import Delivered, Event, MessageSent, Stopped, Suspected
 from pyderecho.core.layout import Allocation, LayoutFunction, Mode, ShardLayout
@@ -170,6 +171,12 @@ class BenchSpec:
         per_sender = min(window * size, CoreConfig().window_bytes + size) + 256 * window
         in_flight = len(self.sending_members) * per_sender
         return max(64 * MiB, 2 * in_flight)
+
+
+def core_in_use() -> str:
+    """``compiled`` when the core runs as mypyc's extension modules, else ``python``: the
+    figures differ by that much (README, "A compiled core"), so every report says which."""
+    return "compiled" if COMPILED else "python"
 
 
 def sending_members(members: tuple[NodeId, ...], policy: str) -> tuple[NodeId, ...]:
@@ -1100,6 +1107,7 @@ def _objects_report(
         "window": spec.core_config().window_size,
         "cpu_cores": os.cpu_count(),
         "event_loop": loop_in_use(spec.loop),
+        "core": core_in_use(),
     }
     if spec.mode == "paxos":
         report["data_dir"] = spec.data_dir or tempfile.gettempdir()
@@ -1209,6 +1217,7 @@ def _report(
         ),
         "cpu_cores": os.cpu_count(),
         "event_loop": loop_in_use(spec.loop),
+        "core": core_in_use(),
         "duplicates": sum(r["duplicates"] for r in members),
         "rejected": [r["rejected"] for r in members if r["rejected"]],
     }

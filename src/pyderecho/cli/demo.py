@@ -342,8 +342,16 @@ class LocalGroup:
 
 # -- the demo: the key-value service of examples/ ----------------------------------------------
 
-EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
-"""The source checkout's examples (the demo runs from a checkout: ``make demo``)."""
+
+def _examples() -> Path:
+    """The source checkout's examples (the demo runs from a checkout): beside the package when
+    it is installed in place (``make demo``), else in the working directory, a checkout whose
+    package is installed as a copy (``make test-fast``'s compiled build)."""
+    beside = Path(__file__).resolve().parents[3] / "examples"
+    return beside if beside.is_dir() else Path.cwd() / "examples"
+
+
+EXAMPLES = _examples()
 SERVICE = EXAMPLES / "kv_service.py"
 FOUNDERS = 7
 """LoadBalancer 1, Backend 2, Cache 2 shards of 2."""

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from collections import Counter, deque
 from collections.abc import Mapping, MutableMapping, Sequence
-from typing import NamedTuple
 
 import msgspec
 
@@ -71,14 +70,18 @@ from pyderecho.wire import (
 )
 
 
-class Place(NamedTuple):
+class Place:
     """Where :meth:`Node.place_frame` puts a large frame still arriving: its first ``head``
     bytes aside, the rest straight into ``body``; ``block`` is its head, decoded (the block
-    with empty data), which :meth:`Node.receive_placed` completes with ``body``."""
+    with empty data), which :meth:`Node.receive_placed` completes with ``body``. (A plain
+    class: mypyc cannot build a named tuple or a dataclass with a ``memoryview`` field.)"""
 
-    head: int
-    body: memoryview
-    block: Block
+    __slots__ = ("block", "body", "head")
+
+    def __init__(self, head: int, body: memoryview, block: Block) -> None:
+        self.head = head
+        self.body = body
+        self.block = block
 
 
 ShardKey = tuple[str, int, int]
