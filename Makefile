@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow test-fast lint clean
+.PHONY: demo test test-slow test-fast fast lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,20 +20,22 @@ demo: $(STAMP)
 test: $(STAMP)
 	PYDERECHO_TEST_CORE=python $(BIN)/python -m pytest -q -n auto
 
-# The fast build, in a venv of its own: uvloop's event loop (`pip install 'pyderecho[fast]'`),
+# The fast build, in a venv of its own (`make fast`; the benchmarks run on it, so it has the
+# `bench` extra too): uvloop's event loop (`pip install 'pyderecho[fast]'`),
 # which `pyderecho node`, `BlockingGroup` and the benchmarks take when it is installed, and the
 # core compiled to C by mypyc (HATCH_BUILD_HOOK_ENABLE_MYPYC=true). The main venv keeps testing
 # plain asyncio and the Python source, whose classes the planted-bug tests patch. The install is
 # not editable (the compiled modules live in the venv), so it is redone when a source changes.
 FAST_VENV := .venv-fast
 FAST_SOURCES := $(shell find src -name '*.py')
-$(FAST_VENV)/.installed: pyproject.toml $(FAST_SOURCES)
+$(FAST_VENV)/.installed: pyproject.toml Makefile $(FAST_SOURCES)
 	test -x $(FAST_VENV)/bin/python || $(PYTHON) -m venv $(FAST_VENV)
 	$(FAST_VENV)/bin/python -m pip install --quiet --upgrade pip
-	HATCH_BUILD_HOOK_ENABLE_MYPYC=true $(FAST_VENV)/bin/python -m pip install --quiet '.[test,fast]'
+	HATCH_BUILD_HOOK_ENABLE_MYPYC=true $(FAST_VENV)/bin/python -m pip install --quiet '.[test,fast,bench]'
 	find src -name '*.so' -delete  # the build leaves its modules beside the source too
 	touch $@
 FAST_ENV := PYDERECHO_TEST_EVENT_LOOP=uvloop PYDERECHO_TEST_CORE=compiled
+fast: $(FAST_VENV)/.installed
 
 # Every default test again on the compiled core (the planted-bug tests that patch the core
 # skip), then the transport and process tests on uvloop's loop too.

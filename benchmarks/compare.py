@@ -10,7 +10,7 @@ Prints one JSON object: the medians, the samples, the ratios to the baselines, e
 whether it is met, and the machine's load average before and after (a loaded machine lowers
 every rate; ``cpu_us_per_delivery`` moves much less).
 
-    .venv/bin/python benchmarks/compare.py [--repeat 5] [--idle 5] [--pysyncobj-seconds 5]
+    .venv-fast/bin/python benchmarks/compare.py [--repeat 5] [--idle 5] [--pysyncobj-seconds 5]
 
 Targets (three members on one machine), each a ratio to a baseline of the same run:
 

@@ -13,7 +13,7 @@ ordered throughput against message size, on both transports, beside the raw base
 Writes the numbers as JSON (``--json``) and, when matplotlib is installed (``pip install -e
 '.[bench]'``), the figure (``--out``, a PNG).
 
-    .venv/bin/python benchmarks/curves.py [--out docs/performance.png]
+    .venv-fast/bin/python benchmarks/curves.py [--out docs/performance.png]
         [--json benchmarks/results-curves.json]      # about three minutes
 """
 

@@ -52,7 +52,7 @@ Needs the servers (``sudo bash benchmarks/setup_durable_baselines.sh``) and, for
 ``kazoo`` (``pip install kazoo``). Prints one JSON object: per system the version, the medians
 over ``--repeats`` runs (each on a fresh cluster) and the runs::
 
-    .venv/bin/python benchmarks/durable_baselines.py [--system etcd|zookeeper|all]
+    .venv-fast/bin/python benchmarks/durable_baselines.py [--system etcd|zookeeper|all]
         [--seconds 5] [--warmup 1] [--in-flight 48] [--repeats 3] [--latency-updates 300]
         [--data-root DIR] [--zk-sessions-per-member N]
 

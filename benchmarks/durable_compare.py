@@ -36,7 +36,7 @@ Prints one JSON object (and writes it to ``--out``): per system the medians over
 the samples, the ratios, each target with whether it is met, the machine, the ``fdatasync``
 latency and the load average before and after::
 
-    .venv/bin/python benchmarks/durable_compare.py [--repeat 3] [--seconds 5] [--count 5000]
+    .venv-fast/bin/python benchmarks/durable_compare.py [--repeat 3] [--seconds 5] [--count 5000]
         [--in-flight 16] [--latency-calls 300] [--transports tcp,shm] [--no-ordered]
         [--baselines etcd,zookeeper] [--data-root DIR] [--out benchmarks/results-durable.json]
 

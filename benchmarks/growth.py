@@ -20,7 +20,7 @@ machine runs as processes. For each group size it measures, with its own seed:
 
 Prints one JSON object; the numbers in docs/scaling.md come from it::
 
-    .venv/bin/python benchmarks/growth.py [--sizes 3,8,16,32,64] [--sharded 128,256,512,1025]
+    .venv-fast/bin/python benchmarks/growth.py [--sizes 3,8,16,32,64] [--sharded 128,256,512,1025]
         [--messages 20] [--out benchmarks/results-growth.json]
 """
 

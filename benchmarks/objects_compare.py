@@ -20,7 +20,7 @@ Prints one JSON object: per figure the median over rounds and the samples, the r
 target with whether it is met, and the load average before and after (a loaded machine
 lowers every rate; ``cpu_us_per_call`` moves much less).
 
-    .venv/bin/python benchmarks/objects_compare.py [--repeat 3] [--in-flight 100]
+    .venv-fast/bin/python benchmarks/objects_compare.py [--repeat 3] [--in-flight 100]
 
 Needs ``pysyncobj`` (``pip install -e '.[bench]'``). Targets:
 

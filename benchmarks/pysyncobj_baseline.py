@@ -57,7 +57,7 @@ uses the same window.
 
 Prints one JSON object::
 
-    .venv/bin/python benchmarks/pysyncobj_baseline.py [--seconds 5] [--in-flight 100]
+    .venv-fast/bin/python benchmarks/pysyncobj_baseline.py [--seconds 5] [--in-flight 100]
         [--repeat 3] [--latency-calls 500] [--warmup 1] [--skip-no-batch] [--journal]
 
 Another script can call :func:`run_baseline` (import this file through ``sys.path``, as

@@ -43,7 +43,7 @@ floor an idle group of that size and heartbeat period stands on.
 
 Prints one JSON object; every figure is the median of ``--repeat`` runs.
 
-    .venv/bin/python benchmarks/raw_baselines.py [--repeat 3]
+    .venv-fast/bin/python benchmarks/raw_baselines.py [--repeat 3]
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ a segment. Target (the issue's): with 1 GiB of log, the first delivery within 10
 
 Prints one JSON object (and writes it to ``--out``)::
 
-    .venv/bin/python benchmarks/restart_time.py [--log-mib 64,256,1024] [--repeat 3]
+    .venv-fast/bin/python benchmarks/restart_time.py [--log-mib 64,256,1024] [--repeat 3]
         [--snapshot-every 1000000000,1024] [--value-bytes 65536] [--keys 64] [--in-flight 8]
         [--data-root DIR] [--warm-cache] [--no-breakdown] [--out benchmarks/results-restart.json]
 """

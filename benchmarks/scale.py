@@ -20,7 +20,7 @@ many messages each member delivers per run (fewer for large groups on few cores)
 on 2 cores leave each process a few milliseconds of CPU in turn, more than the default second
 of silence at times.
 
-    .venv/bin/python benchmarks/scale.py [--nodes 3,8,16,32,64] [--transports shm,tcp]
+    .venv-fast/bin/python benchmarks/scale.py [--nodes 3,8,16,32,64] [--transports shm,tcp]
         [--repeat 3] [--idle 5] [--deliveries 200000] [--heartbeat-timeout 1.0]
         [--heartbeat-interval 0.1]
 """

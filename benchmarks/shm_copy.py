@@ -11,7 +11,7 @@ read its destination either. The ratio is what the transport's own work (Python 
 doorbells, flow-control reports, the hand-offs between two processes) leaves of the copy's
 bandwidth on this machine. Each figure is the median of ``--repeat`` runs. Prints one JSON object.
 
-    .venv/bin/python benchmarks/shm_copy.py [--frames 2048] [--repeat 7] [--ring-mib 4]
+    .venv-fast/bin/python benchmarks/shm_copy.py [--frames 2048] [--repeat 7] [--ring-mib 4]
 """
 
 from __future__ import annotations

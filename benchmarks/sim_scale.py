@@ -4,7 +4,7 @@ The baseline is the same simulator event loop moving the same number of wire mes
 protocol at all (a no-op member), so the ratio shows what the protocol itself costs per event on
 this machine, whatever else the machine is doing. Prints one JSON object.
 
-    .venv/bin/python benchmarks/sim_scale.py [--repeat 3]
+    .venv-fast/bin/python benchmarks/sim_scale.py [--repeat 3]
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ separately, SIGSTOPs another for good (a crash that breaks no link), and reports
 group took to install a view without each, as a multiple of the heartbeat timeout (target: the
 stopped one within 2 x the timeout; the killed one's links break at once).
 
-    .venv/bin/python benchmarks/starved.py [--members 16] [--busy 10] [--seconds 120]
+    .venv-fast/bin/python benchmarks/starved.py [--members 16] [--busy 10] [--seconds 120]
 
 Prints one JSON object. The machine's core count is in it: the figures mean something only
 beside it (the issue's case is 2 cores).
