@@ -201,7 +201,8 @@ def plot(result: dict[str, Any], out: Path) -> None:
     )
     right.legend(fontsize=8)
     figure.suptitle(
-        f"pyderecho on {result['cpu_cores']} cores, Python {result['python']} (one run)",
+        f"pyderecho on {result['cpu_cores']} cores, Python {result['python']}, core "
+        f"{result.get('core', 'python')}, {result['event_loop']} (one run)",
         fontsize=9,
     )
     figure.tight_layout()
