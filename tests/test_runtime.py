@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import random
 
+import pytest
+
 from pyderecho.cli.demo import free_ports
 from pyderecho.core.config import CoreConfig
 from pyderecho.core.events import Delivered, Event, Stopped, ViewInstalled
@@ -256,6 +258,62 @@ def test_large_messages_over_tcp_are_read_into_their_buffers_and_arrive_intact()
         # a chain from its predecessor, the others as relays): most are read in place.
         for member in members:
             assert member.node.placed_blocks > 0
+        for member in members:
+            await member.close()
+
+    asyncio.run(scenario())
+
+
+class BrokenNode(Node):
+    """A core with a bug that a frame can meet: once ``broken``, taking in a frame raises."""
+
+    broken = False
+
+    def receive_bytes(
+        self, src: int, data: bytes | memoryview, now: float, *, flush: bool = True
+    ) -> None:
+        if self.broken:
+            raise AssertionError("an invariant of the core does not hold")
+        super().receive_bytes(src, data, now, flush=flush)
+
+
+@pytest.mark.patches_core
+def test_a_core_that_raises_on_a_frame_stops_its_member_and_blames_no_peer() -> None:
+    """The core refuses a peer's bad input itself; an exception out of it is a bug in it, and
+    its state may be half-changed: the member stops (as on a failed fsync), counts it, and
+    says why, and the link to the peer whose frame met the bug is not dropped as that
+    peer's fault. The other two go on without it."""
+
+    async def scenario() -> None:
+        addresses = {i: f"127.0.0.1:{port}" for i, port in enumerate(free_ports(3))}
+        nodes = [
+            make_node(0, addresses),
+            BrokenNode(
+                1, View(0, (0, 1, 2)), resolve_layout("every-member"), FAST, addresses=addresses
+            ),
+            make_node(2, addresses),
+        ]
+        members = [Member(nodes[i], make_transport(i, addresses)) for i in addresses]
+        queues = [deliveries(member) for member in members]
+        for member in members:
+            await member.start()
+        await members[0].send(0, b"before")
+        for q in queues:
+            assert (await asyncio.wait_for(q.get(), 10)).payload == b"before"
+        broken = nodes[1]
+        assert isinstance(broken, BrokenNode)
+        broken.broken = True
+        await members[0].send(0, b"after")
+        reason = await asyncio.wait_for(members[1].stopped(), 10)
+        assert "the protocol core raised on a frame from node" in reason
+        assert "AssertionError: an invariant of the core does not hold" in reason
+        assert members[1].stats["core_failed"] == 1
+        assert members[1].transport.stats["handler_error"] == 0
+        for member in (members[0], members[2]):
+            view = await member.wait_for_view(lambda v: 1 not in v.members, timeout=10)
+            assert view.members == (0, 2)
+        for q in (queues[0], queues[2]):
+            assert (await asyncio.wait_for(q.get(), 10)).payload == b"after"
         for member in members:
             await member.close()
 

@@ -106,7 +106,7 @@ class Member:
                 self.data_dir,
                 name=str(self.node.node_id),
                 on_durable=self._on_persisted,
-                on_failure=self._on_storage_failed,
+                on_failure=self._fail_stop,
                 recovered=self._recovered,
                 segment_bytes=self.segment_bytes,
             )
@@ -176,7 +176,11 @@ class Member:
         self._flush_scheduled = False
         if self._closed:
             return
-        self.node.flush(self._now())
+        try:
+            self.node.flush(self._now())
+        except Exception as exc:
+            self._core_raised(exc, "the end of a loop turn")
+            return
         self._step()
 
     async def leave(self) -> str:
@@ -216,7 +220,11 @@ class Member:
         # the turn, from every peer, is answered with one row push instead of one each. A
         # heartbeat of a quiet view enables none: an idle group's beats cost no flush.
         node = self.node
-        node.receive_bytes(src, frame, self._now(), flush=False)
+        try:
+            node.receive_bytes(src, frame, self._now(), flush=False)
+        except Exception as exc:
+            self._core_raised(exc, f"a frame from node {src}")
+            return
         if node.flush_due:
             # Scheduled before the step queues anything: the transport then schedules its own
             # end-of-turn write after this one, so what the step sends now (nulls, replies)
@@ -227,13 +235,21 @@ class Member:
     def _on_large_frame(self, src: NodeId, prefix: memoryview, length: int) -> Placement | None:
         # A block of a large message is read straight into the message's buffer where the
         # core has a place for it; it is then taken in as any frame is.
-        place = self.node.place_frame(src, prefix, length)
+        try:
+            place = self.node.place_frame(src, prefix, length)
+        except Exception as exc:
+            self._core_raised(exc, f"a large frame's head from node {src}")
+            return None
         if place is None:
             return None
 
         def done(head: memoryview) -> None:  # the core decoded the head already
             node = self.node
-            node.receive_placed(src, place, self._now(), flush=False)
+            try:
+                node.receive_placed(src, place, self._now(), flush=False)
+            except Exception as exc:
+                self._core_raised(exc, f"a large frame from node {src}")
+                return
             if node.flush_due:
                 self._schedule_flush()
             self._step(flush=False)
@@ -257,9 +273,21 @@ class Member:
         self.node.persisted(subgroup, epoch, upto, self._now(), flush=False)
         self._schedule_flush()
 
-    def _on_storage_failed(self, reason: str) -> None:
-        # Fail-stop: never retry a failed fsync and go on. The member stops; closing its
-        # links tells the peers at once, and the group removes it.
+    def _core_raised(self, exc: Exception, what: str) -> None:
+        """The protocol core raised on ``what``. It refuses a peer's bad input itself (counted,
+        never raised), so this is a bug in it, or a type check of the compiled core failing
+        (docs/architecture.md): its state may be half-changed. The member stops, as on a
+        failed fsync, rather than go on with that state or let the exception reach the
+        transport, which would drop the link to the peer whose frame met the bug: blame it."""
+        self.stats["core_failed"] += 1
+        _log.error(
+            "member %s: the protocol core raised on %s", self.node.node_id, what, exc_info=exc
+        )
+        self._fail_stop(f"the protocol core raised on {what}: {type(exc).__name__}: {exc}")
+
+    def _fail_stop(self, reason: str) -> None:
+        # Fail-stop: never retry a failed fsync (or a failed step) and go on. The member
+        # stops; closing its links tells the peers at once, and the group removes it.
         _log.error("member %s stops: %s", self.node.node_id, reason)
         self.node.fail(reason)
         self._step()
@@ -302,7 +330,11 @@ class Member:
     def _on_timer(self) -> None:
         self._timer = None
         self._timer_at = None
-        self.node.tick(self._now())
+        try:
+            self.node.tick(self._now())
+        except Exception as exc:
+            self._core_raised(exc, "a tick")
+            return
         self._step()
 
     def _step(self, *, flush: bool = True) -> None:
