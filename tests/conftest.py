@@ -7,7 +7,7 @@ loops differ.
 
 ``PYDERECHO_TEST_CORE=compiled`` says the run must test a core compiled by mypyc (``make
 test-fast`` installs one), so that a build that quietly fell back to the Python source fails
-the run instead of passing it. Tests marked ``patches_core`` plant bugs by patching the core's
+the run instead of passing it. Tests marked ``patches_compiled`` plant bugs by patching the core's
 classes, which a compiled core does not allow; they skip there and run on the Python source
 (``make test``).
 """
@@ -43,9 +43,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     if not COMPILED:
         return
     skip = pytest.mark.skip(
-        reason="patches the core's classes, which a compiled core does not allow: runs on "
-        "the Python source (make test)"
+        reason="patches or subclasses a compiled class, which the fast build does not allow: "
+        "runs on the Python source (make test)"
     )
     for item in items:
-        if item.get_closest_marker("patches_core") is not None:
+        if item.get_closest_marker("patches_compiled") is not None:
             item.add_marker(skip)

@@ -362,9 +362,10 @@ def test_a_state_that_fails_to_restore_is_reported_and_the_group_goes_on() -> No
         failure = next(e for e in cluster.events[2] if isinstance(e, UserCodeFailed))
         assert "refusing a poisoned state" in failure.error
         assert joiner.replica(Fragile) is None, "no state was installed"
-        assert joiner.host.stats["state_rejected"] == 2, "both old members' states refused"
         reason = await asyncio.wait_for(joiner.member.stopped(), WAIT)
         assert reason == "left the group"
+        # Each refusal is reported as it happens: the count is whole once the joiner gave up.
+        assert joiner.host.stats["state_rejected"] == 2, "both old members' states refused"
         await groups[0].wait_for_view(lambda v: v.members == (0, 1), WAIT)
         assert await groups[1].subgroup(Fragile).append("more") == {0: 2, 1: 2}
 

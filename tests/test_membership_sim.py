@@ -280,7 +280,7 @@ def test_regression_followers_do_not_blame_a_leader_for_time_before_the_change()
 # Planted bugs: the checks must catch a protocol that cuts corners.
 
 
-@pytest.mark.patches_core
+@pytest.mark.patches_compiled
 def test_skipping_the_ragged_edge_trim_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
     def deliver_everything_held(self: ShardMulticast, live: list[int]) -> list[int]:
         self.table.cutoff[self.rank] = tuple(self.table.received[self.rank])
@@ -304,7 +304,7 @@ def test_skipping_the_ragged_edge_trim_is_caught(monkeypatch: pytest.MonkeyPatch
     assert any(v.startswith(("virtual-synchrony", "order")) for v in caught), caught[:3]
 
 
-@pytest.mark.patches_core
+@pytest.mark.patches_compiled
 def test_letting_the_minority_go_on_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(Membership, "_holds_majority", lambda self, more=0: True)
     monkeypatch.setattr(Membership, "_void", lambda self, row: False)
@@ -391,7 +391,7 @@ def test_a_majority_leaving_at_once_leaves_the_rest_running() -> None:
         assert sorted(report.stopped.values()) == ["left the group"] * 3, seed
 
 
-@pytest.mark.patches_core
+@pytest.mark.patches_compiled
 def test_a_leavers_closing_link_taken_for_a_failure_is_caught(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -545,7 +545,7 @@ def test_a_healing_partition_does_not_stop_the_majority(seed: int) -> None:
     assert len(report.stopped) == (spec.members - 1) // 2  # the minority, and no one else
 
 
-@pytest.mark.patches_core
+@pytest.mark.patches_compiled
 def test_adopting_a_healed_minoritys_suspicions_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
     """Planted: the leader's suspicions are adopted, however many: the availability check
     catches the majority stopping (seed 1478, where the majority took a minority's member for
@@ -591,7 +591,7 @@ def test_a_leader_cut_off_on_the_smaller_side_steps_down(seed: int) -> None:
     assert "0" in report.stopped, report.stopped
 
 
-@pytest.mark.patches_core
+@pytest.mark.patches_compiled
 def test_adopting_the_leaders_suspicions_at_once_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
     """Planted: followers take on every suspicion in the leader's row at once (the code before
     the leader's suspicions were checked): with the leader cut off on the smaller side, the
@@ -645,7 +645,7 @@ def test_a_cut_link_removes_one_of_its_ends() -> None:
     assert len(report.stopped) == 1
 
 
-@pytest.mark.patches_core
+@pytest.mark.patches_compiled
 def test_adopting_every_accusation_at_once_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
     """Planted: every suspicion in anyone's row is adopted at once, without asking the accused
     (the code before accusations were checked): a bridge takes both sides' suspicions and the
@@ -702,7 +702,7 @@ def test_a_process_under_a_crashed_members_id_joins_the_next_view(seed: int) -> 
     assert sum(sim.nodes[m].stats["join_under_a_members_id"] for m in everyone) >= 1
 
 
-@pytest.mark.patches_core
+@pytest.mark.patches_compiled
 def test_welcoming_a_new_process_into_its_dead_ids_view_is_caught(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

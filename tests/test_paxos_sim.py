@@ -291,7 +291,7 @@ def planted(seeds: range, crash: int) -> list[str]:
     return caught
 
 
-@pytest.mark.patches_core
+@pytest.mark.patches_compiled
 def test_delivering_at_stability_instead_of_the_global_frontier_is_caught(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -299,7 +299,7 @@ def test_delivering_at_stability_instead_of_the_global_frontier_is_caught(
     assert planted(range(3), crash=0)
 
 
-@pytest.mark.patches_core
+@pytest.mark.patches_compiled
 def test_a_cleanup_that_does_not_wait_for_the_survivors_logs_is_caught(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -363,7 +363,7 @@ def test_a_crashed_member_that_restarts_while_the_group_runs_rejoins() -> None:
     assert run.check(settled=True) == []
 
 
-@pytest.mark.patches_core
+@pytest.mark.patches_compiled
 def test_echoing_a_commit_before_logging_it_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
     """Without the commit log, a view can be installed while the logs of a majority of the
     view before do not hold it: a total crash then lets restarted members found an older
@@ -414,7 +414,7 @@ def test_a_stalled_leader_spares_live_members_rather_than_lose_its_majority() ->
     assert report.violations == []
 
 
-@pytest.mark.patches_core
+@pytest.mark.patches_compiled
 def test_a_leader_blaming_live_members_into_a_minority_is_caught(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -277,7 +277,7 @@ class BrokenNode(Node):
         super().receive_bytes(src, data, now, flush=flush)
 
 
-@pytest.mark.patches_core
+@pytest.mark.patches_compiled
 def test_a_core_that_raises_on_a_frame_stops_its_member_and_blames_no_peer() -> None:
     """The core refuses a peer's bad input itself; an exception out of it is a bug in it, and
     its state may be half-changed: the member stops (as on a failed fsync), counts it, and

@@ -111,7 +111,7 @@ class ManualClock(asyncio.SelectorEventLoop):
         return self.now
 
 
-@pytest.mark.patches_core
+@pytest.mark.patches_compiled
 def test_the_simulator_and_a_memory_network_deliver_the_same_sends_at_the_same_times(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

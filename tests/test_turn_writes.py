@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from pyderecho.cli.demo import free_ports
 from pyderecho.core.config import CoreConfig
 from pyderecho.core.layout import Mode, every_member, layout_of
@@ -54,6 +56,7 @@ async def _delivered(member: Member, position: int) -> None:
         await member.wait_progress()
 
 
+@pytest.mark.patches_compiled
 def test_nulls_and_the_row_answering_a_message_leave_as_one_frame() -> None:
     async def scenario() -> list[list[str]]:
         addresses = {i: f"127.0.0.1:{port}" for i, port in enumerate(free_ports(2))}

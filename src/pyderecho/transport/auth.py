@@ -44,6 +44,7 @@ import hmac
 import struct
 from collections.abc import Container
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from pyderecho.core.errors import LocalProtocolError, RemoteProtocolError
 from pyderecho.core.view import NodeId
@@ -102,44 +103,44 @@ class Identity:
 class HandshakeError(RemoteProtocolError):
     """The link was refused during the handshake; ``counter`` is the ``stats`` key it counts as."""
 
-    counter = "bad_hello"
+    counter: ClassVar[str] = "bad_hello"
 
 
 class BadHello(HandshakeError):
     """A message that is not a well-formed handshake message of this version, or an unexpected
     node id (our own, not the member we dialed, not among the allowed ones)."""
 
-    counter = "bad_hello"
+    counter: ClassVar[str] = "bad_hello"
 
 
 class WrongGroup(HandshakeError):
     """The peer belongs to another group."""
 
-    counter = "wrong_group"
+    counter: ClassVar[str] = "wrong_group"
 
 
 class BadAuth(HandshakeError):
     """The peer's proof does not verify: it does not hold the group secret (or replays one)."""
 
-    counter = "bad_auth"
+    counter: ClassVar[str] = "bad_auth"
 
 
 class Rejected(HandshakeError):
     """The peer refused us, with the category of its reason."""
 
-    counter = "rejected"
+    counter: ClassVar[str] = "rejected"
 
 
 class HandshakeTimeout(HandshakeError):
     """The handshake did not finish in time: a stalled or too-slow peer."""
 
-    counter = "handshake_timeout"
+    counter: ClassVar[str] = "handshake_timeout"
 
 
 class HandshakeIncomplete(HandshakeError):
     """The connection ended or failed before the handshake finished."""
 
-    counter = "handshake_incomplete"
+    counter: ClassVar[str] = "handshake_incomplete"
 
 
 class _State(enum.Enum):

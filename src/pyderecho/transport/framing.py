@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import struct
 from collections.abc import Callable, Iterable
+from typing import ClassVar
 
 from pyderecho.core.errors import LocalProtocolError, RemoteProtocolError
 from pyderecho.transport.base import (
@@ -37,20 +38,20 @@ size, while a lone buffer goes to ``send`` as it is."""
 class FrameError(RemoteProtocolError):
     """The peer broke the framing; the stream cannot be resynchronised, so the link must go."""
 
-    counter = "malformed"
+    counter: ClassVar[str] = "malformed"
     """The transport's ``stats`` key this error is counted under."""
 
 
 class OversizedFrame(FrameError):
     """The peer announced a frame over the receiver's size limit."""
 
-    counter = "oversized"
+    counter: ClassVar[str] = "oversized"
 
 
 class TruncatedFrame(FrameError):
     """The stream ended in the middle of a frame (inside its header or its payload)."""
 
-    counter = "truncated"
+    counter: ClassVar[str] = "truncated"
 
 
 def frame_header(length: int) -> bytes:

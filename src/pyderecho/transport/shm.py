@@ -89,6 +89,7 @@ import stat
 import struct
 from array import array
 from collections import Counter, deque
+from typing import ClassVar
 
 from pyderecho.core.errors import LocalProtocolError, RemoteProtocolError
 from pyderecho.core.view import NodeId
@@ -148,7 +149,7 @@ _SUN_PATH_MAX = 107
 class ForeignUser(HandshakeError):
     """The process at the other end of the socket runs as another user."""
 
-    counter = "foreign_user"
+    counter: ClassVar[str] = "foreign_user"
 
 
 class _LinkBroken(Exception):

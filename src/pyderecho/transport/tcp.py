@@ -72,9 +72,9 @@ import secrets
 import socket
 import ssl
 from collections import Counter, deque
-from collections.abc import Collection, Coroutine, Iterable
+from collections.abc import Collection, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 from pyderecho.core.errors import LocalProtocolError, RemoteProtocolError
 from pyderecho.core.view import NodeId
@@ -122,7 +122,7 @@ an acceptor that meets it answers who it is and opens no link."""
 class BadTls(HandshakeError):
     """The TLS layer of a connection failed (certificate not trusted, peer not speaking TLS...)."""
 
-    counter = "bad_tls"
+    counter: ClassVar[str] = "bad_tls"
 
 
 def parse_address(address: str) -> tuple[str, int]:
@@ -248,9 +248,14 @@ class TcpTransport:
     @property
     def address(self) -> str:
         """Where peers reach this member, with the port actually bound."""
-        if self._server is None or not self._server.sockets:
+        # Read untyped: uvloop's Server.sockets is a list where typeshed says a tuple, and the
+        # compiled build (mypyc checks declared types) would refuse the list.
+        sockets: Sequence[socket.socket] = (
+            () if self._server is None else cast(Any, self._server).sockets
+        )
+        if not sockets:
             raise LocalProtocolError("the transport is not listening: call start() first")
-        host, port = self._server.sockets[0].getsockname()[:2]
+        host, port = sockets[0].getsockname()[:2]
         return format_address(host, port)
 
     async def start(
