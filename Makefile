@@ -23,8 +23,8 @@ test: $(STAMP)
 # The fast build, in a venv of its own (`make fast`; the benchmarks run on it, so it has the
 # `bench` extra too): uvloop's event loop (`pip install 'pyderecho[fast]'`),
 # which `pyderecho node`, `BlockingGroup` and the benchmarks take when it is installed, and the
-# core compiled to C by mypyc (HATCH_BUILD_HOOK_ENABLE_MYPYC=true). The main venv keeps testing
-# plain asyncio and the Python source, whose classes the planted-bug tests patch. The install is
+# core and the frame path compiled to C by mypyc (HATCH_BUILD_HOOK_ENABLE_MYPYC=true). The main
+# venv keeps testing plain asyncio and the Python source, whose classes some tests patch. The install is
 # not editable (the compiled modules live in the venv), so it is redone when a source changes.
 FAST_VENV := .venv-fast
 FAST_SOURCES := $(shell find src -name '*.py')
@@ -37,8 +37,8 @@ $(FAST_VENV)/.installed: pyproject.toml Makefile $(FAST_SOURCES)
 FAST_ENV := PYDERECHO_TEST_EVENT_LOOP=uvloop PYDERECHO_TEST_CORE=compiled
 fast: $(FAST_VENV)/.installed
 
-# Every default test again on the compiled core (the planted-bug tests that patch the core
-# skip), then the transport and process tests on uvloop's loop too.
+# Every default test again on the compiled build (those marked patches_compiled skip), then the
+# transport and process tests on uvloop's loop too.
 UVLOOP_TESTS := tests/test_tcp_transport.py tests/test_tcp_identify.py tests/test_shm_transport.py \
 	tests/test_frame_receiver.py tests/test_runtime.py tests/test_processes.py \
 	tests/test_join_settings.py tests/test_live_fuzz.py tests/test_group.py tests/test_group_processes.py \

@@ -7,9 +7,9 @@ loops differ.
 
 ``PYDERECHO_TEST_CORE=compiled`` says the run must test a core compiled by mypyc (``make
 test-fast`` installs one), so that a build that quietly fell back to the Python source fails
-the run instead of passing it. Tests marked ``patches_compiled`` plant bugs by patching the core's
-classes, which a compiled core does not allow; they skip there and run on the Python source
-(``make test``).
+the run instead of passing it. Tests marked ``patches_compiled`` patch or subclass a class the
+fast build compiles (planted bugs in the core, a transport that records its writes), which
+compiled classes do not allow; they skip there and run on the Python source (``make test``).
 """
 
 from __future__ import annotations

@@ -22,9 +22,9 @@ SECRET = b"runtime-test-secret!"
 FAST = CoreConfig(heartbeat_interval=0.05, heartbeat_timeout=0.5)
 
 
-def make_node(member: int, addresses: dict[int, str]) -> Node:
+def make_node(member: int, addresses: dict[int, str], kind: type[Node] = Node) -> Node:
     view = View(0, tuple(sorted(addresses)))
-    return Node(member, view, resolve_layout("every-member"), FAST, addresses=addresses)
+    return kind(member, view, resolve_layout("every-member"), FAST, addresses=addresses)
 
 
 def make_transport(member: int, addresses: dict[int, str]) -> TcpTransport:
@@ -286,13 +286,7 @@ def test_a_core_that_raises_on_a_frame_stops_its_member_and_blames_no_peer() -> 
 
     async def scenario() -> None:
         addresses = {i: f"127.0.0.1:{port}" for i, port in enumerate(free_ports(3))}
-        nodes = [
-            make_node(0, addresses),
-            BrokenNode(
-                1, View(0, (0, 1, 2)), resolve_layout("every-member"), FAST, addresses=addresses
-            ),
-            make_node(2, addresses),
-        ]
+        nodes = [make_node(i, addresses, BrokenNode if i == 1 else Node) for i in addresses]
         members = [Member(nodes[i], make_transport(i, addresses)) for i in addresses]
         queues = [deliveries(member) for member in members]
         for member in members:

@@ -280,15 +280,12 @@ class Member:
         failed fsync, rather than go on with that state or let the exception reach the
         transport, which would drop the link to the peer whose frame met the bug: blame it."""
         self.stats["core_failed"] += 1
-        _log.error(
-            "member %s: the protocol core raised on %s", self.node.node_id, what, exc_info=exc
-        )
-        self._fail_stop(f"the protocol core raised on {what}: {type(exc).__name__}: {exc}")
+        self._fail_stop(f"the protocol core raised on {what}: {type(exc).__name__}: {exc}", exc)
 
-    def _fail_stop(self, reason: str) -> None:
+    def _fail_stop(self, reason: str, exc: BaseException | None = None) -> None:
         # Fail-stop: never retry a failed fsync (or a failed step) and go on. The member
         # stops; closing its links tells the peers at once, and the group removes it.
-        _log.error("member %s stops: %s", self.node.node_id, reason)
+        _log.error("member %s stops: %s", self.node.node_id, reason, exc_info=exc)
         self.node.fail(reason)
         self._step()
         if self._loop is not None:
