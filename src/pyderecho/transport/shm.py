@@ -89,7 +89,7 @@ import stat
 import struct
 from array import array
 from collections import Counter, deque
-from typing import ClassVar
+from typing import Any, ClassVar, cast
 
 from pyderecho.core.errors import LocalProtocolError, RemoteProtocolError
 from pyderecho.core.view import NodeId
@@ -224,12 +224,12 @@ class _Control:
             sent = len(self._backlog)
         del self._backlog[:sent]
         if not self._backlog:
-            self._loop.remove_writer(self._fd)
+            _stop_writing(self._loop, self._fd)
 
     def close(self) -> None:
         if self._backlog:
             self._backlog.clear()
-            self._loop.remove_writer(self._fd)
+            _stop_writing(self._loop, self._fd)
 
 
 class _Outbound:
@@ -458,7 +458,7 @@ class ShmTransport:
         if self._accept_pause is not None:
             self._accept_pause.cancel()
         if self._listener is not None and self._loop is not None:
-            self._loop.remove_reader(self._listener.fileno())
+            _stop_reading(self._loop, self._listener.fileno())
             self._listener.close()
             with contextlib.suppress(FileNotFoundError):
                 info = os.stat(self.address)
@@ -529,7 +529,7 @@ class ShmTransport:
                 # spin on it.
                 self.stats["accept_failed"] += 1
                 self._log.warning("node %s: accept failed, pausing 1 s: %s", self.node_id, exc)
-                self._loop.remove_reader(self._listener.fileno())
+                _stop_reading(self._loop, self._listener.fileno())
                 self._accept_pause = self._loop.call_later(1.0, self._resume_accepting)
                 return
             sock.setblocking(False)
@@ -592,7 +592,7 @@ class ShmTransport:
         old = self._in.pop(inbound.peer, None)
         if old is not None:
             self.stats["inbound_replaced"] += 1
-            self._loop.remove_reader(old.sock.fileno())
+            _stop_reading(self._loop, old.sock.fileno())
             with contextlib.suppress(_LinkBroken):
                 self._read_inbound(old, until_dry=True)
             self._close_inbound(old)
@@ -871,7 +871,7 @@ class ShmTransport:
             self._drop_outbound(out)
         inbound = self._in.pop(peer, None)
         if inbound is not None and not inbound.closed:
-            self._loop.remove_reader(inbound.sock.fileno())
+            _stop_reading(self._loop, inbound.sock.fileno())
             self._dying.add(inbound)
         self._loop.call_soon(self._finish_loss, peer, inbound, reason)
 
@@ -895,7 +895,7 @@ class ShmTransport:
         out.queued_bytes = 0
         if out.sock is not None and out.control is not None:
             self._announce(out)
-            self._loop.remove_reader(out.sock.fileno())
+            _stop_reading(self._loop, out.sock.fileno())
             out.control.send(_GOODBYE)
             out.control.close()
             out.sock.close()
@@ -908,7 +908,7 @@ class ShmTransport:
             return
         assert self._loop is not None
         inbound.closed = True
-        self._loop.remove_reader(inbound.sock.fileno())
+        _stop_reading(self._loop, inbound.sock.fileno())
         inbound.control.send(_GOODBYE)
         inbound.control.close()
         inbound.sock.close()
@@ -1000,7 +1000,18 @@ async def _readable(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> Non
     try:
         await ready
     finally:
-        loop.remove_reader(fd)
+        _stop_reading(loop, fd)
+
+
+def _stop_reading(loop: asyncio.AbstractEventLoop, fd: int) -> None:
+    """``loop.remove_reader(fd)``, its result unread: uvloop returns None where typeshed says a
+    bool, and the compiled build (mypyc checks a declared result) would raise TypeError."""
+    cast(Any, loop).remove_reader(fd)
+
+
+def _stop_writing(loop: asyncio.AbstractEventLoop, fd: int) -> None:
+    """``loop.remove_writer(fd)``, its result unread, for the reason `_stop_reading` gives."""
+    cast(Any, loop).remove_writer(fd)
 
 
 def _messages(inbox: bytearray) -> list[tuple[int, int]]:
