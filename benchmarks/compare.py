@@ -28,6 +28,9 @@ Targets (three members on one machine), each a ratio to a baseline of the same r
 
 The ratios also put every run beside the blocking-socket baselines, the least any Python program
 spends (``tcp_100b_rtt_socket``, ``shm_100b_rtt``, ``tcp_100b_socket``, ``tcp_1mib_socket``).
+And the light-load CPU beside the same frames sent by asyncio processes with no protocol at
+1,000 messages/s (``tcp_100b_paced_relay3``, and ``..._uvloop`` when uvloop is installed): the
+floor of that pattern, which the saturated CPU (many messages to a frame) is not.
 """
 
 from __future__ import annotations
@@ -177,7 +180,13 @@ def compare(
         figures = baselines[name]
         value = next(
             figures[unit]
-            for unit in ("messages_per_s", "bytes_per_s", "rtt_us", "ops_per_s")
+            for unit in (
+                "messages_per_s",
+                "bytes_per_s",
+                "rtt_us",
+                "ops_per_s",
+                "cpu_us_per_message",
+            )
             if unit in figures
         )
         assert isinstance(value, int | float)
@@ -218,6 +227,13 @@ def compare(
             runs[f"paced_100b_{transport}"]["cpu_us_per_delivery"],
             runs[f"ordered_100b_{transport}"]["cpu_us_per_delivery"],
         )
+        # The same CPU against the frames alone, no protocol (TCP's floor for both transports:
+        # what the light-load CPU target could be measured against, see the README).
+        for floor in ("tcp_100b_paced_relay3", "tcp_100b_paced_relay3_uvloop"):
+            if floor in baselines:
+                ratios[f"paced_100b_{transport}_cpu_vs_{floor}"] = _ratio(
+                    runs[f"paced_100b_{transport}"]["cpu_us_per_delivery"], base(floor)
+                )
         if "pysyncobj_ops" in baselines:
             ratios[f"ordered_100b_{transport}_vs_pysyncobj"] = _ratio(
                 rate(f"ordered_100b_{transport}"), base("pysyncobj_ops")

@@ -35,6 +35,14 @@ member: from the first whole frame to the last, ``(frames - 1) / span``.
   (protocols, not streams), as members run; ``shm_100b_rtt``: the message written into shared
   memory and announced by an 8-byte doorbell on a unix socket, as the shared-memory transport
   does, blocking; ``shm_100b_rtt_asyncio``: the same with both ends woken by their loops.
+- ``tcp_100b_paced_relay3``: light load's CPU floor, in microseconds of CPU per message per
+  process (``cpu_us_per_message``, the mean of three): three asyncio processes on the
+  loopback, one sending a 100-byte message to the other two 1,000 times a second, each of
+  those answering every message with a 26-byte frame to both others (its sender first). The
+  frames an ordered message costs in a shard of three at light load (one hop out, one round of
+  rows), with no protocol: the floor of ``paced_100b_tcp``'s CPU per delivery. On the
+  standard asyncio loop, as the other asyncio baselines, and, when uvloop is installed, on
+  uvloop too (``tcp_100b_paced_relay3_uvloop``), as members then run.
 
 Not in the JSON, for ``scale.py``: ``idle_heartbeats(members, peers, interval, seconds)``, the CPU
 of ``members`` processes doing nothing but what an idle group must: each on asyncio's loop,
@@ -50,6 +58,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import mmap
 import multiprocessing
@@ -66,6 +75,7 @@ from typing import Any
 from shm_copy import raw_copy_gib_per_s
 
 from pyderecho.cli.demo import free_ports
+from pyderecho.runtime.loop import LoopKind, loop_factory
 
 MiB = 1 << 20
 HEADER = struct.Struct(">I")
@@ -387,6 +397,147 @@ def tcp_large_relay(members: int = 3, frames: int = 600, size: int = MiB) -> flo
                 if process.is_alive():
                     process.kill()
         return float(statistics.median(rates))
+
+
+# -- light load's floor: one paced sender, one round of answers ------------------------------
+
+PACED_MEMBERS = 3
+ACK_BYTES = 22
+"""An answer's payload: with its length prefix, as long as a member's row frame (26 bytes)."""
+
+
+@dataclass(frozen=True)
+class _Paced:
+    """What the members of :func:`tcp_small_paced_relay` share: the message count and rate,
+    their listening ports, a barrier, and a queue for each member's CPU seconds."""
+
+    messages: int
+    rate: float
+    size: int
+    ports: list[int]
+    ready: Any
+    used: Any
+    event_loop: LoopKind
+    """``asyncio`` (the standard loop) or ``uvloop`` (as members run when it is installed)."""
+
+
+class _PacedEnd(asyncio.Protocol):
+    """The reading end of one link: splits length-prefixed frames and hands each payload's
+    length on (the size tells a message from an answer)."""
+
+    def __init__(self, on_frame: Callable[[int], None]) -> None:
+        self.on_frame = on_frame
+        self.buffer = bytearray()
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self.buffer
+        buffer += data
+        offset = 0
+        while len(buffer) - offset >= HEADER.size:
+            (length,) = HEADER.unpack_from(buffer, offset)
+            if len(buffer) - offset - HEADER.size < length:
+                break
+            offset += HEADER.size + length
+            self.on_frame(length)
+        del buffer[:offset]
+
+
+def _paced_member(rank: int, paced: _Paced) -> None:
+    with asyncio.Runner(loop_factory=loop_factory(paced.event_loop)) as runner:
+        runner.run(_paced_relay(rank, paced))
+
+
+async def _paced_relay(rank: int, paced: _Paced) -> None:
+    """Member ``rank`` of :func:`tcp_small_paced_relay`: listen, dial the others (one link per
+    direction, as the TCP transport opens them), then send (rank 0) or answer, and put the CPU
+    seconds from the first message to the last frame this member waits for."""
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+    others = [peer for peer in range(PACED_MEMBERS) if peer != rank]
+    # Rank 0 waits for both answers to each message; the others for each message and the
+    # other answerer's answer to it: two frames a message either way.
+    wanted = 2 * paced.messages
+    links: list[asyncio.Transport] = []
+    answer = HEADER.pack(ACK_BYTES) + bytes(ACK_BYTES)
+    received = 0
+    started = 0.0
+
+    def on_frame(length: int) -> None:
+        nonlocal received, started
+        if received == 0 and rank != 0:
+            started = time.process_time()
+        received += 1
+        if length == paced.size:  # a message: answer everyone, its sender first
+            for link in links:
+                link.write(answer)
+        if received == wanted and not done.done():
+            done.set_result(time.process_time() - started)
+
+    server = await loop.create_server(lambda: _PacedEnd(on_frame), "127.0.0.1", paced.ports[rank])
+    await loop.run_in_executor(None, paced.ready.wait, TIMEOUT_S)
+    for peer in others:
+        transport, _ = await loop.create_connection(
+            asyncio.Protocol, "127.0.0.1", paced.ports[peer]
+        )
+        transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        links.append(transport)
+    await loop.run_in_executor(None, paced.ready.wait, TIMEOUT_S)
+    if rank == 0:
+        message = HEADER.pack(paced.size) + bytes(paced.size)
+        first = loop.time()
+        started = time.process_time()
+
+        def send(index: int) -> None:
+            for link in links:
+                link.write(message)
+            if index + 1 < paced.messages:
+                loop.call_at(first + (index + 1) / paced.rate, send, index + 1)
+
+        send(0)
+    used = await asyncio.wait_for(done, paced.messages / paced.rate + TIMEOUT_S)
+    paced.used.put(used)
+    for link in links:
+        link.close()
+    server.close()
+
+
+def tcp_small_paced_relay(
+    messages: int = 2000, rate: float = 1000.0, size: int = 100, event_loop: LoopKind = "asyncio"
+) -> float:
+    """CPU microseconds per message per process (the mean of three) when one of three asyncio
+    processes sends ``size``-byte messages to the other two at ``rate`` a second and each
+    receiver answers every message to both others: the frames an ordered message costs at
+    light load in a shard of three (one hop out, one round of rows), with no protocol. The
+    floor of ``paced_100b_tcp``'s CPU per delivery."""
+    context = multiprocessing.get_context("spawn")
+    paced = _Paced(
+        messages,
+        rate,
+        size,
+        free_ports(PACED_MEMBERS),
+        context.Barrier(PACED_MEMBERS),
+        context.Queue(),
+        event_loop,
+    )
+    processes = [
+        context.Process(target=_paced_member, args=(rank, paced)) for rank in range(PACED_MEMBERS)
+    ]
+    for process in processes:
+        process.start()
+    try:
+        used: list[float] = [paced.used.get(timeout=messages / rate + TIMEOUT_S) for _ in processes]
+    finally:
+        for process in processes:
+            process.join(TIMEOUT_S)
+            if process.is_alive():
+                process.kill()
+    return statistics.mean(used) / messages * 1e6
+
+
+def tcp_small_paced_relay_uvloop() -> float:
+    """:func:`tcp_small_paced_relay` on uvloop's event loop, as members run when it is
+    installed (``pip install 'pyderecho[fast]'``)."""
+    return tcp_small_paced_relay(event_loop="uvloop")
 
 
 # -- an idle group's floor: heartbeats and nothing else ---------------------------------------
@@ -774,7 +925,10 @@ BASELINES: dict[str, tuple[str, Callable[[], float]]] = {
     "tcp_100b_rtt_asyncio": ("rtt_us", tcp_small_rtt_asyncio),
     "shm_100b_rtt": ("rtt_us", shm_small_rtt),
     "shm_100b_rtt_asyncio": ("rtt_us", shm_small_rtt_asyncio),
+    "tcp_100b_paced_relay3": ("cpu_us_per_message", tcp_small_paced_relay),
 }
+if importlib.util.find_spec("uvloop") is not None:
+    BASELINES["tcp_100b_paced_relay3_uvloop"] = ("cpu_us_per_message", tcp_small_paced_relay_uvloop)
 """Each baseline: its unit, and a function that measures it once."""
 
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.machinery
+import importlib.util
 import json
 import multiprocessing
+import time
 from pathlib import Path
 
 import pytest
@@ -209,6 +211,27 @@ def test_the_relay_baseline_runs_three_processes_to_the_end(
     raw_baselines = importlib.import_module("raw_baselines")
     rate = raw_baselines.tcp_large_relay(frames=30, size=64 * 1024)
     assert rate > 0
+
+
+def test_the_paced_baseline_waits_for_every_answer_and_reports_cpu_per_message(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``benchmarks/raw_baselines.py``'s light-load floor: each of the three processes waits
+    for two frames a message (it times out and raises otherwise) and the CPU per message is
+    positive and bounded by the wall time the processes had."""
+    monkeypatch.syspath_prepend(str(Path(__file__).parent.parent / "benchmarks"))
+    raw_baselines = importlib.import_module("raw_baselines")
+    messages, rate = 100, 2000.0
+    loops = ["asyncio"] + (["uvloop"] if importlib.util.find_spec("uvloop") else [])
+    for event_loop in loops:
+        began = time.perf_counter()
+        cpu_us = raw_baselines.tcp_small_paced_relay(
+            messages=messages, rate=rate, event_loop=event_loop
+        )
+        elapsed_us = (time.perf_counter() - began) * 1e6
+        # A process's CPU from its first message to its last frame fits in the call's time.
+        assert 0 < cpu_us * messages < elapsed_us, event_loop
+    assert not multiprocessing.active_children()
 
 
 def test_the_growth_benchmark_counts_what_each_size_costs(
