@@ -23,9 +23,10 @@ test: $(STAMP)
 # The fast build, in a venv of its own (`make fast`; the benchmarks run on it, so it has the
 # `bench` extra too): uvloop's event loop (`pip install 'pyderecho[fast]'`),
 # which `pyderecho node`, `BlockingGroup` and the benchmarks take when it is installed, and the
-# core and the frame path (both transports, Member) compiled to C by mypyc (HATCH_BUILD_HOOK_ENABLE_MYPYC=true). The main
-# venv keeps testing plain asyncio and the Python source, whose classes some tests patch. The install is
-# not editable (the compiled modules live in the venv), so it is redone when a source changes.
+# core and the frame path (both transports, Member) compiled to C by mypyc
+# (HATCH_BUILD_HOOK_ENABLE_MYPYC=true). The main venv keeps testing plain asyncio and the Python
+# source, whose classes some tests patch. The install is not editable (the compiled modules live
+# in the venv), so it is redone when a source changes.
 FAST_VENV := .venv-fast
 FAST_SOURCES := $(shell find src -name '*.py')
 $(FAST_VENV)/.installed: pyproject.toml Makefile $(FAST_SOURCES)

@@ -229,8 +229,13 @@ def test_the_paced_baseline_waits_for_every_answer_and_reports_cpu_per_message(
             messages=messages, rate=rate, event_loop=event_loop
         )
         elapsed_us = (time.perf_counter() - began) * 1e6
-        # A process's CPU from its first message to its last frame fits in the call's time.
+        # A process's CPU from its first message to its last frame fits in the call's time,
+        # and is timed from the first message: the processes' start-up (imports, a few hundred
+        # milliseconds of CPU) would put it over the messages' interval.
         assert 0 < cpu_us * messages < elapsed_us, event_loop
+        assert cpu_us < 1e6 / rate, event_loop
+    with pytest.raises(ValueError, match="answer"):
+        raw_baselines.tcp_small_paced_relay(size=raw_baselines.ACK_BYTES)
     assert not multiprocessing.active_children()
 
 
