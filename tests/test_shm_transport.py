@@ -150,6 +150,14 @@ def test_conformance_flush_sends_without_a_turn_of_the_loop(directory: str) -> N
     )
 
 
+def test_conformance_caller_flushes_leaves_the_write_to_flush(directory: str) -> None:
+    run(
+        conformance.threaded_check_caller_flushes_leaves_the_write_to_flush(
+            lambda node: ShmTransport(node, directory, group=GROUP, secret=SECRET)
+        )
+    )
+
+
 def test_conformance_with_the_smallest_ring(directory: str) -> None:
     """A 64 KiB ring: every frame over 32 KiB goes in chunks, and most sends wait for room."""
     make = shm_factory(directory, ring_size=MIN_CAPACITY)

@@ -184,6 +184,14 @@ def test_conformance_flush_sends_without_a_turn_of_the_loop() -> None:
     )
 
 
+def test_conformance_caller_flushes_leaves_the_write_to_flush() -> None:
+    run(
+        conformance.threaded_check_caller_flushes_leaves_the_write_to_flush(
+            lambda node: TcpTransport(node, f"{HERE}:0", group=GROUP, secret=SECRET)
+        )
+    )
+
+
 def test_conformance_over_tls(tmp_path: Path) -> None:
     server, client = tls_contexts(tmp_path)
     make = tcp_factory(ssl_server=server, ssl_client=client)

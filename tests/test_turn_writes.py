@@ -35,13 +35,13 @@ class RecordingTcp(TcpTransport):
         self.queued: list[str] = []
         self.writes: list[list[str]] = []
 
-    def send(self, peer: NodeId, frame: Frame) -> None:
+    def send(self, peer: NodeId, frame: Frame, *, caller_flushes: bool = False) -> None:
         if peer == 1:
             data = frame if isinstance(frame, bytes) else b"".join(bytes(p) for p in frame)
             message = decode(data)
             carries = isinstance(message, ShardRow) and message.nulls
             self.queued.append("row with nulls" if carries else type(message).__name__)
-        super().send(peer, frame)
+        super().send(peer, frame, caller_flushes=caller_flushes)
 
     def flush(self) -> None:
         if self.queued:

@@ -335,11 +335,14 @@ two members on two threads' event loops, so only a transport with real links bet
 (not the in-process memory transport) can take them."""
 
 
-async def threaded_check_flush_sends_without_a_turn_of_the_loop(make_one: ListeningFactory) -> None:
-    """:meth:`Transport.flush` puts what :meth:`Transport.send` queued on the link at once: a
-    receiver on another thread gets the frame while the sender's loop is blocked. Without the
-    flush the frame waits for the sender's loop to turn, which is what the check proves too
-    (else it could not tell a flush from a send that writes at once)."""
+@asynccontextmanager
+async def _linked_to_a_thread(
+    make_one: ListeningFactory,
+) -> AsyncIterator[tuple[ListeningTransport, threading.Event]]:
+    """A receiver (node 1) on an event loop of its own thread and a sender (node 0) on this
+    one, linked, the first frame across: yields the sender and an event the receiver sets at
+    each frame. With the receiver on another thread, a frame arrives while this loop is
+    blocked only if it was written already."""
     arrived = threading.Event()
     address: list[str] = []
     started = threading.Event()
@@ -371,12 +374,41 @@ async def threaded_check_flush_sends_without_a_turn_of_the_loop(make_one: Listen
             while not arrived.is_set():  # the link opens and the first frame crosses
                 await asyncio.sleep(0.01)
         arrived.clear()
-        sender.send(1, b"queued")
-        assert not arrived.wait(0.3), "a frame left without a flush or a turn of the loop"
-        sender.flush()
-        assert arrived.wait(TIMEOUT_S), "flush() did not put the frame on the link"
+        yield sender, arrived
     finally:
         await sender.close()
         assert receiver_loop is not None and stop is not None
         receiver_loop.call_soon_threadsafe(stop.set_result, None)
         thread.join(TIMEOUT_S)
+
+
+async def threaded_check_flush_sends_without_a_turn_of_the_loop(make_one: ListeningFactory) -> None:
+    """:meth:`Transport.flush` puts what :meth:`Transport.send` queued on the link at once: a
+    receiver on another thread gets the frame while the sender's loop is blocked. Without the
+    flush the frame waits for the sender's loop to turn, which is what the check proves too
+    (else it could not tell a flush from a send that writes at once)."""
+    async with _linked_to_a_thread(make_one) as (sender, arrived):
+        sender.send(1, b"queued")
+        assert not arrived.wait(0.3), "a frame left without a flush or a turn of the loop"
+        sender.flush()
+        assert arrived.wait(TIMEOUT_S), "flush() did not put the frame on the link"
+
+
+async def threaded_check_caller_flushes_leaves_the_write_to_flush(
+    make_one: ListeningFactory,
+) -> None:
+    """A frame sent with ``caller_flushes`` waits for :meth:`Transport.flush`, however often
+    the loop turns (the transport scheduled no flush of its own), and leaves with it; a frame
+    sent without it leaves once the loop turns."""
+    async with _linked_to_a_thread(make_one) as (sender, arrived):
+        sender.send(1, b"the caller flushes", caller_flushes=True)
+        for _ in range(20):
+            await asyncio.sleep(0.01)
+        assert not arrived.is_set(), "a frame sent with caller_flushes left without flush()"
+        sender.flush()
+        assert arrived.wait(TIMEOUT_S), "flush() did not put the frame on the link"
+        arrived.clear()
+        sender.send(1, b"the transport flushes")
+        async with asyncio.timeout(TIMEOUT_S):
+            while not arrived.is_set():
+                await asyncio.sleep(0.01)

@@ -361,7 +361,7 @@ class Member:
                     self._connect(dst)
                 if message is not last:  # a row or a batch to every peer is encoded once
                     last, frame = message, encode_parts(message)
-                self.transport.send(dst, frame)
+                self.transport.send(dst, frame, caller_flushes=True)
             sent = sent or bool(outbox)
             events = node.events()
             handler = self.on_event
@@ -402,9 +402,14 @@ class Member:
             hook = self.after_events
             if not outbox and not events and (hook is None or not self._after(hook)):
                 break
-        if sent and flush:
-            # Everything this step will send is queued: out now, not a loop turn later.
+        if flush:
+            # Everything this step and the steps before it in this turn sent is queued: out
+            # now, not a loop turn later (nothing at all, when nothing was sent).
             self.transport.flush()
+        elif sent:
+            # The frames were sent with caller_flushes: this member's end-of-turn flush writes
+            # them, and the transport schedules no flush of its own (a loop turn saved).
+            self._schedule_flush()
         self._arm_timer()
         if self._waiters:
             self._progress.set()

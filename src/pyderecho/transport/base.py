@@ -109,11 +109,14 @@ class Transport(Protocol):
     def connect(self, peer: NodeId, address: str) -> None:
         """Open (or reopen) the link to ``peer`` at ``address``; frames queue meanwhile."""
 
-    def send(self, peer: NodeId, frame: Frame) -> None:
+    def send(self, peer: NodeId, frame: Frame, *, caller_flushes: bool = False) -> None:
         """Queue ``frame`` for ``peer`` without blocking; frames to one peer keep their order.
 
         The frame's buffers are not copied when the transport can avoid it, so they must not
-        change until the peer has the frame."""
+        change until the peer has the frame. With ``caller_flushes`` the caller promises to
+        call :meth:`flush` before its turn of the loop ends, and the transport schedules no
+        end-of-turn flush of its own: that flush would find nothing left and still cost a turn
+        of the loop (an ``epoll`` and the loop's bookkeeping) for every turn that sent."""
 
     def flush(self) -> None:
         """Hand what :meth:`send` queued to the links now. Without it, frames leave at the end

@@ -77,7 +77,7 @@ class MemoryTransport:
         self._links[peer] = address
         self._lost.discard(peer)
 
-    def send(self, peer: NodeId, frame: Frame) -> None:
+    def send(self, peer: NodeId, frame: Frame, *, caller_flushes: bool = False) -> None:
         address = self._links.get(peer)
         target = self._network.listening.get(address) if address is not None else None
         if target is None or self._closed:

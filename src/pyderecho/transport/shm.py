@@ -398,10 +398,11 @@ class ShmTransport:
         self._tasks.add(out.task)
         out.task.add_done_callback(self._tasks.discard)
 
-    def send(self, peer: NodeId, frame: Frame) -> None:
+    def send(self, peer: NodeId, frame: Frame, *, caller_flushes: bool = False) -> None:
         """Copy ``frame`` into the peer's ring now, or queue it until there is room; frames for
         a peer without a link are dropped and counted. A queued frame is not copied: its buffer
-        must not change until the peer has it (as with the TCP transport)."""
+        must not change until the peer has it (as with the TCP transport). The doorbell rings
+        at the end of this loop turn, or at the caller's :meth:`flush` (``caller_flushes``)."""
         self._require_started()
         parts = frame_parts(frame)
         size = sum(part.nbytes for part in parts)
@@ -414,7 +415,7 @@ class ShmTransport:
         if not out.queue:
             rest = out.ring.put(parts, 0)
             if rest is None:
-                self._schedule_flush(out)
+                self._schedule_flush(out, at_turn_end=not caller_flushes)
                 return
             start = rest
         waiting = size - start
@@ -424,7 +425,7 @@ class ShmTransport:
             return
         out.queue.append(_Queued(parts, size, start))
         out.queued_bytes += waiting
-        self._schedule_flush(out)
+        self._schedule_flush(out, at_turn_end=not caller_flushes)
 
     def disconnect(self, peer: NodeId) -> None:
         """Drop both halves of the link to ``peer`` and its queued frames; ``on_peer_lost`` is
@@ -678,13 +679,15 @@ class ShmTransport:
 
     # -- sending ---------------------------------------------------------------------------
 
-    def _schedule_flush(self, out: _Outbound) -> None:
-        """Ring the peer's doorbell at the end of this loop turn: one for all frames sent in it."""
+    def _schedule_flush(self, out: _Outbound, *, at_turn_end: bool = True) -> None:
+        """Ring the peer's doorbell at the end of this loop turn: one for all frames sent in it
+        (or at the next :meth:`flush`, which a caller that sends with ``caller_flushes`` calls
+        in this turn: ``at_turn_end`` False)."""
         if out.flush_due:
             return
         out.flush_due = True
         self._dirty.append(out)
-        if len(self._dirty) == 1:
+        if len(self._dirty) == 1 and at_turn_end:
             assert self._loop is not None
             self._loop.call_soon(self._flush)
 

@@ -300,10 +300,11 @@ class TcpTransport:
         self._out[peer] = out
         out.tasks.append(self._spawn(self._run_outbound(peer, out), f"tcp-send-{peer}"))
 
-    def send(self, peer: NodeId, frame: Frame) -> None:
+    def send(self, peer: NodeId, frame: Frame, *, caller_flushes: bool = False) -> None:
         """Queue ``frame`` for ``peer``; it is not copied, so its buffers must not change until
         the peer has it (the protocol reuses a send-window slot only once every member has
-        acknowledged it). Frames for a peer without a link are dropped and counted."""
+        acknowledged it). Frames for a peer without a link are dropped and counted. Written at
+        the end of this loop turn, or by the caller's :meth:`flush` (``caller_flushes``)."""
         self._require_started()
         size = frame_size(frame)
         check_frame_size(size, self._max_frame)
@@ -324,7 +325,7 @@ class TcpTransport:
         if not out.flush_due:
             out.flush_due = True
             self._dirty.append(out)
-            if len(self._dirty) == 1:
+            if len(self._dirty) == 1 and not caller_flushes:
                 asyncio.get_running_loop().call_soon(self.flush)
 
     def flush(self) -> None:
