@@ -505,11 +505,10 @@ def tcp_small_paced_relay(
     messages: int = 2000, rate: float = 1000.0, size: int = 100, event_loop: LoopKind = "asyncio"
 ) -> float:
     """CPU microseconds per message per process (the median of three, as the bench reports
-    members) when one of three asyncio
-    processes sends ``size``-byte messages to the other two at ``rate`` a second and each
-    receiver answers every message to both others: the frames an ordered message costs at
-    light load in a shard of three (one hop out, one round of rows), with no protocol. The
-    floor of ``paced_100b_tcp``'s CPU per delivery."""
+    members) when one of three asyncio processes sends ``size``-byte messages to the other two
+    at ``rate`` a second and each receiver answers every message to both others: the frames an
+    ordered message costs at light load in a shard of three (one hop out, one round of rows),
+    with no protocol. The floor of ``paced_100b_tcp``'s CPU per delivery."""
     if size == ACK_BYTES:
         raise ValueError(f"a message must not be as long as an answer ({ACK_BYTES} bytes)")
     context = multiprocessing.get_context("spawn")

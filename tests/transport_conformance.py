@@ -399,7 +399,8 @@ async def threaded_check_caller_flushes_leaves_the_write_to_flush(
 ) -> None:
     """A frame sent with ``caller_flushes`` waits for :meth:`Transport.flush`, however often
     the loop turns (the transport scheduled no flush of its own), and leaves with it; a frame
-    sent without it leaves once the loop turns."""
+    sent without it leaves once the loop turns, also behind one that waits for the caller on
+    the same link."""
     async with _linked_to_a_thread(make_one) as (sender, arrived):
         sender.send(1, b"the caller flushes", caller_flushes=True)
         for _ in range(20):
@@ -407,8 +408,11 @@ async def threaded_check_caller_flushes_leaves_the_write_to_flush(
         assert not arrived.is_set(), "a frame sent with caller_flushes left without flush()"
         sender.flush()
         assert arrived.wait(TIMEOUT_S), "flush() did not put the frame on the link"
-        arrived.clear()
-        sender.send(1, b"the transport flushes")
-        async with asyncio.timeout(TIMEOUT_S):
-            while not arrived.is_set():
-                await asyncio.sleep(0.01)
+        for waiting in (False, True):
+            arrived.clear()
+            if waiting:
+                sender.send(1, b"the caller flushes, later", caller_flushes=True)
+            sender.send(1, b"the transport flushes")
+            async with asyncio.timeout(TIMEOUT_S):
+                while not arrived.is_set():
+                    await asyncio.sleep(0.01)

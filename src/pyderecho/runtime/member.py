@@ -226,9 +226,8 @@ class Member:
             self._core_raised(exc, f"a frame from node {src}")
             return
         if node.flush_due:
-            # Scheduled before the step queues anything: the transport then schedules its own
-            # end-of-turn write after this one, so what the step sends now (nulls, replies)
-            # leaves in the same write as the rows the flush pushes, not one write ahead.
+            # What the step sends now (nulls, replies) waits for this flush too (it is sent
+            # with caller_flushes), and leaves in the same write as the rows it pushes.
             self._schedule_flush()
         self._step(flush=False)
 

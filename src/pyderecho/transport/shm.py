@@ -332,6 +332,9 @@ class ShmTransport:
         self._dying: set[_Inbound] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._dirty: list[_Outbound] = []
+        self._turn_flush_due = False
+        """An end-of-turn ring is scheduled. Not the same as links being dirty: frames sent with
+        ``caller_flushes`` wait for the caller's flush and schedule none."""
         self._closed = False
 
     # -- the Transport interface -----------------------------------------------------------
@@ -683,13 +686,17 @@ class ShmTransport:
         """Ring the peer's doorbell at the end of this loop turn: one for all frames sent in it
         (or at the next :meth:`flush`, which a caller that sends with ``caller_flushes`` calls
         in this turn: ``at_turn_end`` False)."""
-        if out.flush_due:
-            return
-        out.flush_due = True
-        self._dirty.append(out)
-        if len(self._dirty) == 1 and at_turn_end:
+        if not out.flush_due:
+            out.flush_due = True
+            self._dirty.append(out)
+        if at_turn_end and not self._turn_flush_due:
             assert self._loop is not None
-            self._loop.call_soon(self._flush)
+            self._turn_flush_due = True
+            self._loop.call_soon(self._flush_at_turn_end)
+
+    def _flush_at_turn_end(self) -> None:
+        self._turn_flush_due = False
+        self._flush()
 
     def flush(self) -> None:
         """Ring the doorbells of every link sent on since the last ring, now."""

@@ -240,6 +240,9 @@ class TcpTransport:
         self._in: dict[NodeId, _Inbound] = {}
         self._dirty: list[_Outbound] = []
         """Links with frames queued since the last :meth:`flush`."""
+        self._turn_flush_due = False
+        """An end-of-turn flush is scheduled. Not the same as frames being queued: those sent
+        with ``caller_flushes`` wait for the caller's flush and schedule none."""
         self._tasks: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
         self._pending = 0
@@ -325,8 +328,13 @@ class TcpTransport:
         if not out.flush_due:
             out.flush_due = True
             self._dirty.append(out)
-            if len(self._dirty) == 1 and not caller_flushes:
-                asyncio.get_running_loop().call_soon(self.flush)
+        if not caller_flushes and not self._turn_flush_due:
+            self._turn_flush_due = True
+            asyncio.get_running_loop().call_soon(self._flush_at_turn_end)
+
+    def _flush_at_turn_end(self) -> None:
+        self._turn_flush_due = False
+        self.flush()
 
     def flush(self) -> None:
         """Write what was queued since the last flush, now; a link whose stream is full (or
