@@ -30,7 +30,9 @@ The ratios also put every run beside the blocking-socket baselines, the least an
 spends (``tcp_100b_rtt_socket``, ``shm_100b_rtt``, ``tcp_100b_socket``, ``tcp_1mib_socket``).
 And the light-load CPU beside the same frames sent by asyncio processes with no protocol at
 1,000 messages/s (``tcp_100b_paced_relay3``, and ``..._uvloop`` when uvloop is installed): the
-floor of that pattern, which the saturated CPU (many messages to a frame) is not.
+floor of that pattern, which the saturated CPU (many messages to a frame) is not; the light-load
+latency beside the same frames with one message in flight (``tcp_100b_lone_relay3``, and
+``..._uvloop``): a message out to both others and both answers back, no protocol.
 """
 
 from __future__ import annotations
@@ -223,6 +225,11 @@ def compare(
             else ("shm_100b_rtt_asyncio", "shm_100b_rtt")
         ):
             ratios[f"lone_100b_{transport}_p50_vs_{baseline}"] = _ratio(lone_p50, base(baseline))
+        # The same latency against the same frames alone (the message out, both answers back),
+        # no protocol: what the protocol and the driver add to a lone message.
+        for floor in ("tcp_100b_lone_relay3", "tcp_100b_lone_relay3_uvloop"):
+            if floor in baselines:
+                ratios[f"lone_100b_{transport}_p50_vs_{floor}"] = _ratio(lone_p50, base(floor))
         ratios[f"paced_100b_{transport}_cpu_vs_ordered_100b_{transport}_cpu"] = _ratio(
             runs[f"paced_100b_{transport}"]["cpu_us_per_delivery"],
             runs[f"ordered_100b_{transport}"]["cpu_us_per_delivery"],

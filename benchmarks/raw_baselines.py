@@ -43,6 +43,13 @@ member: from the first whole frame to the last, ``(frames - 1) / span``.
   rows), with no protocol: the floor of ``paced_100b_tcp``'s CPU per delivery. On the
   standard asyncio loop, as the other asyncio baselines, and, when uvloop is installed, on
   uvloop too (``tcp_100b_paced_relay3_uvloop``), as members then run.
+- ``tcp_100b_lone_relay3``: light load's latency floor, in microseconds (``latency_us``, the
+  median): the same three processes and frames with one message in flight, timed at the sender
+  from writing a message to both others until both answers are in (the next message leaves in
+  the loop turn after, as the bench's sender sends its next after its own delivery): the
+  floor of ``lone_100b_tcp``'s latency, where the target's round trip between two processes
+  has one hop back and no third process on the two cores. On asyncio's loop, and on uvloop
+  (``tcp_100b_lone_relay3_uvloop``) where installed.
 
 Not in the JSON, for ``scale.py``: ``idle_heartbeats(members, peers, interval, seconds)``, the CPU
 of ``members`` processes doing nothing but what an idle group must: each on asyncio's loop,
@@ -412,11 +419,15 @@ class _Paced:
     their listening ports, a barrier, and a queue for each member's CPU seconds."""
 
     messages: int
-    rate: float
+    rate: float | None
+    """Messages a second, evenly spaced; ``None``: one in flight, the next sent in the loop
+    turn after the last one's answers were all in (:func:`tcp_small_lone_relay`)."""
     size: int
     ports: list[int]
     ready: Any
     used: Any
+    """Each member puts ``(CPU seconds, [seconds from each message's send to its last
+    answer])``; only the sender's list has entries."""
     event_loop: LoopKind
     """``asyncio`` (the standard loop) or ``uvloop`` (as members run when it is installed)."""
 
@@ -448,9 +459,10 @@ def _paced_member(rank: int, paced: _Paced) -> None:
 
 
 async def _paced_relay(rank: int, paced: _Paced) -> None:
-    """Member ``rank`` of :func:`tcp_small_paced_relay`: listen, dial the others (one link per
-    direction, as the TCP transport opens them), then send (rank 0) or answer, and put the CPU
-    seconds from the first message to the last frame this member waits for."""
+    """Member ``rank`` of :func:`tcp_small_paced_relay` and :func:`tcp_small_lone_relay`:
+    listen, dial the others (one link per direction, as the TCP transport opens them), then
+    send (rank 0) or answer, and put the CPU seconds from the first message to the last frame
+    this member waits for, with the sender's latencies."""
     loop = asyncio.get_running_loop()
     done = loop.create_future()
     others = [peer for peer in range(PACED_MEMBERS) if peer != rank]
@@ -459,8 +471,18 @@ async def _paced_relay(rank: int, paced: _Paced) -> None:
     wanted = 2 * paced.messages
     links: list[asyncio.Transport] = []
     answer = HEADER.pack(ACK_BYTES) + bytes(ACK_BYTES)
+    message = HEADER.pack(paced.size) + bytes(paced.size)
+    latencies: list[float] = []
     received = 0
-    started = 0.0
+    started = sent_at = 0.0
+
+    def send(index: int) -> None:
+        nonlocal sent_at
+        sent_at = time.perf_counter()
+        for link in links:
+            link.write(message)
+        if paced.rate is not None and index + 1 < paced.messages:
+            loop.call_at(first + (index + 1) / paced.rate, send, index + 1)
 
     def on_frame(length: int) -> None:
         nonlocal received, started
@@ -470,6 +492,11 @@ async def _paced_relay(rank: int, paced: _Paced) -> None:
         if length == paced.size:  # a message: answer everyone, its sender first
             for link in links:
                 link.write(answer)
+        elif rank == 0 and paced.rate is None and received % 2 == 0:
+            # Both answers to the one message in flight are in: as a member's own delivery.
+            latencies.append(time.perf_counter() - sent_at)
+            if received < wanted:
+                loop.call_soon(send, received // 2)
         if received == wanted and not done.done():
             done.set_result(time.process_time() - started)
 
@@ -482,20 +509,14 @@ async def _paced_relay(rank: int, paced: _Paced) -> None:
         transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         links.append(transport)
     await loop.run_in_executor(None, paced.ready.wait, TIMEOUT_S)
+    first = loop.time()
     if rank == 0:
-        message = HEADER.pack(paced.size) + bytes(paced.size)
-        first = loop.time()
         started = time.process_time()
-
-        def send(index: int) -> None:
-            for link in links:
-                link.write(message)
-            if index + 1 < paced.messages:
-                loop.call_at(first + (index + 1) / paced.rate, send, index + 1)
-
         send(0)
-    used = await asyncio.wait_for(done, paced.messages / paced.rate + TIMEOUT_S)
-    paced.used.put(used)
+    # Unpaced, a message takes well under a millisecond: a second each is ample.
+    interval = 1.0 / paced.rate if paced.rate is not None else 1.0
+    used = await asyncio.wait_for(done, paced.messages * interval + TIMEOUT_S)
+    paced.used.put((used, latencies))
     for link in links:
         link.close()
     server.close()
@@ -509,6 +530,14 @@ def tcp_small_paced_relay(
     at ``rate`` a second and each receiver answers every message to both others: the frames an
     ordered message costs at light load in a shard of three (one hop out, one round of rows),
     with no protocol. The floor of ``paced_100b_tcp``'s CPU per delivery."""
+    used = [cpu for cpu, _ in _relay_members(messages, rate, size, event_loop)]
+    return statistics.median(used) / messages * 1e6
+
+
+def _relay_members(
+    messages: int, rate: float | None, size: int, event_loop: LoopKind
+) -> list[tuple[float, list[float]]]:
+    """Run the three members of a paced or lone relay; what each put (see :class:`_Paced`)."""
     if size == ACK_BYTES:
         raise ValueError(f"a message must not be as long as an answer ({ACK_BYTES} bytes)")
     context = multiprocessing.get_context("spawn")
@@ -526,21 +555,45 @@ def tcp_small_paced_relay(
     ]
     for process in processes:
         process.start()
+    interval = 1.0 / rate if rate is not None else 1.0
     try:
-        used: list[float] = [paced.used.get(timeout=messages / rate + TIMEOUT_S) for _ in processes]
+        return [paced.used.get(timeout=messages * interval + TIMEOUT_S) for _ in processes]
     finally:
         for process in processes:
             process.join(TIMEOUT_S)
             if process.is_alive():
                 process.kill()
                 process.join()
-    return statistics.median(used) / messages * 1e6
 
 
 def tcp_small_paced_relay_uvloop() -> float:
     """:func:`tcp_small_paced_relay` on uvloop's event loop, as members run when it is
     installed (``pip install 'pyderecho[fast]'``)."""
     return tcp_small_paced_relay(event_loop="uvloop")
+
+
+def tcp_small_lone_relay(
+    messages: int = 3000, size: int = 100, event_loop: LoopKind = "asyncio"
+) -> float:
+    """Median microseconds from the moment one of three asyncio processes writes a
+    ``size``-byte message to the other two until both their answers are in, with one message
+    in flight (the next leaves in the loop turn after): the frames of an ordered message at
+    light load (one hop out, one round of rows, each receiver answering both others), with no
+    protocol. The floor of ``lone_100b_tcp``'s latency, which the target divides by a round
+    trip between two processes instead."""
+    latencies = [
+        latency
+        for _, sender in _relay_members(messages, None, size, event_loop)
+        for latency in sender
+    ]
+    if len(latencies) != messages:
+        raise RuntimeError(f"{len(latencies)} latencies for {messages} messages")
+    return statistics.median(latencies) * 1e6
+
+
+def tcp_small_lone_relay_uvloop() -> float:
+    """:func:`tcp_small_lone_relay` on uvloop's event loop, as members run when installed."""
+    return tcp_small_lone_relay(event_loop="uvloop")
 
 
 # -- an idle group's floor: heartbeats and nothing else ---------------------------------------
@@ -929,10 +982,12 @@ BASELINES: dict[str, tuple[str, Callable[[], float]]] = {
     "shm_100b_rtt": ("rtt_us", shm_small_rtt),
     "shm_100b_rtt_asyncio": ("rtt_us", shm_small_rtt_asyncio),
     "tcp_100b_paced_relay3": ("cpu_us_per_message", tcp_small_paced_relay),
+    "tcp_100b_lone_relay3": ("latency_us", tcp_small_lone_relay),
 }
 """Each baseline: its unit, and a function that measures it once."""
 if importlib.util.find_spec("uvloop") is not None:
     BASELINES["tcp_100b_paced_relay3_uvloop"] = ("cpu_us_per_message", tcp_small_paced_relay_uvloop)
+    BASELINES["tcp_100b_lone_relay3_uvloop"] = ("latency_us", tcp_small_lone_relay_uvloop)
 _PRECISE_UNITS = {"cpu_us_per_message"}
 """Units kept to a tenth: a few tens of microseconds, where a whole one is a few percent."""
 

@@ -239,6 +239,26 @@ def test_the_paced_baseline_waits_for_every_answer_and_reports_cpu_per_message(
     assert not multiprocessing.active_children()
 
 
+def test_the_lone_relay_baseline_times_each_message_to_its_last_answer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``benchmarks/raw_baselines.py``'s light-load latency floor: one latency per message (it
+    raises otherwise), each a message's trip out and both answers' trips back, so the median
+    is positive and under the time the whole run took divided by the messages."""
+    monkeypatch.syspath_prepend(str(Path(__file__).parent.parent / "benchmarks"))
+    raw_baselines = importlib.import_module("raw_baselines")
+    messages = 200
+    loops = ["asyncio"] + (["uvloop"] if importlib.util.find_spec("uvloop") else [])
+    for event_loop in loops:
+        began = time.perf_counter()
+        latency_us = raw_baselines.tcp_small_lone_relay(messages=messages, event_loop=event_loop)
+        elapsed_us = (time.perf_counter() - began) * 1e6
+        assert 0 < latency_us * messages < elapsed_us, event_loop
+    with pytest.raises(ValueError, match="answer"):
+        raw_baselines.tcp_small_lone_relay(size=raw_baselines.ACK_BYTES)
+    assert not multiprocessing.active_children()
+
+
 def test_the_growth_benchmark_counts_what_each_size_costs(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
