@@ -188,6 +188,7 @@ def compare(
                 "rtt_us",
                 "ops_per_s",
                 "cpu_us_per_message",
+                "latency_us",
             )
             if unit in figures
         )
