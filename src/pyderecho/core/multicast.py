@@ -296,7 +296,7 @@ class ShardMulticast:
                 raise RemoteProtocolError(f"bad null run from {src}: {message}")
             for index in range(message.first, message.first + message.count):
                 self._hold(sender, index, None)
-            self._after_arrival(sender, message=False)
+            self._after_arrival(sender)
         else:
             self._receive_block(sender, message)
 
@@ -318,7 +318,7 @@ class ShardMulticast:
             raise RemoteProtocolError(f"{src} pushed {row.nulls} nulls below its count {end}")
         for index in range(end - row.nulls, end):
             self._hold(sender, index, None)
-        self._after_arrival(sender, message=False)
+        self._after_arrival(sender)
 
     def place_block(self, src: NodeId, block: Block, data_bytes: int) -> memoryview | None:
         """Where the data of ``block``, still on its way from ``src`` (``data_bytes`` of it),
@@ -430,9 +430,9 @@ class ShardMulticast:
             return
         self._held[sender][index] = payload
 
-    def _after_arrival(self, sender: int, *, message: bool = True) -> None:
-        """Advance the own ``received`` counter over what is now contiguous, then deliver.
-        ``message``: a message arrived, not only nulls."""
+    def _after_arrival(self, sender: int) -> None:
+        """Advance the own ``received`` counter over what is now contiguous (messages or
+        nulls), then deliver."""
         received = self.table.received[self.rank]
         held = self._held[sender]
         count = received[sender]
@@ -466,17 +466,19 @@ class ShardMulticast:
             self._last_arrival[sender] = self._clock.now
             self._unacked = True
             return
-        self._row_moved(urgent=message)
-        if message:
-            # The last message (not a null: a relayed large one may come after the nulls that
-            # follow it) among those now held without a gap: what a malformed index sends
-            # ahead of the rest moves nothing.
-            index = count - 1
-            while index >= was and held[index] is None:
-                index -= 1
-            position = index * len(received) + sender
-            if index >= was and position > self.furthest:
-                self.furthest = position
+        # The last message (not a null) among those now held without a gap: what a malformed
+        # index sends ahead of the rest moves nothing. Looked for whatever arrived: a relayed
+        # large message may come after the nulls that follow it, and before the nulls that
+        # precede it (they come straight from its sender, it along the relay chain), which
+        # then close the gap before a message already held. Missed there, it never moved
+        # ``furthest``: this member did not fill its turns before it, and the shard stalled.
+        index = count - 1
+        while index >= was and held[index] is None:
+            index -= 1
+        self._row_moved(urgent=index >= was)
+        position = index * len(received) + sender
+        if index >= was and position > self.furthest:
+            self.furthest = position
         self._advance_seq()
         self._pump()
 
