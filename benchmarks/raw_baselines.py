@@ -431,6 +431,13 @@ class _Paced:
     event_loop: LoopKind
     """``asyncio`` (the standard loop) or ``uvloop`` (as members run when it is installed)."""
 
+    @property
+    def time_limit_s(self) -> float:
+        """How long a member may take over all its messages: paced, their schedule; unpaced,
+        where one takes well under a millisecond, a second each is ample."""
+        interval = 1.0 / self.rate if self.rate is not None else 1.0
+        return self.messages * interval + TIMEOUT_S
+
 
 class _PacedEnd(asyncio.Protocol):
     """The reading end of one link: splits length-prefixed frames and hands each payload's
@@ -513,9 +520,7 @@ async def _paced_relay(rank: int, paced: _Paced) -> None:
     if rank == 0:
         started = time.process_time()
         send(0)
-    # Unpaced, a message takes well under a millisecond: a second each is ample.
-    interval = 1.0 / paced.rate if paced.rate is not None else 1.0
-    used = await asyncio.wait_for(done, paced.messages * interval + TIMEOUT_S)
+    used = await asyncio.wait_for(done, paced.time_limit_s)
     paced.used.put((used, latencies))
     for link in links:
         link.close()
@@ -555,9 +560,8 @@ def _relay_members(
     ]
     for process in processes:
         process.start()
-    interval = 1.0 / rate if rate is not None else 1.0
     try:
-        return [paced.used.get(timeout=messages * interval + TIMEOUT_S) for _ in processes]
+        return [paced.used.get(timeout=paced.time_limit_s) for _ in processes]
     finally:
         for process in processes:
             process.join(TIMEOUT_S)

@@ -21,23 +21,24 @@ import pytest
 
 from pyderecho.core.config import CoreConfig
 from pyderecho.core.events import Delivered
-from pyderecho.core.layout import Mode, ShardLayout, every_member, layout_of
+from pyderecho.core.layout import Mode, every_member, layout_of
 from pyderecho.core.node import Node
 from pyderecho.core.view import NodeId, View
 from pyderecho.sim.simulation import LinkModel, Simulation
 from pyderecho.wire import WireMessage
+from test_multicast_sim import members_of
 
-CONFIG = CoreConfig(heartbeat_interval=0.05, heartbeat_timeout=0.5, block_size=1024)
+CONFIG = CoreConfig(block_size=512, max_message_size=8192)
+LAYOUT = layout_of({"Log": every_member(Mode.ORDERED)})
 VIEW = View(0, (0, 1, 2))
-LARGE = bytes(range(256)) * 12  # three blocks
+LARGE = bytes(range(256)) * 12  # six blocks
 
 
 class Links:
     """Three cores and a FIFO queue per directed link, moved one link at a time."""
 
     def __init__(self) -> None:
-        layout = layout_of({"Log": every_member(Mode.ORDERED)})
-        self.nodes = [Node(n, VIEW, layout, CONFIG) for n in VIEW.members]
+        self.nodes = [Node(n, VIEW, LAYOUT, CONFIG) for n in VIEW.members]
         self.queues: defaultdict[tuple[NodeId, NodeId], deque[WireMessage]] = defaultdict(deque)
         self.delivered: list[list[bytes]] = [[] for _ in self.nodes]
         self._collect()
@@ -92,18 +93,12 @@ def test_the_simulator_delivers_a_relayed_message_whose_nulls_a_partial_cut_held
     """The same order, made by a fault the simulator draws in its sweeps: a short partial cut
     between members 1 and 2, bridged by member 0, holds member 2's nulls on their way to
     member 1 while its message's blocks reach member 1 through member 0."""
-    config = CoreConfig(block_size=512, max_message_size=8192)
-    sim = Simulation(
-        3, lambda view: {"Log": [[ShardLayout(view.members, Mode.ORDERED)]]}, seed=7, config=config
-    )
+    sim = Simulation(3, LAYOUT, seed=7, config=CONFIG)
     subgroup = sim.nodes[0].layout.shards[0].subgroup
     sim.send(0, subgroup, b"small", at=0.0)
     sim.partition([{1}, {2}], at=0.0, heal_at=2e-3, bridges=[0])
     sim.send(2, subgroup, LARGE, at=0.5e-3)
-    assert sim.settle(limit=5.0), "every member delivers both messages"
-    layout = sim.nodes[0].layout
-    members_of = {(0, ref.subgroup, ref.shard): ref.layout.members for ref in layout.shards}
-    assert sim.recorder.check(complete=True, members_of=members_of) == []
+    _check_settles(sim, "seed 7")
 
 
 def _partial_cuts_and_large_messages(seed: int) -> Simulation:
@@ -113,14 +108,8 @@ def _partial_cuts_and_large_messages(seed: int) -> Simulation:
     direct links now and then."""
     rng = random.Random(seed)
     members = rng.randint(3, 5)
-    config = CoreConfig(block_size=512, max_message_size=8192)
-    sim = Simulation(
-        members,
-        lambda view: {"Log": [[ShardLayout(view.members, Mode.ORDERED)]]},
-        seed=seed,
-        config=config,
-        link=LinkModel(jitter_s=rng.choice([0.0, 30e-6, 300e-6])),
-    )
+    link = LinkModel(jitter_s=rng.choice([0.0, 30e-6, 300e-6]))
+    sim = Simulation(members, LAYOUT, seed=seed, config=CONFIG, link=link)
     subgroup = sim.nodes[0].layout.shards[0].subgroup
     for number in range(rng.randint(1, 10)):
         sender = rng.randrange(members)
@@ -135,21 +124,19 @@ def _partial_cuts_and_large_messages(seed: int) -> Simulation:
     return sim
 
 
-def _check_sweep_seed(seed: int) -> None:
-    sim = _partial_cuts_and_large_messages(seed)
-    assert sim.settle(limit=5.0), f"seed {seed}: the shard stopped delivering"
-    layout = sim.nodes[0].layout
-    members_of = {(0, ref.subgroup, ref.shard): ref.layout.members for ref in layout.shards}
-    assert sim.recorder.check(complete=True, members_of=members_of) == [], f"seed {seed}"
+def _check_settles(sim: Simulation, run: str) -> None:
+    """Every message delivered at every member, and the checker finds nothing wrong."""
+    assert sim.settle(limit=5.0), f"{run}: the shard stopped delivering"
+    assert sim.recorder.check(complete=True, members_of=members_of(sim)) == [], run
 
 
 @pytest.mark.parametrize("seed", range(200))
 def test_partial_cuts_with_large_messages_sweep(seed: int) -> None:
     """200 seeds: the code before the fix stopped delivering in 11 of them."""
-    _check_sweep_seed(seed)
+    _check_settles(_partial_cuts_and_large_messages(seed), f"seed {seed}")
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", range(200, 2200))
 def test_partial_cuts_with_large_messages_long_sweep(seed: int) -> None:
-    _check_sweep_seed(seed)
+    _check_settles(_partial_cuts_and_large_messages(seed), f"seed {seed}")

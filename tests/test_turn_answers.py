@@ -26,6 +26,7 @@ from pyderecho.transport.base import Frame, FrameHandler, LargeFrameHandler, Pee
 from pyderecho.transport.memory import MemoryNetwork, MemoryTransport
 from pyderecho.transport.tcp import TcpTransport
 from pyderecho.wire import ShardRow, decode
+from test_turn_writes import delivered_upto
 
 SECRET = b"turn-answers-secret!"
 CONFIG = CoreConfig(heartbeat_interval=0.2, heartbeat_timeout=2.0)
@@ -85,12 +86,6 @@ class WatchingTcp(TcpTransport):
         super().flush()
 
 
-async def _delivered(member: Member, position: int) -> None:
-    """Wait until ``member`` delivered the shard's message at global ``position``."""
-    while (shard := member.node.shard_of(0)) is None or shard.delivered_upto < position:
-        await member.wait_progress()
-
-
 @pytest.mark.patches_compiled
 def test_a_lone_message_is_answered_from_inside_the_frames_handling() -> None:
     async def scenario() -> list[bool]:
@@ -109,7 +104,7 @@ def test_a_lone_message_is_answered_from_inside_the_frames_handling() -> None:
                 if number == 1:
                     transports[0].row_writes.clear()
                 await members[1].send(0, b"m%d" % number)
-                await asyncio.wait_for(_delivered(members[1], 2 * number + 1), 10)
+                await asyncio.wait_for(delivered_upto(members[1], 2 * number + 1), 10)
         finally:
             for member in members:
                 await member.close()
@@ -172,12 +167,12 @@ def test_a_turn_that_reads_many_messages_answers_them_in_two_pushes() -> None:
             # Everyone sends once, so that the links are up, and waits for all of it.
             for member in members:
                 await member.send(0, b"warm")
-            await asyncio.wait_for(_delivered(members[0], 4), 10)
+            await asyncio.wait_for(delivered_upto(members[0], 4), 10)
             transports[0].log.clear()
             # Members 1-4 send in the same turn: member 0 reads their four messages in one.
             for member in members[1:]:
                 await member.send(0, b"burst")
-            await asyncio.wait_for(_delivered(members[0], 9), 10)
+            await asyncio.wait_for(delivered_upto(members[0], 9), 10)
         finally:
             for member in members:
                 await member.close()

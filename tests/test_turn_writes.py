@@ -50,7 +50,7 @@ class RecordingTcp(TcpTransport):
         super().flush()
 
 
-async def _delivered(member: Member, position: int) -> None:
+async def delivered_upto(member: Member, position: int) -> None:
     """Wait until ``member`` delivered the shard's message at global ``position``."""
     while (shard := member.node.shard_of(0)) is None or shard.delivered_upto < position:
         await member.wait_progress()
@@ -74,7 +74,7 @@ def test_nulls_and_the_row_answering_a_message_leave_as_one_frame() -> None:
                 await members[1].send(0, b"m%d" % number)
                 # Member 1 sends alone, in turns after member 0's: member 0 fills its turn
                 # with a null each time, and its row says it holds the message.
-                await asyncio.wait_for(_delivered(members[1], 2 * number + 1), 10)
+                await asyncio.wait_for(delivered_upto(members[1], 2 * number + 1), 10)
         finally:
             for member in members:
                 await member.close()

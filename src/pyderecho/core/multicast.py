@@ -475,10 +475,10 @@ class ShardMulticast:
         index = count - 1
         while index >= was and held[index] is None:
             index -= 1
-        self._row_moved(urgent=index >= was)
-        position = index * len(received) + sender
-        if index >= was and position > self.furthest:
-            self.furthest = position
+        holds_message = index >= was
+        self._row_moved(urgent=holds_message)
+        if holds_message:
+            self.furthest = max(self.furthest, index * len(received) + sender)
         self._advance_seq()
         self._pump()
 
