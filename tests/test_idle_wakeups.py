@@ -50,4 +50,4 @@ def test_a_heartbeat_owes_a_flush_once_a_suspicion_is_under_way() -> None:
 def test_a_probe_is_answered_without_waiting_for_a_flush() -> None:
     member = node()
     member.receive(0, Heartbeat(0, probe=True), 0.1, flush=False)
-    assert (0, Heartbeat(0)) in member.outbox()
+    assert (0, Heartbeat(0, answer=True)) in member.outbox()

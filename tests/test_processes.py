@@ -112,10 +112,21 @@ def test_a_killed_member_is_replaced_and_every_log_checks(transport: str, workdi
     asyncio.run(scenario())
 
 
-def test_a_paused_member_is_removed_and_exits_3(workdir: Path) -> None:
+@pytest.mark.parametrize(
+    ("transport", "workload"),
+    [("tcp", ("--send-count", "1000000", "--send-rate", "100")), ("shm", ())],
+    ids=["tcp-busy", "shm-idle"],
+)
+def test_a_paused_member_is_removed_and_exits_3(
+    transport: str, workload: tuple[str, ...], workdir: Path
+) -> None:
+    """Idle over shm, the heartbeats are words in shared memory, read at each tick
+    (tests/test_beats_in_memory.py): a stopped process stops writing them, and that alone
+    (no frame is late, no link breaks) gets it removed."""
+
     async def scenario() -> None:
-        async with LocalGroup(workdir, 3, heartbeat_timeout_ms=500) as group:
-            await group.found("--send-count", "1000000", "--send-rate", "100")
+        async with LocalGroup(workdir, 3, transport=transport, heartbeat_timeout_ms=500) as group:
+            await group.found(*workload)
             for node in group.nodes.values():
                 await node.wait_for_view(lambda v: v["epoch"] == 0, WAIT_S)
             paused = group.nodes[2]

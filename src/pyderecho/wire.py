@@ -116,11 +116,25 @@ class Block(msgspec.Struct, frozen=True, array_like=True, tag="b"):
 
 
 class Heartbeat(msgspec.Struct, frozen=True, array_like=True, tag="h"):
-    """I am alive (sent to the members that monitor the sender)."""
+    """I am alive (sent to the members that monitor the sender).
+
+    A *periodic* beat (neither a probe nor an answer) says nothing but that its sender is alive
+    in ``epoch``, so a driver whose transport can show that without a frame may do so: the
+    shared-memory transport writes it into the link's segment, where the receiver reads it at
+    its own tick and hands the core this message (:meth:`pyderecho.core.node.Node.receive`),
+    and nobody is woken for it. Probes and answers are always frames: an answer must come
+    over the link it vouches for."""
 
     epoch: int
     probe: bool = False
     """Answer me: another member says you are gone, and I check for myself before I agree."""
+    answer: bool = False
+    """This answers a probe."""
+
+    @property
+    def periodic(self) -> bool:
+        """Neither a probe nor an answer: it may travel outside the link's frames."""
+        return not (self.probe or self.answer)
 
 
 class ChangeKind(enum.IntEnum):

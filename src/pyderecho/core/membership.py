@@ -336,7 +336,7 @@ class Membership:
     def receive_heartbeat(self, src: NodeId, beat: Heartbeat) -> None:
         """Any frame counts as life (:meth:`heard_from`); a probe also asks for an answer."""
         if beat.probe and not self.stopped and src in self.view:
-            self._outbox.append((src, Heartbeat(self.view.epoch)))
+            self._outbox.append((src, Heartbeat(self.view.epoch, answer=True)))
 
     def tick(self, now: float) -> None:
         """Send heartbeats, suspect silent watched members, and time out stalled steps."""

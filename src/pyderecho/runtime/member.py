@@ -4,7 +4,10 @@ The shape is aioquic's: every input (a frame, a lost link, the timer, the applic
 the :class:`~pyderecho.core.node.Node` with the loop's clock, then the driver drains what came
 out: frames to the transport, events to the application, and one timer re-armed at the node's
 next deadline. Nothing here decides anything; there is one loop thread per process and no
-polling, so an idle group sleeps until its next heartbeat.
+polling, so an idle group sleeps until its next heartbeat. Over a transport that shows
+heartbeats in memory (:class:`~pyderecho.transport.base.BeatsInMemory`: shared memory) the
+periodic beats go that way and are read at each tick, so an idle member wakes only for its
+tick, not for every peer's beat.
 """
 
 from __future__ import annotations
@@ -29,8 +32,8 @@ from pyderecho.core.node import Node
 from pyderecho.core.view import NodeId, View
 from pyderecho.runtime.persistence import ShardKey, ShardLogs
 from pyderecho.storage import DEFAULT_SEGMENT_BYTES
-from pyderecho.transport.base import Placement, Transport
-from pyderecho.wire import WireMessage, encode_parts
+from pyderecho.transport.base import BeatsInMemory, Placement, Transport
+from pyderecho.wire import Heartbeat, WireMessage, encode_parts
 
 EventHandler = Callable[[Event], None]
 _log = logging.getLogger(__name__)
@@ -71,6 +74,8 @@ class Member:
         self._recovered = recovered
         self.logs: ShardLogs | None = None
         self.transport = transport
+        self._beats = transport if isinstance(transport, BeatsInMemory) else None
+        """The transport, where it shows periodic heartbeats without frames."""
         self.on_event = on_event
         self._max_queued = max_queued or 4 * node.config.window_size
         self._max_queued_bytes = 4 * node.config.window_bytes
@@ -340,8 +345,18 @@ class Member:
     def _on_timer(self) -> None:
         self._timer = None
         self._timer_at = None
+        node = self.node
+        now = self._now()
         try:
-            self.node.tick(self._now())
+            if self._beats is not None:
+                # The beats since the last tick, before the tick looks for silence. Each is the
+                # peer's own message, as if its frame had come (the epoch it carries matters:
+                # a member behind or ahead of this view is answered as for any frame).
+                for peer, epoch in self._beats.beats_seen():
+                    node.receive(peer, Heartbeat(epoch), now, flush=False)
+                if node.flush_due:
+                    node.flush(now)
+            node.tick(now)
         except Exception as exc:
             self._core_raised(exc, "a tick")
             return
@@ -371,9 +386,17 @@ class Member:
             outbox = node.outbox()
             last: WireMessage | None = None
             frame: bytes | tuple[bytes, memoryview] = b""
+            beats = self._beats
             for dst, message in outbox:
                 if dst not in self._connected:
                     self._connect(dst)
+                if (
+                    beats is not None
+                    and type(message) is Heartbeat
+                    and message.periodic
+                    and beats.beat(dst, message.epoch)
+                ):
+                    continue
                 if message is not last:  # a row or a batch to every peer is encoded once
                     last, frame = message, encode_parts(message)
                 self.transport.send(dst, frame, caller_flushes=True)

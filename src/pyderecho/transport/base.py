@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from pyderecho.core.errors import LocalProtocolError
 from pyderecho.core.view import NodeId
@@ -129,3 +129,16 @@ class Transport(Protocol):
 
     async def close(self) -> None:
         """Close every link and release every resource (sockets, segments, descriptors)."""
+
+
+@runtime_checkable
+class BeatsInMemory(Protocol):
+    """A transport that can show a peer a periodic heartbeat without a frame (shared memory):
+    the peer reads it when it checks, and is not woken for it. Drivers use it when the
+    transport offers it (see :class:`pyderecho.wire.Heartbeat` for which beats may go so)."""
+
+    def beat(self, peer: NodeId, epoch: int) -> bool:
+        """Show ``peer`` a beat of ``epoch``; False if it cannot now (send a frame instead)."""
+
+    def beats_seen(self) -> list[tuple[NodeId, int]]:
+        """The peers that beat since the last call, each with the epoch of its latest beat."""

@@ -29,8 +29,17 @@ Coalescing and an idle group. A doorbell goes out at most once per turn of the e
 link, however many frames that turn sent, and the receiver takes every doorbell waiting with one
 ``recv``; the receiver reports its read counter when a quarter of the ring has been freed since
 its last report, or at once when the sender says it waits. A busy link thus costs about one
-small system call per loop turn on each side, not one per frame. A member with nothing to do
-waits in ``epoll`` on its sockets with no timer armed: an idle group uses no CPU.
+small system call per loop turn on each side, not one per frame.
+
+Heartbeats in memory. A member of an idle group only beats, and on a socket each beat is a
+frame, a doorbell and a wake-up of its receiver: three beats sent and three received per
+interval, four wake-ups. :meth:`ShmTransport.beat` writes a beat into the link's segment
+instead (its header's last word: :meth:`~pyderecho.transport.shm_ring.Segment.write_beat`),
+and the receiver's driver reads every link's word at its own tick
+(:meth:`ShmTransport.beats_seen`), so an idle member wakes once per interval, for its tick.
+A stopped or stalled process stops beating, as it stops sending frames; a crashed one also
+breaks its sockets at once. Only periodic beats go this way (the driver asks; see
+:class:`pyderecho.wire.Heartbeat`): probes and their answers are frames.
 
 Backpressure. A frame that does not fit in the ring waits in the sender's per-peer queue, behind
 the frames before it; past ``max_send_queue_bytes`` waiting, the peer is treated as failed: a
@@ -69,7 +78,8 @@ same member of a group in one directory (within one network namespace). Linux on
 (links authenticated), ``connect_retry``, ``connect_failed``, ``peer_lost``, ``peer_closed`` (a
 goodbye), ``peer_exited`` (the socket ended without one), ``connection_reset``,
 ``inbound_replaced``, ``send_no_link``, ``send_overflow``, ``doorbells``,
-``stale_socket_removed``, ``accept_failed``; and for refused input: ``bad_hello``,
+``stale_socket_removed``, ``accept_failed``, ``beats_written``, ``beats_read``; and for
+refused input: ``bad_hello``,
 ``wrong_group``, ``bad_auth``, ``rejected``, ``foreign_user``, ``handshake_timeout``,
 ``handshake_incomplete``, ``bad_segment``, ``oversized``, ``malformed``, ``handler_error``.
 """
@@ -251,6 +261,7 @@ class _Outbound:
         self.flush_due = False
         self.task: asyncio.Task[None] | None = None
         self.closed = False
+        self.beats = 0
 
 
 class _Inbound:
@@ -275,6 +286,9 @@ class _Inbound:
         self.inbox = bytearray()
         self.draining = False
         self.closed = False
+        self.beat_seen = segment.read_beat()
+        """The heartbeat word at the last look: only a change is a beat (what a link starts
+        with may be a beat the peer wrote before the link was up, or long ago)."""
 
 
 class ShmTransport:
@@ -429,6 +443,32 @@ class ShmTransport:
         out.queue.append(_Queued(parts, size, start))
         out.queued_bytes += waiting
         self._schedule_flush(out, at_turn_end=not caller_flushes)
+
+    def beat(self, peer: NodeId, epoch: int) -> bool:
+        """Show ``peer`` that this member is alive in ``epoch`` in the link's segment, where it
+        reads it at its own tick: no frame, no doorbell, nobody woken. False while the link is
+        not up (the peer has no segment to read yet): send the beat as a frame then."""
+        out = self._out.get(peer)
+        if out is None or out.control is None or out.closed:
+            return False
+        out.beats += 1
+        out.segment.write_beat(epoch, out.beats)
+        self.stats["beats_written"] += 1
+        return True
+
+    def beats_seen(self) -> list[tuple[NodeId, int]]:
+        """The peers whose heartbeat word changed since the last call, each with the epoch it
+        shows: each has beaten at least once since (see :meth:`beat`)."""
+        seen = []
+        for inbound in self._in.values():
+            if inbound.closed:
+                continue
+            word = inbound.segment.read_beat()
+            if word != inbound.beat_seen:
+                inbound.beat_seen = word
+                seen.append((inbound.peer, word >> 32))
+        self.stats["beats_read"] += len(seen)
+        return seen
 
     def disconnect(self, peer: NodeId) -> None:
         """Drop both halves of the link to ``peer`` and its queued frames; ``on_peer_lost`` is

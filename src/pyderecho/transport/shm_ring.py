@@ -11,6 +11,13 @@ sender cannot shrink the file under the receiver's mapping and kill it with ``SI
 header names the group, the two members and the ring size, and is checked on attach, so a
 descriptor from another group or link is rejected, never read.
 
+The header's last word is the sender's heartbeat: the sender rewrites it each time it beats
+and the receiver reads it when it checks on its peers, so a heartbeat wakes nobody (as a row
+counter in Derecho's SST, written by RDMA and read by the predicate thread, does). It carries no
+payload, so it needs none of the ordering that the counters below do: it is one aligned 8-byte
+word, written and read whole (a single store and load on every 64-bit CPU), and a stale read
+only makes the sender look a beat older.
+
 The ring holds *records*, each an 8-byte header (payload length, kind) and the payload, padded to
 8 bytes. A record never wraps: when it does not fit before the end of the ring the sender writes
 a ``PAD`` record over the rest and starts again at offset 0. So every frame that fits in one
@@ -37,10 +44,14 @@ import os
 import struct
 
 MAGIC = b"PYDRRING"
-VERSION = 1
+VERSION = 2
+"""2: the header's last word carries the sender's heartbeat (:meth:`Segment.write_beat`)."""
 HEADER_SIZE = 64
 """Bytes before the ring: the header, padded so the ring starts on a cache line."""
 _HEADER = struct.Struct("<8sII16sQQQ")  # magic, version, header size, group, src, dst, capacity
+BEAT_OFFSET = _HEADER.size
+"""The heartbeat word: the sender's epoch in the high 32 bits, a count of its beats in the low."""
+assert BEAT_OFFSET % 8 == 0 and BEAT_OFFSET + 8 <= HEADER_SIZE
 RECORD = struct.Struct("<II")  # payload length, kind
 _TOTAL = struct.Struct("<Q")  # a chunked frame's size, first in its first chunk's payload
 ALIGN = 8
@@ -104,6 +115,17 @@ class Segment:
         """The descriptor, kept by the sender until it has been handed over, else ``None``."""
         self._mapping = mapping
         self.data = memoryview(mapping)[HEADER_SIZE : HEADER_SIZE + capacity]
+        self._beat = memoryview(mapping)[BEAT_OFFSET : BEAT_OFFSET + 8].cast("Q")
+        """The heartbeat word, in native order: one aligned 8-byte store or load."""
+
+    def write_beat(self, epoch: int, count: int) -> None:
+        """The sender's side: say it is alive in ``epoch`` (``count`` makes each beat differ)."""
+        assert 0 <= epoch < 2**32, epoch
+        self._beat[0] = epoch << 32 | count & 0xFFFFFFFF
+
+    def read_beat(self) -> int:
+        """The receiver's side: the word as it is now (it changes with every beat)."""
+        return int(self._beat[0])
 
     def close_fd(self) -> None:
         """Close the descriptor once it is no longer needed (the mapping keeps the memory)."""
@@ -119,6 +141,7 @@ class Segment:
         """
         self.close_fd()
         self.data.release()
+        self._beat.release()
         with contextlib.suppress(BufferError):
             self._mapping.close()
 

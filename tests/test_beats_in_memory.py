@@ -1,0 +1,152 @@
+"""Heartbeats in shared memory: an idle member wakes for its tick, not for every peer's beat.
+
+Over the shared-memory transport a periodic heartbeat is a word in the link's segment that the
+receiver reads at its own tick (:meth:`ShmTransport.beat`, :meth:`ShmTransport.beats_seen`),
+not a frame with a doorbell. These tests check the word on its own, a group of real members
+that stays quiet for many timeouts on beats read that way and exchanges no heartbeat frame,
+and (planted) that members which never read the words suspect each other: the reading is what
+keeps them. A paused member is still removed (tests/test_processes.py, on shm with no
+traffic), and the simulator's sweeps run half their seeds with beats shown the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import tempfile
+from collections.abc import Iterator
+
+import pytest
+
+from pyderecho.core.config import CoreConfig
+from pyderecho.core.events import Event, Suspected, ViewInstalled
+from pyderecho.core.layout import Mode, every_member, layout_of
+from pyderecho.core.node import Node
+from pyderecho.core.view import NodeId, View
+from pyderecho.runtime.member import Member
+from pyderecho.transport.base import BeatsInMemory, FrameHandler, LargeFrameHandler, PeerLostHandler
+from pyderecho.transport.shm import ShmTransport
+from pyderecho.wire import Heartbeat, decode
+from test_shm_transport import GROUP, SECRET, mapped_segments, pair, run
+
+CONFIG = CoreConfig(heartbeat_interval=0.05, heartbeat_timeout=0.5)
+LAYOUT = layout_of({"Log": every_member(Mode.ORDERED)})
+QUIET_S = 2.0
+"""Four heartbeat timeouts with nothing but beats."""
+
+
+@pytest.fixture
+def directory() -> Iterator[str]:
+    with tempfile.TemporaryDirectory(prefix="pyderecho-") as path:
+        yield path
+    gc.collect()
+    assert mapped_segments() == [], "a segment is still mapped"
+
+
+def test_a_beat_is_read_once_with_its_epoch_and_wakes_nobody(directory: str) -> None:
+    async def scenario() -> None:
+        async with pair(directory) as (transports, recorders):
+            sender, receiver = transports
+            assert isinstance(sender, BeatsInMemory)
+            frames = len(recorders[1].frames[0])
+            doorbells = sender.stats["doorbells"]
+            assert receiver.beats_seen() == []
+            assert sender.beat(1, 7)
+            assert receiver.beats_seen() == [(0, 7)]
+            assert receiver.beats_seen() == [], "a beat is seen once"
+            assert sender.beat(1, 7) and sender.beat(1, 8)
+            assert receiver.beats_seen() == [(0, 8)], "the latest beat's epoch"
+            await asyncio.sleep(0.05)
+            assert len(recorders[1].frames[0]) == frames, "a beat is no frame"
+            assert sender.stats["doorbells"] == doorbells, "nor a doorbell"
+            assert not sender.beat(5, 7), "no link to node 5: the caller sends a frame"
+            assert (sender.stats["beats_written"], receiver.stats["beats_read"]) == (3, 2)
+
+    run(scenario())
+
+
+class CountingShm(ShmTransport):
+    """Counts the heartbeat frames this member receives; with ``read_beats`` false, never
+    reads the beats in memory (planted: the receiving half of the mechanism is gone)."""
+
+    def __init__(self, node_id: NodeId, directory: str, *, read_beats: bool) -> None:
+        super().__init__(node_id, directory, group=GROUP, secret=SECRET)
+        self.read_beats = read_beats
+        self.heartbeat_frames = 0
+
+    async def start(
+        self,
+        on_frame: FrameHandler,
+        on_peer_lost: PeerLostHandler,
+        on_large_frame: LargeFrameHandler | None = None,
+    ) -> None:
+        def counting(src: NodeId, frame: memoryview) -> None:
+            if isinstance(decode(frame), Heartbeat):
+                self.heartbeat_frames += 1
+            on_frame(src, frame)
+
+        await super().start(counting, on_peer_lost, on_large_frame)
+
+    def beats_seen(self) -> list[tuple[NodeId, int]]:
+        return super().beats_seen() if self.read_beats else []
+
+
+def quiet_group(directory: str, *, read_beats: bool) -> tuple[list[CountingShm], list[Event]]:
+    """Three members over shm that send one message each, then nothing for ``QUIET_S``."""
+
+    async def scenario() -> tuple[list[CountingShm], list[Event]]:
+        transports = [CountingShm(i, directory, read_beats=read_beats) for i in range(3)]
+        addresses = {i: t.address for i, t in enumerate(transports)}
+        view = View(0, (0, 1, 2))
+        events: list[Event] = []
+        members = [
+            Member(
+                Node(i, view, LAYOUT, CONFIG, addresses=addresses),
+                transports[i],
+                on_event=events.append,
+            )
+            for i in range(3)
+        ]
+        for member in members:
+            await member.start()
+        try:
+            for member in members:
+                await member.send(0, b"open the links")
+            await asyncio.sleep(0.3)
+            frames = [t.heartbeat_frames for t in transports]
+            written = [t.stats["beats_written"] for t in transports]
+            await asyncio.sleep(QUIET_S)
+            for transport, before in zip(transports, frames, strict=True):
+                transport.heartbeat_frames -= before
+            for transport, before in zip(transports, written, strict=True):
+                transport.stats["beats_written"] -= before
+        finally:
+            for member in members:
+                await member.close()
+        return transports, events
+
+    return asyncio.run(scenario())
+
+
+def test_a_quiet_group_keeps_its_view_on_beats_read_from_memory(directory: str) -> None:
+    transports, events = quiet_group(directory, read_beats=True)
+    changes = [
+        e
+        for e in events
+        if isinstance(e, Suspected) or (isinstance(e, ViewInstalled) and e.view.epoch > 0)
+    ]
+    assert changes == [], changes
+    # Each member beats to its two watchers every interval: QUIET_S / interval = 40 rounds.
+    assert all(t.stats["beats_written"] >= 2 * 20 for t in transports), [
+        t.stats for t in transports
+    ]
+    assert all(t.stats["beats_read"] >= 2 * 20 for t in transports)
+    assert [t.heartbeat_frames for t in transports] == [0, 0, 0], "no beat went as a frame"
+
+
+@pytest.mark.patches_compiled
+def test_members_that_never_read_the_beats_suspect_each_other(directory: str) -> None:
+    """Planted: the beats are written but never read. Nothing else moves in a quiet group, so
+    the members take each other for silent: the reading is what keeps the view."""
+    _, events = quiet_group(directory, read_beats=False)
+    assert [e for e in events if isinstance(e, Suspected)], events
