@@ -285,8 +285,13 @@ def test_the_scale_benchmark_reports_each_group_size(monkeypatch: pytest.MonkeyP
     monkeypatch.syspath_prepend(str(Path(__file__).parent.parent / "benchmarks"))
     scale = importlib.import_module("scale")
     monkeypatch.setattr(scale, "SMALL_DELIVERIES", 3000)
+    monkeypatch.setattr(scale, "IDLE_TARGET_NODES", 3)
     result = scale.scale([2, 3], ["shm"], [100], repeat=1, idle_s=0.2)
     assert [case["nodes"] for case in result["cases"]] == [2, 3]
+    [target] = result["targets"]  # the idle target, for the group of IDLE_TARGET_NODES alone
+    idle_3 = result["cases"][1]["idle_cores_group"]
+    assert (target["measured"], target["met"]) == (idle_3, idle_3 < scale.IDLE_TARGET_CORES)
+    assert "nothing else" in result["cases"][1]["idle_floor"], "over shm, the timer alone"
     for case in result["cases"]:
         assert case["messages_per_s_group"] == case["messages_per_s_per_member"] * case["nodes"]
         assert case["count_per_sender"] == 3000 // case["nodes"]
