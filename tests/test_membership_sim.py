@@ -3,7 +3,9 @@
 The sweep draws, per seed, the group size, layout, mode, workload and fault mix (swarm testing):
 crashes of a minority, joins, leaves (a majority of the group at once, leaders among them),
 rolling replacement of every member, pauses past the timeout (several members at once, as on a
-starved machine), stalls just under it, and partitions, all during continuous traffic. Every
+starved machine), stalls just under it, and partitions, all during continuous traffic; half the
+seeds show periodic heartbeats in memory, as the shared-memory transport does (read at the
+receiver's ticks, out of order with the frames: ``LinkModel.beats_in_memory``). Every
 run is checked for the checker's promises (same order per shard, FIFO, no duplicates or
 inventions, view agreement, the same deliveries among the members that move on to the next
 view), for end-to-end delivery of what running members sent, for partition safety,
@@ -92,7 +94,8 @@ def scenario(seed: int) -> SimulationSpec:
         link=rng.choice([LinkModel(), SLOW_LINKS]),
     )
     # Drawn last, so that every other choice of a seed stays what it was.
-    return replace(spec, takeover=rng.randint(0, crash))
+    spec = replace(spec, takeover=rng.randint(0, crash))
+    return replace(spec, link=replace(spec.link, beats_in_memory=rng.random() < 0.5))
 
 
 def describe(spec: SimulationSpec) -> str:
@@ -101,7 +104,7 @@ def describe(spec: SimulationSpec) -> str:
         f"join {spec.join}, leave {spec.leave}{' at once' if spec.leave_at_once else ''}, "
         f"pause {spec.pauses}{' at once' if spec.pause_at_once else ''}, stall {spec.stalls}, "
         f"partition {spec.partition}, partial cut {spec.partial_cut}, rolling {spec.rolling}, "
-        f"takeover {spec.takeover}"
+        f"takeover {spec.takeover}, beats in memory {spec.link.beats_in_memory}"
     )
 
 
@@ -130,6 +133,7 @@ def test_the_sweep_covers_every_fault() -> None:
     assert sum(s.rolling for s in specs) > 15
     assert sum(s.takeover > 0 for s in specs) > 20
     assert sum(s.pause_at_once and s.pauses > 1 for s in specs) > 10
+    assert 60 < sum(s.link.beats_in_memory for s in specs) < 140
     assert {s.mode for s in specs} == {Mode.RAW, Mode.ORDERED}
     assert {s.members for s in specs} >= set(range(3, 17))
 
@@ -564,7 +568,7 @@ def partial_cut_scenario(seed: int) -> SimulationSpec:
     layout = rng.choice(["every-member", "overlap-example", "shards-of-3"])
     if layout == "shards-of-3" and members < 6:
         layout = "every-member"
-    return SimulationSpec(
+    spec = SimulationSpec(
         members=members,
         layout=resolve_layout(layout),
         seed=seed,
@@ -576,6 +580,8 @@ def partial_cut_scenario(seed: int) -> SimulationSpec:
         config=CoreConfig(block_size=1024, window_size=rng.choice([4, 16, 100])),
         link=rng.choice([LinkModel(), SLOW_LINKS]),
     )
+    # Drawn last, so that every other choice of a seed stays what it was.
+    return replace(spec, link=replace(spec.link, beats_in_memory=rng.random() < 0.5))
 
 
 @pytest.mark.parametrize("seed", [4, 16])
@@ -712,3 +718,76 @@ def test_welcoming_a_new_process_into_its_dead_ids_view_is_caught(
     sim, _ = take_over_a_crashed_id(0)
     with pytest.raises(AssertionError, match=r"\(0, View\(epoch=0, .*joined=\(\)"):
         sim.run_until(lambda: False, limit=5.0)
+
+
+# Heartbeats in memory (LinkModel.beats_in_memory), as the shared-memory transport shows them.
+
+BEATS_IN_MEMORY = LinkModel(beats_in_memory=True)
+NO_GRACE = CoreConfig(startup_timeout=1.0)
+"""Founders that never showed up get no more time than any silent member: a group whose beats
+go unread suspects within a heartbeat timeout instead of the ten seconds of startup grace."""
+
+
+def idle_group(link: LinkModel) -> tuple[Simulation, list[tuple[int, int]]]:
+    """Five members with no traffic for five seconds (five heartbeat timeouts); returns the
+    run and every (member, suspect) of a suspicion it raised."""
+    sim = Simulation(5, resolve_layout("every-member"), seed=1, config=NO_GRACE, link=link)
+    suspicions: list[tuple[int, int]] = []
+
+    def note(member: int, event: Event) -> None:
+        if isinstance(event, Suspected):
+            suspicions.append((member, event.node))
+
+    sim.on_event = note
+    sim.run(until=5.0)
+    return sim, suspicions
+
+
+def test_an_idle_group_with_beats_in_memory_sends_no_frame_and_keeps_its_view() -> None:
+    """Every beat goes into a link word, read at the receiver's tick: no frame crosses a link
+    (as frames, the same run sends hundreds), yet nobody is suspected and the view stays."""
+    framed, _ = idle_group(LinkModel())
+    assert sum(framed.messages_sent.values()) > 100
+    assert framed.stats["memory_beats"] == 0
+    sim, suspicions = idle_group(BEATS_IN_MEMORY)
+    assert sum(sim.messages_sent.values()) == 0
+    assert sim.stats["memory_beats"] > 100
+    assert suspicions == []
+    assert sim.stopped == {}
+    assert {sim.nodes[member].view for member in sim.nodes} == {sim.view}
+
+
+@pytest.mark.parametrize(("pause_s", "removed"), [(0.6, False), (3.0, True)])
+def test_a_paused_member_stops_beating_in_memory_and_is_removed(
+    pause_s: float, removed: bool
+) -> None:
+    """A paused member writes no word and reads none: past the timeout its peers remove it
+    (it learns so from the newer epoch of the words it reads when it resumes); under the
+    timeout it is not suspected, nor does it, reading the words as they are then, suspect
+    anyone."""
+    sim = Simulation(
+        5, resolve_layout("every-member"), seed=2, config=NO_GRACE, link=BEATS_IN_MEMORY
+    )
+    sim.pause(4, at=1.0, duration=pause_s)
+    sim.run(until=1.0 + pause_s + 2.0)
+    survivors = {sim.nodes[member].view.members for member in range(4)}
+    if removed:
+        assert survivors == {(0, 1, 2, 3)}
+        assert sim.stopped[4].startswith("removed from the group"), sim.stopped
+    else:
+        assert survivors == {(0, 1, 2, 3, 4)}
+        assert sim.stopped == {}
+    assert sum(sim.messages_sent.values()) < 100  # the view change only: beats stay in memory
+
+
+def test_beats_in_memory_that_nobody_reads_are_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Planted: receivers never read the link words. An idle group then suspects everyone
+    and stops for want of a majority, and a swarm run's availability check catches it."""
+    monkeypatch.setattr(Simulation, "_read_beats", lambda self, member, node: None)
+    sim, suspicions = idle_group(BEATS_IN_MEMORY)
+    assert suspicions
+    assert len(sim.stopped) == 5, sim.stopped
+    spec = SimulationSpec(
+        members=5, layout=resolve_layout("every-member"), seed=1, messages=100, link=BEATS_IN_MEMORY
+    )
+    assert any(v.startswith("availability: ") for v in run_simulation(spec).violations)

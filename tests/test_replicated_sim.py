@@ -71,7 +71,7 @@ def typed_scenario(seed: int) -> SimulationSpec:
         joins = rng.randint(1, 2)
     else:
         joins = rng.randint(0, 1)
-    return SimulationSpec(
+    spec = SimulationSpec(
         members=members,
         layout=LAYOUTS[layout](),
         seed=seed,
@@ -90,12 +90,17 @@ def typed_scenario(seed: int) -> SimulationSpec:
         ),
         link=rng.choice([LinkModel(), SLOW_LINKS]),
     )
+    # Drawn last, so that every other choice of a seed stays what it was.
+    return dataclasses.replace(
+        spec, link=dataclasses.replace(spec.link, beats_in_memory=rng.random() < 0.5)
+    )
 
 
 def describe(spec: SimulationSpec) -> str:
     return (
         f"seed {spec.seed}: {spec.members} members, crash {spec.crash}, join {spec.join}, "
-        f"leave {spec.leave}, pause {spec.pauses}, partition {spec.partition}"
+        f"leave {spec.leave}, pause {spec.pauses}, partition {spec.partition}, "
+        f"beats in memory {spec.link.beats_in_memory}"
     )
 
 

@@ -32,6 +32,12 @@ class LinkModel:
     """Each member's outgoing link (10 Gbit/s by default): sends queue behind each other."""
     overhead_bytes: int = 64
     """Framing and headers charged to every message on top of its encoded size."""
+    beats_in_memory: bool = False
+    """Periodic heartbeats travel as on the shared-memory transport: not as frames but as a word
+    of the link that the sender overwrites and the receiver reads at its own ticks. They then
+    wake nobody, are seen up to a heartbeat interval late, and are not ordered with the link's
+    frames. Only the simulator models it (:class:`~pyderecho.sim.simulation.Simulation`); the
+    memory transport still sends every beat as a frame."""
 
 
 class SimLinks:

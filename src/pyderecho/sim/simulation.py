@@ -12,6 +12,15 @@ message never overtakes an earlier one on the same link. Messages on different l
 freely. That timing is :class:`~pyderecho.sim.links.SimLinks`, the same model the
 in-process memory transport runs on when given it (``MemoryNetwork(links=...)``).
 
+Heartbeats in memory. With :attr:`LinkModel.beats_in_memory` a periodic heartbeat is no frame,
+as on the shared-memory transport: it overwrites a word of the link (the sender's epoch) and the
+receiver reads the words of its inbound links at each of its ticks, handing the core a beat for
+each that changed since its last look. Such beats wake nobody, arrive up to a heartbeat interval
+late, and are not ordered with the link's frames. A word lives as long as its link: a restarted
+or new process starts without words, and the words of a process that was killed or exited are
+read no more (its sockets closed); a crash that closes nothing leaves its last words readable,
+but on the links it severed.
+
 Faults are the simulator's own: a member can be paused (it handles nothing until it resumes,
 then everything queued for it, in order), crashed (it stops for good; what it had in flight is
 lost on a random half of its links, what its disk had not synced is lost), cut off by a
@@ -86,11 +95,14 @@ from pyderecho.replicated.host import ObjectHost, Output
 from pyderecho.replicated.recovery import rebuild
 from pyderecho.sim.disk import DiskModel, SimDisks
 from pyderecho.sim.links import LinkModel, SimLinks
-from pyderecho.wire import P2P, WireMessage, encode
+from pyderecho.wire import P2P, Heartbeat, WireMessage, encode
 
 _ARRIVAL = struct.Struct("<dqqq")
 """An arrival in the trace digest: time, source, destination, frame length (packed, not
 formatted: the simulator hashes every arrival)."""
+_BEAT = struct.Struct("<cdqqq")
+"""A heartbeat read from memory in the trace digest: ``b"B"``, time, source, destination,
+epoch."""
 
 __all__ = ["CallResult", "DiskModel", "HostEvent", "LinkModel", "Simulation"]
 
@@ -229,8 +241,13 @@ class Simulation:
         self.refused: list[tuple[NodeId, float, str]] = []
         """Scheduled calls and queries refused at the call site: (member, time, error)."""
         self.stats: Counter[str] = Counter()
-        """What the simulator could not do as a runtime would (``unsupported_async_query``) or
-        dropped (``p2p_after_stop``)."""
+        """What the simulator could not do as a runtime would (``unsupported_async_query``),
+        dropped (``p2p_after_stop``), or showed in memory instead of sending
+        (``memory_beats``: heartbeats written into link words)."""
+        self._beats_in_memory = self.links.model.beats_in_memory
+        self._unread_beats: dict[NodeId, dict[NodeId, int]] = {}
+        """The link words its receiver has not read since they changed: by receiver, the
+        epoch of each sender's latest beat (a word overwritten before a read is one beat)."""
         self.on_output: Callable[[NodeId, Output], None] | None = None
         """Called for every output a member's object layer reports, after the bookkeeping."""
         self.nodes: dict[NodeId, Node] = {}
@@ -592,7 +609,9 @@ class Simulation:
                 # A killed process (one that will be started again is one too), not one powered
                 # off: its sockets close, so its peers' links break at once (a restart could
                 # otherwise come back before anyone noticed, into a view where frames to it
-                # were lost).
+                # were lost). Every peer's transport sees its links close, member or not: its
+                # link words are read no more.
+                self._drop_beats(node_id)
                 for peer in self.running:
                     if node_id in self.nodes[peer].view:
                         self.call(self.now, functools.partial(self._link_broke, peer, node_id))
@@ -617,6 +636,8 @@ class Simulation:
             if self._tick_at.get(node_id) != b:
                 return  # superseded by an earlier deadline
             del self._tick_at[node_id]
+            if self._beats_in_memory:
+                self._read_beats(node_id, node)
             node.tick(self.now)
         elif kind == _LEAVE:
             if not node.stopped:
@@ -630,6 +651,31 @@ class Simulation:
     def _take_frame(self, member: NodeId, node: Node, src: NodeId, frame: bytes) -> None:
         self._trace.update(_ARRIVAL.pack(self.now, src, member, len(frame)))
         node.receive_bytes(src, frame, self.now, flush=self._flush_now(member))
+
+    def _read_beats(self, member: NodeId, node: Node) -> None:
+        """At ``member``'s tick, before the tick looks for silence, hand its core a beat for
+        each inbound link word written since its last look, as the runtime's driver does over
+        shared memory. A word on a link that is cut, or that a crash severed, is lost as its
+        frame would be."""
+        unread = self._unread_beats.pop(member, None)
+        if not unread:
+            return
+        for src in sorted(unread):
+            if (src, member) in self._severed or (self._side and self._cut(src, member)):
+                continue
+            epoch = unread[src]
+            self._trace.update(_BEAT.pack(b"B", self.now, src, member, epoch))
+            node.receive(src, Heartbeat(epoch), self.now, flush=False)
+        if node.flush_due:  # as the runtime: the beats' steps run before the tick
+            node.flush(self.now)
+
+    def _drop_beats(self, src: NodeId) -> None:
+        """Forget, unread, the words of the links from ``src``: those links closed (a killed
+        or exiting process's sockets), and a reader no longer looks at them. A beat read after
+        its writer was gone, later than any frame of it could arrive, could answer a probe
+        sent after the writer died (paxos sweep seed 1224)."""
+        for unread in self._unread_beats.values():
+            unread.pop(src, None)
 
     def _flush_now(self, member: NodeId) -> bool:
         """Whether ``member`` runs the steps a frame enables as it takes the frame in. A real
@@ -717,6 +763,8 @@ class Simulation:
         """A new process takes the id of ``member``, which crashed or stopped: nothing of the
         old one's is left, and its history restarts in the first view it installs."""
         self._forget_incarnation(member)
+        self._unread_beats.pop(member, None)  # a new process has new links, with no words
+        self._drop_beats(member)
         self.crashed.discard(member)
         self.stopped.pop(member, None)
         self.host_failed.pop(member, None)
@@ -957,6 +1005,11 @@ class Simulation:
         host.finish_query(run.src, run.query_id, run.method, None, error)
 
     def _transmit(self, src: NodeId, dst: NodeId, message: WireMessage, frame: bytes) -> None:
+        if self._beats_in_memory and type(message) is Heartbeat and message.periodic:
+            if not (self._side and self._cut(src, dst)):  # lost like a frame, never held
+                self._unread_beats.setdefault(dst, {})[src] = message.epoch
+                self.stats["memory_beats"] += 1
+            return
         if self._side and self._cut(src, dst):
             if not self._held_until:
                 return
@@ -1014,7 +1067,9 @@ class Simulation:
             self._exit(node_id)
 
     def _exit(self, member: NodeId) -> None:
-        """A stopped member's process exits: each link closes after the frames it carried."""
+        """A stopped member's process exits: each link closes after the frames it carried, and
+        its link words are read no more."""
+        self._drop_beats(member)
         for peer in sorted(self.nodes):
             if peer != member and peer not in self.crashed and member in self.nodes[peer].view:
                 closed_at = self.links.arrival(member, peer, 0, self.now)
