@@ -791,3 +791,21 @@ def test_beats_in_memory_that_nobody_reads_are_caught(monkeypatch: pytest.Monkey
         members=5, layout=resolve_layout("every-member"), seed=1, messages=100, link=BEATS_IN_MEMORY
     )
     assert any(v.startswith("availability: ") for v in run_simulation(spec).violations)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known: a survivor cut off from its shard's cleanup leader cuts alone "
+    "(docs/guarantees.md, 'A known violation under partial cuts')",
+)
+def test_a_member_cut_off_from_its_shard_does_not_cut_alone() -> None:
+    """Partial-cut seed 1337, beyond the sweep's range (found running seeds 1100-2000): a
+    shard of three whose member 4 is cut off from 3 and 5 as a join's view change starts. 3
+    suspects 4 and leads the cleanup with 5, and they apply a cut without 4's row; 4, once it
+    suspects 3 too, leads alone and keeps a message of its own the others never received. The
+    final change (the join) keeps all three, and all three install the next view: member 4
+    delivered 24 messages of epoch 0 in that shard, 3 and 5 23. Strict: it fails once fixed,
+    so that the fix removes the mark."""
+    spec = partial_cut_scenario(1337)
+    assert spec.partial_cut == "halves"
+    assert run_simulation(spec).violations == [], describe(spec)
