@@ -32,7 +32,7 @@ from pyderecho.core.view import View
 from pyderecho.layouts import resolve_layout
 from pyderecho.sim.simulation import LinkModel, Simulation
 from pyderecho.sim.swarm import PARTIAL_CUTS, SimulationSpec, run_simulation
-from pyderecho.wire import MembershipRow, Removed, ShardRow, WireMessage
+from pyderecho.wire import Heartbeat, MembershipRow, Removed, ShardRow, WireMessage
 
 SLOW_LINKS = LinkModel(latency_s=2e-3, jitter_s=3e-3)
 """Links slow enough that a crash or a cut catches messages in flight, so survivors hold
@@ -811,19 +811,28 @@ def test_a_member_cut_off_from_its_shard_does_not_cut_alone() -> None:
     assert run_simulation(spec).violations == [], describe(spec)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known: after a cut-off leader steps down, the next view change can stop a bridge "
-    "(docs/guarantees.md, 'A known availability gap after a leader steps down')",
-)
 def test_a_bridge_keeps_running_after_a_cut_off_leader_steps_down() -> None:
     """Partial-cut seed 1122, beyond the sweep's range (found running seeds 1100-2000): ten
-    members and a joiner (a bridge, reaching both halves), the leader 0 cut off on the
-    smaller half with member 4. 0 steps down (5.13 s) and the rest install view 2 without it,
-    4 among them though it is still cut off from the larger half. 0.8 s later members on
-    both sides suspect several members at once, the joiner among them, which reaches
-    everyone; the joiner in turn suspects five of ten and stops for want of a majority: the
-    availability rule names it, as no fault touched it. Strict: it fails once fixed."""
+    members and a joiner (a bridge, reaching both halves), the leader 0 cut off on the smaller
+    half with 2, 3 and 5. 0 steps down and the rest install view 2 without it, all but member
+    4, whose shard's cleanup waits for a peer across the cut. The small half's suspicions of 4
+    carry over; the joiner probes 4, and 4, still in view 1, kept the probe for later instead
+    of answering. The joiner agreed with the accusation, the leader counted a cut link between
+    the joiner and 4 (it heard 4, and 4 accused nobody), removed the accuser as the rule says,
+    and the joiner, suspecting half the view, stopped: the availability rule named it. A member
+    answers a probe from a later view now."""
     spec = partial_cut_scenario(1122)
     assert spec.partial_cut == "leader-cut-off" and spec.join == 1
     assert run_simulation(spec).violations == [], describe(spec)
+
+
+def test_a_member_still_in_the_last_view_answers_a_probe_from_the_next() -> None:
+    view = View(0, (0, 1, 2, 3))
+    member = Node(3, view, every_member_layout(), CoreConfig(), now=0.0)
+    member.outbox()
+    member.receive(1, Heartbeat(1, probe=True), 0.1, flush=False)
+    assert (1, Heartbeat(0, answer=True)) in member.outbox()
+    member.receive(1, Heartbeat(1), 0.2, flush=False)
+    sent = member.outbox()
+    assert not [m for _, m in sent if isinstance(m, Heartbeat)], "a periodic beat asks none"
+    assert [type(m) for _, m in sent] == [MembershipRow], "it asks the final of a member past it"

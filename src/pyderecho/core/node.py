@@ -604,6 +604,15 @@ class Node:
             return
         membership.heard_from(src, now)
         if message.epoch > self.view.epoch:
+            if isinstance(message, Heartbeat) and message.probe:
+                # A member of a later view was told this one is gone and checks: answer, or
+                # a member still finishing this view's cleanup (its cut may wait for a peer
+                # across a partial cut) is taken for cut off from the prober, and the prober,
+                # which accuses it alone, is the one removed (partial-cut seed 1122 removed a
+                # joiner that reached everyone). The answer vouches only for this link.
+                if src in self.view or (self._next is not None and src in self._next):
+                    self._outbox.append((src, Heartbeat(self.view.epoch, answer=True)))
+                return
             self._keep_early(src, message)
             if src in self.view:
                 self._ask_moved_on(src)
