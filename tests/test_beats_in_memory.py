@@ -134,7 +134,7 @@ def quiet_group(directory: str, *, read_beats: bool) -> tuple[list[CountingShm],
             for transport, before in zip(transports, frames, strict=True):
                 transport.heartbeat_frames -= before
             for transport, before in zip(transports, written, strict=True):
-                transport.inner.stats["beats_written"] -= before
+                transport.stats["beats_written"] -= before
         finally:
             for member in members:
                 await member.close()

@@ -334,8 +334,10 @@ class Membership:
                 self._dirty = True  # the leader learns the links cut from a live member
 
     def receive_heartbeat(self, src: NodeId, beat: Heartbeat) -> None:
-        """Any frame counts as life (:meth:`heard_from`); a probe also asks for an answer."""
-        if beat.probe and not self.stopped and src in self.view:
+        """Any frame counts as life (:meth:`heard_from`); a probe also asks for an answer,
+        from a member of this view or, once the change is final, of the next one: a member of
+        the next view probes this one while it still finishes this view's cleanup."""
+        if beat.probe and not self.stopped and (src in self.view or self._kept_by_final(src)):
             self._outbox.append((src, Heartbeat(self.view.epoch, answer=True)))
 
     def tick(self, now: float) -> None:
@@ -770,6 +772,10 @@ class Membership:
         so the sender is suspected instead; that is always safe.
         """
         return self._holds_majority(len(news))
+
+    def _kept_by_final(self, member: NodeId) -> bool:
+        """The change is final and the next view includes ``member``."""
+        return bool(self.final) and member in next_view(self.view, self.changes[: self.final])
 
     def _left_out_by_final(self, member: NodeId) -> bool:
         """The change is final and the next view does not include ``member``."""

@@ -610,8 +610,7 @@ class Node:
                 # across a partial cut) is taken for cut off from the prober, and the prober,
                 # which accuses it alone, is the one removed (partial-cut seed 1122 removed a
                 # joiner that reached everyone). The answer vouches only for this link.
-                if src in self.view or (self._next is not None and src in self._next):
-                    self._outbox.append((src, Heartbeat(self.view.epoch, answer=True)))
+                membership.receive_heartbeat(src, message)
                 return
             self._keep_early(src, message)
             if src in self.view:
