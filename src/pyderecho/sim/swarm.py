@@ -251,6 +251,8 @@ class _Run:
         self.taken_over: set[NodeId] = set()
         """Crashed members a new process replaced under the same id (``takeover``)."""
         self.partition_epoch: dict[NodeId, int] = {}
+        """Minority members: the last view decided when the partition began, which they may
+        still install; a later one would be progress without a majority."""
         self.calls: dict[NodeId, list[int]] = {}
         """Replicated runs: each member's ordered calls, by call id."""
         self.delivered_in: dict[tuple[NodeId, int], tuple[int, tuple[NodeId, ...]]] = {}
@@ -591,8 +593,18 @@ class _Run:
             sim.leave(founder, at=at + 0.5 * timeout)
 
     def _note_partition(self) -> None:
+        """A view whose change was final somewhere when the partition began was decided by a
+        majority before it: a minority member still finishing the old view's cleanup may
+        install it (the change's leader waits for every survivor's cleanup before it moves
+        on, so one that began the partition beside it still may)."""
+        sim = self.sim
+        decided = max(
+            sim.nodes[n].view.epoch + bool(membership is not None and membership.final)
+            for n in sim.running
+            for membership in [sim.nodes[n].membership]
+        )
         for member in self.minority:
-            self.partition_epoch[member] = self.sim.nodes[member].view.epoch
+            self.partition_epoch[member] = max(sim.nodes[member].view.epoch, decided)
 
     def _see_states(self, members: list[NodeId]) -> None:
         """Note the Paxos replicas of ``members`` as they are now (they are about to crash)."""
@@ -720,8 +732,8 @@ class _Run:
             cut = self.partition_epoch.get(member)
             if cut is not None and later and max(later) > cut:
                 problems.append(
-                    f"partition: minority member {member} installed view {max(later)} after "
-                    f"the partition began in view {cut}"
+                    f"partition: minority member {member} installed view {max(later)}, past "
+                    f"view {cut}, the last decided when the partition began"
                 )
         return problems
 
