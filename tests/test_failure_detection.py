@@ -205,7 +205,9 @@ def test_a_killed_followers_view_change_costs_each_member_a_few_frames_whatever_
         others = sorted(n for m, n in sent.items() if m != 0)
         assert took < CONFIG.heartbeat_interval, took
         assert others[len(others) // 2] <= 15, (members, others)
-        assert sent[0] < 4 * members, sent[0]  # the leader's rows go to everyone, a few times
+        # The leader's rows go to everyone, a few times, and its shard row once more to say it
+        # applied the cleanup's decision (its followers apply it only then).
+        assert sent[0] < 5 * members, sent[0]
 
 
 @pytest.mark.parametrize("seed", [1, 2])

@@ -57,6 +57,12 @@ class ShardRow(msgspec.Struct, frozen=True, array_like=True, tag="r"):
     answers another's message, in the same turn as it pushes its row: the nulls ride on that
     row instead of a frame of their own (:class:`Nulls`), which halved the frames a member
     answering a lone sender sends."""
+    cleaned: bool = False
+    """The member applied the ragged-edge decision its ``cutoff`` holds. A member that follows
+    a cleanup's leader applies the decision only once the leader has (which it does once every
+    member it counts on echoes it), or once any member has: a decision applied anywhere is
+    the only one there can be, and every survivor then holds it or can no longer apply
+    another."""
 
 
 class Data(msgspec.Struct, frozen=True, array_like=True, tag="d"):
@@ -143,6 +149,12 @@ class ChangeKind(enum.IntEnum):
     JOIN = 1
     LEAVE = 2
     """The member asked to leave: it is removed, but nobody suspects it."""
+    EXCLUDE = 3
+    """Once the change is final: a member the next view keeps was found failed or cut off
+    during the ragged-edge cleanup. The cleanups go on without it and it stops; the next
+    view's change removes it. Only the change's leader decides this, like any change, so
+    that the survivors of a shard never leave out different members (two survivors that
+    each left out the other used to apply different cuts under a partial cut)."""
 
 
 class Change(msgspec.Struct, frozen=True, array_like=True):
@@ -187,6 +199,11 @@ class MembershipRow(msgspec.Struct, frozen=True, array_like=True, tag="m"):
     """Cut links this member found, as (accuser, accused): the accused answered this member's
     probe, so it is alive and reachable, and its accuser is cut off from it, not it from the
     group. The leader covers the links everyone reports (:mod:`pyderecho.core.membership`)."""
+    cleaned: bool = False
+    """The change is final and this member applied the ragged-edge decision of every shard
+    it belongs to: it moves on to the next view. The change's leader stays in this view until
+    every survivor says so or is excluded (:attr:`ChangeKind.EXCLUDE`), since only it decides
+    whom a stalled cleanup goes on without."""
 
 
 class JoinRequest(msgspec.Struct, frozen=True, array_like=True, tag="j"):

@@ -41,11 +41,18 @@ Partition safety. A member that suspects at least half of the view, or a leader 
 the acknowledgements of a majority, stops instead of going on: only a side holding a majority of
 the view can ever install the next one.
 
-Ragged edge. Once the change is final, each shard's leader (its lowest-ranked survivor) waits
-until every surviving shard member has wedged and stopped listening to the would-be leaders
-below it, reuses a decision any of them already holds, or else computes, per sender, the minimum
-``received`` count over the survivors. Every survivor delivers exactly up to that point and
-discards the rest; in a ``Paxos`` shard, only once every survivor has logged what it keeps.
+Ragged edge. Once the change is final, each shard's leader (its lowest-ranked survivor not
+excluded) waits until every surviving shard member has wedged and stopped counting on the
+would-be leaders below it, reuses a decision any of them already holds, or else computes, per
+sender, the minimum ``received`` count over the survivors. It applies the decision once every
+survivor echoes it; the others apply it once some member has. Every survivor delivers exactly
+up to that point and discards the rest; in a ``Paxos`` shard, only once every survivor has
+logged what it keeps. A survivor whose cleanup stalls (it crashed, or a partial cut separates
+it from its shard) is left out only by the change's leader, which proposes an ``EXCLUDE``
+change after the final, agreed like any other: the excluded member stops, and the next view's
+change removes it. The leader stays in this view until every survivor applied its cleanups or
+is excluded, since a survivor's own suspicions must never decide whom a cleanup leaves out:
+under a partial cut two survivors suspected each other and applied different cuts.
 """
 
 from __future__ import annotations
@@ -164,7 +171,7 @@ def _greedy_cover(
 
 def next_view(view: View, changes: tuple[Change, ...]) -> View:
     """The view the final ``changes`` lead to: survivors keep their order, joiners go last."""
-    removed = {change.node for change in changes if change.kind is not ChangeKind.JOIN}
+    removed = {c.node for c in changes if c.kind in (ChangeKind.REMOVE, ChangeKind.LEAVE)}
     joined = tuple(change.node for change in changes if change.kind is ChangeKind.JOIN)
     return View(
         epoch=view.epoch + 1,
@@ -260,8 +267,15 @@ class Membership:
         each other's suspicions a quarter timeout after the first ones, in a second wave)."""
         self._grace_given = False
         """The last stall timeout spared members that were heard from: the next one will not."""
+        self.cleaned = False
+        """Set by the node once the change is final and every shard's cleanup here is applied;
+        the row says so to the change's leader (:attr:`MembershipRow.cleaned`)."""
         self.cleanup_waits_on: set[NodeId] = set()
         """Members the ragged-edge cleanup waits on, set by the node once the change is final."""
+        self._gone_ahead: set[NodeId] = set()
+        """Members heard from in a later view (:meth:`went_ahead`)."""
+        self._cleanup_probes: dict[NodeId, float] = {}
+        """When this member asked each member its cleanup waits on, silent lately, to answer."""
         self.cleanup_logging = False
         """Set by the node while a ``Paxos`` shard's cleanup waits for survivors to log what it
         keeps: every survivor waits on every other there, so nobody is given extra time."""
@@ -285,6 +299,25 @@ class Membership:
     def leads(self) -> bool:
         """This member leads the change in this view (it welcomes the joiners)."""
         return self._leading is not None
+
+    @property
+    def excluded(self) -> frozenset[NodeId]:
+        """Members the final change keeps but excluded from the cleanup since (the final grows
+        by :attr:`ChangeKind.EXCLUDE` changes alone): the cleanups go on without them."""
+        return frozenset(c.node for c in self.changes[: self.final] if c.kind is ChangeKind.EXCLUDE)
+
+    def not_moving_on(self) -> list[NodeId]:
+        """As the change's leader, once it is final: the survivors, other than this member,
+        that have neither said they applied their cleanups nor been excluded. The leader stays
+        in this view until there are none, for only it may exclude a member whose cleanup
+        stalls (a survivor that crashed, or one cut off from its shard)."""
+        survivors = next_view(self.view, self.changes[: self.final]).members
+        excluded = self.excluded
+        return [
+            m
+            for m in survivors
+            if m != self.me and m in self.view and m not in excluded and not self._moved_on(m)
+        ]
 
     @property
     def commit_to_log(self) -> View | None:
@@ -364,7 +397,12 @@ class Membership:
             self._waiting_since = min(now, self._waiting_since + late)
             for member, asked in self._probes.items():
                 self._probes[member] = min(now, asked + late)
-        for member in self.watched:
+        # Once the change is final, a watched member's silence says nothing: it may have moved
+        # on to the next view, where it beats to its watchers there, and a suspicion carried
+        # over would count against it there (Paxos sweep seed 1297 removed two live members
+        # so). What still matters is watched otherwise: the members a cleanup waits on
+        # (probed, below) and, at the leader, the survivors that do not move on (its stall).
+        for member in () if self.final else self.watched:
             if self._departing(member):
                 continue  # it may have exited already; a stalled change blames it if need be
             silent_since = self.last_heard[member]
@@ -374,6 +412,10 @@ class Membership:
                 self.suspect(member, now, local=True)
                 if self.stopped:
                     return
+        if self.final and not self.cleaned:
+            self._probe_cleanup_waits(now)
+            if self.stopped:
+                return
         self._weigh_accusations(now)
         if self.stopped:
             return
@@ -385,6 +427,31 @@ class Membership:
         patience = self.config.heartbeat_timeout * (1 if hurried else 3)
         if self.changing and now - self._waiting_since > patience:
             self._time_out_stalled_step(now)
+
+    def _probe_cleanup_waits(self, now: float) -> None:
+        """Ask each member the cleanup waits on that was silent for half a timeout to answer,
+        and suspect it when it does not within another half.
+
+        A cleanup's leader that crashed after handing out its decision leaves its followers
+        waiting for it to apply the decision, and nobody may watch it: its watchers may have
+        moved on to the next view. Silence alone is no evidence (a live leader that waits on
+        someone else sends nothing), an unanswered probe is; the suspicion makes this member,
+        or tells the view change's leader, that the member must be excluded."""
+        half = self.config.heartbeat_timeout / 2
+        for member in sorted(self.cleanup_waits_on):
+            if member == self.me or member in self.suspected or member not in self.last_heard:
+                continue
+            asked = self._cleanup_probes.get(member)
+            if asked is None:
+                if now - self.last_heard[member] >= half:
+                    self._cleanup_probes[member] = now
+                    self._outbox.append((member, Heartbeat(self.view.epoch, probe=True)))
+            elif self.last_heard[member] > asked:
+                del self._cleanup_probes[member]
+            elif now - asked >= half:
+                self.suspect(member, now, local=True)
+                if self.stopped:
+                    return
 
     def final_as_leader(self) -> MembershipRow:
         """This membership's final change, in a row that leads to it: for a member still in
@@ -407,7 +474,12 @@ class Membership:
             changes=self.changes,
             committed=self.committed,
             final=self.final,
+            cleaned=True,
         )
+
+    def report_cleaned(self) -> None:
+        """Every shard's cleanup is applied here (:attr:`cleaned`): the row says so."""
+        self._dirty = True
 
     def progress(self, now: float) -> None:
         """The change moved forward (a shard finished its cleanup): restart the stall clock."""
@@ -446,11 +518,12 @@ class Membership:
 
         Once the change is final, the next view is settled: a member it leaves out (one that
         leaves, and exits as soon as it learns that) is no longer waited on, and suspecting it
-        would only count against the majority for nothing.
+        would only count against the majority for nothing; nor is a member that moved on to
+        the next view, silent here since.
         """
         if node == self.me or node not in self.view or node in self.suspected:
             return
-        if self._left_out_by_final(node):
+        if self._left_out_by_final(node) or self._moved_on(node):
             return
         if not self.changing:
             self._waiting_since = now
@@ -547,18 +620,19 @@ class Membership:
             return
         self.leader_version = row.version
         self._dirty = True
-        if self.final:
-            return  # a final change never changes: every later leader adopts the same one
+        if row.final < self.final:
+            return  # a final never shrinks: every later leader adopts it, then only extends it
         if (row.changes, row.committed, row.final) != (self.changes, self.committed, self.final):
             self._take_change(row, now)
 
     def _take_change(self, row: MembershipRow, now: float) -> None:
         """Make ``row``'s changes, commit and final this member's, and suspect whom they
         remove."""
+        assert row.changes[: self.final] == self.changes[: self.final], "a final only grows"
         self.changes, self.committed, self.final = row.changes, row.committed, row.final
         self._waiting_since = now
         for change in row.changes:
-            if change.kind is ChangeKind.REMOVE:
+            if change.kind in (ChangeKind.REMOVE, ChangeKind.EXCLUDE):
                 self.suspect(change.node, now, local=False)
 
     def step(self, now: float) -> None:
@@ -573,15 +647,13 @@ class Membership:
     def _lead(self, now: float) -> None:
         leading = self._leading
         assert leading is not None
-        others = [m for m in self.view.members if m != self.me and m not in self.suspected]
+        others = self._counted_on()
         if not leading.ready:
             if not all(self._follows_me(m) for m in others):
                 return
             leading.ready = True
             self._milestone(now)
-        if self.final:
-            return
-        if self.committed:
+        if self.committed > self.final:
             if self._all_echoed(others, leading.milestone):
                 self.final = self.committed
                 self._milestone(now)
@@ -592,7 +664,8 @@ class Membership:
             self._milestone(now)
             return
         settled = not self._unsettled and not self._pending()
-        if self.changes and settled and self._all_echoed(others, leading.milestone):
+        proposed = len(self.changes) > self.committed
+        if proposed and settled and self._all_echoed(others, leading.milestone):
             if not self._holds_majority():
                 self._stop("partitioned: the leader cannot reach a majority of the view")
                 return
@@ -600,8 +673,18 @@ class Membership:
             self._milestone(now)
 
     def _wanted_changes(self, leading: _Leading) -> tuple[Change, ...]:
-        """The proposal: what is already proposed, then new removals, leaves and joins."""
+        """The proposal: what is already proposed, then new removals, leaves and joins; once
+        the change is final, exclusions of the survivors whose cleanup stalls."""
         proposed = {c.node for c in self.changes}
+        if self.final:
+            stalled = self.not_moving_on()
+            return self.changes + tuple(
+                Change(member, ChangeKind.EXCLUDE)
+                for member in stalled
+                if member not in proposed
+                and member in self.suspected
+                and (member in self._decided or self._agreed(member))
+            )
         extra: list[Change] = []
         for member in self.view.members:
             if member in proposed:
@@ -628,11 +711,14 @@ class Membership:
 
     def _pending(self) -> list[NodeId]:
         """What this leader suspects but neither proposed nor decided: it waits for its
-        followers to agree, or to say they hear the member."""
+        followers to agree, or to say they hear the member. Once the change is final, only
+        the survivors still cleaning up count: the others are in the next view already, where
+        a suspicion of them starts the next change."""
         proposed = {c.node for c in self.changes}
+        candidates = self.not_moving_on() if self.final else self.view.members
         return [
             m
-            for m in self.view.members
+            for m in candidates
             if m in self.suspected and m not in self._decided and m not in proposed
         ]
 
@@ -655,11 +741,9 @@ class Membership:
     def _absorb(self, row: MembershipRow) -> None:
         """A leader that took over adopts any final or commit a member already holds: a final
         may already be installed somewhere, and a commit may already be final somewhere."""
-        if self.final:
-            return
-        if row.final:
+        if row.final > self.final:
             self.changes, self.committed, self.final = row.changes, row.final, row.final
-        elif row.committed > self.committed:
+        elif row.final == self.final and row.committed > self.committed:
             self.changes, self.committed = row.changes, row.committed
 
     def _void(self, row: MembershipRow) -> bool:
@@ -773,6 +857,18 @@ class Membership:
         """
         return self._holds_majority(len(news))
 
+    def went_ahead(self, member: NodeId) -> None:
+        """``member`` was heard from in a later view: it applied its cleanups, whether or not
+        its row saying so reached this member (it goes to the member's own leader alone)."""
+        self._gone_ahead.add(member)
+
+    def _moved_on(self, member: NodeId) -> bool:
+        """``member`` said it applied its cleanups, or was heard from in a later view: it is in
+        the next view, where it talks to this member no more, and a suspicion of it belongs to
+        that view's change."""
+        row = self.rows.get(member)
+        return member in self._gone_ahead or (row is not None and row.cleaned)
+
     def _kept_by_final(self, member: NodeId) -> bool:
         """The change is final and the next view includes ``member``."""
         return bool(self.final) and member in next_view(self.view, self.changes[: self.final])
@@ -788,6 +884,21 @@ class Membership:
         if row is not None and row.leaving:
             return True
         return any(c.node == member and c.kind is ChangeKind.LEAVE for c in self.changes)
+
+    def _counted_on(self) -> list[NodeId]:
+        """The members this leader needs to follow it and echo its steps: every other member
+        it does not suspect, but, once the change is final, none that the next view leaves out
+        (they exit or stop as they learn the final) and none that moved on to it (they never
+        lead this view's change again, and one that moved on twice no longer answers for it).
+        """
+        final = self.final
+        return [
+            m
+            for m in self.view.members
+            if m != self.me
+            and m not in self.suspected
+            and not (final and (self._moved_on(m) or self._left_out_by_final(m)))
+        ]
 
     def _follows_me(self, member: NodeId) -> bool:
         row = self.rows.get(member)
@@ -822,6 +933,20 @@ class Membership:
                 self._grace_given = True
                 return
             self._grace_given = False
+            if self._leading is not None:
+                # Members that neither echo an exclusion nor move on: the silent ones are gone
+                # (their watchers may have moved on, so nobody else finds it); the others wait
+                # on someone else, whom they blame themselves (their rows then accuse it).
+                version = self._leading.milestone
+                stalled = sorted(
+                    {
+                        m
+                        for m in self._counted_on()
+                        if not (self._follows_me(m) and self.rows[m].leader_version >= version)
+                    }.union(self.not_moving_on())
+                )
+                recent = self._heard_lately(stalled, now)
+                blamed.extend(m for m in stalled if m not in recent and m not in blamed)
         elif self._leading is None:
             blamed = [self.leader]
         else:
@@ -921,7 +1046,7 @@ class Membership:
         final never changes (every later leader adopts the same one), so it is the one this
         member's leader would have led it to, had its rows arrived (``Node._ask_moved_on``).
         """
-        if self.final or not row.final or row.epoch != self.view.epoch or self.stopped:
+        if row.final <= self.final or row.epoch != self.view.epoch or self.stopped:
             return
         if any(c.node == self.me and c.kind is ChangeKind.REMOVE for c in row.changes):
             # Stopped before anything logs the commit: a member that a commit removes as
@@ -957,6 +1082,7 @@ class Membership:
             leaving=self.leaving,
             collecting=self._leading is not None and not self._leading.ready,
             cut=self._cut_links(),
+            cleaned=self.cleaned,
         )
 
     def _cut_links(self) -> tuple[tuple[NodeId, NodeId], ...]:
@@ -977,71 +1103,82 @@ class Membership:
 
 
 def cleanup_ranks(
-    shard: ShardMulticast, survivors: Container[NodeId] | None, suspected: AbstractSet[NodeId]
+    shard: ShardMulticast, survivors: Container[NodeId] | None, left_out: AbstractSet[NodeId]
 ) -> list[int]:
-    """Ranks of the shard's members a cleanup counts on, as this member sees it: those it does
-    not suspect and the final change keeps (``survivors``; None while the final is not known
-    here, when any member may yet be kept). The first leads the cleanup (:func:`ragged_edge_step`;
-    ``Node`` sends its wedged row there)."""
+    """Ranks of the shard's members a cleanup counts on, as this member sees it: those the
+    final change keeps (``survivors``; None while the final is not known here, when any member
+    may yet be kept) and that are not ``left_out`` (once the change is final: those the final
+    excludes, :attr:`ChangeKind.EXCLUDE`; before, those this member suspects). The first leads
+    the cleanup (:func:`ragged_edge_step`; ``Node`` sends its wedged row there)."""
     return [
         rank
         for rank, member in enumerate(shard.members)
-        if member not in suspected and (survivors is None or member in survivors)
+        if member not in left_out and (survivors is None or member in survivors)
     ]
 
 
 def ragged_edge_step(
-    shard: ShardMulticast,
-    survivors: set[NodeId],
-    suspected: set[NodeId],
-    moved_on: AbstractSet[NodeId] = frozenset(),
+    shard: ShardMulticast, survivors: set[NodeId], excluded: AbstractSet[NodeId]
 ) -> list[NodeId]:
     """Advance one shard's ragged-edge cleanup; returns the members it still waits on, or an
     empty list once this member has applied the decision.
 
-    ``survivors`` are the members the final change keeps; ``suspected`` are those this member
-    no longer listens to. Members that are not survivors never publish a decision: they stop as
-    soon as they learn the change is final.
+    ``survivors`` are the members the final change keeps; ``excluded`` are those of them the
+    final then excluded from the cleanup (found failed or cut off during it), as far as this
+    member knows: a prefix of the one sequence of exclusions the view change's leaders agree
+    on, so the members any two survivors count on are nested, one set within the other.
+    Members that are not survivors never publish a decision: they stop as soon as they learn
+    the change is final, as do excluded ones.
 
-    The shard leader applies its own decision only once every live member echoes it. So if it
-    is suspected after publishing, either nobody applied its decision, or every live member
-    holds it and a successor finds and reuses it: no two survivors ever apply different cuts.
+    A shard leader applies its own decision only once every member it counts on echoes it, and
+    a follower only once some member applied it. So when a decision is applied, every member
+    of the smaller of any two counted sets holds it and can hold no other (a member publishes
+    one decision, ever), and any later leader reuses it: no two survivors ever apply different
+    cuts. Local suspicion alone never leaves a member out: under a partial cut two survivors
+    each suspected the other and each led a cleanup of its own (partial-cut seed 1337).
     """
     if shard.cleaned:
         return []
     table = shard.table
     members = shard.members
-    live = cleanup_ranks(shard, survivors, suspected)
+    live = cleanup_ranks(shard, survivors, excluded)
     leader = live[0]
     if leader == shard.rank:
-        return _lead_ragged_edge(shard, live, suspected)
-    # Follow only the shard leader: a decision reaches a member from the leader it listens to,
-    # so once it stops listening to a leader, that leader's decision cannot reach it sideways.
-    # The one exception is a decision already applied: a member heard from in the next view
-    # (``moved_on``) installed it, so it applied the decision its row holds, and every
-    # survivor must apply that same one.
-    decision = table.cutoff[leader] or next(
-        (table.cutoff[r] for r in live if table.cutoff[r] and members[r] in moved_on), ()
-    )
-    if decision:
-        shard.publish_cutoff(decision)
+        return _lead_ragged_edge(shard, live, excluded)
+    applied = _applied_decision(shard)
+    if applied:
+        shard.publish_cutoff(applied)
         return [members[r] for r in shard.apply_cutoff(live)]
+    # Echo the leader's decision, and apply it once the leader has: a decision reaches a member
+    # from the leader it counts on, so once it stops counting on a leader, that leader's
+    # decision cannot reach it sideways.
+    if table.cutoff[leader]:
+        shard.publish_cutoff(table.cutoff[leader])
     return [members[leader]]
 
 
+def _applied_decision(shard: ShardMulticast) -> tuple[int, ...]:
+    """A decision some member applied (its row says ``cleaned``: the leader, or a member heard
+    from in the next view), or ``()``: the only decision there can be."""
+    table = shard.table
+    return next((table.cutoff[r] for r in range(len(shard.members)) if table.cleaned[r]), ())
+
+
 def _lead_ragged_edge(
-    shard: ShardMulticast, live: list[int], suspected: set[NodeId]
+    shard: ShardMulticast, live: list[int], excluded: AbstractSet[NodeId]
 ) -> list[NodeId]:
     table = shard.table
     members = shard.members
     if not table.cutoff[shard.rank]:
-        held = next((table.cutoff[r] for r in live if table.cutoff[r]), None)
-        if held is None:
-            # Survivors below this member are suspected: every live member must stop listening
-            # to them before this one decides, or one of them could hand out a second decision.
+        held = _applied_decision(shard) or next(
+            (table.cutoff[r] for r in live if table.cutoff[r]), ()
+        )
+        if not held:
+            # Survivors below this member are excluded: every live member must stop counting
+            # on them before this one decides, or one of them could hand out a second decision.
             ignored = 0
             for rank in range(shard.rank):
-                if members[rank] in suspected:
+                if members[rank] in excluded:
                     ignored |= 1 << rank
             waiting = [
                 members[r]

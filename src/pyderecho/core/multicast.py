@@ -888,19 +888,18 @@ class ShardMulticast:
         has logged it too, so that whatever any survivor delivers is in every survivor's log.
         Returns the ranks it still waits on (empty once applied).
         """
-        if self.mode is Mode.RAW:
-            self.cleaned = True
-            return []
-        last = self._cutoff_last()
-        if self.persistent:
-            if last > self.persist_requested:
-                self._request_persist(last)
-            waiting = [rank for rank in live if self.table.persisted[rank] < last]
-            self.logging_cutoff = bool(waiting)
-            if waiting:
-                return waiting
-        self._deliver_upto(last)
-        self.cleaned = True
+        if self.mode is not Mode.RAW:
+            last = self._cutoff_last()
+            if self.persistent:
+                if last > self.persist_requested:
+                    self._request_persist(last)
+                waiting = [rank for rank in live if self.table.persisted[rank] < last]
+                self.logging_cutoff = bool(waiting)
+                if waiting:
+                    return waiting
+            self._deliver_upto(last)
+        self.cleaned = self.table.cleaned[self.rank] = True
+        self.dirty = True  # the members that follow this one apply the decision once it has
         return []
 
     @property

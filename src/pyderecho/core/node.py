@@ -207,9 +207,9 @@ class Node:
         """The own last row of each shard of the view before, once cleaned up: the ragged-edge
         decision it applied, for a survivor still cleaning up (:meth:`_on_old_epoch`)."""
         self._moved_on: set[NodeId] = set()
-        """Members of this view heard from in a later one: each installed it, so each applied
-        the ragged-edge decision of every shard it shares with this member (see
-        :func:`~pyderecho.core.membership.ragged_edge_step`)."""
+        """Members of this view heard from in a later one: each installed it, so it holds the
+        final change, and its row of every shard it shares with this member says it applied
+        that shard's decision (see :func:`~pyderecho.core.membership.ragged_edge_step`)."""
         self._asked_for_final: set[NodeId] = set()
         """Members :meth:`_ask_moved_on` asked for this view's final change."""
         self._asked_for_cut: set[tuple[NodeId, int, int]] = set()
@@ -638,8 +638,16 @@ class Node:
 
     def _on_old_epoch(self, src: NodeId, message: WireMessage, now: float) -> None:
         self.stats["other_epoch"] += 1
+        previous = self._previous
         if src not in self.view:
             self._outbox.append((src, Removed(self.view.epoch)))
+        elif (
+            isinstance(message, Heartbeat)
+            and previous is not None
+            and message.epoch == previous.view.epoch
+        ):
+            # A survivor still cleaning up the view this member left probes it: it is alive.
+            previous.receive_heartbeat(src, message)
         elif (
             isinstance(message, MembershipRow)
             and self._previous is not None
@@ -655,14 +663,14 @@ class Node:
                 self._outbox.append((src, self._previous.final_as_leader()))
         elif (
             isinstance(message, ShardRow)
-            and not message.cutoff
+            and not message.cleaned
             and self._previous is not None
             and message.epoch == self._previous.view.epoch
         ):
             # A survivor still cleaning up a shard of the view this member left behind: its
-            # cleanup's leader may have crashed after telling this member only its decision
-            # (rows go to that leader alone). The decision applied here is the one it must
-            # reuse; answer with the row that holds it.
+            # cleanup's leader may have crashed after telling this member only that it applied
+            # its decision (rows go to that leader alone). The decision applied here is the
+            # one it must apply too; answer with the row that holds it.
             row = self._previous_rows.get((message.subgroup, message.shard))
             if row is not None:
                 self._outbox.append((src, row))
@@ -758,6 +766,8 @@ class Node:
         """
         self._moved_on.add(src)
         membership = self.membership
+        if membership is not None:
+            membership.went_ahead(src)
         if (
             membership is not None
             and not membership.final
@@ -834,9 +844,15 @@ class Node:
         return all(shard.flushed for shard in self._shards.values())
 
     def _wedge(self, membership: Membership) -> None:
+        """Stop every shard; once the change is final, mark in each the members the final
+        excludes, which this member no longer counts on (a new cleanup leader waits for that).
+        A suspicion alone marks nothing: the member still counts on whom it suspects until the
+        change's leader excludes it, and a mark it could not take back would let a new leader
+        decide while this member still echoes the old one."""
+        excluded = membership.excluded
         for shard in self._shards.values():
             shard.wedge()
-            for node in membership.suspected:
+            for node in excluded:
                 shard.suspect(node)
 
     def _clean_up(self, membership: Membership, now: float) -> None:
@@ -852,19 +868,36 @@ class Node:
             if leader != self.node_id and leader not in watchers:
                 watchers.append(leader)
             membership.next_watchers = watchers
+        excluded = membership.excluded
+        if self.node_id in excluded:
+            self._stop(
+                f"excluded from view {self.view.epoch}'s cleanup: the change's leader found it "
+                "failed or cut off from members the others reach"
+            )
+            return
         survivors = set(self._next.members)
         waiting: set[NodeId] = set()
         for shard in self._shards.values():
             was_clean = shard.cleaned
-            waiting.update(ragged_edge_step(shard, survivors, membership.suspected, self._moved_on))
+            waiting.update(ragged_edge_step(shard, survivors, excluded))
             if shard.cleaned and not was_clean:
                 membership.progress(now)
         membership.cleanup_waits_on = waiting
         membership.cleanup_logging = any(shard.logging_cutoff for shard in self._shards.values())
-        if not waiting:
-            self._flush()
-            previous = self.layout if self.layout.adequate else self.previous_layout
-            self._install(self._next, now, previous=previous)
+        if waiting:
+            return
+        if not membership.cleaned:
+            # Tell the change's leader, which stays until every survivor has moved on.
+            membership.cleaned = True
+            membership.report_cleaned()
+            membership.step(now)
+        if membership.commit_to_log is not None or (
+            membership.leads and membership.not_moving_on()
+        ):
+            return
+        self._flush()
+        previous = self.layout if self.layout.adequate else self.previous_layout
+        self._install(self._next, now, previous=previous)
 
     def _install(
         self, view: View, now: float, *, previous: ViewLayout | None, founding: bool = False
@@ -1062,7 +1095,8 @@ class Node:
         membership = self.membership
         if shard.persistent or membership is None:
             return None
-        live = cleanup_ranks(shard, self._next, membership.suspected)
+        left_out = membership.suspected if self._next is None else membership.excluded
+        live = cleanup_ranks(shard, self._next, left_out)
         if not live or shard.members[live[0]] == self.node_id:
             return None
         cleanup_leader, leader = shard.members[live[0]], membership.leader

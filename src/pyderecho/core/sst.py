@@ -17,6 +17,7 @@ class ShardTable:
     """The SST slice of one shard: rows indexed by member rank within the shard."""
 
     __slots__ = (
+        "cleaned",
         "cutoff",
         "delivered",
         "floor",
@@ -41,6 +42,7 @@ class ShardTable:
         self.cutoff: list[tuple[int, ...]] = [()] * num_members
         self.persisted: list[int] = [-1] * num_members
         self.floor: list[int] = [0] * num_members
+        self.cleaned: list[bool] = [False] * num_members
         self.stale_pushes = 0
         """Pushes that changed nothing: harmless, counted so that a flood is visible."""
 
@@ -80,6 +82,9 @@ class ShardTable:
         if row.floor > self.floor[rank]:
             self.floor[rank] = row.floor
             changed = True
+        if row.cleaned and not self.cleaned[rank]:
+            self.cleaned[rank] = True
+            changed = True
         if not changed:
             self.stale_pushes += 1
         return changed
@@ -111,4 +116,5 @@ class ShardTable:
             persisted=self.persisted[rank],
             floor=self.floor[rank],
             nulls=nulls,
+            cleaned=self.cleaned[rank],
         )
