@@ -525,6 +525,63 @@ def test_a_member_that_missed_a_crashed_leaders_rows_takes_them_from_the_next_vi
     assert nodes[2].view.members == nodes[1].view.members == (0, 1, 2)
 
 
+def test_a_follower_applies_a_cut_only_once_a_member_has() -> None:
+    """The cleanup's leader (0) applies its cut once both followers echo it, and says so in
+    its row; held back, that row keeps the followers from delivering past the cut, though they
+    hold it: a cut applied at once by a follower could differ from one a later leader decides
+    without that follower (its row never reached it). The change's leader (0 too) stays in the
+    old view until both followers say they applied it."""
+    view = View(0, (0, 1, 2, 3))
+    layout = layout_of({"Log": every_member(Mode.ORDERED)})
+    nodes = {n: Node(n, view, layout, CoreConfig()) for n in view.members}
+    held: list[tuple[int, int, WireMessage]] = []
+    hold = True
+
+    def exchange(now: float) -> None:
+        for _ in range(200):
+            frames = [(node.node_id, dst, m) for node in nodes.values() for dst, m in node.outbox()]
+            if not frames:
+                return
+            for src, dst, message in frames:
+                if nodes[dst].stopped:
+                    continue
+                if hold and src == 0 and isinstance(message, ShardRow) and message.cleaned:
+                    held.append((src, dst, message))
+                    continue
+                nodes[dst].receive(src, message, now)
+        raise AssertionError("the members never fell quiet")
+
+    for member in view.members:
+        nodes[member].send(0, b"m%d" % member, 0.0)
+    exchange(0.0)
+    nodes[3].leave(0.01)
+    exchange(0.01)
+    assert sorted(dst for _, dst, _ in held) == [1, 2]
+    assert [nodes[m].view.epoch for m in (0, 1, 2)] == [0, 0, 0]
+    hold = False
+    for src, dst, message in held:
+        nodes[dst].receive(src, message, 0.02)
+    exchange(0.02)
+    assert [nodes[m].view.members for m in (0, 1, 2)] == [(0, 1, 2)] * 3
+
+
+@pytest.mark.parametrize(
+    "seed",
+    [
+        pytest.param(1441, id="1441-a-crash-nobody-watches-any-more"),
+        pytest.param(1611, id="1611-a-leaver-echoes-no-exclusion"),
+    ],
+)
+def test_the_change_leader_settles_a_stalled_cleanup(seed: int) -> None:
+    """Seeds of the long sweep that failed while the change's leader came to settle stalled
+    cleanups. 1441: a survivor crashed after the final; its watchers had moved on, so the
+    leader, still in the old view, blames a survivor that neither echoes nor moves on once it
+    is silent. 1611: a member whose leave the final holds exits; the leader waited for its echo
+    of an exclusion, which never came, and is now not counting on it."""
+    spec = scenario(seed)
+    assert run_simulation(spec).violations == [], describe(spec)
+
+
 def test_a_rolling_replacement_of_every_member_keeps_the_group() -> None:
     spec = SimulationSpec(
         members=5, layout=resolve_layout("every-member"), seed=4, messages=200, rolling=True
@@ -808,6 +865,24 @@ def test_a_member_cut_off_from_its_shard_does_not_cut_alone() -> None:
     spec = partial_cut_scenario(1337)
     assert spec.partial_cut == "halves"
     assert run_simulation(spec).violations == [], describe(spec)
+
+
+@pytest.mark.patches_compiled
+def test_leaving_out_of_a_cleanup_whom_a_survivor_suspects_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Planted: the old rule, each survivor leaves out of its shard's cleanup the members it
+    suspects itself, not only those the change's leader excluded. Seeds 1337 and 7266 then
+    apply two different cuts, which the virtual-synchrony check names."""
+    excluded = vars(Membership)["excluded"]
+    monkeypatch.setattr(
+        Membership,
+        "excluded",
+        property(lambda self: frozenset(self.suspected) | excluded.fget(self)),
+    )
+    for seed in (1337, 7266):
+        caught = run_simulation(partial_cut_scenario(seed)).violations
+        assert any(v.startswith("virtual-synchrony") for v in caught), (seed, caught[:3])
 
 
 def test_a_bridge_keeps_running_after_a_cut_off_leader_steps_down() -> None:

@@ -294,6 +294,15 @@ def planted(seeds: range, crash: int) -> list[str]:
     return caught
 
 
+def test_a_final_change_takes_no_silence_for_a_failure() -> None:
+    """Seed 1297 of the long sweep: members 5 and 7 still cleaning up view 1 (their cleanup's
+    leader crashed between its cut and applying it) took the silence of members they watch,
+    which had moved on to view 2, for failures; the suspicions carried over, and view 3's
+    leader removed 5 and 7, alive. Once a change is final a watched member's silence counts
+    no more: the members a cleanup waits on are probed instead."""
+    assert run_simulation(paxos_scenario(1297)).violations == []
+
+
 @pytest.mark.patches_compiled
 def test_delivering_at_stability_instead_of_the_global_frontier_is_caught(
     monkeypatch: pytest.MonkeyPatch,
