@@ -16,6 +16,7 @@ fault touched may stop. A failing seed replays exactly.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import replace
 
 import msgspec
@@ -456,6 +457,15 @@ def test_a_leaver_told_it_is_removed_before_its_final_arrives_has_left() -> None
     assert staying.stopped == "removed from the group: view 1 excludes it"
 
 
+def _send_then_leave(nodes: dict[int, Node], exchange: Callable[[float], None]) -> None:
+    """Each member sends one message, then member 3 leaves: a view change nobody fails in."""
+    for member, node in nodes.items():
+        node.send(0, b"m%d" % member, 0.0)
+    exchange(0.0)
+    nodes[3].leave(0.01)
+    exchange(0.01)
+
+
 @pytest.mark.parametrize("mode", [Mode.ORDERED, Mode.PAXOS])
 def test_a_member_that_missed_a_crashed_leaders_rows_takes_them_from_the_next_view(
     mode: Mode,
@@ -508,11 +518,7 @@ def test_a_member_that_missed_a_crashed_leaders_rows_takes_them_from_the_next_vi
                 crashed.add(0)
         raise AssertionError("the members never fell quiet")
 
-    for member in view.members:
-        nodes[member].send(0, b"m%d" % member, 0.0)
-    exchange(0.0)
-    nodes[3].leave(0.01)
-    exchange(0.01)
+    _send_then_leave(nodes, exchange)
     assert applied == [1, 2], "the leader's applied decision went elsewhere"
     if mode is Mode.PAXOS:
         # There every row goes to every member: 2 applies what 1's row says 1 applied.
@@ -551,11 +557,7 @@ def test_a_follower_applies_a_cut_only_once_a_member_has() -> None:
                 nodes[dst].receive(src, message, now)
         raise AssertionError("the members never fell quiet")
 
-    for member in view.members:
-        nodes[member].send(0, b"m%d" % member, 0.0)
-    exchange(0.0)
-    nodes[3].leave(0.01)
-    exchange(0.01)
+    _send_then_leave(nodes, exchange)
     assert sorted(dst for _, dst, _ in held) == [1, 2]
     assert [nodes[m].view.epoch for m in (0, 1, 2)] == [0, 0, 0]
     hold = False
