@@ -14,10 +14,12 @@ import msgspec
 
 from pyderecho.core.errors import RemoteProtocolError
 
-WIRE_VERSION = 2
+WIRE_VERSION = 3
 """Checked in every link's handshake (:mod:`pyderecho.transport.auth`), so that members whose
 messages are encoded differently refuse each other with a clear error instead of rejecting
-each other's frames one by one. 2: :attr:`Block.block_size`, :attr:`Data.row`."""
+each other's frames one by one. 2: :attr:`Block.block_size`, :attr:`Data.row`. 3:
+:attr:`ChangeKind.EXCLUDE`, :attr:`ShardRow.cleaned`, :attr:`MembershipRow.cleaned` (the
+ragged-edge cleanup's rules changed with them: members of 2 and 3 cannot share a group)."""
 
 
 class ShardRow(msgspec.Struct, frozen=True, array_like=True, tag="r"):
