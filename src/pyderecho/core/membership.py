@@ -268,8 +268,9 @@ class Membership:
         self._grace_given = False
         """The last stall timeout spared members that were heard from: the next one will not."""
         self.cleaned = False
-        """Set by the node once the change is final and every shard's cleanup here is applied;
-        the row says so to the change's leader (:attr:`MembershipRow.cleaned`)."""
+        """The change is final and every shard's cleanup here is applied
+        (:meth:`report_cleaned`); the row says so to the change's leader
+        (:attr:`MembershipRow.cleaned`)."""
         self.cleanup_waits_on: set[NodeId] = set()
         """Members the ragged-edge cleanup waits on, set by the node once the change is final."""
         self._gone_ahead: set[NodeId] = set()
@@ -478,7 +479,9 @@ class Membership:
         )
 
     def report_cleaned(self) -> None:
-        """Every shard's cleanup is applied here (:attr:`cleaned`): the row says so."""
+        """The node applied every shard's cleanup here: the row says so (:attr:`cleaned`)."""
+        assert self.final, "a cleanup starts only once the change is final"
+        self.cleaned = True
         self._dirty = True
 
     def progress(self, now: float) -> None:

@@ -888,7 +888,6 @@ class Node:
             return
         if not membership.cleaned:
             # Tell the change's leader, which stays until every survivor has moved on.
-            membership.cleaned = True
             membership.report_cleaned()
             membership.step(now)
         if membership.commit_to_log is not None or (
