@@ -267,6 +267,8 @@ class Membership:
         each other's suspicions a quarter timeout after the first ones, in a second wave)."""
         self._grace_given = False
         """The last stall timeout spared members that were heard from: the next one will not."""
+        self._final_view: tuple[int, View] | None = None
+        """(final, the view it leads to), computed once per final (:meth:`_next_view`)."""
         self.cleaned = False
         """The change is final and every shard's cleanup here is applied
         (:meth:`report_cleaned`); the row says so to the change's leader
@@ -312,7 +314,7 @@ class Membership:
         that have neither said they applied their cleanups nor been excluded. The leader stays
         in this view until there are none, for only it may exclude a member whose cleanup
         stalls (a survivor that crashed, or one cut off from its shard)."""
-        survivors = next_view(self.view, self.changes[: self.final]).members
+        survivors = self._next_view().members
         excluded = self.excluded
         return [
             m
@@ -872,13 +874,23 @@ class Membership:
         row = self.rows.get(member)
         return member in self._gone_ahead or (row is not None and row.cleaned)
 
+    def _next_view(self) -> View:
+        """The view the final change leads to. ``changes[:final]`` never changes while
+        ``final`` stays the same (a final only grows), so it is built once per final: the
+        leader asks it of every member at each step once the change is final."""
+        cached = self._final_view
+        if cached is None or cached[0] != self.final:
+            view = next_view(self.view, self.changes[: self.final])
+            cached = self._final_view = (self.final, view)
+        return cached[1]
+
     def _kept_by_final(self, member: NodeId) -> bool:
         """The change is final and the next view includes ``member``."""
-        return bool(self.final) and member in next_view(self.view, self.changes[: self.final])
+        return bool(self.final) and member in self._next_view()
 
     def _left_out_by_final(self, member: NodeId) -> bool:
         """The change is final and the next view does not include ``member``."""
-        return bool(self.final) and member not in next_view(self.view, self.changes[: self.final])
+        return bool(self.final) and member not in self._next_view()
 
     def _departing(self, member: NodeId) -> bool:
         """``member`` asked to leave: its row said so, or the change this member follows
@@ -907,8 +919,12 @@ class Membership:
         row = self.rows.get(member)
         return row is not None and row.leader == self.me
 
+    def _echoes(self, member: NodeId, version: int) -> bool:
+        """``member`` follows this leader and echoes its row of ``version`` or later."""
+        return self._follows_me(member) and self.rows[member].leader_version >= version
+
     def _all_echoed(self, others: list[NodeId], version: int) -> bool:
-        return all(self._follows_me(m) and self.rows[m].leader_version >= version for m in others)
+        return all(self._echoes(m, version) for m in others)
 
     def _milestone(self, now: float) -> None:
         assert self._leading is not None
@@ -942,11 +958,9 @@ class Membership:
                 # on someone else, whom they blame themselves (their rows then accuse it).
                 version = self._leading.milestone
                 stalled = sorted(
-                    {
-                        m
-                        for m in self._counted_on()
-                        if not (self._follows_me(m) and self.rows[m].leader_version >= version)
-                    }.union(self.not_moving_on())
+                    {m for m in self._counted_on() if not self._echoes(m, version)}.union(
+                        self.not_moving_on()
+                    )
                 )
                 recent = self._heard_lately(stalled, now)
                 blamed.extend(m for m in stalled if m not in recent and m not in blamed)

@@ -208,8 +208,6 @@ class ShardMulticast:
         cleanup's leader, and the view change's), or None while it goes to every member."""
         self.wedged = False
         """No more sending or ordered delivery in this epoch: a view change is under way."""
-        self.cleaned = False
-        """The ragged-edge decision has been applied: this epoch's deliveries are final."""
         self.logging_cutoff = False
         """Paxos: the decision is known, and its delivery waits for the survivors' logs."""
         n = len(self.members)
@@ -898,9 +896,15 @@ class ShardMulticast:
                 if waiting:
                     return waiting
             self._deliver_upto(last)
-        self.cleaned = self.table.cleaned[self.rank] = True
+        self.table.cleaned[self.rank] = True
         self.dirty = True  # the members that follow this one apply the decision once it has
         return []
+
+    @property
+    def cleaned(self) -> bool:
+        """The ragged-edge decision has been applied: this epoch's deliveries are final (the
+        own row's ``cleaned`` column, which the other members read)."""
+        return self.table.cleaned[self.rank]
 
     @property
     def flushed(self) -> bool:

@@ -598,10 +598,10 @@ class _Run:
         install it (the change's leader waits for every survivor's cleanup before it moves
         on, so one that began the partition beside it still may)."""
         sim = self.sim
+        running = [sim.nodes[n] for n in sim.running]
         decided = max(
-            sim.nodes[n].view.epoch + bool(membership is not None and membership.final)
-            for n in sim.running
-            for membership in [sim.nodes[n].membership]
+            node.view.epoch + bool(node.membership is not None and node.membership.final)
+            for node in running
         )
         for member in self.minority:
             self.partition_epoch[member] = max(sim.nodes[member].view.epoch, decided)
