@@ -51,10 +51,11 @@ member: from the first whole frame to the last, ``(frames - 1) / span``.
   has one hop back and no third process on the two cores. On asyncio's loop, and on uvloop
   (``tcp_100b_lone_relay3_uvloop``) where installed.
 
-Not in the JSON, for ``scale.py``: ``idle_heartbeats(members, peers, interval, seconds)``, the CPU
-of ``members`` processes doing nothing but what an idle group must: each on asyncio's loop,
-writing a small frame every ``interval`` to ``peers`` others over TCP and reading theirs. The
-floor an idle group of that size and heartbeat period stands on.
+Not in the JSON, for ``scale.py``: ``idle_heartbeats(members, peers, interval, seconds,
+event_loop)``, the CPU of ``members`` processes doing nothing but what an idle group must: each
+on the given loop (the one members run on), writing a small frame to ``peers`` others over TCP
+at each multiple of ``interval`` (the grid members beat on) and reading theirs. The floor an
+idle group of that size and heartbeat period stands on.
 
 Prints one JSON object; every figure is the median of ``--repeat`` runs.
 
@@ -67,6 +68,7 @@ import argparse
 import asyncio
 import importlib.util
 import json
+import math
 import mmap
 import multiprocessing
 import queue
@@ -609,6 +611,7 @@ class _Beats:
     peers: int
     interval: float
     seconds: float
+    event_loop: LoopKind
     ports: list[int]
     ready: Any
     used: Any
@@ -620,12 +623,14 @@ class _Sink(asyncio.Protocol):
 
 
 def _beating_member(rank: int, beats: _Beats) -> None:
-    asyncio.run(_beat(rank, beats))
+    with asyncio.Runner(loop_factory=loop_factory(beats.event_loop)) as runner:
+        runner.run(_beat(rank, beats))
 
 
 async def _beat(rank: int, beats: _Beats) -> None:
     """Listen, link to ``peers`` predecessors on the ring, then write a 20-byte frame to each
-    every ``interval`` for ``seconds``; put the CPU seconds that took."""
+    at every multiple of ``interval`` (on the loop's clock, which processes on one host share)
+    for ``seconds``; put the CPU seconds that took."""
     loop = asyncio.get_running_loop()
     server = await loop.create_server(_Sink, "127.0.0.1", beats.ports[rank])
     await loop.run_in_executor(None, beats.ready.wait, TIMEOUT_S)
@@ -637,27 +642,35 @@ async def _beat(rank: int, beats: _Beats) -> None:
     await loop.run_in_executor(None, beats.ready.wait, TIMEOUT_S)
     frame = HEADER.pack(16) + bytes(16)
 
+    timer: asyncio.TimerHandle | None = None
+
     def beat() -> None:
+        nonlocal timer
         for link in links:
             link.write(frame)
-        loop.call_later(beats.interval, beat)
+        timer = loop.call_at((math.floor(loop.time() / beats.interval) + 1) * beats.interval, beat)
 
     start = time.process_time()
     beat()
     await asyncio.sleep(beats.seconds)
     beats.used.put(time.process_time() - start)
+    assert timer is not None
+    timer.cancel()
     server.close()
 
 
-def idle_heartbeats(members: int, peers: int, interval: float, seconds: float) -> float:
+def idle_heartbeats(
+    members: int, peers: int, interval: float, seconds: float, event_loop: LoopKind = "asyncio"
+) -> float:
     """The CPU, in cores, of ``members`` processes that only exchange heartbeats (see the
-    module's docstring): what an idle group of that size costs at least on asyncio."""
+    module's docstring): what an idle group of that size costs at least on ``event_loop``."""
     context = multiprocessing.get_context("spawn")
     beats = _Beats(
         members,
         peers,
         interval,
         seconds,
+        event_loop,
         free_ports(members),
         context.Barrier(members),
         context.Queue(),

@@ -10,9 +10,10 @@ Each case also reports ``links_s``, how long the members took to open every link
 forms: n(n-1) authenticated links), and with ``--idle S`` the CPU the whole group used while it
 sat idle, as a fraction of one core (``idle_cores_group``), beside the floor measured in the
 same run (``idle_floor_cores_group``, ``raw_baselines.idle_heartbeats``): over tcp, as many
-processes doing nothing but exchanging asyncio heartbeats with as many peers at the same
-period; over shm, where a member's heartbeats are words in shared memory that wake nobody, as
-many processes doing nothing but run a timer at that period. ``targets`` says, for a group of
+processes on the members' event loop doing nothing but exchanging heartbeats with as many
+peers on the same grid of the period (members beat at its multiples); over shm, where a
+member's heartbeats are words in shared memory that wake nobody, as many processes doing
+nothing but run a timer at that period. ``targets`` says, for a group of
 64, whether it sat idle on under a tenth of a core (the performance issue's target).
 
 This is the many-process benchmark meant for a machine with many cores (the project's device
@@ -87,7 +88,7 @@ def _case(
         core = spec.core_config()
         # Over shm the beats go in memory (no frame, no wake-up): the floor is the timer alone.
         peers = 0 if transport == "shm" else min(core.monitors, nodes - 1)
-        floor = idle_heartbeats(nodes, peers, core.heartbeat_interval, idle_s)
+        floor = idle_heartbeats(nodes, peers, core.heartbeat_interval, idle_s, spec.loop)
         group = statistics.median(
             sum(report["idle_cpu_s_per_member"]) / idle_s for report in reports
         )
@@ -97,7 +98,8 @@ def _case(
             "heartbeat_timeout_s": core.heartbeat_timeout,
             "idle_cores_group": round(group, 4),
             "idle_floor_cores_group": round(floor, 4),
-            "idle_floor": f"{nodes} asyncio processes, a timer every interval"
+            "idle_floor": f"{nodes} processes on {loop_in_use(spec.loop)}, a timer at every"
+            " multiple of the interval"
             + (f" writing a frame to each of {peers} peers" if peers else ", nothing else"),
             "idle_vs_floor": round(group / floor, 2) if floor > 0 else None,
         }
