@@ -303,6 +303,18 @@ def test_a_final_change_takes_no_silence_for_a_failure() -> None:
     assert run_simulation(paxos_scenario(1297)).violations == []
 
 
+def test_a_member_moved_out_during_a_restart_keeps_only_the_chosen_state() -> None:
+    """Seed 4531, beyond the sweeps: after a total crash members 0 and 1 recovered shard
+    ('KV', 0, 0) at (0, 17) (a message logged by some, delivered nowhere) and member 3 at
+    (0, 16). The next view moved 3 out of the shard while it still compared states; it kept
+    its own shorter state, applied to it what it had buffered (member 1's call at (1, 1)), and
+    answered that call with 17 where the others answered 18. A member moved out keeps its
+    recovered state only where the comparison would choose it."""
+    spec = paxos_scenario(4531)
+    assert spec.total_crash and spec.replicated
+    assert run_simulation(spec).violations == []
+
+
 @pytest.mark.patches_compiled
 def test_delivering_at_stability_instead_of_the_global_frontier_is_caught(
     monkeypatch: pytest.MonkeyPatch,

@@ -730,10 +730,14 @@ class ObjectHost:
         self._retired = {}
         for key in [k for k in self._replicas if k not in keys]:
             replica = self._replicas.pop(key)
-            if replica.obj is None and replica.recovered is not None:
-                # Moved out while a restart still compared states: what this member rebuilt
-                # holds every update the shard delivered (each was logged by every member),
-                # so it can still serve the shard's newcomers.
+            if replica.obj is None and _furthest_recovered(replica, self.node_id, view):
+                # Moved out while a restart still compared states, holding the state the
+                # comparison chooses: it can still serve the shard's newcomers. Only that
+                # one: a shorter log lacks messages that were logged but not delivered
+                # before the crash, which the chosen state holds and the restart's view
+                # delivered after (Paxos sweep seed 4531: the deliveries this member buffered,
+                # applied to its own shorter state, answered a call with another result).
+                assert replica.recovered is not None
                 replica.obj, replica.skip_until = replica.recovered
                 replica.recovered = replica.ends = replica.chosen = None
                 self._release_buffered(replica, replica.skip_until)
@@ -1229,6 +1233,19 @@ def _state_position(replica: _Replica) -> Position:
 
 def _error(error_type: str, message: str) -> Outcome:
     return Outcome(False, error_type=error_type, error=message)
+
+
+def _furthest_recovered(replica: _Replica, me: NodeId, view: View) -> bool:
+    """Whether this member's recovered state of ``replica`` is the one a restart's
+    comparison of states keeps: every other member of the shard still in ``view`` said how
+    far it got, and none got further (:meth:`ObjectHost._reconcile`)."""
+    if replica.recovered is None or replica.ends is None:
+        return False
+    ends = replica.ends
+    mine = replica.recovered[1]
+    return all(m in ends for m in replica.reconcilers if m != me and m in view) and all(
+        position <= mine for held, position in ends.values() if held
+    )
 
 
 def _members_by_key(layout: ViewLayout | None) -> dict[ShardKey, tuple[NodeId, ...]]:
