@@ -315,6 +315,20 @@ def test_a_member_moved_out_during_a_restart_keeps_only_the_chosen_state() -> No
     assert run_simulation(spec).violations == []
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="known gap (docs/guarantees.md, 'Restart: a chosen state's holder that fails "
+    "mid-transfer'): replicas diverge after a total restart",
+)
+def test_a_restart_whose_chosen_holder_fails_mid_transfer_keeps_one_state() -> None:
+    """Seed 7644, beyond the sweeps: after a total crash member 2 rebuilt shard ('KV', 0, 0)
+    at (1, 5) (two messages logged there alone, delivered nowhere), every other member at
+    (1, 3). All chose 2's state; member 5 received it, then 2 was removed before the others
+    did, and they chose again among themselves: 0's state at (1, 3). Member 5 applies the
+    next views' calls to a state holding two updates the others dropped."""
+    assert run_simulation(paxos_scenario(7644)).violations == []
+
+
 @pytest.mark.patches_compiled
 def test_delivering_at_stability_instead_of_the_global_frontier_is_caught(
     monkeypatch: pytest.MonkeyPatch,
