@@ -68,7 +68,6 @@ import argparse
 import asyncio
 import importlib.util
 import json
-import math
 import mmap
 import multiprocessing
 import queue
@@ -84,6 +83,7 @@ from typing import Any
 from shm_copy import raw_copy_gib_per_s
 
 from pyderecho.cli.demo import free_ports
+from pyderecho.core.membership import next_multiple
 from pyderecho.runtime.loop import LoopKind, loop_factory
 
 MiB = 1 << 20
@@ -648,7 +648,7 @@ async def _beat(rank: int, beats: _Beats) -> None:
         nonlocal timer
         for link in links:
             link.write(frame)
-        timer = loop.call_at((math.floor(loop.time() / beats.interval) + 1) * beats.interval, beat)
+        timer = loop.call_at(next_multiple(loop.time(), beats.interval), beat)
 
     start = time.process_time()
     beat()

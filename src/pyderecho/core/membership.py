@@ -140,6 +140,20 @@ def watchers_of(view: View, node: NodeId, monitors: int) -> list[NodeId]:
     return _predecessors(view.members, view.rank_of(node), monitors)
 
 
+def next_multiple(now: float, interval: float) -> float:
+    """The first multiple of ``interval`` after ``now``: when the next heartbeat falls due.
+
+    Beats fall due on this grid, not an interval after the last one: members whose clocks
+    agree (processes on one host) then tick together, and a member that wakes for its tick
+    finds most beats sent to it already waiting, instead of waking once more for each (64 idle
+    members over tcp: half the wake-ups and half the CPU). An interval after a late tick would
+    let each member's phase drift apart by its own delays."""
+    due = (math.floor(now / interval) + 1) * interval
+    if due <= now:  # now sits on a multiple that now / interval rounded below
+        due += interval
+    return due
+
+
 def _greedy_cover(
     links: set[tuple[NodeId, NodeId]], view: View, suspected: AbstractSet[NodeId] = frozenset()
 ) -> list[NodeId]:
@@ -385,17 +399,7 @@ class Membership:
         late = now - self._last_tick - config.heartbeat_interval - config.heartbeat_timeout / 2
         self._last_tick = now
         if now >= self._next_heartbeat:
-            # Beats fall due on a grid of the interval, not an interval after the last one:
-            # members whose clocks agree (processes on one host) then tick together, and a
-            # member that wakes for its tick finds most beats sent to it already waiting,
-            # instead of waking once more for each (64 idle members over tcp: half the
-            # wake-ups and half the CPU). An interval after a late tick would let each
-            # member's phase drift apart by its own delays.
-            interval = config.heartbeat_interval
-            due = (math.floor(now / interval) + 1) * interval
-            if due <= now:  # now sits on a multiple that now / interval rounded below
-                due += interval
-            self._next_heartbeat = due
+            self._next_heartbeat = next_multiple(now, config.heartbeat_interval)
             beat = Heartbeat(self.view.epoch)
             self._outbox.extend((peer, beat) for peer in self.watchers)
             self._outbox.extend(
