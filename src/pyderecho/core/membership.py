@@ -226,11 +226,11 @@ class Membership:
         """A suspicion this member raised itself: its row then goes to everyone."""
         self.rows: dict[NodeId, MembershipRow] = {}
         self.version = 0
-        self.leader = self._lowest_unsuspected()
-        self.leader_version = 0
         self.changes: tuple[Change, ...] = ()
         self.committed = 0
         self.final = 0
+        self.leader = self._lowest_unsuspected()
+        self.leader_version = 0
         self.leaving = False
         self.log_commits = log_commits
         self.logged_commit: View | None = None
@@ -431,6 +431,7 @@ class Membership:
                 if self.stopped:
                     return
         if self.final and not self.cleaned:
+            self._update_leadership(now)  # members learned to have moved on lead no more
             self._probe_cleanup_waits(now)
             if self.stopped:
                 return
@@ -456,7 +457,15 @@ class Membership:
         someone else sends nothing), an unanswered probe is; the suspicion makes this member,
         or tells the view change's leader, that the member must be excluded."""
         half = self.config.heartbeat_timeout / 2
-        for member in sorted(self.cleanup_waits_on):
+        waits_on = set(self.cleanup_waits_on)
+        if self.leader != self.me and any(m in self.suspected for m in waits_on):
+            # Only the change's leader can exclude a member the cleanup waits on in vain: a
+            # leader that crashed after its final leaves the cleanup stalled for good unless
+            # it is found out too (Paxos sweep seed 211: the members of a shard whose member
+            # crashed mid-cleanup waited for the leader's exclusion after it crashed as well,
+            # while the others were in the next view).
+            waits_on.add(self.leader)
+        for member in sorted(waits_on):
             if member == self.me or member in self.suspected or member not in self.last_heard:
                 continue
             asked = self._cleanup_probes.get(member)
@@ -885,9 +894,13 @@ class Membership:
     def _moved_on(self, member: NodeId) -> bool:
         """``member`` said it applied its cleanups, or was heard from in a later view: it is in
         the next view, where it talks to this member no more, and a suspicion of it belongs to
-        that view's change."""
+        that view's change. Not the change's leader, which says it cleaned up too but stays
+        until every survivor has: should it crash there, the survivors still cleaning up must
+        be able to suspect it and follow another (Paxos sweep seed 211)."""
         row = self.rows.get(member)
-        return member in self._gone_ahead or (row is not None and row.cleaned)
+        return member in self._gone_ahead or (
+            row is not None and row.cleaned and row.leader != member
+        )
 
     def _next_view(self) -> View:
         """The view the final change leads to. ``changes[:final]`` never changes while
@@ -1062,7 +1075,15 @@ class Membership:
         return 2 * unsuspected > len(self.view.members)
 
     def _lowest_unsuspected(self) -> NodeId:
-        return next(m for m in self.view.members if m not in self.suspected)
+        """The leader to follow: once the change is final, not one that moved on to the next
+        view, which never leads this view's change again (it only answers a row that lacks
+        the final, :meth:`final_as_leader`, and cannot exclude a stalled survivor)."""
+        final = self.final
+        return next(
+            m
+            for m in self.view.members
+            if m not in self.suspected and not (final and m != self.me and self._moved_on(m))
+        )
 
     def ask(self, node: NodeId) -> bool:
         """Push the own row to ``node`` alone, which installed the next view and answers a row
