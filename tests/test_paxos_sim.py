@@ -14,6 +14,7 @@ import dataclasses
 import random
 from typing import Any
 
+import msgspec
 import pytest
 
 from pyderecho.core.config import CoreConfig
@@ -303,30 +304,52 @@ def test_a_final_change_takes_no_silence_for_a_failure() -> None:
     assert run_simulation(paxos_scenario(1297)).violations == []
 
 
-def test_a_member_moved_out_during_a_restart_keeps_only_the_chosen_state() -> None:
+def test_a_member_moved_out_during_a_restart_drops_its_state() -> None:
     """Seed 4531, beyond the sweeps: after a total crash members 0 and 1 recovered shard
     ('KV', 0, 0) at (0, 17) (a message logged by some, delivered nowhere) and member 3 at
     (0, 16). The next view moved 3 out of the shard while it still compared states; it kept
     its own shorter state, applied to it what it had buffered (member 1's call at (1, 1)), and
-    answered that call with 17 where the others answered 18. A member moved out keeps its
-    recovered state only where the comparison would choose it."""
+    answered that call with 17 where the others answered 18. A member moved out while the
+    members compare drops the state it holds (it applied nothing yet), and those that stay
+    compare without it."""
     spec = paxos_scenario(4531)
     assert spec.total_crash and spec.replicated
     assert run_simulation(spec).violations == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap (docs/guarantees.md, 'Restart: a chosen state's holder that fails "
-    "mid-transfer'): replicas diverge after a total restart",
-)
 def test_a_restart_whose_chosen_holder_fails_mid_transfer_keeps_one_state() -> None:
     """Seed 7644, beyond the sweeps: after a total crash member 2 rebuilt shard ('KV', 0, 0)
     at (1, 5) (two messages logged there alone, delivered nowhere), every other member at
     (1, 3). All chose 2's state; member 5 received it, then 2 was removed before the others
-    did, and they chose again among themselves: 0's state at (1, 3). Member 5 applies the
-    next views' calls to a state holding two updates the others dropped."""
+    did, and they chose again among themselves: 0's state at (1, 3). Member 5 applied the
+    next views' calls to a state holding two updates the others dropped. No member applies
+    anything to a restart's state until every member of the shard holds it, and each view
+    compares what the members hold then."""
     assert run_simulation(paxos_scenario(7644)).violations == []
+
+
+def test_a_cleanup_whose_change_leader_crashed_after_its_final_goes_on() -> None:
+    """Seed 211 (once a restart's comparison of states took a round less): view 3's change
+    was final and members 1-3 had moved on to it; the cleanup of shard ('KV', 0, 1) waited on
+    member 5, which crashed, and only the change's leader, member 0, could exclude it. 0
+    crashed too. 4, 6 and 7 waited for the exclusion forever, and the members in view 3
+    took their silence for failures. A member whose cleanup waits on a member it suspects
+    probes the leader as well, and once the change is final a member that moved on leads it
+    no more: 4 led the exclusion."""
+    assert run_simulation(paxos_scenario(211)).violations == []
+
+
+@pytest.mark.patches_compiled
+def test_waiting_on_a_crashed_change_leader_for_an_exclusion_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(
+        Membership,
+        "_lowest_unsuspected",
+        lambda self: next(m for m in self.view.members if m not in self.suspected),
+    )
+    violations = run_simulation(paxos_scenario(211)).violations
+    assert any(v.startswith("progress: ") for v in violations), violations
 
 
 @pytest.mark.patches_compiled
@@ -442,7 +465,15 @@ def test_a_restart_that_keeps_the_shortest_state_is_caught(
 
     def keep_own(self: ObjectHost, replica: Any) -> None:
         if replica.recovered is not None and replica.ends is not None:
-            replica.ends = {m: (False, (-1, 0)) for m in replica.ends}
+            # Every member heard from seems to hold this member's own state, as far as it
+            # reaches: the comparison keeps it, whatever the others hold.
+            epoch, count = replica.recovered[1]
+            replica.ends = {
+                m: msgspec.structs.replace(
+                    end, held=True, position_epoch=epoch, position_count=count, released=False
+                )
+                for m, end in replica.ends.items()
+            }
         original(self, replica)
 
     monkeypatch.setattr(ObjectHost, "_reconcile", keep_own)

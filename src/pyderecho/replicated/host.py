@@ -159,17 +159,21 @@ class _Replica:
     """The shard is ``Paxos``: its state lives on disk too, and is never restarted from the
     constructor once it existed."""
     recovered: tuple[Any, Position] | None = None
-    """After a restart from logs: the state this member rebuilt from its own logs."""
-    ends: dict[NodeId, tuple[bool, Position]] | None = None
-    """While the restart compares recovered states: what each shard member said it holds."""
+    """While a restart compares states: the state this member holds but applies nothing to
+    yet, the one it rebuilt from its own logs or one it received from the member chosen."""
+    ends: dict[NodeId, ShardEnd] | None = None
+    """While a restart compares states: what each shard member said in the current view."""
     reconcilers: tuple[NodeId, ...] = ()
-    """Restart: the shard's members in the view the restart founded, who compare states."""
-    chosen: NodeId | None = None
-    """Restart: the member whose recovered state this one asked for."""
+    """Restart: the members that compare states, those of the shard in the view the restart
+    founded that stayed in the view and in the shard since (one moved out drops its state,
+    one that rejoined got none from its logs)."""
     my_end: ShardEnd | None = None
-    """What this member said it recovered (restart only): repeated to each member the first
-    time that member speaks, since a member that was not up yet missed the first telling."""
+    """What this member said in the current view: repeated to each member the first time
+    that member speaks in it, since a member that had not installed the view yet missed it."""
     heard_ends: set[NodeId] = field(default_factory=set)
+    released_at: Position | None = None
+    """Restart: where this member started applying deliveries, once the comparison was over;
+    what it answers a member that still compares."""
     since_save: int = 0
     """Paxos: updates applied since the last snapshot was asked for."""
     applied_timestamp: float = 0.0
@@ -398,12 +402,18 @@ class ObjectHost:
         holds, per ``Paxos`` shard, the state it rebuilt (snapshot and log) and the position
         that state reaches. Call before the first view.
 
-        In the first view, each ``Paxos`` shard's members tell each other how far their
-        recovered states reach (:class:`ShardEnd`); once every member of the shard in the
-        view has spoken, the one furthest along (lowest rank on a tie) keeps its state and
-        gives it to the others, which install it as a state transfer. What only a shorter
-        log lacks was never delivered anywhere: a Paxos shard delivers a message only once
-        every member has logged it.
+        In each view until they agree, each ``Paxos`` shard's members tell each other how far
+        the states they hold reach (:class:`ShardEnd`); once every member of the shard in the
+        view has spoken, those behind take the state of the one furthest along (lowest rank on
+        a tie) by state transfer and say so. What only a shorter log lacks was never delivered
+        anywhere: a Paxos shard delivers a message only once every member has logged it.
+
+        No member applies a delivery to the state until every member of the shard in the view
+        said it holds that same state. Until then a later view may choose another (the holder
+        left before all had it), which is safe only while nobody answered a call from the
+        first: Paxos seed 7644 had a member that received a state and applied calls to it,
+        and the others chose again a shorter one once its holder was removed. Once all hold
+        it, every later view's members hold it too, and so choose it again.
         """
         assert self.view.epoch < 0, "restart() comes before the first view"
         self._recovered = dict(recovered)
@@ -730,17 +740,17 @@ class ObjectHost:
         self._retired = {}
         for key in [k for k in self._replicas if k not in keys]:
             replica = self._replicas.pop(key)
-            if replica.obj is None and _furthest_recovered(replica, self.node_id, view):
-                # Moved out while a restart still compared states, holding the state the
-                # comparison chooses: it can still serve the shard's newcomers. Only that
-                # one: a shorter log lacks messages that were logged but not delivered
-                # before the crash, which the chosen state holds and the restart's view
-                # delivered after (Paxos sweep seed 4531: the deliveries this member buffered,
-                # applied to its own shorter state, answered a call with another result).
-                assert replica.recovered is not None
+            if replica.obj is None and replica.recovered is not None:
+                # Moved out while a restart still compared states. The members that stay
+                # compare without it, so it applies nothing (Paxos seed 4531: one applied what
+                # it had buffered to its own shorter state, and answered a call with another
+                # result). It keeps the state it holds, as it is, for the shard's newcomers,
+                # which ask it only when no member that stays can serve them (seed 1098: the
+                # shard's every member was new).
+                self._abandon_buffered(replica)
                 replica.obj, replica.skip_until = replica.recovered
-                replica.recovered = replica.ends = replica.chosen = None
-                self._release_buffered(replica, replica.skip_until)
+                replica.position = replica.skip_until
+                replica.recovered = replica.ends = None
             if replica.obj is not None:
                 self._retired[key] = replica
             else:
@@ -755,6 +765,9 @@ class ObjectHost:
             self._plan(key, ref, previous.get(key))
         self._restarting = False
         self._recovered = {}
+        early, self._early_ends = self._early_ends, {}
+        for (src, _), end in early.items():
+            self._on_shard_end(src, end)  # said in this view before it installed here
         for replica in self._replicas.values():
             if replica.obj is not None:
                 self._tell_view(replica)
@@ -764,10 +777,13 @@ class ObjectHost:
         paxos = ref.layout.mode is Mode.PAXOS
         replica = self._replicas.get(key)
         if replica is not None and replica.ends is not None:
-            self._reconcile(replica)  # a view change: members that left are no longer awaited
+            self._compare_again(replica, ref)
             return
         if self._restarting and paxos and replica is None and before is None:
-            self._start_reconciling(key, ref)
+            replica = self._replicas[key] = _Replica(key, self.types[key[0]], None, paxos=True)
+            replica.recovered = self._recovered.pop(key, None)
+            replica.reconcilers = members
+            self._compare_again(replica, ref)
             return
         # Who held the shard and is still here: those still in it first, then those the layout
         # moved out (their replica waits for the newcomers, frozen at the cut), rank order.
@@ -855,22 +871,31 @@ class ObjectHost:
 
     # -- restart from logs ------------------------------------------------------------------
 
-    def _start_reconciling(self, key: ShardKey, ref: ShardRef) -> None:
-        replica = self._replicas[key] = _Replica(key, self.types[key[0]], None, paxos=True)
-        replica.recovered = self._recovered.pop(key, None)
+    def _compare_again(self, replica: _Replica, ref: ShardRef) -> None:
+        """A view in which a restart's comparison of states is not over: what was said in
+        the view before no longer counts. Each member says afresh what it holds now, so that
+        a state received from a member since removed counts as much as the holder did, and
+        a transfer of the view before is dropped (its source may no longer be the one the
+        members choose)."""
+        view = self.view
+        assert self.node_id in replica.reconcilers and self.node_id not in view.joined
+        replica.reconcilers = tuple(
+            m
+            for m in replica.reconcilers
+            if m in view and m not in view.joined and m in ref.layout.members
+        )
         replica.ends = {}
-        replica.reconcilers = ref.layout.members
+        replica.heard_ends = set()
+        replica.asking = replica.incoming = None
         held, position = (True, replica.recovered[1]) if replica.recovered else (False, (-1, 0))
-        replica.my_end = ShardEnd(*key, self.view.epoch, held, *position)
-        for member in ref.layout.members:
+        self._say_end(replica, ShardEnd(*replica.key, view.epoch, held, *position))
+        self._reconcile(replica)
+
+    def _say_end(self, replica: _Replica, end: ShardEnd) -> None:
+        replica.my_end = end
+        for member in replica.reconcilers:
             if member != self.node_id:
-                self._send(member, replica.my_end)
-        for (src, end_key), early in list(self._early_ends.items()):
-            if end_key == key:
-                del self._early_ends[(src, end_key)]
-                self._on_shard_end(src, early)
-        if replica.ends is not None:  # the early ends may have settled it already
-            self._reconcile(replica)
+                self._send(member, end)
 
     def _on_restart_view(self, src: NodeId, theirs: RestartView) -> None:
         """Another member restarted from logs too: both must have founded the same view. A
@@ -895,49 +920,56 @@ class ObjectHost:
     def _on_shard_end(self, src: NodeId, end: ShardEnd) -> None:
         key = (end.type_name, end.subgroup_index, end.shard)
         replica = self._replicas.get(key)
-        if replica is None or replica.my_end is None:
-            if self._restarting or end.epoch > self.view.epoch:
-                self._early_ends[(src, key)] = end  # this member has not planned it yet
-            else:
-                self.stats["stale_shard_end"] += 1
+        if end.epoch > self.view.epoch:
+            self._early_ends[(src, key)] = end  # the latest per member: it supersedes
+            return
+        if replica is None or end.epoch < self.view.epoch or replica.my_end is None:
+            self.stats["stale_shard_end"] += 1
+            return
+        if replica.ends is None:
+            if replica.released_at is not None and not end.released:
+                # The comparison is over here; the member still comparing hears where this
+                # one started applying deliveries, which every member of the shard holds.
+                self._send(src, ShardEnd(*key, end.epoch, True, *replica.released_at, True))
+            return
+        if replica.my_end.epoch != end.epoch or src not in replica.reconcilers:
+            self.stats["stale_shard_end"] += 1
             return
         if src not in replica.heard_ends:
             replica.heard_ends.add(src)
             self._send(src, replica.my_end)
-        if replica.ends is not None:
-            replica.ends[src] = (end.held, (end.position_epoch, end.position_count))
-            self._reconcile(replica)
+        replica.ends[src] = end
+        self._reconcile(replica)
 
     def _reconcile(self, replica: _Replica) -> None:
-        """Once every shard member in the view has said how far it got, keep the furthest
-        state (this member's own) or ask its holder for it."""
-        assert replica.ends is not None
+        """Once every member comparing has said what it holds in this view: take the
+        furthest state from its holder, or, holding it, start applying deliveries once every
+        member says it holds it too."""
+        assert replica.ends is not None and replica.my_end is not None
         type_name, subgroup_index, shard = replica.key
         ref = self.my_shard(type_name, subgroup_index)
         if ref is None or ref.shard != shard:
             return  # no longer this member's shard: the view change dropped the replica
-        chosen = replica.chosen
-        if chosen is not None:
-            if chosen in self.view and replica.asking == chosen:
-                return  # its state is on the way
-            # The member chosen left, or holds no such replica any more: choose again among
-            # those here, this member's own recovered state included.
-            replica.chosen = replica.asking = replica.incoming = None
-            replica.ends[chosen] = (False, (-1, 0))
-        # Those that held the shard in the view the restart founded may hold a recovered
-        # state; a member that came to the shard since holds none and asks like any joiner.
-        members = [m for m in replica.reconcilers if m in self.view]
-        if any(m not in replica.ends for m in members if m != self.node_id):
+        ends = dict(replica.ends)
+        ends[self.node_id] = replica.my_end
+        members = replica.reconcilers
+        if any(m not in ends for m in members):
+            return
+        mine = replica.recovered[1] if replica.recovered is not None else None
+        released = [m for m in members if ends[m].released]
+        if released:
+            # One member applies deliveries already: every member here holds the state it
+            # started from, since it waited for each to say so.
+            start = _end_position(ends[released[0]])
+            if mine == start:
+                self._release(replica, start)
+            elif replica.asking is None:
+                replica.candidates, replica.asked = released, set()
+                self._ask(replica)
             return
         held = [
-            (position, -rank, m)
-            for rank, m in enumerate(members)
-            if m != self.node_id
-            for ok, position in [replica.ends[m]]
-            if ok
+            (_end_position(ends[m]), -rank, m) for rank, m in enumerate(members) if ends[m].held
         ]
-        if replica.recovered is not None:
-            held.append((replica.recovered[1], -members.index(self.node_id), self.node_id))
         if not held:
             replica.ends = None  # nobody to take it from: it now waits like any holderless shard
             self._out.append(
@@ -949,18 +981,26 @@ class ObjectHost:
                 )
             )
             return
-        _, _, best = max(held)
-        if best != self.node_id:
-            # The own recovered state stays until the chosen one's arrives: should that
-            # member leave first, the choice is made again with it.
-            replica.chosen = best
-            replica.candidates = [best]
+        furthest, _, _ = max(held)
+        if mine == furthest:
+            if all(ends[m].held and _end_position(ends[m]) == furthest for m in members):
+                self._release(replica, furthest)
+            return
+        if replica.asking is None:
+            # The own state stays until the furthest one arrives: should its holders leave
+            # first, the next view compares with it.
+            replica.candidates = [m for p, _, m in sorted(held, reverse=True) if p == furthest]
             replica.asked = set()
             self._ask(replica)
-            return
-        assert replica.recovered is not None
+
+    def _release(self, replica: _Replica, start: Position) -> None:
+        """The comparison is over, all holding the state at ``start``: apply what was buffered
+        to the state held (``start``'s, or one taken since from a member that applied more),
+        and serve it."""
+        assert replica.recovered is not None and replica.recovered[1] >= start
         obj, position = replica.recovered
         replica.recovered = replica.ends = None
+        replica.released_at = start
         replica.obj = obj
         replica.skip_until = position
         self._release_buffered(replica, position)
@@ -1030,7 +1070,12 @@ class ObjectHost:
         if replica is None:
             self._send(src, StateHeader(*key, StateStatus.NOT_HELD))
         elif replica.obj is None:
-            if replica.paxos and replica.asking is None and replica.ends is None:
+            if replica.ends is not None and replica.recovered is not None:
+                if src in replica.reconcilers:
+                    self._send_state(replica, src, request.epoch)  # chosen in the comparison
+                elif src not in replica.waiting:
+                    replica.waiting.append(src)  # a newcomer: served the state agreed on
+            elif replica.paxos and replica.asking is None and replica.ends is None:
                 # It waits for a holder itself, with nobody left to ask: the asker should
                 # know it waits too, rather than wait on a member that cannot answer.
                 self._send(src, StateHeader(*key, StateStatus.NOT_HELD))
@@ -1048,13 +1093,17 @@ class ObjectHost:
             if not cut.waiting:
                 replica.cut = None
         else:
+            obj, position = (
+                (replica.obj, _state_position(replica))
+                if replica.recovered is None
+                else replica.recovered
+            )
             try:
-                data = snapshot(replica.spec, replica.obj)
+                data = snapshot(replica.spec, obj)
             except Exception as exc:
                 self._user_failed(f"{replica.spec.cls.__qualname__}.snapshot", exc)
                 self._send(dst, StateHeader(*replica.key, StateStatus.NOT_HELD))
                 return
-            position = _state_position(replica)
         header = StateHeader(
             *replica.key, StateStatus.SENDING, position[0], position[1], len(data), replica.lost
         )
@@ -1095,8 +1144,10 @@ class ObjectHost:
             return
         if header.status is StateStatus.NOT_HELD:
             if replica.ends is not None:
+                # The member chosen holds none after all (its replica went): choose again.
                 replica.asking = None
-                self._reconcile(replica)  # the member chosen holds none: choose again
+                replica.ends[src] = ShardEnd(*key, self.view.epoch, False, -1, 0)
+                self._reconcile(replica)
                 return
             self._ask(replica)
             return
@@ -1154,11 +1205,8 @@ class ObjectHost:
             self._user_failed(f"{replica.spec.cls.__qualname__} state from {incoming.source}", exc)
             self._ask(replica)
             return
-        replica.obj = obj
         replica.lost = header.lost
-        replica.recovered = replica.ends = replica.chosen = None
         position = (header.epoch, header.count)
-        replica.skip_until = position
         if replica.paxos:
             self._save(replica, position, bytes(data))
         replica.asking = None
@@ -1169,6 +1217,21 @@ class ObjectHost:
             self._out.append(
                 StateDigest(self.node_id, replica.key, position, received_digest, "received")
             )
+        if replica.ends is not None:
+            # A restart compares states: this one is held, not applied to, until all hold it.
+            replica.recovered = (obj, position)
+            source = replica.ends.get(incoming.source)
+            if source is not None and source.released:
+                self._release(replica, _end_position(source))
+            else:
+                assert replica.my_end is not None
+                self._say_end(
+                    replica, ShardEnd(*replica.key, replica.my_end.epoch, True, *position)
+                )
+                self._reconcile(replica)
+            return
+        replica.obj = obj
+        replica.skip_until = position
         self._release_buffered(replica, position)
         self._tell_view(replica)
         self._serve_waiting(replica)
@@ -1235,17 +1298,8 @@ def _error(error_type: str, message: str) -> Outcome:
     return Outcome(False, error_type=error_type, error=message)
 
 
-def _furthest_recovered(replica: _Replica, me: NodeId, view: View) -> bool:
-    """Whether this member's recovered state of ``replica`` is the one a restart's
-    comparison of states keeps: every other member of the shard still in ``view`` said how
-    far it got, and none got further (:meth:`ObjectHost._reconcile`)."""
-    if replica.recovered is None or replica.ends is None:
-        return False
-    ends = replica.ends
-    mine = replica.recovered[1]
-    return all(m in ends for m in replica.reconcilers if m != me and m in view) and all(
-        position <= mine for held, position in ends.values() if held
-    )
+def _end_position(end: ShardEnd) -> Position:
+    return (end.position_epoch, end.position_count)
 
 
 def _members_by_key(layout: ViewLayout | None) -> dict[ShardKey, tuple[NodeId, ...]]:

@@ -120,18 +120,22 @@ class StateAck(msgspec.Struct, frozen=True, array_like=True, tag="K"):
 
 
 class ShardEnd(msgspec.Struct, frozen=True, array_like=True, tag="E"):
-    """After a restart from logs: how far this member's recovered state of a ``Paxos`` shard
-    reaches (``held`` False: it recovered none). The shard's members compare and the one
-    furthest along gives its state to those behind."""
+    """After a restart from logs: how far the state of a ``Paxos`` shard that this member
+    holds reaches (``held`` False: it holds none), said afresh in each view until the shard's
+    members agree. They compare, the one furthest along gives its state to those behind,
+    and each says so again once it holds it."""
 
     type_name: str
     subgroup_index: int
     shard: int
     epoch: int
-    """The restart view this is said in."""
+    """The view this is said in: only what was said in the current view counts."""
     held: bool
     position_epoch: int
     position_count: int
+    released: bool = False
+    """The member applies deliveries to this state already: the comparison is over, and
+    ``position`` is where it started applying them."""
 
 
 class RestartView(msgspec.Struct, frozen=True, array_like=True, tag="V"):

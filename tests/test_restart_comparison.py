@@ -1,0 +1,200 @@
+"""The comparison of rebuilt states after a total restart, driven by hand through the object
+layer alone (sans-IO): the messages between members are routed by the test, which holds back
+the ones a scenario needs lost.
+
+Five members restart; member 4 rebuilt shard ('KV', 0, 0) at (1, 5), two updates further than
+the others, at (1, 3) (logged by 4 alone, so delivered nowhere). All choose 4's state. Member 3
+receives it, and the others' copies are lost with 4. Paxos sweep seed 7644 had this shape:
+3 applied the next calls at once to the longer state, the others chose again among themselves
+the shorter one, and the replicas answered the same call differently.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from pyderecho.core.events import Delivered, PeerMessage, ViewInstalled
+from pyderecho.core.layout import Mode, ViewLayout, compute_layout, every_member, layout_of
+from pyderecho.core.view import NodeId, View
+from pyderecho.replicated.errors import MemberRemoved
+from pyderecho.replicated.events import CallDone, SendPeer
+from pyderecho.replicated.host import ObjectHost, _end_position
+from pyderecho.replicated.messages import (
+    PeerPayload,
+    ShardEnd,
+    StateChunk,
+    StateHeader,
+    decode_peer,
+)
+from pyderecho.sim.swarm import KV
+
+KEY = ("KV", 0, 0)
+LAYOUT = layout_of({"KV": every_member(Mode.PAXOS)})
+Hold = Callable[[NodeId, NodeId, PeerPayload], bool]
+
+
+def rebuilt(updates: int) -> KV:
+    kv = KV()
+    for n in range(updates):
+        kv.put(f"k{n}", n)
+    return kv
+
+
+class Members:
+    """Object hosts whose point-to-point messages the test routes."""
+
+    def __init__(self, count: int) -> None:
+        self.hosts = {m: ObjectHost(m, {"KV": KV}) for m in range(count)}
+        self.done: dict[NodeId, list[CallDone]] = {m: [] for m in self.hosts}
+        self.layout: ViewLayout | None = None
+
+    def install(self, view: View, members: tuple[NodeId, ...]) -> None:
+        layout = compute_layout(LAYOUT, view)
+        for m in members:
+            self.hosts[m].handle(ViewInstalled(view, layout, self.layout))
+        self.layout = layout
+
+    def route(self, hold: Hold = lambda src, dst, message: False) -> None:
+        """Hand over every message until none is left, dropping those ``hold`` picks."""
+        while True:
+            moved = False
+            for src, host in self.hosts.items():
+                for output in host.outputs():
+                    if isinstance(output, CallDone):
+                        self.done[src].append(output)
+                    if not isinstance(output, SendPeer) or output.dst not in self.hosts:
+                        continue
+                    if hold(src, output.dst, decode_peer(output.payload)):
+                        continue
+                    self.hosts[output.dst].handle(PeerMessage(src, output.payload))
+                    moved = True
+            if not moved:
+                return
+
+    def deliver(self, caller: NodeId, epoch: int, index: int, members: tuple[NodeId, ...]) -> int:
+        """Member ``caller`` calls ``put``; the shard delivers it at ``members``."""
+        call_id, subgroup, payload = self.hosts[caller].prepare_call(
+            "KV", 0, "put", args=(f"c{index}", index), kwargs={}, timestamp=0.0
+        )
+        for m in members:
+            self.hosts[m].handle(Delivered(epoch, subgroup, 0, Mode.PAXOS, caller, index, payload))
+        return call_id
+
+    def replies(self, caller: NodeId, call_id: int) -> dict[NodeId, object]:
+        return next(d.replies for d in self.done[caller] if d.call_id == call_id)
+
+
+def state_from(source: NodeId, lost_at: set[NodeId]) -> Hold:
+    """Lose the state ``source`` sends to the members in ``lost_at``."""
+
+    def hold(src: NodeId, dst: NodeId, message: PeerPayload) -> bool:
+        return src == source and dst in lost_at and isinstance(message, StateHeader | StateChunk)
+
+    return hold
+
+
+def restarted(count: int, furthest: NodeId) -> Members:
+    members = Members(count)
+    for m, host in members.hosts.items():
+        updates = 5 if m == furthest else 3
+        host.restart({KEY: (rebuilt(updates), (1, updates))})
+    members.install(View(2, tuple(range(count))), tuple(range(count)))
+    return members
+
+
+def holders_fail_after_a_call() -> tuple[Members, int]:
+    """3 holds 4's state, the others lost theirs with 4; a call is delivered; 3 and 4 fail,
+    and the three left hold (1, 3)."""
+    members = restarted(5, furthest=4)
+    members.route(state_from(4, lost_at={0, 1, 2}))
+    call_id = members.deliver(0, 2, 1, tuple(range(5)))
+    members.route(state_from(4, lost_at={0, 1, 2}))
+    members.install(View(3, (0, 1, 2), departed=(3, 4)), (0, 1, 2))
+    members.route()
+    return members, call_id
+
+
+def test_a_state_received_is_not_applied_to_until_every_member_holds_it() -> None:
+    members, call_id = holders_fail_after_a_call()
+    replies = members.replies(0, call_id)
+    assert [replies[m] for m in (0, 1, 2)] == [4, 4, 4]
+    assert all(isinstance(replies[m], MemberRemoved) for m in (3, 4)), "3 never answered"
+    digests = {members.hosts[m].state_digest(KEY) for m in (0, 1, 2)}
+    assert len(digests) == 1 and None not in digests
+
+
+def test_applying_as_soon_as_the_furthest_state_is_held_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The planted bug: a member holding the furthest state applies at once, as before seed
+    7644's fix. 3 answers the call from (1, 5), the members left from (1, 3)."""
+    original = ObjectHost._reconcile
+
+    def apply_at_once(self: ObjectHost, replica: Any) -> None:
+        original(self, replica)
+        if replica.ends is None or replica.recovered is None or replica.my_end is None:
+            return
+        ends = {**replica.ends, self.node_id: replica.my_end}
+        if all(m in ends for m in replica.reconcilers):
+            held = [_end_position(ends[m]) for m in replica.reconcilers if ends[m].held]
+            if replica.recovered[1] == max(held):
+                self._release(replica, replica.recovered[1])
+
+    monkeypatch.setattr(ObjectHost, "_reconcile", apply_at_once)
+    members, call_id = holders_fail_after_a_call()
+    replies = members.replies(0, call_id)
+    assert replies[3] == 6 and [replies[m] for m in (0, 1, 2)] == [4, 4, 4]
+
+
+def test_a_state_received_from_a_holder_since_removed_is_chosen_again() -> None:
+    members = restarted(5, furthest=4)
+    members.route(state_from(4, lost_at={0, 1, 2}))
+    call_id = members.deliver(0, 2, 1, tuple(range(5)))
+    members.route(state_from(4, lost_at={0, 1, 2}))
+    # 4 fails alone: 3 says afresh what it holds, 4's state, and the others take it from 3.
+    survivors = (0, 1, 2, 3)
+    members.install(View(3, survivors, departed=(4,)), survivors)
+    members.route()
+    replies = members.replies(0, call_id)
+    assert [replies[m] for m in survivors] == [6, 6, 6, 6]
+    digests = {members.hosts[m].state_digest(KEY) for m in survivors}
+    assert len(digests) == 1 and None not in digests
+
+
+def test_members_that_all_hold_the_furthest_state_apply_at_once() -> None:
+    members = restarted(3, furthest=2)
+    members.route()
+    call_id = members.deliver(1, 2, 1, (0, 1, 2))
+    members.route()
+    assert members.replies(1, call_id) == {0: 6, 1: 6, 2: 6}
+
+
+@pytest.mark.parametrize("lost_at", [{0}, {0, 1}])
+def test_a_member_that_started_applying_is_followed_by_those_still_comparing(
+    lost_at: set[NodeId],
+) -> None:
+    """All four take 2's state and say so, but what 1 says to 0 is lost (and with ``{0, 1}``
+    what 0 says to 1): 2, and 1 unless it missed 0's word, apply already; the members left
+    comparing ask afresh in the next view and hear that the others apply, and from where."""
+    members = restarted(4, furthest=2)
+
+    def hold(src: NodeId, dst: NodeId, message: PeerPayload) -> bool:
+        return (
+            isinstance(message, ShardEnd)
+            and (message.position_epoch, message.position_count) == (1, 5)
+            and src in (0, 1)
+            and dst in lost_at - {src}
+        )
+
+    members.route(hold)
+    comparing = {m for m in members.hosts if members.hosts[m].state_digest(KEY) is None}
+    assert comparing == lost_at
+    survivors = (0, 1, 2)
+    members.install(View(3, survivors, departed=(3,)), survivors)
+    members.route()
+    call_id = members.deliver(2, 3, 1, survivors)
+    members.route()
+    assert members.replies(2, call_id) == {0: 6, 1: 6, 2: 6}
