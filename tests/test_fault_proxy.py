@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import random
-import socket
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager, suppress
 
 import pytest
 
+from pyderecho.cli.demo import free_ports
 from pyderecho.core.config import CoreConfig
 from pyderecho.core.events import (
     Delivered,
@@ -365,18 +365,6 @@ class History:
                     await self.changed.wait()
         except TimeoutError:
             raise AssertionError(f"timed out waiting for {what}") from None
-
-
-def free_ports(count: int) -> list[int]:
-    """Ports free right now, for members whose addresses must be known before they start."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind((HERE, 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def test_a_live_group_over_slow_links_survives_an_isolated_member() -> None:

@@ -33,6 +33,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from pyderecho.cli.demo import free_ports
 from pyderecho.core.config import CoreConfig
 from pyderecho.core.events import Delivered, Event
 from pyderecho.core.node import Node
@@ -64,18 +65,6 @@ NOT_MSGPACK = b"\xc1"
 insider's garbage can never decode, by chance, into a real protocol message."""
 
 T = TypeVar("T")
-
-
-def free_ports(count: int) -> list[int]:
-    """Ports free right now (bound together so they differ; released for the members)."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind((HERE, 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 @dataclass

@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import random
 import secrets
 import shutil
 import signal
@@ -71,15 +72,40 @@ def demo_layout(view: View) -> Allocation:
 
 
 def free_ports(count: int) -> list[int]:
-    """Ports free on 127.0.0.1 right now (another process could still take one first)."""
-    sockets = [socket.socket() for _ in range(count)]
+    """Ports free on 127.0.0.1 right now, for members bound a moment later, drawn below the
+    kernel's ephemeral range: a port the kernel picks for a bind to port 0 or for an outgoing
+    connection (a proxy's, a client's) in the meantime is never one of them (a fault-proxy
+    test lost its member's port so). Another process could still take one first."""
+    low = _ephemeral_low()
+    draw = random.SystemRandom()
+    sockets: list[socket.socket] = []
     try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
+        while len(sockets) < count:
+            sock = socket.socket()
+            try:
+                sock.bind(
+                    ("127.0.0.1", draw.randrange(_LOWEST_PORT, low) if low > _LOWEST_PORT else 0)
+                )
+            except OSError:
+                sock.close()
+                continue
+            sockets.append(sock)
         return [sock.getsockname()[1] for sock in sockets]
     finally:
         for sock in sockets:
             sock.close()
+
+
+_LOWEST_PORT = 10_000
+
+
+def _ephemeral_low() -> int:
+    """The first port of the range the kernel picks ephemeral ports from (32768 if unknown)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as ranges:
+            return int(ranges.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 @dataclass
