@@ -19,8 +19,9 @@ import pytest
 from pyderecho.core.events import Delivered, PeerMessage, ViewInstalled
 from pyderecho.core.layout import Mode, ViewLayout, compute_layout, every_member, layout_of
 from pyderecho.core.view import NodeId, View
+from pyderecho.replicated import host as host_module
 from pyderecho.replicated.errors import MemberRemoved
-from pyderecho.replicated.events import CallDone, SendPeer
+from pyderecho.replicated.events import CallDone, SaveState, SendPeer
 from pyderecho.replicated.host import ObjectHost, _end_position
 from pyderecho.replicated.messages import (
     PeerPayload,
@@ -50,6 +51,10 @@ class Members:
         self.hosts = {m: ObjectHost(m, {"KV": KV}) for m in range(count)}
         self.done: dict[NodeId, list[CallDone]] = {m: [] for m in self.hosts}
         self.layout: ViewLayout | None = None
+        self.slow_disks: set[NodeId] = set()
+        """Members whose snapshots are durable only once :meth:`sync` says so; the others'
+        are at once."""
+        self.unsynced: list[tuple[NodeId, SaveState]] = []
 
     def install(self, view: View, members: tuple[NodeId, ...]) -> None:
         layout = compute_layout(LAYOUT, view)
@@ -65,6 +70,12 @@ class Members:
                 for output in host.outputs():
                     if isinstance(output, CallDone):
                         self.done[src].append(output)
+                    if isinstance(output, SaveState):
+                        if src in self.slow_disks:
+                            self.unsynced.append((src, output))
+                        else:
+                            host.saved(output.key, output.position)
+                            moved = True
                     if not isinstance(output, SendPeer) or output.dst not in self.hosts:
                         continue
                     if hold(src, output.dst, decode_peer(output.payload)):
@@ -73,6 +84,13 @@ class Members:
                     moved = True
             if not moved:
                 return
+
+    def sync(self) -> None:
+        """The slow disks' snapshots become durable."""
+        unsynced, self.unsynced = self.unsynced, []
+        for member, save in unsynced:
+            self.hosts[member].saved(save.key, save.position)
+        self.route()
 
     def deliver(self, caller: NodeId, epoch: int, index: int, members: tuple[NodeId, ...]) -> int:
         """Member ``caller`` calls ``put``; the shard delivers it at ``members``."""
@@ -198,3 +216,40 @@ def test_a_member_that_started_applying_is_followed_by_those_still_comparing(
     call_id = members.deliver(2, 3, 1, survivors)
     members.route()
     assert members.replies(2, call_id) == {0: 6, 1: 6, 2: 6}
+
+
+def a_call_while_one_snapshot_is_not_durable() -> tuple[Members, int]:
+    """Members 0 and 1 take 2's state; 1's disk is slow to sync its snapshot; a call."""
+    members = restarted(3, furthest=2)
+    members.slow_disks = {1}
+    members.route()
+    call_id = members.deliver(0, 2, 1, (0, 1, 2))
+    members.route()
+    return members, call_id
+
+
+def test_a_state_received_is_held_only_once_its_snapshot_is_durable() -> None:
+    """Should the whole group crash again, a member restarts from what its disk holds: its
+    own older snapshot and the calls logged since, unless the state it received was durable
+    by then. So nobody applies a call before it is."""
+    members, call_id = a_call_while_one_snapshot_is_not_durable()
+    assert members.done[0] == [], "a replica answered while 1's snapshot was not durable"
+    assert all(members.hosts[m].state_digest(KEY) is None for m in (0, 1, 2))
+    members.sync()
+    assert members.replies(0, call_id) == {0: 6, 1: 6, 2: 6}
+
+
+def test_saying_a_state_is_held_before_its_snapshot_is_durable_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    original = host_module._end_of
+
+    def held_at_once(replica: Any, epoch: int) -> ShardEnd:
+        if replica.unsaved is not None:  # the planted bug: as good as durable at once
+            obj, position, _ = replica.unsaved
+            replica.recovered, replica.unsaved = (obj, position), None
+        return original(replica, epoch)
+
+    monkeypatch.setattr(host_module, "_end_of", held_at_once)
+    members, _ = a_call_while_one_snapshot_is_not_durable()
+    assert members.done[0] != [], "the planted bug should let the replicas answer"

@@ -171,6 +171,10 @@ class _Replica:
     """What this member said in the current view: repeated to each member the first time
     that member speaks in it, since a member that had not installed the view yet missed it."""
     heard_ends: set[NodeId] = field(default_factory=set)
+    unsaved: tuple[Any, Position, Position | None] | None = None
+    """Restart: a state received while comparing, until the driver says its snapshot is
+    durable (:meth:`ObjectHost.saved`): the object, its position, and where the member that
+    sent it started applying deliveries (None: it had not)."""
     released_at: Position | None = None
     """Restart: where this member started applying deliveries, once the comparison was over;
     what it answers a member that still compares."""
@@ -418,6 +422,30 @@ class ObjectHost:
         assert self.view.epoch < 0, "restart() comes before the first view"
         self._recovered = dict(recovered)
         self._restarting = True
+
+    def saved(self, key: ShardKey, position: Position) -> None:
+        """The driver made the snapshot of ``key`` at ``position`` durable (a
+        :class:`SaveState` it carried out).
+
+        While a restart compares states, a member says it holds a state it received only
+        from then: once every member holds it they apply the calls the view delivered,
+        which their logs keep, and should the whole group crash again, a member must
+        restart from that snapshot and those calls, not from its own older snapshot with
+        the same calls, which would reach the same position with another state."""
+        replica = self._replicas.get(key)
+        unsaved = replica.unsaved if replica is not None else None
+        if replica is None or unsaved is None or unsaved[1] != position:
+            return
+        obj, position, start = unsaved
+        replica.unsaved = None
+        replica.recovered = (obj, position)
+        if replica.ends is None or replica.my_end is None:
+            return  # the comparison found no holder meanwhile: this one comes too late
+        if start is not None:
+            self._release(replica, start)
+        else:
+            self._say_end(replica, _end_of(replica, replica.my_end.epoch))
+            self._reconcile(replica)
 
     def state_digest(self, key: ShardKey) -> tuple[Position, str] | None:
         """The position and digest of this member's replica of ``key`` (None while pending)."""
@@ -887,8 +915,7 @@ class ObjectHost:
         replica.ends = {}
         replica.heard_ends = set()
         replica.asking = replica.incoming = None
-        held, position = (True, replica.recovered[1]) if replica.recovered else (False, (-1, 0))
-        self._say_end(replica, ShardEnd(*replica.key, view.epoch, held, *position))
+        self._say_end(replica, _end_of(replica, view.epoch))
         self._reconcile(replica)
 
     def _say_end(self, replica: _Replica, end: ShardEnd) -> None:
@@ -955,7 +982,7 @@ class ObjectHost:
         members = replica.reconcilers
         if any(m not in ends for m in members):
             return
-        mine = replica.recovered[1] if replica.recovered is not None else None
+        mine = _end_position(replica.my_end) if replica.my_end.held else None
         released = [m for m in members if ends[m].released]
         if released:
             # One member applies deliveries already: every member here holds the state it
@@ -963,7 +990,7 @@ class ObjectHost:
             start = _end_position(ends[released[0]])
             if mine == start:
                 self._release(replica, start)
-            elif replica.asking is None:
+            elif replica.asking is None and replica.unsaved is None:
                 replica.candidates, replica.asked = released, set()
                 self._ask(replica)
             return
@@ -986,7 +1013,7 @@ class ObjectHost:
             if all(ends[m].held and _end_position(ends[m]) == furthest for m in members):
                 self._release(replica, furthest)
             return
-        if replica.asking is None:
+        if replica.asking is None and replica.unsaved is None:
             # The own state stays until the furthest one arrives: should its holders leave
             # first, the next view compares with it.
             replica.candidates = [m for p, _, m in sorted(held, reverse=True) if p == furthest]
@@ -1218,17 +1245,15 @@ class ObjectHost:
                 StateDigest(self.node_id, replica.key, position, received_digest, "received")
             )
         if replica.ends is not None:
-            # A restart compares states: this one is held, not applied to, until all hold it.
-            replica.recovered = (obj, position)
+            # A restart compares states: this one is held, applied to by nobody until all
+            # hold it, and said to be held only once its snapshot is durable (saved). Until
+            # then this member holds nothing it can say: the snapshot replaces its own on
+            # disk, whatever the comparison does meanwhile.
+            assert replica.paxos and replica.my_end is not None
             source = replica.ends.get(incoming.source)
-            if source is not None and source.released:
-                self._release(replica, _end_position(source))
-            else:
-                assert replica.my_end is not None
-                self._say_end(
-                    replica, ShardEnd(*replica.key, replica.my_end.epoch, True, *position)
-                )
-                self._reconcile(replica)
+            start = _end_position(source) if source is not None and source.released else None
+            replica.unsaved = (obj, position, start)
+            self._say_end(replica, _end_of(replica, replica.my_end.epoch))
             return
         replica.obj = obj
         replica.skip_until = position
@@ -1300,6 +1325,14 @@ def _error(error_type: str, message: str) -> Outcome:
 
 def _end_position(end: ShardEnd) -> Position:
     return (end.position_epoch, end.position_count)
+
+
+def _end_of(replica: _Replica, epoch: int) -> ShardEnd:
+    """What a member comparing states says in view ``epoch``: the state it holds, on disk
+    as in memory (none while the snapshot of one it received is not durable yet)."""
+    if replica.recovered is None or replica.unsaved is not None:
+        return ShardEnd(*replica.key, epoch, False, -1, 0)
+    return ShardEnd(*replica.key, epoch, True, *replica.recovered[1])
 
 
 def _members_by_key(layout: ViewLayout | None) -> dict[ShardKey, tuple[NodeId, ...]]:

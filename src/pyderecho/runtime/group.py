@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 import secrets
@@ -468,6 +469,11 @@ class Group:
             # No reply can come any more: callers hear why instead of waiting forever.
             self._fail_all(GroupStopped(event.reason))
 
+    def _state_saved(self, key: tuple[str, int, int], position: tuple[int, int]) -> None:
+        if not self.member.node.stopped:
+            self.host.saved(key, position)
+            self._drain_host()
+
     def _drain_host(self) -> bool:
         """Act on what the object layer asked for; whether it sent anything. Runs once per
         step of the member, after the step's events, so one burst's replies leave together."""
@@ -493,7 +499,12 @@ class Group:
                 self._run_query(output)
             elif isinstance(output, SaveState):
                 if not self.member.node.stopped:
-                    self.member.save_state(output.key, output.position, output.data)
+                    self.member.save_state(
+                        output.key,
+                        output.position,
+                        output.data,
+                        functools.partial(self._state_saved, output.key, output.position),
+                    )
             else:
                 if isinstance(output, StateWaiting):
                     _log.warning(

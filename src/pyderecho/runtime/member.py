@@ -327,14 +327,20 @@ class Member:
             return
         self.logs.persist(request)
 
-    def save_state(self, key: ShardKey, position: tuple[int, int], data: bytes) -> None:
+    def save_state(
+        self,
+        key: ShardKey,
+        position: tuple[int, int],
+        data: bytes,
+        saved: Callable[[], None] | None = None,
+    ) -> None:
         """Write a ``Paxos`` replica's state as its shard's snapshot (the object layer asks
-        when the replica starts)."""
+        when the replica starts); ``saved()`` runs on the loop once it is durable."""
         if self.logs is None:
             self._no_data_dir()
             self._step()
             return
-        self.logs.save_state(key, position, data)
+        self.logs.save_state(key, position, data, saved)
 
     def _no_data_dir(self) -> None:
         self.node.fail(

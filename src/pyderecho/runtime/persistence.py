@@ -394,9 +394,16 @@ class ShardLogs:
         except (StorageFailed, RuntimeError) as exc:
             self._fail(str(exc))
 
-    def save_state(self, key: ShardKey, position: tuple[int, int], data: bytes) -> None:
+    def save_state(
+        self,
+        key: ShardKey,
+        position: tuple[int, int],
+        data: bytes,
+        saved: Callable[[], None] | None = None,
+    ) -> None:
         """Write a replica's state as its shard's snapshot: ordered after every record
-        submitted before it (the writer's metadata barrier)."""
+        submitted before it (the writer's metadata barrier); ``saved()`` runs on the loop
+        once it is durable."""
         if self.failed:
             return
         try:
@@ -414,7 +421,14 @@ class ShardLogs:
         while shard.durable and shard.durable[0][0] <= position:
             cut = shard.durable.popleft()[1]
         log = shard.log
-        after = (lambda: log.drop_before(cut + 1)) if cut >= 0 else _nothing
+        loop = self._loop
+
+        def after() -> None:  # on the writer thread, once the snapshot is durable
+            if cut >= 0:
+                log.drop_before(cut + 1)
+            if saved is not None:
+                loop.call_soon_threadsafe(saved)
+
         try:
             self._writer.submit_metadata(
                 shard_directory(self.data_dir, key) / "snapshot", snapshot, after

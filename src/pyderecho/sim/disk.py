@@ -69,6 +69,17 @@ _Item = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class Synced:
+    """What one sync made durable: record requests, views logged on request (commits,
+    founded views) and replicas' snapshots; or the error it failed with."""
+
+    requests: list[PersistRequested]
+    views: list[View]
+    snapshots: list[tuple[ShardKey, Position]]
+    error: str
+
+
 @dataclass(slots=True)
 class _Disk:
     waiting: list[_Item] = field(default_factory=list)
@@ -147,19 +158,17 @@ class SimDisks:
         """The member's next sync fails with ``reason``."""
         self._disk(member).fail_next = reason
 
-    def finish_sync(
-        self, member: NodeId, now: float
-    ) -> tuple[list[PersistRequested], list[View], str]:
-        """End the sync in progress: the record requests and the views logged on request
-        (commits, founded views) it made durable, or an error."""
+    def finish_sync(self, member: NodeId, now: float) -> Synced:
+        """End the sync in progress: what it made durable, or an error."""
         disk = self._disk(member)
         done, disk.syncing = disk.syncing, []
         if disk.fail_next:
             disk.failed, disk.fail_next = disk.fail_next, ""
             disk.waiting.clear()
-            return [], [], disk.failed
+            return Synced([], [], [], disk.failed)
         requests: list[PersistRequested] = []
         views: list[View] = []
+        snapshots: list[tuple[ShardKey, Position]] = []
         for item in done:
             if item[0] == "view":
                 disk.view = item[1]  # type: ignore[assignment]
@@ -174,11 +183,12 @@ class SimDisks:
             elif item[0] == "snapshot":
                 _, key, position, data = item  # type: ignore[misc]
                 disk.shards.setdefault(key, ShardData()).snapshot = (position, data)
+                snapshots.append((key, position))
             else:
                 _, key, request = item  # type: ignore[misc]
                 self._make_durable(disk, key, request, now)
                 requests.append(request)
-        return requests, views, ""
+        return Synced(requests, views, snapshots, "")
 
     def _make_durable(
         self, disk: _Disk, key: ShardKey, request: PersistRequested, now: float

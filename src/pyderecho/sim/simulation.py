@@ -827,17 +827,21 @@ class Simulation:
         """A sync ended: report what it made durable (the newest ``upto`` per shard and
         epoch), or stop the member if the disk failed; start the next sync if records
         wait."""
-        done, logged, error = self.disks.finish_sync(node_id, self.now)
-        if error:
-            node.fail(f"storage failed: {error} syncing the log of member {node_id}")
+        synced = self.disks.finish_sync(node_id, self.now)
+        if synced.error:
+            node.fail(f"storage failed: {synced.error} syncing the log of member {node_id}")
             return
         upto: dict[tuple[int, int], int] = {}
-        for request in done:
+        for request in synced.requests:
             upto[(request.subgroup, request.epoch)] = request.upto
         for (subgroup, epoch), last in upto.items():
             node.persisted(subgroup, epoch, last, self.now)
-        for view in logged:
+        for view in synced.views:
             node.view_logged(view, self.now)
+        host = self.hosts.get(node_id)
+        if host is not None:
+            for key, position in synced.snapshots:
+                host.saved(key, position)
         if self.disks.pending(node_id):
             self._push(self.disks.start_sync(node_id, self.now), _SYNCED, node_id)
 
