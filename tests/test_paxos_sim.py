@@ -361,6 +361,14 @@ def test_a_restart_view_goes_on_without_members_that_never_come_back(seed: int) 
     assert run_simulation(paxos_scenario(seed)).violations == []
 
 
+def test_a_late_restart_takes_part_in_a_view_it_only_logged_another_commit_for() -> None:
+    """Seed 12852: member 1 logged the commit of view 2 without member 3 (whose disk
+    failed), then everyone crashed; the others founded view 2 after view 1 itself, and 1,
+    back last, waited to be removed from it. With 0 and 3 gone and 4 paused, the rest
+    suspected half the view and stopped."""
+    assert run_simulation(paxos_scenario(12852)).violations == []
+
+
 @pytest.mark.patches_compiled
 def test_delivering_at_stability_instead_of_the_global_frontier_is_caught(
     monkeypatch: pytest.MonkeyPatch,

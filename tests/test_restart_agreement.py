@@ -185,6 +185,24 @@ def test_a_late_member_joins_the_founded_view_or_rejoins_a_group_that_went_on() 
     assert "runs without it" in outcome.reason
 
 
+def test_a_late_member_with_another_commit_at_the_founded_epoch_joins_the_founded_view() -> None:
+    """Paxos sweep seed 12852: member 1 logged the commit of view 5 without member 3 (its
+    disk failed), then everyone crashed; the others founded view 5 after view 4 itself (too
+    few logged the commit for it to have been final). Member 1 never ran view 5 and takes
+    part in it; one that logged that very view as its commit may have, and waits."""
+    commit = View(5, (0, 1, 2, 4))
+    founded = View(5, FIVE.members)
+    late = RestartAgreement(1, Logs(FIVE, commit), ME)
+    late.receive(0, Logs(founded).state(RestartPhase.FOUNDED, answering=ME))
+    assert late.outcome() == Found(founded)
+    same = RestartAgreement(1, Logs(FIVE, founded), ME)
+    same.receive(0, Logs(founded).state(RestartPhase.FOUNDED, answering=ME))
+    assert same.outcome() is None, "it may have installed the view it logged the commit of"
+    ran = RestartAgreement(1, Logs(founded), ME)
+    ran.receive(0, Logs(founded).state(RestartPhase.FOUNDED, answering=ME))
+    assert ran.outcome() is None, "it founded or installed that view in an earlier incarnation"
+
+
 class Wire:
     """Instant, ordered delivery among a few nodes, with one node's outbox inspectable."""
 

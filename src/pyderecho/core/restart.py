@@ -145,7 +145,7 @@ class RestartAgreement:
     def outcome(self) -> Outcome | None:
         """What to do now; None while those not heard from yet could change the answer."""
         founded = self.founded
-        if founded is not None and self.me in founded and self._logged_epoch() < founded.epoch:
+        if founded is not None and self.me in founded and not self._may_have_run(founded):
             return Found(founded)
         running = self.moved_on or founded
         if running is not None:
@@ -160,13 +160,25 @@ class RestartAgreement:
             return self._rejoin(base, "excludes it")
         return Found(View(base.epoch + 1, base.members))
 
-    def _logged_epoch(self) -> int:
-        """The newest epoch this member's logs name. A view a restart founded is logged before
-        a member takes part in it: one whose logs reach the founded view's epoch was there
-        in an earlier incarnation, and must not take its place again (it would reuse the
-        message numbers it sent), so it waits to be removed and joins anew."""
+    def _may_have_run(self, founded: View) -> bool:
+        """Whether this member may have taken part in view ``founded``'s epoch in an earlier
+        incarnation: then it must not take its place again (it would reuse the message
+        numbers it sent), so it waits to be removed and joins anew.
+
+        A view a restart founded is logged before a member takes part in it, and a view it
+        installed is too, unless it crashed between its commit and the view file: so its
+        logs reach that epoch, in the installed view or in a commit of that very view. A
+        commit of *another* view at that epoch was never final: a restart founds the view
+        right after the one the logs installed only when no commit of that one can have been
+        final, and a final commit is what any later view is built on. Paxos sweep seed 12852:
+        a member that logged the commit of a view removing a failed member, then crashed
+        with everyone, came back after the others had founded the view after the last one
+        installed, at the same epoch; it waited to be removed from a view it had never been
+        in, and its silence cost the group its majority."""
         commit = self.mine.commit
-        return max(self.mine.installed.epoch, -1 if commit is None else commit.epoch)
+        return self.mine.installed.epoch >= founded.epoch or (
+            commit is not None and commit.epoch >= founded.epoch and commit == founded
+        )
 
     def _base(self) -> View | None:
         """The view to found the next one of, by the rules above; None to wait."""
