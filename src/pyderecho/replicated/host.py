@@ -444,7 +444,7 @@ class ObjectHost:
         if start is not None:
             self._release(replica, start)
         else:
-            self._say_end(replica, _end_of(replica, replica.my_end.epoch))
+            self._say_end(replica, replica.my_end.epoch)
             self._reconcile(replica)
 
     def state_digest(self, key: ShardKey) -> tuple[Position, str] | None:
@@ -915,11 +915,12 @@ class ObjectHost:
         replica.ends = {}
         replica.heard_ends = set()
         replica.asking = replica.incoming = None
-        self._say_end(replica, _end_of(replica, view.epoch))
+        self._say_end(replica, view.epoch)
         self._reconcile(replica)
 
-    def _say_end(self, replica: _Replica, end: ShardEnd) -> None:
-        replica.my_end = end
+    def _say_end(self, replica: _Replica, epoch: int) -> None:
+        """Tell the other members comparing what this one holds now (:func:`_end_of`)."""
+        end = replica.my_end = _end_of(replica, epoch)
         for member in replica.reconcilers:
             if member != self.node_id:
                 self._send(member, end)
@@ -1173,7 +1174,7 @@ class ObjectHost:
             if replica.ends is not None:
                 # The member chosen holds none after all (its replica went): choose again.
                 replica.asking = None
-                replica.ends[src] = ShardEnd(*key, self.view.epoch, False, -1, 0)
+                replica.ends[src] = _holds_nothing(key, self.view.epoch)
                 self._reconcile(replica)
                 return
             self._ask(replica)
@@ -1253,7 +1254,7 @@ class ObjectHost:
             source = replica.ends.get(incoming.source)
             start = _end_position(source) if source is not None and source.released else None
             replica.unsaved = (obj, position, start)
-            self._say_end(replica, _end_of(replica, replica.my_end.epoch))
+            self._say_end(replica, replica.my_end.epoch)
             return
         replica.obj = obj
         replica.skip_until = position
@@ -1331,8 +1332,12 @@ def _end_of(replica: _Replica, epoch: int) -> ShardEnd:
     """What a member comparing states says in view ``epoch``: the state it holds, on disk
     as in memory (none while the snapshot of one it received is not durable yet)."""
     if replica.recovered is None or replica.unsaved is not None:
-        return ShardEnd(*replica.key, epoch, False, -1, 0)
+        return _holds_nothing(replica.key, epoch)
     return ShardEnd(*replica.key, epoch, True, *replica.recovered[1])
+
+
+def _holds_nothing(key: ShardKey, epoch: int) -> ShardEnd:
+    return ShardEnd(*key, epoch, False, -1, 0)
 
 
 def _members_by_key(layout: ViewLayout | None) -> dict[ShardKey, tuple[NodeId, ...]]:
