@@ -37,7 +37,6 @@ import multiprocessing
 import os
 import secrets
 import shutil
-import socket
 import statistics
 import sys
 import tempfile
@@ -52,6 +51,7 @@ from time import perf_counter
 from typing import Any, Literal
 
 from pyderecho.cli.argtypes import non_negative_int, positive_int
+from pyderecho.cli.demo import free_ports
 from pyderecho.core import COMPILED
 from pyderecho.core.config import CoreConfig
 from pyderecho.core.events import Delivered, Event, MessageSent, Stopped, Suspected
@@ -807,22 +807,6 @@ async def _state_worker(spec: _WorkerSpec, conn: Connection) -> None:
 # -- the parent: start, coordinate, collect, always clean up ----------------------------------
 
 
-def _free_ports(count: int) -> list[int]:
-    """Ports free on the loopback now; the workers bind them a moment later (with
-    ``SO_REUSEADDR``, which asyncio sets, so a port closed here can be bound at once)."""
-    sockets = []
-    try:
-        for _ in range(count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind(("127.0.0.1", 0))
-            sockets.append(sock)
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
 def _percentiles(samples: Sequence[float]) -> dict[str, float | None]:
     if not samples:
         return {"p50": None, "p99": None}
@@ -858,7 +842,7 @@ class _Group:
         group = f"bench-{os.getpid()}-{secrets.token_hex(4)}"
         secret = secrets.token_bytes(32)
         if spec.transport == "tcp":
-            listens = [f"127.0.0.1:{port}" for port in _free_ports(self.nodes)]
+            listens = [f"127.0.0.1:{port}" for port in free_ports(self.nodes)]
             addresses = dict(enumerate(listens))
         else:
             self.directory = tempfile.mkdtemp(prefix="pyderecho-bench-")
