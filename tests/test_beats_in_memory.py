@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from typing import Any, cast
 
 import pytest
@@ -26,10 +26,11 @@ from pyderecho.core.node import Node
 from pyderecho.core.view import NodeId, View
 from pyderecho.runtime.member import Member
 from pyderecho.transport.base import (
-    BeatsInMemory,
+    Frame,
     FrameHandler,
     LargeFrameHandler,
     PeerLostHandler,
+    QuietBeats,
     Transport,
 )
 from pyderecho.transport.shm import ShmTransport
@@ -54,19 +55,19 @@ def test_a_beat_is_read_once_with_its_epoch_and_wakes_nobody(directory: str) -> 
     async def scenario() -> None:
         async with pair(directory) as (transports, recorders):
             sender, receiver = transports
-            assert isinstance(sender, BeatsInMemory)
+            assert isinstance(sender, QuietBeats)
             frames = len(recorders[1].frames[0])
             doorbells = sender.stats["doorbells"]
             assert receiver.beats_seen() == []
-            assert sender.beat(1, 7)
+            assert sender.beat(1, 7, b"")
             assert receiver.beats_seen() == [(0, 7)]
             assert receiver.beats_seen() == [], "a beat is seen once"
-            assert sender.beat(1, 7) and sender.beat(1, 8)
+            assert sender.beat(1, 7, b"") and sender.beat(1, 8, b"")
             assert receiver.beats_seen() == [(0, 8)], "the latest beat's epoch"
             await asyncio.sleep(0.05)
             assert len(recorders[1].frames[0]) == frames, "a beat is no frame"
             assert sender.stats["doorbells"] == doorbells, "nor a doorbell"
-            assert not sender.beat(5, 7), "no link to node 5: the caller sends a frame"
+            assert not sender.beat(5, 7, b""), "no link to node 5: the caller sends a frame"
             assert (sender.stats["beats_written"], receiver.stats["beats_read"]) == (3, 2)
 
     run(scenario())
@@ -99,11 +100,11 @@ class CountingShm:
 
         await self.inner.start(counting, on_peer_lost, on_large_frame)
 
-    def beat(self, peer: NodeId, epoch: int) -> bool:
-        return self.inner.beat(peer, epoch)
+    def beat(self, peer: NodeId, epoch: int, frame: Frame) -> bool:
+        return self.inner.beat(peer, epoch, frame)
 
-    def beats_seen(self) -> list[tuple[NodeId, int]]:
-        return self.inner.beats_seen() if self.read_beats else []
+    def beats_seen(self, expected: Collection[NodeId] | None) -> list[tuple[NodeId, int]]:
+        return self.inner.beats_seen(expected) if self.read_beats else []
 
 
 def quiet_group(directory: str, *, read_beats: bool) -> tuple[list[CountingShm], list[Event]]:

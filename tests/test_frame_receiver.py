@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import pytest
 from hypothesis import given, settings
@@ -20,11 +20,14 @@ from hypothesis import strategies as st
 from pyderecho.core.errors import RemoteProtocolError
 from pyderecho.transport.base import PLACE_FROM_BYTES, PLACEMENT_PREFIX, Placement
 from pyderecho.transport.framing import (
+    PAD,
+    QUIET_BYTES,
     SHORT_READ_BYTES,
     FrameReceiver,
     OversizedFrame,
     TruncatedFrame,
     frame_header,
+    write_frames,
 )
 
 
@@ -118,6 +121,73 @@ def test_a_stream_cut_short_is_truncated_and_keeps_the_whole_frames(
         assert isinstance(error, TruncatedFrame)
         assert "bytes into a" in str(error)
     assert got == whole
+
+
+class Collected:
+    """A stream writer that keeps what :func:`write_frames` hands it, and the system calls."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.calls = 0
+
+    def write(self, data: bytes | memoryview) -> None:
+        self.data += data
+        self.calls += 1
+
+    def writelines(self, data: Iterable[bytes | memoryview]) -> None:
+        for part in data:
+            self.data += part
+        self.calls += 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    frames=frame_lists,
+    pads=st.lists(st.integers(min_value=0, max_value=3), max_size=26),
+    cuts=st.lists(st.integers(min_value=0, max_value=8000), max_size=30),
+    capacity=st.sampled_from([8, 64, 4096]),
+)
+def test_padding_between_frames_is_skipped_however_the_stream_is_cut(
+    frames: list[bytes], pads: list[int], cuts: list[int], capacity: int
+) -> None:
+    """Pad words (a prefix of all ones) before, between and after frames: the sink sees the
+    frames alone, empty ones included, and a stream that ends on padding ends cleanly."""
+    data = b"".join(
+        PAD * pad + stream_of([frame]) for pad, frame in zip(pads, frames, strict=False)
+    )
+    data += PAD * (pads[len(frames)] if len(pads) > len(frames) else 0)
+    got, error = asyncio.run(received(data, cuts, capacity=capacity))
+    assert error is None
+    assert got == frames[: len(pads)]
+
+
+@given(frames=st.lists(st.binary(max_size=80), max_size=4), pad_to=st.integers(0, 200))
+def test_write_frames_pads_a_short_write_to_its_length_in_one_call(
+    frames: list[bytes], pad_to: int
+) -> None:
+    """What a member writes to wake its receiver past the low-water mark: the frames, then pad
+    words up to ``pad_to`` bytes (none if the frames reach it), in one write; read back, the
+    frames alone."""
+    sink = Collected()
+    write_frames(sink, frames, pad_to=pad_to)
+    plain = stream_of(frames)
+    assert bytes(sink.data[: len(plain)]) == plain
+    padding = bytes(sink.data[len(plain) :])
+    assert padding == PAD * (len(padding) // len(PAD))
+    assert len(sink.data) >= pad_to and len(padding) < max(len(PAD), pad_to - len(plain) + 4)
+    assert sink.calls <= 1
+    got, error = asyncio.run(received(bytes(sink.data), [], capacity=64))
+    assert (got, error) == (frames, None)
+
+
+def test_a_member_pads_to_the_low_water_mark() -> None:
+    """A lone heartbeat-sized write stays under the mark; padded, it reaches it."""
+    sink = Collected()
+    write_frames(sink, [b"\x94\xa1h\x05\xc2\xc2"])
+    assert len(sink.data) < QUIET_BYTES
+    sink = Collected()
+    write_frames(sink, [b"\x94\xa1h\x05\xc2\xc2"], pad_to=QUIET_BYTES)
+    assert QUIET_BYTES <= len(sink.data) < QUIET_BYTES + len(PAD)
 
 
 def test_an_oversized_frame_stops_the_stream_before_its_payload() -> None:

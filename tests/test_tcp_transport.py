@@ -41,6 +41,8 @@ from pyderecho.transport.auth import (
 )
 from pyderecho.transport.base import Transport
 from pyderecho.transport.framing import (
+    PAD,
+    QUIET_BYTES,
     OversizedFrame,
     TruncatedFrame,
     frame_header,
@@ -97,6 +99,12 @@ async def legit_pair(
 async def raw_connection(address: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     host, port = parse_address(address)
     return await asyncio.open_connection(host, port)
+
+
+def woken(data: bytes) -> bytes:
+    """``data`` padded as a member pads a write that must wake its receiver: a receiver's
+    low-water mark keeps fewer bytes waiting (only heartbeats go so)."""
+    return data + PAD * max(0, -(-(QUIET_BYTES - len(data)) // len(PAD)))
 
 
 async def authenticated_connection(
@@ -889,10 +897,10 @@ def test_a_reconnecting_peer_replaces_its_old_connection() -> None:
     async def scenario() -> None:
         async with legit_pair() as (transports, recorders):
             _, first = await authenticated_connection(address_of(transports[1]), 7)
-            first.write(frame_header(3) + b"one")
+            first.write(woken(frame_header(3) + b"one"))
             await recorders[1].wait_until(lambda: len(recorders[1].frames[7]) == 1, "one")
             _, second = await authenticated_connection(address_of(transports[1]), 7)
-            second.write(frame_header(3) + b"two")
+            second.write(woken(frame_header(3) + b"two"))
             await recorders[1].wait_until(lambda: len(recorders[1].frames[7]) == 2, "two")
             assert transports[1].stats["inbound_replaced"] == 1
             assert recorders[1].lost == []

@@ -14,7 +14,7 @@ ragged-edge cleanup of every shard and the installation of the next view.
 from __future__ import annotations
 
 from collections import Counter, deque
-from collections.abc import Mapping, MutableMapping, Sequence
+from collections.abc import Collection, Mapping, MutableMapping, Sequence
 
 import msgspec
 
@@ -473,6 +473,17 @@ class Node:
                 return self._next_join
             return min(self._next_join, self._join_deadline)
         return self.membership.next_deadline()
+
+    def beats_expected_from(self) -> Collection[NodeId] | None:
+        """The members whose periodic heartbeats this member waits for now: those it watches,
+        while its view is quiet; None (anyone's may matter) while it has no view yet or a
+        change is under way, when members beat to the watchers of the next view and the
+        next view's leader too. A driver whose transport lets beats wait unread until it
+        looks reads these at every tick, and may read the others' less often."""
+        membership = self.membership
+        if membership is None or not membership.quiet:
+            return None
+        return membership.watched
 
     # -- outputs ----------------------------------------------------------------------------
 

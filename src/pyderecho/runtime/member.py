@@ -4,10 +4,11 @@ The shape is aioquic's: every input (a frame, a lost link, the timer, the applic
 the :class:`~pyderecho.core.node.Node` with the loop's clock, then the driver drains what came
 out: frames to the transport, events to the application, and one timer re-armed at the node's
 next deadline. Nothing here decides anything; there is one loop thread per process and no
-polling, so an idle group sleeps until its next heartbeat. Over a transport that shows
-heartbeats in memory (:class:`~pyderecho.transport.base.BeatsInMemory`: shared memory) the
-periodic beats go that way and are read at each tick, so an idle member wakes only for its
-tick, not for every peer's beat.
+polling, so an idle group sleeps until its next heartbeat. Over a transport that can show
+a heartbeat without waking its receiver (:class:`~pyderecho.transport.base.QuietBeats`: a
+word in shared memory, a frame under TCP's receive low-water mark) the periodic beats go that
+way and are read at each tick, so an idle member wakes only for its tick, not for every
+peer's beat.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from pyderecho.core.node import Node
 from pyderecho.core.view import NodeId, View
 from pyderecho.runtime.persistence import ShardKey, ShardLogs
 from pyderecho.storage import DEFAULT_SEGMENT_BYTES
-from pyderecho.transport.base import BeatsInMemory, Placement, Transport
+from pyderecho.transport.base import Placement, QuietBeats, Transport
 from pyderecho.wire import Heartbeat, WireMessage, encode_parts
 
 EventHandler = Callable[[Event], None]
@@ -74,8 +75,10 @@ class Member:
         self._recovered = recovered
         self.logs: ShardLogs | None = None
         self.transport = transport
-        self._beats = transport if isinstance(transport, BeatsInMemory) else None
-        """The transport, where it shows periodic heartbeats without frames."""
+        self._beats = transport if isinstance(transport, QuietBeats) else None
+        """The transport, where it shows periodic heartbeats without waking the peer."""
+        self._reading_beats = False
+        """The tick reads the beats that waited: frames among them only go into the node."""
         self.on_event = on_event
         self._max_queued = max_queued or 4 * node.config.window_size
         self._max_queued_bytes = 4 * node.config.window_bytes
@@ -230,6 +233,13 @@ class Member:
         # view enables none: an idle group's beats cost no flush.
         node = self.node
         now = self._now()
+        if self._reading_beats:
+            # A beat that waited for the tick (QuietBeats): the tick steps once for them all.
+            try:
+                node.receive_bytes(src, frame, now, flush=False)
+            except Exception as exc:
+                self._core_raised(exc, f"a frame from node {src}")
+            return
         try:
             node.receive_bytes(src, frame, now, flush=False)
             answer_now = node.flush_due and not self._flush_scheduled
@@ -357,8 +367,15 @@ class Member:
             if self._beats is not None:
                 # The beats since the last tick, before the tick looks for silence. Each is the
                 # peer's own message, as if its frame had come (the epoch it carries matters:
-                # a member behind or ahead of this view is answered as for any frame).
-                for peer, epoch in self._beats.beats_seen():
+                # a member behind or ahead of this view is answered as for any frame). Beats
+                # that waited as frames go into the node first, as frames read earlier in this
+                # turn of the loop would have; this tick's step then answers them all at once.
+                self._reading_beats = True
+                try:
+                    seen = self._beats.beats_seen(node.beats_expected_from())
+                finally:
+                    self._reading_beats = False
+                for peer, epoch in seen:
                     node.receive(peer, Heartbeat(epoch), now, flush=False)
                 if node.flush_due:
                     node.flush(now)
@@ -396,15 +413,15 @@ class Member:
             for dst, message in outbox:
                 if dst not in self._connected:
                     self._connect(dst)
+                if message is not last:  # a row or a batch to every peer is encoded once
+                    last, frame = message, encode_parts(message)
                 if (
                     beats is not None
                     and type(message) is Heartbeat
                     and message.periodic
-                    and beats.beat(dst, message.epoch)
+                    and beats.beat(dst, message.epoch, frame)
                 ):
                     continue
-                if message is not last:  # a row or a batch to every peer is encoded once
-                    last, frame = message, encode_parts(message)
                 self.transport.send(dst, frame, caller_flushes=True)
             if rows_first and outbox:
                 rows_first = False

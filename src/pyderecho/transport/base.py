@@ -11,7 +11,7 @@ copies.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -132,13 +132,21 @@ class Transport(Protocol):
 
 
 @runtime_checkable
-class BeatsInMemory(Protocol):
-    """A transport that can show a peer a periodic heartbeat without a frame (shared memory):
-    the peer reads it when it checks, and is not woken for it. Drivers use it when the
-    transport offers it (see :class:`pyderecho.wire.Heartbeat` for which beats may go so)."""
+class QuietBeats(Protocol):
+    """A transport that can show a peer a periodic heartbeat without waking it: the peer reads
+    it when it checks, at its own tick. Over shared memory a beat is a word in the link's
+    segment; over TCP it is a frame too small to wake the receiver's loop (``SO_RCVLOWAT``),
+    read at the tick. Drivers use it when the transport offers it (see
+    :class:`pyderecho.wire.Heartbeat` for which beats may go so)."""
 
-    def beat(self, peer: NodeId, epoch: int) -> bool:
-        """Show ``peer`` a beat of ``epoch``; False if it cannot now (send a frame instead)."""
+    def beat(self, peer: NodeId, epoch: int, frame: Frame) -> bool:
+        """Show ``peer`` a beat of ``epoch`` (``frame``: the same beat encoded, for a transport
+        that still sends one); False if it cannot now (send the frame as any other)."""
 
-    def beats_seen(self) -> list[tuple[NodeId, int]]:
-        """The peers that beat since the last call, each with the epoch of its latest beat."""
+    def beats_seen(self, expected: Collection[NodeId] | None) -> list[tuple[NodeId, int]]:
+        """Read the beats that wait. ``expected``: the peers whose beats the caller watches for
+        now, which are read at every call; None: every peer's. A transport may read the others
+        less often, as long as a beat kept waiting is read within a few calls (it only looks a
+        little older) or wakes the receiver as a frame. Returns the peers whose beats in memory
+        changed since the last read, each with the epoch of its latest beat; beats that came as
+        frames go to ``on_frame`` as any frame, before this returns."""

@@ -5,6 +5,12 @@ big-endian length followed by that many bytes. The length is checked against a l
 anything is buffered: a peer that announces a huge frame is refused at once instead of making the
 member allocate for it. Frames go out as a list of buffers (header, payload) so the payload is
 handed to the stream as the caller's memoryview, never concatenated here.
+
+A length of all ones (:data:`PAD_WORD`) is no frame but four bytes of padding, which the
+receiver skips. A receiver may set its socket's receive low-water mark (``SO_RCVLOWAT``) to
+:data:`QUIET_BYTES`, so that a heartbeat (about a dozen bytes) waits in the kernel until the
+receiver looks, instead of waking it; the sender then pads every other write shorter than that
+(``write_frames(..., pad_to=QUIET_BYTES)``), so that it still wakes the receiver at once.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import struct
 from collections.abc import Callable, Iterable
-from typing import ClassVar
+from typing import ClassVar, Protocol
 
 from pyderecho.core.errors import LocalProtocolError, RemoteProtocolError
 from pyderecho.transport.base import (
@@ -26,13 +32,21 @@ from pyderecho.transport.base import (
 HEADER = struct.Struct(">I")
 """The length prefix: unsigned 32-bit big-endian, so no frame can exceed 4 GiB - 1."""
 
-MAX_FRAME_LIMIT = 2**32 - 1
-"""The largest length the prefix can express."""
+MAX_FRAME_LIMIT = 2**32 - 2
+"""The largest length a frame may have: what the prefix can express, less :data:`PAD_WORD`."""
+PAD_WORD = 2**32 - 1
+"""A prefix of all ones is padding, four bytes with no frame, skipped by the receiver."""
+PAD = HEADER.pack(PAD_WORD)
 
 DIRECT_WRITE_BYTES = 64 * 1024
 """Frames this large are handed to the stream on their own rather than in a batch: Python 3.11
 joins a batch into one new buffer, a copy that costs more than a system call saves at this
 size, while a lone buffer goes to ``send`` as it is."""
+
+
+QUIET_BYTES = 64
+"""The receive low-water mark of a stream whose heartbeats wait to be read: fewer bytes than
+this wake nobody. Five or so beats; a write that must wake its receiver is padded to it."""
 
 
 class FrameError(RemoteProtocolError):
@@ -59,17 +73,34 @@ def frame_header(length: int) -> bytes:
     return HEADER.pack(length)
 
 
-def write_frames(writer: asyncio.StreamWriter, frames: Iterable[Frame]) -> None:
-    """Hand ``frames`` to ``writer`` in order, each behind its length prefix.
+class ByteSink(Protocol):
+    """Where :func:`write_frames` writes: a stream writer, or its transport directly."""
+
+    def write(self, data: bytes | memoryview, /) -> None: ...
+
+    def writelines(self, data: Iterable[bytes | memoryview], /) -> None: ...
+
+
+def write_frames(writer: ByteSink, frames: Iterable[Frame], *, pad_to: int = 0) -> None:
+    """Hand ``frames`` to ``writer`` in order, each behind its length prefix, and padding after
+    them up to ``pad_to`` bytes in all.
 
     Small buffers go in one ``writelines`` call, so many small frames share a system call (and,
     from Python 3.12, are gathered with ``sendmsg`` instead of joined); a buffer of
     :data:`DIRECT_WRITE_BYTES` or more is written on its own, never joined with others.
     """
     buffers: list[bytes | memoryview] = []
+    written = 0
     for frame in frames:
+        if type(frame) is bytes and len(frame) < DIRECT_WRITE_BYTES:  # most frames: one buffer
+            written += HEADER.size + len(frame)
+            buffers.append(HEADER.pack(len(frame)))
+            buffers.append(frame)
+            continue
         parts = frame_parts(frame)
-        buffers.append(HEADER.pack(sum(part.nbytes for part in parts)))
+        length = sum(part.nbytes for part in parts)
+        written += HEADER.size + length
+        buffers.append(HEADER.pack(length))
         for part in parts:
             if part.nbytes < DIRECT_WRITE_BYTES:
                 buffers.append(part)
@@ -77,6 +108,8 @@ def write_frames(writer: asyncio.StreamWriter, frames: Iterable[Frame]) -> None:
             writer.writelines(buffers)
             writer.write(part)
             buffers = []
+    if written < pad_to:
+        buffers.append(PAD * -(-(pad_to - written) // HEADER.size))
     if buffers:
         writer.writelines(buffers)
 
@@ -262,6 +295,10 @@ class FrameReceiver(asyncio.BufferedProtocol):
         header = HEADER.size
         while end - start >= header:
             (length,) = HEADER.unpack_from(view, start)
+            if length == PAD_WORD:
+                start += header
+                self._start = start
+                continue
             if length > self._max_size:
                 raise OversizedFrame(
                     f"frame of {length} bytes announced, limit is {self._max_size}"

@@ -44,6 +44,20 @@ buffer is over its high-water mark leaves its queue to the link's task, which wa
 ``sendmsg`` as they are.) A frame of 64 KiB or more is handed over on its own, so it is never
 copied into a batch.
 
+Heartbeats that wake nobody. An idle member only beats, and each beat read the moment it comes
+is a wake-up of its receiver: on two cores, 64 idle members woke 2.2 times per interval each
+for one tick. So a plain connection's receive low-water mark (``SO_RCVLOWAT``) is set to
+:data:`~pyderecho.transport.framing.QUIET_BYTES` once it is authenticated: a periodic beat
+(:meth:`TcpTransport.beat`, a dozen bytes) waits in the kernel, and the member reads the
+beats of the members it watches at its own tick (:meth:`TcpTransport.beats_seen`), as shared
+memory shows beats in a word of the link's segment. Every other write that empties a peer's
+queue is padded with pad words (four bytes each, skipped by the receiver) to the mark, so a
+frame that must be read at once wakes the receiver as before, and takes any beat waiting
+before it along. A beat nobody reads at its tick (from a member in another view) waits until
+enough pile up to reach the mark, five beats or so. The end of a stream and a reset wake the
+receiver whatever the mark. Under TLS the mark is not set (its records can only be read
+through the TLS layer), and every beat wakes its receiver.
+
 Receiving. Once a connection is authenticated, a
 :class:`~pyderecho.transport.framing.FrameReceiver` takes it over from the handshake's stream
 reader: the kernel copies into one reused buffer (``recv_into``) and each frame reaches
@@ -58,7 +72,8 @@ the dialer starts TLS only when it has it; then the authentication handshake run
 joiner asked who listens here, see :meth:`TcpTransport.identify`), ``connect_retry``,
 ``connect_failed``, ``peer_lost``, ``peer_closed``, ``connection_reset``, ``inbound_replaced``
 (a peer reconnected), ``send_no_link`` (a frame for a peer with no link, dropped),
-``send_overflow``; and for bad input: ``bad_hello``, ``wrong_group``, ``bad_auth``,
+``send_overflow``, ``beats_written`` and ``beat_reads`` (reads at a tick that found beats
+waiting); and for bad input: ``bad_hello``, ``wrong_group``, ``bad_auth``,
 ``rejected`` (the peer refused us), ``bad_tls``, ``handshake_timeout``,
 ``handshake_incomplete``, ``handshake_limit``, ``oversized``, ``truncated``, ``malformed``,
 ``handler_error``.
@@ -68,6 +83,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import secrets
 import socket
 import ssl
@@ -96,7 +112,14 @@ from pyderecho.transport.base import (
     check_frame_size,
     frame_size,
 )
-from pyderecho.transport.framing import MAX_FRAME_LIMIT, FrameError, FrameReceiver, write_frames
+from pyderecho.transport.framing import (
+    MAX_FRAME_LIMIT,
+    QUIET_BYTES,
+    ByteSink,
+    FrameError,
+    FrameReceiver,
+    write_frames,
+)
 
 MiB = 1 << 20
 
@@ -151,11 +174,18 @@ class _Outbound:
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     """Wakes the link's task: there is something to write, or to wait room for."""
     writer: asyncio.StreamWriter | None = None
+    transport: Any = None
+    """The writer's transport once the link is open, written to directly: the stream writer's
+    methods are interpreted Python on every write. (Typed loosely: uvloop's transports are no
+    subclasses of asyncio's, and the compiled build checks declared types.)"""
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     draining: bool = False
     """The link's task owns the writer: it waits for the stream to have room."""
     flush_due: bool = False
     """Frames were queued since the last flush."""
+    loud: bool = False
+    """A frame that must wake the peer is queued: the write that empties the queue is padded
+    to :data:`~pyderecho.transport.framing.QUIET_BYTES` if it is shorter."""
 
 
 @dataclass(eq=False)
@@ -164,6 +194,12 @@ class _Inbound:
 
     writer: asyncio.StreamWriter
     task: asyncio.Task[Any]
+    receiver: FrameReceiver | None = None
+    """Set once frames are read, where the connection is plain TCP (not TLS) and its
+    low-water mark lets heartbeats wait: :meth:`TcpTransport.beats_seen` reads them, from
+    ``fd`` while ``transport`` is not closing (the descriptor may be reused after)."""
+    fd: int = -1
+    transport: Any = None
 
 
 class TcpTransport:
@@ -308,8 +344,53 @@ class TcpTransport:
         the peer has it (the protocol reuses a send-window slot only once every member has
         acknowledged it). Frames for a peer without a link are dropped and counted. Written at
         the end of this loop turn, or by the caller's :meth:`flush` (``caller_flushes``)."""
+        self._queue(peer, frame, caller_flushes, loud=True)
+
+    def beat(self, peer: NodeId, epoch: int, frame: Frame) -> bool:
+        """Send ``frame``, a periodic heartbeat, so that it does not wake ``peer``: it is not
+        padded, so on its own it stays under the peer's low-water mark and waits in the
+        kernel until the peer reads it at its tick (:meth:`beats_seen`). Sent as with
+        ``caller_flushes``. False while there is no link to ``peer`` (nor a dial under way)."""
+        if peer not in self._out:
+            return False
+        self._queue(peer, frame, True, loud=False)
+        self.stats["beats_written"] += 1
+        return True
+
+    def beats_seen(self, expected: Collection[NodeId] | None = None) -> list[tuple[NodeId, int]]:
+        """Read what waits from ``expected`` (None: every peer) now, its frames to ``on_frame``
+        as the loop would hand them on: the heartbeats that waited under the low-water mark.
+        Another peer's beats wait until enough pile up to wake this member, a few beats
+        later. Returns no beats of its own: over TCP every beat is a frame."""
+        links = self._in
+        reading = (
+            links.values()
+            if expected is None
+            else [links[peer] for peer in expected if peer in links]
+        )
+        for link in reading:
+            receiver = link.receiver
+            if receiver is None or receiver.finished.done() or link.transport.is_closing():
+                continue  # a closing link's descriptor may already be closed, and reused
+            while True:
+                room = receiver.get_buffer(-1)
+                try:
+                    taken = os.readv(link.fd, [room])
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError:
+                    break  # the loop sees the error too, and reports the link
+                if taken == 0:
+                    break  # the end of the stream wakes the loop whatever the low-water mark
+                self.stats["beat_reads"] += 1
+                receiver.buffer_updated(taken)
+                if taken < len(room) or receiver.finished.done():
+                    break
+        return []
+
+    def _queue(self, peer: NodeId, frame: Frame, caller_flushes: bool, *, loud: bool) -> None:
         self._require_started()
-        size = frame_size(frame)
+        size = len(frame) if type(frame) is bytes else frame_size(frame)
         check_frame_size(size, self._max_frame)
         out = self._out.get(peer)
         if out is None:
@@ -325,6 +406,8 @@ class TcpTransport:
             return
         out.queue.append((frame, size))
         out.queued_bytes += size
+        if loud:
+            out.loud = True
         if not out.flush_due:
             out.flush_due = True
             self._dirty.append(out)
@@ -344,19 +427,18 @@ class TcpTransport:
         dirty, self._dirty = self._dirty, []
         for out in dirty:
             out.flush_due = False
-            writer = out.writer
+            transport = out.transport
             # A connection that is closing (uvloop refuses writes to it) is left to the link's
             # task too: it finds out and reports the loss; the frames go with the link.
-            if writer is None or out.draining or writer.transport.is_closing():
+            if transport is None or out.draining or transport.is_closing():
                 out.ready.set()
                 continue
-            transport = writer.transport
             high_water = transport.get_write_buffer_limits()[1]
             while out.queue:
                 if transport.get_write_buffer_size() > high_water:
                     out.ready.set()
                     break
-                _write_batch(out, writer)
+                _write_batch(out, transport)
 
     def disconnect(self, peer: NodeId) -> None:
         """Drop both connections to ``peer`` and its queued frames; ``on_peer_lost`` is not
@@ -517,6 +599,13 @@ class TcpTransport:
         self._writers.discard(link.writer)
         transport.set_protocol(receiver)
         receiver.connection_made(transport)
+        if self._ssl_server is None:
+            # Heartbeats (a dozen bytes) wait in the kernel until beats_seen reads them; every
+            # other write is padded past the mark by its sender and wakes the loop at once.
+            # Not under TLS: its records can only be read through the TLS layer.
+            sock = transport.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, QUIET_BYTES)
+            link.receiver, link.fd, link.transport = receiver, sock.fileno(), transport
         receiver.feed(buffered)
         if ended:
             receiver.eof_received()
@@ -556,7 +645,7 @@ class TcpTransport:
             self._log.warning("node %s: %s", self.node_id, reason)
             self._lose(peer, out, reason, exc.counter)
             return
-        out.writer = writer
+        out.writer, out.transport = writer, writer.transport
         self.stats["connected"] += 1
         out.tasks.append(self._spawn(self._watch_outbound(peer, out, reader), f"tcp-watch-{peer}"))
         try:
@@ -567,9 +656,9 @@ class TcpTransport:
                 try:
                     await writer.drain()
                     while out.queue:
-                        if writer.transport.is_closing():  # uvloop refuses the write
+                        if out.transport.is_closing():  # uvloop refuses the write
                             raise ConnectionResetError("the connection is closing")
-                        _write_batch(out, writer)
+                        _write_batch(out, out.transport)
                         await writer.drain()
                 finally:
                     out.draining = False
@@ -742,8 +831,10 @@ class TcpTransport:
             writer.transport.abort()
 
 
-def _write_batch(out: _Outbound, writer: asyncio.StreamWriter) -> None:
-    """Hand the stream the oldest queued frames, about :data:`_BATCH_BYTES` of them."""
+def _write_batch(out: _Outbound, transport: ByteSink) -> None:
+    """Hand the stream the oldest queued frames, about :data:`_BATCH_BYTES` of them. The batch
+    that empties a queue holding a frame other than a heartbeat is padded to wake the peer
+    past its low-water mark (the batches before it are far longer than that)."""
     batch: list[Frame] = []
     size = 0
     while out.queue and size < _BATCH_BYTES:
@@ -751,7 +842,10 @@ def _write_batch(out: _Outbound, writer: asyncio.StreamWriter) -> None:
         batch.append(frame)
         size += frame_bytes
     out.queued_bytes -= size
-    write_frames(writer, batch)
+    pad_to = 0
+    if out.loud and not out.queue:
+        out.loud, pad_to = False, QUIET_BYTES
+    write_frames(transport, batch, pad_to=pad_to)
 
 
 async def _start_client_tls(

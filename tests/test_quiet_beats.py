@@ -1,0 +1,217 @@
+"""Heartbeats over TCP that wake nobody: an idle member wakes for its tick, not for each beat.
+
+A receiver sets its connections' receive low-water mark (``SO_RCVLOWAT``) to
+:data:`~pyderecho.transport.framing.QUIET_BYTES`: a heartbeat, a dozen bytes, then waits in
+the kernel until the receiver reads it at its tick (:meth:`TcpTransport.beats_seen`), and
+every other write is padded past the mark by its sender, so it wakes the receiver at once.
+These tests check the transport on its own (a beat waits and is read at the tick, a frame
+behind it wakes the receiver, beats from a peer nobody reads wake it once they fill the mark),
+and a quiet group of real members that keeps its view on beats read that way. Planted: a frame
+sent without the padding (as a beat is) waits unread, and members whose beats all go as
+padded frames are woken for each, which the count of the quiet group catches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Collection
+from typing import Any, cast
+
+from pyderecho.cli.demo import free_ports
+from pyderecho.core.config import CoreConfig
+from pyderecho.core.events import Event, Suspected, ViewInstalled
+from pyderecho.core.layout import Mode, every_member, layout_of
+from pyderecho.core.node import Node
+from pyderecho.core.view import NodeId, View
+from pyderecho.runtime.member import Member
+from pyderecho.transport.base import (
+    Frame,
+    FrameHandler,
+    LargeFrameHandler,
+    PeerLostHandler,
+    QuietBeats,
+    Transport,
+)
+from pyderecho.transport.framing import QUIET_BYTES
+from pyderecho.transport.tcp import TcpTransport
+from pyderecho.wire import Heartbeat, decode, encode
+from test_tcp_transport import GROUP, HERE, SECRET, legit_pair, run
+from transport_conformance import digest
+
+UNREAD_S = 0.3
+"""How long a beat is shown to wait unread: a wake-up would hand it on in microseconds."""
+CONFIG = CoreConfig(heartbeat_interval=0.05, heartbeat_timeout=0.5)
+LAYOUT = layout_of({"Log": every_member(Mode.ORDERED)})
+QUIET_S = 2.0
+"""Four heartbeat timeouts with nothing but beats."""
+
+
+def test_a_beat_waits_for_the_receivers_read_and_a_frame_behind_it_wakes_the_receiver() -> None:
+    async def scenario() -> None:
+        async with legit_pair() as (transports, recorders):
+            sender, receiver = cast(list[TcpTransport], transports)
+            assert isinstance(sender, QuietBeats)
+            frames = recorders[1].frames[0]
+            before = len(frames)
+            assert sender.beat(1, 7, encode(Heartbeat(7)))
+            sender.flush()
+            await asyncio.sleep(UNREAD_S)
+            assert len(frames) == before, "a beat woke its receiver"
+            assert receiver.beats_seen([5]) == [] and len(frames) == before, "read for node 5"
+            assert receiver.beats_seen([0]) == []
+            assert frames[before:] == [digest(encode(Heartbeat(7)))], "not read at the tick"
+            # A frame that must wake the receiver, sent behind a beat, takes the beat along.
+            assert sender.beat(1, 8, encode(Heartbeat(8)))
+            sender.send(1, b"x")
+            sender.flush()
+            await recorders[1].wait_for_frames(0, before + 3)
+            assert frames[before + 1 :] == [digest(encode(Heartbeat(8))), digest(b"x")]
+            assert receiver.stats["beat_reads"] == 1
+
+    run(scenario())
+
+
+def test_beats_nobody_reads_wake_the_receiver_once_they_fill_the_mark() -> None:
+    """A peer this member does not expect beats from (one in another view) is read late, not
+    never: its beats pile up in the kernel until they reach the low-water mark."""
+
+    async def scenario() -> None:
+        async with legit_pair() as (transports, recorders):
+            sender = cast(TcpTransport, transports[0])
+            frames = recorders[1].frames[0]
+            before = len(frames)
+            beat = encode(Heartbeat(3))
+            needed = -(-QUIET_BYTES // (len(beat) + 4))
+            for _ in range(needed - 1):
+                assert sender.beat(1, 3, beat)
+                sender.flush()
+            await asyncio.sleep(UNREAD_S)
+            assert len(frames) == before, "fewer beats than the mark woke the receiver"
+            assert sender.beat(1, 3, beat)
+            sender.flush()
+            await recorders[1].wait_for_frames(0, before + needed)
+
+    run(scenario())
+
+
+def test_planted_a_frame_sent_without_padding_waits_unread() -> None:
+    """Planted: the padding is what wakes the receiver. A reply sent as a beat is (no padding)
+    is not handed on until the receiver looks."""
+
+    async def scenario() -> None:
+        async with legit_pair() as (transports, recorders):
+            sender, receiver = cast(list[TcpTransport], transports)
+            before = len(recorders[1].frames[0])
+            assert sender.beat(1, 0, b"a reply the receiver waits for")
+            sender.flush()
+            await asyncio.sleep(UNREAD_S)
+            assert len(recorders[1].frames[0]) == before
+            receiver.beats_seen(None)
+            assert len(recorders[1].frames[0]) == before + 1
+
+    run(scenario())
+
+
+class CountingTcp:
+    """A member's TCP transport that counts the heartbeat frames handed to its member outside
+    :meth:`beats_seen` (each one a wake-up of its own). With ``quiet`` false its beats go as
+    ordinary, padded frames (planted: the quiet half of the mechanism is gone). It wraps the
+    transport, as the fast build compiles the transport and allows no interpreted subclass."""
+
+    def __init__(self, node_id: NodeId, listen: str, *, quiet: bool) -> None:
+        self.inner = TcpTransport(node_id, listen, group=GROUP, secret=SECRET)
+        self.quiet = quiet
+        self.reading = False
+        self.woken_by_beats = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def start(
+        self,
+        on_frame: FrameHandler,
+        on_peer_lost: PeerLostHandler,
+        on_large_frame: LargeFrameHandler | None = None,
+    ) -> None:
+        def counting(src: NodeId, frame: memoryview) -> None:
+            if not self.reading and isinstance(decode(frame), Heartbeat):
+                self.woken_by_beats += 1
+            on_frame(src, frame)
+
+        await self.inner.start(counting, on_peer_lost, on_large_frame)
+
+    def beat(self, peer: NodeId, epoch: int, frame: Frame) -> bool:
+        return self.quiet and self.inner.beat(peer, epoch, frame)
+
+    def beats_seen(self, expected: Collection[NodeId] | None) -> list[tuple[NodeId, int]]:
+        self.reading = True
+        try:
+            return self.inner.beats_seen(expected)
+        finally:
+            self.reading = False
+
+
+def quiet_group(*, quiet: bool) -> tuple[list[CountingTcp], list[Event]]:
+    """Three members over TCP that send one message each, then nothing for ``QUIET_S``."""
+
+    async def scenario() -> tuple[list[CountingTcp], list[Event]]:
+        addresses = {i: f"{HERE}:{port}" for i, port in enumerate(free_ports(3))}
+        transports = [CountingTcp(i, addresses[i], quiet=quiet) for i in range(3)]
+        view = View(0, (0, 1, 2))
+        events: list[Event] = []
+        members = [
+            Member(
+                Node(i, view, LAYOUT, CONFIG, addresses=addresses),
+                cast(Transport, transports[i]),
+                on_event=events.append,
+            )
+            for i in range(3)
+        ]
+        for member in members:
+            await member.start()
+        try:
+            for member in members:
+                await member.send(0, b"open the links")
+            await asyncio.sleep(0.3)
+            woken = [t.woken_by_beats for t in transports]
+            await asyncio.sleep(QUIET_S)
+            for transport, before in zip(transports, woken, strict=True):
+                transport.woken_by_beats -= before
+            seen = list(events)  # closing breaks the links, which the others suspect
+        finally:
+            for member in members:
+                await member.close()
+        return transports, seen
+
+    return asyncio.run(scenario())
+
+
+def test_a_quiet_group_over_tcp_keeps_its_view_on_beats_read_at_its_ticks() -> None:
+    transports, events = quiet_group(quiet=True)
+    changes = [
+        e
+        for e in events
+        if isinstance(e, Suspected) or (isinstance(e, ViewInstalled) and e.view.epoch > 0)
+    ]
+    assert changes == [], changes
+    # Each member beats to its two watchers every interval: QUIET_S / interval = 40 rounds,
+    # of which at least half are read at a tick (a slow machine may run ticks late).
+    assert all(t.stats["beats_written"] >= 2 * 20 for t in transports), [
+        t.stats for t in transports
+    ]
+    assert all(t.stats["beat_reads"] >= 20 for t in transports)
+    # Beats wait for the tick. Only a tick held up for five beats' time (a loaded machine)
+    # lets enough pile up to wake the loop; allow one beat in ten for that.
+    written = sum(t.stats["beats_written"] for t in transports)
+    woken = [t.woken_by_beats for t in transports]
+    assert sum(woken) <= written // 10, (woken, written)
+
+
+def test_planted_beats_sent_as_frames_wake_their_receivers() -> None:
+    """Planted: with every beat an ordinary frame, the count above sees the wake-ups. (The
+    three members share one loop and tick in turn on the same grid: the last to tick finds
+    the others' beats of the round waiting, the first is woken by both its watched members'
+    beats, each round: 2 x 40 for it alone.)"""
+    transports, _ = quiet_group(quiet=False)
+    woken = [t.woken_by_beats for t in transports]
+    assert sum(woken) >= 2 * 20, woken
