@@ -44,7 +44,7 @@ UVLOOP_TESTS := tests/test_tcp_transport.py tests/test_tcp_identify.py tests/tes
 	tests/test_frame_receiver.py tests/test_runtime.py tests/test_processes.py \
 	tests/test_join_settings.py tests/test_live_fuzz.py tests/test_group.py tests/test_group_processes.py \
 	tests/test_paxos_group.py tests/test_paxos_restart.py tests/test_paxos_processes.py \
-	tests/test_event_loop.py
+	tests/test_event_loop.py tests/test_quiet_beats.py
 test-fast: $(FAST_VENV)/.installed
 	PYDERECHO_TEST_CORE=compiled $(FAST_VENV)/bin/python -m pytest -q -n auto
 	$(FAST_ENV) $(FAST_VENV)/bin/python -m pytest -q -n auto $(UVLOOP_TESTS)
