@@ -887,6 +887,32 @@ def test_leaving_out_of_a_cleanup_whom_a_survivor_suspects_is_caught(
         assert any(v.startswith("virtual-synchrony") for v in caught), (seed, caught[:3])
 
 
+@pytest.mark.parametrize("seed", [2101, 2484, 2915, 3246])
+def test_a_leader_learns_whom_it_cannot_reach_before_its_cover_removes_its_own_side(
+    seed: int,
+) -> None:
+    """Partial-cut seeds beyond the sweep's range, which stopped every member. Seed 2484: 13
+    members, the leader's half cut off from the other (the leader 0 with 6, 9, 10, 11, 12; 1,
+    2, 3, 4, 5 and 8) but for a bridge, 7. When the accusations paused the leader knew 14 of
+    the 36 cut links (members watch only their ring successors), four of them member 6's, on
+    its own side; the cover removed 1, 2, 3, 8 and 6, and once 4 and 5 accused the leader's
+    side, covering them too left it suspecting 7 of 13. Now, before the cover removes a member
+    the leader reaches, the leader asks the members across its cut links to answer: the far
+    side does not, is suspected, and the cover removes the far side alone."""
+    spec = partial_cut_scenario(seed)
+    assert spec.partial_cut == "leader-cut-off"
+    assert run_simulation(spec).violations == [], describe(spec)
+
+
+@pytest.mark.patches_compiled
+def test_covering_before_the_far_ends_are_probed_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Planted: the leader covers the links it knows of without asking the members across
+    them (the code before): seed 2484 stops every member again."""
+    monkeypatch.setattr(Membership, "_probe_far_ends", lambda *args: False)
+    violations = run_simulation(partial_cut_scenario(2484)).violations
+    assert any(v.startswith("availability: ") for v in violations), violations[:3]
+
+
 def test_a_bridge_keeps_running_after_a_cut_off_leader_steps_down() -> None:
     """Partial-cut seed 1122, beyond the sweep's range (found running seeds 1100-2000): ten
     members and a joiner (a bridge, reaching both halves), the leader 0 cut off on the smaller

@@ -19,12 +19,16 @@ its row. The leader proposes a removal it suspects once every other member agree
 chose the member to cover the cut links: when no new accusation or report came for half a
 timeout, it removes as few members as leave no cut link between those that stay (greedy: the
 member with the most cut links, then the one that accuses most, so of a one-way accusation the
-accuser goes, then the highest rank). The leader stays only with the members it reaches, so it
-removes every member cut from it; if removing itself instead would cost fewer members (it is on
-the smaller side of the cut), it steps down: it stops, and the larger side, which no longer
-hears it, goes on without it. Removing everyone accused would instead take out both ends of
-every cut link and could leave no majority, as adopting every side's suspicions did, and a
-leader cut off on the smaller side used to talk the bridges into suspecting the larger one.
+accuser goes, then the highest rank). Members watch only a few ring neighbours, so most links
+of a cut are known to nobody when the accusations pause: before the cover removes a member the
+leader reaches, the leader asks the members across that member's cut links to answer, and
+suspects those that do not (they are cut from it, and go anyway). The leader stays only with
+the members it reaches, so it removes every member cut from it; if removing itself instead
+would cost fewer members (it is on the smaller side of the cut), it steps down: it stops, and
+the larger side, which no longer hears it, goes on without it. Removing everyone accused
+would instead take out both ends of every cut link and could leave no majority, as adopting
+every side's suspicions did, and a leader cut off on the smaller side used to talk the
+bridges into suspecting the larger one.
 
 Agreement (DESIGN.md 3.3). The leader is the lowest-ranked member its follower does not
 suspect. It proposes the changes (removals of suspected members, joins) in its row; members copy
@@ -829,11 +833,13 @@ class Membership:
         cut.extend((self.me, m) for m in pending if m not in self._resurfaced)
         self._unsettled = bool(cut)
         if cut and now - self._last_accusation >= 2 * wait:
-            self._cover(cut, pending, now)
-            self._unsettled = False
+            self._unsettled = not self._cover(cut, pending, now, wait)
 
-    def _cover(self, cut: list[tuple[NodeId, NodeId]], pending: set[NodeId], now: float) -> None:
-        """Remove as few members as leave no cut link between those that stay, or step down.
+    def _cover(
+        self, cut: list[tuple[NodeId, NodeId]], pending: set[NodeId], now: float, wait: float
+    ) -> bool:
+        """Remove as few members as leave no cut link between those that stay, or step down;
+        False while it first asks members it may be cut from (:meth:`_probe_far_ends`).
 
         A leader that stays must remove every member cut from it, then cover the rest; if
         removing itself and covering the rest costs fewer members (it is on the smaller side
@@ -859,6 +865,9 @@ class Membership:
         sparing = sorted(beside) + _greedy_cover(
             {link for link in links if not beside.intersection(link)}, self.view, pending
         )
+        reached = [m for m in sparing if m not in beside and m not in slow]
+        if reached and self._probe_far_ends(links, reached, now, wait):
+            return False
         going = 1 + len(
             _greedy_cover({link for link in links if me not in link}, self.view, pending)
         )
@@ -867,12 +876,50 @@ class Membership:
                 f"removed from the group: cut off from {len(sparing)} members that the others "
                 "reach (a partial cut), so this leader steps down"
             )
-            return
+            return True
         for member in sparing + sorted(slow.difference(sparing)):
             self._decided.add(member)
             self.suspect(member, now, local=True)
             if self.stopped:
-                return
+                break
+        return True
+
+    def _probe_far_ends(
+        self,
+        links: set[tuple[NodeId, NodeId]],
+        reached: list[NodeId],
+        now: float,
+        wait: float,
+    ) -> bool:
+        """The cover would remove ``reached``, members this leader is not known to be cut
+        from: before it does, it asks the members across their cut links to answer, and
+        suspects those that do not within ``wait`` (cut from it too, so removed anyway). True
+        while answers are awaited or a suspicion changed the graph.
+
+        Members watch only a few ring neighbours, so when the accusations pause most links of
+        a cut are known to nobody. A member on the leader's side accused by a few across the
+        cut then shows more links than each of those, and the cover removed it instead of
+        them (partial-cut seed 2484: covering the links that came later left the leader's
+        side without a majority). Whom the leader cannot reach, it learns first hand."""
+        far = {b if a in reached else a for a, b in links if a in reached or b in reached}
+        asking = False
+        for member in sorted(far):
+            if member == self.me or member in self.suspected:
+                continue
+            asked = self._probes.get(member)
+            if asked is None:
+                self._probes[member] = now
+                self._outbox.append((member, Heartbeat(self.view.epoch, probe=True)))
+                asking = True
+            elif member not in self._answered:
+                if now - asked < wait:
+                    asking = True
+                else:
+                    self.suspect(member, now, local=True)
+                    if self.stopped:
+                        return True
+                    asking = True
+        return asking
 
     def _adoptable(self, news: list[NodeId]) -> bool:
         """Whether to adopt the leader's suspicions ``news``, or rather suspect the leader.
