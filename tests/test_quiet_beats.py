@@ -1,9 +1,10 @@
 """Heartbeats over TCP that wake nobody: an idle member wakes for its tick, not for each beat.
 
-A receiver sets its connections' receive low-water mark (``SO_RCVLOWAT``) to
-:data:`~pyderecho.transport.framing.QUIET_BYTES`: a heartbeat, a dozen bytes, then waits in
-the kernel until the receiver reads it at its tick (:meth:`TcpTransport.beats_seen`), and
-every other write is padded past the mark by its sender, so it wakes the receiver at once.
+A receiver whose tick finds a link holding nothing but beats raises its receive low-water
+mark (``SO_RCVLOWAT``) to :data:`~pyderecho.transport.framing.QUIET_BYTES`: a heartbeat, a
+dozen bytes, then waits in the kernel until the receiver reads it at its next tick
+(:meth:`TcpTransport.beats_seen`), and every other write is padded past the mark by its
+sender, so it wakes the receiver at once, whose first read lowers the mark again.
 These tests check the transport on its own (a beat waits and is read at the tick, a frame
 behind it wakes the receiver, beats from a peer nobody reads wake it once they fill the mark),
 and a quiet group of real members that keeps its view on beats read that way. Planted: a frame
@@ -53,6 +54,7 @@ def test_a_beat_waits_for_the_receivers_read_and_a_frame_behind_it_wakes_the_rec
             assert isinstance(sender, QuietBeats)
             frames = recorders[1].frames[0]
             before = len(frames)
+            assert receiver.beats_seen([0]) == []  # a tick found the link quiet: mark up
             assert sender.beat(1, 7, encode(Heartbeat(7)))
             sender.flush()
             await asyncio.sleep(UNREAD_S)
@@ -77,9 +79,10 @@ def test_beats_nobody_reads_wake_the_receiver_once_they_fill_the_mark() -> None:
 
     async def scenario() -> None:
         async with legit_pair() as (transports, recorders):
-            sender = cast(TcpTransport, transports[0])
+            sender, receiver = cast(list[TcpTransport], transports)
             frames = recorders[1].frames[0]
             before = len(frames)
+            receiver.beats_seen([0])  # the last tick found the link quiet, then read it no more
             beat = encode(Heartbeat(3))
             needed = -(-QUIET_BYTES // (len(beat) + 4))
             for _ in range(needed - 1):
@@ -102,12 +105,38 @@ def test_planted_a_frame_sent_without_padding_waits_unread() -> None:
         async with legit_pair() as (transports, recorders):
             sender, receiver = cast(list[TcpTransport], transports)
             before = len(recorders[1].frames[0])
+            receiver.beats_seen([0])
             assert sender.beat(1, 0, b"a reply the receiver waits for")
             sender.flush()
             await asyncio.sleep(UNREAD_S)
             assert len(recorders[1].frames[0]) == before
             receiver.beats_seen(None)
             assert len(recorders[1].frames[0]) == before + 1
+
+    run(scenario())
+
+
+def test_a_large_frame_to_a_quiet_link_is_read_to_its_end() -> None:
+    """A large frame's last segment may bring fewer bytes than the mark once the loop read
+    the rest: the first bytes the loop reads lower the mark again, so nothing of a frame
+    ever waits under it (with the mark left up, the frames below stalled: the conformance
+    check of large frames caught it). A tick read mid-frame leaves the mark down."""
+
+    async def scenario() -> None:
+        async with legit_pair() as (transports, recorders):
+            sender, receiver = cast(list[TcpTransport], transports)
+            frames = recorders[1].frames[0]
+            before = len(frames)
+            large = bytes(range(256)) * (16 * 1024 + 3)  # 4 MiB and a little, in many reads
+            for size in (len(large), 1000, 70_001, 63):
+                receiver.beats_seen([0])
+                sender.send(1, large[:size])
+                sender.send(1, b"t")
+                sender.flush()
+                receiver.beats_seen([0])
+                before += 2
+                await recorders[1].wait_for_frames(0, before)
+                assert frames[-2:] == [digest(large[:size]), digest(b"t")]
 
     run(scenario())
 

@@ -7,10 +7,11 @@ member allocate for it. Frames go out as a list of buffers (header, payload) so 
 handed to the stream as the caller's memoryview, never concatenated here.
 
 A length of all ones (:data:`PAD_WORD`) is no frame but four bytes of padding, which the
-receiver skips. A receiver may set its socket's receive low-water mark (``SO_RCVLOWAT``) to
-:data:`QUIET_BYTES`, so that a heartbeat (about a dozen bytes) waits in the kernel until the
-receiver looks, instead of waking it; the sender then pads every other write shorter than that
-(``write_frames(..., pad_to=QUIET_BYTES)``), so that it still wakes the receiver at once.
+receiver skips. A receiver may raise its socket's receive low-water mark (``SO_RCVLOWAT``) to
+:data:`QUIET_BYTES` while it holds nothing of a frame, so that a heartbeat (about a dozen
+bytes) waits in the kernel until the receiver looks, instead of waking it; the sender then
+pads every other write shorter than that (``write_frames(..., pad_to=QUIET_BYTES)``), so that
+it still wakes the receiver at once (:attr:`FrameReceiver.woken` lowers the mark again).
 """
 
 from __future__ import annotations
@@ -216,6 +217,14 @@ class FrameReceiver(asyncio.BufferedProtocol):
         """Bytes of placed frames that had arrived before the placement, copied there."""
         self._transport: asyncio.BaseTransport | None = None
         self.finished: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.woken: Callable[[], None] | None = None
+        """Called once, then cleared, when bytes next come in (set by a transport that lets
+        heartbeats wait under a low-water mark, to lower it again before any frame is read)."""
+
+    @property
+    def between_frames(self) -> bool:
+        """Nothing of a frame is held: the stream is at a frame boundary."""
+        return self._start == self._end and self._large is None and self._placing is None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport
@@ -242,6 +251,10 @@ class FrameReceiver(asyncio.BufferedProtocol):
         return self._view[self._end :]
 
     def buffer_updated(self, nbytes: int) -> None:
+        woken = self.woken
+        if woken is not None:
+            self.woken = None
+            woken()
         if self.finished.done():
             return
         if self._placing is not None:

@@ -46,17 +46,19 @@ copied into a batch.
 
 Heartbeats that wake nobody. An idle member only beats, and each beat read the moment it comes
 is a wake-up of its receiver: on two cores, 64 idle members woke 2.2 times per interval each
-for one tick. So a plain connection's receive low-water mark (``SO_RCVLOWAT``) is set to
-:data:`~pyderecho.transport.framing.QUIET_BYTES` once it is authenticated: a periodic beat
-(:meth:`TcpTransport.beat`, a dozen bytes) waits in the kernel, and the member reads the
-beats of the members it watches at its own tick (:meth:`TcpTransport.beats_seen`), as shared
-memory shows beats in a word of the link's segment. Every other write that empties a peer's
-queue is padded with pad words (four bytes each, skipped by the receiver) to the mark, so a
-frame that must be read at once wakes the receiver as before, and takes any beat waiting
-before it along. A beat nobody reads at its tick (from a member in another view) waits until
-enough pile up to reach the mark, five beats or so. The end of a stream and a reset wake the
-receiver whatever the mark. Under TLS the mark is not set (its records can only be read
-through the TLS layer), and every beat wakes its receiver.
+for one tick. So the member reads the links of the members it watches at its own tick
+(:meth:`TcpTransport.beats_seen`), as shared memory shows beats in a word of the link's
+segment, and a link that then holds nothing (the kernel empty, no frame half read) gets its
+receive low-water mark (``SO_RCVLOWAT``) raised to
+:data:`~pyderecho.transport.framing.QUIET_BYTES`: a periodic beat (:meth:`TcpTransport.beat`,
+a dozen bytes) waits in the kernel until the next tick. Every other write that empties a
+peer's queue is padded with pad words (four bytes each, skipped by the receiver) to the mark,
+so a frame that must be read at once wakes the receiver as before, takes any beat waiting
+before it along, and the first bytes the loop reads lower the mark again: the rest of a frame
+never waits under it (a large frame's last segment may well be shorter). A link nobody reads
+at its ticks keeps the mark down. The end of a stream and a reset wake the receiver whatever
+the mark. Under TLS the mark is never raised (its records can only be read through the TLS
+layer), and every beat wakes its receiver.
 
 Receiving. Once a connection is authenticated, a
 :class:`~pyderecho.transport.framing.FrameReceiver` takes it over from the handshake's stream
@@ -200,6 +202,9 @@ class _Inbound:
     ``fd`` while ``transport`` is not closing (the descriptor may be reused after)."""
     fd: int = -1
     transport: Any = None
+    sock: Any = None
+    quiet: bool = False
+    """The low-water mark is up: the link held nothing but beats at the last tick."""
 
 
 class TcpTransport:
@@ -372,11 +377,14 @@ class TcpTransport:
             receiver = link.receiver
             if receiver is None or receiver.finished.done() or link.transport.is_closing():
                 continue  # a closing link's descriptor may already be closed, and reused
+            receiver.woken = None  # a read at the tick is no wake-up
+            drained = False
             while True:
                 room = receiver.get_buffer(-1)
                 try:
                     taken = os.readv(link.fd, [room])
                 except (BlockingIOError, InterruptedError):
+                    drained = True
                     break
                 except OSError:
                     break  # the loop sees the error too, and reports the link
@@ -384,9 +392,27 @@ class TcpTransport:
                     break  # the end of the stream wakes the loop whatever the low-water mark
                 self.stats["beat_reads"] += 1
                 receiver.buffer_updated(taken)
-                if taken < len(room) or receiver.finished.done():
+                if receiver.finished.done():
                     break
+                if taken < len(room):
+                    drained = True
+                    break
+            if receiver.finished.done():
+                continue
+            # Up only while the kernel holds nothing and no frame is half read: bytes under
+            # the mark must never be the rest of a frame, which nothing would then read.
+            self._set_quiet(link, drained and receiver.between_frames)
         return []
+
+    def _set_quiet(self, link: _Inbound, quiet: bool) -> None:
+        """Raise the link's low-water mark (beats wait for the tick), or lower it (every byte
+        wakes the loop); when raised, the next bytes the loop reads lower it first."""
+        receiver = link.receiver
+        assert receiver is not None
+        if quiet != link.quiet:
+            link.quiet = quiet
+            link.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, QUIET_BYTES if quiet else 1)
+        receiver.woken = (lambda: self._set_quiet(link, False)) if quiet else None
 
     def _queue(self, peer: NodeId, frame: Frame, caller_flushes: bool, *, loud: bool) -> None:
         self._require_started()
@@ -600,12 +626,12 @@ class TcpTransport:
         transport.set_protocol(receiver)
         receiver.connection_made(transport)
         if self._ssl_server is None:
-            # Heartbeats (a dozen bytes) wait in the kernel until beats_seen reads them; every
-            # other write is padded past the mark by its sender and wakes the loop at once.
-            # Not under TLS: its records can only be read through the TLS layer.
+            # beats_seen reads this link at the ticks, and raises its low-water mark while
+            # it carries nothing but beats. Not under TLS: its records can only be read
+            # through the TLS layer.
             sock = transport.get_extra_info("socket")
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, QUIET_BYTES)
             link.receiver, link.fd, link.transport = receiver, sock.fileno(), transport
+            link.sock = sock
         receiver.feed(buffered)
         if ended:
             receiver.eof_received()
