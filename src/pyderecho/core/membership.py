@@ -794,8 +794,12 @@ class Membership:
                 self._last_accusation = now
                 self._dirty |= node in self._answered
             if node != self.me and node not in self._probes and node not in self.suspected:
-                self._probes[node] = now
-                self._outbox.append((node, Heartbeat(self.view.epoch, probe=True)))
+                self._probe(node, now)
+
+    def _probe(self, member: NodeId, now: float) -> None:
+        """Ask ``member`` to answer (:attr:`_answered` notes it when it does)."""
+        self._probes[member] = now
+        self._outbox.append((member, Heartbeat(self.view.epoch, probe=True)))
 
     def _weigh_accusations(self, now: float) -> None:
         """Agree with the accusations nobody answered; as leader, cover the cut links."""
@@ -908,8 +912,7 @@ class Membership:
                 continue
             asked = self._probes.get(member)
             if asked is None:
-                self._probes[member] = now
-                self._outbox.append((member, Heartbeat(self.view.epoch, probe=True)))
+                self._probe(member, now)
                 asking = True
             elif member not in self._answered:
                 if now - asked < wait:

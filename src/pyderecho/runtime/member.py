@@ -233,15 +233,10 @@ class Member:
         # view enables none: an idle group's beats cost no flush.
         node = self.node
         now = self._now()
-        if self._reading_beats:
-            # A beat that waited for the tick (QuietBeats): the tick steps once for them all.
-            try:
-                node.receive_bytes(src, frame, now, flush=False)
-            except Exception as exc:
-                self._core_raised(exc, f"a frame from node {src}")
-            return
         try:
             node.receive_bytes(src, frame, now, flush=False)
+            if self._reading_beats:
+                return  # a beat that waited for the tick (QuietBeats): the tick steps once
             answer_now = node.flush_due and not self._flush_scheduled
             if answer_now:
                 node.flush(now)

@@ -197,14 +197,15 @@ class _Inbound:
     writer: asyncio.StreamWriter
     task: asyncio.Task[Any]
     receiver: FrameReceiver | None = None
-    """Set once frames are read, where the connection is plain TCP (not TLS) and its
-    low-water mark lets heartbeats wait: :meth:`TcpTransport.beats_seen` reads them, from
+    """Set once frames are read, where the connection is plain TCP (not TLS), whose
+    low-water mark may let heartbeats wait: :meth:`TcpTransport.beats_seen` reads them, from
     ``fd`` while ``transport`` is not closing (the descriptor may be reused after)."""
     fd: int = -1
     transport: Any = None
     sock: Any = None
     quiet: bool = False
-    """The low-water mark is up: the link held nothing but beats at the last tick."""
+    """The low-water mark is up: the last read at a tick drained the link at a frame boundary,
+    and the loop has read nothing from it since."""
 
 
 class TcpTransport:
@@ -365,8 +366,10 @@ class TcpTransport:
     def beats_seen(self, expected: Collection[NodeId] | None = None) -> list[tuple[NodeId, int]]:
         """Read what waits from ``expected`` (None: every peer) now, its frames to ``on_frame``
         as the loop would hand them on: the heartbeats that waited under the low-water mark.
-        Another peer's beats wait until enough pile up to wake this member, a few beats
-        later. Returns no beats of its own: over TCP every beat is a frame."""
+        Each link read is left with its mark up if the read drained it at a frame boundary,
+        down otherwise; a link no longer read keeps its mark as the last read left it (a
+        link up wakes this member once enough beats pile up, a few beats later). Returns no
+        beats of its own: over TCP every beat is a frame."""
         links = self._in
         reading = (
             links.values()
