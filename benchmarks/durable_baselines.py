@@ -96,6 +96,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pyderecho.cli.demo import free_ports
+
 MEMBERS = 3
 VALUE_BYTES = 100
 HOST = "127.0.0.1"
@@ -133,20 +135,6 @@ ZOOKEEPER_DURABILITY = "transaction log fsync before every acknowledgement (forc
 
 
 # -- helpers ------------------------------------------------------------------------------------
-
-
-def _free_ports(count: int) -> list[int]:
-    """Ports free on the loopback right now (held together, so they differ)."""
-    sockets: list[socket.socket] = []
-    try:
-        for _ in range(count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.bind((HOST, 0))
-            sockets.append(sock)
-        return [int(sock.getsockname()[1]) for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def _percentiles(samples_ms: list[float]) -> tuple[float, float]:
@@ -439,7 +427,7 @@ def start_etcd_cluster(data_root: str | None = None, binary: str = ETCD_BINARY) 
             f"{binary!r} not found: run `sudo bash benchmarks/setup_durable_baselines.sh`"
         )
     root = Path(tempfile.mkdtemp(prefix="etcd-bench-", dir=data_root))
-    ports = _free_ports(2 * MEMBERS)
+    ports = free_ports(2 * MEMBERS)
     client_ports, peer_ports = ports[:MEMBERS], ports[MEMBERS:]
     cluster = Cluster("etcd", root, client_ports=client_ports)
     initial = ",".join(f"m{i}=http://{HOST}:{peer_ports[i]}" for i in range(MEMBERS))
@@ -687,7 +675,7 @@ def start_zookeeper_ensemble(data_root: str | None = None, java: str = JAVA_BINA
         )
     importlib.import_module("kazoo.client")  # fail before starting anything without kazoo
     root = Path(tempfile.mkdtemp(prefix="zookeeper-bench-", dir=data_root))
-    ports = _free_ports(3 * MEMBERS)
+    ports = free_ports(3 * MEMBERS)
     client_ports = ports[:MEMBERS]
     quorum_ports = ports[MEMBERS : 2 * MEMBERS]
     election_ports = ports[2 * MEMBERS :]

@@ -73,7 +73,6 @@ import json
 import os
 import queue
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -83,6 +82,8 @@ import time
 from importlib import metadata
 from types import TracebackType
 from typing import IO, Any
+
+from pyderecho.cli.demo import free_ports
 
 MEMBERS = 3
 VALUE_BYTES = 100
@@ -329,20 +330,6 @@ def _child_main(argv: list[str]) -> int:
 # -- the parent ---------------------------------------------------------------------------------
 
 
-def _free_ports(count: int) -> list[int]:
-    """Ports free on the loopback right now (held together, so they differ)."""
-    sockets: list[socket.socket] = []
-    try:
-        for _ in range(count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.bind((HOST, 0))
-            sockets.append(sock)
-        return [int(sock.getsockname()[1]) for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
 class _Child:
     """One replica process and a thread that turns its stdout into a queue of replies."""
 
@@ -413,7 +400,7 @@ class _Group:
         self._journal_dir = tempfile.mkdtemp(prefix="pysyncobj-") if journal else None
         self.children: list[_Child] = []
         self.leader: str | None = None
-        self.addresses = [f"{HOST}:{port}" for port in _free_ports(MEMBERS)]
+        self.addresses = [f"{HOST}:{port}" for port in free_ports(MEMBERS)]
 
     def __enter__(self) -> _Group:
         try:
