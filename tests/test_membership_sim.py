@@ -15,9 +15,11 @@ fault touched may stop. A failing seed replays exactly.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 import msgspec
 import pytest
@@ -572,16 +574,44 @@ def test_a_follower_applies_a_cut_only_once_a_member_has() -> None:
     [
         pytest.param(1441, id="1441-a-crash-nobody-watches-any-more"),
         pytest.param(1611, id="1611-a-leaver-echoes-no-exclusion"),
+        pytest.param(5782, id="5782-a-silent-follower-is-asked-before-it-is-blamed"),
     ],
 )
 def test_the_change_leader_settles_a_stalled_cleanup(seed: int) -> None:
-    """Seeds of the long sweep that failed while the change's leader came to settle stalled
-    cleanups. 1441: a survivor crashed after the final; its watchers had moved on, so the
-    leader, still in the old view, blames a survivor that neither echoes nor moves on once it
-    is silent. 1611: a member whose leave the final holds exits; the leader waited for its echo
-    of an exclusion, which never came, and is now not counting on it."""
+    """Seeds of the long sweep, or beyond it, that failed while the change's leader came to
+    settle stalled cleanups. 1441: a survivor crashed after the final; its watchers had moved
+    on, so the leader, still in the old view, blames a survivor that neither echoes nor moves
+    on once it is silent. 1611: a member whose leave the final holds exits; the leader waited
+    for its echo of an exclusion, which never came, and is now not counting on it. 5782: the
+    final's leader 0 crashed; its successor 1, a timeout later, blamed every survivor that had
+    not moved on and that it had not heard from, and member 10, alive and following it, had
+    had nothing to send it. A follower that echoes the leader is now asked to answer first,
+    and blamed at the next stall timeout only if it has not been heard since."""
     spec = scenario(seed)
     assert run_simulation(spec).violations == [], describe(spec)
+
+
+class _AskedLongAgo(dict[int, float]):
+    """Every member looks probed and unheard since: the leader blames silent followers at
+    once, as before seed 5782's fix."""
+
+    def get(self, key: int, default: float | None = None) -> float:  # type: ignore[override]
+        return math.inf
+
+
+@pytest.mark.patches_compiled
+def test_blaming_a_silent_follower_without_asking_it_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    original = Membership.__init__
+
+    def init(self: Membership, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        self._stall_probes = _AskedLongAgo()
+
+    monkeypatch.setattr(Membership, "__init__", init)
+    violations = run_simulation(scenario(5782)).violations
+    assert any(v.startswith("availability: member 10,") for v in violations), violations[:3]
 
 
 def test_a_rolling_replacement_of_every_member_keeps_the_group() -> None:

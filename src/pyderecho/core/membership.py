@@ -298,6 +298,9 @@ class Membership:
         """Members heard from in a later view (:meth:`went_ahead`)."""
         self._cleanup_probes: dict[NodeId, float] = {}
         """When this member asked each member its cleanup waits on, silent lately, to answer."""
+        self._stall_probes: dict[NodeId, float] = {}
+        """As the leader of a final change whose cleanup stalls: when it asked each member
+        that follows it but had not moved on, silent for a timeout, to answer."""
         self.cleanup_logging = False
         """Set by the node while a ``Paxos`` shard's cleanup waits for survivors to log what it
         keeps: every survivor waits on every other there, so nobody is given extra time."""
@@ -1041,7 +1044,21 @@ class Membership:
                     )
                 )
                 recent = self._heard_lately(stalled, now)
-                blamed.extend(m for m in stalled if m not in recent and m not in blamed)
+                for member in stalled:
+                    if member in recent or member in blamed:
+                        continue
+                    asked = self._stall_probes.get(member)
+                    if self._echoes(member, version) and (
+                        asked is None or self.last_heard[member] > asked
+                    ):
+                        # It follows this leader and waits, as this one does, on the cleanup:
+                        # it has nothing to send, and nobody need watch it (membership seed
+                        # 5782 removed such a live member here). Its silence is no evidence;
+                        # a probe unanswered by the next stall timeout is.
+                        self._stall_probes[member] = now
+                        self._outbox.append((member, Heartbeat(self.view.epoch, probe=True)))
+                    else:
+                        blamed.append(member)
         elif self._leading is None:
             blamed = [self.leader]
         else:
