@@ -317,6 +317,17 @@ def test_a_member_moved_out_during_a_restart_drops_its_state() -> None:
     assert run_simulation(spec).violations == []
 
 
+@pytest.mark.parametrize("seed", [9511, 11977, 13744])
+def test_members_left_without_a_holder_wait_for_one_not_for_each_other(seed: int) -> None:
+    """Seeds beyond the sweeps. 9511: after a total restart, shard ('KV', 0, 1) of view 2 was
+    3 and 7, both new to it, and 4, its one holder; 4's disk failed before either had the
+    state. In view 3, 3 and 7 were the shard's old members and asked each other; each kept
+    the other's request until it had the state, and every call to the shard hung. A member
+    asked by the member it asks says it holds nothing, and both wait for a holder to
+    restart (``StateWaiting``); tests/test_holderless_shards.py drives the same by hand."""
+    assert run_simulation(paxos_scenario(seed)).violations == []
+
+
 def test_a_restart_whose_chosen_holder_fails_mid_transfer_keeps_one_state() -> None:
     """Seed 7644, beyond the sweeps: after a total crash member 2 rebuilt shard ('KV', 0, 0)
     at (1, 5) (two messages logged there alone, delivered nowhere), every other member at

@@ -175,6 +175,18 @@ def test_regression_a_stalled_cleanup_blames_a_crashed_member_while_the_leader_i
     assert "5" not in report.stopped
 
 
+def test_an_ordered_shard_left_without_a_holder_starts_over_at_its_members() -> None:
+    """Seed 7796, beyond the sweeps: shard ('KV', 0, 1) of view 1 was 5, its one holder, and
+    6 and 7, new to it; 5 failed before either had the state. In view 2, 6 and 7 asked each
+    other and kept each other's request, and their calls hung for good. Each now says it
+    holds nothing, and once every member asked has said so, the state is lost: both start
+    from the constructor at view 2 (``StateLost``), as they would had the layout left no
+    old member."""
+    spec = typed_scenario(7796)
+    report = run_simulation(spec)
+    assert report.violations == [], describe(spec)
+
+
 def test_the_typed_sweep_covers_transfers_moves_and_faults() -> None:
     specs = [typed_scenario(seed) for seed in range(200)]
     assert sum(s.join > 0 for s in specs) > 120

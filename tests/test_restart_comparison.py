@@ -253,3 +253,27 @@ def test_saying_a_state_is_held_before_its_snapshot_is_durable_is_caught(
     monkeypatch.setattr(host_module, "_end_of", held_at_once)
     members, _ = a_call_while_one_snapshot_is_not_durable()
     assert members.done[0] != [], "the planted bug should let the replicas answer"
+
+
+def test_a_copy_made_durable_after_its_holder_left_is_served() -> None:
+    """0 and 1 restart holding nothing of the shard (new to it when the group crashed), 2
+    rebuilt it at (1, 3). Both take 2's state, and 2 fails before either snapshot is durable:
+    in view 3 each says it holds nothing, and both wait for a holder (``StateWaiting``). Their
+    snapshots then become durable: each holds 2's state, the furthest there is, and serves it,
+    where both used to keep it unused, waiting for good."""
+    members = Members(3)
+    for m, host in members.hosts.items():
+        host.restart({KEY: (rebuilt(3), (1, 3))} if m == 2 else {})
+    members.install(View(2, (0, 1, 2)), (0, 1, 2))
+    members.slow_disks = {0, 1}
+    members.route()
+    assert len(members.unsynced) == 2
+    members.install(View(3, (0, 1), departed=(2,)), (0, 1))
+    members.route()
+    assert all(members.hosts[m].state_digest(KEY) is None for m in (0, 1))
+    members.sync()
+    held = {members.hosts[m].state_digest(KEY) for m in (0, 1)}
+    assert len(held) == 1 and None not in held
+    call_id = members.deliver(0, 3, 1, (0, 1))
+    members.route()
+    assert members.replies(0, call_id) == {0: 4, 1: 4}

@@ -14,12 +14,14 @@ import msgspec
 
 from pyderecho.core.errors import RemoteProtocolError
 
-WIRE_VERSION = 3
+WIRE_VERSION = 4
 """Checked in every link's handshake (:mod:`pyderecho.transport.auth`), so that members whose
 messages are encoded differently refuse each other with a clear error instead of rejecting
 each other's frames one by one. 2: :attr:`Block.block_size`, :attr:`Data.row`. 3:
 :attr:`ChangeKind.EXCLUDE`, :attr:`ShardRow.cleaned`, :attr:`MembershipRow.cleaned` (the
-ragged-edge cleanup's rules changed with them: members of 2 and 3 cannot share a group)."""
+ragged-edge cleanup's rules changed with them: members of 2 and 3 cannot share a group). 4:
+pad words between TCP frames (:data:`pyderecho.transport.framing.PAD`), which a member of 3
+refuses as an oversized frame, and ``StateStatus.UNSENT`` in state transfer's headers."""
 
 
 class ShardRow(msgspec.Struct, frozen=True, array_like=True, tag="r"):

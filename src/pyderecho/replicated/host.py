@@ -171,6 +171,9 @@ class _Replica:
     """What this member said in the current view: repeated to each member the first time
     that member speaks in it, since a member that had not installed the view yet missed it."""
     heard_ends: set[NodeId] = field(default_factory=set)
+    holder_unsent: bool = False
+    """A member asked in this view holds the state but could not snapshot it: having asked
+    every member then is no loss of the state, and the next view asks again."""
     unsaved: tuple[Any, Position, Position | None] | None = None
     """Restart: a state received while comparing, until the driver says its snapshot is
     durable (:meth:`ObjectHost.saved`): the object, its position, and where the member that
@@ -440,7 +443,13 @@ class ObjectHost:
         replica.unsaved = None
         replica.recovered = (obj, position)
         if replica.ends is None or replica.my_end is None:
-            return  # the comparison found no holder meanwhile: this one comes too late
+            # The comparison found no holder meanwhile: its holder left, and the members left
+            # hold nothing but copies of its state still unsaved, like this one, which said
+            # so. Each waits as a holderless shard (``StateWaiting``). This one now holds that
+            # state, the furthest, as the others' copies are: it serves it, and they take it
+            # from it in the next view (a copy of theirs saved meanwhile serves alike).
+            self._release(replica, position)
+            return
         if start is not None:
             self._release(replica, start)
         else:
@@ -830,6 +839,7 @@ class ObjectHost:
                 replica.asking, replica.incoming = None, None
             replica.candidates = old
             replica.asked = {replica.asking} if replica.asking is not None else set()
+            replica.holder_unsent = False
             if not old:
                 self._start_fresh(replica, lost=True)
             elif replica.asking is None:
@@ -1067,6 +1077,15 @@ class ObjectHost:
                 self._send(candidate, StateRequest(*replica.key, self.view.epoch))
                 return
         replica.asking = None
+        if not (replica.paxos or replica.rejected or replica.holder_unsent):
+            # Every member asked holds nothing: the shard's holders all left before any of
+            # them had its state (typed seed 7796: the one holder of a shard whose other
+            # members were all new failed before its transfer). The state is lost, and
+            # waiting would hold every caller for good. Each member of the shard that has no
+            # state comes here in this view, and all start alike from the constructor at its
+            # start; one that comes to the next view instead asks those, which now hold it.
+            self._start_fresh(replica, lost=True)
+            return
         if replica.paxos and not replica.rejected:
             self._out.append(
                 StateWaiting(
@@ -1084,7 +1103,8 @@ class ObjectHost:
                     f"no state of {replica.key} could be installed: " + "; ".join(replica.rejected)
                 )
             )
-        # Otherwise everyone answered "not held": the next view asks again.
+        # Otherwise a member asked holds the state but could not send it: the next view asks
+        # again.
 
     def _on_state_request(self, src: NodeId, request: StateRequest) -> None:
         if request.epoch > self.view.epoch:
@@ -1107,6 +1127,14 @@ class ObjectHost:
                 # It waits for a holder itself, with nobody left to ask: the asker should
                 # know it waits too, rather than wait on a member that cannot answer.
                 self._send(src, StateHeader(*key, StateStatus.NOT_HELD))
+            elif replica.asking == src and replica.ends is None:
+                # The member this one asks asks it in turn: neither holds the state (a member
+                # asks only while it has none), and each waiting for the other would hold both
+                # for good (Paxos seed 9511: the two members left of a shard whose every
+                # holder failed before either had its state). It says so and asks on; the
+                # other does the same when this one's request reaches it.
+                self._send(src, StateHeader(*key, StateStatus.NOT_HELD))
+                self._ask(replica)
             elif src not in replica.waiting:
                 replica.waiting.append(src)
         else:
@@ -1130,7 +1158,7 @@ class ObjectHost:
                 data = snapshot(replica.spec, obj)
             except Exception as exc:
                 self._user_failed(f"{replica.spec.cls.__qualname__}.snapshot", exc)
-                self._send(dst, StateHeader(*replica.key, StateStatus.NOT_HELD))
+                self._send(dst, StateHeader(*replica.key, StateStatus.UNSENT))
                 return
         header = StateHeader(
             *replica.key, StateStatus.SENDING, position[0], position[1], len(data), replica.lost
@@ -1170,13 +1198,15 @@ class ObjectHost:
         if replica is None or replica.obj is not None or replica.asking != src:
             self.stats["stale_state"] += 1
             return
-        if header.status is StateStatus.NOT_HELD:
+        if header.status is not StateStatus.SENDING:
             if replica.ends is not None:
                 # The member chosen holds none after all (its replica went): choose again.
                 replica.asking = None
                 replica.ends[src] = _holds_nothing(key, self.view.epoch)
                 self._reconcile(replica)
                 return
+            if header.status is StateStatus.UNSENT:
+                replica.holder_unsent = True
             self._ask(replica)
             return
         # Grown as chunks arrive, not sized from the header: memory follows the bytes that

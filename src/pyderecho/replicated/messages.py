@@ -80,6 +80,9 @@ class StateStatus(enum.IntEnum):
     """The state follows in chunks."""
     NOT_HELD = 1
     """The asked member holds no state of this shard (it left the shard, or never had it)."""
+    UNSENT = 2
+    """The asked member holds the state but could not snapshot it (the class's ``snapshot``
+    raised): the asker asks on, but does not take the state for lost."""
 
 
 class StateHeader(msgspec.Struct, frozen=True, array_like=True, tag="H"):

@@ -265,6 +265,8 @@ class _Run:
         """Members with a Paxos shard waiting for a holder to come back."""
         self.waited: set[tuple[NodeId, tuple[str, int, int]]] = set()
         """(member, shard) pairs that ever waited so: such a member never held the state."""
+        self.restarted: set[tuple[NodeId, tuple[str, int, int], int]] = set()
+        """(member, shard, epoch) of each start from the constructor (``StateLost``)."""
         self.shards_of: dict[NodeId, dict[tuple[str, int], int]] = {}
         self.shard_moves = 0
         founding = self.sim.nodes[self.sim.view.members[0]].layout
@@ -330,6 +332,8 @@ class _Run:
             self._check_replies(member, output)
         elif isinstance(output, StateLost):
             self._check_loss(member, output)
+            key = (output.type_name, output.subgroup_index, output.shard)
+            self.restarted.add((member, key, output.epoch))
         elif isinstance(output, StateWaiting):
             # A Paxos shard with no holder left waits instead of starting over: only when no
             # holder is left, which is what a loss needs too.
@@ -342,7 +346,8 @@ class _Run:
         """A shard restarts from its constructor only when nobody that held it is left: the
         members of its last adequate layout (in it or moved out) are all gone from the view,
         but for those that were themselves still waiting for the state (a joiner whose
-        senders all failed before the transfer), the member itself among them."""
+        senders all failed before the transfer), the member itself among them, and those that
+        started from the constructor in the same view (all of them hold what this one does)."""
         node = self.sim.nodes[member]
         key = (lost.type_name, lost.subgroup_index, lost.shard)
         previous = node.previous_layout
@@ -361,6 +366,7 @@ class _Run:
             and m != member
             and not self._waits(m, key)
             and (m, key) not in self.waited
+            and (m, key, lost.epoch) not in self.restarted
         ]
         if lost.epoch != node.view.epoch or alive:
             self.observed_problems.append(

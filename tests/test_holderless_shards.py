@@ -1,0 +1,191 @@
+"""Members of a shard that all wait for its state, driven by hand through the object layer
+alone (sans-IO): the messages between members are routed by the test, which holds back the
+ones a scenario needs lost.
+
+Member 0 holds shard ('KV', 0, 0) alone; 1 and 2 join and ask it for the state, and 0 fails
+before its answer arrives. In the next view 1 and 2 are the shard's *old* members, the only
+ones left to ask, and neither holds anything. Typed seed 7796 (ordered) and Paxos seed 9511
+had this shape: each asked the other and kept the other's request until it had the state, so
+both waited for good and every call to the shard hung.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from pyderecho.core.events import Delivered, PeerMessage, ViewInstalled
+from pyderecho.core.layout import Mode, ViewLayout, compute_layout, every_member, layout_of
+from pyderecho.core.view import NodeId, View
+from pyderecho.replicated import host as host_module
+from pyderecho.replicated import state as state_module
+from pyderecho.replicated.events import (
+    CallDone,
+    SaveState,
+    SendPeer,
+    StateLost,
+    StateReceived,
+    StateWaiting,
+)
+from pyderecho.replicated.host import ObjectHost
+from pyderecho.replicated.messages import StateChunk, StateHeader, decode_peer
+from pyderecho.sim.swarm import KV
+
+KEY = ("KV", 0, 0)
+
+
+class Members:
+    """Object hosts whose point-to-point messages the test routes; what each reported."""
+
+    def __init__(self, count: int, mode: Mode) -> None:
+        self.mode = mode
+        self.plan = layout_of({"KV": every_member(mode)})
+        self.hosts = {m: ObjectHost(m, {"KV": KV}) for m in range(count)}
+        self.outputs: dict[NodeId, list[Any]] = {m: [] for m in self.hosts}
+        self.layout: ViewLayout | None = None
+        self.down: set[NodeId] = set()
+
+    def install(self, view: View) -> None:
+        layout = compute_layout(self.plan, view)
+        for m in view.members:
+            self.hosts[m].handle(ViewInstalled(view, layout, self.layout))
+        self.layout = layout
+
+    def route(self) -> None:
+        """Hand over every message until none is left; nothing reaches or leaves a member
+        that is down."""
+        moved = True
+        while moved:
+            moved = False
+            for src, host in self.hosts.items():
+                for output in host.outputs():
+                    self.outputs[src].append(output)
+                    if isinstance(output, SaveState):
+                        host.saved(output.key, output.position)
+                        moved = True
+                    if not isinstance(output, SendPeer) or {src, output.dst} & self.down:
+                        continue
+                    self.hosts[output.dst].handle(PeerMessage(src, output.payload))
+                    moved = True
+
+    def call(self, caller: NodeId, epoch: int, index: int, members: tuple[NodeId, ...]) -> int:
+        """Member ``caller`` calls ``put``; the shard delivers it at ``members``."""
+        call_id, subgroup, payload = self.hosts[caller].prepare_call(
+            "KV", 0, "put", args=(f"c{index}", index), kwargs={}, timestamp=0.0
+        )
+        for m in members:
+            self.hosts[m].handle(Delivered(epoch, subgroup, 0, self.mode, caller, index, payload))
+        return call_id
+
+    def reported(self, member: NodeId, kind: type) -> list[Any]:
+        return [o for o in self.outputs[member] if isinstance(o, kind)]
+
+
+def holder_fails_before_its_transfer(mode: Mode) -> Members:
+    """0 holds the state and takes a call; 1 and 2 join and ask it; 0 fails before any of its
+    answer arrives, and view 2 holds 1 and 2 alone."""
+    members = Members(3, mode)
+    members.install(View(0, (0,)))
+    members.route()
+    members.call(0, 0, 1, (0,))
+    members.route()
+    members.install(View(1, (0, 1, 2), joined=(1, 2)))
+    members.down = {0}
+    members.route()
+    members.install(View(2, (1, 2), departed=(0,)))
+    members.route()
+    return members
+
+
+def test_an_ordered_shard_whose_every_holder_failed_starts_alike_at_its_members() -> None:
+    members = holder_fails_before_its_transfer(Mode.ORDERED)
+    for m in (1, 2):
+        assert [lost.epoch for lost in members.reported(m, StateLost)] == [2]
+        assert members.reported(m, StateReceived) == []
+    assert members.hosts[1].state_digest(KEY) == members.hosts[2].state_digest(KEY) is not None
+    call_id = members.call(1, 2, 1, (1, 2))
+    members.route()
+    (done,) = [d for d in members.reported(1, CallDone) if d.call_id == call_id]
+    assert done.replies == {1: 1, 2: 1}, "both started over: the call is the first applied"
+
+
+def test_a_paxos_shard_whose_every_holder_failed_waits_at_its_members() -> None:
+    members = holder_fails_before_its_transfer(Mode.PAXOS)
+    for m in (1, 2):
+        assert [w.epoch for w in members.reported(m, StateWaiting)] == [2]
+        assert members.reported(m, StateLost) == []
+        assert members.hosts[m].state_digest(KEY) is None
+
+
+def test_members_that_wait_for_each_other_are_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The planted bug: a member that has no state keeps every request for when it has,
+    the request of the member it asks too, as before seed 7796's fix. Neither learns that
+    the state is lost."""
+    original = ObjectHost._on_state_request
+
+    def keep_every_request(self: ObjectHost, src: NodeId, request: Any) -> None:
+        replica = self._replicas.get((request.type_name, request.subgroup_index, request.shard))
+        if replica is not None and replica.obj is None and replica.asking == src:
+            replica.waiting.append(src)
+            return
+        original(self, src, request)
+
+    monkeypatch.setattr(ObjectHost, "_on_state_request", keep_every_request)
+    for mode in (Mode.ORDERED, Mode.PAXOS):
+        members = holder_fails_before_its_transfer(mode)
+        for m in (1, 2):
+            assert members.reported(m, StateLost) == []
+            assert [w.epoch for w in members.reported(m, StateWaiting)] == []
+            assert members.hosts[m].state_digest(KEY) is None
+
+
+def test_a_holder_that_cannot_snapshot_its_state_is_not_taken_for_lost(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """0 holds the state but its ``snapshot`` raises: it answers that it cannot send it,
+    and the joiners, having asked everyone, wait rather than start over. In the next view
+    they ask again and take it."""
+    failing = [True]
+
+    def snapshot(spec: Any, obj: Any) -> bytes:
+        if failing[0]:
+            raise RuntimeError("snapshot failed")
+        return state_module.snapshot(spec, obj)
+
+    monkeypatch.setattr(host_module, "snapshot", snapshot)
+    members = Members(4, Mode.ORDERED)
+    members.install(View(0, (0,)))
+    members.route()
+    members.call(0, 0, 1, (0,))
+    members.route()
+    members.install(View(1, (0, 1, 2), joined=(1, 2)))
+    members.route()
+    for m in (1, 2):
+        assert members.reported(m, StateLost) == []
+        assert members.hosts[m].state_digest(KEY) is None
+    failing[0] = False
+    members.install(View(2, (0, 1, 2, 3), joined=(3,)))
+    members.route()
+    held = [members.hosts[m].state_digest(KEY) for m in range(4)]
+    assert len({h[1] if h is not None else None for h in held}) == 1 and None not in held
+    assert all(members.reported(m, StateLost) == [] for m in range(4))
+
+
+def test_a_member_that_cannot_snapshot_its_state_says_so(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def snapshot(spec: Any, obj: Any) -> bytes:
+        raise RuntimeError("snapshot failed")
+
+    monkeypatch.setattr(host_module, "snapshot", snapshot)
+    members = Members(2, Mode.ORDERED)
+    members.install(View(0, (0,)))
+    members.route()
+    members.install(View(1, (0, 1), joined=(1,)))
+    for output in members.hosts[1].outputs():
+        if isinstance(output, SendPeer):
+            members.hosts[0].handle(PeerMessage(1, output.payload))
+    sent = [decode_peer(o.payload) for o in members.hosts[0].outputs() if isinstance(o, SendPeer)]
+    assert [m.status.name for m in sent if isinstance(m, StateHeader)] == ["UNSENT"]
+    assert not [m for m in sent if isinstance(m, StateChunk)]
