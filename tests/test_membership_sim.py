@@ -592,17 +592,15 @@ def test_the_change_leader_settles_a_stalled_cleanup(seed: int) -> None:
 
 
 class _AskedLongAgo(dict[int, float]):
-    """Every member looks probed and unheard since: the leader blames silent followers at
-    once, as before seed 5782's fix."""
+    """Every member looks probed and unheard since."""
 
     def get(self, key: int, default: float | None = None) -> float:  # type: ignore[override]
         return math.inf
 
 
-@pytest.mark.patches_compiled
-def test_blaming_a_silent_follower_without_asking_it_is_caught(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def blame_silent_followers_unasked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Plant the code before seed 5782's fix: a stalled change's leader blames the followers
+    it has not heard from lately at once, without asking them to answer first."""
     original = Membership.__init__
 
     def init(self: Membership, *args: Any, **kwargs: Any) -> None:
@@ -610,6 +608,13 @@ def test_blaming_a_silent_follower_without_asking_it_is_caught(
         self._stall_probes = _AskedLongAgo()
 
     monkeypatch.setattr(Membership, "__init__", init)
+
+
+@pytest.mark.patches_compiled
+def test_blaming_a_silent_follower_without_asking_it_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    blame_silent_followers_unasked(monkeypatch)
     violations = run_simulation(scenario(5782)).violations
     assert any(v.startswith("availability: member 10,") for v in violations), violations[:3]
 

@@ -37,6 +37,7 @@ from pyderecho.replicated import recovery
 from pyderecho.replicated.host import ObjectHost
 from pyderecho.sim.simulation import DiskModel, LinkModel, Simulation
 from pyderecho.sim.swarm import SimulationSpec, _Run, run_simulation
+from test_membership_sim import blame_silent_followers_unasked
 
 SLOW_LINKS = LinkModel(latency_s=2e-3, jitter_s=3e-3)
 SLOW_DISK = DiskModel(latency=0.01, jitter=0.03)
@@ -525,7 +526,11 @@ def test_a_stalled_leader_spares_live_members_rather_than_lose_its_majority(seed
 def test_a_leader_blaming_live_members_into_a_minority_is_caught(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """Planted: the leader spares no member it heard from lately, and, since seed 5782's fix
+    asks a silent follower to answer before blaming it, asks none (either alone catches no
+    seed of 0-1999 any more)."""
     monkeypatch.setattr(Membership, "_heard_lately", lambda self, members, now: [])
+    blame_silent_followers_unasked(monkeypatch)
     # Of seeds 0-1999, 784 and 1297 catch it since beats fell due on a grid of the interval
     # (1005 and 1081 did before; 796 until a view change's leader waited for every
     # survivor's cleanup).
