@@ -329,6 +329,48 @@ def test_members_left_without_a_holder_wait_for_one_not_for_each_other(seed: int
     assert run_simulation(paxos_scenario(seed)).violations == []
 
 
+def test_a_member_removed_and_back_under_a_new_process_was_removed_for_its_calls() -> None:
+    """Seed 20658, beyond the sweeps: member 4 crashed, and member 0 installed the view that
+    removed it only after a call of its had been delivered with 4 in the shard, so it
+    answered "removed" for 4. A new process under 4's id had joined by the time the call
+    completed: 4 was in 0's view again, and the sweep took the answer for a lie. The check
+    now asks that the member was left out of some view since the call's."""
+    assert run_simulation(paxos_scenario(20658)).violations == []
+
+
+def test_a_survivor_waiting_on_a_shard_leader_that_moved_on_and_crashed_goes_on() -> None:
+    """Seed 15712, beyond the sweeps: shard ('KV', 0, 1) of view 1 was 2 and 3. Its leader 2
+    applied its cleanup decision, installed view 2 and crashed before the row saying so
+    reached 3, which waited for it; a suspicion of a member that moved on counts for nothing,
+    so the change's leader 0 neither excluded 2 nor went on without 3, and the group stood
+    still. The change's leader now excludes from the cleanup a member that moved on and
+    answers no probe, accused by a survivor still cleaning up; 3 then leads the shard's
+    cleanup alone and applies the decision it echoed."""
+    assert run_simulation(paxos_scenario(15712)).violations == []
+
+
+class _Deaf(set[int]):
+    def add(self, member: int) -> None:
+        pass
+
+
+@pytest.mark.patches_compiled
+def test_waiting_on_a_shard_leader_that_moved_on_and_crashed_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Planted: the change's leader never learns that a cleanup waits on a member that
+    moved on (as before seed 15712's fix)."""
+    original = Membership.__init__
+
+    def init(self: Membership, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        self._gone_silent = _Deaf()
+
+    monkeypatch.setattr(Membership, "__init__", init)
+    violations = run_simulation(paxos_scenario(15712)).violations
+    assert any(v.startswith("progress: ") for v in violations), violations[:3]
+
+
 def test_a_restart_whose_chosen_holder_fails_mid_transfer_keeps_one_state() -> None:
     """Seed 7644, beyond the sweeps: after a total crash member 2 rebuilt shard ('KV', 0, 0)
     at (1, 5) (two messages logged there alone, delivered nowhere), every other member at

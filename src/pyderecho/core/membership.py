@@ -54,9 +54,12 @@ up to that point and discards the rest; in a ``Paxos`` shard, only once every su
 logged what it keeps. A survivor whose cleanup stalls (it crashed, or a partial cut separates
 it from its shard) is left out only by the change's leader, which proposes an ``EXCLUDE``
 change after the final, agreed like any other: the excluded member stops, and the next view's
-change removes it. The leader stays in this view until every survivor applied its cleanups or
-is excluded, since a survivor's own suspicions must never decide whom a cleanup leaves out:
-under a partial cut two survivors suspected each other and applied different cuts.
+change removes it. A member that applied its cleanups and moved on to the next view, then
+answers no probe while a survivor's cleanup waits on it, is excluded too (it crashed there);
+the survivors reuse the decision it applied, which they echoed. The leader stays in this view
+until every survivor applied its cleanups or is excluded, since a survivor's own suspicions
+must never decide whom a cleanup leaves out: under a partial cut two survivors suspected each
+other and applied different cuts.
 """
 
 from __future__ import annotations
@@ -298,6 +301,15 @@ class Membership:
         """Members heard from in a later view (:meth:`went_ahead`)."""
         self._cleanup_probes: dict[NodeId, float] = {}
         """When this member asked each member its cleanup waits on, silent lately, to answer."""
+        self._gone_silent: set[NodeId] = set()
+        """Members that moved on to the next view and answer no probe, accused by a survivor
+        still cleaning up: its cleanup waits on them. A suspicion of a member that moved on
+        counts for nothing here (:meth:`suspect`), but the change's leader excludes these from
+        the cleanup (Paxos seed 15712: a shard's leader applied its decision, moved on and
+        crashed before the row saying so reached the shard's other member, which waited for
+        it for good, and the change's leader for that member). Excluding it is safe: having
+        applied its decision, it had every member it counted on echo it, and the member left
+        leading the shard's cleanup reuses the decision it echoed."""
         self._stall_probes: dict[NodeId, float] = {}
         """As the leader of a final change whose cleanup stalls: when it asked each member
         that follows it but had not moved on, silent for a timeout, to answer."""
@@ -710,16 +722,22 @@ class Membership:
 
     def _wanted_changes(self, leading: _Leading) -> tuple[Change, ...]:
         """The proposal: what is already proposed, then new removals, leaves and joins; once
-        the change is final, exclusions of the survivors whose cleanup stalls."""
+        the change is final, exclusions of the survivors whose cleanup stalls and of the
+        members that moved on and went silent while a cleanup waits on them."""
         proposed = {c.node for c in self.changes}
         if self.final:
             stalled = self.not_moving_on()
             return self.changes + tuple(
                 Change(member, ChangeKind.EXCLUDE)
-                for member in stalled
+                for member in [*stalled, *sorted(self._gone_silent)]
                 if member not in proposed
-                and member in self.suspected
-                and (member in self._decided or self._agreed(member))
+                and (
+                    member in self._gone_silent
+                    or (
+                        member in self.suspected
+                        and (member in self._decided or self._agreed(member))
+                    )
+                )
             )
         extra: list[Change] = []
         for member in self.view.members:
@@ -828,6 +846,10 @@ class Membership:
                 if now - asked >= wait:
                     cut.extend((accuser, node) for accuser in standing)
             elif now - asked >= wait:
+                if self._moved_on(node):
+                    if any(not self._moved_on(a) for a in standing):
+                        self._gone_silent.add(node)
+                    continue
                 unanswered.append(node)
         for node in unanswered:
             self.suspect(node, now, local=False)
