@@ -435,3 +435,21 @@ def test_declaring_a_shard_lost_while_a_holder_is_alive_is_caught(
     monkeypatch.setattr(ObjectHost, "_ask", give_up_at_once)
     caught = planted_runs(range(3))
     assert any(v.startswith("state-lost:") for v in caught), caught[:3]
+
+
+def test_a_reply_reported_removed_for_a_member_still_in_the_view_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Planted: at every view change, the members that have not replied yet are reported
+    removed, those still in the view too."""
+    original = ObjectHost._on_view
+
+    def remove_the_silent(self: ObjectHost, event: Any) -> None:
+        for pending in self._calls.values():
+            for member in pending.expected or ():
+                pending.outcomes.setdefault(member, MemberRemoved(member, event.view.epoch))
+        original(self, event)
+
+    monkeypatch.setattr(ObjectHost, "_on_view", remove_the_silent)
+    caught = [v for seed in (0, 3) for v in run_simulation(typed_scenario(seed)).violations]
+    assert any("reported removed but is in every view since" in v for v in caught), caught[:3]
