@@ -491,7 +491,7 @@ class Membership:
             if asked is None:
                 if now - self.last_heard[member] >= half:
                     self._cleanup_probes[member] = now
-                    self._outbox.append((member, Heartbeat(self.view.epoch, probe=True)))
+                    self._ask_to_answer(member)
             elif self.last_heard[member] > asked:
                 del self._cleanup_probes[member]
             elif now - asked >= half:
@@ -726,18 +726,16 @@ class Membership:
         members that moved on and went silent while a cleanup waits on them."""
         proposed = {c.node for c in self.changes}
         if self.final:
-            stalled = self.not_moving_on()
-            return self.changes + tuple(
-                Change(member, ChangeKind.EXCLUDE)
-                for member in [*stalled, *sorted(self._gone_silent)]
+            blamed = [
+                member
+                for member in self.not_moving_on()
                 if member not in proposed
-                and (
-                    member in self._gone_silent
-                    or (
-                        member in self.suspected
-                        and (member in self._decided or self._agreed(member))
-                    )
-                )
+                and member in self.suspected
+                and (member in self._decided or self._agreed(member))
+            ]
+            gone = [member for member in sorted(self._gone_silent) if member not in proposed]
+            return self.changes + tuple(
+                Change(member, ChangeKind.EXCLUDE) for member in [*blamed, *gone]
             )
         extra: list[Change] = []
         for member in self.view.members:
@@ -820,6 +818,11 @@ class Membership:
     def _probe(self, member: NodeId, now: float) -> None:
         """Ask ``member`` to answer (:attr:`_answered` notes it when it does)."""
         self._probes[member] = now
+        self._ask_to_answer(member)
+
+    def _ask_to_answer(self, member: NodeId) -> None:
+        """Send ``member`` a probing heartbeat: any frame it sends back counts as its answer
+        (:meth:`heard_from`)."""
         self._outbox.append((member, Heartbeat(self.view.epoch, probe=True)))
 
     def _weigh_accusations(self, now: float) -> None:
@@ -1078,7 +1081,7 @@ class Membership:
                         # 5782 removed such a live member here). Its silence is no evidence;
                         # a probe unanswered by the next stall timeout is.
                         self._stall_probes[member] = now
-                        self._outbox.append((member, Heartbeat(self.view.epoch, probe=True)))
+                        self._ask_to_answer(member)
                     else:
                         blamed.append(member)
         elif self._leading is None:
