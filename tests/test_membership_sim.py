@@ -963,6 +963,16 @@ def test_a_bridge_keeps_running_after_a_cut_off_leader_steps_down() -> None:
     assert run_simulation(spec).violations == [], describe(spec)
 
 
+def test_a_joiner_whose_welcome_a_cut_holds_up_is_not_blamed() -> None:
+    """Partial-cut seed 7951, beyond the sweeps: members that installed the joiner's view
+    early blamed the joiner while the change's leader, which welcomes it, still finished the
+    old view's cleanup across the cut; the cover then removed a live member that reached the
+    leader. The same fix as typed seed 33304 (``Membership.heard_behind``); its planted twin
+    is in tests/test_replicated_sim.py, and this seed catches it too."""
+    spec = partial_cut_scenario(7951)
+    assert run_simulation(spec).violations == [], describe(spec)
+
+
 def test_a_member_still_in_the_last_view_answers_a_probe_from_the_next() -> None:
     view = View(0, (0, 1, 2, 3))
     member = Node(3, view, every_member_layout(), CoreConfig(), now=0.0)

@@ -31,6 +31,7 @@ from pyderecho.core.layout import Allocation, Mode, ShardLayout, every_member, l
 from pyderecho.core.membership import Membership
 from pyderecho.core.multicast import ShardMulticast
 from pyderecho.core.node import Node
+from pyderecho.core.restart import RestartAgreement
 from pyderecho.core.sst import ShardTable
 from pyderecho.core.view import View
 from pyderecho.replicated import recovery
@@ -413,6 +414,36 @@ def test_a_restart_view_goes_on_without_members_that_never_come_back(seed: int) 
     sweep used to look 50 ms too early, while member 1 still waited for their word on its
     shard's state."""
     assert run_simulation(paxos_scenario(seed)).violations == []
+
+
+@pytest.mark.parametrize("seed", [14213, 27143, 33248])
+def test_a_restart_that_must_wait_for_members_down_for_good_is_no_failure(seed: int) -> None:
+    """Beyond the sweeps. 27143: three of view 2's nine members logged the commit of view 3,
+    and 0 and 1, which may have logged it too, crashed for good: with them it may have been
+    chosen, so the restarted members wait for them, as the rules say. 14213: fewer than a
+    majority of the newest installed view came back. 33248: the restart founded a view of
+    eight with a joiner that had no view on disk, then two crashes and a pause took half of
+    it. The sweep's check derives from the disks that the wait is forced."""
+    assert run_simulation(paxos_scenario(seed)).violations == []
+
+
+@pytest.mark.patches_compiled
+def test_a_restart_that_waits_for_every_member_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Planted: a restart waits to hear from every member of the newest installed view, not
+    a majority. Seed 7336's members that never come back leave it waiting for good; the
+    check must not take that for a forced wait."""
+    original = RestartAgreement._base
+
+    def wait_for_all(self: RestartAgreement) -> View | None:
+        unheard = [m for m in self.installed.members if m not in self.heard]
+        if unheard:
+            self.waiting = f"every member of view {self.installed.epoch}: not {unheard}"
+            return None
+        return original(self)
+
+    monkeypatch.setattr(RestartAgreement, "_base", wait_for_all)
+    violations = run_simulation(paxos_scenario(7336)).violations
+    assert any(v.startswith("progress: ") for v in violations), violations
 
 
 def test_a_late_restart_takes_part_in_a_view_it_only_logged_another_commit_for() -> None:

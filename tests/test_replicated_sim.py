@@ -21,6 +21,7 @@ import pytest
 from pyderecho.core.config import CoreConfig
 from pyderecho.core.events import Delivered, Event, ViewInstalled
 from pyderecho.core.layout import ViewLayout, every_member, layout_of, one_subgroup, sharded
+from pyderecho.core.membership import Membership
 from pyderecho.core.view import NodeId
 from pyderecho.replicated import host as host_module
 from pyderecho.replicated.errors import MemberRemoved, NotInShard, RemoteError
@@ -185,6 +186,41 @@ def test_an_ordered_shard_left_without_a_holder_starts_over_at_its_members() -> 
     spec = typed_scenario(7796)
     report = run_simulation(spec)
     assert report.violations == [], describe(spec)
+
+
+def test_a_joiner_is_not_blamed_while_the_member_that_welcomes_it_is_behind() -> None:
+    """Seed 33304, beyond the sweeps: view 1 admitted joiner 5 as a partition cut 1 and 3
+    off. Member 2 installed view 1 at once; leader 0, whose cleanup waited on the far side,
+    installed it (and welcomed 5) a second later. 2 blamed 5, silent for twice the timeout,
+    and with 1 and 3 it suspected half the view and stopped, and the rest with it. 0 still
+    sent frames of view 0, so 2 knew 5 could not be there yet."""
+    spec = typed_scenario(33304)
+    assert run_simulation(spec).violations == [], describe(spec)
+
+
+@pytest.mark.patches_compiled
+def test_blaming_a_joiner_while_its_welcome_is_held_up_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(Membership, "heard_behind", lambda self, src, now: None)
+    violations = run_simulation(typed_scenario(33304)).violations
+    assert any(v.startswith("availability: ") for v in violations), violations
+
+
+def test_the_last_member_cleaning_up_does_not_step_down_once_the_change_is_final() -> None:
+    """Seed 30672, beyond the sweeps: leader 0 made view 1 final and paused, as did 3. Member
+    4, the last one still cleaning up view 0, took the lead, suspected both, and with no one
+    else left in view 0 to say it reached them, took itself for the smaller side of a cut
+    and stepped down. View 1 lost 0, 3 and 4, half of it, and stopped."""
+    spec = typed_scenario(30672)
+    assert run_simulation(spec).violations == [], describe(spec)
+
+
+@pytest.mark.patches_compiled
+def test_stepping_down_after_the_final_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Membership, "_may_step_down", lambda self: True)
+    violations = run_simulation(typed_scenario(30672)).violations
+    assert any(v.startswith("availability: ") for v in violations), violations
 
 
 def test_the_typed_sweep_covers_transfers_moves_and_faults() -> None:

@@ -403,6 +403,20 @@ class Membership:
                 self._answered.add(src)
                 self._dirty = True  # the leader learns the links cut from a live member
 
+    def heard_behind(self, src: NodeId, now: float) -> None:
+        """``src``, a member of this view that was in the one before, still sends frames of
+        that view: it has not installed this one. A joiner learns of this view only from the
+        welcome that the change's leader sends as it installs it, and that leader may be
+        ``src``, held back by its own cleanup (a survivor across a partition). So a joiner
+        not heard from yet is not late while ``src`` is behind: its silence counts from now.
+        Without this, a member that moved on early blamed the joiner, and with the members
+        the partition took, it counted half the view suspected and stopped (typed seed
+        33304)."""
+        assert src in self.view and src not in self.view.joined
+        for joiner in self.view.joined:
+            if joiner in self._never_heard:
+                self.last_heard[joiner] = max(self.last_heard[joiner], now)
+
     def receive_heartbeat(self, src: NodeId, beat: Heartbeat) -> None:
         """Any frame counts as life (:meth:`heard_from`); a probe also asks for an answer,
         from a member of this view or, once the change is final, of the next one: a member of
@@ -903,7 +917,7 @@ class Membership:
         going = 1 + len(
             _greedy_cover({link for link in links if me not in link}, self.view, pending)
         )
-        if going < len(sparing):
+        if going < len(sparing) and self._may_step_down():
             self._stop(
                 f"removed from the group: cut off from {len(sparing)} members that the others "
                 "reach (a partial cut), so this leader steps down"
@@ -915,6 +929,17 @@ class Membership:
             if self.stopped:
                 break
         return True
+
+    def _may_step_down(self) -> bool:
+        """Whether a leader on the smaller side of a cut steps down: only before the change
+        is final. Once it is, the next view is settled, with this member in it: stepping down
+        would only take a member from it, while the members that moved on, the ones that
+        would say whether they reach the far ends, speak in that view and no longer in this
+        one. So the leader suspects the far ends instead, and the next view's change weighs
+        those suspicions with every member's word (typed seed 30672: the last member still
+        cleaning up, cut from two paused ones by its own silence alone, stepped down, and the
+        next view lost its majority)."""
+        return not self.final
 
     def _probe_far_ends(
         self,

@@ -652,7 +652,10 @@ class Node:
         previous = self._previous
         if src not in self.view:
             self._outbox.append((src, Removed(self.view.epoch)))
-        elif (
+            return
+        if self.view.joined and src not in self.view.joined and self.membership is not None:
+            self.membership.heard_behind(src, now)
+        if (
             isinstance(message, Heartbeat)
             and previous is not None
             and message.epoch == previous.view.epoch

@@ -234,12 +234,22 @@ class SimDisks:
         commit newer than its last installed view, or that view) and, per shard with a
         snapshot, the snapshot and records; None when it holds no view (nothing to restart
         from). The disk is usable again (a failed disk stays failed)."""
+        logs = self.logs(member)
+        if logs is None:
+            return None
+        disk = self._disks[member]
+        shards = {k: d for k, d in disk.shards.items() if d.snapshot is not None}
+        disk.mine = set(shards)
+        return logs, shards
+
+    def logs(self, member: NodeId) -> Logs | None:
+        """What ``member``'s disk says about views, as a restart reads it (the newest view
+        installed, and a commit of a later one); None when it holds no view or failed. Reading
+        it changes nothing, for checks."""
         disk = self._disks.get(member)
         if disk is None or disk.view is None or disk.failed:
             return None
-        shards = {k: d for k, d in disk.shards.items() if d.snapshot is not None}
-        disk.mine = set(shards)
         commit = disk.commit
         if commit is not None and commit.epoch <= disk.view.epoch:
             commit = None  # installed since
-        return Logs(disk.view, commit), shards
+        return Logs(disk.view, commit)
