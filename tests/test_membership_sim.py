@@ -963,13 +963,45 @@ def test_a_bridge_keeps_running_after_a_cut_off_leader_steps_down() -> None:
     assert run_simulation(spec).violations == [], describe(spec)
 
 
-def test_a_joiner_whose_welcome_a_cut_holds_up_is_not_blamed() -> None:
-    """Partial-cut seed 7951, beyond the sweeps: members that installed the joiner's view
+@pytest.mark.parametrize("seed", [4034, 8797, 12133, 17433])
+def test_the_larger_side_of_a_cut_asks_the_bridge_before_blaming_it(seed: int) -> None:
+    """Partial-cut seeds beyond the sweeps. 4034: sixteen members, a cut of seven (leader 0
+    among them) from eight, and one bridge, 11. 0 stepped down as the smaller side; 11, which
+    reached everyone, followed 1, the next one on that side, and sent the larger side's
+    leader 3 nothing, so 3's stall timeout blamed it, and 3, suspecting half the group,
+    stopped, with its whole side. Blaming the bridge would cost the leader its majority, so
+    it asks first, and 11 answers."""
+    spec = partial_cut_scenario(seed)
+    assert run_simulation(spec).violations == [], describe(spec)
+
+
+def test_the_smaller_side_of_a_cut_does_not_outlast_it() -> None:
+    """Partial-cut seed 17816: a leader that asks members before blaming them, so as not to
+    lose its majority to a stall that is not silence, must blame the ones that do not answer
+    soon (a quarter timeout), not at its next stall timeout: the smaller side's leader, which
+    loses its majority so, otherwise outlasted the cut and held up the larger side."""
+    spec = partial_cut_scenario(17816)
+    assert run_simulation(spec).violations == [], describe(spec)
+
+
+@pytest.mark.patches_compiled
+def test_blaming_a_bridge_that_follows_the_other_side_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(Membership, "_unless_they_answer", lambda self, blamed, now: blamed)
+    violations = run_simulation(partial_cut_scenario(4034)).violations
+    assert any(v.startswith("availability: member 11,") for v in violations), violations[:3]
+
+
+@pytest.mark.parametrize("seed", [7951, 19050])
+def test_a_joiner_whose_welcome_a_cut_holds_up_is_not_blamed(seed: int) -> None:
+    """Partial-cut seeds beyond the sweeps. 7951: members that installed the joiner's view
     early blamed the joiner while the change's leader, which welcomes it, still finished the
     old view's cleanup across the cut; the cover then removed a live member that reached the
-    leader. The same fix as typed seed 33304 (``Membership.heard_behind``); its planted twin
-    is in tests/test_replicated_sim.py, and this seed catches it too."""
-    spec = partial_cut_scenario(7951)
+    leader. 19050: the same, and the early member stopped for want of a majority. The fix is
+    typed seed 33304's (``Membership.heard_behind``); its planted twin is in
+    tests/test_replicated_sim.py, and both seeds catch it too."""
+    spec = partial_cut_scenario(seed)
     assert run_simulation(spec).violations == [], describe(spec)
 
 

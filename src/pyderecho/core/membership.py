@@ -43,7 +43,11 @@ leader, with a row that leads to that final (:meth:`Membership.final_as_leader`)
 
 Partition safety. A member that suspects at least half of the view, or a leader that cannot gather
 the acknowledgements of a majority, stops instead of going on: only a side holding a majority of
-the view can ever install the next one.
+the view can ever install the next one. A stalled step is not silence, though: a leader whose
+blame of the members its step waits on would cost it its majority asks them to answer first
+(a bridge of a partial cut follows the other side's leader and sends this one nothing), and a
+member that installed a view with a joiner does not count the joiner late while a member of
+the old view, perhaps the leader that will welcome it, still sends frames of that view.
 
 Ragged edge. Once the change is final, each shard's leader (its lowest-ranked survivor not
 excluded) waits until every surviving shard member has wedged and stopped counting on the
@@ -313,6 +317,10 @@ class Membership:
         self._stall_probes: dict[NodeId, float] = {}
         """As the leader of a final change whose cleanup stalls: when it asked each member
         that follows it but had not moved on, silent for a timeout, to answer."""
+        self._majority_probes: dict[NodeId, float] = {}
+        """As the leader of a change that is not final: when it asked each member that its
+        stalled step waits on, and whose blame would cost it its majority, to answer
+        (:meth:`_unless_they_answer`)."""
         self.cleanup_logging = False
         """Set by the node while a ``Paxos`` shard's cleanup waits for survivors to log what it
         keeps: every survivor waits on every other there, so nobody is given extra time."""
@@ -446,8 +454,9 @@ class Membership:
             for member, heard in self.last_heard.items():
                 self.last_heard[member] = min(now, heard + late)
             self._waiting_since = min(now, self._waiting_since + late)
-            for member, asked in self._probes.items():
-                self._probes[member] = min(now, asked + late)
+            for probes in (self._probes, self._majority_probes):
+                for member, asked in probes.items():
+                    probes[member] = min(now, asked + late)
         # Once the change is final, a watched member's silence says nothing: it may have moved
         # on to the next view, where it beats to its watchers there, and a suspicion carried
         # over would count against it there (Paxos sweep seed 1297 removed two live members
@@ -471,6 +480,10 @@ class Membership:
         self._weigh_accusations(now)
         if self.stopped:
             return
+        if self._majority_probes:
+            self._blame_the_unanswering(now)
+            if self.stopped:
+                return
         # A follower gives the leader three times as long as the leader gives its followers, so
         # that a slow follower is removed before anyone blames the leader for it: a leader may
         # take over a quarter timeout after its followers chose it (it checks the accusation of
@@ -1155,12 +1168,57 @@ class Membership:
             # silence, and only silence may cost a member its majority.
             recent = self._heard_lately(blamed, now)
             blamed = [m for m in blamed if m not in recent]
+            if self._leading is not None and not self.final:
+                blamed = self._unless_they_answer(blamed, now)
         for member in blamed:
             if self._leading is not None:
                 self._decided.add(member)
             self.suspect(member, now, local=True)
             if self.stopped:
                 return
+
+    def _unless_they_answer(self, blamed: list[NodeId], now: float) -> list[NodeId]:
+        """Which of ``blamed``, whose blame would cost this leader its majority, to blame at
+        once: none. Each is asked to answer instead, and blamed a quarter timeout later if it
+        has not (:meth:`_blame_the_unanswering`).
+
+        Not hearing a member is not silence: a bridge of a partial cut, which reaches both
+        sides, follows the other side's leader (the lowest-ranked member it does not
+        suspect) and sends this one nothing, nor need anyone watching it be on this side.
+        Partial-cut seed 4034: the leader of the larger side blamed the bridge for its
+        stalled proposal, suspected half the group and stopped, while the smaller side's
+        leaders stepped down one after the other; asked, the bridge answers, and once the
+        members ranked below this leader are gone (stepped down, or stopped for want of a
+        majority) it follows this one. A member across the cut does not answer, and is
+        blamed as before, a quarter timeout later: waiting for the next stall timeout
+        instead let the smaller side's leader, which loses its majority so, outlast the cut
+        and hold up the larger side (partial-cut seed 17816)."""
+        for member in blamed:
+            if member not in self._majority_probes:
+                self._majority_probes[member] = now
+                self._ask_to_answer(member)
+        return []
+
+    def _blame_the_unanswering(self, now: float) -> None:
+        """Blame the members asked by :meth:`_unless_they_answer` that did not answer within a
+        quarter timeout; forget those that did, and all of them once this member no longer
+        leads a change that is not final."""
+        wait = self.config.heartbeat_timeout / 4
+        probes = self._majority_probes
+        for member, asked in list(probes.items()):
+            if (
+                self._leading is None
+                or self.final
+                or member in self.suspected
+                or self.last_heard[member] > asked
+            ):
+                del probes[member]
+            elif now - asked >= wait:
+                del probes[member]
+                self._decided.add(member)
+                self.suspect(member, now, local=True)
+                if self.stopped:
+                    return
 
     def _heard_lately(self, members: list[NodeId], now: float) -> list[NodeId]:
         timeout = self.config.heartbeat_timeout
