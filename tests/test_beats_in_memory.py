@@ -14,17 +14,13 @@ from __future__ import annotations
 import asyncio
 import gc
 import tempfile
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from typing import Any, cast
 
 import pytest
 
-from pyderecho.core.config import CoreConfig
 from pyderecho.core.events import Event, Suspected, ViewInstalled
-from pyderecho.core.layout import Mode, every_member, layout_of
-from pyderecho.core.node import Node
-from pyderecho.core.view import NodeId, View
-from pyderecho.runtime.member import Member
+from pyderecho.core.view import NodeId
 from pyderecho.transport.base import (
     Frame,
     FrameHandler,
@@ -35,12 +31,8 @@ from pyderecho.transport.base import (
 )
 from pyderecho.transport.shm import ShmTransport
 from pyderecho.wire import Heartbeat, decode
+from test_quiet_beats import run_quiet_group
 from test_shm_transport import GROUP, SECRET, mapped_segments, pair, run
-
-CONFIG = CoreConfig(heartbeat_interval=0.05, heartbeat_timeout=0.5)
-LAYOUT = layout_of({"Log": every_member(Mode.ORDERED)})
-QUIET_S = 2.0
-"""Four heartbeat timeouts with nothing but beats."""
 
 
 @pytest.fixture
@@ -108,38 +100,27 @@ class CountingShm:
 
 
 def quiet_group(directory: str, *, read_beats: bool) -> tuple[list[CountingShm], list[Event]]:
-    """Three members over shm that send one message each, then nothing for ``QUIET_S``."""
+    """Three members over shm that send one message each, then nothing for ``QUIET_S``
+    (tests/test_quiet_beats.py)."""
 
     async def scenario() -> tuple[list[CountingShm], list[Event]]:
         transports = [CountingShm(i, directory, read_beats=read_beats) for i in range(3)]
         addresses = {i: t.address for i, t in enumerate(transports)}
-        view = View(0, (0, 1, 2))
-        events: list[Event] = []
-        members = [
-            Member(
-                Node(i, view, LAYOUT, CONFIG, addresses=addresses),
-                cast(Transport, transports[i]),
-                on_event=events.append,
-            )
-            for i in range(3)
-        ]
-        for member in members:
-            await member.start()
-        try:
-            for member in members:
-                await member.send(0, b"open the links")
-            await asyncio.sleep(0.3)
+
+        def mark() -> Callable[[], None]:
             frames = [t.heartbeat_frames for t in transports]
             written = [t.stats["beats_written"] for t in transports]
-            await asyncio.sleep(QUIET_S)
-            for transport, before in zip(transports, frames, strict=True):
-                transport.heartbeat_frames -= before
-            for transport, before in zip(transports, written, strict=True):
-                transport.stats["beats_written"] -= before
-        finally:
-            for member in members:
-                await member.close()
-        return transports, events
+
+            def end() -> None:
+                for transport, before in zip(transports, frames, strict=True):
+                    transport.heartbeat_frames -= before
+                for transport, before in zip(transports, written, strict=True):
+                    transport.stats["beats_written"] -= before
+
+            return end
+
+        shm = [cast(Transport, t) for t in transports]
+        return transports, await run_quiet_group(shm, addresses, mark)
 
     return asyncio.run(scenario())
 

@@ -15,7 +15,7 @@ padded frames are woken for each, which the count of the quiet group catches.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, cast
 
 from pyderecho.cli.demo import free_ports
@@ -180,37 +180,55 @@ class CountingTcp:
             self.reading = False
 
 
+async def run_quiet_group(
+    transports: Sequence[Transport],
+    addresses: dict[NodeId, str],
+    mark: Callable[[], Callable[[], None]],
+) -> list[Event]:
+    """Three members over ``transports`` send one message each, then nothing for ``QUIET_S``;
+    their events of that time. ``mark()`` is called as the quiet begins and what it returns
+    as it ends, so that the transports' counters cover the quiet alone."""
+    view = View(0, (0, 1, 2))
+    events: list[Event] = []
+    members = [
+        Member(
+            Node(i, view, LAYOUT, CONFIG, addresses=addresses), transport, on_event=events.append
+        )
+        for i, transport in enumerate(transports)
+    ]
+    for member in members:
+        await member.start()
+    try:
+        for member in members:
+            await member.send(0, b"open the links")
+        await asyncio.sleep(0.3)
+        end = mark()
+        await asyncio.sleep(QUIET_S)
+        end()
+        return list(events)  # closing breaks the links, which the others suspect
+    finally:
+        for member in members:
+            await member.close()
+
+
 def quiet_group(*, quiet: bool) -> tuple[list[CountingTcp], list[Event]]:
     """Three members over TCP that send one message each, then nothing for ``QUIET_S``."""
 
     async def scenario() -> tuple[list[CountingTcp], list[Event]]:
         addresses = {i: f"{HERE}:{port}" for i, port in enumerate(free_ports(3))}
         transports = [CountingTcp(i, addresses[i], quiet=quiet) for i in range(3)]
-        view = View(0, (0, 1, 2))
-        events: list[Event] = []
-        members = [
-            Member(
-                Node(i, view, LAYOUT, CONFIG, addresses=addresses),
-                cast(Transport, transports[i]),
-                on_event=events.append,
-            )
-            for i in range(3)
-        ]
-        for member in members:
-            await member.start()
-        try:
-            for member in members:
-                await member.send(0, b"open the links")
-            await asyncio.sleep(0.3)
+
+        def mark() -> Callable[[], None]:
             woken = [t.woken_by_beats for t in transports]
-            await asyncio.sleep(QUIET_S)
-            for transport, before in zip(transports, woken, strict=True):
-                transport.woken_by_beats -= before
-            seen = list(events)  # closing breaks the links, which the others suspect
-        finally:
-            for member in members:
-                await member.close()
-        return transports, seen
+
+            def end() -> None:
+                for transport, before in zip(transports, woken, strict=True):
+                    transport.woken_by_beats -= before
+
+            return end
+
+        tcp = [cast(Transport, t) for t in transports]
+        return transports, await run_quiet_group(tcp, addresses, mark)
 
     return asyncio.run(scenario())
 
