@@ -247,9 +247,9 @@ class _Run:
         """Members a fault was aimed at (crashed, paused, left, lost their disk): they may
         stop; every other member of a group that keeps a majority must keep running."""
         self.crashed_at: list[tuple[NodeId, float]] = []
+        """Each crashed member with the time of its crash, in the order they were drawn."""
         self.paused_until: list[tuple[NodeId, float]] = []
         """Each pause past the failure timeout, as (member, when it ends)."""
-        """Each crashed member with the time of its crash, in the order they were drawn."""
         self.taken_over: set[NodeId] = set()
         """Crashed members a new process replaced under the same id (``takeover``)."""
         self.partition_epoch: dict[NodeId, int] = {}
@@ -552,8 +552,9 @@ class _Run:
         for member in victims[spec.crash + spec.leave : len(victims) - spec.disk_failures]:
             start = pause_at + rng.uniform(0, 0.005) if spec.pause_at_once else rng.uniform(*window)
             sim.pause(member, at=start, duration=2.5 * timeout)
-            self.paused_until.append((member, start + 2.5 * timeout))
-            self.quiet_at = max(self.quiet_at, start + 2.5 * timeout)
+            end = start + 2.5 * timeout
+            self.paused_until.append((member, end))
+            self.quiet_at = max(self.quiet_at, end)
         if spec.total_crash:
             at = rng.uniform(0.3 * self.traffic_s, 0.7 * self.traffic_s)
             sim.call(at, self._crash_everyone)
@@ -762,8 +763,9 @@ class _Run:
         if not settled and (self._restart_lacks_a_majority() or self._restart_waits_on_the_lost()):
             # Fewer than half of the view the restart founded came back from logs that reach
             # it (the others' logs missed that view, their disks failed, or they had no view
-            # yet): the restart cannot go on, and its members stop rather than guess. Only
-            # the safety checks apply.
+            # yet), or the restart still waits, as its rules say, for members down for good:
+            # it cannot go on, and its members stop or wait rather than guess. Only the
+            # safety checks apply.
             return problems + self._check_grown(settled=True)
         if not settled:
             problems.append(
