@@ -9,6 +9,8 @@ equal choices the member the leader suspects already goes.
 
 from __future__ import annotations
 
+import pytest
+
 from pyderecho.core.config import CoreConfig
 from pyderecho.core.membership import Membership, _greedy_cover
 from pyderecho.core.multicast import Outbox
@@ -30,9 +32,22 @@ def ready_leader() -> Membership:
     return leader
 
 
-def follower_row(version: int, *, cut: tuple[tuple[int, int], ...] = ()) -> MembershipRow:
+def follower_row(
+    version: int,
+    *,
+    cut: tuple[tuple[int, int], ...] = (),
+    suspected: tuple[int, ...] = (),
+    heard_since: tuple[int, ...] = (),
+    leader_version: int = 0,
+) -> MembershipRow:
     return MembershipRow(
-        epoch=0, version=version, suspected=(), leader=0, leader_version=0, cut=cut
+        epoch=0,
+        version=version,
+        suspected=suspected,
+        leader=0,
+        leader_version=leader_version,
+        cut=cut,
+        heard_since=heard_since,
     )
 
 
@@ -85,3 +100,72 @@ def test_of_two_equal_choices_the_member_already_suspected_goes() -> None:
     assert _greedy_cover({(4, 2)}, VIEW, frozenset({2})) == [2]
     # The number of cut links still comes first.
     assert _greedy_cover({(4, 2), (4, 3)}, VIEW, frozenset({2})) == [4]
+
+
+def accused_by_4(heard_since: tuple[int, ...]) -> set[int]:
+    """4 suspects 2, which answers the leader's probe (and everyone else): a one-way
+    accusation. Returns whom the leader removes."""
+    leader = ready_leader()
+    leader.receive_row(4, follower_row(2, suspected=(2,), heard_since=heard_since), 0.55)
+    run(leader, 0.5, 2.5, alive=(1, 2, 3, 4))
+    assert not leader.stopped, leader.stopped
+    return removals(leader)
+
+
+def test_of_a_one_way_accusation_the_accuser_goes_unless_it_heard_the_accused_since() -> None:
+    """An accused member that answers everyone while its accuser alone cannot hear it is the
+    likelier to be fine: the accuser goes. But an accuser that has heard the accused again
+    since (its row's ``heard_since``) has a working link to it: the accused was silent for a
+    while, a stalled process, and goes as accused (membership seed 13813 removed the innocent
+    watcher of a member that stalled 0.92 s). Each half fails if the rule is reversed."""
+    assert accused_by_4(heard_since=()) == {4}
+    assert accused_by_4(heard_since=(2,)) == {2}
+
+
+def test_a_slow_link_weighs_less_than_more_cut_links() -> None:
+    # 4 accuses 1, 2 and 3 and heard them all since: 4 is the one with the most cut links.
+    links = {(4, 1), (4, 2), (4, 3)}
+    assert _greedy_cover(links, VIEW, frozenset(), links) == [4]
+    assert _greedy_cover({(4, 2)}, VIEW, frozenset(), {(4, 2)}) == [2]
+
+
+def test_a_stall_that_would_cost_the_majority_asks_the_silent_before_blaming_them() -> None:
+    """A leader blames the members a stalled step waits on, but when that would cost it its
+    majority it first asks them to answer: not hearing a member is not silence (a bridge of
+    a partial cut follows the other side's leader and sends this one nothing; partial-cut
+    seed 4034). Seven members; 1 crashed; 4, 5 and 6, which the leader does not watch, send
+    it nothing but answer when asked. Blaming them at once (the code before) would leave the
+    leader suspecting four of seven, and it would stop: the planted twin below."""
+    view = View(0, tuple(range(7)))
+    leader = Membership(0, view, CONFIG, [], 0.0)
+    for member in range(1, 7):
+        leader.receive_row(member, follower_row(1), 0.1)
+    now = 0.0
+    while now < 2.9:
+        now = round(now + CONFIG.heartbeat_interval, 6)
+        for member in (2, 3) if now > 0.5 else range(1, 7):
+            leader.heard_from(member, now)
+        if leader.suspected == {1}:
+            for member in (2, 3):  # they agree, and echo what the leader asks
+                row = follower_row(2, suspected=(1,), leader_version=leader.version)
+                leader.receive_row(member, row, now)
+        leader.tick(now)
+        leader.step(now)
+        assert not leader.stopped, leader.stopped
+    assert leader.suspected == {1}
+    for member in (4, 5, 6):  # asked at the stall, they answer
+        leader.heard_from(member, now + 0.05)
+    run(leader, now, 3.5, alive=(2, 3, 4, 5, 6))
+    assert not leader.stopped, leader.stopped
+    assert leader.suspected == {1}
+
+
+@pytest.mark.patches_compiled
+def test_blaming_the_silent_at_once_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Planted: the leader blames them without asking (``Membership._unless_they_answer``
+    returning them all). The partial-cut seeds that once caught this (4034 and the three
+    like it) no longer do since the leader asks the members its cover keeps, whose answers
+    settle those cuts first; this unit case still does."""
+    monkeypatch.setattr(Membership, "_unless_they_answer", lambda self, blamed, now: blamed)
+    with pytest.raises(AssertionError, match="no majority"):
+        test_a_stall_that_would_cost_the_majority_asks_the_silent_before_blaming_them()

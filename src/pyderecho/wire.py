@@ -14,14 +14,16 @@ import msgspec
 
 from pyderecho.core.errors import RemoteProtocolError
 
-WIRE_VERSION = 4
+WIRE_VERSION = 5
 """Checked in every link's handshake (:mod:`pyderecho.transport.auth`), so that members whose
 messages are encoded differently refuse each other with a clear error instead of rejecting
 each other's frames one by one. 2: :attr:`Block.block_size`, :attr:`Data.row`. 3:
 :attr:`ChangeKind.EXCLUDE`, :attr:`ShardRow.cleaned`, :attr:`MembershipRow.cleaned` (the
 ragged-edge cleanup's rules changed with them: members of 2 and 3 cannot share a group). 4:
 pad words between TCP frames (:data:`pyderecho.transport.framing.PAD`), which a member of 3
-refuses as an oversized frame, and ``StateStatus.UNSENT`` in state transfer's headers."""
+refuses as an oversized frame, and ``StateStatus.UNSENT`` in state transfer's headers. 5:
+:attr:`MembershipRow.heard_since`, which changes whom a leader's cover removes (members of 4
+and 5 would choose differently)."""
 
 
 class ShardRow(msgspec.Struct, frozen=True, array_like=True, tag="r"):
@@ -208,6 +210,10 @@ class MembershipRow(msgspec.Struct, frozen=True, array_like=True, tag="m"):
     it belongs to: it moves on to the next view. The change's leader stays in this view until
     every survivor says so or is excluded (:attr:`ChangeKind.EXCLUDE`), since only it decides
     whom a stalled cleanup goes on without."""
+    heard_since: tuple[int, ...] = ()
+    """Members this member suspects and has heard from since, sorted: their link to it works,
+    so its accusation of them came from their silence (a stalled process), not from a cut. The
+    leader's cover then removes the accused rather than the accuser."""
 
 
 class JoinRequest(msgspec.Struct, frozen=True, array_like=True, tag="j"):

@@ -19,10 +19,14 @@ its row. The leader proposes a removal it suspects once every other member agree
 chose the member to cover the cut links: when no new accusation or report came for half a
 timeout, it removes as few members as leave no cut link between those that stay (greedy: the
 member with the most cut links, then the one that accuses most, so of a one-way accusation the
-accuser goes, then the highest rank). Members watch only a few ring neighbours, so most links
-of a cut are known to nobody when the accusations pause: before the cover removes a member the
-leader reaches, the leader asks the members across that member's cut links to answer, and
-suspects those that do not (they are cut from it, and go anyway). The leader stays only with
+accuser goes, then the highest rank), unless the accuser has heard the accused again since
+(its row's ``heard_since``): the link works, the accused was a stalled process, and it goes.
+Members watch only a few ring neighbours, so most links of a cut are known to nobody when the
+accusations pause: before the cover removes a member the leader reaches, the leader asks the
+members across that member's cut links to answer, and before it removes anyone, the members it
+would keep that it has not heard from lately, and suspects those that do not (they are cut
+from it, and go anyway; the other side's accusations never reach a leader on the smaller side
+of a cut or of a partition). The leader stays only with
 the members it reaches, so it removes every member cut from it; if removing itself instead
 would cost fewer members (it is on the smaller side of the cut), it steps down: it stops, and
 the larger side, which no longer hears it, goes on without it. Removing everyone accused
@@ -166,26 +170,36 @@ def next_multiple(now: float, interval: float) -> float:
 
 
 def _greedy_cover(
-    links: set[tuple[NodeId, NodeId]], view: View, suspected: AbstractSet[NodeId] = frozenset()
+    links: set[tuple[NodeId, NodeId]],
+    view: View,
+    suspected: AbstractSet[NodeId] = frozenset(),
+    slow: AbstractSet[tuple[NodeId, NodeId]] = frozenset(),
 ) -> list[NodeId]:
     """Members whose removal leaves no cut link, greedy: the member with the most cut links,
     then one the leader suspects already (removing it costs the leader's majority nothing
-    more), then the one that accuses most, then the highest rank. An accused member that
-    answers everyone while its accuser alone cannot hear it is the likelier to be fine: of a
-    one-way accusation, the accuser goes."""
+    more), then the one found slow the most, then the one that accuses most, then the highest
+    rank. An accused member that answers everyone while its accuser alone cannot hear it is the
+    likelier to be fine: of a one-way accusation, the accuser goes, unless the link is in
+    ``slow``: its accuser heard the accused again since, so the link works and the accused
+    was silent for a while (a stalled process), which is what the accusation said."""
     removed: list[NodeId] = []
     while links:
         neighbours: dict[NodeId, set[NodeId]] = {}
         accusing: dict[NodeId, int] = {}
-        for accuser, node in links:
+        found_slow: dict[NodeId, int] = {}
+        for link in links:
+            accuser, node = link
             neighbours.setdefault(accuser, set()).add(node)
             neighbours.setdefault(node, set()).add(accuser)
             accusing[accuser] = accusing.get(accuser, 0) + 1
+            if link in slow:
+                found_slow[node] = found_slow.get(node, 0) + 1
         member = max(
             neighbours,
             key=lambda m: (
                 len(neighbours[m]),
                 m in suspected,
+                found_slow.get(m, 0),
                 accusing.get(m, 0),
                 view.rank_of(m),
             ),
@@ -321,6 +335,9 @@ class Membership:
         """As the leader of a change that is not final: when it asked each member that its
         stalled step waits on, and whose blame would cost it its majority, to answer
         (:meth:`_unless_they_answer`)."""
+        self._kept_probes: dict[NodeId, float] = {}
+        """As a leader about to cover cut links: when it asked each member its cover would
+        keep, not heard from lately, to answer (:meth:`_ask_the_kept`)."""
         self.cleanup_logging = False
         """Set by the node while a ``Paxos`` shard's cleanup waits for survivors to log what it
         keeps: every survivor waits on every other there, so nobody is given extra time."""
@@ -404,8 +421,9 @@ class Membership:
             if gap > self.silences.long_gap and src in self.watched:
                 self.silences.record(src, gap, now)
             self.last_heard[src] = now
-            if src in self.suspected:
+            if src in self.suspected and src not in self._resurfaced:
                 self._resurfaced.add(src)
+                self._dirty = True  # the leader learns the link works (heard_since)
             self._never_heard.pop(src, None)
             if src in self._probes and src not in self._answered:
                 self._answered.add(src)
@@ -454,7 +472,7 @@ class Membership:
             for member, heard in self.last_heard.items():
                 self.last_heard[member] = min(now, heard + late)
             self._waiting_since = min(now, self._waiting_since + late)
-            for probes in (self._probes, self._majority_probes):
+            for probes in (self._probes, self._majority_probes, self._kept_probes):
                 for member, asked in probes.items():
                     probes[member] = min(now, asked + late)
         # Once the change is final, a watched member's silence says nothing: it may have moved
@@ -910,7 +928,12 @@ class Membership:
         machine, not a cut): it is removed as suspected, but its links to this leader, its own
         or reported by the followers it answered, are no sign that the leader is on the smaller
         side. Counting them once made the leader of 64 members on two cores step down after a
-        crash, its slow members looking cut off from it alone."""
+        crash, its slow members looking cut off from it alone. A follower's accusation of a
+        member it has heard from since (its row's ``heard_since``) is such a slow link too: of
+        a one-way accusation the cover then removes the accused, not the accuser (membership
+        seed 13813: a member stalled for 0.92 s, its watcher's clock saw more than the
+        timeout, and the stalled member, answering the leader's probe at once, made the
+        accusation look like a cut link; the innocent watcher was removed)."""
         me = self.me
         slow = {m for m in pending if m in self._resurfaced}
         links = {
@@ -920,15 +943,24 @@ class Membership:
             and (b not in self.suspected or b in pending)
             and not (me in (a, b) and (a in slow or b in slow))
         }
+        slow_links = {(a, b) for a, b in links if b in self._heard_since(a)}
         beside = {a if b == me else b for a, b in links if me in (a, b)}
         sparing = sorted(beside) + _greedy_cover(
-            {link for link in links if not beside.intersection(link)}, self.view, pending
+            {link for link in links if not beside.intersection(link)},
+            self.view,
+            pending,
+            slow_links,
         )
         reached = [m for m in sparing if m not in beside and m not in slow]
-        if reached and self._probe_far_ends(links, reached, now, wait):
+        # Both ask at once: the answers come back in the same round.
+        far_ends_asked = bool(reached) and self._probe_far_ends(links, reached, now, wait)
+        kept_asked = self._ask_the_kept(sparing, now)
+        if far_ends_asked or kept_asked:
             return False
         going = 1 + len(
-            _greedy_cover({link for link in links if me not in link}, self.view, pending)
+            _greedy_cover(
+                {link for link in links if me not in link}, self.view, pending, slow_links
+            )
         )
         if going < len(sparing) and self._may_step_down():
             self._stop(
@@ -942,6 +974,14 @@ class Membership:
             if self.stopped:
                 break
         return True
+
+    def _heard_since(self, member: NodeId) -> AbstractSet[NodeId]:
+        """The members ``member`` suspects and has heard from since, by its newest row (or
+        this member's own)."""
+        if member == self.me:
+            return self._resurfaced
+        row = self.rows.get(member)
+        return frozenset(row.heard_since) if row is not None else frozenset()
 
     def _may_step_down(self) -> bool:
         """Whether a leader on the smaller side of a cut steps down: only before the change
@@ -988,6 +1028,57 @@ class Membership:
                     if self.stopped:
                         return True
                     asking = True
+        return asking
+
+    def _ask_the_kept(self, sparing: list[NodeId], now: float) -> bool:
+        """Before the cover removes ``sparing``, this leader asks each member it would keep and
+        has not heard from for half a timeout to answer, and suspects those that do not within
+        the failure detector's timeout. True while answers are awaited or a suspicion changed
+        the graph.
+
+        The accusations a leader knows of are those that reached it, its own side's: across
+        a partition, or on the smaller side of a partial cut, the members of the other side
+        that nobody on its side watches look like members it keeps. Its cover then removed
+        the members of the other side that were accused, kept the rest, and neither stopped
+        nor stepped down (membership seed 6275: the minority's leader proposed removing three
+        members of the majority, which stopped them when the partition healed; partial-cut
+        seeds 11945 and 15061: the bridges followed it, and the larger side, short of them,
+        stopped). Whom the leader cannot reach, it learns first hand, as
+        :meth:`_probe_far_ends` does for the far ends of the links it knows. A member gets a
+        whole timeout to answer, as the failure detector gives it: a stalled process is not
+        a member cut off (a quarter timeout removed stalled members in membership seed
+        13813's stalls profile). A joiner not heard yet is not asked: its welcome may still
+        be on its way (:meth:`heard_behind`). Nor is anyone once the change is final: the
+        members that moved on speak in the next view, and a leader with a final no longer
+        steps down (:meth:`_may_step_down`), which is what asking would tell it."""
+        if self.final:
+            return False
+        asking = False
+        removing = set(sparing)
+        half_timeout = self.config.heartbeat_timeout / 2
+        for member in self.view.members:
+            if (
+                member == self.me
+                or member in self.suspected
+                or member in removing
+                or (member in self.view.joined and member in self._never_heard)
+            ):
+                continue
+            heard = self.last_heard[member]
+            if now - heard < half_timeout:
+                continue
+            asked = self._kept_probes.get(member)
+            if asked is None or heard > asked:
+                self._kept_probes[member] = now
+                self._ask_to_answer(member)
+                asking = True
+            elif now - asked < self.silences.timeout(member, now):
+                asking = True
+            else:
+                self.suspect(member, now, local=True)
+                if self.stopped:
+                    return True
+                asking |= member in self.suspected
         return asking
 
     def _adoptable(self, news: list[NodeId]) -> bool:
@@ -1311,6 +1402,7 @@ class Membership:
             collecting=self._leading is not None and not self._leading.ready,
             cut=self._cut_links(),
             cleaned=self.cleaned,
+            heard_since=tuple(sorted(self._resurfaced)),
         )
 
     def _cut_links(self) -> tuple[tuple[NodeId, NodeId], ...]:
