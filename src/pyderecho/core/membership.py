@@ -976,10 +976,9 @@ class Membership:
         return True
 
     def _heard_since(self, member: NodeId) -> AbstractSet[NodeId]:
-        """The members ``member`` suspects and has heard from since, by its newest row (or
-        this member's own)."""
-        if member == self.me:
-            return self._resurfaced
+        """The members ``member`` suspects and has heard from since, by its newest row. This
+        leader has no row of its own here: the links it accuses a member it heard again from
+        are taken out of the cover's graph before (``slow``)."""
         row = self.rows.get(member)
         return frozenset(row.heard_since) if row is not None else frozenset()
 
