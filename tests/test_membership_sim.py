@@ -31,7 +31,7 @@ from pyderecho.core.layout import Mode, every_member, every_member_layout, layou
 from pyderecho.core.membership import Membership
 from pyderecho.core.multicast import ShardMulticast
 from pyderecho.core.node import Node
-from pyderecho.core.view import View
+from pyderecho.core.view import NodeId, View
 from pyderecho.layouts import resolve_layout
 from pyderecho.sim.simulation import LinkModel, Simulation
 from pyderecho.sim.swarm import PARTIAL_CUTS, SimulationSpec, run_simulation
@@ -1059,6 +1059,58 @@ def test_covering_without_asking_the_kept_members_is_caught(
     monkeypatch.setattr(Membership, "_ask_the_kept", lambda *args: False)
     violations = run_simulation(partial_cut_scenario(15061)).violations
     assert any(v.startswith("availability: ") for v in violations), violations[:3]
+
+
+@pytest.mark.parametrize("seed", [23996, 24254])
+def test_a_leader_asks_the_members_it_keeps_before_blaming_a_stall(seed: int) -> None:
+    """Partial-cut seeds beyond the sweeps. 23996: sixteen members; a process asks to join
+    through 13 just before a cut of seven (the leader 0 among them) from eight, with 13 and
+    the joiner as bridges. The join's proposal stalled, and at the stall timeout 0 blamed the
+    two far-side members that had not echoed it, which did not cost it its majority. The
+    bridge 13 adopted the removal, then suspected the smaller side as well, held half the
+    group and stopped, and the larger side was left with half. Now the leader asks the
+    members it would keep first; the far side does not answer, and 0 stops without proposing
+    a removal. 24254 is the same with thirteen members, a join through 2 and a cut of six
+    from seven."""
+    spec = partial_cut_scenario(seed)
+    assert spec.partial_cut, describe(spec)
+    assert run_simulation(spec).violations == [], describe(spec)
+
+
+@pytest.mark.patches_compiled
+def test_blaming_a_stall_without_asking_the_kept_members_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(Membership, "_stall_asks_the_kept", lambda *args: False)
+    violations = run_simulation(partial_cut_scenario(23996)).violations
+    assert any(v.startswith("availability: ") for v in violations), violations[:3]
+
+
+def test_a_leader_that_keeps_its_majority_blames_a_stall_without_asking_first() -> None:
+    """Membership seed 12165 (stalls): the leader 1 stalled on a member paused for 2.5 s,
+    while it kept another paused member it had not heard from lately. Asking that one first
+    held the change up for a whole timeout more, the followers, which give a leader three
+    stall timeouts, blamed it, and it stepped down as cut off from the group. Blaming both
+    would still leave it a majority, so the answers cannot matter, and it now blames the
+    stall at once."""
+    spec = scenario(12165)
+    assert spec.pauses, describe(spec)
+    assert run_simulation(spec).violations == [], describe(spec)
+
+
+@pytest.mark.patches_compiled
+def test_asking_the_kept_members_at_every_stall_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Planted: the leader asks the members it keeps before blaming any stall, even when it
+    holds a majority whoever answers."""
+
+    def always_ask(self: Membership, blamed: list[NodeId], now: float) -> bool:
+        return bool(blamed) and self._ask_the_kept(blamed, now)
+
+    monkeypatch.setattr(Membership, "_stall_asks_the_kept", always_ask)
+    violations = run_simulation(scenario(12165)).violations
+    assert any(v.startswith("availability: member 1,") for v in violations), violations[:3]
 
 
 def test_a_member_still_in_the_last_view_answers_a_probe_from_the_next() -> None:

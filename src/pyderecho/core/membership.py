@@ -49,9 +49,12 @@ Partition safety. A member that suspects at least half of the view, or a leader 
 the acknowledgements of a majority, stops instead of going on: only a side holding a majority of
 the view can ever install the next one. A stalled step is not silence, though: a leader whose
 blame of the members its step waits on would cost it its majority asks them to answer first
-(a bridge of a partial cut follows the other side's leader and sends this one nothing), and a
-member that installed a view with a joiner does not count the joiner late while a member of
-the old view, perhaps the leader that will welcome it, still sends frames of that view.
+(a bridge of a partial cut follows the other side's leader and sends this one nothing);
+before it blames anyone for a stall that could cost it its majority, a leader asks the members
+it would keep, as before a cover, so that one cut off on the smaller side stops before it
+proposes removing some of the other side (a bridge would follow that proposal); and a member
+that installed a view with a joiner does not count the joiner late while a member of the old
+view, perhaps the leader that will welcome it, still sends frames of that view.
 
 Ragged edge. Once the change is final, each shard's leader (its lowest-ranked survivor not
 excluded) waits until every surviving shard member has wedged and stopped counting on the
@@ -1053,19 +1056,8 @@ class Membership:
         if self.final:
             return False
         asking = False
-        removing = set(sparing)
-        half_timeout = self.config.heartbeat_timeout / 2
-        for member in self.view.members:
-            if (
-                member == self.me
-                or member in self.suspected
-                or member in removing
-                or (member in self.view.joined and member in self._never_heard)
-            ):
-                continue
+        for member in self._silent_kept(sparing, now):
             heard = self.last_heard[member]
-            if now - heard < half_timeout:
-                continue
             asked = self._kept_probes.get(member)
             if asked is None or heard > asked:
                 self._kept_probes[member] = now
@@ -1079,6 +1071,21 @@ class Membership:
                     return True
                 asking |= member in self.suspected
         return asking
+
+    def _silent_kept(self, sparing: list[NodeId], now: float) -> list[NodeId]:
+        """The members a change removing ``sparing`` keeps that this leader has not heard from
+        for half a timeout, but for a joiner not heard from yet (:meth:`_ask_the_kept`)."""
+        removing = set(sparing)
+        half_timeout = self.config.heartbeat_timeout / 2
+        return [
+            m
+            for m in self.view.members
+            if m != self.me
+            and m not in self.suspected
+            and m not in removing
+            and not (m in self.view.joined and m in self._never_heard)
+            and now - self.last_heard[m] >= half_timeout
+        ]
 
     def _adoptable(self, news: list[NodeId]) -> bool:
         """Whether to adopt the leader's suspicions ``news``, or rather suspect the leader.
@@ -1170,7 +1177,7 @@ class Membership:
     def _time_out_stalled_step(self, now: float) -> None:
         """Suspect whoever the stalled step waits on: the leader, or the members that do not
         answer the leader."""
-        self._waiting_since = now
+        stalled_since, self._waiting_since = self._waiting_since, now
         if self.final:
             blamed = sorted(self.cleanup_waits_on)
             # The cleanup waits on their rows. With the leader silent for a timeout, one of
@@ -1242,6 +1249,9 @@ class Membership:
                 and m not in blamed
                 and any(not self._has_word_on(m, p) for p in waiting_for)
             )
+            if self._stall_asks_the_kept(blamed, now):
+                self._waiting_since = stalled_since  # the next tick looks again
+                return
             # A member heard from within the timeout is alive: most likely it still finishes
             # the last view's cleanup (a Paxos shard waiting on a disk, or on a failed peer's
             # suspicion). It gets one more period before it is blamed for the stall.
@@ -1266,6 +1276,29 @@ class Membership:
             self.suspect(member, now, local=True)
             if self.stopped:
                 return
+
+    def _stall_asks_the_kept(self, blamed: list[NodeId], now: float) -> bool:
+        """Whether this leader, whose step stalled on ``blamed``, first waits for the members it
+        would keep to answer (:meth:`_ask_the_kept`). The stall stays timed out meanwhile, so
+        each tick looks again, until they answered or were suspected.
+
+        A stall is blamed on whoever did not echo, and on the far side of a cut that is only
+        some of the members this leader no longer reaches: those that had not echoed yet when
+        the cut came. Blaming them did not cost it its majority, so it proposed their removal,
+        and a bridge, which reaches both sides, adopted it (partial-cut seeds 23996 and 24254:
+        a join's proposal stalled 18 ms into a cut; the smaller side's leader blamed two of the
+        larger side's members, the bridge followed, then, suspecting the smaller side as well,
+        found itself on a half and stopped, and the larger side with it). Asked first, the far
+        side does not answer, and the leader stops before it proposes a removal.
+
+        It asks only when the answers could matter: when blaming ``blamed`` and every silent
+        member it keeps would cost it its majority. Otherwise it holds a majority whoever
+        answers, and waiting a timeout for a paused member held the change up until the
+        followers, which give a leader three stall timeouts, blamed it (membership seed
+        12165's stalls profile: the leader waited on a member paused for 2.5 s)."""
+        if not blamed or self._holds_majority(len(blamed) + len(self._silent_kept(blamed, now))):
+            return False
+        return self._ask_the_kept(blamed, now)
 
     def _unless_they_answer(self, blamed: list[NodeId], now: float) -> list[NodeId]:
         """Which of ``blamed``, whose blame would cost this leader its majority, to blame at
