@@ -1113,6 +1113,33 @@ def test_asking_the_kept_members_at_every_stall_is_caught(
     assert any(v.startswith("availability: member 1,") for v in violations), violations[:3]
 
 
+def test_a_leader_lets_the_cut_settle_again_when_a_suspected_member_resurfaces() -> None:
+    """Partial-cut seed 35033: eight members, a cut of {0, 1, 5} from {2, 3, 6} with 4 and
+    7 the bridges, for three seconds. The leader 0's cover waited for the other side's
+    accusations, relayed late by the bridges, then for the members it keeps to answer; the
+    cut healed at that moment. The cover that ran at that very tick saw its own links to the
+    other side work again and its followers' reports of theirs still cut, so it removed two
+    members of its own side, found half the group suspected and stopped, and every member
+    after it. A suspected member heard from again now restarts the wait for the cut links to
+    settle, as a new accusation does, and the followers' rows say they hear it too."""
+    spec = partial_cut_scenario(35033)
+    assert spec.partial_cut, describe(spec)
+    assert run_simulation(spec).violations == [], describe(spec)
+
+
+@pytest.mark.patches_compiled
+def test_covering_at_once_when_a_suspected_member_resurfaces_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def without_settling(self: Membership, member: NodeId, now: float) -> None:
+        self._resurfaced.add(member)
+        self._dirty = True
+
+    monkeypatch.setattr(Membership, "_resurface", without_settling)
+    violations = run_simulation(partial_cut_scenario(35033)).violations
+    assert any(v.startswith("availability: ") for v in violations), violations[:3]
+
+
 def test_a_member_still_in_the_last_view_answers_a_probe_from_the_next() -> None:
     view = View(0, (0, 1, 2, 3))
     member = Node(3, view, every_member_layout(), CoreConfig(), now=0.0)

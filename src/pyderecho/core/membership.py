@@ -425,12 +425,27 @@ class Membership:
                 self.silences.record(src, gap, now)
             self.last_heard[src] = now
             if src in self.suspected and src not in self._resurfaced:
-                self._resurfaced.add(src)
-                self._dirty = True  # the leader learns the link works (heard_since)
+                self._resurface(src, now)
             self._never_heard.pop(src, None)
             if src in self._probes and src not in self._answered:
                 self._answered.add(src)
                 self._dirty = True  # the leader learns the links cut from a live member
+
+    def _resurface(self, member: NodeId, now: float) -> None:
+        """``member``, suspected here, was heard from again: a pause, or a cut that healed.
+
+        The row says so (``heard_since``), so that the leader learns the link works. And the
+        cut links a leader covers changed: its own links to ``member`` drop out of the graph
+        (:meth:`_cover`) while its followers' reports of theirs still stand until their rows
+        say they hear it too. So the cover waits for the graph to settle again, as after a
+        new accusation (partial-cut seed 35033: a cut of three from three, with two bridges,
+        healed while the leader's cover waited for answers; the cover that ran at that very
+        tick saw its own links to the other side healed and its followers' still cut, removed
+        two of its own side and stopped the leader with half the group suspected, and every
+        other member stopped too)."""
+        self._resurfaced.add(member)
+        self._dirty = True
+        self._last_accusation = now
 
     def heard_behind(self, src: NodeId, now: float) -> None:
         """``src``, a member of this view that was in the one before, still sends frames of
