@@ -169,3 +169,52 @@ def test_blaming_the_silent_at_once_is_caught(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(Membership, "_unless_they_answer", lambda self, blamed, now: blamed)
     with pytest.raises(AssertionError, match="no majority"):
         test_a_stall_that_would_cost_the_majority_asks_the_silent_before_blaming_them()
+
+
+def stall_with_a_silent_kept_member() -> Membership:
+    """Seven members; 1 crashed and 5 with it, unreported (both silent from 0.5 s); 2, 3 and 4
+    agree that 1 is gone, and so did 6 once, silent since. The leader's step stalls on 5, the
+    one member with no word on 1. Ticked to just past the stall timeout."""
+    view = View(0, tuple(range(7)))
+    leader = Membership(0, view, CONFIG, [], 0.0)
+    for member in range(1, 7):
+        leader.receive_row(member, follower_row(1), 0.1)
+    now, stalled_at = 0.0, None
+    while stalled_at is None or now < stalled_at:
+        now = round(now + CONFIG.heartbeat_interval, 6)
+        for member in (2, 3, 4) if now > 0.5 else range(1, 7):
+            leader.heard_from(member, now)
+        if leader.suspected == {1}:
+            agreeing = (2, 3, 4, 6) if stalled_at is None else (2, 3, 4)
+            for member in agreeing:
+                row = follower_row(2, suspected=(1,), leader_version=leader.version)
+                leader.receive_row(member, row, now)
+            if stalled_at is None:
+                stalled_at = now + CONFIG.heartbeat_timeout + CONFIG.heartbeat_interval
+        leader.tick(now)
+        leader.step(now)
+    return leader
+
+
+def test_a_stall_that_leaves_the_majority_whoever_answers_is_blamed_at_once() -> None:
+    """Blaming 5, and 6 too should it not answer, leaves the leader four of seven: no answer
+    can change what it does, so it blames 5 at the stall timeout without asking 6 first
+    (``Membership._stall_asks_the_kept``; asking at every stall held a change up until the
+    followers blamed the leader: membership seed 12165's stalls profile, before the cut's
+    settling on a resurfaced member also made that seed pass)."""
+    leader = stall_with_a_silent_kept_member()
+    assert leader.suspected == {1, 5}
+    assert not leader.stopped
+
+
+@pytest.mark.patches_compiled
+def test_asking_the_kept_members_at_every_stall_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Planted: the leader asks the members it keeps before blaming any stall: 5 is still
+    unblamed at the stall timeout, while 6 is asked."""
+
+    def always_ask(self: Membership, blamed: list[int], now: float) -> bool:
+        return bool(blamed) and self._ask_the_kept(blamed, now)
+
+    monkeypatch.setattr(Membership, "_stall_asks_the_kept", always_ask)
+    with pytest.raises(AssertionError):
+        test_a_stall_that_leaves_the_majority_whoever_answers_is_blamed_at_once()
