@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 
 from pyderecho.core.config import CoreConfig
-from pyderecho.core.membership import Membership, _greedy_cover
+from pyderecho.core.membership import Membership, _greedy_cover, _least_cover
 from pyderecho.core.multicast import Outbox
 from pyderecho.core.view import View
 from pyderecho.wire import ChangeKind, MembershipRow
@@ -100,6 +100,48 @@ def test_of_two_equal_choices_the_member_already_suspected_goes() -> None:
     assert _greedy_cover({(4, 2)}, VIEW, frozenset({2})) == [2]
     # The number of cut links still comes first.
     assert _greedy_cover({(4, 2), (4, 3)}, VIEW, frozenset({2})) == [4]
+
+
+# The cut links leader 0 knew of in partial-cut seed 30508: {1, 4, 5, 8, 10, 11, 12} cut from
+# {2, 3, 6, 7, 9, 13, 14}, each member accusing only the ones it watches.
+SPARSE_CUT = {
+    (3, 1), (13, 1), (14, 1), (4, 13), (5, 13), (10, 13), (11, 13), (12, 13), (2, 4), (3, 4),
+    (2, 5), (3, 5), (4, 6), (5, 6), (4, 7), (5, 7), (1, 2), (4, 2), (5, 2), (1, 3), (4, 3),
+    (5, 3), (9, 10), (3, 10), (7, 10), (9, 11), (3, 11), (9, 12), (3, 12), (3, 8), (6, 8),
+    (7, 8), (8, 9), (4, 9), (5, 9), (4, 14), (11, 14), (12, 14), (5, 14),
+}  # fmt: skip
+FIFTEEN = View(0, tuple(range(15)))
+
+
+def covers(members: list[int], links: set[tuple[int, int]]) -> bool:
+    return all(a in members or b in members for a, b in links)
+
+
+def test_a_sparse_cut_is_covered_by_a_side_where_greedy_takes_members_of_both() -> None:
+    greedy = _greedy_cover(SPARSE_CUT, FIFTEEN)
+    assert covers(greedy, SPARSE_CUT) and len(greedy) == 9
+    least = _least_cover(SPARSE_CUT, FIFTEEN)
+    assert covers(least, SPARSE_CUT)
+    assert set(least) in ({1, 4, 5, 8, 10, 11, 12}, {2, 3, 6, 7, 9, 13, 14}), least
+
+
+def test_a_cover_no_smaller_than_greedys_is_greedys() -> None:
+    """Greedy's preferences (the suspected, the slow, the accuser) choose between covers of
+    one size; the search only ever replaces a larger cover."""
+    assert _least_cover({(4, 2)}, VIEW) == [4]
+    assert _least_cover({(4, 2)}, VIEW, frozenset({2})) == [2]
+    assert _least_cover({(4, 2)}, VIEW, frozenset(), {(4, 2)}) == [2]
+
+
+def test_the_search_for_a_smaller_cover_ends_on_a_large_graph() -> None:
+    """Two hundred members cut from two hundred, each accusing its three ring predecessors on
+    the far side: the search stops at its budget with a cover no larger than greedy's."""
+    members = View(0, tuple(range(400)))
+    links = {(a, 200 + (a + step) % 200) for a in range(200) for step in (1, 2, 3)}
+    links |= {(200 + a, (a + step) % 200) for a in range(200) for step in (1, 2, 3)}
+    least = _least_cover(links, members)
+    assert covers(least, links)
+    assert len(least) <= len(_greedy_cover(links, members))
 
 
 def accused_by_4(heard_since: tuple[int, ...]) -> set[int]:

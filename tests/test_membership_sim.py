@@ -24,6 +24,7 @@ from typing import Any
 import msgspec
 import pytest
 
+from pyderecho.core import membership
 from pyderecho.core.config import CoreConfig
 from pyderecho.core.errors import LocalProtocolError
 from pyderecho.core.events import Event, PersistRequested, Stopped, Suspected, ViewLogRequested
@@ -1151,6 +1152,28 @@ def test_covering_at_once_when_a_suspected_member_resurfaces_is_caught(
 
     monkeypatch.setattr(Membership, "_resurface", without_settling)
     violations = run_simulation(partial_cut_scenario(35033)).violations
+    assert any(v.startswith("availability: ") for v in violations), violations[:3]
+
+
+@pytest.mark.parametrize("seed", [30508, 33558])
+def test_a_leader_removes_the_fewest_members_that_cover_a_cut(seed: int) -> None:
+    """Partial-cut seeds beyond the sweeps. 30508: fifteen members, a cut of seven from
+    seven with the leader 0 and a process joining through it as the bridges. Each member
+    watches only its ring predecessors, so the cut links 0 learns of are a sparse graph
+    between the sides. Its greedy cover took the best-linked member of either side in turn
+    and removed nine of sixteen, members of both sides; 0 lost its majority, and every
+    member stopped. The fewest members that cover the links are either side, seven, which
+    the leader now finds by searching for a smaller cover than greedy's. 33558 is the same
+    with another cut of seven from seven."""
+    spec = partial_cut_scenario(seed)
+    assert spec.partial_cut, describe(spec)
+    assert run_simulation(spec).violations == [], describe(spec)
+
+
+@pytest.mark.patches_compiled
+def test_covering_a_cut_greedily_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(membership, "_least_cover", membership._greedy_cover)
+    violations = run_simulation(partial_cut_scenario(30508)).violations
     assert any(v.startswith("availability: ") for v in violations), violations[:3]
 
 
