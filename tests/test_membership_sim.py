@@ -1177,6 +1177,29 @@ def test_covering_a_cut_greedily_is_caught(monkeypatch: pytest.MonkeyPatch) -> N
     assert any(v.startswith("availability: ") for v in violations), violations[:3]
 
 
+def test_a_bridge_that_hears_its_leader_keeps_following_it() -> None:
+    """Partial-cut seed 34407: twelve members and a process joining through 10, then a cut
+    of {1, 2, 3, 6, 8} from {0, 4, 5, 7, 9, 11} with 10 and the joiner as bridges. The
+    join was final when the far side suspected the leader 0, and 1 took over there to find
+    the final. The bridge 10 adopted 1's suspicion of 0, as a final member adopts a would-be
+    leader's, though it heard 0 well; 0 then had to remove 10 as well, found six of twelve
+    suspected and stopped, and the larger side with it. A member that hears its leader
+    now takes a successor's suspicion of it for an accusation."""
+    spec = partial_cut_scenario(34407)
+    assert spec.partial_cut, describe(spec)
+    assert run_simulation(spec).violations == [], describe(spec)
+
+
+@pytest.mark.patches_compiled
+def test_a_bridge_leaving_a_leader_it_hears_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    def any_successor(self: Membership, src: NodeId, row: MembershipRow, now: float) -> bool:
+        return row.leader == src
+
+    monkeypatch.setattr(Membership, "_successor", any_successor)
+    violations = run_simulation(partial_cut_scenario(34407)).violations
+    assert any(v.startswith("availability: ") for v in violations), violations[:3]
+
+
 def test_a_member_still_in_the_last_view_answers_a_probe_from_the_next() -> None:
     view = View(0, (0, 1, 2, 3))
     member = Node(3, view, every_member_layout(), CoreConfig(), now=0.0)

@@ -775,7 +775,7 @@ class Membership:
             self._hear_cuts(row, now)
         claims = [n for n in row.suspected if n in self.view and not self._left_out_by_final(n)]
         news = [n for n in claims if n not in self.suspected]
-        if src != self.leader and not (self.final and row.leader == src):
+        if src != self.leader and not (self.final and self._successor(src, row, now)):
             # Once the change is final the next view is settled, and the rows that still come
             # from a would-be leader are a successor's collecting them (perhaps to a view this
             # member already left, which ticks no more): adopting its suspicions is what lets
@@ -1182,6 +1182,24 @@ class Membership:
             and not (m in self.view.joined and m in self._never_heard)
             and now - self.last_heard[m] >= half_timeout
         ]
+
+    def _successor(self, src: NodeId, row: MembershipRow, now: float) -> bool:
+        """Whether ``row`` comes from a would-be leader that takes over from this member's
+        leader: one that leads in its row and suspects the leader, which this member does not
+        hear from, or not lately. A bridge of a partial cut that hears its leader well keeps
+        following it, and takes the successor's suspicion of it for an accusation: the
+        successor may be on the smaller side (partial-cut seed 34407: twelve members and a
+        joiner, five cut from six with two bridges; the bridge 10 adopted the far side's
+        successor's suspicion of the leader 0, so 0 had to remove it too, found half the
+        group suspected and stopped, and the larger side with it). A leader that crashed or
+        stopped goes silent, and by the time a successor suspects it its followers have not
+        heard it for half a timeout: they adopt the successor's suspicions, as before."""
+        if row.leader != src:
+            return False
+        leader = self.leader
+        if leader == self.me or leader not in row.suspected:
+            return True
+        return now - self.last_heard[leader] >= self.config.heartbeat_timeout / 2
 
     def _adoptable(self, news: list[NodeId]) -> bool:
         """Whether to adopt the leader's suspicions ``news``, or rather suspect the leader.
