@@ -1128,6 +1128,28 @@ def test_a_leader_that_keeps_its_majority_blames_a_stall_without_asking_first() 
     assert run_simulation(spec).violations == [], describe(spec)
 
 
+@pytest.mark.parametrize("seed", [33008, 34933])
+def test_a_leader_that_ran_late_steps_down_rather_than_remove_its_accuser(seed: int) -> None:
+    """Membership seed 33008 (stalls): six of fourteen members paused in turn, among them
+    the leader 1 and the three that watch it. Nobody watching 1, the follower 11 blamed it
+    for the stalled change. Resumed, 1 found 11's accusation the only link to cover, a tie
+    between removing 11 and stepping down, and removed 11, which no fault touched. A leader
+    whose own loop ran late lately now steps down on such a tie. 34933: the same with the
+    leader 2 and its accuser 7."""
+    spec = scenario(seed)
+    assert spec.pauses, describe(spec)
+    assert run_simulation(spec).violations == [], describe(spec)
+
+
+@pytest.mark.patches_compiled
+def test_a_leader_that_ran_late_removing_its_accuser_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(Membership, "_stalled_lately", lambda *args: False)
+    violations = run_simulation(scenario(33008)).violations
+    assert any(v.startswith("availability: ") for v in violations), violations[:3]
+
+
 def test_a_leader_lets_the_cut_settle_again_when_a_suspected_member_resurfaces() -> None:
     """Partial-cut seed 35033: eight members, a cut of {0, 1, 5} from {2, 3, 6} with 4 and
     7 the bridges, for three seconds. The leader 0's cover waited for the other side's
