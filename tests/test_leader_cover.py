@@ -255,7 +255,7 @@ def test_asking_the_kept_members_at_every_stall_is_caught(monkeypatch: pytest.Mo
     unblamed at the stall timeout, while 6 is asked."""
 
     def always_ask(self: Membership, blamed: list[int], now: float) -> bool:
-        return bool(blamed) and self._ask_the_kept(blamed, now)
+        return bool(blamed) and self._ask_the_kept(self._silent_kept(blamed, now), now)
 
     monkeypatch.setattr(Membership, "_stall_asks_the_kept", always_ask)
     with pytest.raises(AssertionError):

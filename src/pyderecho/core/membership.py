@@ -1058,7 +1058,10 @@ class Membership:
         reached = [m for m in sparing if m not in beside and m not in slow]
         # Both ask at once: the answers come back in the same round.
         far_ends_asked = bool(reached) and self._probe_far_ends(links, reached, now, wait)
-        kept_asked = self._ask_the_kept(sparing, now)
+        # Nor is anyone asked once the change is final: the members that moved on speak in the
+        # next view, and a leader with a final no longer steps down (:meth:`_may_step_down`),
+        # which is what asking would tell it.
+        kept_asked = not self.final and self._ask_the_kept(self._silent_kept(sparing, now), now)
         if far_ends_asked or kept_asked:
             return False
         going = 1 + len(
@@ -1148,11 +1151,11 @@ class Membership:
                     asking = True
         return asking
 
-    def _ask_the_kept(self, sparing: list[NodeId], now: float) -> bool:
-        """Before the cover removes ``sparing``, this leader asks each member it would keep and
-        has not heard from for half a timeout to answer, and suspects those that do not within
-        the failure detector's timeout. True while answers are awaited or a suspicion changed
-        the graph.
+    def _ask_the_kept(self, silent: list[NodeId], now: float) -> bool:
+        """Before the cover removes members, this leader asks each member it would keep and has
+        not heard from for half a timeout (``silent``, :meth:`_silent_kept`) to answer, and
+        suspects those that do not within the failure detector's timeout. True while answers
+        are awaited or a suspicion changed the graph.
 
         The accusations a leader knows of are those that reached it, its own side's: across
         a partition, or on the smaller side of a partial cut, the members of the other side
@@ -1166,13 +1169,9 @@ class Membership:
         whole timeout to answer, as the failure detector gives it: a stalled process is not
         a member cut off (a quarter timeout removed stalled members in membership seed
         13813's stalls profile). A joiner not heard yet is not asked: its welcome may still
-        be on its way (:meth:`heard_behind`). Nor is anyone once the change is final: the
-        members that moved on speak in the next view, and a leader with a final no longer
-        steps down (:meth:`_may_step_down`), which is what asking would tell it."""
-        if self.final:
-            return False
+        be on its way (:meth:`heard_behind`)."""
         asking = False
-        for member in self._silent_kept(sparing, now):
+        for member in silent:
             heard = self.last_heard[member]
             asked = self._kept_probes.get(member)
             if asked is None or heard > asked:
@@ -1430,9 +1429,12 @@ class Membership:
         answers, and waiting a timeout for a paused member held the change up until the
         followers, which give a leader three stall timeouts, blamed it (membership seed
         12165's stalls profile: the leader waited on a member paused for 2.5 s)."""
-        if not blamed or self._holds_majority(len(blamed) + len(self._silent_kept(blamed, now))):
+        if not blamed:
             return False
-        return self._ask_the_kept(blamed, now)
+        silent = self._silent_kept(blamed, now)
+        return not self._holds_majority(len(blamed) + len(silent)) and self._ask_the_kept(
+            silent, now
+        )
 
     def _unless_they_answer(self, blamed: list[NodeId], now: float) -> list[NodeId]:
         """Which of ``blamed``, whose blame would cost this leader its majority, to blame at
