@@ -112,6 +112,17 @@ def describe(spec: SimulationSpec) -> str:
     )
 
 
+def assert_safe_and_available(spec: SimulationSpec) -> None:
+    assert run_simulation(spec).violations == [], describe(spec)
+
+
+def assert_unavailable(spec: SimulationSpec) -> None:
+    """What a planted bug's test asserts: the run leaves a live, connected majority without a
+    view, which the checker reports as an availability violation."""
+    violations = run_simulation(spec).violations
+    assert any(v.startswith("availability: ") for v in violations), violations[:3]
+
+
 @pytest.mark.parametrize("seed", range(200))
 def test_seed_sweep(seed: int) -> None:
     spec = scenario(seed)
@@ -123,7 +134,7 @@ def test_seed_sweep(seed: int) -> None:
 @pytest.mark.parametrize("seed", range(200, 2200))
 def test_long_seed_sweep(seed: int) -> None:
     spec = scenario(seed)
-    assert run_simulation(spec).violations == [], describe(spec)
+    assert_safe_and_available(spec)
 
 
 def test_the_sweep_covers_every_fault() -> None:
@@ -589,7 +600,7 @@ def test_the_change_leader_settles_a_stalled_cleanup(seed: int) -> None:
     had nothing to send it. A follower that echoes the leader is now asked to answer first,
     and blamed at the next stall timeout only if it has not been heard since."""
     spec = scenario(seed)
-    assert run_simulation(spec).violations == [], describe(spec)
+    assert_safe_and_available(spec)
 
 
 class _AskedLongAgo(dict[int, float]):
@@ -751,14 +762,14 @@ def test_partial_cut_sweep(seed: int) -> None:
     the leader removes as few members as cover the cut links, instead of every member
     adopting both sides' suspicions (which failed 29 of 200 such runs)."""
     spec = partial_cut_scenario(seed)
-    assert run_simulation(spec).violations == [], describe(spec)
+    assert_safe_and_available(spec)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", range(100, 1100))
 def test_long_partial_cut_sweep(seed: int) -> None:
     spec = partial_cut_scenario(seed)
-    assert run_simulation(spec).violations == [], describe(spec)
+    assert_safe_and_available(spec)
 
 
 def test_a_cut_link_removes_one_of_its_ends() -> None:
@@ -929,7 +940,7 @@ def test_a_member_cut_off_from_its_shard_does_not_cut_alone() -> None:
     applies a decision only once its leader has."""
     spec = partial_cut_scenario(1337)
     assert spec.partial_cut == "halves"
-    assert run_simulation(spec).violations == [], describe(spec)
+    assert_safe_and_available(spec)
 
 
 @pytest.mark.patches_compiled
@@ -964,7 +975,7 @@ def test_a_leader_learns_whom_it_cannot_reach_before_its_cover_removes_its_own_s
     side does not, is suspected, and the cover removes the far side alone."""
     spec = partial_cut_scenario(seed)
     assert spec.partial_cut == "leader-cut-off"
-    assert run_simulation(spec).violations == [], describe(spec)
+    assert_safe_and_available(spec)
 
 
 @pytest.mark.patches_compiled
@@ -975,8 +986,7 @@ def test_covering_before_the_far_ends_are_probed_is_caught(monkeypatch: pytest.M
     the links it knows are among those its cover would keep."""
     monkeypatch.setattr(Membership, "_probe_far_ends", lambda *args: False)
     monkeypatch.setattr(Membership, "_ask_the_kept", lambda *args: False)
-    violations = run_simulation(partial_cut_scenario(2484)).violations
-    assert any(v.startswith("availability: ") for v in violations), violations[:3]
+    assert_unavailable(partial_cut_scenario(2484))
 
 
 def test_a_bridge_keeps_running_after_a_cut_off_leader_steps_down() -> None:
@@ -991,7 +1001,7 @@ def test_a_bridge_keeps_running_after_a_cut_off_leader_steps_down() -> None:
     answers a probe from a later view now."""
     spec = partial_cut_scenario(1122)
     assert spec.partial_cut == "leader-cut-off" and spec.join == 1
-    assert run_simulation(spec).violations == [], describe(spec)
+    assert_safe_and_available(spec)
 
 
 @pytest.mark.parametrize("seed", [4034, 8797, 12133, 17433])
@@ -1005,7 +1015,7 @@ def test_the_larger_side_of_a_cut_asks_the_bridge_before_blaming_it(seed: int) -
     (``Membership._ask_the_kept``), these cuts settle before that stall: the asking's planted
     twin is in tests/test_leader_cover.py (no partial-cut seed of 0-19999 catches it now)."""
     spec = partial_cut_scenario(seed)
-    assert run_simulation(spec).violations == [], describe(spec)
+    assert_safe_and_available(spec)
 
 
 def test_the_smaller_side_of_a_cut_does_not_outlast_it() -> None:
@@ -1014,7 +1024,7 @@ def test_the_smaller_side_of_a_cut_does_not_outlast_it() -> None:
     soon (a quarter timeout), not at its next stall timeout: the smaller side's leader, which
     loses its majority so, otherwise outlasted the cut and held up the larger side."""
     spec = partial_cut_scenario(17816)
-    assert run_simulation(spec).violations == [], describe(spec)
+    assert_safe_and_available(spec)
 
 
 @pytest.mark.parametrize("seed", [7951, 19050])
@@ -1026,7 +1036,7 @@ def test_a_joiner_whose_welcome_a_cut_holds_up_is_not_blamed(seed: int) -> None:
     typed seed 33304's (``Membership.heard_behind``); its planted twin is in
     tests/test_replicated_sim.py, and both seeds catch it too."""
     spec = partial_cut_scenario(seed)
-    assert run_simulation(spec).violations == [], describe(spec)
+    assert_safe_and_available(spec)
 
 
 def test_the_watcher_of_a_stalled_member_is_not_removed_for_accusing_it() -> None:
@@ -1037,7 +1047,7 @@ def test_the_watcher_of_a_stalled_member_is_not_removed_for_accusing_it() -> Non
     since, and its row says so now (``MembershipRow.heard_since``): the stalled 1 goes."""
     spec = scenario(13813)
     assert spec.pauses, describe(spec)
-    assert run_simulation(spec).violations == [], describe(spec)
+    assert_safe_and_available(spec)
 
 
 @pytest.mark.patches_compiled
@@ -1059,7 +1069,7 @@ def test_a_minority_leader_asks_the_members_it_keeps_and_stops() -> None:
     want of a majority. Its planted twin is the partial-cut one below."""
     spec = scenario(6275)
     assert spec.partition, describe(spec)
-    assert run_simulation(spec).violations == [], describe(spec)
+    assert_safe_and_available(spec)
 
 
 @pytest.mark.parametrize("seed", [11945, 15061])
@@ -1077,7 +1087,7 @@ def test_a_leader_asks_the_members_it_keeps_before_its_cover_removes_the_other_s
     the leader steps down."""
     spec = partial_cut_scenario(seed)
     assert spec.partial_cut, describe(spec)
-    assert run_simulation(spec).violations == [], describe(spec)
+    assert_safe_and_available(spec)
 
 
 @pytest.mark.patches_compiled
@@ -1085,8 +1095,7 @@ def test_covering_without_asking_the_kept_members_is_caught(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(Membership, "_ask_the_kept", lambda *args: False)
-    violations = run_simulation(partial_cut_scenario(15061)).violations
-    assert any(v.startswith("availability: ") for v in violations), violations[:3]
+    assert_unavailable(partial_cut_scenario(15061))
 
 
 @pytest.mark.parametrize("seed", [23996, 24254])
@@ -1102,7 +1111,7 @@ def test_a_leader_asks_the_members_it_keeps_before_blaming_a_stall(seed: int) ->
     from seven."""
     spec = partial_cut_scenario(seed)
     assert spec.partial_cut, describe(spec)
-    assert run_simulation(spec).violations == [], describe(spec)
+    assert_safe_and_available(spec)
 
 
 @pytest.mark.patches_compiled
@@ -1110,8 +1119,7 @@ def test_blaming_a_stall_without_asking_the_kept_members_is_caught(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(Membership, "_stall_asks_the_kept", lambda *args: False)
-    violations = run_simulation(partial_cut_scenario(23996)).violations
-    assert any(v.startswith("availability: ") for v in violations), violations[:3]
+    assert_unavailable(partial_cut_scenario(23996))
 
 
 def test_a_leader_that_keeps_its_majority_blames_a_stall_without_asking_first() -> None:
@@ -1125,7 +1133,7 @@ def test_a_leader_that_keeps_its_majority_blames_a_stall_without_asking_first() 
     case in tests/test_leader_cover.py."""
     spec = scenario(12165)
     assert spec.pauses, describe(spec)
-    assert run_simulation(spec).violations == [], describe(spec)
+    assert_safe_and_available(spec)
 
 
 @pytest.mark.parametrize("seed", [33008, 34933])
@@ -1138,7 +1146,7 @@ def test_a_leader_that_ran_late_steps_down_rather_than_remove_its_accuser(seed: 
     leader 2 and its accuser 7."""
     spec = scenario(seed)
     assert spec.pauses, describe(spec)
-    assert run_simulation(spec).violations == [], describe(spec)
+    assert_safe_and_available(spec)
 
 
 @pytest.mark.patches_compiled
@@ -1146,8 +1154,7 @@ def test_a_leader_that_ran_late_removing_its_accuser_is_caught(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(Membership, "_stalled_lately", lambda *args: False)
-    violations = run_simulation(scenario(33008)).violations
-    assert any(v.startswith("availability: ") for v in violations), violations[:3]
+    assert_unavailable(scenario(33008))
 
 
 def test_a_leader_lets_the_cut_settle_again_when_a_suspected_member_resurfaces() -> None:
@@ -1161,7 +1168,7 @@ def test_a_leader_lets_the_cut_settle_again_when_a_suspected_member_resurfaces()
     settle, as a new accusation does, and the followers' rows say they hear it too."""
     spec = partial_cut_scenario(35033)
     assert spec.partial_cut, describe(spec)
-    assert run_simulation(spec).violations == [], describe(spec)
+    assert_safe_and_available(spec)
 
 
 @pytest.mark.patches_compiled
@@ -1173,8 +1180,7 @@ def test_covering_at_once_when_a_suspected_member_resurfaces_is_caught(
         self._dirty = True
 
     monkeypatch.setattr(Membership, "_resurface", without_settling)
-    violations = run_simulation(partial_cut_scenario(35033)).violations
-    assert any(v.startswith("availability: ") for v in violations), violations[:3]
+    assert_unavailable(partial_cut_scenario(35033))
 
 
 @pytest.mark.parametrize("seed", [30508, 33558])
@@ -1189,14 +1195,13 @@ def test_a_leader_removes_the_fewest_members_that_cover_a_cut(seed: int) -> None
     with another cut of seven from seven."""
     spec = partial_cut_scenario(seed)
     assert spec.partial_cut, describe(spec)
-    assert run_simulation(spec).violations == [], describe(spec)
+    assert_safe_and_available(spec)
 
 
 @pytest.mark.patches_compiled
 def test_covering_a_cut_greedily_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(membership, "_least_cover", membership._greedy_cover)
-    violations = run_simulation(partial_cut_scenario(30508)).violations
-    assert any(v.startswith("availability: ") for v in violations), violations[:3]
+    assert_unavailable(partial_cut_scenario(30508))
 
 
 def test_a_bridge_that_hears_its_leader_keeps_following_it() -> None:
@@ -1209,7 +1214,7 @@ def test_a_bridge_that_hears_its_leader_keeps_following_it() -> None:
     now takes a successor's suspicion of it for an accusation."""
     spec = partial_cut_scenario(34407)
     assert spec.partial_cut, describe(spec)
-    assert run_simulation(spec).violations == [], describe(spec)
+    assert_safe_and_available(spec)
 
 
 @pytest.mark.patches_compiled
@@ -1218,8 +1223,7 @@ def test_a_bridge_leaving_a_leader_it_hears_is_caught(monkeypatch: pytest.Monkey
         return row.leader == src
 
     monkeypatch.setattr(Membership, "_successor", any_successor)
-    violations = run_simulation(partial_cut_scenario(34407)).violations
-    assert any(v.startswith("availability: ") for v in violations), violations[:3]
+    assert_unavailable(partial_cut_scenario(34407))
 
 
 def test_a_member_still_in_the_last_view_answers_a_probe_from_the_next() -> None:
