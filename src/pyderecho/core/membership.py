@@ -19,8 +19,10 @@ its row. The leader proposes a removal it suspects once every other member agree
 chose the member to cover the cut links: when no new accusation or report came for half a
 timeout, it removes as few members as leave no cut link between those that stay (greedy: the
 member with the most cut links, then the one that accuses most, so of a one-way accusation the
-accuser goes, then the highest rank), unless the accuser has heard the accused again since
-(its row's ``heard_since``): the link works, the accused was a stalled process, and it goes.
+accuser goes, then the highest rank; then a bounded search for a smaller cover, since on a
+sparse graph of cut links greedy takes members of both sides), unless the accuser has heard
+the accused again since (its row's ``heard_since``): the link works, the accused was a stalled
+process, and it goes.
 Members watch only a few ring neighbours, so most links of a cut are known to nobody when the
 accusations pause: before the cover removes a member the leader reaches, the leader asks the
 members across that member's cut links to answer, and before it removes anyone, the members it
@@ -29,7 +31,8 @@ from it, and go anyway; the other side's accusations never reach a leader on the
 of a cut or of a partition). The leader stays only with
 the members it reaches, so it removes every member cut from it; if removing itself instead
 would cost fewer members (it is on the smaller side of the cut), it steps down: it stops, and
-the larger side, which no longer hears it, goes on without it. Removing everyone accused
+the larger side, which no longer hears it, goes on without it. On a tie it stays, unless its
+own loop ran late lately: then its accusers were right, and it steps down. Removing everyone accused
 would instead take out both ends of every cut link and could leave no majority, as adopting
 every side's suspicions did, and a leader cut off on the smaller side used to talk the
 bridges into suspecting the larger one.
@@ -52,7 +55,10 @@ blame of the members its step waits on would cost it its majority asks them to a
 (a bridge of a partial cut follows the other side's leader and sends this one nothing);
 before it blames anyone for a stall that could cost it its majority, a leader asks the members
 it would keep, as before a cover, so that one cut off on the smaller side stops before it
-proposes removing some of the other side (a bridge would follow that proposal); and a member
+proposes removing some of the other side (a bridge would follow that proposal); a member
+whose change is final, which adopts at once the suspicions of a successor collecting rows, does
+not adopt its suspicion of a leader it still hears (a bridge would leave a leader that keeps its
+majority only with the bridge); and a member
 that installed a view with a joiner does not count the joiner late while a member of the old
 view, perhaps the leader that will welcome it, still sends frames of that view.
 
