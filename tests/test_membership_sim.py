@@ -1157,6 +1157,36 @@ def test_a_leader_that_ran_late_removing_its_accuser_is_caught(
     assert_unavailable(scenario(33008))
 
 
+def test_a_join_queued_behind_a_stalled_step_leaves_its_stall_clock_alone() -> None:
+    """Membership seed 43444: the leader 0's change was final, and 5 crashed just after it
+    moved on, before 0 heard so; 0 waited on 5's cleanup while every other member installed
+    the next view. A join request reached 0 then and restarted the stall clock, so 0 blamed
+    5 only at 6.0 s, 3.6 s after the crash; by then the next view's members, without their
+    leader for three stall timeouts, had accused 0, and it stepped down though no fault
+    touched it."""
+    spec = scenario(43444)
+    assert spec.crash and spec.join, describe(spec)
+    assert_safe_and_available(spec)
+
+
+@pytest.mark.patches_compiled
+def test_a_join_restarting_a_stalled_steps_clock_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    queue_join = Membership.request_join
+
+    def restarting(self: Membership, change: Change, now: float) -> NodeId | None:
+        """As before the fix: every join the leader queues restarts the stall clock."""
+        queued = len(self._leading.pending_joins) if self._leading is not None else 0
+        leader = queue_join(self, change, now)
+        if self._leading is not None and len(self._leading.pending_joins) > queued:
+            self._waiting_since = now
+        return leader
+
+    monkeypatch.setattr(Membership, "request_join", restarting)
+    assert_unavailable(scenario(43444))
+
+
 def test_a_leader_lets_the_cut_settle_again_when_a_suspected_member_resurfaces() -> None:
     """Partial-cut seed 35033: eight members, a cut of {0, 1, 5} from {2, 3, 6} with 4 and
     7 the bridges, for three seconds. The leader 0's cover waited for the other side's

@@ -751,14 +751,21 @@ class Membership:
         return self.suspected == {node} and not any(self._accusers.values())
 
     def request_join(self, change: Change, now: float) -> NodeId | None:
-        """A joiner asked; returns the leader to forward to, or None when this member leads."""
+        """A joiner asked; returns the leader to forward to, or None when this member leads.
+
+        A join that starts a change starts its stall clock; one queued behind a step under
+        way leaves that step's clock alone, for it moves nothing forward. Restarting it held
+        a final change, waiting on the cleanup of a member that crashed just after it moved
+        on, a whole timeout longer, until the members of the next view, left without their
+        leader, accused it and it stepped down (membership seed 43444)."""
         if self._leading is None:
             return self.leader
         if change.node in self.view or any(c.node == change.node for c in self.changes):
             return None
         if all(c.node != change.node for c in self._leading.pending_joins):
+            if not self.changing and not self._leading.pending_joins:
+                self._waiting_since = now  # the join starts a change
             self._leading.pending_joins.append(change)
-            self._waiting_since = now
         return None
 
     def request_leave(self, now: float) -> None:
