@@ -1080,17 +1080,9 @@ class Membership:
         going = 1 + len(
             _least_cover({link for link in links if me not in link}, self.view, pending, slow_links)
         )
-        if going < len(sparing) and self._may_step_down():
-            self._stop(
-                f"removed from the group: cut off from {len(sparing)} members that the others "
-                "reach (a partial cut), so this leader steps down"
-            )
-            return True
-        if going == len(sparing) and beside and self._stalled_lately(now) and self._may_step_down():
-            self._stop(
-                f"removed from the group: accused by {sorted(beside)} after its own loop ran "
-                "late, so this leader steps down rather than remove them"
-            )
+        why = self._why_step_down(going, sparing, beside, now)
+        if why and self._may_step_down():
+            self._stop(f"removed from the group: {why}, so this leader steps down")
             return True
         for member in sparing + sorted(slow.difference(sparing)):
             self._decided.add(member)
@@ -1098,6 +1090,19 @@ class Membership:
             if self.stopped:
                 break
         return True
+
+    def _why_step_down(
+        self, going: int, sparing: list[NodeId], beside: set[NodeId], now: float
+    ) -> str:
+        """Why this leader removes itself rather than the ``sparing`` members a cover needs
+        when ``going`` would go with it, or "" when it stays. It goes when that removes fewer
+        members; on a tie, when it is cut from some of them and its own loop ran late lately
+        (:meth:`_stalled_lately`): then the fault was its own."""
+        if going < len(sparing):
+            return f"cut off from {len(sparing)} members that the others reach (a partial cut)"
+        if going == len(sparing) and beside and self._stalled_lately(now):
+            return f"cut from {sorted(beside)} after its own loop ran late"
+        return ""
 
     def _stalled_lately(self, now: float) -> bool:
         """Whether this member's own loop ran late within the last two timeouts: long enough
