@@ -1187,6 +1187,27 @@ def test_a_join_restarting_a_stalled_steps_clock_is_caught(
     assert_unavailable(scenario(43444))
 
 
+def test_a_leader_gives_a_joiner_whose_welcome_was_lost_time_to_ask_again() -> None:
+    """Membership seed 56702: six members; 6 joined through 1, and the leader 0 crashed 3 ms
+    after it installed view 3, before its welcome reached 6. 1 took over and collected rows
+    to remove 0; 6, not knowing of view 3, asked 5 to join again a timeout later and was
+    welcomed at 4.93 s. At 5.0 s 1's step had stalled a timeout on 6, which it had never
+    heard from, and 1 removed it, though no fault touched it. A joiner not heard from in
+    its view now gets one more stall timeout, as one heard lately does."""
+    spec = scenario(56702)
+    assert spec.crash and spec.join, describe(spec)
+    assert_safe_and_available(spec)
+
+
+@pytest.mark.patches_compiled
+def test_a_leader_blaming_a_joiner_whose_welcome_was_lost_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Planted: no member counts as waiting for its welcome, so the stall blames 6."""
+    monkeypatch.setattr(Membership, "_unwelcomed", lambda self, member: False)
+    assert_unavailable(scenario(56702))
+
+
 def test_a_leader_lets_the_cut_settle_again_when_a_suspected_member_resurfaces() -> None:
     """Partial-cut seed 35033: eight members, a cut of {0, 1, 5} from {2, 3, 6} with 4 and
     7 the bridges, for three seconds. The leader 0's cover waited for the other side's

@@ -60,7 +60,10 @@ whose change is final, which adopts at once the suspicions of a successor collec
 not adopt its suspicion of a leader it still hears (a bridge would leave a leader that keeps its
 majority only with the bridge); and a member
 that installed a view with a joiner does not count the joiner late while a member of the old
-view, perhaps the leader that will welcome it, still sends frames of that view.
+view, perhaps the leader that will welcome it, still sends frames of that view, nor does a
+successor whose step stalls on a joiner it never heard from blame it at the first stall
+timeout: a leader that crashed as it installed the view sent no welcome, and the joiner asks
+again a timeout later.
 
 Ragged edge. Once the change is final, each shard's leader (its lowest-ranked survivor not
 excluded) waits until every surviving shard member has wedged and stopped counting on the
@@ -1216,7 +1219,7 @@ class Membership:
             if m != self.me
             and m not in self.suspected
             and m not in removing
-            and not (m in self.view.joined and m in self._never_heard)
+            and not self._unwelcomed(m)
             and now - self.last_heard[m] >= half_timeout
         ]
 
@@ -1405,8 +1408,9 @@ class Membership:
                 return
             # A member heard from within the timeout is alive: most likely it still finishes
             # the last view's cleanup (a Paxos shard waiting on a disk, or on a failed peer's
-            # suspicion). It gets one more period before it is blamed for the stall.
-            recent = self._heard_lately(blamed, now)
+            # suspicion). It gets one more period before it is blamed for the stall, as does
+            # a joiner not heard from yet, which may still ask for its welcome.
+            recent = self._heard_lately(blamed, now) + [m for m in blamed if self._unwelcomed(m)]
             if recent and not self._grace_given:
                 self._grace_given = True
                 blamed = [m for m in blamed if m not in recent]
@@ -1496,6 +1500,13 @@ class Membership:
                 self.suspect(member, now, local=True)
                 if self.stopped:
                     return
+
+    def _unwelcomed(self, member: NodeId) -> bool:
+        """Whether ``member`` joined in this view and has not been heard from in it: it may
+        not know of the view yet. It learns of it from the welcome the change's leader sends
+        as it installs the view; a leader that crashed right then sent none, and the joiner
+        asks again a timeout later, when a member of the view welcomes it."""
+        return member in self.view.joined and member in self._never_heard
 
     def _heard_lately(self, members: list[NodeId], now: float) -> list[NodeId]:
         timeout = self.config.heartbeat_timeout
