@@ -15,7 +15,7 @@ from pyderecho.core.config import CoreConfig
 from pyderecho.core.membership import Membership, _greedy_cover, _least_cover
 from pyderecho.core.multicast import Outbox
 from pyderecho.core.view import View
-from pyderecho.wire import ChangeKind, MembershipRow
+from pyderecho.wire import ChangeKind, Heartbeat, MembershipRow
 
 CONFIG = CoreConfig(heartbeat_interval=0.1, heartbeat_timeout=1.0)
 VIEW = View(0, (0, 1, 2, 3, 4))
@@ -213,21 +213,25 @@ def test_blaming_the_silent_at_once_is_caught(monkeypatch: pytest.MonkeyPatch) -
         test_a_stall_that_would_cost_the_majority_asks_the_silent_before_blaming_them()
 
 
-def stall_with_a_silent_kept_member() -> Membership:
+def stall_with_a_silent_kept_member(
+    also_silent: tuple[int, ...] = (), outbox: Outbox | None = None
+) -> tuple[Membership, float]:
     """Seven members; 1 crashed and 5 with it, unreported (both silent from 0.5 s); 2, 3 and 4
-    agree that 1 is gone, and so did 6 once, silent since. The leader's step stalls on 5, the
-    one member with no word on 1. Ticked to just past the stall timeout."""
+    agree that 1 is gone, and so did 6 once, silent since, as are ``also_silent``. The
+    leader's step stalls on 5, the one member with no word on 1. Ticked to just past the
+    stall timeout; returns the leader and the time it was ticked to."""
     view = View(0, tuple(range(7)))
-    leader = Membership(0, view, CONFIG, [], 0.0)
+    leader = Membership(0, view, CONFIG, [] if outbox is None else outbox, 0.0)
     for member in range(1, 7):
         leader.receive_row(member, follower_row(1), 0.1)
+    talking = tuple(m for m in (2, 3, 4) if m not in also_silent)
     now, stalled_at = 0.0, None
     while stalled_at is None or now < stalled_at:
         now = round(now + CONFIG.heartbeat_interval, 6)
-        for member in (2, 3, 4) if now > 0.5 else range(1, 7):
+        for member in talking if now > 0.5 else range(1, 7):
             leader.heard_from(member, now)
         if leader.suspected == {1}:
-            agreeing = (2, 3, 4, 6) if stalled_at is None else (2, 3, 4)
+            agreeing = (2, 3, 4, 6) if stalled_at is None else talking
             for member in agreeing:
                 row = follower_row(2, suspected=(1,), leader_version=leader.version)
                 leader.receive_row(member, row, now)
@@ -235,7 +239,7 @@ def stall_with_a_silent_kept_member() -> Membership:
                 stalled_at = now + CONFIG.heartbeat_timeout + CONFIG.heartbeat_interval
         leader.tick(now)
         leader.step(now)
-    return leader
+    return leader, now
 
 
 def test_a_stall_that_leaves_the_majority_whoever_answers_is_blamed_at_once() -> None:
@@ -244,7 +248,7 @@ def test_a_stall_that_leaves_the_majority_whoever_answers_is_blamed_at_once() ->
     (``Membership._stall_asks_the_kept``; asking at every stall held a change up until the
     followers blamed the leader: membership seed 12165's stalls profile, before the cut's
     settling on a resurfaced member also made that seed pass)."""
-    leader = stall_with_a_silent_kept_member()
+    leader, _ = stall_with_a_silent_kept_member()
     assert leader.suspected == {1, 5}
     assert not leader.stopped
 
@@ -260,3 +264,128 @@ def test_asking_the_kept_members_at_every_stall_is_caught(monkeypatch: pytest.Mo
     monkeypatch.setattr(Membership, "_stall_asks_the_kept", always_ask)
     with pytest.raises(AssertionError):
         test_a_stall_that_leaves_the_majority_whoever_answers_is_blamed_at_once()
+
+
+def test_a_stall_that_could_cost_the_majority_asks_the_silent_kept_members_first() -> None:
+    """With 4 silent too, blaming 5, and 4 and 6 should they not answer, would leave the
+    leader three of seven: it asks 4 and 6 to answer before it blames anyone
+    (``Membership._stall_asks_the_kept``): on the smaller side of a cut, those it would keep
+    may be cut from it too, and it must stop before it proposes removing any of the other
+    side, which a bridge would adopt (partial-cut seeds 23996 and 24254, whose stalls now
+    reach the cover first, ``Membership._cover_weighs_stalls``). Once they answer, 5 is
+    blamed."""
+    outbox: Outbox = []
+    leader, now = stall_with_a_silent_kept_member(also_silent=(4,), outbox=outbox)
+    assert leader.suspected == {1}
+    asked = {peer for peer, message in outbox if isinstance(message, Heartbeat) and message.probe}
+    assert {4, 6} <= asked, asked
+    run(leader, now, now + 0.2, alive=(2, 3, 4, 6))  # they answer
+    assert leader.suspected == {1, 5}
+    assert not leader.stopped, leader.stopped
+
+
+@pytest.mark.patches_compiled
+def test_blaming_a_stall_without_asking_the_kept_members_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(Membership, "_stall_asks_the_kept", lambda *args: False)
+    with pytest.raises(AssertionError):
+        test_a_stall_that_could_cost_the_majority_asks_the_silent_kept_members_first()
+
+
+def test_a_member_reported_to_accuse_the_leader_that_it_does_not_hear_is_suspected() -> None:
+    """A follower reports that 3 accuses the leader and that the leader answered it: 3 is cut
+    from the leader, which has not heard it for half a timeout, and suspects it at once, so
+    that its row asks every follower to probe 3 and the cover learns how far the cut runs
+    (partial cut with faults seed 1887). 4, reported the same way but heard lately, is not
+    suspected: its accusation may be of a stall."""
+    leader = ready_leader()
+    now = run(leader, 0.5, 1.1, alive=(1, 2, 4))
+    leader.receive_row(1, follower_row(2, cut=((3, 0), (4, 0))), now)
+    assert leader.suspected == {3}
+    assert not leader.stopped, leader.stopped
+
+
+@pytest.mark.patches_compiled
+def test_ignoring_an_unheard_accuser_of_the_leader_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(Membership, "_unheard", lambda self, member, now: False)
+    with pytest.raises(AssertionError):
+        test_a_member_reported_to_accuse_the_leader_that_it_does_not_hear_is_suspected()
+
+
+def test_a_leader_on_the_smaller_side_steps_down_before_asking_a_silent_member() -> None:
+    """3 and 4 are cut from the leader (a follower reports that they accuse it, and it does
+    not hear them), and 2, which it would keep, falls silent at 1.0 s. Removing 3 and 4 costs
+    two members, stepping down one: the leader steps down as soon as the cut settles, half a
+    timeout after the report, rather than first wait a timeout for 2 to answer (partial cut
+    with faults seed 591: meanwhile the far side blamed the bridge)."""
+    leader = ready_leader()
+    now = run(leader, 0.5, 1.0, alive=(1, 2))
+    leader.receive_row(1, follower_row(2, cut=((3, 0), (4, 0))), now)
+    assert leader.suspected == {3, 4}
+    run(leader, now, 1.6, alive=(1,))
+    assert "steps down" in leader.stopped, leader.stopped
+
+
+@pytest.mark.patches_compiled
+def test_asking_a_silent_member_before_stepping_down_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Planted: as before the fix, the leader asks the silent members it keeps first."""
+    weigh = Membership._why_step_down
+
+    def asking_first(
+        self: Membership, going: int, sparing: list[int], beside: set[int], now: float
+    ) -> str:
+        if not self.final and self._ask_the_kept(self._silent_kept(sparing, now), now):
+            return ""
+        return weigh(self, going, sparing, beside, now)
+
+    monkeypatch.setattr(Membership, "_why_step_down", asking_first)
+    with pytest.raises(AssertionError, match="steps down"):
+        test_a_leader_on_the_smaller_side_steps_down_before_asking_a_silent_member()
+
+
+def test_only_decided_suspicions_carry_over_as_decided() -> None:
+    """In view 0, 1 suspects 3, silent past the timeout, and 4, whose link broke. Leading view
+    1, it proposes removing 4 at once, but weighs 3 again: a silence may be a cut link the last
+    view never covered, and its successor on the smaller side of such a cut proposed removing
+    the larger side at once (partial cut with faults seed 2389)."""
+    old = Membership(1, VIEW, CONFIG, [], 0.0)
+    now = 0.0
+    while now < 1.6:
+        now = round(now + CONFIG.heartbeat_interval, 6)
+        for member in (0, 2, 3, 4) if now < 0.3 else (0, 2, 4):
+            old.heard_from(member, now)
+        old.tick(now)
+    old.link_lost(4, now)
+    assert old.suspected == {3, 4}
+    view = View(1, (1, 2, 3, 4))
+    leader = Membership(1, view, CONFIG, [], now, suspected=old.suspected, decided=old.decided)
+    row = MembershipRow(epoch=1, version=1, suspected=(), leader=1, leader_version=0)
+    leader.receive_row(2, row, now)
+    leader.tick(now)
+    leader.step(now)
+    assert leader.leads
+    assert removals(leader) == {4}
+
+
+@pytest.mark.patches_compiled
+def test_carrying_every_suspicion_over_as_decided_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(Membership, "decided", property(lambda self: frozenset(self.suspected)))
+    with pytest.raises(AssertionError):
+        test_only_decided_suspicions_carry_over_as_decided()
+
+
+def test_a_cut_link_naming_a_stranger_does_not_move_the_leader() -> None:
+    """A row is a peer's word, and a link to a member outside the view is malformed: the
+    leader suspects nobody for it."""
+    leader = ready_leader()
+    now = run(leader, 0.5, 1.1, alive=(1, 2, 3, 4))
+    leader.receive_row(1, follower_row(2, cut=((99, 0),)), now)
+    run(leader, now, 2.5, alive=(1, 2, 3, 4))
+    assert not leader.suspected and not leader.stopped, leader.stopped

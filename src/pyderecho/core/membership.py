@@ -32,10 +32,17 @@ of a cut or of a partition). The leader stays only with
 the members it reaches, so it removes every member cut from it; if removing itself instead
 would cost fewer members (it is on the smaller side of the cut), it steps down: it stops, and
 the larger side, which no longer hears it, goes on without it. On a tie it stays, unless its
-own loop ran late lately: then its accusers were right, and it steps down. Removing everyone accused
-would instead take out both ends of every cut link and could leave no majority, as adopting
-every side's suspicions did, and a leader cut off on the smaller side used to talk the
-bridges into suspecting the larger one.
+own loop ran late lately: then its accusers were right, and it steps down. It weighs stepping
+down before it asks anyone to answer: no answer can make stepping down the worse choice. What
+it knows of the links between the others comes from its followers' probes of the members it
+suspects, so it suspects at once a member reported to accuse it that it does not hear. A
+stall that times out while the cover still weighs cut links hands the members it blames to
+the cover, as cut from the leader, rather than to the proposal, and only the suspicions a
+member decided on its own evidence (a broken link, a stall, a cover) carry over into the next
+view as decided: the others may be cut links the last view never covered. Removing everyone
+accused would instead take out both ends of every cut link and could leave no majority, as
+adopting every side's suspicions did, and a leader cut off on the smaller side used to talk
+the bridges into suspecting the larger one.
 
 Agreement (DESIGN.md 3.3). The leader is the lowest-ranked member its follower does not
 suspect. It proposes the changes (removals of suspected members, joins) in its row; members copy
@@ -328,12 +335,15 @@ class Membership:
         now: float,
         *,
         suspected: set[NodeId] | None = None,
+        decided: AbstractSet[NodeId] = frozenset(),
         founding: bool = False,
         log_commits: bool = False,
         silences: Silences | None = None,
     ) -> None:
-        """``founding``: this view starts the group (its first view, or the view a restart
-        from logs begins with), so members may take a while to show up. ``log_commits``: the
+        """``suspected``: the last view's suspicions of members this view keeps; ``decided``:
+        those of them that need nobody's word (:attr:`decided`). ``founding``: this view
+        starts the group (its first view, or the view a restart from logs begins with), so
+        members may take a while to show up. ``log_commits``: the
         group keeps logs (it has ``Paxos`` shards), so a commit of the next view is logged
         (:attr:`commit_to_log`) before this member's row shows it to anyone."""
         self.me = me
@@ -385,9 +395,10 @@ class Membership:
         """When this member asked each accused member to answer."""
         self._answered: set[NodeId] = set()
         """Accused members heard from since they were asked: alive and reachable from here."""
-        self._decided: set[NodeId] = set(self.suspected)
+        self._decided: set[NodeId] = self.suspected.intersection(decided)
         """Suspicions this member, as leader, proposes without waiting for the others to agree:
-        carried over from the last view, blamed for a stall, or chosen to cover cut links."""
+        blamed for a stall, a broken link, chosen to cover cut links, or decided so in the last
+        view (:attr:`decided`)."""
         self._reported: set[tuple[NodeId, NodeId]] = set()
         """Cut links the followers' rows report, as (accuser, accused) (:meth:`_hear_cuts`)."""
         self._unsettled = False
@@ -458,6 +469,20 @@ class Membership:
     def leads(self) -> bool:
         """This member leads the change in this view (it welcomes the joiners)."""
         return self._leading is not None
+
+    @property
+    def decided(self) -> frozenset[NodeId]:
+        """The suspicions this member holds on evidence of its own that needs nobody's word: a
+        broken link, a stall it blamed as leader, a cover it chose. The next view carries them
+        over as such; the others it carries over are accusations still, weighed again there.
+
+        A suspicion from silence alone may be a cut link, and a member on the smaller side of
+        a cut that had not been covered when the view changed (the change removed someone
+        else) then took it for a decision if it came to lead. Partial cut with faults seed
+        2389: the leader of the new view, a bridge, crashed before its cover; its successor,
+        cut off on the smaller side, proposed removing the larger side at once, the bridges
+        adopted the proposal, and the group stopped."""
+        return frozenset(self._decided)
 
     @property
     def excluded(self) -> frozenset[NodeId]:
@@ -949,11 +974,31 @@ class Membership:
     def _hear_cuts(self, row: MembershipRow, now: float) -> None:
         """A follower found links cut (the accused answered it), perhaps between this leader
         and a member it suspects: the cover of the cut links decides, once the graph of them
-        settles (a new link restarts that wait)."""
+        settles (a new link restarts that wait).
+
+        A link that accuses this leader, from a member it has not heard from for half a
+        timeout, makes it suspect that member at once: the follower reached this leader, and
+        the accuser still does not, so it is cut from this leader. The suspicion in this
+        leader's row asks every follower to probe the accuser, and their answers tell the
+        cover how far the cut runs through this leader's side before it weighs stepping down.
+        Partial cut with faults seed 1887: three members of the smaller side accused the
+        leader of the larger side, which did not suspect them, so nobody on its side probed
+        them; the leader knew too few of its side's cut links, counted the cost of stepping
+        down as five members against the six it is cut from, and stepped down, and with a
+        bridge crashed neither side then held a majority."""
         for link in row.cut:
             if link not in self._reported:
                 self._reported.add(link)
                 self._last_accusation = now
+                accuser, accused = link
+                if accused == self.me and accuser in self.view and self._unheard(accuser, now):
+                    self.suspect(accuser, now, local=True)
+                    if self.stopped:
+                        return
+
+    def _unheard(self, member: NodeId, now: float) -> bool:
+        """Whether this member has not heard from ``member`` for half a timeout."""
+        return now - self.last_heard[member] >= self.config.heartbeat_timeout / 2
 
     def _absorb(self, row: MembershipRow) -> None:
         """A leader that took over adopts any final or commit a member already holds: a final
@@ -1044,6 +1089,17 @@ class Membership:
         hear it, go on without it and its side. Links whose ends it already proposed to
         remove are covered already; ``pending`` is what it suspects and has not proposed.
 
+        It weighs stepping down before it asks anyone to answer: an answer that does not come
+        makes a member it would keep one cut from it, which only adds to what it would spare,
+        and a leader on the smaller side that waited a timeout for a paused member's answer
+        outlasted the far side's patience (partial cut with faults seed 591: eleven members,
+        the leader's side of four cut from five; while the leader asked a paused member, the
+        far side, without a leader for three stall timeouts, blamed the bridge, and the cover,
+        counting those links too, removed the far side rather than the leader). What it knows
+        of the links between the others comes from its followers' probes of the members it
+        suspects, so it suspects at once a member reported to accuse it that it does not hear
+        (:meth:`_hear_cuts`): else the cost of stepping down is undercounted.
+
         A member it suspected but has heard from since is slow, not cut off from it (a starved
         machine, not a cut): it is removed as suspected, but its links to this leader, its own
         or reported by the followers it answered, are no sign that the leader is on the smaller
@@ -1071,6 +1127,12 @@ class Membership:
             pending,
             slow_links,
         )
+        going = 1 + len(
+            _least_cover({link for link in links if me not in link}, self.view, pending, slow_links)
+        )
+        why = self._why_step_down(going, sparing, beside, now) if self._may_step_down() else ""
+        if why:
+            return self._step_down(why)
         reached = [m for m in sparing if m not in beside and m not in slow]
         # Both ask at once: the answers come back in the same round.
         far_ends_asked = bool(reached) and self._probe_far_ends(links, reached, now, wait)
@@ -1080,18 +1142,16 @@ class Membership:
         kept_asked = not self.final and self._ask_the_kept(self._silent_kept(sparing, now), now)
         if far_ends_asked or kept_asked:
             return False
-        going = 1 + len(
-            _least_cover({link for link in links if me not in link}, self.view, pending, slow_links)
-        )
-        why = self._why_step_down(going, sparing, beside, now)
-        if why and self._may_step_down():
-            self._stop(f"removed from the group: {why}, so this leader steps down")
-            return True
         for member in sparing + sorted(slow.difference(sparing)):
             self._decided.add(member)
             self.suspect(member, now, local=True)
             if self.stopped:
                 break
+        return True
+
+    def _step_down(self, why: str) -> bool:
+        """Stop as a leader that removes itself rather than others, for ``why``."""
+        self._stop(f"removed from the group: {why}, so this leader steps down")
         return True
 
     def _why_step_down(
@@ -1212,7 +1272,6 @@ class Membership:
         """The members a change removing ``sparing`` keeps that this leader has not heard from
         for half a timeout, but for a joiner not heard from yet (:meth:`_ask_the_kept`)."""
         removing = set(sparing)
-        half_timeout = self.config.heartbeat_timeout / 2
         return [
             m
             for m in self.view.members
@@ -1220,7 +1279,7 @@ class Membership:
             and m not in self.suspected
             and m not in removing
             and not self._unwelcomed(m)
-            and now - self.last_heard[m] >= half_timeout
+            and self._unheard(m, now)
         ]
 
     def _successor(self, src: NodeId, row: MembershipRow, now: float) -> bool:
@@ -1425,12 +1484,29 @@ class Membership:
             blamed = [m for m in blamed if m not in recent]
             if self._leading is not None and not self.final:
                 blamed = self._unless_they_answer(blamed, now)
+        decides = self._leading is not None and not self._cover_weighs_stalls()
         for member in blamed:
-            if self._leading is not None:
+            if decides:
                 self._decided.add(member)
             self.suspect(member, now, local=True)
             if self.stopped:
                 return
+
+    def _cover_weighs_stalls(self) -> bool:
+        """Whether the members this leader blames for a stall go to its cover, as cut from it,
+        rather than straight into its proposal: while the change is not final and the cover
+        has cut links it has not decided on (:attr:`_unsettled`).
+
+        On the smaller side of a cut, a step stalls on the far side's members that had not
+        echoed when the cut came. The cover waits for the accusations to settle, and a stall
+        timeout could come first: blamed and proposed, those members no longer counted among
+        the links the cover weighs, it no longer found itself on the smaller side, and a
+        bridge adopted the proposal (partial cut with faults seed 1156: the leader 0 of seven
+        proposed removing 4 half a second before its cover would have stepped down; when a
+        crash came, the bridge suspected four of seven and the group stopped). Weighed with
+        the other links, the blamed are removed if the cover keeps this leader, and cost it
+        nothing if it steps down."""
+        return not self.final and self._unsettled
 
     def _stall_asks_the_kept(self, blamed: list[NodeId], now: float) -> bool:
         """Whether this leader, whose step stalled on ``blamed``, first waits for the members it

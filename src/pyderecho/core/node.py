@@ -954,6 +954,7 @@ class Node:
         self._shards.clear()
         self._by_subgroup.clear()
         suspected = old.suspected if old is not None else set()
+        decided = old.decided if old is not None else frozenset()
         if layout.adequate and any(r.layout.mode is Mode.PAXOS for r in layout.shards):
             self._log_commits = True
         self.membership = Membership(
@@ -963,6 +964,7 @@ class Node:
             self._outbox,
             now,
             suspected=suspected,
+            decided=decided,
             founding=founding,
             log_commits=self._log_commits,
             silences=self._silences,
