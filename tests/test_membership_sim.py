@@ -775,14 +775,25 @@ def test_long_cut_with_faults_sweep(seed: int) -> None:
     assert_safe_and_available(cut_with_faults_scenario(seed))
 
 
-@pytest.mark.xfail(strict=True, reason="a known gap: docs/guarantees.md, sixth stop")
-def test_cut_with_faults_known_gaps() -> None:
-    """Seed 6216: twelve members, the leader 0 on the smaller side of a cut of four from
-    five, three bridges, one of which crashed. 0 had proposed removing one far-side member
-    before its cover weighed the cut, so the cover counted four on either side, a tie, and 0
-    stayed; with the crash, removing the far side left it six of twelve, and every member
-    stopped. Strict: the day it passes, this test fails and says so."""
-    assert_safe_and_available(cut_with_faults_scenario(6216))
+def test_a_cover_chosen_once_final_is_weighed_again_in_the_next_view() -> None:
+    """Partial cut with faults seed 6216: twelve members, the leader 0 on the smaller side of
+    a cut of four from five, three bridges, one of which crashed. Once a join was final, 0,
+    which could no longer step down, covered the cut by suspecting one far-side member; that
+    was carried over as decided and proposed at once in the next view, where its links no
+    longer counted: the cover found four members on either side, a tie, and 0 stayed. With
+    the crash, removing the far side left it six of twelve, and every member stopped. A
+    cover chosen once final is weighed again now (``Membership.decided``)."""
+    spec = cut_with_faults_scenario(6216)
+    assert spec.partial_cut == "leader-cut-off" and spec.crash and spec.join, describe(spec)
+    assert_safe_and_available(spec)
+
+
+@pytest.mark.patches_compiled
+def test_carrying_a_cover_chosen_once_final_over_as_decided_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(Membership, "decided", property(lambda self: frozenset(self._decided)))
+    assert_unavailable(cut_with_faults_scenario(6216))
 
 
 def test_a_leader_suspects_the_accusers_it_does_not_hear() -> None:

@@ -38,11 +38,11 @@ it knows of the links between the others comes from its followers' probes of the
 suspects, so it suspects at once a member reported to accuse it that it does not hear. A
 stall that times out while the cover still weighs cut links hands the members it blames to
 the cover, as cut from the leader, rather than to the proposal, and only the suspicions a
-member decided on its own evidence (a broken link, a stall, a cover) carry over into the next
-view as decided: the others may be cut links the last view never covered. Removing everyone
-accused would instead take out both ends of every cut link and could leave no majority, as
-adopting every side's suspicions did, and a leader cut off on the smaller side used to talk
-the bridges into suspecting the larger one.
+member decided on its own evidence (a broken link, a stall, a cover chosen while it could
+still step down) carry over into the next view as decided: the others may be cut links the
+last view never covered. Removing everyone accused would instead take out both ends of every
+cut link and could leave no majority, as adopting every side's suspicions did, and a leader
+cut off on the smaller side used to talk the bridges into suspecting the larger one.
 
 Agreement (DESIGN.md 3.3). The leader is the lowest-ranked member its follower does not
 suspect. It proposes the changes (removals of suspected members, joins) in its row; members copy
@@ -399,6 +399,9 @@ class Membership:
         """Suspicions this member, as leader, proposes without waiting for the others to agree:
         blamed for a stall, a broken link, chosen to cover cut links, or decided so in the last
         view (:attr:`decided`)."""
+        self._covered_once_final: set[NodeId] = set()
+        """Members a cover chose once the change was final, when this leader could no longer
+        step down instead: the next view weighs them again (:attr:`decided`)."""
         self._reported: set[tuple[NodeId, NodeId]] = set()
         """Cut links the followers' rows report, as (accuser, accused) (:meth:`_hear_cuts`)."""
         self._unsettled = False
@@ -481,8 +484,14 @@ class Membership:
         else) then took it for a decision if it came to lead. Partial cut with faults seed
         2389: the leader of the new view, a bridge, crashed before its cover; its successor,
         cut off on the smaller side, proposed removing the larger side at once, the bridges
-        adopted the proposal, and the group stopped."""
-        return frozenset(self._decided)
+        adopted the proposal, and the group stopped.
+
+        Nor does a cover chosen once the change was final carry over: the leader could no
+        longer step down then (:meth:`_may_step_down`), and left the choice to the next view.
+        Partial cut with faults seed 6216: the leader on the smaller side covered one far-side
+        member once its join was final; proposed at once in the next view, that member's
+        links no longer counted, the cover there found a tie, and the leader stayed."""
+        return frozenset(self._decided.difference(self._covered_once_final))
 
     @property
     def excluded(self) -> frozenset[NodeId]:
@@ -1144,6 +1153,8 @@ class Membership:
             return False
         for member in sparing + sorted(slow.difference(sparing)):
             self._decided.add(member)
+            if self.final:
+                self._covered_once_final.add(member)
             self.suspect(member, now, local=True)
             if self.stopped:
                 break
