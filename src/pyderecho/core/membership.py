@@ -681,7 +681,7 @@ class Membership:
                 continue
             asked = self._cleanup_probes.get(member)
             if asked is None:
-                if now - self.last_heard[member] >= half:
+                if self._unheard(member, now):
                     self._cleanup_probes[member] = now
                     self._ask_to_answer(member)
             elif self.last_heard[member] > asked:
@@ -1141,7 +1141,8 @@ class Membership:
         )
         why = self._why_step_down(going, sparing, beside, now) if self._may_step_down() else ""
         if why:
-            return self._step_down(why)
+            self._stop(f"removed from the group: {why}, so this leader steps down")
+            return True
         reached = [m for m in sparing if m not in beside and m not in slow]
         # Both ask at once: the answers come back in the same round.
         far_ends_asked = bool(reached) and self._probe_far_ends(links, reached, now, wait)
@@ -1158,11 +1159,6 @@ class Membership:
             self.suspect(member, now, local=True)
             if self.stopped:
                 break
-        return True
-
-    def _step_down(self, why: str) -> bool:
-        """Stop as a leader that removes itself rather than others, for ``why``."""
-        self._stop(f"removed from the group: {why}, so this leader steps down")
         return True
 
     def _why_step_down(
@@ -1309,7 +1305,7 @@ class Membership:
         leader = self.leader
         if leader == self.me or leader not in row.suspected:
             return True
-        return now - self.last_heard[leader] >= self.config.heartbeat_timeout / 2
+        return self._unheard(leader, now)
 
     def _adoptable(self, news: list[NodeId]) -> bool:
         """Whether to adopt the leader's suspicions ``news``, or rather suspect the leader.
