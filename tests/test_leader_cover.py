@@ -77,6 +77,38 @@ def test_a_broken_link_is_proposed_at_once_a_silence_only_after_the_followers_pr
     assert removals(leader) == {3}
 
 
+def test_a_suspected_member_heard_again_restarts_the_wait_for_the_cut_to_settle() -> None:
+    """2 falls silent at 0.5 s and is suspected at 1.6 s; the cover would weigh it half a
+    timeout after that, at 2.1 s, but 2 is heard again at 2.0 s: the links to it changed, so
+    the cover waits half a timeout from then, and only then removes 2, slow, as suspected.
+    Covering at once saw the leader's own links to a healed cut's far side work and its
+    followers' still cut, and removed members of its own side (partial-cut seed 35033)."""
+    leader = ready_leader()
+    now = run(leader, 0.5, 1.5, alive=(1, 3, 4))
+    leader.receive_row(1, follower_row(2, suspected=(2,)), 1.6)
+    now = run(leader, now, 1.9, alive=(1, 3, 4))
+    assert leader.suspected == {2} and removals(leader) == set()
+    now = run(leader, now, 2.4, alive=(1, 2, 3, 4))
+    assert removals(leader) == set()
+    run(leader, now, 2.5, alive=(1, 2, 3, 4))
+    assert removals(leader) == {2}
+
+
+@pytest.mark.patches_compiled
+def test_covering_at_once_when_a_suspected_member_resurfaces_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Planted: a member heard again is noted as slow, but the wait is not restarted."""
+
+    def without_settling(self: Membership, member: int, now: float) -> None:
+        self._resurfaced.add(member)
+        self._dirty = True
+
+    monkeypatch.setattr(Membership, "_resurface", without_settling)
+    with pytest.raises(AssertionError):
+        test_a_suspected_member_heard_again_restarts_the_wait_for_the_cut_to_settle()
+
+
 def test_slow_members_the_leader_hears_again_do_not_make_it_step_down() -> None:
     """Planted by construction: were the links to 1 and 2 counted as cut from the leader,
     removing the leader alone (one member) would be cheaper than removing both, and it would
@@ -336,12 +368,11 @@ def test_asking_a_silent_member_before_stepping_down_is_caught(
     """Planted: as before the fix, the leader asks the silent members it keeps first."""
     weigh = Membership._why_step_down
 
-    def asking_first(
-        self: Membership, going: int, sparing: list[int], beside: set[int], now: float
-    ) -> str:
+    def asking_first(self: Membership, going: int, sparing: list[int], beside: set[int]) -> str:
+        now = self._last_tick  # the cover runs inside a tick
         if not self.final and self._ask_the_kept(self._silent_kept(sparing, now), now):
             return ""
-        return weigh(self, going, sparing, beside, now)
+        return weigh(self, going, sparing, beside)
 
     monkeypatch.setattr(Membership, "_why_step_down", asking_first)
     with pytest.raises(AssertionError, match="steps down"):

@@ -32,7 +32,7 @@ of a cut or of a partition). The leader stays only with
 the members it reaches, so it removes every member cut from it; if removing itself instead
 would cost fewer members (it is on the smaller side of the cut), it steps down: it stops, and
 the larger side, which no longer hears it, goes on without it. On a tie it stays, unless its
-own loop ran late lately: then its accusers were right, and it steps down. It weighs stepping
+own loop ran late in this view: then its accusers were right, and it steps down. It weighs stepping
 down before it asks anyone to answer: no answer can make stepping down the worse choice. What
 it knows of the links between the others comes from its followers' probes of the members it
 suspects, so it suspects at once a member reported to accuse it that it does not hear. A
@@ -70,7 +70,9 @@ that installed a view with a joiner does not count the joiner late while a membe
 view, perhaps the leader that will welcome it, still sends frames of that view, nor does a
 successor whose step stalls on a joiner it never heard from blame it at the first stall
 timeout: a leader that crashed as it installed the view sent no welcome, and the joiner asks
-again a timeout later.
+again a timeout later. Nor does a follower blame a leader it heard from within the timeout
+for a stalled step before one more timeout: a live leader's cover waits up to a timeout for
+each answer it asked for.
 
 Ragged edge. Once the change is final, each shard's leader (its lowest-ranked survivor not
 excluded) waits until every surviving shard member has wedged and stopped counting on the
@@ -649,14 +651,18 @@ class Membership:
             self._blame_the_unanswering(now)
             if self.stopped:
                 return
-        # A follower gives the leader three times as long as the leader gives its followers, so
-        # that a slow follower is removed before anyone blames the leader for it: a leader may
-        # take over a quarter timeout after its followers chose it (it checks the accusation of
-        # the last one first), and it spares members heard lately for one more timeout.
-        hurried = self._leading is not None or (self.final and self.cleanup_logging)
-        patience = self.config.heartbeat_timeout * (1 if hurried else 3)
-        if self.changing and now - self._waiting_since > patience:
+        if self.changing and now - self._waiting_since > self._patience():
             self._time_out_stalled_step(now)
+
+    def _patience(self) -> float:
+        """How long a step may stall here before whoever it waits on is blamed.
+
+        A follower gives the leader three times as long as the leader gives its followers, so
+        that a slow follower is removed before anyone blames the leader for it: a leader may
+        take over a quarter timeout after its followers chose it (it checks the accusation of
+        the last one first), and it spares members heard lately for one more timeout."""
+        hurried = self._leading is not None or (self.final and self.cleanup_logging)
+        return self.config.heartbeat_timeout * (1 if hurried else 3)
 
     def _probe_cleanup_waits(self, now: float) -> None:
         """Ask each member the cleanup waits on that was silent for half a timeout to answer,
@@ -1110,10 +1116,12 @@ class Membership:
         (:meth:`_hear_cuts`): else the cost of stepping down is undercounted.
 
         A member it suspected but has heard from since is slow, not cut off from it (a starved
-        machine, not a cut): it is removed as suspected, but its links to this leader, its own
-        or reported by the followers it answered, are no sign that the leader is on the smaller
-        side. Counting them once made the leader of 64 members on two cores step down after a
-        crash, its slow members looking cut off from it alone. A follower's accusation of a
+        machine, or a cut that healed): it is removed as suspected, but its links to this
+        leader, its own or reported by the followers it answered, are no sign that the leader
+        is on the smaller side: counting them once made the leader of 64 members on two cores
+        step down after a crash, its slow members looking cut off from it alone. Its links to
+        others are, and it counts in what staying costs if it has any
+        (:meth:`_removed_if_staying`). A follower's accusation of a
         member it has heard from since (its row's ``heard_since``) is such a slow link too: of
         a one-way accusation the cover then removes the accused, not the accuser (membership
         seed 13813: a member stalled for 0.92 s, its watcher's clock saw more than the
@@ -1130,16 +1138,21 @@ class Membership:
         }
         slow_links = {(a, b) for a, b in links if b in self._heard_since(a)}
         beside = {a if b == me else b for a, b in links if me in (a, b)}
+        removed = self._removed_if_staying(beside, slow)
         sparing = sorted(beside) + _least_cover(
-            {link for link in links if not beside.intersection(link)},
+            {link for link in links if not removed.intersection(link)},
             self.view,
             pending,
             slow_links,
         )
+        # A slow member cut from others too is part of the cut, and counts in what staying
+        # costs; one only this leader suspected is evidence of nothing but its own slowness.
+        cut_slow = [m for m in sorted(removed - beside) if any(m in link for link in links)]
         going = 1 + len(
             _least_cover({link for link in links if me not in link}, self.view, pending, slow_links)
         )
-        why = self._why_step_down(going, sparing, beside, now) if self._may_step_down() else ""
+        staying = sparing + cut_slow
+        why = self._why_step_down(going, staying, beside) if self._may_step_down() else ""
         if why:
             self._stop(f"removed from the group: {why}, so this leader steps down")
             return True
@@ -1161,29 +1174,53 @@ class Membership:
                 break
         return True
 
-    def _why_step_down(
-        self, going: int, sparing: list[NodeId], beside: set[NodeId], now: float
-    ) -> str:
-        """Why this leader removes itself rather than the ``sparing`` members a cover needs
-        when ``going`` would go with it, or "" when it stays. It goes when that removes fewer
-        members; on a tie, when it is cut from some of them and its own loop ran late lately
-        (:meth:`_stalled_lately`): then the fault was its own."""
-        if going < len(sparing):
-            return f"cut off from {len(sparing)} members that the others reach (a partial cut)"
-        if going == len(sparing) and beside and self._stalled_lately(now):
+    @staticmethod
+    def _removed_if_staying(beside: set[NodeId], slow: set[NodeId]) -> set[NodeId]:
+        """The members a leader that stays removes whatever else its cover chooses: those cut
+        from it (``beside``) and the slow ones it suspected, removed as suspected
+        (:meth:`_cover`). A link with one of them at either end needs no other member removed.
+
+        Covering the slow ones' links again once made the cover remove members of the
+        leader's own side as well (partial cut with faults seed 5973: fifteen members, the
+        leader 0 and six others cut from six, and a bridge paused; once the cut healed, five
+        members of the far side that 0 suspected were slow, and their links to a member of
+        0's own side still stood in the graph; the cover removed that member too, and with the
+        paused bridge 0 suspected eight of fifteen and stopped, and the group with it). What
+        staying costs still counts the slow members whose cut links to others show them part
+        of the cut: counting only the cover of what is left, a leader on the smaller side of a
+        cut that had healed found staying free and stayed (seed 4759: the leader 0, one of six
+        cut from seven, suspected the seven; once they were heard again it removed them,
+        which with a crashed bridge left no majority, rather than step down)."""
+        return beside | slow
+
+    def _why_step_down(self, going: int, staying: list[NodeId], beside: set[NodeId]) -> str:
+        """Why this leader removes itself rather than the ``staying`` members that staying
+        costs when ``going`` would go with it, or "" when it stays. It goes when that removes
+        fewer members; on a tie, when it is cut from some of them and its own loop ran late in
+        this view (:meth:`_stalled_in_this_view`): then the fault was its own."""
+        if going < len(staying):
+            return f"cut off from {len(staying)} members that the others reach (a partial cut)"
+        if going == len(staying) and beside and self._stalled_in_this_view():
             return f"cut from {sorted(beside)} after its own loop ran late"
         return ""
 
-    def _stalled_lately(self, now: float) -> bool:
-        """Whether this member's own loop ran late within the last two timeouts: long enough
-        for the accusations its silence raised to reach it and settle in the cover.
+    def _stalled_in_this_view(self) -> bool:
+        """Whether this member's own loop ran late (paused, starved) since it installed this
+        view: the accusations its silence raised stand as long as the view does, since a
+        suspicion is never withdrawn.
 
         Then a member that accuses it was right, and of a tie between removing its accusers
         and stepping down, the leader steps down: it was the one a fault touched (membership
         seed 33008's stalls profile: the leader 1, paused 2.5 s while its watchers were
         paused too, was blamed by 11 for the stalled change; resumed, it removed 11, whom no
-        fault touched, rather than leave the group it had been silent to)."""
-        return now - self._ran_late < 2 * self.config.heartbeat_timeout
+        fault touched, rather than leave the group it had been silent to). Within two
+        timeouts of the stall, as this once asked, is too short where the cover comes late
+        (partial cut with faults seed 4223: seventeen members, the bridge 1 paused as a cut
+        of seven from eight began; the leader 0, on the smaller side, stopped, and 1, its
+        successor for the larger side, which had not heard of its pause, weighed the cut 2.5
+        s after it resumed: it removed the other bridge, which had suspected it during the
+        pause and reached everyone, rather than step down)."""
+        return self._ran_late > -math.inf
 
     def _heard_since(self, member: NodeId) -> AbstractSet[NodeId]:
         """The members ``member`` suspects and has heard from since, by its newest row. This
@@ -1440,6 +1477,9 @@ class Membership:
                     else:
                         blamed.append(member)
         elif self._leading is None:
+            if self._spares_the_leader(stalled_since, now):
+                self._waiting_since = stalled_since  # the next tick looks again
+                return
             blamed = [self.leader]
         else:
             ready, version = self._leading.ready, self._leading.milestone
@@ -1498,6 +1538,24 @@ class Membership:
             self.suspect(member, now, local=True)
             if self.stopped:
                 return
+
+    def _spares_the_leader(self, stalled_since: float, now: float) -> bool:
+        """Whether this follower, whose step stalled since ``stalled_since``, still gives its
+        leader time: one more timeout, while it hears from it.
+
+        A leader heard lately is alive, and a live leader's step stalls when it waits on
+        others: on a partial cut, its cover waits for the accusations to settle, for the far
+        ends of the cut links to answer, and a timeout for the members it keeps to answer
+        (:meth:`_ask_the_kept`), and a join started seconds before used up most of the
+        followers' patience. A bridge that blamed its leader then was an innocent accuser the
+        cover had to remove (partial cut with faults seed 7489: fifteen members, seven with
+        the leader 0 cut from six, two bridges; 0's cover asked the bridge that had crashed
+        to answer, and the other bridge, three timeouts after the join began, blamed 0 while
+        it waited; covering that link too, 0 suspected eight of fifteen and stopped, and the
+        group with it). A silent leader gets no more time: its silence is the failure."""
+        if not self._heard_lately([self.leader], now):
+            return False
+        return now - stalled_since < self._patience() + self.config.heartbeat_timeout
 
     def _cover_weighs_stalls(self) -> bool:
         """Whether the members this leader blames for a stall go to its cover, as cut from it,
