@@ -1194,8 +1194,8 @@ class Membership:
         return beside | slow
 
     def _why_step_down(self, going: int, staying: list[NodeId], beside: set[NodeId]) -> str:
-        """Why this leader removes itself rather than the ``staying`` members that staying
-        costs when ``going`` would go with it, or "" when it stays. It goes when that removes
+        """Why this leader removes itself rather than the ``staying`` members it would remove
+        by staying, when ``going`` would go with it, or "" when it stays. It goes when that removes
         fewer members; on a tie, when it is cut from some of them and its own loop ran late in
         this view (:meth:`_stalled_in_this_view`): then the fault was its own."""
         if going < len(staying):
@@ -1217,9 +1217,9 @@ class Membership:
         timeouts of the stall, as this once asked, is too short where the cover comes late
         (partial cut with faults seed 4223: seventeen members, the bridge 1 paused as a cut
         of seven from eight began; the leader 0, on the smaller side, stopped, and 1, its
-        successor for the larger side, which had not heard of its pause, weighed the cut 2.5
-        s after it resumed: it removed the other bridge, which had suspected it during the
-        pause and reached everyone, rather than step down)."""
+        successor for the larger side, which had not heard of its pause, weighed the cut
+        2.5 s after it resumed: it removed the other bridge, which had suspected it during
+        the pause and reached everyone, rather than step down)."""
         return self._ran_late > -math.inf
 
     def _heard_since(self, member: NodeId) -> AbstractSet[NodeId]:
