@@ -765,6 +765,15 @@ def cut_with_faults_scenario(seed: int) -> SimulationSpec:
     return with_beats_drawn(rng, spec)
 
 
+def assert_seed_keeps_a_view(seed: int, cut: str, *faults: str) -> None:
+    """A traced seed of :func:`cut_with_faults_scenario` still draws what its test is about
+    (the kind of ``cut``, and each of ``faults``, fields of the spec such as ``"crash"``),
+    and whoever reaches everyone keeps a view through it."""
+    spec = cut_with_faults_scenario(seed)
+    assert spec.partial_cut == cut and all(getattr(spec, f) for f in faults), describe(spec)
+    assert_safe_and_available(spec)
+
+
 @pytest.mark.parametrize("seed", range(100))
 def test_cut_with_faults_sweep(seed: int) -> None:
     """Whoever reaches everyone keeps a view through a partial cut and a crash or a pause."""
@@ -785,9 +794,7 @@ def test_a_cover_chosen_once_final_is_weighed_again_in_the_next_view() -> None:
     longer counted: the cover found four members on either side, a tie, and 0 stayed. With
     the crash, removing the far side left it six of twelve, and every member stopped. A
     cover chosen once final is weighed again now (``Membership.decided``)."""
-    spec = cut_with_faults_scenario(6216)
-    assert spec.partial_cut == "leader-cut-off" and spec.crash and spec.join, describe(spec)
-    assert_safe_and_available(spec)
+    assert_seed_keeps_a_view(6216, "leader-cut-off", "crash", "join")
 
 
 @pytest.mark.patches_compiled
@@ -807,9 +814,7 @@ def test_a_leader_suspects_the_accusers_it_does_not_hear() -> None:
     neither side then held a majority. Now 0 suspects them at once, its followers probe them,
     and the cover sees the cut whole (the unit case and its planted twin are in
     tests/test_leader_cover.py)."""
-    spec = cut_with_faults_scenario(1887)
-    assert spec.partial_cut == "halves" and spec.crash, describe(spec)
-    assert_safe_and_available(spec)
+    assert_seed_keeps_a_view(1887, "halves", "crash")
 
 
 def test_a_bridge_gives_the_leader_it_hears_one_more_timeout() -> None:
@@ -820,9 +825,7 @@ def test_a_bridge_gives_the_leader_it_hears_one_more_timeout() -> None:
     suspected eight of fifteen and stopped, and the group with it. A follower now gives a
     leader it hears one more timeout (``Membership._spares_the_leader``); 4520 and 9832
     failed alike."""
-    spec = cut_with_faults_scenario(7489)
-    assert spec.partial_cut == "halves" and spec.crash and spec.join, describe(spec)
-    assert_safe_and_available(spec)
+    assert_seed_keeps_a_view(7489, "halves", "crash", "join")
 
 
 @pytest.mark.patches_compiled
@@ -843,9 +846,7 @@ def test_a_successor_that_was_paused_steps_down_on_a_tie_however_late_it_weighs_
     removed 2, which no fault touched. A leader that ran late in this view now steps down on
     such a tie, however late the cover comes (``Membership._stalled_in_this_view``); it
     used to within two timeouts of the stall."""
-    spec = cut_with_faults_scenario(4223)
-    assert spec.partial_cut == "leader-cut-off" and spec.pauses and spec.join, describe(spec)
-    assert_safe_and_available(spec)
+    assert_seed_keeps_a_view(4223, "leader-cut-off", "pauses", "join")
 
 
 @pytest.mark.patches_compiled
@@ -867,9 +868,7 @@ def test_the_links_of_slow_members_need_no_other_cover() -> None:
     with the paused bridge, 0 suspected eight of fifteen and stopped, and the group with it.
     A link with an end the cover removes anyway needs no other member removed now
     (``Membership._removed_if_staying``)."""
-    spec = cut_with_faults_scenario(5973)
-    assert spec.partial_cut == "halves" and spec.pauses and spec.join, describe(spec)
-    assert_safe_and_available(spec)
+    assert_seed_keeps_a_view(5973, "halves", "pauses", "join")
 
 
 @pytest.mark.patches_compiled
@@ -890,9 +889,7 @@ def test_slow_members_cut_from_others_count_in_what_staying_costs() -> None:
     of fifteen suspected. What staying costs counts the slow members with cut links to
     others, and 0 steps down. (The first version of the fix above, which did not count them,
     failed this seed.)"""
-    spec = cut_with_faults_scenario(4759)
-    assert spec.partial_cut == "leader-cut-off" and spec.crash, describe(spec)
-    assert_safe_and_available(spec)
+    assert_seed_keeps_a_view(4759, "leader-cut-off", "crash")
 
 
 @pytest.mark.patches_compiled
@@ -920,9 +917,7 @@ def test_a_stall_on_the_smaller_side_of_a_cut_is_weighed_by_the_cover() -> None:
     cover while it has cut links to weigh (``Membership._cover_weighs_stalls``), and 0
     steps down. Since a leader also suspects the accusers it does not hear, 1156 passes with
     the plant below too; 544, another of the scenario's failures before the fix, does not."""
-    spec = cut_with_faults_scenario(1156)
-    assert spec.partial_cut == "leader-cut-off" and spec.crash and spec.join, describe(spec)
-    assert_safe_and_available(spec)
+    assert_seed_keeps_a_view(1156, "leader-cut-off", "crash", "join")
 
 
 @pytest.mark.patches_compiled
@@ -942,9 +937,7 @@ def test_a_leader_on_the_smaller_side_steps_down_before_asking_a_paused_member()
     weighs stepping down before it asks anyone (the unit case and its planted twin are in
     tests/test_leader_cover.py: since a leader also suspects the accusers it does not hear,
     this seed passes with that plant too)."""
-    spec = cut_with_faults_scenario(591)
-    assert spec.partial_cut == "leader-cut-off" and spec.pauses, describe(spec)
-    assert_safe_and_available(spec)
+    assert_seed_keeps_a_view(591, "leader-cut-off", "pauses")
 
 
 def test_a_successor_weighs_the_cut_it_carried_over() -> None:
@@ -958,9 +951,7 @@ def test_a_successor_weighs_the_cut_it_carried_over() -> None:
     links and steps down, as does the next on its side (the unit case and its planted twin
     are in tests/test_leader_cover.py: since a leader also suspects the accusers it does not
     hear, this seed passes with that plant too)."""
-    spec = cut_with_faults_scenario(2389)
-    assert spec.partial_cut == "leader-cut-off" and spec.crash, describe(spec)
-    assert_safe_and_available(spec)
+    assert_seed_keeps_a_view(2389, "leader-cut-off", "crash")
 
 
 @pytest.mark.parametrize("seed", [4, 16])
