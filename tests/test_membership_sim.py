@@ -786,23 +786,72 @@ def test_long_cut_with_faults_sweep(seed: int) -> None:
     assert_safe_and_available(cut_with_faults_scenario(seed))
 
 
-def test_a_cover_chosen_once_final_is_weighed_again_in_the_next_view() -> None:
+def test_a_cover_chosen_once_final_is_not_carried_over_as_decided() -> None:
     """Partial cut with faults seed 6216: twelve members, the leader 0 on the smaller side of
     a cut of four from five, three bridges, one of which crashed. Once a join was final, 0,
     which could no longer step down, covered the cut by suspecting one far-side member; that
     was carried over as decided and proposed at once in the next view, where its links no
     longer counted: the cover found four members on either side, a tie, and 0 stayed. With
     the crash, removing the far side left it six of twelve, and every member stopped. A
-    cover chosen once final is weighed again now (``Membership.decided``)."""
+    cover chosen once final is not carried over now (``Membership.carried``)."""
     assert_seed_keeps_a_view(6216, "leader-cut-off", "crash", "join")
 
 
 @pytest.mark.patches_compiled
-def test_carrying_a_cover_chosen_once_final_over_as_decided_is_caught(
-    monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize("seed", [6216, 13981])
+def test_carrying_what_was_decided_once_final_over_as_decided_is_caught(
+    monkeypatch: pytest.MonkeyPatch, seed: int
 ) -> None:
     monkeypatch.setattr(Membership, "decided", property(lambda self: frozenset(self._decided)))
-    assert_unavailable(cut_with_faults_scenario(6216))
+    monkeypatch.setattr(Membership, "carried", property(lambda self: frozenset(self.suspected)))
+    assert_unavailable(cut_with_faults_scenario(seed))
+
+
+def test_a_stall_blamed_once_final_is_not_carried_over() -> None:
+    """Partial cut with faults seed 13981: ten members with a joiner, the leader 0 and two
+    others cut from four, three bridges, one of which crashed. The join went final as the cut
+    began, and the far side installed the next view before the rows saying so reached 0,
+    which blamed three of them for its stalled cleanup. Carried over as decided, their removal
+    was proposed at once in the next view and the bridges followed it, which left them on
+    0's side; with the crash no side held a majority, and every member stopped. What a leader
+    decided once final is no longer carried over (``Membership.carried``): the bridges, which
+    hear the far side, go on with it."""
+    assert_seed_keeps_a_view(13981, "leader-cut-off", "crash", "join")
+
+
+def test_a_cover_chosen_once_final_is_not_carried_over_as_an_accusation() -> None:
+    """Partial cut with faults seed 8688: thirteen members, the link between the leader 0 and
+    3 cut, three crashes and two pauses. 3, still cleaning up, suspected 0, and the members
+    that had not heard 0 lately took its word; once final, 0 covered their accusations by
+    suspecting six of its own side, and one of them, 5, had not moved on yet. Carried over as
+    an accusation, 5 was heard in the next view, taken for a slow member and removed, though
+    no fault touched it."""
+    assert_seed_keeps_a_view(8688, "link", "crash", "pauses")
+
+
+@pytest.mark.patches_compiled
+def test_carrying_a_cover_chosen_once_final_over_as_an_accusation_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(Membership, "carried", property(lambda self: frozenset(self.suspected)))
+    assert_unavailable(cut_with_faults_scenario(8688))
+
+
+def test_a_leader_that_asks_the_kept_beats_to_the_others() -> None:
+    """Partial cut with faults seed 10491: twelve members and a joiner, one link cut, three
+    crashes. The leader's cover asked one crashed member, then another, a timeout each, and
+    three followers that had heard nothing from it (they do not watch it) blamed it for the
+    stalled join just before its cover was done; it stepped down, though no fault touched
+    it. A leader that asks members to answer now beats to the others
+    (``Membership._beat_to_the_unasked``), and a follower gives a leader it hears one more
+    timeout."""
+    assert_seed_keeps_a_view(10491, "link", "crash", "join")
+
+
+@pytest.mark.patches_compiled
+def test_asking_the_kept_in_silence_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Membership, "_beat_to_the_unasked", lambda self, asked: None)
+    assert_unavailable(cut_with_faults_scenario(10491))
 
 
 def test_a_leader_suspects_the_accusers_it_does_not_hear() -> None:

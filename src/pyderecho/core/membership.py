@@ -401,9 +401,10 @@ class Membership:
         """Suspicions this member, as leader, proposes without waiting for the others to agree:
         blamed for a stall, a broken link, chosen to cover cut links, or decided so in the last
         view (:attr:`decided`)."""
-        self._covered_once_final: set[NodeId] = set()
-        """Members a cover chose once the change was final, when this leader could no longer
-        step down instead: the next view weighs them again (:attr:`decided`)."""
+        self._decided_once_final: set[NodeId] = set()
+        """Members a cover chose or a stall blamed once the change was final, when this leader
+        could no longer step down instead: the next view does not start with them
+        (:attr:`carried`)."""
         self._reported: set[tuple[NodeId, NodeId]] = set()
         """Cut links the followers' rows report, as (accuser, accused) (:meth:`_hear_cuts`)."""
         self._unsettled = False
@@ -488,12 +489,39 @@ class Membership:
         cut off on the smaller side, proposed removing the larger side at once, the bridges
         adopted the proposal, and the group stopped.
 
-        Nor does a cover chosen once the change was final carry over: the leader could no
-        longer step down then (:meth:`_may_step_down`), and left the choice to the next view.
-        Partial cut with faults seed 6216: the leader on the smaller side covered one far-side
-        member once its join was final; proposed at once in the next view, that member's
-        links no longer counted, the cover there found a tie, and the leader stayed."""
-        return frozenset(self._decided.difference(self._covered_once_final))
+        What this member decided as the change's leader once the change was final does not
+        carry over at all (:attr:`carried`)."""
+        return frozenset(self._decided.difference(self._decided_once_final))
+
+    @property
+    def carried(self) -> frozenset[NodeId]:
+        """The suspicions the next view starts with: every one this member holds but those it
+        decided as the change's leader once the change was final (:meth:`_decide`). It could
+        no longer step down then (:meth:`_may_step_down`), which on a partial cut is what it
+        might have done instead, so it left members out of the cleanup on its word alone: a
+        choice for this view only. The next view hears them anew, and finds a cut again by
+        the silence across it.
+
+        - Partial cut with faults seed 6216: the leader on the smaller side covered one
+          far-side member once its join was final; carried over as decided and proposed at
+          once in the next view, that member's links no longer counted, the cover there found
+          a tie, and the leader stayed.
+        - Seed 13981: ten members with a joiner, the leader 0 and two others cut from four,
+          three bridges. The join went final as the cut began, and the far side installed the
+          next view before the rows saying so reached 0, which blamed three of them for its
+          stalled cleanup and proposed their removal at once in the next view. The bridges
+          followed, which left them on 0's side; a bridge then crashed, and no side held a
+          majority. Now the bridges hear the far side and suspect none of it, and once the
+          crash left 0's side short of a majority the bridges went on with the far side.
+        - Seed 8688: thirteen members, the link between the leader 0 and 3 cut. 3, still
+          cleaning up, suspected 0, and the members that had not heard 0 lately (a leader that
+          waits on a cleanup sends nothing) took its word. Once final, 0 covered their
+          accusations by suspecting six of its own side; five had moved on, and one, 5, had
+          not. Carried over as an accusation, 5 was heard in the next view, taken for a slow
+          member and removed, though no fault touched it. Now 0 starts the next view
+          suspecting none of them; 5 still accuses it there (it took 3's word), and 0, an end
+          of the cut link, steps down."""
+        return frozenset(self.suspected.difference(self._decided_once_final))
 
     @property
     def excluded(self) -> frozenset[NodeId]:
@@ -1166,9 +1194,7 @@ class Membership:
         if far_ends_asked or kept_asked:
             return False
         for member in sparing + sorted(slow.difference(sparing)):
-            self._decided.add(member)
-            if self.final:
-                self._covered_once_final.add(member)
+            self._decide(member)
             self.suspect(member, now, local=True)
             if self.stopped:
                 break
@@ -1296,12 +1322,14 @@ class Membership:
         13813's stalls profile). A joiner not heard yet is not asked: its welcome may still
         be on its way (:meth:`heard_behind`)."""
         asking = False
+        asked_now: list[NodeId] = []
         for member in silent:
             heard = self.last_heard[member]
             asked = self._kept_probes.get(member)
             if asked is None or heard > asked:
                 self._kept_probes[member] = now
                 self._ask_to_answer(member)
+                asked_now.append(member)
                 asking = True
             elif now - asked < self.silences.timeout(member, now):
                 asking = True
@@ -1310,7 +1338,28 @@ class Membership:
                 if self.stopped:
                     return True
                 asking |= member in self.suspected
+        if asked_now:
+            self._beat_to_the_unasked(asked_now)
         return asking
+
+    def _beat_to_the_unasked(self, asked: list[NodeId]) -> None:
+        """Send a heartbeat to every member this leader does not suspect and did not just ask
+        to answer (``asked``): its step waits on the answers, not on a failure of its own, and a
+        follower that hears its leader gives it one more timeout (:meth:`_spares_the_leader`).
+
+        Each member asked gets up to a timeout to answer, and crashes that come one after the
+        other each cost one; meanwhile the leader sends nothing to the members that do not
+        watch it. Partial cut with faults seed 10491: twelve members and a joiner, one link
+        cut, three crashes; the leader's cover asked one crashed member, then another, a
+        timeout each, and three followers that had heard nothing from it blamed it for the
+        stalled join just before its cover was done. It stepped down, though no fault touched
+        it."""
+        beat = Heartbeat(self.view.epoch)
+        self._outbox.extend(
+            (m, beat)
+            for m in self.view.members
+            if m != self.me and m not in self.suspected and m not in asked
+        )
 
     def _silent_kept(self, sparing: list[NodeId], now: float) -> list[NodeId]:
         """The members a change removing ``sparing`` keeps that this leader has not heard from
@@ -1534,7 +1583,7 @@ class Membership:
         decides = self._leading is not None and not self._cover_weighs_stalls()
         for member in blamed:
             if decides:
-                self._decided.add(member)
+                self._decide(member)
             self.suspect(member, now, local=True)
             if self.stopped:
                 return
@@ -1556,6 +1605,17 @@ class Membership:
         if not self._heard_lately([self.leader], now):
             return False
         return now - stalled_since < self._patience() + self.config.heartbeat_timeout
+
+    def _decide(self, member: NodeId) -> None:
+        """Take ``member``'s failure as this leader's own decision, which needs nobody's word:
+        it goes into the proposal (or, once the change is final, the exclusions) at once.
+
+        A decision taken once the change is final is this view's alone: the leader could no
+        longer step down, which on a partial cut is what it might have done instead, so the
+        next view does not start with it (:attr:`carried`)."""
+        self._decided.add(member)
+        if self.final:
+            self._decided_once_final.add(member)
 
     def _cover_weighs_stalls(self) -> bool:
         """Whether the members this leader blames for a stall go to its cover, as cut from it,

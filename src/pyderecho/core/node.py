@@ -953,7 +953,7 @@ class Node:
         self._asked_for_cut = set()
         self._shards.clear()
         self._by_subgroup.clear()
-        suspected = old.suspected if old is not None else set()
+        suspected = set(old.carried) if old is not None else set()
         decided = old.decided if old is not None else frozenset()
         if layout.adequate and any(r.layout.mode is Mode.PAXOS for r in layout.shards):
             self._log_commits = True
