@@ -325,6 +325,31 @@ def test_blaming_a_stall_without_asking_the_kept_members_is_caught(
         test_a_stall_that_could_cost_the_majority_asks_the_silent_kept_members_first()
 
 
+def test_a_leader_that_asks_the_kept_beats_to_the_others() -> None:
+    """While it waits up to a timeout for the members it asked to answer, the leader sends
+    nothing to the members that do not watch it (2 and 3 here), and followers that do not
+    hear their leader blame it for the stall (partial cut with faults seed 10491: two
+    crashed members asked one after the other). It beats to every member it neither suspects
+    nor asked (``Membership._beat_to_the_unasked``)."""
+    outbox: Outbox = []
+    stall_with_a_silent_kept_member(also_silent=(4,), outbox=outbox)
+    first_ask = next(i for i, (_, m) in enumerate(outbox) if isinstance(m, Heartbeat) and m.probe)
+    since = outbox[first_ask:]
+    asked = {peer for peer, m in since if isinstance(m, Heartbeat) and m.probe}
+    beaten = {peer for peer, m in since if isinstance(m, Heartbeat) and not m.probe}
+    assert {4, 6} <= asked, asked
+    assert {2, 3} <= beaten, beaten  # the leader's own beats go to its watchers, 4, 5 and 6
+
+
+@pytest.mark.patches_compiled
+def test_asking_the_kept_in_silence_to_the_others_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(Membership, "_beat_to_the_unasked", lambda self, asked: None)
+    with pytest.raises(AssertionError):
+        test_a_leader_that_asks_the_kept_beats_to_the_others()
+
+
 def test_a_member_reported_to_accuse_the_leader_that_it_does_not_hear_is_suspected() -> None:
     """A follower reports that 3 accuses the leader and that the leader answered it: 3 is cut
     from the leader, which has not heard it for half a timeout, and suspects it at once, so
