@@ -325,7 +325,7 @@ def test_blaming_a_stall_without_asking_the_kept_members_is_caught(
         test_a_stall_that_could_cost_the_majority_asks_the_silent_kept_members_first()
 
 
-def test_a_leader_that_asks_the_kept_beats_to_the_others() -> None:
+def test_a_leader_asking_the_kept_beats_to_the_members_it_did_not_ask() -> None:
     """While it waits up to a timeout for the members it asked to answer, the leader sends
     nothing to the members that do not watch it (2 and 3 here), and followers that do not
     hear their leader blame it for the stall (partial cut with faults seed 10491: two
@@ -347,7 +347,7 @@ def test_asking_the_kept_in_silence_to_the_others_is_caught(
 ) -> None:
     monkeypatch.setattr(Membership, "_beat_to_the_unasked", lambda self, asked: None)
     with pytest.raises(AssertionError):
-        test_a_leader_that_asks_the_kept_beats_to_the_others()
+        test_a_leader_asking_the_kept_beats_to_the_members_it_did_not_ask()
 
 
 def test_a_member_reported_to_accuse_the_leader_that_it_does_not_hear_is_suspected() -> None:

@@ -833,8 +833,35 @@ def test_a_cover_chosen_once_final_is_not_carried_over_as_an_accusation() -> Non
 def test_carrying_a_cover_chosen_once_final_over_as_an_accusation_is_caught(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """Planted: both fixes of 8688 undone, for either one alone passes it (the leader's beats
+    keep its side from taking 3's word in the first place)."""
     monkeypatch.setattr(Membership, "carried", property(lambda self: frozenset(self.suspected)))
+    monkeypatch.setattr(Membership, "_beat_to_those_cleaning_up", lambda self, now: None)
     assert_unavailable(cut_with_faults_scenario(8688))
+
+
+def test_a_leader_heard_while_its_cleanup_waits_stays_the_leader() -> None:
+    """Partial cut with faults seeds 10821 and 15537. 10821: thirteen members, five with the
+    leader 0 cut from six, two bridges, one paused as a join went final. The far side
+    suspected 0 through the cleanup's probes, and 0's own side, which had heard nothing from
+    0 for half a timeout, took its word and kept 0's suspicions of the far side: seven of
+    thirteen, and every member stopped. The leader of a final change now beats to the
+    survivors still cleaning up (``Membership._beat_to_those_cleaning_up``). 8688 passes with
+    this change alone too. 15537 (nine members and a joiner, the leader paused while its
+    cleanup waited across a cut) passes with it as well, less directly: the two members still
+    cleaning up suspected the leader 0.3 s later than before, and the next view's leader, on
+    the cut's smaller side, then stepped down where it used to stop the group."""
+    assert_seed_keeps_a_view(10821, "leader-cut-off", "pauses", "join")
+    assert_seed_keeps_a_view(15537, "leader-cut-off", "pauses", "join")
+
+
+@pytest.mark.patches_compiled
+@pytest.mark.parametrize("seed", [10821, 15537])
+def test_a_leader_silent_while_its_cleanup_waits_is_caught(
+    monkeypatch: pytest.MonkeyPatch, seed: int
+) -> None:
+    monkeypatch.setattr(Membership, "_beat_to_those_cleaning_up", lambda self, now: None)
+    assert_unavailable(cut_with_faults_scenario(seed))
 
 
 def test_a_leader_that_asks_the_kept_beats_to_the_others() -> None:

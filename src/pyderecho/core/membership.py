@@ -40,7 +40,8 @@ stall that times out while the cover still weighs cut links hands the members it
 the cover, as cut from the leader, rather than to the proposal, and only the suspicions a
 member decided on its own evidence (a broken link, a stall, a cover chosen while it could
 still step down) carry over into the next view as decided: the others may be cut links the
-last view never covered. Removing everyone accused would instead take out both ends of every
+last view never covered; what a leader decided once its change was final does not carry over
+at all. Removing everyone accused would instead take out both ends of every
 cut link and could leave no majority, as adopting every side's suspicions did, and a leader
 cut off on the smaller side used to talk the bridges into suspecting the larger one.
 
@@ -72,7 +73,10 @@ successor whose step stalls on a joiner it never heard from blame it at the firs
 timeout: a leader that crashed as it installed the view sent no welcome, and the joiner asks
 again a timeout later. Nor does a follower blame a leader it heard from within the timeout
 for a stalled step before one more timeout: a live leader's cover waits up to a timeout for
-each answer it asked for.
+each answer it asked for. So that its followers hear it while it waits, a leader that asks
+members to answer beats to the others, and the leader of a final change whose cleanup waits
+beats every quarter timeout to the survivors still cleaning up (they would otherwise take a
+successor's word that it is gone).
 
 Ragged edge. Once the change is final, each shard's leader (its lowest-ranked survivor not
 excluded) waits until every surviving shard member has wedged and stopped counting on the
@@ -442,6 +446,9 @@ class Membership:
         it for good, and the change's leader for that member). Excluding it is safe: having
         applied its decision, it had every member it counted on echo it, and the member left
         leading the shard's cleanup reuses the decision it echoed."""
+        self._cleanup_beat_due = -math.inf
+        """As the leader of a final change: when it next beats to the survivors still cleaning
+        up (:meth:`_beat_to_those_cleaning_up`)."""
         self._stall_probes: dict[NodeId, float] = {}
         """As the leader of a final change whose cleanup stalls: when it asked each member
         that follows it but had not moved on, silent for a timeout, to answer."""
@@ -518,9 +525,10 @@ class Membership:
           waits on a cleanup sends nothing) took its word. Once final, 0 covered their
           accusations by suspecting six of its own side; five had moved on, and one, 5, had
           not. Carried over as an accusation, 5 was heard in the next view, taken for a slow
-          member and removed, though no fault touched it. Now 0 starts the next view
-          suspecting none of them; 5 still accuses it there (it took 3's word), and 0, an end
-          of the cut link, steps down."""
+          member and removed, though no fault touched it. With this alone, 0 starts the next
+          view suspecting none of them, 5 still accuses it there (it took 3's word), and 0, an
+          end of the cut link, steps down; the leader's beats to those still cleaning up
+          (:meth:`_beat_to_those_cleaning_up`) now keep its side from taking 3's word at all."""
         return frozenset(self.suspected.difference(self._decided_once_final))
 
     @property
@@ -672,6 +680,8 @@ class Membership:
             self._probe_cleanup_waits(now)
             if self.stopped:
                 return
+        if self.final and self._leading is not None:
+            self._beat_to_those_cleaning_up(now)
         self._weigh_accusations(now)
         if self.stopped:
             return
@@ -681,6 +691,30 @@ class Membership:
                 return
         if self.changing and now - self._waiting_since > self._patience():
             self._time_out_stalled_step(now)
+
+    def _beat_to_those_cleaning_up(self, now: float) -> None:
+        """As the leader of a final change whose cleanup has waited a quarter timeout, send a
+        heartbeat every quarter timeout to the survivors still cleaning up
+        (:meth:`not_moving_on`).
+
+        A leader that waits on a cleanup sends nothing but its heartbeats to its watchers, and
+        a survivor that has not heard its leader for half a timeout takes the word of a
+        successor that suspects it (:meth:`_successor`: a leader that crashed after its final
+        is found so). Across a partial cut, the far side's members suspect the leader through
+        the cleanup's probes, and members of the leader's own side took their word, though
+        the leader was alive and near. Partial cut with faults seed 10821: thirteen members,
+        five with the leader 0 cut from six, two bridges, one paused as a join went final;
+        0's side took the far side's suspicion of 0 and kept 0's of the far side, counted
+        seven of thirteen suspected, and stopped, and the group with it. Seed 8688: members
+        that took a cut-off member's suspicion of the leader so became accusers the leader's
+        cover removed. A leader heard lately stays the leader: its side's members take a
+        successor's suspicion of it for an accusation."""
+        quarter = self.config.heartbeat_timeout / 4
+        if now - self._waiting_since < quarter or now < self._cleanup_beat_due:
+            return
+        self._cleanup_beat_due = now + quarter
+        beat = Heartbeat(self.view.epoch)
+        self._outbox.extend((m, beat) for m in self.not_moving_on())
 
     def _patience(self) -> float:
         """How long a step may stall here before whoever it waits on is blamed.
