@@ -15,7 +15,7 @@ from pyderecho.core.config import CoreConfig
 from pyderecho.core.membership import Membership, _greedy_cover, _least_cover
 from pyderecho.core.multicast import Outbox
 from pyderecho.core.view import View
-from pyderecho.wire import ChangeKind, Heartbeat, MembershipRow
+from pyderecho.wire import Change, ChangeKind, Heartbeat, MembershipRow
 
 CONFIG = CoreConfig(heartbeat_interval=0.1, heartbeat_timeout=1.0)
 VIEW = View(0, (0, 1, 2, 3, 4))
@@ -435,6 +435,54 @@ def test_carrying_every_suspicion_over_as_decided_is_caught(
     monkeypatch.setattr(Membership, "decided", property(lambda self: frozenset(self.suspected)))
     with pytest.raises(AssertionError):
         test_only_decided_suspicions_carry_over_as_decided()
+
+
+def test_a_member_blamed_once_final_is_not_carried_over() -> None:
+    """The leader takes a join to final; 1, 2 and 4 clean up and say so, 3 falls silent. The
+    leader blames 3 for the stalled cleanup, on its word alone, since once final it can no
+    longer step down instead: the next view starts without that suspicion, neither decided
+    nor as an accusation (``Membership.carried``; partial cut with faults seeds 13981 and
+    8688, where that suspicion carried over removed members no fault touched)."""
+    leader = ready_leader()
+    now, version = 0.5, 2
+    leader.request_join(Change(5, ChangeKind.JOIN), now)
+    while not leader.final:
+        assert now < 3, "the join never went final"
+        leader.step(now)
+        for member in (1, 2, 3, 4):  # each echoes the leader's row
+            row = echo(leader, version, cleaned=False)
+            leader.receive_row(member, row, now)
+        version += 1
+        now = run(leader, now, now + CONFIG.heartbeat_interval, alive=(1, 2, 3, 4))
+    for member in (1, 2, 4):
+        leader.receive_row(member, echo(leader, version, cleaned=True), now)
+    now = run(leader, now, now + 3 * CONFIG.heartbeat_timeout, alive=(1, 2, 4))
+    assert leader.suspected == {3}
+    assert not leader.carried and not leader.decided
+
+
+def echo(leader: Membership, version: int, *, cleaned: bool) -> MembershipRow:
+    """A follower's row that echoes everything ``leader`` holds."""
+    return MembershipRow(
+        epoch=0,
+        version=version,
+        suspected=(),
+        leader=0,
+        leader_version=leader.version,
+        changes=leader.changes,
+        committed=leader.committed,
+        final=leader.final,
+        cleaned=cleaned,
+    )
+
+
+@pytest.mark.patches_compiled
+def test_carrying_a_member_blamed_once_final_over_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(Membership, "carried", property(lambda self: frozenset(self.suspected)))
+    with pytest.raises(AssertionError):
+        test_a_member_blamed_once_final_is_not_carried_over()
 
 
 def test_a_cut_link_naming_a_stranger_does_not_move_the_leader() -> None:
