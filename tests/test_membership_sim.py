@@ -793,17 +793,22 @@ def test_a_cover_chosen_once_final_is_not_carried_over_as_decided() -> None:
     was carried over as decided and proposed at once in the next view, where its links no
     longer counted: the cover found four members on either side, a tie, and 0 stayed. With
     the crash, removing the far side left it six of twelve, and every member stopped. A
-    cover chosen once final is not carried over now (``Membership.carried``)."""
+    cover chosen once final is not carried over now (``Membership.carried``); followers
+    taking what a final leader suspects for an accusation passes it too."""
     assert_seed_keeps_a_view(6216, "leader-cut-off", "crash", "join")
 
 
 @pytest.mark.patches_compiled
-@pytest.mark.parametrize("seed", [6216, 13981])
+@pytest.mark.parametrize(("seed", "adopting_all_once_final"), [(13981, False), (6216, True)])
 def test_carrying_what_was_decided_once_final_over_as_decided_is_caught(
-    monkeypatch: pytest.MonkeyPatch, seed: int
+    monkeypatch: pytest.MonkeyPatch, seed: int, adopting_all_once_final: bool
 ) -> None:
+    """6216 passes with this rule or with followers taking what a final leader suspects for
+    an accusation (:func:`adopt_all_a_final_leader_suspects`): its plant undoes both."""
     monkeypatch.setattr(Membership, "decided", property(lambda self: frozenset(self._decided)))
     monkeypatch.setattr(Membership, "carried", property(lambda self: frozenset(self.suspected)))
+    if adopting_all_once_final:
+        adopt_all_a_final_leader_suspects(monkeypatch)
     assert_unavailable(cut_with_faults_scenario(seed))
 
 
@@ -833,34 +838,52 @@ def test_a_cover_chosen_once_final_is_not_carried_over_as_an_accusation() -> Non
 def test_carrying_a_cover_chosen_once_final_over_as_an_accusation_is_caught(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Planted: both fixes of 8688 undone, for either one alone passes it (the leader's beats
-    keep its side from taking 3's word in the first place)."""
+    """8688 passes with this rule or with followers taking what a final leader suspects for
+    an accusation: its plant undoes both."""
     monkeypatch.setattr(Membership, "carried", property(lambda self: frozenset(self.suspected)))
-    monkeypatch.setattr(Membership, "_beat_to_those_cleaning_up", lambda self, now: None)
+    adopt_all_a_final_leader_suspects(monkeypatch)
     assert_unavailable(cut_with_faults_scenario(8688))
 
 
-def test_a_leader_heard_while_its_cleanup_waits_stays_the_leader() -> None:
-    """Partial cut with faults seeds 10821 and 15537. 10821: thirteen members, five with the
-    leader 0 cut from six, two bridges, one paused as a join went final. The far side
-    suspected 0 through the cleanup's probes, and 0's own side, which had heard nothing from
-    0 for half a timeout, took its word and kept 0's suspicions of the far side: seven of
-    thirteen, and every member stopped. The leader of a final change now beats to the
-    survivors still cleaning up (``Membership._beat_to_those_cleaning_up``). 8688 passes with
-    this change alone too. 15537 (nine members and a joiner, the leader paused while its
-    cleanup waited across a cut) passes with it as well, less directly: the two members still
-    cleaning up suspected the leader 0.3 s later than before, and the next view's leader, on
-    the cut's smaller side, then stepped down where it used to stop the group."""
-    assert_seed_keeps_a_view(10821, "leader-cut-off", "pauses", "join")
-    assert_seed_keeps_a_view(15537, "leader-cut-off", "pauses", "join")
+@pytest.mark.parametrize("seed", [6353, 10821, 15537])
+def test_what_a_final_leader_suspects_is_an_accusation(seed: int) -> None:
+    """Partial cut with faults seed 10821: thirteen members, five with the leader 0 cut from
+    six, two bridges, one paused as a join went final. 0 suspected the far side, its own side
+    adopted that, as followers adopted everything a leader suspected once its change was
+    final, and, taking the far side's word that 0 was gone as well, counted seven of thirteen
+    suspected: every member stopped. 6353 and 15537 failed alike. What a final leader
+    suspects is an accusation now, as before the final; only its exclusions are adopted at
+    once (``Membership._adopted_from_the_leader``)."""
+    assert_seed_keeps_a_view(seed, "leader-cut-off", "pauses", "join")
+
+
+def test_a_successors_suspicions_are_adopted_whole_once_final() -> None:
+    """Partial cut with faults seed 8462: eleven members, a crash, four cut from five as the
+    change went final. The member 1 took over the cleanup on the larger side; a first version
+    of the rule above took its suspicion of the old leader for an accusation too, so its side
+    never followed it with the rows saying they had cleaned up, and 1 blamed one of them for
+    the stall, counted six of eleven suspected and stopped. A successor's suspicions are
+    adopted whole (``Membership._successor``)."""
+    assert_seed_keeps_a_view(8462, "leader-cut-off", "crash", "join")
+
+
+def adopt_all_a_final_leader_suspects(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Plant the rule before :meth:`Membership._adopted_from_the_leader`: once the change is
+    final, a follower adopted everything its leader suspected."""
+    adopted = Membership._adopted_from_the_leader
+
+    def all_once_final(self: Membership, row: MembershipRow) -> set[int]:
+        return adopted(self, row) | (set(row.suspected) if self.final else set())
+
+    monkeypatch.setattr(Membership, "_adopted_from_the_leader", all_once_final)
 
 
 @pytest.mark.patches_compiled
-@pytest.mark.parametrize("seed", [10821, 15537])
-def test_a_leader_silent_while_its_cleanup_waits_is_caught(
+@pytest.mark.parametrize("seed", [6353, 10821, 15537])
+def test_adopting_all_a_final_leader_suspects_is_caught(
     monkeypatch: pytest.MonkeyPatch, seed: int
 ) -> None:
-    monkeypatch.setattr(Membership, "_beat_to_those_cleaning_up", lambda self, now: None)
+    adopt_all_a_final_leader_suspects(monkeypatch)
     assert_unavailable(cut_with_faults_scenario(seed))
 
 

@@ -10,7 +10,8 @@ a member broke, push only to the leader (the next leader, when the leader is the
 
 Accusations are checked. A member adopts what the leader *proposes* at once (everyone must end
 up agreeing with the leader), but a suspicion in a row, the leader's included, is an
-*accusation*: the member asks the accused to answer (a probing heartbeat) and agrees only when
+*accusation*, also once the change is final (the leader then proposes exclusions from the
+cleanup): the member asks the accused to answer (a probing heartbeat) and agrees only when
 no answer comes within a quarter of the timeout. A crashed member cannot answer, so a crash
 still spreads in about that long; a member that answers is alive and reachable from here, and
 the accusation means a link between two live members is cut (a partial cut), or that the
@@ -73,10 +74,8 @@ successor whose step stalls on a joiner it never heard from blame it at the firs
 timeout: a leader that crashed as it installed the view sent no welcome, and the joiner asks
 again a timeout later. Nor does a follower blame a leader it heard from within the timeout
 for a stalled step before one more timeout: a live leader's cover waits up to a timeout for
-each answer it asked for. So that its followers hear it while it waits, a leader that asks
-members to answer beats to the others, and the leader of a final change whose cleanup waits
-beats every quarter timeout to the survivors still cleaning up (they would otherwise take a
-successor's word that it is gone).
+each answer it asked for, and a leader that asks members to answer beats to the others
+meanwhile, so that its followers hear it while it waits.
 
 Ragged edge. Once the change is final, each shard's leader (its lowest-ranked survivor not
 excluded) waits until every surviving shard member has wedged and stopped counting on the
@@ -446,9 +445,6 @@ class Membership:
         it for good, and the change's leader for that member). Excluding it is safe: having
         applied its decision, it had every member it counted on echo it, and the member left
         leading the shard's cleanup reuses the decision it echoed."""
-        self._cleanup_beat_due = -math.inf
-        """As the leader of a final change: when it next beats to the survivors still cleaning
-        up (:meth:`_beat_to_those_cleaning_up`)."""
         self._stall_probes: dict[NodeId, float] = {}
         """As the leader of a final change whose cleanup stalls: when it asked each member
         that follows it but had not moved on, silent for a timeout, to answer."""
@@ -525,10 +521,10 @@ class Membership:
           waits on a cleanup sends nothing) took its word. Once final, 0 covered their
           accusations by suspecting six of its own side; five had moved on, and one, 5, had
           not. Carried over as an accusation, 5 was heard in the next view, taken for a slow
-          member and removed, though no fault touched it. With this alone, 0 starts the next
-          view suspecting none of them, 5 still accuses it there (it took 3's word), and 0, an
-          end of the cut link, steps down; the leader's beats to those still cleaning up
-          (:meth:`_beat_to_those_cleaning_up`) now keep its side from taking 3's word at all."""
+          member and removed, though no fault touched it. Now 0 starts the next view
+          suspecting none of them, 5 still accuses it there (it took 3's word), and 0, an end
+          of the cut link, steps down. (8688 passes with :meth:`_adopted_from_the_leader`'s
+          rule alone too, and 6216 as well.)"""
         return frozenset(self.suspected.difference(self._decided_once_final))
 
     @property
@@ -680,8 +676,6 @@ class Membership:
             self._probe_cleanup_waits(now)
             if self.stopped:
                 return
-        if self.final and self._leading is not None:
-            self._beat_to_those_cleaning_up(now)
         self._weigh_accusations(now)
         if self.stopped:
             return
@@ -691,30 +685,6 @@ class Membership:
                 return
         if self.changing and now - self._waiting_since > self._patience():
             self._time_out_stalled_step(now)
-
-    def _beat_to_those_cleaning_up(self, now: float) -> None:
-        """As the leader of a final change whose cleanup has waited a quarter timeout, send a
-        heartbeat every quarter timeout to the survivors still cleaning up
-        (:meth:`not_moving_on`).
-
-        A leader that waits on a cleanup sends nothing but its heartbeats to its watchers, and
-        a survivor that has not heard its leader for half a timeout takes the word of a
-        successor that suspects it (:meth:`_successor`: a leader that crashed after its final
-        is found so). Across a partial cut, the far side's members suspect the leader through
-        the cleanup's probes, and members of the leader's own side took their word, though
-        the leader was alive and near. Partial cut with faults seed 10821: thirteen members,
-        five with the leader 0 cut from six, two bridges, one paused as a join went final;
-        0's side took the far side's suspicion of 0 and kept 0's of the far side, counted
-        seven of thirteen suspected, and stopped, and the group with it. Seed 8688: members
-        that took a cut-off member's suspicion of the leader so became accusers the leader's
-        cover removed. A leader heard lately stays the leader: its side's members take a
-        successor's suspicion of it for an accusation."""
-        quarter = self.config.heartbeat_timeout / 4
-        if now - self._waiting_since < quarter or now < self._cleanup_beat_due:
-            return
-        self._cleanup_beat_due = now + quarter
-        beat = Heartbeat(self.view.epoch)
-        self._outbox.extend((m, beat) for m in self.not_moving_on())
 
     def _patience(self) -> float:
         """How long a step may stall here before whoever it waits on is blamed.
@@ -903,13 +873,8 @@ class Membership:
             # it find the final. Anyone else's are accusations still.
             self._hear_accusations(src, claims, now)
             return
-        if not self.final:
-            # What the leader proposes is adopted at once: everyone must end up agreeing with
-            # it. What it merely suspects is an accusation like anyone's: a leader cut off
-            # from members the rest of the group reaches must not talk its followers into
-            # suspecting them (they would stop with it); it proposes a removal only once its
-            # followers agree, or once it chose the member to cover the cut links.
-            proposed = {c.node for c in row.changes if c.kind is not ChangeKind.JOIN}
+        if src == self.leader:
+            proposed = self._adopted_from_the_leader(row)
             self._hear_accusations(src, [n for n in claims if n not in proposed], now)
             news = [n for n in news if n in proposed]
         if not self._adoptable(news):
@@ -926,6 +891,32 @@ class Membership:
                 return
         if src == self.leader and row.leader == src and not row.collecting:
             self._follow(row, now)
+
+    def _adopted_from_the_leader(self, row: MembershipRow) -> set[NodeId]:
+        """The members whose failure this follower adopts at once from its leader's ``row``:
+        those it proposes to remove, or, once the change is final, to exclude from the
+        cleanup. Everyone must end up agreeing with the leader.
+
+        What the leader merely suspects is an accusation like anyone's: a leader cut off from
+        members the rest of the group reaches must not talk its followers into suspecting
+        them (they would stop with it); it proposes a removal only once its followers agree,
+        or once it chose the member to cover the cut links. So too once the change is final,
+        when the leader no longer steps down: its followers used to adopt all it suspected
+        then. Partial cut with faults seed 10821: thirteen members, five with the leader 0
+        cut from six, two bridges, one paused as a join went final; 0 suspected the far side
+        as its members accused it, its own side adopted that and, taking the far side's word
+        that 0 was gone as well, counted seven of thirteen suspected, and every member
+        stopped. Seeds 6353 and 15537 failed alike; in 6353 a bridge that adopted the cut-off
+        leader's suspicions of the larger side went on to lead the cleanup and excluded
+        members of the larger side, which then held no majority.
+
+        A successor collecting rows once the change is final is another matter: its
+        suspicion of the leader this member no longer hears is adopted whole
+        (:meth:`_successor`), which is how the survivors move over to it. Taken for an
+        accusation too, it left a successor on the larger side of a cut without the rows
+        saying its side had cleaned up, and it blamed one of its own side for the stall
+        (seed 8462)."""
+        return {c.node for c in row.changes if c.kind is not ChangeKind.JOIN}
 
     # -- steps ------------------------------------------------------------------------------
 
