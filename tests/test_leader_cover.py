@@ -39,6 +39,10 @@ def follower_row(
     suspected: tuple[int, ...] = (),
     heard_since: tuple[int, ...] = (),
     leader_version: int = 0,
+    changes: tuple[Change, ...] = (),
+    committed: int = 0,
+    final: int = 0,
+    cleaned: bool = False,
 ) -> MembershipRow:
     return MembershipRow(
         epoch=0,
@@ -46,8 +50,12 @@ def follower_row(
         suspected=suspected,
         leader=0,
         leader_version=leader_version,
+        changes=changes,
+        committed=committed,
+        final=final,
         cut=cut,
         heard_since=heard_since,
+        cleaned=cleaned,
     )
 
 
@@ -463,11 +471,8 @@ def test_a_member_blamed_once_final_is_not_carried_over() -> None:
 
 def echo(leader: Membership, version: int, *, cleaned: bool) -> MembershipRow:
     """A follower's row that echoes everything ``leader`` holds."""
-    return MembershipRow(
-        epoch=0,
-        version=version,
-        suspected=(),
-        leader=0,
+    return follower_row(
+        version,
         leader_version=leader.version,
         changes=leader.changes,
         committed=leader.committed,
