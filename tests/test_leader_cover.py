@@ -445,31 +445,48 @@ def test_carrying_every_suspicion_over_as_decided_is_caught(
         test_only_decided_suspicions_carry_over_as_decided()
 
 
-def test_a_member_blamed_once_final_is_not_carried_over() -> None:
-    """The leader takes a join to final; 1, 2 and 4 clean up and say so, 3 falls silent. The
-    leader blames 3 for the stalled cleanup, on its word alone, since once final it can no
-    longer step down instead: the next view starts without that suspicion, neither decided
-    nor as an accusation (``Membership.carried``; partial cut with faults seeds 13981 and
-    8688, where that suspicion carried over removed members no fault touched)."""
+def final_leader_whose_cleanup_stalls(
+    *,
+    cleaned: tuple[int, ...],
+    heard_after: tuple[int, ...],
+    reported: tuple[tuple[int, int], ...] = (),
+) -> Membership:
+    """The leader takes a join to final, every follower echoing it; ``cleaned`` then clean up,
+    say so and move on (the first of them reporting the cut links ``reported``), the others
+    fall silent, and the leader hears only ``heard_after`` for three timeouts."""
     leader = ready_leader()
     now, version = 0.5, 2
     leader.request_join(Change(5, ChangeKind.JOIN), now)
     while not leader.final:
         assert now < 3, "the join never went final"
         leader.step(now)
-        for member in (1, 2, 3, 4):  # each echoes the leader's row
-            row = echo(leader, version, cleaned=False)
-            leader.receive_row(member, row, now)
+        for member in (1, 2, 3, 4):
+            leader.receive_row(member, echo(leader, version, cleaned=False), now)
         version += 1
         now = run(leader, now, now + CONFIG.heartbeat_interval, alive=(1, 2, 3, 4))
-    for member in (1, 2, 4):
+    for member in cleaned:
         leader.receive_row(member, echo(leader, version, cleaned=True), now)
-    now = run(leader, now, now + 3 * CONFIG.heartbeat_timeout, alive=(1, 2, 4))
+    if reported:
+        leader.receive_row(cleaned[0], echo(leader, version + 1, cleaned=True, cut=reported), now)
+    run(leader, now, now + 3 * CONFIG.heartbeat_timeout, alive=heard_after)
+    return leader
+
+
+def test_a_member_blamed_once_final_is_not_carried_over() -> None:
+    """The leader takes a join to final; 1, 2 and 4 clean up and say so, 3 falls silent. The
+    leader blames 3 for the stalled cleanup, on its word alone, since once final, hearing the
+    members that moved on, it does not step down instead: the next view starts without that
+    suspicion, neither decided nor as an accusation (``Membership.carried``; partial cut with
+    faults seeds 13981 and 8688, where that suspicion carried over removed members no fault
+    touched)."""
+    leader = final_leader_whose_cleanup_stalls(cleaned=(1, 2, 4), heard_after=(1, 2, 4))
     assert leader.suspected == {3}
     assert not leader.carried and not leader.decided
 
 
-def echo(leader: Membership, version: int, *, cleaned: bool) -> MembershipRow:
+def echo(
+    leader: Membership, version: int, *, cleaned: bool, cut: tuple[tuple[int, int], ...] = ()
+) -> MembershipRow:
     """A follower's row that echoes everything ``leader`` holds."""
     return follower_row(
         version,
@@ -478,6 +495,7 @@ def echo(leader: Membership, version: int, *, cleaned: bool) -> MembershipRow:
         committed=leader.committed,
         final=leader.final,
         cleaned=cleaned,
+        cut=cut,
     )
 
 
@@ -488,6 +506,34 @@ def test_carrying_a_member_blamed_once_final_over_is_caught(
     monkeypatch.setattr(Membership, "carried", property(lambda self: frozenset(self.suspected)))
     with pytest.raises(AssertionError):
         test_a_member_blamed_once_final_is_not_carried_over()
+
+
+def test_a_final_leader_cut_from_members_that_accuse_it_steps_down() -> None:
+    """Once final, the leader's cleanup waits on 3 and 4, which it no longer hears, and 1
+    reports that both accuse it: they are alive and cut from it, not paused, and of
+    excluding two and stepping down it steps down (``Membership._may_step_down``; partial
+    cut with faults seeds 31025 and 31027)."""
+    leader = final_leader_whose_cleanup_stalls(
+        cleaned=(1, 2), heard_after=(1, 2), reported=((3, 0), (4, 0))
+    )
+    assert "steps down" in leader.stopped, leader.stopped
+
+
+def test_a_final_leader_cut_only_from_silent_members_stays() -> None:
+    """The same without the report: nothing says 3 and 4 are alive, and the leader excludes
+    them rather than take itself from the next view (typed seed 30672)."""
+    leader = final_leader_whose_cleanup_stalls(cleaned=(1, 2), heard_after=(1, 2))
+    assert not leader.stopped
+    assert {c.node for c in leader.changes if c.kind is ChangeKind.EXCLUDE} == {3, 4}
+
+
+@pytest.mark.patches_compiled
+def test_never_stepping_down_once_final_is_caught_by_the_unit_case(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(Membership, "_may_step_down", lambda self, links, now: not self.final)
+    with pytest.raises(AssertionError):
+        test_a_final_leader_cut_from_members_that_accuse_it_steps_down()
 
 
 def test_a_cut_link_naming_a_stranger_does_not_move_the_leader() -> None:

@@ -804,11 +804,15 @@ def test_carrying_what_was_decided_once_final_over_as_decided_is_caught(
     monkeypatch: pytest.MonkeyPatch, seed: int, adopting_all_once_final: bool
 ) -> None:
     """6216 passes with this rule or with followers taking what a final leader suspects for
-    an accusation (:func:`adopt_all_a_final_leader_suspects`): its plant undoes both."""
+    an accusation (:func:`adopt_all_a_final_leader_suspects`): its plant undoes both. 13981
+    passes with this rule or with a final leader stepping down when cut from members known
+    to be alive (:func:`never_step_down_once_final`): its plant undoes both."""
     monkeypatch.setattr(Membership, "decided", property(lambda self: frozenset(self._decided)))
     monkeypatch.setattr(Membership, "carried", property(lambda self: frozenset(self.suspected)))
     if adopting_all_once_final:
         adopt_all_a_final_leader_suspects(monkeypatch)
+    else:
+        never_step_down_once_final(monkeypatch)
     assert_unavailable(cut_with_faults_scenario(seed))
 
 
@@ -838,10 +842,12 @@ def test_a_cover_chosen_once_final_is_not_carried_over_as_an_accusation() -> Non
 def test_carrying_a_cover_chosen_once_final_over_as_an_accusation_is_caught(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """8688 passes with this rule or with followers taking what a final leader suspects for
-    an accusation: its plant undoes both."""
+    """8688 passes with this rule, with followers taking what a final leader suspects for
+    an accusation, or with a final leader stepping down when cut from members known to be
+    alive: its plant undoes all three."""
     monkeypatch.setattr(Membership, "carried", property(lambda self: frozenset(self.suspected)))
     adopt_all_a_final_leader_suspects(monkeypatch)
+    never_step_down_once_final(monkeypatch)
     assert_unavailable(cut_with_faults_scenario(8688))
 
 
@@ -902,6 +908,68 @@ def test_a_leader_that_asks_the_kept_beats_to_the_others() -> None:
 def test_asking_the_kept_in_silence_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(Membership, "_beat_to_the_unasked", lambda self, asked: None)
     assert_unavailable(cut_with_faults_scenario(10491))
+
+
+@pytest.mark.parametrize("seed", [31025, 31027])
+def test_a_final_leader_cut_from_members_known_alive_steps_down(seed: int) -> None:
+    """Partial cut with faults seed 31027: twelve members with a joiner, the leader 0 and
+    three others cut from five, three bridges, one of which crashed. The join was committed
+    as the cut began; 0 suspected three of the far side and blamed a fourth for the stalled
+    step, went final without them, and, as a leader with a final never stepped down, excluded
+    the far side from the cleanup while the far side's successor excluded 0's: with the
+    crash, neither held a majority of the next view, and every member stopped. A final
+    leader now steps down when a member it is cut from is known to be alive: it accuses the
+    leader, still cleans up this view, and is not heard (``Membership._may_step_down``). A
+    cut from paused members alone is no such evidence, and the typed sweep's seed 30672,
+    where stepping down once final lost the next view, still passes. 31025 (sixteen members,
+    a cut of six with the leader from seven, a bridge crashed) needs this rule and the next
+    test's."""
+    assert_seed_keeps_a_view(seed, "leader-cut-off", "crash", "join")
+
+
+@pytest.mark.parametrize(
+    ("seed", "fault"), [(31025, "crash"), (36415, "pauses"), (37363, "pauses")]
+)
+def test_a_stall_once_final_goes_to_the_cover(seed: int, fault: str) -> None:
+    """Partial cut with faults seed 36415: eight members with a joiner, the leader 0 and one
+    other cut from three, three bridges, one of which paused as the join went final. 0's
+    cleanup stalled on a far-side member it no longer reached, and at its stall timeout it
+    excluded it at once, as once final it decided whom it blamed; the far side, down to
+    four with the pause, lost the next view. While its cover has cut links to weigh, a
+    leader's stall blames now go to the cover once final too, as before the final
+    (``Membership._cover_weighs_stalls``): it waits for the accusations to settle, then
+    excludes them or steps down, and the far-side member took the final from a bridge
+    meanwhile and moved on. 31025 and 37363 failed alike (in 31025 the leader excluded six
+    of the far side's seven at its first stall timeout)."""
+    assert_seed_keeps_a_view(seed, "leader-cut-off", fault, "join")
+
+
+def never_step_down_once_final(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Plant the rules before :meth:`Membership._may_step_down` and
+    :meth:`Membership._cover_weighs_stalls`: once the change was final, a leader never
+    stepped down, and decided whom it blamed for a stall at once."""
+    monkeypatch.setattr(Membership, "_may_step_down", lambda self, links, now: not self.final)
+    monkeypatch.setattr(
+        Membership, "_cover_weighs_stalls", lambda self: not self.final and self._unsettled
+    )
+
+
+@pytest.mark.patches_compiled
+@pytest.mark.parametrize("seed", [31025, 31027])
+def test_never_stepping_down_once_final_is_caught(
+    monkeypatch: pytest.MonkeyPatch, seed: int
+) -> None:
+    monkeypatch.setattr(Membership, "_may_step_down", lambda self, links, now: not self.final)
+    assert_unavailable(cut_with_faults_scenario(seed))
+
+
+@pytest.mark.patches_compiled
+@pytest.mark.parametrize("seed", [31025, 36415, 37363])
+def test_deciding_a_stall_once_final_is_caught(monkeypatch: pytest.MonkeyPatch, seed: int) -> None:
+    monkeypatch.setattr(
+        Membership, "_cover_weighs_stalls", lambda self: not self.final and self._unsettled
+    )
+    assert_unavailable(cut_with_faults_scenario(seed))
 
 
 def test_a_leader_suspects_the_accusers_it_does_not_hear() -> None:

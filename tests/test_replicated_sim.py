@@ -218,7 +218,7 @@ def test_the_last_member_cleaning_up_does_not_step_down_once_the_change_is_final
 
 @pytest.mark.patches_compiled
 def test_stepping_down_after_the_final_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(Membership, "_may_step_down", lambda self: True)
+    monkeypatch.setattr(Membership, "_may_step_down", lambda self, links, now: True)
     violations = run_simulation(typed_scenario(30672)).violations
     assert any(v.startswith("availability: ") for v in violations), violations
 

@@ -33,12 +33,16 @@ of a cut or of a partition). The leader stays only with
 the members it reaches, so it removes every member cut from it; if removing itself instead
 would cost fewer members (it is on the smaller side of the cut), it steps down: it stops, and
 the larger side, which no longer hears it, goes on without it. On a tie it stays, unless its
-own loop ran late in this view: then its accusers were right, and it steps down. It weighs stepping
+own loop ran late in this view: then its accusers were right, and it steps down. Once the
+change is final it steps down only when a member it is cut from is known to be alive (it
+accuses the leader and still cleans up): cut from paused members alone, it would only take
+itself from the next view. It weighs stepping
 down before it asks anyone to answer: no answer can make stepping down the worse choice. What
 it knows of the links between the others comes from its followers' probes of the members it
 suspects, so it suspects at once a member reported to accuse it that it does not hear. A
-stall that times out while the cover still weighs cut links hands the members it blames to
-the cover, as cut from the leader, rather than to the proposal, and only the suspicions a
+stall that times out while the cover still weighs cut links, final or not, hands the members
+it blames to the cover, as cut from the leader, rather than to the proposal (or the
+exclusions), and only the suspicions a
 member decided on its own evidence (a broken link, a stall, a cover chosen while it could
 still step down) carry over into the next view as decided: the others may be cut links the
 last view never covered; what a leader decided once its change was final does not carry over
@@ -406,7 +410,7 @@ class Membership:
         view (:attr:`decided`)."""
         self._decided_once_final: set[NodeId] = set()
         """Members a cover chose or a stall blamed once the change was final, when this leader
-        could no longer step down instead: the next view does not start with them
+        seldom steps down instead: the next view does not start with them
         (:attr:`carried`)."""
         self._reported: set[tuple[NodeId, NodeId]] = set()
         """Cut links the followers' rows report, as (accuser, accused) (:meth:`_hear_cuts`)."""
@@ -500,7 +504,7 @@ class Membership:
     def carried(self) -> frozenset[NodeId]:
         """The suspicions the next view starts with: every one this member holds but those it
         decided as the change's leader once the change was final (:meth:`_decide`). It could
-        no longer step down then (:meth:`_may_step_down`), which on a partial cut is what it
+        seldom step down then (:meth:`_may_step_down`), which on a partial cut is what it
         might have done instead, so it left members out of the cleanup on its word alone: a
         choice for this view only. The next view hears them anew, and finds a cut again by
         the silence across it.
@@ -901,7 +905,7 @@ class Membership:
         members the rest of the group reaches must not talk its followers into suspecting
         them (they would stop with it); it proposes a removal only once its followers agree,
         or once it chose the member to cover the cut links. So too once the change is final,
-        when the leader no longer steps down: its followers used to adopt all it suspected
+        when the leader seldom steps down: its followers used to adopt all it suspected
         then. Partial cut with faults seed 10821: thirteen members, five with the leader 0
         cut from six, two bridges, one paused as a join went final; 0 suspected the far side
         as its members accused it, its own side adopted that and, taking the far side's word
@@ -1205,7 +1209,7 @@ class Membership:
             _least_cover({link for link in links if me not in link}, self.view, pending, slow_links)
         )
         staying = sparing + cut_slow
-        why = self._why_step_down(going, staying, beside) if self._may_step_down() else ""
+        why = self._why_step_down(going, staying, beside) if self._may_step_down(links, now) else ""
         if why:
             self._stop(f"removed from the group: {why}, so this leader steps down")
             return True
@@ -1213,8 +1217,8 @@ class Membership:
         # Both ask at once: the answers come back in the same round.
         far_ends_asked = bool(reached) and self._probe_far_ends(links, reached, now, wait)
         # Nor is anyone asked once the change is final: the members that moved on speak in the
-        # next view, and a leader with a final no longer steps down (:meth:`_may_step_down`),
-        # which is what asking would tell it.
+        # next view, and what a leader with a final steps down on is known without asking
+        # (:meth:`_may_step_down`).
         kept_asked = not self.final and self._ask_the_kept(self._silent_kept(sparing, now), now)
         if far_ends_asked or kept_asked:
             return False
@@ -1280,16 +1284,40 @@ class Membership:
         row = self.rows.get(member)
         return frozenset(row.heard_since) if row is not None else frozenset()
 
-    def _may_step_down(self) -> bool:
-        """Whether a leader on the smaller side of a cut steps down: only before the change
-        is final. Once it is, the next view is settled, with this member in it: stepping down
-        would only take a member from it, while the members that moved on, the ones that
-        would say whether they reach the far ends, speak in that view and no longer in this
-        one. So the leader suspects the far ends instead, and the next view's change weighs
-        those suspicions with every member's word (typed seed 30672: the last member still
-        cleaning up, cut from two paused ones by its own silence alone, stepped down, and the
-        next view lost its majority)."""
-        return not self.final
+    def _may_step_down(self, links: set[tuple[NodeId, NodeId]], now: float) -> bool:
+        """Whether this leader may step down on the smaller side of a cut: always before the
+        change is final; once it is, only when a member it is cut from is known to be alive
+        (:meth:`_alive_across`).
+
+        Once final, the next view is settled with this member in it, and the members that
+        moved on, the ones that would say whether they reach the far ends, speak in that view
+        and no longer in this one: cut from members that were merely silent, a leader that
+        steps down only takes a member from the next view (typed seed 30672: the last member
+        still cleaning up, cut from two paused ones by their silence alone, stepped down, and
+        the next view lost its majority). But a leader that never steps down once final
+        excludes from the cleanup every member it no longer reaches, and on the smaller side
+        of a cut that is the larger side's members (partial cut with faults seeds 31025 and
+        31027: the leader of a join that went final as the cut began, cut off with a few,
+        excluded the larger side while the larger side's successor excluded its own; with a
+        crash on top, neither held a majority of the next view, and every member stopped). A
+        member that accuses this leader is no paused one: the cut is real, and the cover
+        weighs it as it would before the final."""
+        return not self.final or bool(self._alive_across(links, now))
+
+    def _alive_across(self, links: set[tuple[NodeId, NodeId]], now: float) -> set[NodeId]:
+        """The members cut from this leader that are known to be alive: those that accuse it
+        (their rows reached its followers, which reported the links), still clean up this
+        view, and were not heard from for half a timeout.
+
+        An accuser this leader hears is not cut from it: on a cut link between two members
+        that each led the cleanup once the leader crashed, the followers of one accused the
+        other, which heard them well, and counting them it stepped down, as did the other
+        (partial cut with faults seed 1418: three crashes, and the next view lost its
+        majority). Nor is one that moved on: it speaks in the next view and no longer to this
+        one, and a bridge that moved on and took a successor's word that this leader was
+        gone made the leader of the larger side step down (seed 7983)."""
+        me = self.me
+        return {a for a, b in links if b == me and not self._moved_on(a) and self._unheard(a, now)}
 
     def _probe_far_ends(
         self,
@@ -1635,17 +1663,17 @@ class Membership:
         """Take ``member``'s failure as this leader's own decision, which needs nobody's word:
         it goes into the proposal (or, once the change is final, the exclusions) at once.
 
-        A decision taken once the change is final is this view's alone: the leader could no
-        longer step down, which on a partial cut is what it might have done instead, so the
-        next view does not start with it (:attr:`carried`)."""
+        A decision taken once the change is final is this view's alone: the leader seldom
+        steps down then (:meth:`_may_step_down`), which on a partial cut is what it might have
+        done instead, so the next view does not start with it (:attr:`carried`)."""
         self._decided.add(member)
         if self.final:
             self._decided_once_final.add(member)
 
     def _cover_weighs_stalls(self) -> bool:
         """Whether the members this leader blames for a stall go to its cover, as cut from it,
-        rather than straight into its proposal: while the change is not final and the cover
-        has cut links it has not decided on (:attr:`_unsettled`).
+        rather than straight into its proposal (or its exclusions): while the cover has cut
+        links it has not decided on (:attr:`_unsettled`).
 
         On the smaller side of a cut, a step stalls on the far side's members that had not
         echoed when the cut came. The cover waits for the accusations to settle, and a stall
@@ -1655,8 +1683,17 @@ class Membership:
         proposed removing 4 half a second before its cover would have stepped down; when a
         crash came, the bridge suspected four of seven and the group stopped). Weighed with
         the other links, the blamed are removed if the cover keeps this leader, and cost it
-        nothing if it steps down."""
-        return not self.final and self._unsettled
+        nothing if it steps down.
+
+        So too once the change is final, now that a leader with a final may step down
+        (:meth:`_may_step_down`): excluded at once, the blamed were decided before the cover
+        could find the leader on the smaller side (partial cut with faults seeds 31025, 36415
+        and 37363: the leader of a join that went final as the cut began excluded members of
+        the larger side at its stall timeout, and with a fault on top the next view held no
+        majority). A stall with no cut links to weigh (a paused member, say) is still decided
+        at once: a final leader that waited on its cover for one held its cleanup up until a
+        cut came (seed 5283)."""
+        return self._unsettled
 
     def _stall_asks_the_kept(self, blamed: list[NodeId], now: float) -> bool:
         """Whether this leader, whose step stalled on ``blamed``, first waits for the members it
