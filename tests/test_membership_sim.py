@@ -927,6 +927,25 @@ def test_a_final_leader_cut_from_members_known_alive_steps_down(seed: int) -> No
     assert_seed_keeps_a_view(seed, "leader-cut-off", "crash", "join")
 
 
+def test_a_final_leader_weighs_stepping_down_without_members_that_moved_on() -> None:
+    """Partial cut with faults seed 27906: sixteen members, the link between 3 and 4 cut, the
+    leader 0 crashed and two members paused. 3 and 4, the last still cleaning up, each led
+    the cleanup and was cut from the other, a member known to be alive: each weighed stepping
+    down, and counted as cut from it the members that had moved on to the next view and
+    accused it there. Both stepped down. A final leader now weighs stepping down without
+    those links (``Membership._link_of_the_next_view``): one of the two excludes the
+    other."""
+    assert_seed_keeps_a_view(27906, "link", "crash", "pauses")
+
+
+@pytest.mark.patches_compiled
+def test_counting_the_links_of_members_that_moved_on_once_final_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(Membership, "_link_of_the_next_view", lambda self, a, b: False)
+    assert_unavailable(cut_with_faults_scenario(27906))
+
+
 @pytest.mark.parametrize(
     ("seed", "fault"), [(31025, "crash"), (36415, "pauses"), (37363, "pauses")]
 )

@@ -1183,7 +1183,10 @@ class Membership:
         a one-way accusation the cover then removes the accused, not the accuser (membership
         seed 13813: a member stalled for 0.92 s, its watcher's clock saw more than the
         timeout, and the stalled member, answering the leader's probe at once, made the
-        accusation look like a cut link; the innocent watcher was removed)."""
+        accusation look like a cut link; the innocent watcher was removed).
+
+        Once the change is final, whether to step down is weighed without the links of
+        members that moved on (:meth:`_link_of_the_next_view`)."""
         me = self.me
         slow = {m for m in pending if m in self._resurfaced}
         links = {
@@ -1193,23 +1196,15 @@ class Membership:
             and (b not in self.suspected or b in pending)
             and not (me in (a, b) and (a in slow or b in slow))
         }
-        slow_links = {(a, b) for a, b in links if b in self._heard_since(a)}
-        beside = {a if b == me else b for a, b in links if me in (a, b)}
-        removed = self._removed_if_staying(beside, slow)
-        sparing = sorted(beside) + _least_cover(
-            {link for link in links if not removed.intersection(link)},
-            self.view,
-            pending,
-            slow_links,
-        )
-        # A slow member cut from others too is part of the cut, and counts in what staying
-        # costs; one only this leader suspected is evidence of nothing but its own slowness.
-        cut_slow = [m for m in sorted(removed - beside) if any(m in link for link in links)]
-        going = 1 + len(
-            _least_cover({link for link in links if me not in link}, self.view, pending, slow_links)
-        )
-        staying = sparing + cut_slow
-        why = self._why_step_down(going, staying, beside) if self._may_step_down(links, now) else ""
+        beside, sparing, going, staying = self._weigh_the_cut(links, pending, slow)
+        why = ""
+        if self._may_step_down(links, now):
+            here = {link for link in links if not self._link_of_the_next_view(*link)}
+            if here != links:
+                beside_here, _, going, staying = self._weigh_the_cut(here, pending, slow)
+                why = self._why_step_down(going, staying, beside_here)
+            else:
+                why = self._why_step_down(going, staying, beside)
         if why:
             self._stop(f"removed from the group: {why}, so this leader steps down")
             return True
@@ -1228,6 +1223,31 @@ class Membership:
             if self.stopped:
                 break
         return True
+
+    def _weigh_the_cut(
+        self, links: set[tuple[NodeId, NodeId]], pending: set[NodeId], slow: set[NodeId]
+    ) -> tuple[set[NodeId], list[NodeId], int, list[NodeId]]:
+        """What covering ``links`` costs: the members cut from this leader, those it would
+        remove by staying (cut from it, then a least cover of the rest), how many go if it
+        steps down (itself and a least cover of the links it is not on), and all that
+        staying costs (with the slow members cut from others too)."""
+        me = self.me
+        slow_links = {(a, b) for a, b in links if b in self._heard_since(a)}
+        beside = {a if b == me else b for a, b in links if me in (a, b)}
+        removed = self._removed_if_staying(beside, slow)
+        sparing = sorted(beside) + _least_cover(
+            {link for link in links if not removed.intersection(link)},
+            self.view,
+            pending,
+            slow_links,
+        )
+        # A slow member cut from others too is part of the cut, and counts in what staying
+        # costs; one only this leader suspected is evidence of nothing but its own slowness.
+        cut_slow = [m for m in sorted(removed - beside) if any(m in link for link in links)]
+        going = 1 + len(
+            _least_cover({link for link in links if me not in link}, self.view, pending, slow_links)
+        )
+        return beside, sparing, going, sparing + cut_slow
 
     @staticmethod
     def _removed_if_staying(beside: set[NodeId], slow: set[NodeId]) -> set[NodeId]:
@@ -1283,6 +1303,19 @@ class Membership:
         are taken out of the cover's graph before (``slow``)."""
         row = self.rows.get(member)
         return frozenset(row.heard_since) if row is not None else frozenset()
+
+    def _link_of_the_next_view(self, a: NodeId, b: NodeId) -> bool:
+        """Whether the cut link between ``a`` and ``b`` is the next view's business, not to be
+        weighed when a final leader asks itself whether to step down: the change is final,
+        the link is this leader's own, and its other end moved on. That member no longer
+        waits on this cleanup, and its accusation belongs to the next view's change. Counted,
+        such links made a final leader cut from one straggler by a single cut link look cut
+        from half the group, and it stepped down (partial cut with faults seed 27906: one
+        link cut between the two members still cleaning up after the leader crashed; both
+        stepped down). The cover still covers them, and the links between others stay in the
+        weighing: leaving all links of members that moved on out of both lost the view in
+        seeds 454, 6421, 13203 and 14256, and out of the weighing, in 454, 13203 and 14256."""
+        return bool(self.final) and self.me in (a, b) and (self._moved_on(a) or self._moved_on(b))
 
     def _may_step_down(self, links: set[tuple[NodeId, NodeId]], now: float) -> bool:
         """Whether this leader may step down on the smaller side of a cut: always before the
