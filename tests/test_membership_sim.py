@@ -963,11 +963,18 @@ def test_a_stall_once_final_goes_to_the_cover(seed: int, fault: str) -> None:
     assert_seed_keeps_a_view(seed, "leader-cut-off", fault, "join")
 
 
-def never_step_down_once_final(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Plant the rules before :meth:`Membership._may_step_down` and
-    :meth:`Membership._cover_weighs_stalls`: once the change was final, a leader never
-    stepped down, and decided whom it blamed for a stall at once."""
+def never_step_down_once_final(monkeypatch: pytest.MonkeyPatch, *, stalls: bool = True) -> None:
+    """Plant the rule before :meth:`Membership._may_step_down`: once the change was final, a
+    leader never stepped down. With ``stalls``, plant the rule before
+    :meth:`Membership._cover_weighs_stalls` too (:func:`decide_stalls_once_final`)."""
     monkeypatch.setattr(Membership, "_may_step_down", lambda self, links, now: not self.final)
+    if stalls:
+        decide_stalls_once_final(monkeypatch)
+
+
+def decide_stalls_once_final(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Plant the rule before :meth:`Membership._cover_weighs_stalls`: once the change was
+    final, a leader decided whom it blamed for a stall at once."""
     monkeypatch.setattr(
         Membership, "_cover_weighs_stalls", lambda self: not self.final and self._unsettled
     )
@@ -978,16 +985,14 @@ def never_step_down_once_final(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_never_stepping_down_once_final_is_caught(
     monkeypatch: pytest.MonkeyPatch, seed: int
 ) -> None:
-    monkeypatch.setattr(Membership, "_may_step_down", lambda self, links, now: not self.final)
+    never_step_down_once_final(monkeypatch, stalls=False)
     assert_unavailable(cut_with_faults_scenario(seed))
 
 
 @pytest.mark.patches_compiled
 @pytest.mark.parametrize("seed", [31025, 36415, 37363])
 def test_deciding_a_stall_once_final_is_caught(monkeypatch: pytest.MonkeyPatch, seed: int) -> None:
-    monkeypatch.setattr(
-        Membership, "_cover_weighs_stalls", lambda self: not self.final and self._unsettled
-    )
+    decide_stalls_once_final(monkeypatch)
     assert_unavailable(cut_with_faults_scenario(seed))
 
 

@@ -1196,15 +1196,15 @@ class Membership:
             and (b not in self.suspected or b in pending)
             and not (me in (a, b) and (a in slow or b in slow))
         }
-        beside, sparing, going, staying = self._weigh_the_cut(links, pending, slow)
+        weighed = self._weigh_the_cut(links, pending, slow)
+        beside, sparing = weighed[0], weighed[1]
         why = ""
         if self._may_step_down(links, now):
             here = {link for link in links if not self._link_of_the_next_view(*link)}
-            if here != links:
-                beside_here, _, going, staying = self._weigh_the_cut(here, pending, slow)
-                why = self._why_step_down(going, staying, beside_here)
-            else:
-                why = self._why_step_down(going, staying, beside)
+            cut_here, _, going, staying = (
+                weighed if here == links else self._weigh_the_cut(here, pending, slow)
+            )
+            why = self._why_step_down(going, staying, cut_here)
         if why:
             self._stop(f"removed from the group: {why}, so this leader steps down")
             return True
