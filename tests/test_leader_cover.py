@@ -536,6 +536,49 @@ def test_never_stepping_down_once_final_is_caught_by_the_unit_case(
         test_a_final_leader_cut_from_members_that_accuse_it_steps_down()
 
 
+def follower_of_a_final_that_excludes(member: int, *, link_broke: bool) -> Membership:
+    """Member 1 follows the leader 0, which takes a join of 5 to final and then excludes
+    ``member`` from the stalled cleanup; 1 lost its own link to ``member`` first when
+    ``link_broke``."""
+    follower = Membership(1, VIEW, CONFIG, [], 0.0)
+    run(follower, 0.0, 0.5, alive=(0, 2, 3, 4))
+    if link_broke:
+        follower.link_lost(member, 0.5)
+    join = Change(5, ChangeKind.JOIN)
+    follower.receive_row(0, follower_row(1, changes=(join,), committed=1, final=1), 0.6)
+    assert follower.final == 1
+    changes = (join, Change(member, ChangeKind.EXCLUDE))
+    follower.receive_row(0, follower_row(2, changes=changes, committed=2, final=2), 0.7)
+    assert follower.excluded == {member} and member in follower.suspected
+    return follower
+
+
+def test_a_follower_does_not_carry_an_exclusion_over() -> None:
+    """The final keeps an excluded member in the next view, and the leader's word that its
+    cleanup stalled is no evidence there: a follower that adopted the exclusion starts the
+    next view without suspecting it (``Membership.carried``; membership seed 11101, where two
+    followers carried three exclusions over as accusations and the cover there removed the
+    two, which no fault touched)."""
+    assert 3 not in follower_of_a_final_that_excludes(3, link_broke=False).carried
+
+
+def test_a_follower_carries_an_excluded_member_whose_link_broke_over() -> None:
+    """Its own broken link is evidence of its own, exclusion or not: it carries over."""
+    follower = follower_of_a_final_that_excludes(3, link_broke=True)
+    assert 3 in follower.carried and 3 in follower.decided
+
+
+@pytest.mark.patches_compiled
+def test_carrying_an_adopted_exclusion_over_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(
+        Membership,
+        "carried",
+        property(lambda self: frozenset(self.suspected.difference(self._decided_once_final))),
+    )
+    with pytest.raises(AssertionError):
+        test_a_follower_does_not_carry_an_exclusion_over()
+
+
 def test_a_cut_link_naming_a_stranger_does_not_move_the_leader() -> None:
     """A row is a peer's word, and a link to a member outside the view is malformed: the
     leader suspects nobody for it."""

@@ -980,19 +980,36 @@ def decide_stalls_once_final(monkeypatch: pytest.MonkeyPatch) -> None:
     )
 
 
+def carry_the_finals_exclusions_over(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Plant the rule before :attr:`Membership.carried` left out the final's exclusions:
+    every suspicion carried over but what the leader decided once final."""
+    monkeypatch.setattr(
+        Membership,
+        "carried",
+        property(lambda self: frozenset(self.suspected.difference(self._decided_once_final))),
+    )
+
+
 @pytest.mark.patches_compiled
 @pytest.mark.parametrize("seed", [31025, 31027])
 def test_never_stepping_down_once_final_is_caught(
     monkeypatch: pytest.MonkeyPatch, seed: int
 ) -> None:
+    """31025 passes with this rule or with followers leaving the final's exclusions behind
+    (:func:`carry_the_finals_exclusions_over`): its plant undoes both."""
     never_step_down_once_final(monkeypatch, stalls=False)
+    if seed == 31025:
+        carry_the_finals_exclusions_over(monkeypatch)
     assert_unavailable(cut_with_faults_scenario(seed))
 
 
 @pytest.mark.patches_compiled
 @pytest.mark.parametrize("seed", [31025, 36415, 37363])
 def test_deciding_a_stall_once_final_is_caught(monkeypatch: pytest.MonkeyPatch, seed: int) -> None:
+    """31025's plant undoes the rule on the final's exclusions too, as above."""
     decide_stalls_once_final(monkeypatch)
+    if seed == 31025:
+        carry_the_finals_exclusions_over(monkeypatch)
     assert_unavailable(cut_with_faults_scenario(seed))
 
 
@@ -1623,6 +1640,25 @@ def test_a_leader_blaming_a_joiner_whose_welcome_was_lost_is_caught(
     """Planted: no member counts as waiting for its welcome, so the stall blames 6."""
     monkeypatch.setattr(Membership, "_unwelcomed", lambda self, member: False)
     assert_unavailable(scenario(56702))
+
+
+def test_a_follower_does_not_carry_the_finals_exclusions_over() -> None:
+    """Membership seed 11101: fifteen members, seven paused. Once its change was final, the
+    leader 0 excluded three paused members from its stalled cleanup, 50 ms before they
+    resumed; they had moved on already and stayed in the next view. The followers 3 and 4,
+    still cleaning up, adopted the exclusions and carried them into the next view as
+    accusations, and the cover there, weighing six cut links between two accusers and three
+    accused, removed 3 and 4, which no fault touched. An exclusion adopted from the final no
+    longer carries over (``Membership.carried``)."""
+    spec = scenario(11101)
+    assert spec.pauses and not spec.crash and not spec.partial_cut, describe(spec)
+    assert_safe_and_available(spec)
+
+
+@pytest.mark.patches_compiled
+def test_carrying_the_finals_exclusions_over_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    carry_the_finals_exclusions_over(monkeypatch)
+    assert_unavailable(scenario(11101))
 
 
 def test_a_leader_lets_the_cut_settle_again_when_a_suspected_member_resurfaces() -> None:

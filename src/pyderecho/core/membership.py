@@ -46,9 +46,10 @@ exclusions), and only the suspicions a
 member decided on its own evidence (a broken link, a stall, a cover chosen while it could
 still step down) carry over into the next view as decided: the others may be cut links the
 last view never covered; what a leader decided once its change was final does not carry over
-at all. Removing everyone accused would instead take out both ends of every
-cut link and could leave no majority, as adopting every side's suspicions did, and a leader
-cut off on the smaller side used to talk the bridges into suspecting the larger one.
+at all, nor does the final's exclusion of a member from the cleanup (the final keeps it).
+Removing everyone accused would instead take out both ends of every cut link and could leave
+no majority, as adopting every side's suspicions did, and a leader cut off on the smaller side
+used to talk the bridges into suspecting the larger one.
 
 Agreement (DESIGN.md 3.3). The leader is the lowest-ranked member its follower does not
 suspect. It proposes the changes (removals of suspected members, joins) in its row; members copy
@@ -528,8 +529,19 @@ class Membership:
           member and removed, though no fault touched it. Now 0 starts the next view
           suspecting none of them, 5 still accuses it there (it took 3's word), and 0, an end
           of the cut link, steps down. (8688 passes with :meth:`_adopted_from_the_leader`'s
-          rule alone too, and 6216 as well.)"""
-        return frozenset(self.suspected.difference(self._decided_once_final))
+          rule alone too, and 6216 as well.)
+
+        Nor does a member that the final change excluded from the cleanup, unless this
+        member decided its failure on evidence of its own (a broken link): the final keeps
+        it in the next view, and the leader's word that its cleanup stalled is no evidence
+        there. Membership seed 11101: fifteen members, seven paused. Once final, the leader 0
+        excluded three paused members from its stalled cleanup, 50 ms before they resumed;
+        they had moved on already and stayed. Two followers still cleaning up adopted the
+        exclusions and carried them into the next view as accusations; the cover there,
+        weighing six cut links between two accusers and three accused, removed the two,
+        which no fault touched."""
+        unfounded = self.excluded.difference(self._decided)
+        return frozenset(self.suspected.difference(self._decided_once_final, unfounded))
 
     @property
     def excluded(self) -> frozenset[NodeId]:
