@@ -484,6 +484,26 @@ def test_a_member_blamed_once_final_is_not_carried_over() -> None:
     assert not leader.carried and not leader.decided
 
 
+def test_a_member_blamed_once_final_whose_link_then_broke_is_carried_over() -> None:
+    """The same, and then 3's link breaks (3 learned its exclusion and stopped): that is
+    evidence of the leader's own, and the next view starts with 3 decided (partial cut with
+    faults seeds 6525, 7508 and 13247, where no member carried 3's failure over as decided,
+    and the cut bit before the next view removed it)."""
+    leader = final_leader_whose_cleanup_stalls(cleaned=(1, 2, 4), heard_after=(1, 2, 4))
+    assert leader.suspected == {3}
+    leader.link_lost(3, 10.0)
+    assert leader.carried == {3} and leader.decided == {3}
+
+
+@pytest.mark.patches_compiled
+def test_dropping_a_broken_link_decided_once_final_is_caught_by_the_unit_case(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(Membership, "_once_final_alone", lambda self: set(self._decided_once_final))
+    with pytest.raises(AssertionError):
+        test_a_member_blamed_once_final_whose_link_then_broke_is_carried_over()
+
+
 def echo(
     leader: Membership, version: int, *, cleaned: bool, cut: tuple[tuple[int, int], ...] = ()
 ) -> MembershipRow:

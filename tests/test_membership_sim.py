@@ -1013,6 +1013,29 @@ def test_deciding_a_stall_once_final_is_caught(monkeypatch: pytest.MonkeyPatch, 
     assert_unavailable(cut_with_faults_scenario(seed))
 
 
+@pytest.mark.parametrize(("seed", "fault"), [(6525, "pauses"), (7508, "crash"), (13247, "crash")])
+def test_a_broken_link_carries_over_once_final(seed: int, fault: str) -> None:
+    """Partial cut with faults seed 7508: seven members, one crashed, the leader 0 a bridge
+    between two cut from three. Once final, 0 excluded 5 from the cleanup to cover its cut
+    links, and 5, still cleaning up, learned it and stopped. Its links broke, but 0 had
+    decided 5 once final, which does not carry over, and the members across the cut from 5
+    knew only the exclusion, which no longer carries over either (seed 11101, membership):
+    the next view started with nobody holding 5's failure for decided, the cut bit before 5
+    was removed, and no side held a majority. A broken link now carries over, decided,
+    whatever this member decided before it broke (``Membership._once_final_alone``). 6525
+    and 13247 failed alike."""
+    assert_seed_keeps_a_view(seed, "halves", fault)
+
+
+@pytest.mark.patches_compiled
+@pytest.mark.parametrize("seed", [6525, 7508, 13247])
+def test_dropping_a_broken_link_decided_once_final_is_caught(
+    monkeypatch: pytest.MonkeyPatch, seed: int
+) -> None:
+    monkeypatch.setattr(Membership, "_once_final_alone", lambda self: set(self._decided_once_final))
+    assert_unavailable(cut_with_faults_scenario(seed))
+
+
 def test_a_leader_suspects_the_accusers_it_does_not_hear() -> None:
     """Partial cut with faults seed 1887: fifteen members, the leader 0 on the larger side of
     a cut of seven from six, one bridge, and another member crashed. A bridge reported that

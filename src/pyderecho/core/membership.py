@@ -413,6 +413,9 @@ class Membership:
         """Members a cover chose or a stall blamed once the change was final, when this leader
         seldom steps down instead: the next view does not start with them
         (:attr:`carried`)."""
+        self._links_broken: set[NodeId] = set()
+        """Members whose link to this member broke in this view (:meth:`link_lost`): evidence
+        that needs nobody's word, whatever else this member decided about them."""
         self._reported: set[tuple[NodeId, NodeId]] = set()
         """Cut links the followers' rows report, as (accuser, accused) (:meth:`_hear_cuts`)."""
         self._unsettled = False
@@ -498,8 +501,9 @@ class Membership:
         adopted the proposal, and the group stopped.
 
         What this member decided as the change's leader once the change was final does not
-        carry over at all (:attr:`carried`)."""
-        return frozenset(self._decided.difference(self._decided_once_final))
+        carry over at all (:attr:`carried`), unless the member's link broke since: that is
+        evidence of its own."""
+        return frozenset(self._decided.difference(self._once_final_alone()))
 
     @property
     def carried(self) -> frozenset[NodeId]:
@@ -536,12 +540,26 @@ class Membership:
         it in the next view, and the leader's word that its cleanup stalled is no evidence
         there. Membership seed 11101: fifteen members, seven paused. Once final, the leader 0
         excluded three paused members from its stalled cleanup, 50 ms before they resumed;
-        they had moved on already and stayed. Two followers still cleaning up adopted the
-        exclusions and carried them into the next view as accusations; the cover there,
-        weighing six cut links between two accusers and three accused, removed the two,
-        which no fault touched."""
+        they held the final already, installed the next view as they resumed, and stayed.
+        Two followers still cleaning up adopted the exclusions and carried them into the next
+        view as accusations; the cover there, weighing six cut links between two accusers
+        and three accused, removed the two, which no fault touched.
+
+        A broken link carries over whatever the rest says. Partial cut with faults seed 7508:
+        seven members, one crashed, the leader 0 a bridge between two cut from three. Once
+        final, 0 excluded 5 from the cleanup to cover its cut links, and 5, still cleaning
+        up, learned it and stopped. 0 heard its link break, but 5 was its decision once
+        final, and the members across the cut from 5 had only the exclusion: the next view
+        started with no one holding 5's failure for decided, the cut bit before 5 was
+        removed, and with 5 gone and the crash no side held a majority. 6525 and 13247
+        failed alike, with the rule on exclusions and before the rule on broken links."""
         unfounded = self.excluded.difference(self._decided)
-        return frozenset(self.suspected.difference(self._decided_once_final, unfounded))
+        return frozenset(self.suspected.difference(self._once_final_alone(), unfounded))
+
+    def _once_final_alone(self) -> set[NodeId]:
+        """What this member decided as the change's leader once the change was final, on its
+        word alone: no link of theirs broke since (:attr:`carried`)."""
+        return self._decided_once_final.difference(self._links_broken)
 
     @property
     def excluded(self) -> frozenset[NodeId]:
@@ -804,6 +822,7 @@ class Membership:
         """
         if not self._departing(node):
             self._decided.add(node)
+            self._links_broken.add(node)
             self.suspect(node, now, local=True, tell_everyone=False)
 
     def suspect(self, node: NodeId, now: float, *, local: bool, tell_everyone: bool = True) -> None:
