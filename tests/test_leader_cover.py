@@ -484,26 +484,6 @@ def test_a_member_blamed_once_final_is_not_carried_over() -> None:
     assert not leader.carried and not leader.decided
 
 
-def test_a_member_blamed_once_final_whose_link_then_broke_is_carried_over() -> None:
-    """The same, and then 3's link breaks (3 learned its exclusion and stopped): that is
-    evidence of the leader's own, and the next view starts with 3 decided (partial cut with
-    faults seeds 6525, 7508 and 13247, where no member carried 3's failure over as decided,
-    and the cut bit before the next view removed it)."""
-    leader = final_leader_whose_cleanup_stalls(cleaned=(1, 2, 4), heard_after=(1, 2, 4))
-    assert leader.suspected == {3}
-    leader.link_lost(3, 10.0)
-    assert leader.carried == {3} and leader.decided == {3}
-
-
-@pytest.mark.patches_compiled
-def test_dropping_a_broken_link_decided_once_final_is_caught_by_the_unit_case(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(Membership, "_once_final_alone", lambda self: set(self._decided_once_final))
-    with pytest.raises(AssertionError):
-        test_a_member_blamed_once_final_whose_link_then_broke_is_carried_over()
-
-
 def echo(
     leader: Membership, version: int, *, cleaned: bool, cut: tuple[tuple[int, int], ...] = ()
 ) -> MembershipRow:
@@ -556,10 +536,13 @@ def test_never_stepping_down_once_final_is_caught_by_the_unit_case(
         test_a_final_leader_cut_from_members_that_accuse_it_steps_down()
 
 
-def follower_of_a_final_that_excludes(member: int, *, link_broke: bool) -> Membership:
+def follower_of_a_final_that_excludes(
+    member: int, *, link_broke: bool = False, silent_first: bool = False
+) -> Membership:
     """Member 1 follows the leader 0, which takes a join of 5 to final and then excludes
-    ``member`` from the stalled cleanup; 1 lost its own link to ``member`` first when
-    ``link_broke``."""
+    ``member`` from the stalled cleanup. Before the exclusion reaches 1, its own link to
+    ``member`` broke when ``link_broke``, and 1 suspected ``member`` on its own (a silence,
+    say) when ``silent_first``."""
     follower = Membership(1, VIEW, CONFIG, [], 0.0)
     run(follower, 0.0, 0.5, alive=(0, 2, 3, 4))
     if link_broke:
@@ -567,6 +550,8 @@ def follower_of_a_final_that_excludes(member: int, *, link_broke: bool) -> Membe
     join = Change(5, ChangeKind.JOIN)
     follower.receive_row(0, follower_row(1, changes=(join,), committed=1, final=1), 0.6)
     assert follower.final == 1
+    if silent_first:
+        follower.suspect(member, 0.65, local=True)
     changes = (join, Change(member, ChangeKind.EXCLUDE))
     follower.receive_row(0, follower_row(2, changes=changes, committed=2, final=2), 0.7)
     assert follower.excluded == {member} and member in follower.suspected
@@ -579,13 +564,33 @@ def test_a_follower_does_not_carry_an_exclusion_over() -> None:
     next view without suspecting it (``Membership.carried``; membership seed 11101, where two
     followers carried three exclusions over as accusations and the cover there removed the
     two, which no fault touched)."""
-    assert 3 not in follower_of_a_final_that_excludes(3, link_broke=False).carried
+    assert 3 not in follower_of_a_final_that_excludes(3).carried
 
 
 def test_a_follower_carries_an_excluded_member_whose_link_broke_over() -> None:
     """Its own broken link is evidence of its own, exclusion or not: it carries over."""
     follower = follower_of_a_final_that_excludes(3, link_broke=True)
     assert 3 in follower.carried and 3 in follower.decided
+
+
+def test_a_follower_carries_a_member_it_suspected_before_its_exclusion_over() -> None:
+    """A member the follower suspected on its own before the exclusion (here its silence)
+    carries over as before, an accusation: on a partial cut that suspicion is the cut, and
+    the next view needs it (partial cut with faults seed 20696, which leaving out every
+    exclusion failed)."""
+    follower = follower_of_a_final_that_excludes(3, silent_first=True)
+    assert 3 in follower.carried and 3 not in follower.decided
+
+
+@pytest.mark.patches_compiled
+def test_leaving_out_every_exclusion_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(
+        Membership,
+        "carried",
+        property(lambda self: frozenset(self.suspected.difference(self.excluded))),
+    )
+    with pytest.raises(AssertionError):
+        test_a_follower_carries_a_member_it_suspected_before_its_exclusion_over()
 
 
 @pytest.mark.patches_compiled

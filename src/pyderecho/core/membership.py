@@ -46,7 +46,8 @@ exclusions), and only the suspicions a
 member decided on its own evidence (a broken link, a stall, a cover chosen while it could
 still step down) carry over into the next view as decided: the others may be cut links the
 last view never covered; what a leader decided once its change was final does not carry over
-at all, nor does the final's exclusion of a member from the cleanup (the final keeps it).
+at all, nor does a follower's suspicion of a member that the final's exclusion from the
+cleanup was the first word of (the final keeps that member).
 Removing everyone accused would instead take out both ends of every cut link and could leave
 no majority, as adopting every side's suspicions did, and a leader cut off on the smaller side
 used to talk the bridges into suspecting the larger one.
@@ -413,9 +414,10 @@ class Membership:
         """Members a cover chose or a stall blamed once the change was final, when this leader
         seldom steps down instead: the next view does not start with them
         (:attr:`carried`)."""
-        self._links_broken: set[NodeId] = set()
-        """Members whose link to this member broke in this view (:meth:`link_lost`): evidence
-        that needs nobody's word, whatever else this member decided about them."""
+        self._only_excluded: set[NodeId] = set()
+        """Members this member first suspected because the final excluded them from the
+        cleanup, which the final keeps in the next view: it does not start with them
+        (:attr:`carried`)."""
         self._reported: set[tuple[NodeId, NodeId]] = set()
         """Cut links the followers' rows report, as (accuser, accused) (:meth:`_hear_cuts`)."""
         self._unsettled = False
@@ -501,9 +503,8 @@ class Membership:
         adopted the proposal, and the group stopped.
 
         What this member decided as the change's leader once the change was final does not
-        carry over at all (:attr:`carried`), unless the member's link broke since: that is
-        evidence of its own."""
-        return frozenset(self._decided.difference(self._once_final_alone()))
+        carry over at all (:attr:`carried`)."""
+        return frozenset(self._decided.difference(self._decided_once_final))
 
     @property
     def carried(self) -> frozenset[NodeId]:
@@ -535,31 +536,22 @@ class Membership:
           of the cut link, steps down. (8688 passes with :meth:`_adopted_from_the_leader`'s
           rule alone too, and 6216 as well.)
 
-        Nor does a member that the final change excluded from the cleanup, unless this
-        member decided its failure on evidence of its own (a broken link): the final keeps
-        it in the next view, and the leader's word that its cleanup stalled is no evidence
-        there. Membership seed 11101: fifteen members, seven paused. Once final, the leader 0
-        excluded three paused members from its stalled cleanup, 50 ms before they resumed;
-        they held the final already, installed the next view as they resumed, and stayed.
-        Two followers still cleaning up adopted the exclusions and carried them into the next
-        view as accusations; the cover there, weighing six cut links between two accusers
-        and three accused, removed the two, which no fault touched.
-
-        A broken link carries over whatever the rest says. Partial cut with faults seed 7508:
-        seven members, one crashed, the leader 0 a bridge between two cut from three. Once
-        final, 0 excluded 5 from the cleanup to cover its cut links, and 5, still cleaning
-        up, learned it and stopped. 0 heard its link break, but 5 was its decision once
-        final, and the members across the cut from 5 had only the exclusion: the next view
-        started with no one holding 5's failure for decided, the cut bit before 5 was
-        removed, and with 5 gone and the crash no side held a majority. 6525 and 13247
-        failed alike, with the rule on exclusions and before the rule on broken links."""
-        unfounded = self.excluded.difference(self._decided)
-        return frozenset(self.suspected.difference(self._once_final_alone(), unfounded))
-
-    def _once_final_alone(self) -> set[NodeId]:
-        """What this member decided as the change's leader once the change was final, on its
-        word alone: no link of theirs broke since (:attr:`carried`)."""
-        return self._decided_once_final.difference(self._links_broken)
+        Nor does a member this member first suspected because the final change excluded it
+        from the cleanup, unless it decided that member's failure since on evidence of its
+        own (a broken link): the final keeps it in the next view, and the leader's word that
+        its cleanup stalled is no evidence there. Membership seed 11101: fifteen members,
+        seven paused. Once final, the leader 0 excluded three paused members from its
+        stalled cleanup, 50 ms before they resumed; they held the final already, installed
+        the next view as they resumed, and stayed. Two followers still cleaning up adopted
+        the exclusions and carried them into the next view as accusations; the cover there,
+        weighing six cut links between two accusers and three accused, removed the two,
+        which no fault touched. A member this one suspected before the exclusion (a silence,
+        an accusation it agreed with) carries over as before: on a partial cut that
+        suspicion is the cut, and the next view needs it (partial cut with faults seed
+        20696, which a first version that left out every exclusion failed, as it failed
+        6525, 7508 and 13247)."""
+        unfounded = self._only_excluded.difference(self._decided)
+        return frozenset(self.suspected.difference(self._decided_once_final, unfounded))
 
     @property
     def excluded(self) -> frozenset[NodeId]:
@@ -822,7 +814,6 @@ class Membership:
         """
         if not self._departing(node):
             self._decided.add(node)
-            self._links_broken.add(node)
             self.suspect(node, now, local=True, tell_everyone=False)
 
     def suspect(self, node: NodeId, now: float, *, local: bool, tell_everyone: bool = True) -> None:
@@ -920,10 +911,13 @@ class Membership:
                 self._stop(f"removed from the group: the leader {src} proposes its removal")
                 return
             news.remove(self.me)
+        exclusions = {c.node for c in row.changes if c.kind is ChangeKind.EXCLUDE}
         for node in news:
             self.suspect(node, now, local=False)
             if self.stopped:
                 return
+            if node in exclusions:
+                self._only_excluded.add(node)
         if src == self.leader and row.leader == src and not row.collecting:
             self._follow(row, now)
 
@@ -974,7 +968,15 @@ class Membership:
         self._waiting_since = now
         for change in row.changes:
             if change.kind in (ChangeKind.REMOVE, ChangeKind.EXCLUDE):
-                self.suspect(change.node, now, local=False)
+                self._adopt(change, now)
+
+    def _adopt(self, change: Change, now: float) -> None:
+        """Suspect the member ``change`` removes or excludes, noting an exclusion that is the
+        first this member holds of its failure (:attr:`carried`)."""
+        first = change.node not in self.suspected
+        self.suspect(change.node, now, local=False)
+        if first and change.kind is ChangeKind.EXCLUDE:
+            self._only_excluded.add(change.node)
 
     def step(self, now: float) -> None:
         """Advance the leader's side of the change, then push the own row where it must go."""
