@@ -583,25 +583,26 @@ def test_a_follower_carries_a_member_it_suspected_before_its_exclusion_over() ->
 
 
 @pytest.mark.patches_compiled
-def test_leaving_out_every_exclusion_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("planted", ["every exclusion left out", "every exclusion carried"])
+def test_a_wrong_rule_on_exclusions_is_caught(
+    monkeypatch: pytest.MonkeyPatch, planted: str
+) -> None:
+    """Planted: the first version, which left out every suspicion of an excluded member, and
+    the rule before it, which carried them all over."""
+    if planted == "every exclusion left out":
+        rule, case = (
+            "excluded",
+            test_a_follower_carries_a_member_it_suspected_before_its_exclusion_over,
+        )
+    else:
+        rule, case = "_decided_once_final", test_a_follower_does_not_carry_an_exclusion_over
     monkeypatch.setattr(
         Membership,
         "carried",
-        property(lambda self: frozenset(self.suspected.difference(self.excluded))),
+        property(lambda self: frozenset(self.suspected.difference(getattr(self, rule)))),
     )
     with pytest.raises(AssertionError):
-        test_a_follower_carries_a_member_it_suspected_before_its_exclusion_over()
-
-
-@pytest.mark.patches_compiled
-def test_carrying_an_adopted_exclusion_over_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(
-        Membership,
-        "carried",
-        property(lambda self: frozenset(self.suspected.difference(self._decided_once_final))),
-    )
-    with pytest.raises(AssertionError):
-        test_a_follower_does_not_carry_an_exclusion_over()
+        case()
 
 
 def test_a_cut_link_naming_a_stranger_does_not_move_the_leader() -> None:
