@@ -574,7 +574,7 @@ def test_a_follower_carries_an_excluded_member_whose_link_broke_over() -> None:
 
 
 def test_a_follower_carries_a_member_it_suspected_before_its_exclusion_over() -> None:
-    """A member the follower suspected on its own before the exclusion (here its silence)
+    """A member the follower suspected on its own before the exclusion (a silence, say)
     carries over as before, an accusation: on a partial cut that suspicion is the cut, and
     the next view needs it (partial cut with faults seed 20696, which leaving out every
     exclusion failed)."""

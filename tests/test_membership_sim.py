@@ -1645,7 +1645,8 @@ def test_a_leader_blaming_a_joiner_whose_welcome_was_lost_is_caught(
 def test_a_follower_does_not_carry_the_finals_exclusions_over() -> None:
     """Membership seed 11101: fifteen members, seven paused. Once its change was final, the
     leader 0 excluded three paused members from its stalled cleanup, 50 ms before they
-    resumed; they had moved on already and stayed in the next view. The followers 3 and 4,
+    resumed; they held the final already, installed the next view as they resumed, and
+    stayed there (the final keeps an excluded member). The followers 3 and 4,
     still cleaning up, adopted the exclusions and carried them into the next view as
     accusations, and the cover there, weighing six cut links between two accusers and three
     accused, removed 3 and 4, which no fault touched. An exclusion adopted from the final no

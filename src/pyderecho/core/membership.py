@@ -911,13 +911,11 @@ class Membership:
                 self._stop(f"removed from the group: the leader {src} proposes its removal")
                 return
             news.remove(self.me)
-        exclusions = {c.node for c in row.changes if c.kind is ChangeKind.EXCLUDE}
+        exclusions = {c.node for c in row.changes if c.kind is ChangeKind.EXCLUDE} if news else ()
         for node in news:
-            self.suspect(node, now, local=False)
+            self._adopt(node, now, excluded=node in exclusions)
             if self.stopped:
                 return
-            if node in exclusions:
-                self._only_excluded.add(node)
         if src == self.leader and row.leader == src and not row.collecting:
             self._follow(row, now)
 
@@ -968,15 +966,15 @@ class Membership:
         self._waiting_since = now
         for change in row.changes:
             if change.kind in (ChangeKind.REMOVE, ChangeKind.EXCLUDE):
-                self._adopt(change, now)
+                self._adopt(change.node, now, excluded=change.kind is ChangeKind.EXCLUDE)
 
-    def _adopt(self, change: Change, now: float) -> None:
-        """Suspect the member ``change`` removes or excludes, noting an exclusion that is the
-        first this member holds of its failure (:attr:`carried`)."""
-        first = change.node not in self.suspected
-        self.suspect(change.node, now, local=False)
-        if first and change.kind is ChangeKind.EXCLUDE:
-            self._only_excluded.add(change.node)
+    def _adopt(self, node: NodeId, now: float, *, excluded: bool) -> None:
+        """Suspect ``node`` on another member's word, noting when that word is the final's
+        exclusion of it and the first this member holds of its failure (:attr:`carried`)."""
+        first = node not in self.suspected
+        self.suspect(node, now, local=False)
+        if first and excluded:
+            self._only_excluded.add(node)
 
     def step(self, now: float) -> None:
         """Advance the leader's side of the change, then push the own row where it must go."""
