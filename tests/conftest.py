@@ -10,6 +10,11 @@ test-fast`` installs one), so that a build that quietly fell back to the Python 
 the run instead of passing it. Tests marked ``patches_compiled`` patch or subclass a class the
 fast build compiles (planted bugs in the core, a transport that records its writes), which
 compiled classes do not allow; they skip there and run on the Python source (``make test``).
+
+Each pytest-xdist worker draws its members' ports (``free_ports``) from a slice of the range of
+its own, set in ``PYDERECHO_PORTS`` unless the run sets that itself: a port is free again from a
+member's death until its restart, and a member of a test on another worker once took it there
+(the restarted member's peers dialed it and a stranger answered).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import os
 
 import pytest
 
+from pyderecho.cli.demo import PORTS_VARIABLE, port_range
 from pyderecho.core import COMPILED
 
 EVENT_LOOP = os.environ.get("PYDERECHO_TEST_EVENT_LOOP", "asyncio")
@@ -36,6 +42,22 @@ if CORE != "any" and (CORE == "compiled") != COMPILED:
     raise RuntimeError(
         f"PYDERECHO_TEST_CORE={CORE} but the core imported is "
         f"{'compiled' if COMPILED else 'Python source'}"
+    )
+
+
+def worker_ports(worker: str, workers: int, low: int, high: int) -> str:
+    """The slice of ``low-high`` that the xdist worker ``gwN`` of ``workers`` draws from."""
+    index = int(worker.removeprefix("gw"))
+    assert 0 <= index < workers, (worker, workers)
+    share = (high - low + 1) // workers
+    return f"{low + index * share}-{low + (index + 1) * share - 1}"
+
+
+if "PYTEST_XDIST_WORKER" in os.environ and PORTS_VARIABLE not in os.environ:
+    os.environ[PORTS_VARIABLE] = worker_ports(
+        os.environ["PYTEST_XDIST_WORKER"],
+        int(os.environ["PYTEST_XDIST_WORKER_COUNT"]),
+        *port_range(),
     )
 
 

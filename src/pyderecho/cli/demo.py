@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import os
 import random
 import secrets
 import shutil
@@ -72,31 +73,67 @@ def demo_layout(view: View) -> Allocation:
 
 
 def free_ports(count: int) -> list[int]:
-    """Ports free on 127.0.0.1 right now, for members bound a moment later, drawn below the
-    kernel's ephemeral range: a port the kernel picks for a bind to port 0 or for an outgoing
-    connection (a proxy's, a client's) in the meantime is never one of them (a fault-proxy
-    test lost its member's port so). Another process could still take one first."""
-    low = _ephemeral_low()
-    draw = random.SystemRandom()
+    """Ports free on 127.0.0.1 right now, for members bound a moment later.
+
+    They are drawn from ``PYDERECHO_PORTS`` (``LOW-HIGH``, both included) when it is set, and
+    otherwise below the kernel's ephemeral range: a port the kernel picks for a bind to port 0
+    or for an outgoing connection (a proxy's, a client's) in the meantime is never one of them
+    (a fault-proxy test lost its member's port so). Another process could still take one first,
+    and a port drawn here is free again from the moment a member dies until it restarts; runs
+    that go on side by side (the test workers) each set a range of their own, so that none can
+    take the others' ports. Raises ``OSError`` when the range holds fewer free ports than asked.
+    """
+    low, high = port_range()
+    candidates: Iterable[int]
+    if low <= high:
+        size = high - low + 1
+        start = random.SystemRandom().randrange(size)
+        candidates = (low + (start + step) % size for step in range(size))
+    else:
+        candidates = itertools.repeat(0, count)
     sockets: list[socket.socket] = []
     try:
-        while len(sockets) < count:
+        for port in candidates:
             sock = socket.socket()
             try:
-                sock.bind(
-                    ("127.0.0.1", draw.randrange(_LOWEST_PORT, low) if low > _LOWEST_PORT else 0)
-                )
+                sock.bind(("127.0.0.1", port))
             except OSError:
                 sock.close()
                 continue
             sockets.append(sock)
-        return [sock.getsockname()[1] for sock in sockets]
+            if len(sockets) == count:
+                return [sock.getsockname()[1] for sock in sockets]
+        raise OSError(f"fewer than {count} ports free in {low}-{high} ({PORTS_VARIABLE})")
     finally:
         for sock in sockets:
             sock.close()
 
 
+PORTS_VARIABLE = "PYDERECHO_PORTS"
+
 _LOWEST_PORT = 10_000
+
+
+def port_range() -> tuple[int, int]:
+    """The ports :func:`free_ports` draws from, lowest and highest, both included.
+
+    Raises ``ValueError`` naming the variable when ``PYDERECHO_PORTS`` is not ``LOW-HIGH`` with
+    ``1024 <= LOW <= HIGH <= 65535``: a typo there would otherwise put members on ports anything
+    may take.
+    """
+    text = os.environ.get(PORTS_VARIABLE)
+    if text is None:
+        return _LOWEST_PORT, _ephemeral_low() - 1
+    low_text, dash, high_text = text.partition("-")
+    try:
+        low, high = int(low_text), int(high_text)
+    except ValueError:
+        low = high = 0
+    if not dash or not 1024 <= low <= high <= 65535:
+        raise ValueError(
+            f"{PORTS_VARIABLE}={text!r}: give a range LOW-HIGH of ports within 1024-65535"
+        )
+    return low, high
 
 
 def _ephemeral_low() -> int:
