@@ -26,13 +26,13 @@ constructor at the start of the view, at every member alike, which is told the s
 from __future__ import annotations
 
 import contextvars
-import hashlib
 import itertools
 from collections import Counter
 from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import crc32c
 import msgspec
 
 from pyderecho.config import DEFAULT_SNAPSHOT_EVERY
@@ -127,9 +127,10 @@ class _Incoming:
     header: StateHeader
     data: bytearray
     received: int = 0
-    hasher: Any = field(default_factory=hashlib.sha256)
-    digest: str = ""
-    """What the sender says the whole state hashes to (on its last chunk)."""
+    checksum: int = 0
+    """CRC32C of the chunks received so far."""
+    announced: int = 0
+    """What the sender says the whole state's CRC32C is (on its last chunk)."""
 
 
 @dataclass
@@ -205,7 +206,8 @@ class _Outgoing:
     position: Position
     sent: int = 0
     acked: int = 0
-    hasher: Any = field(default_factory=hashlib.sha256)
+    checksum: int = 0
+    """CRC32C of the chunks sent so far."""
 
 
 @dataclass
@@ -241,7 +243,8 @@ class ObjectHost:
     ) -> None:
         """``types`` maps each replicated type name of the layout to its class; Raw subgroups
         need none. ``record_digests`` reports a :class:`StateDigest` at every view boundary
-        and transfer, for the history checker (it costs a snapshot each time).
+        and transfer, for the history checker (it costs a snapshot and a SHA-256 each time;
+        the transfers themselves are checked with a CRC32C, which costs far less).
         ``snapshot_every``: a ``Paxos`` replica asks for a snapshot of itself (:class:`SaveState`)
         after this many updates, so that its log can be cut there."""
         if snapshot_every < 1:
@@ -1166,15 +1169,17 @@ class ObjectHost:
         self._send(dst, header)
         transfer = _Outgoing(dst, replica.key, memoryview(data), position)
         if header.size == 0:
-            self._record_sent(transfer, digest(b""))
+            self._record_sent(transfer)
             return
         self._outgoing[(dst, replica.key)] = transfer
         self._pump(transfer)
 
-    def _record_sent(self, transfer: _Outgoing, state_digest: str) -> None:
+    def _record_sent(self, transfer: _Outgoing) -> None:
         if self.record_digests:
             self._out.append(
-                StateDigest(transfer.dst, transfer.key, transfer.position, state_digest, "sent")
+                StateDigest(
+                    transfer.dst, transfer.key, transfer.position, digest(transfer.data), "sent"
+                )
             )
 
     def _pump(self, transfer: _Outgoing) -> None:
@@ -1183,12 +1188,13 @@ class ObjectHost:
         while transfer.sent < size and transfer.sent - transfer.acked < window:
             end = min(size, transfer.sent + self.chunk_size)
             data = transfer.data[transfer.sent : end]
-            transfer.hasher.update(data)
-            final = transfer.hasher.hexdigest() if end == size else ""
-            self._send(transfer.dst, StateChunk(*transfer.key, transfer.sent, data, final))
+            transfer.checksum = crc32c.crc32c(data, transfer.checksum)
+            self._send(
+                transfer.dst, StateChunk(*transfer.key, transfer.sent, data, transfer.checksum)
+            )
             transfer.sent = end
-            if final:
-                self._record_sent(transfer, final)
+            if end == size:
+                self._record_sent(transfer)
         if transfer.acked >= size:
             del self._outgoing[(transfer.dst, transfer.key)]
 
@@ -1226,9 +1232,9 @@ class ObjectHost:
         if chunk.offset != incoming.received or end > incoming.header.size:
             raise RemoteProtocolError(f"state chunk at {chunk.offset} of {incoming.header.size}")
         incoming.data += chunk.data
-        incoming.hasher.update(chunk.data)
+        incoming.checksum = crc32c.crc32c(chunk.data, incoming.checksum)
         incoming.received = end
-        incoming.digest = chunk.digest
+        incoming.announced = chunk.checksum
         self._send(src, StateAck(*key, end))
         self._out.append(StateProgress(*key, src, end, incoming.header.size))
         if end == incoming.header.size:
@@ -1246,12 +1252,15 @@ class ObjectHost:
         replica.incoming = None
         header = incoming.header
         data = memoryview(incoming.data)
-        received_digest = incoming.hasher.hexdigest()
-        if header.size and received_digest != incoming.digest:
+        if incoming.checksum != incoming.announced:
             self.stats["state_rejected"] += 1
-            replica.rejected.append(f"from {incoming.source}: digest mismatch")
+            replica.rejected.append(f"from {incoming.source}: checksum mismatch")
             self._user_failed(
-                "state transfer", ValueError(f"state from {incoming.source} fails its digest")
+                "state transfer",
+                ValueError(
+                    f"state from {incoming.source} fails its CRC32C: "
+                    f"{incoming.checksum:08x} received, {incoming.announced:08x} sent"
+                ),
             )
             self._ask(replica)
             return
@@ -1273,7 +1282,7 @@ class ObjectHost:
         )
         if self.record_digests:
             self._out.append(
-                StateDigest(self.node_id, replica.key, position, received_digest, "received")
+                StateDigest(self.node_id, replica.key, position, digest(data), "received")
             )
         if replica.ends is not None:
             # A restart compares states: this one is held, applied to by nobody until all
