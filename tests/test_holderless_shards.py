@@ -15,14 +15,14 @@ from typing import Any
 
 import pytest
 
-from pyderecho.core.events import Delivered, PeerMessage, ViewInstalled
-from pyderecho.core.layout import Mode, ViewLayout, compute_layout, every_member, layout_of
+from object_hosts import KEY, Members
+from pyderecho.core.events import PeerMessage
+from pyderecho.core.layout import Mode
 from pyderecho.core.view import NodeId, View
 from pyderecho.replicated import host as host_module
 from pyderecho.replicated import state as state_module
 from pyderecho.replicated.events import (
     CallDone,
-    SaveState,
     SendPeer,
     StateLost,
     StateReceived,
@@ -30,56 +30,6 @@ from pyderecho.replicated.events import (
 )
 from pyderecho.replicated.host import ObjectHost
 from pyderecho.replicated.messages import StateChunk, StateHeader, decode_peer
-from pyderecho.sim.swarm import KV
-
-KEY = ("KV", 0, 0)
-
-
-class Members:
-    """Object hosts whose point-to-point messages the test routes; what each reported."""
-
-    def __init__(self, count: int, mode: Mode) -> None:
-        self.mode = mode
-        self.plan = layout_of({"KV": every_member(mode)})
-        self.hosts = {m: ObjectHost(m, {"KV": KV}) for m in range(count)}
-        self.outputs: dict[NodeId, list[Any]] = {m: [] for m in self.hosts}
-        self.layout: ViewLayout | None = None
-        self.down: set[NodeId] = set()
-
-    def install(self, view: View) -> None:
-        layout = compute_layout(self.plan, view)
-        for m in view.members:
-            self.hosts[m].handle(ViewInstalled(view, layout, self.layout))
-        self.layout = layout
-
-    def route(self) -> None:
-        """Hand over every message until none is left; nothing reaches or leaves a member
-        that is down."""
-        moved = True
-        while moved:
-            moved = False
-            for src, host in self.hosts.items():
-                for output in host.outputs():
-                    self.outputs[src].append(output)
-                    if isinstance(output, SaveState):
-                        host.saved(output.key, output.position)
-                        moved = True
-                    if not isinstance(output, SendPeer) or {src, output.dst} & self.down:
-                        continue
-                    self.hosts[output.dst].handle(PeerMessage(src, output.payload))
-                    moved = True
-
-    def call(self, caller: NodeId, epoch: int, index: int, members: tuple[NodeId, ...]) -> int:
-        """Member ``caller`` calls ``put``; the shard delivers it at ``members``."""
-        call_id, subgroup, payload = self.hosts[caller].prepare_call(
-            "KV", 0, "put", args=(f"c{index}", index), kwargs={}, timestamp=0.0
-        )
-        for m in members:
-            self.hosts[m].handle(Delivered(epoch, subgroup, 0, self.mode, caller, index, payload))
-        return call_id
-
-    def reported(self, member: NodeId, kind: type) -> list[Any]:
-        return [o for o in self.outputs[member] if isinstance(o, kind)]
 
 
 def holder_fails_before_its_transfer(mode: Mode) -> Members:
