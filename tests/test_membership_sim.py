@@ -1068,6 +1068,38 @@ def test_forgetting_a_stall_two_timeouts_on_is_caught(monkeypatch: pytest.Monkey
     assert_unavailable(cut_with_faults_scenario(4223))
 
 
+def test_a_leader_that_ran_late_does_not_take_its_accuser_for_cut_off() -> None:
+    """Partial cut with faults seed 51103: fifteen members, the leader 0 and five others cut
+    from seven, the bridge 2 paused 2.5 s as the cut began and suspected by the bridge 7
+    meanwhile. Once 0's side had stepped down, 2 led; it heard 7's accusation and, not
+    hearing 7 (which sends nothing to a member it suspects), suspected it at once as cut
+    from it and removed it, which no fault touched. A leader that ran late in this view
+    leaves such a link to its cover, which steps it down on a tie
+    (``Membership._hear_cuts``)."""
+    assert_seed_keeps_a_view(51103, "leader-cut-off", "pauses", "join")
+
+
+@pytest.mark.patches_compiled
+def test_taking_the_accuser_of_a_leader_that_ran_late_for_cut_off_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Planted: the rule before, any leader suspects at once an accuser it does not hear."""
+
+    def hear_cuts(self: Membership, row: Any, now: float) -> None:
+        for link in row.cut:
+            if link not in self._reported:
+                self._reported.add(link)
+                self._last_accusation = now
+                accuser, accused = link
+                if accused == self.me and accuser in self.view and self._unheard(accuser, now):
+                    self.suspect(accuser, now, local=True)
+                    if self.stopped:
+                        return
+
+    monkeypatch.setattr(Membership, "_hear_cuts", hear_cuts)
+    assert_unavailable(cut_with_faults_scenario(51103))
+
+
 def test_the_links_of_slow_members_need_no_other_cover() -> None:
     """Partial cut with faults seed 5973: fifteen members, the leader 0 and six others cut
     from six, and a bridge paused. Once the cut healed, five far-side members that 0 had

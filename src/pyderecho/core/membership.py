@@ -1088,13 +1088,27 @@ class Membership:
         leader of the larger side, which did not suspect them, so nobody on its side probed
         them; the leader knew too few of its side's cut links, counted the cost of stepping
         down as five members against the six it is cut from, and stepped down, and with a
-        bridge crashed neither side then held a majority."""
+        bridge crashed neither side then held a majority.
+
+        Not so for a leader whose own loop ran late in this view (:meth:`_stalled_in_this_view`):
+        an accusation of it may come from its own silence, and a member that suspects it sends
+        it nothing, so not hearing the accuser proves no cut. The link goes to the cover, which
+        steps such a leader down on a tie. Partial cut with faults seed 51103: fifteen members,
+        the leader 0 and five others cut from seven, the bridge 2 paused 2.5 s as the cut began
+        and suspected by the bridge 7 meanwhile; once 0's side had stepped down, 2 led, heard
+        7's accusation, suspected 7 at once as cut from it, and removed it, which no fault
+        touched."""
         for link in row.cut:
             if link not in self._reported:
                 self._reported.add(link)
                 self._last_accusation = now
                 accuser, accused = link
-                if accused == self.me and accuser in self.view and self._unheard(accuser, now):
+                if (
+                    accused == self.me
+                    and accuser in self.view
+                    and self._unheard(accuser, now)
+                    and not self._stalled_in_this_view()
+                ):
                     self.suspect(accuser, now, local=True)
                     if self.stopped:
                         return
