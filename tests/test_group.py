@@ -23,6 +23,7 @@ from pyderecho import (
     RawSubgroup,
     RemoteError,
     StateLost,
+    StateProgress,
     StateReceived,
     UserCodeFailed,
     View,
@@ -287,21 +288,35 @@ class Blob:
         return len(self.data)
 
 
+class CrashingAtTheFirstChunk(list[Any]):
+    """A joiner's event list that crashes the state's source as the first chunk arrives.
+
+    The crash is a task, whose first step closes the source's transport: it runs before the
+    source hears the joiner's acknowledgements, so at most a window of chunks more arrives.
+    Polling for the first chunk instead lost the race once state transfer got faster: the
+    whole state arrived within one poll (fast build, 2026-12-06)."""
+
+    def __init__(self, crash: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        super().__init__()
+        self.crash = crash
+        self.crashing: asyncio.Task[None] | None = None
+
+    def append(self, event: Any) -> None:
+        super().append(event)
+        if isinstance(event, StateProgress) and self.crashing is None:
+            self.crashing = asyncio.ensure_future(self.crash())
+
+
 def test_when_the_state_source_fails_mid_transfer_another_old_member_takes_over() -> None:
     async def scenario(cluster: Cluster) -> None:
         groups = await cluster.found([0, 1, 2])
         await groups[0].subgroup(Blob).grow(12 * 1024 * 1024)  # 12 chunks of 1 MiB
-        crashed = asyncio.Event()
-
-        async def crash_source() -> None:
-            await until(lambda: any(type(e).__name__ == "StateProgress" for e in cluster.events[3]))
-            await cluster.crash(0)  # the first old member, which was sending
-            crashed.set()
-
-        crashing = asyncio.create_task(crash_source())
+        # The first old member, which sends the state, crashes as its first chunk arrives.
+        events = cluster.events[3] = CrashingAtTheFirstChunk(lambda: cluster.crash(0))
         joiner = await cluster.join(3)
         await joiner.wait_ready(Blob, timeout=WAIT)
-        await crashing
+        assert events.crashing is not None, "a chunk from the first old member arrived"
+        await events.crashing
         received = [e for e in cluster.events[3] if isinstance(e, StateReceived)]
         assert [e.source for e in received] == [1]
         assert joiner.replica(Blob).data == groups[1].replica(Blob).data
