@@ -74,8 +74,7 @@ def test_this_worker_draws_from_its_own_slice() -> None:
     assert os.environ[PORTS_VARIABLE] == worker_ports(
         os.environ["PYTEST_XDIST_WORKER"],
         int(os.environ["PYTEST_XDIST_WORKER_COUNT"]),
-        10_000,
-        port_range_without_the_variable()[1],
+        *port_range_without_the_variable(),
     )
 
 
