@@ -19,8 +19,8 @@ records the time from process start to:
 The group's ``first_delivery_s`` is the earliest first call answered, from the launch of the
 first member; ``all_first_calls_s`` the latest. Also recorded: the log bytes on disk before
 the restart (every ``*.seg``), the records read and those replayed (after the snapshot), the
-replay rate, and a breakdown of the restart's log work on one member's log (``open``: read and
-CRC-check every segment; ``iterate``: read them again, copy each body; ``decode_record``;
+replay rate, and a breakdown of the restart's log work on one member's log (``read``: read and
+CRC-check every segment, decoding each record as it is checked, as a restart does;
 ``decode_call``; ``rebuild``: the library's replay, decode and user code), done in this process
 after the round. The snapshot cost (encode the state, write it atomically with fsync, decode
 it) is timed by each member once the group is back.
@@ -66,8 +66,7 @@ from pyderecho.cli.demo import free_ports
 from pyderecho.replicated.messages import decode_call
 from pyderecho.replicated.methods import type_spec
 from pyderecho.replicated.recovery import rebuild
-from pyderecho.runtime.persistence import SnapshotFile, decode_record
-from pyderecho.storage import SegmentedLog
+from pyderecho.runtime.persistence import SnapshotFile, read_shard_log
 from pyderecho.storage.metadata import read_metadata
 
 try:
@@ -245,10 +244,7 @@ def breakdown(member_dir: Path, *, cold: bool) -> dict[str, Any]:
         steps[name] = round(time.perf_counter() - began, 4)
         return result
 
-    log = step("open", lambda: SegmentedLog.open(directory))
-    with log:
-        bodies = step("iterate", lambda: [bytes(body) for _, body in log.records()])
-    records = step("decode_record", lambda: [decode_record(body) for body in bodies])
+    records = step("read", lambda: read_shard_log(directory))
     step("decode_call", lambda: [decode_call(record.payload) for record in records])
     data = read_metadata(directory / "snapshot")
     assert data is not None
@@ -264,7 +260,7 @@ def breakdown(member_dir: Path, *, cold: bool) -> dict[str, Any]:
             records=records,
         ),
     )
-    size = sum(len(body) for body in bodies)
+    size = sum(path.stat().st_size for path in directory.glob("*.seg"))
     return {
         "member": 0,
         "cold_cache": cold,

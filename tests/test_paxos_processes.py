@@ -145,7 +145,7 @@ def check_ledger(workers: list[Worker], logs: dict[int, list[StoredRecord]], tor
                     continue
                 record = by_position[position]
                 assert record.timestamp == stamp, (member, ack)
-                assert ack["entry"].encode() in record.payload, (member, ack)
+                assert ack["entry"].encode() in bytes(record.payload), (member, ack)
 
 
 @pytest.mark.parametrize("transport", ["tcp", "shm"])

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections import Counter
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from typing import Any
 import msgspec
 import pytest
 
+import pyderecho.storage.log as storage_log
 from pyderecho import (
     CoreConfig,
     Group,
@@ -194,6 +196,7 @@ def test_a_member_whose_log_is_behind_gets_the_longest_state(tmp_path: Path) -> 
         drop_last_records(shard_directory(cluster.data(0), KEY), 7)
         recovery = load_recovery(cluster.data(0))
         assert recovery is not None and len(recovery.shards[KEY].records) == 23
+        recovery.close()
 
         groups = await cluster.start_all([0, 1, 2])
         for group in groups:
@@ -208,6 +211,7 @@ def test_a_member_whose_log_is_behind_gets_the_longest_state(tmp_path: Path) -> 
     # Member 0 saved what it received: its own disk alone now rebuilds the whole ledger.
     recovery = load_recovery(tmp_path / "member-0")
     assert recovery is not None
+    recovery.close()
     snapshot = recovery.shards[KEY].snapshot
     assert (snapshot.epoch, snapshot.count) >= (0, 30)
 
@@ -242,6 +246,7 @@ def test_a_member_that_joined_by_state_transfer_restarts_from_its_snapshot(
         await cluster.crash_all()
         recovery = load_recovery(cluster.data(2))
         assert recovery is not None
+        recovery.close()
         snapshot = recovery.shards[KEY].snapshot
         assert snapshot.count >= 0 and len(snapshot.state) > 0, "the joiner saved its state"
 
@@ -261,6 +266,7 @@ def test_snapshots_cut_the_log_and_the_restart_replays_only_the_rest(tmp_path: P
         for member in range(3):
             recovery = load_recovery(cluster.data(member))
             assert recovery is not None
+            recovery.close()
             shard = recovery.shards[KEY]
             assert (shard.snapshot.epoch, shard.snapshot.count) >= (0, 100)
             assert len(shard.records) < 60, "segments before the snapshot were dropped"
@@ -273,6 +279,48 @@ def test_snapshots_cut_the_log_and_the_restart_replays_only_the_rest(tmp_path: P
         check_replicas(groups, before)
 
     run(scenario, tmp_path, snapshot_every=25, segment_bytes=2048)
+
+
+def test_a_restart_reads_each_segment_once_and_appends_to_the_log_it_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Recovering a log reads and checks every record, and the restart decodes them as that
+    read goes; the member then appends to the log it recovered rather than open it again. So
+    a restart reads each segment once (it used to read each three times: to recover the log,
+    to read its records, and to open it again for appending: 4 of the 6 s a restart from 1 GiB
+    of log took, README "Restart after a total crash"). A second total restart finds the
+    updates made after the first, appended to the log handed over."""
+    reads: Counter[Path] = Counter()
+    read_file = storage_log._read_file
+
+    def counted(path: Path, size: int | None = None) -> memoryview:
+        reads[path] += 1
+        return read_file(path, size)
+
+    async def scenario(cluster: Cluster) -> None:
+        groups = await cluster.start_all([0, 1, 2])
+        before = await write(groups, 20, "before")
+        await cluster.crash_all()
+
+        monkeypatch.setattr(storage_log, "_read_file", counted)
+        groups = await cluster.start_all([0, 1, 2])
+        for group in groups:
+            await group.wait_ready(Ledger, timeout=WAIT)
+        after = await write(groups, 5, "after")
+        check_replicas(groups, before | after)
+        for member in range(3):
+            read = [n for path, n in reads.items() if path.is_relative_to(cluster.data(member))]
+            assert len(read) > 3, "the log should span several segments"
+            assert read == [1] * len(read), f"member {member} read a segment more than once"
+        monkeypatch.undo()
+        await cluster.crash_all()
+
+        groups = await cluster.start_all([0, 1, 2])
+        for group in groups:
+            await group.wait_ready(Ledger, timeout=WAIT)
+        assert len(check_replicas(groups, before | after).entries) == 75
+
+    run(scenario, tmp_path, segment_bytes=512)
 
 
 def test_a_restart_without_a_majority_waits_and_says_for_whom(

@@ -50,10 +50,18 @@ def write_log(directory: Path, bodies: list[bytes], segment_bytes: int = 1 << 20
 
 
 def read_log(directory: Path, segment_bytes: int = 1 << 20) -> tuple[SegmentedLog, list[bytes]]:
-    log = SegmentedLog.open(directory, segment_bytes=segment_bytes)
-    records = list(log.records())
+    """Open the log and read it back, checking that what recovery handed to ``on_record`` as
+    it read (what a restart decodes) is what :meth:`SegmentedLog.records` reads afterwards."""
+    handed: list[tuple[int, bytes]] = []
+    log = SegmentedLog.open(
+        directory,
+        segment_bytes=segment_bytes,
+        on_record=lambda seq, body: handed.append((seq, bytes(body))),
+    )
+    records = [(seq, bytes(body)) for seq, body in log.records()]
     assert [seq for seq, _ in records] == list(range(log.first, log.next_seq))
-    return log, [bytes(body) for _, body in records]
+    assert handed == records, "recovery handed on other records than the log holds"
+    return log, [body for _, body in records]
 
 
 def segments(directory: Path) -> list[Path]:
@@ -391,6 +399,26 @@ def test_any_bad_record_in_a_sealed_segment_is_corruption(tmp_path: Path, where:
     with pytest.raises(CorruptLog, match=f"{sealed.name} at byte offset") as caught:
         SegmentedLog.open(tmp_path, segment_bytes=200)
     assert "sealed segment" in str(caught.value)
+
+
+def test_what_recovery_hands_on_before_it_refuses_a_sealed_segment_is_a_valid_prefix(
+    tmp_path: Path,
+) -> None:
+    """``on_record`` gets each record as it is checked, so a log refused further on has
+    already handed on the records before the damage (which is why its caller drops them)."""
+    bodies = varied_bodies(40)
+    write_log(tmp_path, bodies, segment_bytes=200)
+    sealed = segments(tmp_path)[1]
+    flip(sealed, sealed.stat().st_size - 1)
+    handed: list[tuple[int, bytes]] = []
+    with pytest.raises(CorruptLog, match="sealed segment"):
+        SegmentedLog.open(
+            tmp_path,
+            segment_bytes=200,
+            on_record=lambda seq, body: handed.append((seq, bytes(body))),
+        )
+    last_sealed = int(segments(tmp_path)[2].stem) - 1  # the damaged record, never handed on
+    assert handed == list(enumerate(bodies[:last_sealed]))
 
 
 def test_a_missing_segment_is_corruption(tmp_path: Path) -> None:

@@ -473,6 +473,7 @@ def test_the_history_survives_a_snapshot_and_a_restart_of_the_whole_group(
         await cluster.crash_all()
         recovery = load_recovery(tmp_path / "member-0")
         assert recovery is not None
+        recovery.close()
         shard = recovery.shards[KEY]
         # The first updates are in the snapshot only, the last ones in the log only.
         assert 0 < shard.snapshot.count < 10 and shard.records[-1].number == 10

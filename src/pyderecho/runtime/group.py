@@ -46,7 +46,7 @@ from pyderecho.replicated.recovery import rebuild
 from pyderecho.runtime.connect import bound_address, build_transport, identify_contacts
 from pyderecho.runtime.member import GroupStopped, Member
 from pyderecho.runtime.persistence import Recovery, ShardKey, load_recovery
-from pyderecho.storage import DEFAULT_SEGMENT_BYTES
+from pyderecho.storage import DEFAULT_SEGMENT_BYTES, SegmentedLog
 from pyderecho.transport.base import Transport
 from pyderecho.transport.tcp import TcpTransport
 
@@ -146,6 +146,14 @@ class Group:
         async def build() -> Group:
             settings = _settings(config, member_id)
             recovery = await asyncio.to_thread(load_recovery, settings.data_dir)
+            try:
+                return await start(settings, recovery)
+            except BaseException:
+                if recovery is not None:
+                    recovery.close()  # every log it opened (closing one again does nothing)
+                raise
+
+        async def start(settings: Settings, recovery: Recovery | None) -> Group:
             transport, addresses = build_transport(settings, shm_dir=shm_dir)
             others = [m.id for m in settings.members if m.id != settings.member_id]
             # A restart from logs takes its view from the logs: neither the contacts nor the
@@ -211,11 +219,22 @@ class Group:
         ``snapshot_every`` updates and its log before the snapshot is dropped, in whole
         segments of ``segment_bytes``."""
 
+        directory = None if data_dir is None else Path(data_dir)
+
         async def build() -> Group:
-            directory = None if data_dir is None else Path(data_dir)
             recovery = None
             if directory is not None:
-                recovery = await asyncio.to_thread(load_recovery, directory)
+                recovery = await asyncio.to_thread(
+                    load_recovery, directory, segment_bytes=segment_bytes
+                )
+            try:
+                return await start(recovery)
+            except BaseException:
+                if recovery is not None:
+                    recovery.close()  # every log it opened (closing one again does nothing)
+                raise
+
+        async def start(recovery: Recovery | None) -> Group:
             group = cls._assemble(
                 transport,
                 member_id=member_id,
@@ -261,7 +280,7 @@ class Group:
             member_id, types, record_digests=record_digests, snapshot_every=snapshot_every
         )
         view = None if members is None else View(0, tuple(members))
-        recovered: frozenset[ShardKey] | None = None
+        recovered: dict[ShardKey, SegmentedLog] | None = None
         restart = None
         floors: dict[ShardKey, int] = {}
         if recovery is not None:
@@ -271,7 +290,11 @@ class Group:
             addresses = recovery.addresses | dict(addresses)
             rebuilt = _rebuild(host, member_id, recovery)
             host.restart(rebuilt)
-            recovered = frozenset(rebuilt)
+            # The rebuilt shards' logs go on open, as the restart read them; the others close.
+            recovered = {key: recovery.shards[key].log for key in rebuilt}
+            for key, shard in recovery.shards.items():
+                if key not in rebuilt:
+                    shard.log.close()
         node = Node(
             member_id,
             view,

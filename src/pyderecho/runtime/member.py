@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 
@@ -32,7 +32,7 @@ from pyderecho.core.events import (
 from pyderecho.core.node import Node
 from pyderecho.core.view import NodeId, View
 from pyderecho.runtime.persistence import ShardKey, ShardLogs
-from pyderecho.storage import DEFAULT_SEGMENT_BYTES
+from pyderecho.storage import DEFAULT_SEGMENT_BYTES, SegmentedLog
 from pyderecho.transport.base import Placement, QuietBeats, Transport
 from pyderecho.wire import Heartbeat, WireMessage, encode_parts
 
@@ -54,8 +54,8 @@ class Member:
 
     ``data_dir`` is where the member logs its ``Paxos`` shards (:mod:`.persistence`); a member
     without one stops with a clear error when the layout first gives it a Paxos shard.
-    ``recovered`` names the shards a restart rebuilt from ``data_dir`` (None: a first start,
-    which refuses a directory that already holds logs).
+    ``recovered`` holds the open logs of the shards a restart rebuilt from ``data_dir``
+    (None: a first start, which refuses a directory that already holds logs).
     """
 
     def __init__(
@@ -66,7 +66,7 @@ class Member:
         on_event: EventHandler | None = None,
         max_queued: int | None = None,
         data_dir: Path | None = None,
-        recovered: frozenset[ShardKey] | None = None,
+        recovered: Mapping[ShardKey, SegmentedLog] | None = None,
         segment_bytes: int = DEFAULT_SEGMENT_BYTES,
     ) -> None:
         self.node = node

@@ -41,7 +41,7 @@ import os
 import re
 import struct
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -66,6 +66,9 @@ file in one write. A body at least this large is written from the caller's buffe
 _NONZERO = re.compile(rb"[^\x00]")
 
 Body = bytes | bytearray | memoryview
+RecordSink = Callable[[int, memoryview], None]
+"""Called with each record's sequence number and body as recovery reads it
+(:meth:`SegmentedLog.open`)."""
 
 
 def segment_name(first: int) -> str:
@@ -104,10 +107,13 @@ def _record_end(data: memoryview, offset: int) -> int:
     return body_end
 
 
-def _walk(data: memoryview) -> tuple[int, int]:
-    """The number of valid records from the start of ``data`` and the offset where they end."""
+def _walk(data: memoryview, first: int, on_record: RecordSink | None) -> tuple[int, int]:
+    """The number of valid records from the start of ``data`` and the offset where they end,
+    each record handed to ``on_record`` (numbered from ``first``) as it is checked."""
     offset = count = 0
     while (end := _record_end(data, offset)) >= 0:
+        if on_record is not None:
+            on_record(first + count, data[offset + HEADER.size : end])
         offset = end
         count += 1
     return count, offset
@@ -232,8 +238,21 @@ class SegmentedLog:
         self._lock = threading.Lock()
 
     @classmethod
-    def open(cls, directory: Path, *, segment_bytes: int = DEFAULT_SEGMENT_BYTES) -> SegmentedLog:
+    def open(
+        cls,
+        directory: Path,
+        *,
+        segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+        on_record: RecordSink | None = None,
+    ) -> SegmentedLog:
         """Open the log in ``directory`` (created if missing), recovering it after a crash.
+
+        Recovery reads and checks every record, so ``on_record(seq, body)``, if given, gets
+        each one in order as it is checked: a restart that needs the records reads the log
+        once, not once to recover it and again through :meth:`records`. ``body`` is a
+        read-only view into the segment's bytes (holding it holds them). A record handed
+        over is valid, but the log may still be refused further on: if this raises, drop
+        what ``on_record`` got.
 
         Raises :class:`CorruptLog` if a record is bad where a crash cannot explain it, and
         :class:`StorageFailed` if the operating system refuses a read or a write.
@@ -260,7 +279,7 @@ class SegmentedLog:
         *sealed, last = segments
         for segment, following in zip(sealed, segments[1:], strict=True):
             data = _read_file(segment.path)
-            segment.records, segment.size = _walk(data)
+            segment.records, segment.size = _walk(data, segment.first, on_record)
             if segment.size != len(data):
                 raise CorruptLog(
                     segment.path,
@@ -275,7 +294,7 @@ class SegmentedLog:
                     f"but the next segment is {following.path.name}",
                 )
         data = _read_file(last.path)
-        last.records, last.size = _walk(data)
+        last.records, last.size = _walk(data, last.first, on_record)
         if last.size < len(data):
             following_offset = _valid_record_after(data, last.size)
             if following_offset is not None:
