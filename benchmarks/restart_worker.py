@@ -26,7 +26,6 @@ import argparse  # noqa: E402 (the clock above is read before the imports it mea
 import asyncio  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
-import resource  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
@@ -152,6 +151,16 @@ def snapshot_cost(replica: Store, data_dir: Path, rounds: int) -> dict[str, Any]
     }
 
 
+def peak_rss_mib() -> float:
+    """This process's peak resident memory since it started (``VmHWM``). Not ``ru_maxrss``:
+    Linux keeps that across ``exec``, so a worker forked from a driver that had read 1 GiB of
+    log reported the driver's peak as its own."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
 async def fill(group: Group, args: argparse.Namespace) -> None:
     value = os.urandom(args.value_bytes)
     store = group.subgroup(Store)
@@ -193,7 +202,7 @@ async def main(args: argparse.Namespace) -> None:
                 at=time.monotonic(),
                 replicas=len(replies),
                 errors=len(replies.errors),
-                max_rss_mib=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+                max_rss_mib=peak_rss_mib(),
             )
             await asyncio.to_thread(sys.stdin.readline)
             emit("snapshot_cost", **snapshot_cost(replica, data_dir, args.snapshot_rounds))
