@@ -34,6 +34,7 @@ import pyderecho.runtime.group as group_module  # noqa: E402
 from pyderecho import Group, every_member, layout_of, ordered  # noqa: E402
 from pyderecho.core.layout import Mode  # noqa: E402
 from pyderecho.replicated.methods import type_spec  # noqa: E402
+from pyderecho.replicated.recovery import Rebuilt  # noqa: E402
 from pyderecho.replicated.state import restore, snapshot  # noqa: E402
 from pyderecho.runtime import persistence  # noqa: E402
 from pyderecho.runtime.persistence import Recovery  # noqa: E402
@@ -103,14 +104,14 @@ def instrument() -> None:
 
     def timed_rebuild(
         host: Any, member_id: int, recovery: Recovery
-    ) -> dict[tuple[str, int, int], tuple[Any, tuple[int, int]]]:
+    ) -> dict[tuple[str, int, int], Rebuilt]:
         began = time.monotonic()
         rebuilt = rebuild(host, member_id, recovery)
         emit(
             "rebuilt",
             began=began,
             at=time.monotonic(),
-            positions=[list(position) for _, position in rebuilt.values()],
+            positions=[list(r.position) for r in rebuilt.values()],
         )
         return rebuilt
 

@@ -4,7 +4,8 @@ Settings come from ``PYDERECHO_*`` variables (``PYDERECHO_DATA_DIR`` among them)
 appends entries to a durable ledger with ``--in-flight`` calls outstanding, and prints one JSON
 line per acknowledged call: the client-side ledger the test checks the logs against after it
 kills every member at once. Started again on the same data directory, it restarts from its
-logs and first prints the ledger it recovered. It runs until it is killed.
+logs and first prints the ledger it recovered (and, when it comes back to a group that went on
+without it, the state transfer that caught it up). It runs until it is killed.
 """
 
 from __future__ import annotations
@@ -15,7 +16,15 @@ import json
 import sys
 from typing import Any
 
-from pyderecho import Group, context, every_member, layout_of, ordered
+from pyderecho import (
+    Group,
+    MemberRemoved,
+    StateReceived,
+    context,
+    every_member,
+    layout_of,
+    ordered,
+)
 from pyderecho.core.events import PersistRequested
 from pyderecho.core.layout import Mode
 from pyderecho.runtime.persistence import ShardLogs
@@ -43,8 +52,21 @@ def emit(**record: Any) -> None:
     sys.stdout.flush()
 
 
+def report(event: object) -> None:
+    if isinstance(event, StateReceived):
+        emit(
+            event="state_received",
+            source=event.source,
+            size=event.size,
+            position=list(event.position),
+            caught_up=event.caught_up,
+        )
+
+
 async def main(args: argparse.Namespace) -> None:
-    async with Group.start(types={"Ledger": Ledger}, layout=LAYOUT, shm_dir=args.shm_dir) as group:
+    async with Group.start(
+        types={"Ledger": Ledger}, layout=LAYOUT, shm_dir=args.shm_dir, on_event=report
+    ) as group:
         ledger = await group.wait_ready(Ledger, timeout=60)
         await group.wait_for_view(lambda view: len(view.members) == args.members, 60)
         emit(event="ready", member=group.member_id, epoch=group.view.epoch, entries=ledger.entries)
@@ -58,9 +80,15 @@ async def main(args: argparse.Namespace) -> None:
             while True:
                 entry = f"{group.member_id}-{run}-{lane}-{number}"
                 replies = await group.subgroup(Ledger).append(entry)
-                outcomes = set(replies.values())
-                if len(outcomes) != 1 or replies.errors:
+                errors = replies.errors
+                # A replica removed before it replied (a member killed) answers nothing; all
+                # the others must agree.
+                outcomes = {v for m, v in replies.items() if m not in errors}
+                removed = [m for m, e in errors.items() if isinstance(e, MemberRemoved)]
+                if len(outcomes) != 1 or len(removed) < len(errors):
                     emit(event="bad_replies", entry=entry, replies=repr(replies))
+                if not outcomes:
+                    continue
                 epoch, position, stamp = outcomes.pop()
                 emit(event="ack", entry=entry, epoch=epoch, position=position, stamp=stamp)
                 number += 1

@@ -82,6 +82,7 @@ def test_defaults(tmp_path: Path) -> None:
         monitors=core.monitors,
         data_dir=Path("pyderecho-data/g/3"),
         snapshot_every=100_000,
+        catch_up_bytes=16 * 1024 * 1024,
         layout="every-member",
         secret=SECRET.encode(),
         tls=None,

@@ -226,6 +226,60 @@ def check_restart(first: list[Worker], second: list[Worker]) -> None:
     assert all(len(w.acks()) >= ACKS_PER_MEMBER for w in second), "the group went on"
 
 
+def wait_until(ready: Any, workers: list[Worker], what: str) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while not ready():
+        exited = [w.member for w in workers if w.process.poll() is not None]
+        assert not exited, f"members {exited} exited: {[w.records[-3:] for w in workers]}"
+        assert time.monotonic() < deadline, f"{what}: {[w.records[-2:] for w in workers]}"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("transport", ["tcp", "shm"])
+def test_a_member_killed_under_load_comes_back_and_catches_up(
+    transport: str, workdir: Path
+) -> None:
+    """Member 4 is SIGKILLed under load; the others remove it and go on appending. Started
+    again on its data directory, it rebuilds its ledger from its log and joins, and is sent
+    only the updates it lacks (``caught_up``). Its ledger then holds every update any member
+    had acknowledged before it joined, at the version it was acknowledged with, and its
+    replies agree with the others' (the worker reports any that differ)."""
+    envs = environments(transport, workdir)
+    flags = ["--members", str(MEMBERS), "--shm-dir", str(workdir)]
+    workers = [Worker(i, envs[i], flags) for i in range(MEMBERS)]
+    running = list(workers)
+    try:
+        wait_until(lambda: all(len(w.acks()) >= ACKS_PER_MEMBER for w in workers), workers, "load")
+        workers[-1].kill()
+        before = [len(w.acks()) for w in workers[:-1]]
+        others = workers[:-1]
+        wait_until(
+            lambda: all(
+                len(w.acks()) >= n + ACKS_PER_MEMBER for w, n in zip(others, before, strict=True)
+            ),
+            others,
+            "the others went on",
+        )
+        back = Worker(MEMBERS - 1, envs[-1], flags)
+        running = [*others, back]
+        wait_until(lambda: len(back.acks()) >= ACKS_PER_MEMBER, running, "the member back")
+    finally:
+        for worker in {*workers, *running}:
+            worker.kill()
+    [received] = [r for r in back.records if r["event"] == "state_received"]
+    assert received["caught_up"], received
+    [ready] = ready_records([back])
+    held = {entry: (epoch, number) for entry, epoch, number in ready["entries"]}
+    acknowledged = [
+        ack for worker in workers for ack in worker.acks() if ack["epoch"] < ready["epoch"]
+    ]
+    assert len(acknowledged) > MEMBERS * ACKS_PER_MEMBER
+    for ack in acknowledged:
+        assert held.get(ack["entry"]) == (ack["epoch"], ack["position"]), ack
+    for worker in running:
+        assert not [r for r in worker.records if r["event"] == "bad_replies"], worker.member
+
+
 @pytest.mark.parametrize("transport", ["tcp", "shm"])
 def test_the_group_restarts_after_every_member_was_killed(transport: str, workdir: Path) -> None:
     envs = environments(transport, workdir)

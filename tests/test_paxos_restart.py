@@ -34,6 +34,8 @@ from pyderecho import (
 )
 from pyderecho.core.layout import Mode
 from pyderecho.replicated.events import StateReceived
+from pyderecho.replicated.methods import type_spec
+from pyderecho.replicated.state import snapshot
 from pyderecho.runtime.persistence import (
     CommitRecord,
     ViewRecord,
@@ -403,6 +405,45 @@ def test_a_member_removed_before_the_total_crash_rejoins_with_the_state(tmp_path
         check_replicas(groups, early | late | more)
 
     run(scenario, tmp_path)
+
+
+@pytest.mark.parametrize("catch_up_bytes", [1 << 20, 0], ids=["kept", "none kept"])
+def test_a_member_back_while_the_group_runs_catches_up_from_its_own_log(
+    tmp_path: Path, catch_up_bytes: int
+) -> None:
+    """Member 2 crashes, and the group removes it and goes on. Started again on its data
+    directory, it rebuilds its replica from its log and joins; the others keep the updates it
+    lacks, so it is sent only those (``StateReceived.caught_up``), not the ledger. With none
+    kept it is sent the whole state. Either way it then applies calls like the others, and
+    restarts after a total crash from the snapshot it saved, with nothing lost."""
+
+    async def scenario(cluster: Cluster) -> None:
+        groups = await cluster.start_all([0, 1, 2])
+        early = await write(groups, 30, "early")
+        await cluster.groups.pop(2).close()
+        for group in groups[:2]:
+            await group.wait_for_view(lambda view: 2 not in view, WAIT)
+        late = await write(groups[:2], 5, "late")
+
+        back = await cluster.start(2, [0, 1, 2])
+        await back.wait_ready(Ledger, timeout=WAIT)
+        [received] = [e for e in cluster.events[2] if isinstance(e, StateReceived)]
+        assert received.caught_up == bool(catch_up_bytes)
+        groups = [*groups[:2], back]
+        ledger = check_replicas(groups, early | late)
+        if received.caught_up:
+            whole = snapshot(type_spec("Ledger", Ledger), ledger)
+            assert received.size < len(whole) / 2, "the ten updates, not the whole ledger"
+        more = await write(groups, 3, "more")
+        check_replicas(groups, early | late | more)
+        await cluster.crash_all()
+
+        groups = await cluster.start_all([0, 1, 2])
+        for group in groups:
+            await group.wait_ready(Ledger, timeout=WAIT)
+        check_replicas(groups, early | late | more)
+
+    run(scenario, tmp_path, catch_up_bytes=catch_up_bytes)
 
 
 def test_a_restart_follows_a_commit_that_a_majority_logged(tmp_path: Path) -> None:

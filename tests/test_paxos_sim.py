@@ -34,6 +34,7 @@ from pyderecho.core.node import Node
 from pyderecho.core.restart import RestartAgreement
 from pyderecho.core.sst import ShardTable
 from pyderecho.core.view import View
+from pyderecho.replicated import host as host_module
 from pyderecho.replicated import recovery
 from pyderecho.replicated.host import ObjectHost
 from pyderecho.sim.simulation import DiskModel, LinkModel, Simulation
@@ -279,6 +280,36 @@ def test_the_paxos_sweep_covers_disk_failures_and_deliveries() -> None:
     assert sum(1 for s in specs if s.crash) >= 40
     report = run_simulation(specs[0])
     assert report.delivered > 0
+
+
+CATCHING_UP = [120, 141, 191]
+"""Paxos sweep seeds in which crashed members come back while the group runs and catch up
+with the updates after the states their logs rebuilt (found by running the sweep)."""
+
+
+def test_members_back_while_the_group_runs_catch_up_with_what_they_lack() -> None:
+    """The sweep's checks cover catching up: the history checker compares the state a member
+    caught up to with the one its source held at that position, and every replica's after."""
+    for seed in CATCHING_UP:
+        report = run_simulation(paxos_scenario(seed))
+        assert report.violations == [] and report.caught_up >= 1, (seed, report.caught_up)
+
+
+def test_catching_up_from_a_state_other_than_the_one_held_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Planted: a member back applies the updates it is sent to a fresh state rather than
+    the one its logs rebuilt. The state it then holds is not the one its source held."""
+    real = recovery.replay
+
+    def from_scratch(spec: Any, key: Any, member: Any, obj: Any, **rest: Any) -> Any:
+        return real(spec, key, member, spec.cls(), **rest)
+
+    monkeypatch.setattr(host_module, "replay", from_scratch)
+    violations = [
+        v for seed in CATCHING_UP for v in run_simulation(paxos_scenario(seed)).violations
+    ]
+    assert any(v.startswith("state-transfer") for v in violations), violations
 
 
 def planted(seeds: range, crash: int) -> list[str]:

@@ -30,6 +30,7 @@ from pyderecho.replicated.messages import (
     StateHeader,
     decode_peer,
 )
+from pyderecho.replicated.recovery import Rebuilt
 from pyderecho.sim.swarm import KV
 
 KEY = ("KV", 0, 0)
@@ -118,7 +119,7 @@ def restarted(count: int, furthest: NodeId) -> Members:
     members = Members(count)
     for m, host in members.hosts.items():
         updates = 5 if m == furthest else 3
-        host.restart({KEY: (rebuilt(updates), (1, updates))})
+        host.restart({KEY: Rebuilt(rebuilt(updates), (1, updates), updates, 0, 0)})
     members.install(View(2, tuple(range(count))), tuple(range(count)))
     return members
 
@@ -263,7 +264,7 @@ def test_a_copy_made_durable_after_its_holder_left_is_served() -> None:
     where both used to keep it unused, waiting for good."""
     members = Members(3)
     for m, host in members.hosts.items():
-        host.restart({KEY: (rebuilt(3), (1, 3))} if m == 2 else {})
+        host.restart({KEY: Rebuilt(rebuilt(3), (1, 3), 3, 0, 0)} if m == 2 else {})
     members.install(View(2, (0, 1, 2)), (0, 1, 2))
     members.slow_disks = {0, 1}
     members.route()

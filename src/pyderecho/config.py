@@ -44,6 +44,10 @@ _CORE_KEYS = ("window_size", "window_bytes", "block_size", "max_message_size", "
 DEFAULT_SNAPSHOT_EVERY = 100_000
 """Paxos updates a replica applies between its snapshots: the log a restart replays is at
 most this long, and a snapshot costs one encoding of the state per this many updates."""
+DEFAULT_CATCH_UP_BYTES = 16 * 1024 * 1024
+"""Bytes of a Paxos shard's latest updates each replica keeps in memory: a member that comes
+back while the group runs, holding the state from before them in its own logs, is sent those
+updates instead of the whole state."""
 
 
 class SettingsError(ValueError):
@@ -165,6 +169,7 @@ class Settings:
     monitors: int
     data_dir: Path
     snapshot_every: int
+    catch_up_bytes: int
     layout: str
     secret: bytes | None
     tls: TlsFiles | None
@@ -411,6 +416,13 @@ _KEYS: dict[str, _Key] = {
             "Paxos updates between a replica's snapshots (the log before one is dropped)",
             _int_text,
             DEFAULT_SNAPSHOT_EVERY,
+        ),
+        _Key(
+            "catch_up_bytes",
+            _integer(0),
+            "bytes of a Paxos shard's latest updates kept for members that come back",
+            _int_text,
+            DEFAULT_CATCH_UP_BYTES,
         ),
         _Key("layout", _string, "built-in layout or module:function", str, "every-member"),
         _Key("secret", _secret, "group secret", flag=False),  # see _RefuseSecret
@@ -680,6 +692,10 @@ layout = "every-member"
 # Paxos updates a replica applies between snapshots; the log before a snapshot is dropped, so a
 # restart replays at most this many updates.
 snapshot_every = {DEFAULT_SNAPSHOT_EVERY}
+# Bytes of a Paxos shard's latest updates each replica keeps in memory. A member that comes back
+# while the group runs holds the state from before them in its logs, and is sent only those
+# updates; one that has been away longer is sent the whole state. 0 keeps none.
+catch_up_bytes = {DEFAULT_CATCH_UP_BYTES}
 
 # Protocol parameters: every member of a group must use the same ones.
 # Messages, and bytes of them, a sender may run ahead of the slowest member of its shard (flow

@@ -63,7 +63,9 @@ class RunQuery:
 @dataclass(frozen=True, slots=True)
 class StateReceived:
     """This member installed a shard's state from ``source``: ``size`` bytes holding the
-    shard's deliveries up to ``position``."""
+    shard's deliveries up to ``position``. ``caught_up``: the member came back with the
+    state from its own logs, and ``source`` sent only the updates after it (``size`` bytes
+    of them), which it applied."""
 
     type_name: str
     subgroup_index: int
@@ -72,6 +74,7 @@ class StateReceived:
     size: int
     position: tuple[int, int]
     lost: bool
+    caught_up: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,6 +25,7 @@ constructor at the start of the view, at every member alike, which is told the s
 
 from __future__ import annotations
 
+import bisect
 import contextvars
 import itertools
 from collections import Counter
@@ -35,7 +36,7 @@ from typing import Any
 import crc32c
 import msgspec
 
-from pyderecho.config import DEFAULT_SNAPSHOT_EVERY
+from pyderecho.config import DEFAULT_CATCH_UP_BYTES, DEFAULT_SNAPSHOT_EVERY
 from pyderecho.core.errors import LocalProtocolError, RemoteProtocolError
 from pyderecho.core.events import Abandoned, Delivered, Event, PeerMessage, ViewInstalled
 from pyderecho.core.layout import Mode, ShardRef, ViewLayout
@@ -65,6 +66,7 @@ from pyderecho.replicated.events import (
 )
 from pyderecho.replicated.messages import (
     Call,
+    CaughtUpdate,
     Outcome,
     PeerPayload,
     QueryReply,
@@ -78,11 +80,13 @@ from pyderecho.replicated.messages import (
     StateHeader,
     StateRequest,
     StateStatus,
+    caught_updates_decoder,
     decode_call,
     decode_peer,
     encoder,
 )
 from pyderecho.replicated.methods import MethodSpec, TypeSpec, type_spec
+from pyderecho.replicated.recovery import Rebuilt, replay
 from pyderecho.replicated.state import digest, restore, snapshot
 
 ShardKey = tuple[str, int, int]
@@ -188,6 +192,26 @@ class _Replica:
     """Paxos: the largest timestamp of the updates this replica applied itself, what a query
     is told as its frontier in time (0.0 until the first: a restored state does not say
     which timestamp it reaches)."""
+    tail: list[CaughtUpdate] = field(default_factory=list)
+    """Paxos: the shard's latest deliveries as this member counted them, in order, ending at
+    ``position`` (from ``tail_head`` on; at most the host's ``catch_up_bytes`` of payload):
+    the updates a member back with an older state catches up with. History, not this
+    replica's state: kept whether the replica applied, buffered or skipped them."""
+    tail_head: int = 0
+    """The index of the first update of ``tail`` still kept (dropped in bulk, not one by one)."""
+    tail_bytes: int = 0
+    held: _Held | None = None
+    """A member back while the group runs: the state its own logs rebuilt, until it catches
+    up from there or takes a whole state."""
+
+
+@dataclass(frozen=True)
+class _Held:
+    obj: Any
+    position: Position
+    last: tuple[NodeId, int]
+    """The sender and timestamp of the update at ``position``."""
+    latest_timestamp: int
 
 
 @dataclass
@@ -208,6 +232,9 @@ class _Outgoing:
     acked: int = 0
     checksum: int = 0
     """CRC32C of the chunks sent so far."""
+    state_digest: str = ""
+    """For the history checker, the digest of the state the receiver ends up with when
+    ``data`` is not that state (the updates it catches up with); empty: ``data``'s."""
 
 
 @dataclass
@@ -240,16 +267,22 @@ class ObjectHost:
         record_digests: bool = False,
         chunk_size: int = CHUNK_SIZE,
         snapshot_every: int = DEFAULT_SNAPSHOT_EVERY,
+        catch_up_bytes: int = DEFAULT_CATCH_UP_BYTES,
     ) -> None:
         """``types`` maps each replicated type name of the layout to its class; Raw subgroups
         need none. ``record_digests`` reports a :class:`StateDigest` at every view boundary
         and transfer, for the history checker (it costs a snapshot and a SHA-256 each time;
         the transfers themselves are checked with a CRC32C, which costs far less).
         ``snapshot_every``: a ``Paxos`` replica asks for a snapshot of itself (:class:`SaveState`)
-        after this many updates, so that its log can be cut there."""
+        after this many updates, so that its log can be cut there. ``catch_up_bytes``: how
+        much of a ``Paxos`` shard's latest updates each replica keeps for members that come
+        back with an older state (0: none; they take the whole state)."""
         if snapshot_every < 1:
             raise ValueError(f"snapshot_every must be at least 1, got {snapshot_every}")
+        if catch_up_bytes < 0:
+            raise ValueError(f"catch_up_bytes must not be negative, got {catch_up_bytes}")
         self.snapshot_every = snapshot_every
+        self.catch_up_bytes = catch_up_bytes
         self.node_id = node_id
         self.types = {name: type_spec(name, cls) for name, cls in types.items()}
         self.record_digests = record_digests
@@ -276,6 +309,10 @@ class ObjectHost:
         self._replies: dict[NodeId, list[Reply]] = {}
         self._out: list[Output] = []
         self._recovered: dict[ShardKey, tuple[Any, Position]] = {}
+        self._rebuilt: dict[ShardKey, Rebuilt] = {}
+        """What a restart rebuilt, kept until the first view: should the group have gone on
+        without this member, it joins anew and catches up from these states."""
+        self._rejoining: dict[ShardKey, _Held] = {}
         self._restarting = False
         self._restart_view: RestartView | None = None
         """The view this member founded when it restarted from logs, told to every member."""
@@ -407,10 +444,14 @@ class ObjectHost:
         """Every replica this member holds, by shard."""
         return {key: replica.obj for key, replica in self._replicas.items()}
 
-    def restart(self, recovered: Mapping[ShardKey, tuple[Any, Position]]) -> None:
+    def restart(self, recovered: Mapping[ShardKey, Rebuilt]) -> None:
         """This member restarts from its logs after the whole group stopped: ``recovered``
         holds, per ``Paxos`` shard, the state it rebuilt (snapshot and log) and the position
         that state reaches. Call before the first view.
+
+        Should the group have gone on without it (it joins anew), it asks for only the
+        updates after the states it rebuilt, and takes a whole state only from a member that
+        no longer keeps those updates (``catch_up_bytes``).
 
         In each view until they agree, each ``Paxos`` shard's members tell each other how far
         the states they hold reach (:class:`ShardEnd`); once every member of the shard in the
@@ -426,7 +467,8 @@ class ObjectHost:
         it, every later view's members hold it too, and so choose it again.
         """
         assert self.view.epoch < 0, "restart() comes before the first view"
-        self._recovered = dict(recovered)
+        self._recovered = {key: (r.obj, r.position) for key, r in recovered.items()}
+        self._rebuilt = dict(recovered)
         self._restarting = True
 
     def saved(self, key: ShardKey, position: Position) -> None:
@@ -521,6 +563,11 @@ class ObjectHost:
         epoch, count = replica.position
         position = (event.epoch, count + 1 if epoch == event.epoch else 1)
         replica.position = position
+        if replica.paxos and self.catch_up_bytes:
+            self._keep(
+                replica,
+                CaughtUpdate(*position, event.sender, event.timestamp, bytes(event.payload)),
+            )
         try:
             call: Call | None = decode_call(event.payload)
         except RemoteProtocolError:
@@ -746,9 +793,16 @@ class ObjectHost:
         self.view = view
         if self._restarting and self.node_id in view.joined:
             # Restarted from logs, but the group went on without this member: it joined
-            # anew, and takes every state by transfer like any joiner.
+            # anew, and asks for each state like any joiner, but only for the updates after
+            # the one it rebuilt where it rebuilt any.
             self._restarting = False
             self._recovered = {}
+            self._rejoining = {
+                key: _Held(r.obj, r.position, r.last, r.latest_timestamp)
+                for key, r in self._rebuilt.items()
+                if r.last is not None
+            }
+        self._rebuilt = {}
         for call_id, pending in list(self._calls.items()):
             if pending.expected is not None:
                 for member in pending.expected:
@@ -805,6 +859,7 @@ class ObjectHost:
             self._plan(key, ref, previous.get(key))
         self._restarting = False
         self._recovered = {}
+        self._rejoining = {}
         early, self._early_ends = self._early_ends, {}
         for (src, _), end in early.items():
             self._on_shard_end(src, end)  # said in this view before it installed here
@@ -835,6 +890,7 @@ class ObjectHost:
             if before is None or not old:
                 self._start_fresh(replica, lost=before is not None)
             else:
+                replica.held = self._rejoining.pop(key, None) if paxos else None
                 replica.candidates = old
                 self._ask(replica)
         elif replica.obj is None:
@@ -1077,7 +1133,13 @@ class ObjectHost:
             if candidate not in replica.asked and candidate in self.view:
                 replica.asking = candidate
                 replica.asked.add(candidate)
-                self._send(candidate, StateRequest(*replica.key, self.view.epoch))
+                held = replica.held
+                request = (
+                    StateRequest(*replica.key, self.view.epoch)
+                    if held is None
+                    else StateRequest(*replica.key, self.view.epoch, *held.position, *held.last)
+                )
+                self._send(candidate, request)
                 return
         replica.asking = None
         if not (replica.paxos or replica.rejected or replica.holder_unsent):
@@ -1141,10 +1203,20 @@ class ObjectHost:
             elif src not in replica.waiting:
                 replica.waiting.append(src)
         else:
-            self._send_state(replica, src, request.epoch)
+            self._send_state(replica, src, request.epoch, request)
 
-    def _send_state(self, replica: _Replica, dst: NodeId, epoch: int) -> None:
+    def _send_state(
+        self, replica: _Replica, dst: NodeId, epoch: int, request: StateRequest | None = None
+    ) -> None:
         cut = replica.cut
+        updates = self._updates_after(replica, request) if request is not None else None
+        if updates is not None:
+            if cut is not None and dst in cut.waiting:
+                cut.waiting.discard(dst)
+                if not cut.waiting:
+                    replica.cut = None
+            self._send_updates(replica, dst, updates)
+            return
         if cut is not None and cut.epoch == epoch and dst in cut.waiting:
             # Taken as view ``epoch`` installed: before that view's first delivery.
             data, position = cut.data, (epoch, 0)
@@ -1174,11 +1246,80 @@ class ObjectHost:
         self._outgoing[(dst, replica.key)] = transfer
         self._pump(transfer)
 
+    def _updates_after(self, replica: _Replica, request: StateRequest) -> list[CaughtUpdate] | None:
+        """The updates after the state ``request`` says its member holds, up to this
+        replica's position, if this member keeps them all and its own history holds the
+        update the requester's state ends with at that position (None: send the state)."""
+        have = (request.have_epoch, request.have_count)
+        if (
+            have[0] < 0
+            or not replica.paxos
+            or replica.obj is None
+            or replica.recovered is not None
+            or replica.skip_until > replica.position
+        ):
+            return None
+        tail = replica.tail
+        at = bisect.bisect_left(tail, have, lo=replica.tail_head, key=_update_position)
+        if at == len(tail) or _update_position(tail[at]) != have:
+            self.stats["catch_up_not_kept"] += 1
+            return None
+        if (tail[at].sender, tail[at].timestamp) != (request.have_sender, request.have_timestamp):
+            # Not this history's update at that position: the requester's logs hold another.
+            self.stats["catch_up_mismatch"] += 1
+            return None
+        assert _update_position(tail[-1]) == replica.position, "the kept updates end at it"
+        return tail[at + 1 :]
+
+    def _send_updates(self, replica: _Replica, dst: NodeId, updates: list[CaughtUpdate]) -> None:
+        """Send ``dst`` the updates it lacks, as a state transfer whose data is those."""
+        data = encoder.encode(updates)
+        position = replica.position
+        header = StateHeader(
+            *replica.key,
+            StateStatus.SENDING,
+            position[0],
+            position[1],
+            len(data),
+            replica.lost,
+            True,
+        )
+        state_digest = ""
+        if self.record_digests:
+            try:
+                state_digest = digest(snapshot(replica.spec, replica.obj))
+            except Exception as exc:
+                self._user_failed(f"{replica.spec.cls.__qualname__}.snapshot", exc)
+        self.stats["catch_up_sent"] += 1
+        self._send(dst, header)
+        transfer = _Outgoing(dst, replica.key, memoryview(data), position)
+        transfer.state_digest = state_digest
+        self._outgoing[(dst, replica.key)] = transfer
+        self._pump(transfer)
+
+    def _keep(self, replica: _Replica, update: CaughtUpdate) -> None:
+        """Keep a delivery among the latest updates, dropping the oldest over the budget."""
+        tail = replica.tail
+        tail.append(update)
+        replica.tail_bytes += len(update.payload)
+        head = replica.tail_head
+        while replica.tail_bytes > self.catch_up_bytes and head < len(tail):
+            replica.tail_bytes -= len(tail[head].payload)
+            head += 1
+        if head > 1024 and head * 2 > len(tail):
+            del tail[:head]
+            head = 0
+        replica.tail_head = head
+
     def _record_sent(self, transfer: _Outgoing) -> None:
         if self.record_digests:
             self._out.append(
                 StateDigest(
-                    transfer.dst, transfer.key, transfer.position, digest(transfer.data), "sent"
+                    transfer.dst,
+                    transfer.key,
+                    transfer.position,
+                    transfer.state_digest or digest(transfer.data),
+                    "sent",
                 )
             )
 
@@ -1213,6 +1354,13 @@ class ObjectHost:
                 return
             if header.status is StateStatus.UNSENT:
                 replica.holder_unsent = True
+            self._ask(replica)
+            return
+        if header.updates and (replica.held is None or replica.ends is not None):
+            # Updates to catch up with, though this member said it holds no state to apply
+            # them to: refused like a state it cannot install.
+            self.stats["state_rejected"] += 1
+            replica.rejected.append(f"from {src}: updates this member did not ask for")
             self._ask(replica)
             return
         # Grown as chunks arrive, not sized from the header: memory follows the bytes that
@@ -1264,25 +1412,39 @@ class ObjectHost:
             )
             self._ask(replica)
             return
-        try:
-            obj = restore(replica.spec, data)
-        except Exception as exc:
-            self.stats["state_rejected"] += 1
-            replica.rejected.append(f"from {incoming.source}: {type(exc).__name__}: {exc}")
-            self._user_failed(f"{replica.spec.cls.__qualname__} state from {incoming.source}", exc)
-            self._ask(replica)
-            return
-        replica.lost = header.lost
         position = (header.epoch, header.count)
+        state: bytes | memoryview
+        if header.updates:
+            caught = self._catch_up(replica, incoming.source, data, position)
+            if caught is None:
+                self._ask(replica)
+                return
+            obj, state = caught
+        else:
+            try:
+                obj = restore(replica.spec, data)
+            except Exception as exc:
+                self.stats["state_rejected"] += 1
+                replica.rejected.append(f"from {incoming.source}: {type(exc).__name__}: {exc}")
+                self._user_failed(
+                    f"{replica.spec.cls.__qualname__} state from {incoming.source}", exc
+                )
+                self._ask(replica)
+                return
+            state = data
+            replica.held = None
+        replica.lost = header.lost
         if replica.paxos:
-            self._save(replica, position, bytes(data))
+            self._save(replica, position, bytes(state))
         replica.asking = None
         self._out.append(
-            StateReceived(*replica.key, incoming.source, header.size, position, header.lost)
+            StateReceived(
+                *replica.key, incoming.source, header.size, position, header.lost, header.updates
+            )
         )
         if self.record_digests:
             self._out.append(
-                StateDigest(self.node_id, replica.key, position, digest(data), "received")
+                StateDigest(self.node_id, replica.key, position, digest(state), "received")
             )
         if replica.ends is not None:
             # A restart compares states: this one is held, applied to by nobody until all
@@ -1300,6 +1462,52 @@ class ObjectHost:
         self._release_buffered(replica, position)
         self._tell_view(replica)
         self._serve_waiting(replica)
+
+    def _catch_up(
+        self, replica: _Replica, source: NodeId, data: memoryview, position: Position
+    ) -> tuple[Any, bytes] | None:
+        """The state this member held from its logs with the updates ``source`` sent applied,
+        and that state encoded (for the snapshot the shard's directory starts from); None if
+        the updates do not lead from the state held to ``position``."""
+        held = replica.held
+        assert held is not None
+        try:
+            updates = caught_updates_decoder.decode(data)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            updates, why = [], f"undecodable updates: {exc}"
+        else:
+            positions = [held.position, *map(_update_position, updates)]
+            why = (
+                ""
+                if positions[-1] == position
+                and all(_follows(a, b) for a, b in itertools.pairwise(positions))
+                else f"updates {positions[1:2]}...{positions[-1:]} do not lead from "
+                f"{held.position} to {position}"
+            )
+        if why:
+            self.stats["state_rejected"] += 1
+            replica.rejected.append(f"from {source}: {why}")
+            self._user_failed("catching up", ValueError(f"from {source}: {why}"))
+            return None
+        # Applied to the state held: should the updates fail to encode after, that state is
+        # gone too, and the next member is asked for a whole one.
+        replica.held = None
+        rebuilt = replay(
+            replica.spec,
+            replica.key,
+            self.node_id,
+            held.obj,
+            position=held.position,
+            records=updates,
+        )
+        latest = max(held.latest_timestamp, rebuilt.latest_timestamp)
+        replica.applied_timestamp = max(replica.applied_timestamp, latest / 1_000_000)
+        try:
+            state = snapshot(replica.spec, rebuilt.obj)
+        except Exception as exc:
+            self._user_failed(f"{replica.spec.cls.__qualname__}.snapshot", exc)
+            return None
+        return rebuilt.obj, state
 
     def _serve_waiting(self, replica: _Replica) -> None:
         waiting, replica.waiting = replica.waiting, []
@@ -1357,6 +1565,16 @@ def _state_position(replica: _Replica) -> Position:
     state it started from (received, or fresh at a view's start) is ahead of its counting, as
     when a joiner installs state before the deliveries that state holds reach it."""
     return max(replica.position, replica.skip_until)
+
+
+def _update_position(update: CaughtUpdate) -> Position:
+    return (update.epoch, update.number)
+
+
+def _follows(before: Position, after: Position) -> bool:
+    """Whether ``after`` can be the delivery right after ``before``: the next in its view,
+    or the first of a later one (how many a view delivered is not known here)."""
+    return after == (before[0], before[1] + 1) or (after[0] > before[0] and after[1] == 1)
 
 
 def _error(error_type: str, message: str) -> Outcome:

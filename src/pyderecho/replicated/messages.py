@@ -73,6 +73,14 @@ class StateRequest(msgspec.Struct, frozen=True, array_like=True, tag="S"):
     shard: int
     epoch: int
     """The view in which the requester became a member of the shard."""
+    have_epoch: int = -1
+    """A member back while the group runs holds the shard's state up to (have_epoch,
+    have_count) from its own logs, and needs only the updates after it; -1: none."""
+    have_count: int = 0
+    have_sender: int = -1
+    """The sender and timestamp of the update at that position, by which the asked member
+    checks that its own history holds that update there."""
+    have_timestamp: int = 0
 
 
 class StateStatus(enum.IntEnum):
@@ -98,6 +106,9 @@ class StateHeader(msgspec.Struct, frozen=True, array_like=True, tag="H"):
     size: int = 0
     lost: bool = False
     """The sender's state was restarted from the constructor when every holder failed."""
+    updates: bool = False
+    """What follows is not a state but the updates after the position the requester said
+    it holds (:class:`CaughtUpdates`), up to (epoch, count)."""
 
 
 class StateChunk(msgspec.Struct, frozen=True, array_like=True, tag="C"):
@@ -152,6 +163,27 @@ class RestartView(msgspec.Struct, frozen=True, array_like=True, tag="V"):
 
     epoch: int
     members: tuple[int, ...]
+
+
+class CaughtUpdate(msgspec.Struct, frozen=True, array_like=True):
+    """One update of a ``Paxos`` shard as its log holds it (the fields replay needs): a
+    member that holds the state up to some position catches up by applying these."""
+
+    epoch: int
+    number: int
+    sender: int
+    timestamp: int
+    """The update's hybrid logical timestamp, in microseconds."""
+    payload: bytes
+    """The encoded call."""
+
+
+CaughtUpdates = list[CaughtUpdate]
+"""The data of a transfer whose header says ``updates``: the updates in order."""
+
+caught_updates_decoder: msgspec.msgpack.Decoder[CaughtUpdates] = msgspec.msgpack.Decoder(
+    CaughtUpdates
+)
 
 
 PeerPayload = (

@@ -51,6 +51,12 @@ class Rebuilt:
     applied: int
     raised: int
     malformed: int
+    last: tuple[NodeId, int] | None = None
+    """The sender and timestamp of the update at ``position`` (None: the position is the
+    snapshot's, no update after it was replayed): by these a member it asks for the updates
+    after ``position`` checks that its own history holds that update there."""
+    latest_timestamp: int = 0
+    """The largest timestamp among the updates replayed (microseconds; 0: none)."""
 
 
 def rebuild(
@@ -64,18 +70,37 @@ def rebuild(
 ) -> Rebuilt:
     """The replica of ``key`` at ``member``: ``state`` (at ``position``) with every record
     after ``position`` applied in order."""
-    obj = restore(spec, memoryview(state))
-    applied = raised = malformed = 0
+    return replay(
+        spec, key, member, restore(spec, memoryview(state)), position=position, records=records
+    )
+
+
+def replay(
+    spec: TypeSpec,
+    key: tuple[str, int, int],
+    member: NodeId,
+    obj: Any,
+    *,
+    position: Position,
+    records: Iterable[LoggedUpdate],
+) -> Rebuilt:
+    """``obj``, a replica of ``key`` at ``position``, with every record after ``position``
+    applied in order, as delivery applied them (a restart's log, or the updates a member back
+    while the group runs catches up with)."""
+    applied = raised = malformed = latest = 0
+    last: tuple[NodeId, int] | None = None
     for record in records:
         at = (record.epoch, record.number)
         if at <= position:
             continue
         position = at
+        last = (record.sender, record.timestamp)
         try:
             call = decode_call(record.payload)
         except RemoteProtocolError:
             malformed += 1
             continue
+        latest = max(latest, record.timestamp)  # as delivery counts it: calls only
         method = spec.methods.get(call.method)
         if method is None or method.kind != "ordered":
             raised += 1  # refused with UnknownMethod when it was delivered: nothing changed
@@ -98,4 +123,4 @@ def rebuild(
             raised += 1
         finally:
             ctx.leave(token)
-    return Rebuilt(obj, position, applied, raised, malformed)
+    return Rebuilt(obj, position, applied, raised, malformed, last, latest)

@@ -23,7 +23,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, get_args, overload
 
-from pyderecho.config import DEFAULT_SNAPSHOT_EVERY, Settings, load_settings
+from pyderecho.config import (
+    DEFAULT_CATCH_UP_BYTES,
+    DEFAULT_SNAPSHOT_EVERY,
+    Settings,
+    load_settings,
+)
 from pyderecho.core.config import CoreConfig
 from pyderecho.core.events import Delivered, Event, Stopped, ViewInstalled
 from pyderecho.core.layout import LayoutFunction, Mode
@@ -42,7 +47,7 @@ from pyderecho.replicated.events import (
     StateWaiting,
 )
 from pyderecho.replicated.host import ObjectHost
-from pyderecho.replicated.recovery import rebuild
+from pyderecho.replicated.recovery import Rebuilt, rebuild
 from pyderecho.runtime.connect import bound_address, build_transport, identify_contacts
 from pyderecho.runtime.member import GroupStopped, Member
 from pyderecho.runtime.persistence import Recovery, ShardKey, load_recovery
@@ -189,6 +194,7 @@ class Group:
                 data_dir=settings.data_dir,
                 recovery=recovery,
                 snapshot_every=settings.snapshot_every,
+                catch_up_bytes=settings.catch_up_bytes,
             )
             await group._start(advertise=transport if isinstance(transport, TcpTransport) else None)
             return group
@@ -212,12 +218,14 @@ class Group:
         data_dir: str | Path | None = None,
         snapshot_every: int = DEFAULT_SNAPSHOT_EVERY,
         segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+        catch_up_bytes: int = DEFAULT_CATCH_UP_BYTES,
     ) -> _Starting:
         """Start a member over ``transport``: a founder of ``members``, or (``members=None``)
         a joiner through ``contacts``. ``data_dir`` is where it logs its ``Paxos`` shards
         (a layout that gives it one needs it); a Paxos replica snapshots itself every
         ``snapshot_every`` updates and its log before the snapshot is dropped, in whole
-        segments of ``segment_bytes``."""
+        segments of ``segment_bytes``; it keeps ``catch_up_bytes`` of the shard's latest
+        updates in memory for members that come back with an older state."""
 
         directory = None if data_dir is None else Path(data_dir)
 
@@ -250,6 +258,7 @@ class Group:
                 recovery=recovery,
                 snapshot_every=snapshot_every,
                 segment_bytes=segment_bytes,
+                catch_up_bytes=catch_up_bytes,
             )
             await group._start(advertise=None)
             return group
@@ -274,10 +283,15 @@ class Group:
         recovery: Recovery | None = None,
         snapshot_every: int = DEFAULT_SNAPSHOT_EVERY,
         segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+        catch_up_bytes: int = DEFAULT_CATCH_UP_BYTES,
     ) -> Group:
         # Built first: it checks the classes before anything starts.
         host = ObjectHost(
-            member_id, types, record_digests=record_digests, snapshot_every=snapshot_every
+            member_id,
+            types,
+            record_digests=record_digests,
+            snapshot_every=snapshot_every,
+            catch_up_bytes=catch_up_bytes,
         )
         view = None if members is None else View(0, tuple(members))
         recovered: dict[ShardKey, SegmentedLog] | None = None
@@ -707,11 +721,9 @@ def _settings(config: str | Path | Settings | None, member_id: NodeId | None) ->
     return settings
 
 
-def _rebuild(
-    host: ObjectHost, member_id: NodeId, recovery: Recovery
-) -> dict[ShardKey, tuple[Any, tuple[int, int]]]:
+def _rebuild(host: ObjectHost, member_id: NodeId, recovery: Recovery) -> dict[ShardKey, Rebuilt]:
     """Each recovered shard's replica, from its snapshot and log."""
-    rebuilt: dict[ShardKey, tuple[Any, tuple[int, int]]] = {}
+    rebuilt: dict[ShardKey, Rebuilt] = {}
     for key, shard in recovery.shards.items():
         spec = host.types.get(key[0])
         if spec is None:
@@ -721,7 +733,7 @@ def _rebuild(
         replica = rebuild(
             spec, key, member_id, state=shard.snapshot.state, position=start, records=shard.records
         )
-        rebuilt[key] = (replica.obj, replica.position)
+        rebuilt[key] = replica
         _log.info(
             "member %s rebuilt %s at %s: %d updates replayed (%d raised), %d bytes of torn "
             "tail cut",

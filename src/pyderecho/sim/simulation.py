@@ -92,7 +92,7 @@ from pyderecho.replicated.events import (
     UserCodeFailed,
 )
 from pyderecho.replicated.host import ObjectHost, Output
-from pyderecho.replicated.recovery import rebuild
+from pyderecho.replicated.recovery import Rebuilt, rebuild
 from pyderecho.sim.disk import DiskModel, SimDisks
 from pyderecho.sim.links import LinkModel, SimLinks
 from pyderecho.wire import P2P, Heartbeat, WireMessage, encode
@@ -717,16 +717,15 @@ class Simulation:
         )
         if self.types is not None:
             host = ObjectHost(member, self.types, record_digests=True)
-            rebuilt: dict[tuple[str, int, int], tuple[Any, tuple[int, int]]] = {}
+            rebuilt: dict[tuple[str, int, int], Rebuilt] = {}
             for key, data in shards.items():
                 spec = host.types.get(key[0])
                 if spec is None or data.snapshot is None:
                     continue
                 position, state = data.snapshot
-                replica = rebuild(
+                rebuilt[key] = rebuild(
                     spec, key, member, state=state, position=position, records=data.records
                 )
-                rebuilt[key] = (replica.obj, replica.position)
             host.restart(rebuilt)
             self.hosts[member] = host
         self.nodes[member] = node

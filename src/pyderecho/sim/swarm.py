@@ -186,6 +186,9 @@ class SimulationReport:
     """Ordered calls made (replicated runs)."""
     state_transfers: int = 0
     """States installed from another member (replicated runs)."""
+    caught_up: int = 0
+    """Of those, the ones a member back with a state of its own caught up with only the
+    updates after it (``StateReceived.caught_up``)."""
     shard_moves: int = 0
     """Times a member went from one shard of a subgroup to another at a view change."""
     restart_conflicts: int = 0
@@ -936,6 +939,11 @@ def run_simulation(spec: SimulationSpec) -> SimulationReport:
         calls=sum(len(calls) for calls in run.calls.values()),
         state_transfers=sum(
             isinstance(e, StateReceived) for es in sim.host_events.values() for e in es
+        ),
+        caught_up=sum(
+            isinstance(e, StateReceived) and e.caught_up
+            for es in sim.host_events.values()
+            for e in es
         ),
         shard_moves=run.shard_moves,
     )

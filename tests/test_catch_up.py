@@ -1,0 +1,119 @@
+"""A member back while the group runs catches up from the state its own logs rebuilt.
+
+The object layer alone, driven by hand (sans-IO), as in tests/test_state_checksum.py. Members
+0 and 1 hold a ``Paxos`` shard and apply forty puts; member 2 comes back with the state its
+logs rebuilt at the thirty-fourth, and joins. It asks the old members for only the updates after it;
+one that keeps them (``catch_up_bytes``), with the sixth update being the one member 2's state
+ends with, sends those six instead of the state. Otherwise (the updates are no longer kept, or
+its history holds another update there) it sends the whole state, as to any joiner. Either way
+member 2 ends with the same state as the others, which the digests compare.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from object_hosts import KEY, Members
+from pyderecho.core.layout import Mode
+from pyderecho.core.view import View
+from pyderecho.replicated.events import SaveState, StateDigest, StateReceived
+from pyderecho.replicated.recovery import Rebuilt
+from pyderecho.sim.swarm import KV
+
+PUTS = 40
+HELD = 34
+
+
+def kv_after(puts: int) -> KV:
+    """The replica after the first ``puts`` of the scenario, as member 2's logs rebuild it."""
+    kv = KV()
+    for index in range(1, puts + 1):
+        kv.put(f"k{index}", index)
+    return kv
+
+
+def back_after_six(last: tuple[int, int] = (0, 0), **host_options: Any) -> Members:
+    """The scenario, run to its end; ``last`` is what member 2 says the last update its
+    state holds was (its sender and timestamp: 0 called every put, at timestamp 0)."""
+    members = Members(3, Mode.PAXOS, record_digests=True, **host_options)
+    members.hosts[2].restart({KEY: Rebuilt(kv_after(HELD), (1, HELD), HELD, 0, 0, last)})
+    members.install(View(1, (0, 1)))
+    members.route()
+    for index in range(1, PUTS + 1):
+        members.call(0, 1, index, (0, 1), key="k")
+    members.route()
+    members.install(View(2, (0, 1, 2), joined=(2,)))
+    members.route()
+    return members
+
+
+def digests(members: Members, member: int, kind: str) -> list[tuple[Any, str]]:
+    return [(d.position, d.digest) for d in members.reported(member, StateDigest) if d.kind == kind]
+
+
+def assert_caught_up_with_the_others(members: Members) -> StateReceived:
+    """Member 2 holds the others' state: after the last put of view 1 (caught up), or at
+    the start of view 2 (a whole state, snapshotted at the view's cut): the same state."""
+    [received] = members.reported(2, StateReceived)
+    assert isinstance(received, StateReceived)
+    assert received.position == ((1, PUTS) if received.caught_up else (2, 0))
+    [(position, installed)] = digests(members, 2, "received")
+    assert position == received.position
+    sent = digests(members, 0, "sent") + digests(members, 1, "sent")
+    assert (position, installed) in sent, "the state 2 installed is one an old member sent"
+    replicas = [members.hosts[m].replica("KV") for m in range(3)]
+    assert replicas[2].history == replicas[0].history == kv_after(PUTS).history
+    [saved] = members.reported(2, SaveState)
+    assert saved.position == position, "the member's directory starts from the state it holds"
+    return received
+
+
+def test_a_member_back_with_its_own_state_is_sent_only_the_updates_after_it() -> None:
+    members = back_after_six()
+    received = assert_caught_up_with_the_others(members)
+    assert received.caught_up and received.source == 0
+    assert members.hosts[0].stats["catch_up_sent"] == 1
+    whole = back_after_six(catch_up_bytes=0)
+    [state] = whole.reported(2, StateReceived)
+    assert received.size < state.size / 2, "six updates, not the whole state"
+
+
+def test_a_member_whose_logs_end_with_another_update_there_gets_the_whole_state() -> None:
+    """Member 2 says its sixth update came from member 1; in 0's history 0 sent it. The
+    updates after it would be applied to another history's state: 0 sends its state."""
+    members = back_after_six(last=(1, 0))
+    received = assert_caught_up_with_the_others(members)
+    assert not received.caught_up
+    assert members.hosts[0].stats["catch_up_mismatch"] == 1
+
+
+def test_a_member_back_after_the_updates_it_lacks_were_dropped_gets_the_whole_state() -> None:
+    """The old members keep only about the latest update's bytes: those after member 2's
+    state are gone."""
+    members = back_after_six(catch_up_bytes=64)
+    received = assert_caught_up_with_the_others(members)
+    assert not received.caught_up
+    assert members.hosts[0].stats["catch_up_not_kept"] == 1
+
+
+def test_updates_that_skip_one_are_refused_and_the_next_old_member_asked() -> None:
+    """Member 0 sends updates that leave the eighth out: the positions jump from the
+    seventh to the ninth, so member 2 refuses them (it could not tell a view's last delivery
+    left out, only one inside a view) and asks member 1, which sends them all."""
+    members = Members(3, Mode.PAXOS, record_digests=True)
+    real = members.hosts[0]._updates_after
+
+    def one_short(*args: Any) -> Any:
+        updates = real(*args)
+        return [u for u in updates if (u.epoch, u.number) != (1, HELD + 2)] if updates else None
+
+    members.hosts[0]._updates_after = one_short  # type: ignore[method-assign,assignment]
+    members.hosts[2].restart({KEY: Rebuilt(kv_after(HELD), (1, HELD), HELD, 0, 0, (0, 0))})
+    members.install(View(1, (0, 1)))
+    for index in range(1, PUTS + 1):
+        members.call(0, 1, index, (0, 1), key="k")
+    members.install(View(2, (0, 1, 2), joined=(2,)))
+    members.route()
+    received = assert_caught_up_with_the_others(members)
+    assert received.caught_up and received.source == 1, "member 1 sent the updates"
+    assert members.hosts[2].stats["state_rejected"] == 1
