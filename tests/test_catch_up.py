@@ -11,11 +11,15 @@ member 2 ends with the same state as the others, which the digests compare.
 
 from __future__ import annotations
 
+import types
 from typing import Any
+
+import pytest
 
 from object_hosts import KEY, Members
 from pyderecho.core.layout import Mode
 from pyderecho.core.view import View
+from pyderecho.replicated import host as host_module
 from pyderecho.replicated.events import SaveState, StateDigest, StateReceived
 from pyderecho.replicated.recovery import Rebuilt
 from pyderecho.sim.swarm import KV
@@ -32,11 +36,15 @@ def kv_after(puts: int) -> KV:
     return kv
 
 
-def back_after_six(last: tuple[int, int] = (0, 0), **host_options: Any) -> Members:
+def back_after_six(
+    last: tuple[int, int] = (0, 0), held: KV | None = None, **host_options: Any
+) -> Members:
     """The scenario, run to its end; ``last`` is what member 2 says the last update its
-    state holds was (its sender and timestamp: 0 called every put, at timestamp 0)."""
+    state holds was (its sender and timestamp: 0 called every put, at timestamp 0), ``held``
+    the state it rebuilt (by default, the right one)."""
     members = Members(3, Mode.PAXOS, record_digests=True, **host_options)
-    members.hosts[2].restart({KEY: Rebuilt(kv_after(HELD), (1, HELD), HELD, 0, 0, last)})
+    state = kv_after(HELD) if held is None else held
+    members.hosts[2].restart({KEY: Rebuilt(state, (1, HELD), HELD, 0, 0, last)})
     members.install(View(1, (0, 1)))
     members.route()
     for index in range(1, PUTS + 1):
@@ -52,11 +60,12 @@ def digests(members: Members, member: int, kind: str) -> list[tuple[Any, str]]:
 
 
 def assert_caught_up_with_the_others(members: Members) -> StateReceived:
-    """Member 2 holds the others' state: after the last put of view 1 (caught up), or at
-    the start of view 2 (a whole state, snapshotted at the view's cut): the same state."""
+    """Member 2 holds the others' state: after the last put of view 1 (caught up, or a
+    whole state sent once the cut was passed), or at the start of view 2 (a whole state,
+    snapshotted at the view's cut): the same state."""
     [received] = members.reported(2, StateReceived)
     assert isinstance(received, StateReceived)
-    assert received.position == ((1, PUTS) if received.caught_up else (2, 0))
+    assert received.position in ([(1, PUTS)] if received.caught_up else [(1, PUTS), (2, 0)])
     [(position, installed)] = digests(members, 2, "received")
     assert position == received.position
     sent = digests(members, 0, "sent") + digests(members, 1, "sent")
@@ -88,8 +97,8 @@ def test_a_member_whose_logs_end_with_another_update_there_gets_the_whole_state(
 
 
 def test_a_member_back_after_the_updates_it_lacks_were_dropped_gets_the_whole_state() -> None:
-    """The old members keep only about the latest update's bytes: those after member 2's
-    state are gone."""
+    """The old members keep less than one update's worth: those after member 2's state are
+    gone."""
     members = back_after_six(catch_up_bytes=64)
     received = assert_caught_up_with_the_others(members)
     assert not received.caught_up
@@ -117,3 +126,33 @@ def test_updates_that_skip_one_are_refused_and_the_next_old_member_asked() -> No
     received = assert_caught_up_with_the_others(members)
     assert received.caught_up and received.source == 1, "member 1 sent the updates"
     assert members.hosts[2].stats["state_rejected"] == 1
+
+
+def with_a_hole() -> KV:
+    """What member 2's disk can rebuild after a second total crash: its own older snapshot
+    and records logged after a state it received, whose snapshot never reached the disk. It
+    claims the thirty-fourth position but lacks two updates before the last two."""
+    kv = kv_after(HELD - 4)
+    for index in (HELD - 1, HELD):
+        kv.put(f"k{index}", index)
+    return kv
+
+
+def test_a_member_whose_state_lacks_updates_before_its_position_gets_the_whole_state() -> None:
+    """Paxos seed 12437: the updates come with the checksum of the state they lead to, and
+    member 2's does not reach it: it drops the state it held and takes 0's whole state."""
+    members = back_after_six(held=with_a_hole())
+    received = assert_caught_up_with_the_others(members)
+    assert not received.caught_up and received.source == 0
+    assert members.hosts[2].stats["catch_up_diverged"] == 1
+
+
+def test_catching_up_without_the_state_checksum_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Planted: every CRC32C reads 0, so member 2 takes the updates onto the state with the
+    hole, and holds another state than the others at the same position."""
+    monkeypatch.setattr(host_module, "crc32c", types.SimpleNamespace(crc32c=lambda *_: 0))
+    members = back_after_six(held=with_a_hole())
+    with pytest.raises(AssertionError):
+        assert_caught_up_with_the_others(members)
+    [received] = members.reported(2, StateReceived)
+    assert received.caught_up

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import types
 from typing import Any
 
 import msgspec
@@ -287,6 +288,18 @@ CATCHING_UP = [120, 141, 191]
 with the updates after the states their logs rebuilt (found by running the sweep)."""
 
 
+def test_a_member_whose_rebuilt_state_has_a_hole_takes_the_whole_state() -> None:
+    """Seed 12437, beyond the sweep: after a first total crash member 2 rebuilt its shard at
+    (0, 20), took the furthest state, (0, 22), by transfer, and logged (1, 1) and (1, 2)
+    before a second total crash kept that state's snapshot from disk. Rebuilt from its own
+    older snapshot and that log, its state claimed (1, 2) but lacked (0, 21) and (0, 22);
+    back while the group ran, it caught up from there and went on wrong. The updates now come
+    with the checksum of the state they lead to, and a member whose state does not reach it
+    takes the whole state."""
+    report = run_simulation(paxos_scenario(12437))
+    assert report.violations == [] and report.caught_up == 0
+
+
 def test_members_back_while_the_group_runs_catch_up_with_what_they_lack() -> None:
     """The sweep's checks cover catching up: the history checker compares the state a member
     caught up to with the one its source held at that position, and every replica's after."""
@@ -299,13 +312,15 @@ def test_catching_up_from_a_state_other_than_the_one_held_is_caught(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Planted: a member back applies the updates it is sent to a fresh state rather than
-    the one its logs rebuilt. The state it then holds is not the one its source held."""
+    the one its logs rebuilt, and checks no checksum (every CRC32C reads 0), which would have
+    refused it. The state it then holds is not the one its source held."""
     real = recovery.replay
 
     def from_scratch(spec: Any, key: Any, member: Any, obj: Any, **rest: Any) -> Any:
         return real(spec, key, member, spec.cls(), **rest)
 
     monkeypatch.setattr(host_module, "replay", from_scratch)
+    monkeypatch.setattr(host_module, "crc32c", types.SimpleNamespace(crc32c=lambda *_: 0))
     violations = [
         v for seed in CATCHING_UP for v in run_simulation(paxos_scenario(seed)).violations
     ]

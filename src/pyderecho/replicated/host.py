@@ -116,6 +116,10 @@ WINDOW_CHUNKS = 4
 """Chunks in flight per transfer before the receiver's acknowledgement."""
 MAX_RESULT_BYTES = MAX_P2P_BYTES - 64 * 1024
 """The largest encoded result a reply carries, leaving room for its envelope."""
+KEPT_UPDATE_OVERHEAD = 180
+"""Bytes an update kept for catching up costs beyond its payload (the struct, the ``bytes``
+object, the list's slot), counted against ``catch_up_bytes`` so that small updates do not
+hold several times the budget."""
 
 
 @dataclass
@@ -1272,7 +1276,14 @@ class ObjectHost:
         return tail[at + 1 :]
 
     def _send_updates(self, replica: _Replica, dst: NodeId, updates: list[CaughtUpdate]) -> None:
-        """Send ``dst`` the updates it lacks, as a state transfer whose data is those."""
+        """Send ``dst`` the updates it lacks, as a state transfer whose data is those, with
+        the checksum of the state they lead to."""
+        try:
+            state = snapshot(replica.spec, replica.obj)
+        except Exception as exc:
+            self._user_failed(f"{replica.spec.cls.__qualname__}.snapshot", exc)
+            self._send(dst, StateHeader(*replica.key, StateStatus.UNSENT))
+            return
         data = encoder.encode(updates)
         position = replica.position
         header = StateHeader(
@@ -1283,13 +1294,9 @@ class ObjectHost:
             len(data),
             replica.lost,
             True,
+            crc32c.crc32c(state),
         )
-        state_digest = ""
-        if self.record_digests:
-            try:
-                state_digest = digest(snapshot(replica.spec, replica.obj))
-            except Exception as exc:
-                self._user_failed(f"{replica.spec.cls.__qualname__}.snapshot", exc)
+        state_digest = digest(state) if self.record_digests else ""
         self.stats["catch_up_sent"] += 1
         self._send(dst, header)
         transfer = _Outgoing(dst, replica.key, memoryview(data), position)
@@ -1301,10 +1308,10 @@ class ObjectHost:
         """Keep a delivery among the latest updates, dropping the oldest over the budget."""
         tail = replica.tail
         tail.append(update)
-        replica.tail_bytes += len(update.payload)
+        replica.tail_bytes += len(update.payload) + KEPT_UPDATE_OVERHEAD
         head = replica.tail_head
         while replica.tail_bytes > self.catch_up_bytes and head < len(tail):
-            replica.tail_bytes -= len(tail[head].payload)
+            replica.tail_bytes -= len(tail[head].payload) + KEPT_UPDATE_OVERHEAD
             head += 1
         if head > 1024 and head * 2 > len(tail):
             del tail[:head]
@@ -1415,7 +1422,7 @@ class ObjectHost:
         position = (header.epoch, header.count)
         state: bytes | memoryview
         if header.updates:
-            caught = self._catch_up(replica, incoming.source, data, position)
+            caught = self._catch_up(replica, incoming.source, data, header)
             if caught is None:
                 self._ask(replica)
                 return
@@ -1464,11 +1471,14 @@ class ObjectHost:
         self._serve_waiting(replica)
 
     def _catch_up(
-        self, replica: _Replica, source: NodeId, data: memoryview, position: Position
+        self, replica: _Replica, source: NodeId, data: memoryview, header: StateHeader
     ) -> tuple[Any, bytes] | None:
         """The state this member held from its logs with the updates ``source`` sent applied,
         and that state encoded (for the snapshot the shard's directory starts from); None if
-        the updates do not lead from the state held to ``position``."""
+        the updates do not lead from the state held to the header's position, or to the
+        state whose checksum it gives (then the state held is dropped, and ``source`` asked
+        again, for its whole state)."""
+        position = (header.epoch, header.count)
         held = replica.held
         assert held is not None
         try:
@@ -1500,13 +1510,20 @@ class ObjectHost:
             position=held.position,
             records=updates,
         )
-        latest = max(held.latest_timestamp, rebuilt.latest_timestamp)
-        replica.applied_timestamp = max(replica.applied_timestamp, latest / 1_000_000)
         try:
             state = snapshot(replica.spec, rebuilt.obj)
         except Exception as exc:
             self._user_failed(f"{replica.spec.cls.__qualname__}.snapshot", exc)
             return None
+        if crc32c.crc32c(state) != header.state_checksum:
+            # The state held was not the history's at its position (Paxos seed 12437: an
+            # older snapshot and records logged after a state received by transfer, whose
+            # snapshot a total crash kept from disk). Not the source's fault: the whole state.
+            self.stats["catch_up_diverged"] += 1
+            replica.asked.discard(source)
+            return None
+        latest = max(held.latest_timestamp, rebuilt.latest_timestamp)
+        replica.applied_timestamp = max(replica.applied_timestamp, latest / 1_000_000)
         return rebuilt.obj, state
 
     def _serve_waiting(self, replica: _Replica) -> None:

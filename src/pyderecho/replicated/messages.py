@@ -109,6 +109,11 @@ class StateHeader(msgspec.Struct, frozen=True, array_like=True, tag="H"):
     updates: bool = False
     """What follows is not a state but the updates after the position the requester said
     it holds (:class:`CaughtUpdates`), up to (epoch, count)."""
+    state_checksum: int = 0
+    """With ``updates``: the CRC32C of the sender's encoded state at (epoch, count), which the
+    requester's must equal once it applied them. A state rebuilt from logs can claim a
+    position it does not hold (an older snapshot, and records logged after a state received
+    by transfer whose snapshot a crash kept from disk): applied to, it would go on wrong."""
 
 
 class StateChunk(msgspec.Struct, frozen=True, array_like=True, tag="C"):
