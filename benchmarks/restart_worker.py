@@ -1,4 +1,5 @@
-"""One member of a Paxos group as a process, for ``benchmarks/restart_time.py``.
+"""One member of a Paxos group as a process, for ``benchmarks/restart_time.py`` and
+``benchmarks/rejoin_time.py``.
 
 Settings come from ``PYDERECHO_*`` variables (``PYDERECHO_DATA_DIR`` and
 ``PYDERECHO_SNAPSHOT_EVERY`` among them). The shard holds a bounded state: ``--keys`` values
@@ -6,7 +7,9 @@ of ``--value-bytes`` each, overwritten round robin, so the state stays small whi
 grows.
 
 On a fresh data directory the member makes ``--updates`` ordered calls (``--in-flight`` at a
-time), prints ``filled`` and idles until it is killed. On a data directory holding a ``view``
+time), prints ``filled``, then makes more on each ``fill N MEMBERS`` line on stdin (expecting
+MEMBERS replies to each: the group may have lost one meanwhile) until it is killed. It prints
+each view it installs and each state it receives. On a data directory holding a ``view``
 file it restarts from its logs, printing when each step is done (the log loaded, the replica
 rebuilt, the group ready, its first ordered call answered by every replica); then, once a
 line arrives on stdin (the parent waits until every member's first call is in, so that this
@@ -31,7 +34,14 @@ from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 import pyderecho.runtime.group as group_module  # noqa: E402
-from pyderecho import Group, every_member, layout_of, ordered  # noqa: E402
+from pyderecho import (  # noqa: E402
+    Group,
+    StateReceived,
+    ViewInstalled,
+    every_member,
+    layout_of,
+    ordered,
+)
 from pyderecho.core.layout import Mode  # noqa: E402
 from pyderecho.replicated.methods import type_spec  # noqa: E402
 from pyderecho.replicated.recovery import Rebuilt  # noqa: E402
@@ -162,23 +172,44 @@ def peak_rss_mib() -> float:
     raise RuntimeError("no VmHWM in /proc/self/status")
 
 
-async def fill(group: Group, args: argparse.Namespace) -> None:
+def report(event: object) -> None:
+    if isinstance(event, StateReceived):
+        emit(
+            "state_received",
+            at=time.monotonic(),
+            source=event.source,
+            size=event.size,
+            position=list(event.position),
+            caught_up=event.caught_up,
+        )
+    elif isinstance(event, ViewInstalled):
+        emit("view", at=time.monotonic(), epoch=event.view.epoch, members=event.view.members)
+
+
+async def fill(group: Group, args: argparse.Namespace, updates: int, members: int) -> None:
     value = os.urandom(args.value_bytes)
     store = group.subgroup(Store)
-    shares = [args.updates // args.in_flight] * args.in_flight
-    for extra in range(args.updates % args.in_flight):
+    shares = [updates // args.in_flight] * args.in_flight
+    for extra in range(updates % args.in_flight):
         shares[extra] += 1
 
     async def lane(number: int, calls: int) -> None:
         for call in range(calls):
             key = (group.member_id * 7919 + number * 104729 + call) % args.keys
             replies = await store.put(key, value)
-            if replies.errors or len(replies) != args.members:
+            if replies.errors or len(replies) != members:
                 emit("bad_replies", replies=repr(replies))
 
     began = time.monotonic()
     await asyncio.gather(*(lane(n, calls) for n, calls in enumerate(shares)))
-    emit("filled", began=began, at=time.monotonic(), updates=args.updates)
+    emit("filled", began=began, at=time.monotonic(), updates=updates)
+
+
+async def fill_on_command(group: Group, args: argparse.Namespace) -> None:
+    while line := await asyncio.to_thread(sys.stdin.readline):
+        command, updates, members = line.split()
+        assert command == "fill", line
+        await fill(group, args, int(updates), int(members))
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -187,13 +218,14 @@ async def main(args: argparse.Namespace) -> None:
     emit("imported", launched=LAUNCHED, at=IMPORTED, restart=restart)
     if restart:
         instrument()
-    async with Group.start(types={"Store": Store}, layout=LAYOUT) as group:
+    async with Group.start(types={"Store": Store}, layout=LAYOUT, on_event=report) as group:
         emit("started", at=time.monotonic(), epoch=group.view.epoch)
         replica = await group.wait_ready(Store, timeout=WAIT_S)
         await group.wait_for_view(lambda view: len(view.members) == args.members, WAIT_S)
         emit("ready", at=time.monotonic(), epoch=group.view.epoch, keys=len(replica.values))
         if not restart:
-            await fill(group, args)
+            await fill(group, args, args.updates, args.members)
+            await fill_on_command(group, args)
         else:
             began = time.monotonic()
             replies = await group.subgroup(Store).put(0, b"after the restart")

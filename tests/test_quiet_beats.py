@@ -20,11 +20,12 @@ from typing import Any, cast
 
 from pyderecho.cli.demo import free_ports
 from pyderecho.core.config import CoreConfig
-from pyderecho.core.events import Event, Suspected, ViewInstalled
+from pyderecho.core.events import Event, PeerMessage, Suspected, ViewInstalled
 from pyderecho.core.layout import Mode, every_member, layout_of
 from pyderecho.core.node import Node
 from pyderecho.core.view import NodeId, View
 from pyderecho.runtime.member import Member
+from pyderecho.testing import MemoryNetwork, MemoryTransport
 from pyderecho.transport.base import (
     Frame,
     FrameHandler,
@@ -35,7 +36,7 @@ from pyderecho.transport.base import (
 )
 from pyderecho.transport.framing import QUIET_BYTES
 from pyderecho.transport.tcp import TcpTransport
-from pyderecho.wire import Heartbeat, decode, encode
+from pyderecho.wire import P2P, Heartbeat, decode, encode
 from test_tcp_transport import GROUP, HERE, SECRET, legit_pair, run
 from transport_conformance import digest
 
@@ -139,6 +140,76 @@ def test_a_large_frame_to_a_quiet_link_is_read_to_its_end() -> None:
                 assert frames[-2:] == [digest(large[:size]), digest(b"t")]
 
     run(scenario())
+
+
+class TickReadsOneBuffer:
+    """A memory transport whose tick (:meth:`beats_seen`) hands the member point-to-point
+    frames read into one receive buffer, each read over the one before, as TCP's tick reads
+    a busy link: its receiver reuses its buffer once the frames in it are taken."""
+
+    def __init__(self, inner: MemoryTransport, frames: list[bytes]) -> None:
+        self.inner = inner
+        self.frames = frames
+        self.on_frame: FrameHandler | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def start(
+        self,
+        on_frame: FrameHandler,
+        on_peer_lost: PeerLostHandler,
+        on_large_frame: LargeFrameHandler | None = None,
+    ) -> None:
+        self.on_frame = on_frame
+        await self.inner.start(on_frame, on_peer_lost, on_large_frame)
+
+    def beat(self, peer: NodeId, epoch: int, frame: Frame) -> bool:
+        return False
+
+    def beats_seen(self, expected: Collection[NodeId] | None) -> list[tuple[NodeId, int]]:
+        frames, self.frames = self.frames, []
+        buffer = bytearray(max(map(len, frames), default=0))
+        for frame in frames:
+            assert self.on_frame is not None
+            buffer[: len(frame)] = frame
+            self.on_frame(0, memoryview(buffer)[: len(frame)])
+        return []
+
+
+def test_a_message_read_at_a_tick_is_handed_on_before_the_next_read() -> None:
+    """A tick reads what waits on the links of the members it watches and hands it to the
+    member without a step per frame, which suits beats: they give nothing to hand on. A
+    point-to-point message read there (a state chunk, a reply) is a view into the receive
+    buffer, which the tick's next read reuses: handed on at the tick's end, it was read
+    from the next message's bytes. A 128 MiB state transfer to a member back while the
+    group ran stalled so for good, one round in three (``benchmarks/rejoin_time.py``: a
+    chunk decoded twice, the one before it never). The member now hands on what a frame
+    read at a tick gave before the next read."""
+    sent = [f"message {number} ".encode() * 1000 for number in range(3)]
+
+    async def scenario() -> list[bytes]:
+        network = MemoryNetwork()
+        addresses = {i: f"mem-{i}" for i in range(2)}
+        frames = [encode(P2P(memoryview(payload))) for payload in sent]
+        transport = TickReadsOneBuffer(MemoryTransport(1, network, addresses[1]), frames)
+        received: list[bytes] = []
+
+        def keep(event: Event) -> None:
+            if isinstance(event, PeerMessage):
+                received.append(bytes(event.payload))
+
+        node = Node(1, View(0, (0, 1)), LAYOUT, CONFIG, addresses=addresses)
+        member = Member(node, cast(Transport, transport), on_event=keep)
+        await member.start()
+        try:
+            while transport.frames:
+                await asyncio.sleep(CONFIG.heartbeat_interval / 2)
+            return received
+        finally:
+            await member.close()
+
+    assert asyncio.run(scenario()) == sent
 
 
 class CountingTcp:

@@ -499,6 +499,13 @@ class Node:
         self._events.clear()
         return out
 
+    @property
+    def events_waiting(self) -> bool:
+        """Events wait to be taken (:meth:`events`). Some may be views into the frame just
+        received (a point-to-point payload, a ``Raw`` delivery), valid only while its callback
+        runs: a driver that feeds several frames before a step must step first."""
+        return bool(self._events)
+
     def shard_of(self, subgroup: int) -> ShardMulticast | None:
         """This member's shard of ``subgroup`` in the current view, if any."""
         return self._by_subgroup.get(subgroup)

@@ -235,8 +235,11 @@ class Member:
         now = self._now()
         try:
             node.receive_bytes(src, frame, now, flush=False)
-            if self._reading_beats:
-                return  # a beat that waited for the tick (QuietBeats): the tick steps once
+            if self._reading_beats and not node.events_waiting:
+                # A beat that waited for the tick (QuietBeats): the tick steps once. A frame
+                # read there that gave events (a state chunk, a reply) steps now, as any frame
+                # does: they may be views into it, and the tick's next read reuses its buffer.
+                return
             answer_now = node.flush_due and not self._flush_scheduled
             if answer_now:
                 node.flush(now)
