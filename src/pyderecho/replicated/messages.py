@@ -170,7 +170,7 @@ class RestartView(msgspec.Struct, frozen=True, array_like=True, tag="V"):
     members: tuple[int, ...]
 
 
-class CaughtUpdate(msgspec.Struct, frozen=True, array_like=True):
+class CaughtUpdate(msgspec.Struct, frozen=True, array_like=True, gc=False):
     """One update of a ``Paxos`` shard as its log holds it (the fields replay needs): a
     member that holds the state up to some position catches up by applying these."""
 
