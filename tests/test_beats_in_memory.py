@@ -15,7 +15,7 @@ import asyncio
 import gc
 import tempfile
 from collections.abc import Callable, Collection, Iterator
-from typing import Any, cast
+from typing import cast
 
 import pytest
 
@@ -24,8 +24,6 @@ from pyderecho.core.view import NodeId
 from pyderecho.transport.base import (
     Frame,
     FrameHandler,
-    LargeFrameHandler,
-    PeerLostHandler,
     QuietBeats,
     Transport,
 )
@@ -33,6 +31,7 @@ from pyderecho.transport.shm import ShmTransport
 from pyderecho.wire import Heartbeat, decode
 from test_quiet_beats import run_quiet_group
 from test_shm_transport import GROUP, SECRET, mapped_segments, pair, run
+from wrapped_transport import WrappedTransport
 
 
 @pytest.fixture
@@ -65,32 +64,23 @@ def test_a_beat_is_read_once_with_its_epoch_and_wakes_nobody(directory: str) -> 
     run(scenario())
 
 
-class CountingShm:
+class CountingShm(WrappedTransport[ShmTransport]):
     """A member's shm transport that counts the heartbeat frames it receives; with
     ``read_beats`` false, it never reads the beats in memory (planted: the receiving half of the
-    mechanism is gone). It wraps the transport instead of subclassing it, as the fast build
-    compiles the transport and allows no interpreted subclass."""
+    mechanism is gone)."""
 
     def __init__(self, node_id: NodeId, directory: str, *, read_beats: bool) -> None:
-        self.inner = ShmTransport(node_id, directory, group=GROUP, secret=SECRET)
+        super().__init__(ShmTransport(node_id, directory, group=GROUP, secret=SECRET))
         self.read_beats = read_beats
         self.heartbeat_frames = 0
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-    async def start(
-        self,
-        on_frame: FrameHandler,
-        on_peer_lost: PeerLostHandler,
-        on_large_frame: LargeFrameHandler | None = None,
-    ) -> None:
+    def taking(self, on_frame: FrameHandler) -> FrameHandler:
         def counting(src: NodeId, frame: memoryview) -> None:
             if isinstance(decode(frame), Heartbeat):
                 self.heartbeat_frames += 1
             on_frame(src, frame)
 
-        await self.inner.start(counting, on_peer_lost, on_large_frame)
+        return counting
 
     def beat(self, peer: NodeId, epoch: int, frame: Frame) -> bool:
         return self.inner.beat(peer, epoch, frame)

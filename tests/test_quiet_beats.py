@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Collection, Sequence
-from typing import Any, cast
+from typing import cast
 
 from pyderecho.cli.demo import free_ports
 from pyderecho.core.config import CoreConfig
@@ -29,8 +29,6 @@ from pyderecho.testing import MemoryNetwork, MemoryTransport
 from pyderecho.transport.base import (
     Frame,
     FrameHandler,
-    LargeFrameHandler,
-    PeerLostHandler,
     QuietBeats,
     Transport,
 )
@@ -39,6 +37,7 @@ from pyderecho.transport.tcp import TcpTransport
 from pyderecho.wire import P2P, Heartbeat, decode, encode
 from test_tcp_transport import GROUP, HERE, SECRET, legit_pair, run
 from transport_conformance import digest
+from wrapped_transport import WrappedTransport
 
 UNREAD_S = 0.3
 """How long a beat is shown to wait unread: a wake-up would hand it on in microseconds."""
@@ -142,27 +141,14 @@ def test_a_large_frame_to_a_quiet_link_is_read_to_its_end() -> None:
     run(scenario())
 
 
-class TickReadsOneBuffer:
+class TickReadsOneBuffer(WrappedTransport[MemoryTransport]):
     """A memory transport whose tick (:meth:`beats_seen`) hands the member point-to-point
     frames read into one receive buffer, each read over the one before, as TCP's tick reads
     a busy link: its receiver reuses its buffer once the frames in it are taken."""
 
     def __init__(self, inner: MemoryTransport, frames: list[bytes]) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.frames = frames
-        self.on_frame: FrameHandler | None = None
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-    async def start(
-        self,
-        on_frame: FrameHandler,
-        on_peer_lost: PeerLostHandler,
-        on_large_frame: LargeFrameHandler | None = None,
-    ) -> None:
-        self.on_frame = on_frame
-        await self.inner.start(on_frame, on_peer_lost, on_large_frame)
 
     def beat(self, peer: NodeId, epoch: int, frame: Frame) -> bool:
         return False
@@ -212,33 +198,24 @@ def test_a_message_read_at_a_tick_is_handed_on_before_the_next_read() -> None:
     assert asyncio.run(scenario()) == sent
 
 
-class CountingTcp:
+class CountingTcp(WrappedTransport[TcpTransport]):
     """A member's TCP transport that counts the heartbeat frames handed to its member outside
     :meth:`beats_seen` (each one a wake-up of its own). With ``quiet`` false its beats go as
-    ordinary, padded frames (planted: the quiet half of the mechanism is gone). It wraps the
-    transport, as the fast build compiles the transport and allows no interpreted subclass."""
+    ordinary, padded frames (planted: the quiet half of the mechanism is gone)."""
 
     def __init__(self, node_id: NodeId, listen: str, *, quiet: bool) -> None:
-        self.inner = TcpTransport(node_id, listen, group=GROUP, secret=SECRET)
+        super().__init__(TcpTransport(node_id, listen, group=GROUP, secret=SECRET))
         self.quiet = quiet
         self.reading = False
         self.woken_by_beats = 0
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-    async def start(
-        self,
-        on_frame: FrameHandler,
-        on_peer_lost: PeerLostHandler,
-        on_large_frame: LargeFrameHandler | None = None,
-    ) -> None:
+    def taking(self, on_frame: FrameHandler) -> FrameHandler:
         def counting(src: NodeId, frame: memoryview) -> None:
             if not self.reading and isinstance(decode(frame), Heartbeat):
                 self.woken_by_beats += 1
             on_frame(src, frame)
 
-        await self.inner.start(counting, on_peer_lost, on_large_frame)
+        return counting
 
     def beat(self, peer: NodeId, epoch: int, frame: Frame) -> bool:
         return self.quiet and self.inner.beat(peer, epoch, frame)
