@@ -170,8 +170,8 @@ def test_a_message_read_at_a_tick_is_handed_on_before_the_next_read() -> None:
     buffer, which the tick's next read reuses: handed on at the tick's end, it was read
     from the next message's bytes. A 128 MiB state transfer to a member back while the
     group ran stalled so for good, about one whole-state round in six of
-    ``benchmarks/rejoin_time.py`` (a chunk decoded twice, the one before it never). The member now hands on what a frame
-    read at a tick gave before the next read."""
+    ``benchmarks/rejoin_time.py`` (a chunk decoded twice, the one before it never). The
+    member now hands on what a frame read at a tick gave before the next read."""
     sent = [f"message {number} ".encode() * 1000 for number in range(3)]
 
     async def scenario() -> list[bytes]:
