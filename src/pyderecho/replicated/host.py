@@ -203,18 +203,9 @@ class _Replica:
     not this replica's state: kept whether the replica applied, buffered or skipped them."""
     tail_bytes: int = 0
     """What ``tail`` costs: its payloads and :data:`KEPT_UPDATE_OVERHEAD` each."""
-    held: _Held | None = None
+    held: Rebuilt | None = None
     """A member back while the group runs: the state its own logs rebuilt, until it catches
     up from there or takes a whole state."""
-
-
-@dataclass(frozen=True)
-class _Held:
-    obj: Any
-    position: Position
-    last: tuple[NodeId, int]
-    """The sender and timestamp of the update at ``position``."""
-    latest_timestamp: int
 
 
 @dataclass
@@ -315,7 +306,9 @@ class ObjectHost:
         self._rebuilt: dict[ShardKey, Rebuilt] = {}
         """What a restart rebuilt, kept until the first view: should the group have gone on
         without this member, it joins anew and catches up from these states."""
-        self._rejoining: dict[ShardKey, _Held] = {}
+        self._rejoining: dict[ShardKey, Rebuilt] = {}
+        """A member back while the group runs: the states its logs rebuilt that end with an
+        update (whose sender and timestamp it asks with), until the first view plans them."""
         self._restarting = False
         self._restart_view: RestartView | None = None
         """The view this member founded when it restarted from logs, told to every member."""
@@ -811,11 +804,7 @@ class ObjectHost:
             # the one it rebuilt where it rebuilt any.
             self._restarting = False
             self._recovered = {}
-            self._rejoining = {
-                key: _Held(r.obj, r.position, r.last, r.latest_timestamp)
-                for key, r in self._rebuilt.items()
-                if r.last is not None
-            }
+            self._rejoining = {key: r for key, r in self._rebuilt.items() if r.last is not None}
         self._rebuilt = {}
         for call_id, pending in list(self._calls.items()):
             if pending.expected is not None:
@@ -1150,7 +1139,7 @@ class ObjectHost:
                 held = replica.held
                 request = (
                     StateRequest(*replica.key, self.view.epoch)
-                    if held is None
+                    if held is None or held.last is None
                     else StateRequest(*replica.key, self.view.epoch, *held.position, *held.last)
                 )
                 self._send(candidate, request)
@@ -1222,21 +1211,23 @@ class ObjectHost:
     def _send_state(
         self, replica: _Replica, dst: NodeId, epoch: int, request: StateRequest | None = None
     ) -> None:
+        """Send ``dst`` the shard's state: only the updates after the state its ``request``
+        says it holds where this member keeps them (with the checksum of the state they lead
+        to), else the snapshot taken at view ``epoch``'s cut, else the current state."""
         cut = replica.cut
         updates = self._updates_after(replica, request) if request is not None else None
-        if updates is not None:
-            if cut is not None and dst in cut.waiting:
-                cut.waiting.discard(dst)
-                if not cut.waiting:
-                    replica.cut = None
-            self._send_updates(replica, dst, updates)
-            return
-        if cut is not None and cut.epoch == epoch and dst in cut.waiting:
-            # Taken as view ``epoch`` installed: before that view's first delivery.
-            data, position = cut.data, (epoch, 0)
+        from_cut = (
+            cut is not None and dst in cut.waiting and (updates is not None or cut.epoch == epoch)
+        )
+        if cut is not None and from_cut:
+            # Served, by the cut or by the updates after the state it holds.
             cut.waiting.discard(dst)
             if not cut.waiting:
                 replica.cut = None
+        checksum, state_digest = 0, ""
+        if cut is not None and from_cut and updates is None:
+            # Taken as view ``epoch`` installed: before that view's first delivery.
+            data, position = cut.data, (epoch, 0)
         else:
             obj, position = (
                 (replica.obj, _state_position(replica))
@@ -1249,11 +1240,25 @@ class ObjectHost:
                 self._user_failed(f"{replica.spec.cls.__qualname__}.snapshot", exc)
                 self._send(dst, StateHeader(*replica.key, StateStatus.UNSENT))
                 return
+            if updates is not None:
+                checksum = crc32c.crc32c(data)
+                state_digest = digest(data) if self.record_digests else ""
+                data = encoder.encode(updates)
+                self.stats["catch_up_sent"] += 1
         header = StateHeader(
-            *replica.key, StateStatus.SENDING, position[0], position[1], len(data), replica.lost
+            *replica.key,
+            StateStatus.SENDING,
+            position[0],
+            position[1],
+            len(data),
+            replica.lost,
+            updates is not None,
+            checksum,
         )
         self._send(dst, header)
-        transfer = _Outgoing(dst, replica.key, memoryview(data), position)
+        transfer = _Outgoing(
+            dst, replica.key, memoryview(data), position, state_digest=state_digest
+        )
         if header.size == 0:
             self._record_sent(transfer)
             return
@@ -1284,35 +1289,6 @@ class ObjectHost:
             return None
         assert _update_position(tail[-1]) == replica.position, "the kept updates end at it"
         return tail[at + 1 :]
-
-    def _send_updates(self, replica: _Replica, dst: NodeId, updates: list[CaughtUpdate]) -> None:
-        """Send ``dst`` the updates it lacks, as a state transfer whose data is those, with
-        the checksum of the state they lead to."""
-        try:
-            state = snapshot(replica.spec, replica.obj)
-        except Exception as exc:
-            self._user_failed(f"{replica.spec.cls.__qualname__}.snapshot", exc)
-            self._send(dst, StateHeader(*replica.key, StateStatus.UNSENT))
-            return
-        data = encoder.encode(updates)
-        position = replica.position
-        header = StateHeader(
-            *replica.key,
-            StateStatus.SENDING,
-            position[0],
-            position[1],
-            len(data),
-            replica.lost,
-            True,
-            crc32c.crc32c(state),
-        )
-        state_digest = digest(state) if self.record_digests else ""
-        self.stats["catch_up_sent"] += 1
-        self._send(dst, header)
-        transfer = _Outgoing(dst, replica.key, memoryview(data), position)
-        transfer.state_digest = state_digest
-        self._outgoing[(dst, replica.key)] = transfer
-        self._pump(transfer)
 
     def _trim(self, replica: _Replica) -> None:
         """Drop the oldest kept updates, down to three quarters of the budget."""

@@ -18,7 +18,7 @@ import os
 import secrets
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, get_args, overload
@@ -151,12 +151,7 @@ class Group:
         async def build() -> Group:
             settings = _settings(config, member_id)
             recovery = await asyncio.to_thread(load_recovery, settings.data_dir)
-            try:
-                return await start(settings, recovery)
-            except BaseException:
-                if recovery is not None:
-                    recovery.close()  # every log it opened (closing one again does nothing)
-                raise
+            return await _closing_logs_on_failure(recovery, start(settings, recovery))
 
         async def start(settings: Settings, recovery: Recovery | None) -> Group:
             transport, addresses = build_transport(settings, shm_dir=shm_dir)
@@ -235,12 +230,7 @@ class Group:
                 recovery = await asyncio.to_thread(
                     load_recovery, directory, segment_bytes=segment_bytes
                 )
-            try:
-                return await start(recovery)
-            except BaseException:
-                if recovery is not None:
-                    recovery.close()  # every log it opened (closing one again does nothing)
-                raise
+            return await _closing_logs_on_failure(recovery, start(recovery))
 
         async def start(recovery: Recovery | None) -> Group:
             group = cls._assemble(
@@ -719,6 +709,19 @@ def _settings(config: str | Path | Settings | None, member_id: NodeId | None) ->
     if member_id is not None and member_id != settings.member_id:
         settings = dataclasses.replace(settings, member_id=member_id)
     return settings
+
+
+async def _closing_logs_on_failure(
+    recovery: Recovery | None, starting: Coroutine[Any, Any, Group]
+) -> Group:
+    """The group ``starting`` starts; should it fail, every log ``recovery`` opened is closed
+    (those the member took too: closing a log again does nothing)."""
+    try:
+        return await starting
+    except BaseException:
+        if recovery is not None:
+            recovery.close()
+        raise
 
 
 def _rebuild(host: ObjectHost, member_id: NodeId, recovery: Recovery) -> dict[ShardKey, Rebuilt]:
