@@ -10,8 +10,9 @@ from typing import Any
 from pyderecho.core.events import Delivered, PeerMessage, ViewInstalled
 from pyderecho.core.layout import Mode, ViewLayout, compute_layout, every_member, layout_of
 from pyderecho.core.view import NodeId, View
-from pyderecho.replicated.events import SaveState, SendPeer
+from pyderecho.replicated.events import ReadLog, SaveState, SendPeer
 from pyderecho.replicated.host import ObjectHost
+from pyderecho.replicated.messages import CaughtUpdate
 from pyderecho.sim.swarm import KV
 
 KEY = ("KV", 0, 0)
@@ -31,6 +32,12 @@ class Members:
         self.outputs: dict[NodeId, list[Any]] = {m: [] for m in self.hosts}
         self.layout: ViewLayout | None = None
         self.down: set[NodeId] = set()
+        self.logs: dict[NodeId, list[CaughtUpdate]] = {m: [] for m in self.hosts}
+        """Each member's log of the shard, as :meth:`call` delivers: what a
+        :class:`ReadLog` reads back (a test may cut its start, as compaction does)."""
+        self.hold_reads = False
+        """Keep the answers to reads in :attr:`reads` instead of handing them over."""
+        self.reads: list[tuple[NodeId, int, list[CaughtUpdate] | None]] = []
 
     def install(self, view: View) -> None:
         layout = compute_layout(self.plan, view)
@@ -50,6 +57,12 @@ class Members:
                     if isinstance(output, SaveState):
                         host.saved(output.key, output.position)
                         moved = True
+                    if isinstance(output, ReadLog):
+                        # Read as the log is now, handed over now or when the test says.
+                        self.reads.append((src, output.read_id, self.read_log(src, output)))
+                        if not self.hold_reads:
+                            self.hand_over_reads()
+                        moved = True
                     if not isinstance(output, SendPeer) or {src, output.dst} & self.down:
                         continue
                     payload = output.payload
@@ -57,6 +70,19 @@ class Members:
                         payload = tamper(src, output.dst, payload)
                     self.hosts[output.dst].handle(PeerMessage(src, payload))
                     moved = True
+
+    def read_log(self, member: NodeId, read: ReadLog) -> list[CaughtUpdate] | None:
+        """What the driver's read gives: the records from the one at ``read.after`` on."""
+        log = self.logs[member]
+        at = [i for i, u in enumerate(log) if (u.epoch, u.number) == read.after]
+        if not at or sum(len(u.payload) for u in log[at[0] :]) > read.limit_bytes:
+            return None
+        return log[at[0] :]
+
+    def hand_over_reads(self) -> None:
+        reads, self.reads = self.reads, []
+        for member, read_id, records in reads:
+            self.hosts[member].log_read(read_id, records)
 
     def call(
         self, caller: NodeId, epoch: int, index: int, members: tuple[NodeId, ...], key: str = "c"
@@ -68,6 +94,7 @@ class Members:
         )
         for m in members:
             self.hosts[m].handle(Delivered(epoch, subgroup, 0, self.mode, caller, index, payload))
+            self.logs[m].append(CaughtUpdate(epoch, index, caller, 0, payload))
         return call_id
 
     def reported(self, member: NodeId, kind: type) -> list[Any]:

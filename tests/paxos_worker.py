@@ -5,7 +5,8 @@ appends entries to a durable ledger with ``--in-flight`` calls outstanding, and 
 line per acknowledged call: the client-side ledger the test checks the logs against after it
 kills every member at once. Started again on the same data directory, it restarts from its
 logs and first prints the ledger it recovered (and, when it comes back to a group that went on
-without it, the state transfer that caught it up). It runs until it is killed.
+without it, the state transfer that caught it up). It runs until it is killed. While the file
+``--pause-file`` names exists, its writers make no new call: the test holds the load still.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from typing import Any
 
@@ -78,6 +80,8 @@ async def main(args: argparse.Namespace) -> None:
         async def writer(lane: int) -> None:
             number = 0
             while True:
+                while args.pause_file and os.path.exists(args.pause_file):
+                    await asyncio.sleep(0.05)  # the test holds the workload: no protocol step
                 entry = f"{group.member_id}-{run}-{lane}-{number}"
                 replies = await group.subgroup(Ledger).append(entry)
                 errors = replies.errors
@@ -117,6 +121,7 @@ if __name__ == "__main__":
     parser.add_argument("--in-flight", type=int, default=4)
     parser.add_argument("--shm-dir", default=None)
     parser.add_argument("--planted-unlogged-member", type=int, default=-1)
+    parser.add_argument("--pause-file", default="")
     arguments = parser.parse_args()
     if arguments.planted_unlogged_member >= 0:
         plant_unlogged_delivery(arguments.planted_unlogged_member)

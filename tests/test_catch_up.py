@@ -20,7 +20,7 @@ from object_hosts import KEY, Members
 from pyderecho.core.layout import Mode
 from pyderecho.core.view import View
 from pyderecho.replicated import host as host_module
-from pyderecho.replicated.events import SaveState, StateDigest, StateReceived
+from pyderecho.replicated.events import ReadLog, SaveState, StateDigest, StateReceived
 from pyderecho.replicated.recovery import Rebuilt
 from pyderecho.sim.swarm import KV
 
@@ -114,6 +114,7 @@ def test_updates_that_skip_one_are_refused_and_the_next_old_member_asked() -> No
 
     def one_short(*args: Any) -> Any:
         updates = real(*args)
+        assert not isinstance(updates, ReadLog), "memory keeps them: no log is read"
         return [u for u in updates if (u.epoch, u.number) != (1, HELD + 2)] if updates else None
 
     members.hosts[0]._updates_after = one_short  # type: ignore[method-assign,assignment]
@@ -156,3 +157,75 @@ def test_catching_up_without_the_state_checksum_is_caught(monkeypatch: pytest.Mo
         assert_caught_up_with_the_others(members)
     [received] = members.reported(2, StateReceived)
     assert received.caught_up
+
+
+def test_a_member_back_after_memory_dropped_the_updates_is_sent_them_from_the_log() -> None:
+    """The old members keep less than one update in memory, but their logs still hold the
+    updates after member 2's state: member 0 reads them back and sends those six."""
+    members = back_after_six(catch_up_bytes=64, reads_logs=True)
+    received = assert_caught_up_with_the_others(members)
+    assert received.caught_up and received.source == 0
+    stats = members.hosts[0].stats
+    assert stats["catch_up_log_reads"] == 1 and stats["catch_up_from_log"] == 1
+    whole = back_after_six(catch_up_bytes=64)
+    [state] = whole.reported(2, StateReceived)
+    assert received.size < state.size / 2, "six updates, not the whole state"
+
+
+def test_the_log_read_back_and_the_updates_delivered_meanwhile_are_sent_together() -> None:
+    """Member 0's log is read as member 2 asks, up to the fortieth put; three more are
+    delivered in view 2 before the read comes back, and memory keeps only the last few.
+    Member 0 sends the log's six and memory's three, and member 2 ends where 0 is."""
+    members = Members(3, Mode.PAXOS, record_digests=True, catch_up_bytes=1300, reads_logs=True)
+    members.hold_reads = True
+    members.hosts[2].restart({KEY: Rebuilt(kv_after(HELD), (1, HELD), HELD, 0, 0, (0, 0))})
+    members.install(View(1, (0, 1)))
+    for index in range(1, PUTS + 1):
+        members.call(0, 1, index, (0, 1), key="k")
+    members.install(View(2, (0, 1, 2), joined=(2,)))
+    members.route()
+    assert [member for member, _, _ in members.reads] == [0], "member 0 reads its log"
+    for index in range(1, 4):
+        members.call(0, 2, index, (0, 1, 2), key="v")
+    assert len(members.hosts[0]._replicas[KEY].tail) < PUTS - HELD, "memory lacks the six"
+    members.hand_over_reads()
+    members.route()
+    [received] = members.reported(2, StateReceived)
+    assert received.caught_up and received.position == (2, 3)
+    assert members.hosts[0].stats["catch_up_from_log"] == 1
+    replicas = [members.hosts[m].replica("KV") for m in range(3)]
+    assert replicas[2].history == replicas[0].history == replicas[1].history
+    assert len(replicas[2].history) == PUTS + 3
+
+
+def test_a_log_that_no_longer_holds_the_members_update_gives_the_whole_state() -> None:
+    """Compaction cut the old members' logs after member 2's last update: the read finds
+    nothing to start from, and member 0 sends its state."""
+    members = Members(3, Mode.PAXOS, record_digests=True, catch_up_bytes=64, reads_logs=True)
+    members.hosts[2].restart({KEY: Rebuilt(kv_after(HELD), (1, HELD), HELD, 0, 0, (0, 0))})
+    members.install(View(1, (0, 1)))
+    for index in range(1, PUTS + 1):
+        members.call(0, 1, index, (0, 1), key="k")
+    for member in (0, 1):
+        members.logs[member] = members.logs[member][HELD + 1 :]
+    members.install(View(2, (0, 1, 2), joined=(2,)))
+    members.route()
+    received = assert_caught_up_with_the_others(members)
+    assert not received.caught_up
+    stats = members.hosts[0].stats
+    assert stats["catch_up_log_reads"] == 1 and stats["catch_up_not_kept"] == 1
+
+
+def test_updates_read_back_that_cost_more_than_the_state_are_not_sent() -> None:
+    """Member 2 comes back with its state at the second put; the thirty-eight after it, read
+    back from the log, would cost more than the state of forty: member 0 sends the state."""
+    members = Members(3, Mode.PAXOS, record_digests=True, catch_up_bytes=64, reads_logs=True)
+    members.hosts[2].restart({KEY: Rebuilt(kv_after(2), (1, 2), 2, 0, 0, (0, 0))})
+    members.install(View(1, (0, 1)))
+    for index in range(1, PUTS + 1):
+        members.call(0, 1, index, (0, 1), key="k")
+    members.install(View(2, (0, 1, 2), joined=(2,)))
+    members.route()
+    received = assert_caught_up_with_the_others(members)
+    assert not received.caught_up
+    assert members.hosts[0].stats["catch_up_log_larger"] == 1

@@ -235,21 +235,33 @@ def wait_until(ready: Any, workers: list[Worker], what: str) -> None:
         time.sleep(0.05)
 
 
+@pytest.mark.parametrize("kept", ["memory", "log"])
 @pytest.mark.parametrize("transport", ["tcp", "shm"])
 def test_a_member_killed_under_load_comes_back_and_catches_up(
-    transport: str, workdir: Path
+    transport: str, kept: str, workdir: Path
 ) -> None:
     """Member 4 is SIGKILLed under load; the others remove it and go on appending. Started
     again on its data directory, it rebuilds its ledger from its log and joins, and is sent
-    only the updates it lacks (``caught_up``). Its ledger then holds every update any member
-    had acknowledged before it joined, at the version it was acknowledged with, and its
-    replies agree with the others' (the worker reports any that differ)."""
+    only the updates it lacks (``caught_up``): from the others' memory, or, with none kept
+    there (``catch_up_bytes = 0``), read back from their logs on disk. Its ledger then holds
+    every update any member had acknowledged before it joined, at the version it was
+    acknowledged with, and its replies agree with the others' (the worker reports any that
+    differ).
+
+    Read back from a log, updates are sent only when they cost less than the state, and a
+    ledger entry is a quarter of its update's bytes: in that case the ledger is made longer
+    first, and the load held still while the member restarts, so that it lacks a small part."""
     envs = environments(transport, workdir)
     flags = ["--members", str(MEMBERS), "--shm-dir", str(workdir)]
+    load, pause = ACKS_PER_MEMBER, workdir / "pause"
+    if kept == "log":
+        envs = [env | {"PYDERECHO_CATCH_UP_BYTES": "0"} for env in envs]
+        flags += ["--pause-file", str(pause)]
+        load *= 16
     workers = [Worker(i, envs[i], flags) for i in range(MEMBERS)]
     running = list(workers)
     try:
-        wait_until(lambda: all(len(w.acks()) >= ACKS_PER_MEMBER for w in workers), workers, "load")
+        wait_until(lambda: all(len(w.acks()) >= load for w in workers), workers, "load")
         workers[-1].kill()
         before = [len(w.acks()) for w in workers[:-1]]
         others = workers[:-1]
@@ -260,8 +272,17 @@ def test_a_member_killed_under_load_comes_back_and_catches_up(
             others,
             "the others went on",
         )
+        if kept == "log":
+            pause.touch()
         back = Worker(MEMBERS - 1, envs[-1], flags)
         running = [*others, back]
+        if kept == "log":
+            wait_until(
+                lambda: any(r["event"] == "ready" for r in list(back.records)),
+                running,
+                "the member back ready",
+            )
+            pause.unlink()
         wait_until(lambda: len(back.acks()) >= ACKS_PER_MEMBER, running, "the member back")
     finally:
         for worker in {*workers, *running}:

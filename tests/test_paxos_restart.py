@@ -407,15 +407,25 @@ def test_a_member_removed_before_the_total_crash_rejoins_with_the_state(tmp_path
     run(scenario, tmp_path)
 
 
-@pytest.mark.parametrize("catch_up_bytes", [1 << 20, 0], ids=["kept", "none kept"])
+@pytest.mark.parametrize(
+    ("options", "source"),
+    [
+        ({"catch_up_bytes": 1 << 20}, "memory"),
+        ({"catch_up_bytes": 0}, "log"),
+        ({"catch_up_bytes": 0, "snapshot_every": 4, "segment_bytes": 512}, "state"),
+    ],
+    ids=["kept in memory", "read back from the log", "log compacted"],
+)
 def test_a_member_back_while_the_group_runs_catches_up_from_its_own_log(
-    tmp_path: Path, catch_up_bytes: int
+    tmp_path: Path, options: dict[str, int], source: str
 ) -> None:
     """Member 2 crashes, and the group removes it and goes on. Started again on its data
-    directory, it rebuilds its replica from its log and joins; the others keep the updates it
-    lacks, so it is sent only those (``StateReceived.caught_up``), not the ledger. With none
-    kept it is sent the whole state. Either way it then applies calls like the others, and
-    restarts after a total crash from the snapshot it saved, with nothing lost."""
+    directory, it rebuilds its replica from its log and joins. It is sent only the updates
+    it lacks (``StateReceived.caught_up``), not the ledger: from the old members' memory, or,
+    with none kept there, read back from the log on their disks (real segment files). With
+    none kept and the logs compacted past its state (a snapshot every four updates, 512-byte
+    segments), it is sent the whole state. Either way it then applies calls like the others,
+    and restarts after a total crash from the snapshot it saved, with nothing lost."""
 
     async def scenario(cluster: Cluster) -> None:
         groups = await cluster.start_all([0, 1, 2])
@@ -428,7 +438,11 @@ def test_a_member_back_while_the_group_runs_catches_up_from_its_own_log(
         back = await cluster.start(2, [0, 1, 2])
         await back.wait_ready(Ledger, timeout=WAIT)
         [received] = [e for e in cluster.events[2] if isinstance(e, StateReceived)]
-        assert received.caught_up == bool(catch_up_bytes)
+        assert received.caught_up == (source != "state")
+        stats = groups[0].host.stats + groups[1].host.stats
+        assert stats["catch_up_log_reads"] == (source != "memory")
+        assert stats["catch_up_from_log"] == (source == "log")
+        assert stats["catch_up_not_kept"] == (source == "state"), "the log lacked the update"
         groups = [*groups[:2], back]
         ledger = check_replicas(groups, early | late)
         if received.caught_up:
@@ -443,7 +457,7 @@ def test_a_member_back_while_the_group_runs_catches_up_from_its_own_log(
             await group.wait_ready(Ledger, timeout=WAIT)
         check_replicas(groups, early | late | more)
 
-    run(scenario, tmp_path, catch_up_bytes=catch_up_bytes)
+    run(scenario, tmp_path, **options)
 
 
 def test_a_restart_follows_a_commit_that_a_majority_logged(tmp_path: Path) -> None:

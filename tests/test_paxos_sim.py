@@ -18,6 +18,7 @@ from typing import Any
 import msgspec
 import pytest
 
+from pyderecho.config import DEFAULT_CATCH_UP_BYTES
 from pyderecho.core.config import CoreConfig
 from pyderecho.core.errors import LocalProtocolError
 from pyderecho.core.events import (
@@ -38,6 +39,7 @@ from pyderecho.core.view import View
 from pyderecho.replicated import host as host_module
 from pyderecho.replicated import recovery
 from pyderecho.replicated.host import ObjectHost
+from pyderecho.sim.disk import SimDisks
 from pyderecho.sim.simulation import DiskModel, LinkModel, Simulation
 from pyderecho.sim.swarm import SimulationSpec, _Run, run_simulation
 from test_membership_sim import blame_silent_followers_unasked
@@ -241,9 +243,13 @@ def paxos_scenario(seed: int) -> SimulationSpec:
     )
     # Drawn last, so that the draws above stay what they were for every seed.
     spec = dataclasses.replace(spec, rejoin=rng.randint(0, crash))
-    return dataclasses.replace(
+    spec = dataclasses.replace(
         spec, link=dataclasses.replace(spec.link, beats_in_memory=rng.random() < 0.5)
     )
+    # Drawn last too. A member back while the group runs catches up from the updates its
+    # source keeps in memory (the default budget), from its source's log read back (none
+    # kept), or from both (a few kept: the log's end meets them).
+    return dataclasses.replace(spec, catch_up_bytes=rng.choice([DEFAULT_CATCH_UP_BYTES, 0, 2000]))
 
 
 @pytest.mark.parametrize("seed", range(200))
@@ -325,6 +331,59 @@ def test_catching_up_from_a_state_other_than_the_one_held_is_caught(
         v for seed in CATCHING_UP for v in run_simulation(paxos_scenario(seed)).violations
     ]
     assert any(v.startswith("state-transfer") for v in violations), violations
+
+
+FROM_THE_LOG = [19, 42, 53]
+"""Paxos sweep seeds in which a member back is sent updates its source read back from its
+log (found by running the sweep): none kept in memory (19); memory emptied by a total restart,
+the log holding what came before it (42); a few kept, which the log's end meets (53)."""
+
+
+def updates_from_logs(seeds: list[int], monkeypatch: pytest.MonkeyPatch) -> tuple[int, list[str]]:
+    """How many catch-ups the sources sent from their logs over ``seeds``, and the runs'
+    violations."""
+    sent = 0
+    real = ObjectHost.log_read
+
+    def counted(self: ObjectHost, read_id: int, records: Any) -> None:
+        nonlocal sent
+        before = self.stats["catch_up_from_log"]
+        real(self, read_id, records)
+        sent += self.stats["catch_up_from_log"] - before
+
+    monkeypatch.setattr(ObjectHost, "log_read", counted)
+    violations = [v for seed in seeds for v in run_simulation(paxos_scenario(seed)).violations]
+    return sent, violations
+
+
+def test_members_back_catch_up_with_updates_read_back_from_the_logs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The history checker compares the state such a member reaches with its source's."""
+    sent, violations = updates_from_logs(FROM_THE_LOG, monkeypatch)
+    assert violations == [] and sent >= len(FROM_THE_LOG)
+
+
+def test_a_log_read_back_wrong_without_the_state_checksum_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Planted: the disks read one update back with the payload of the update before it (the
+    positions still follow on), and every CRC32C reads 0, which would have refused the state
+    it leads to. The member back then holds another state than its source at that position."""
+    real = SimDisks.read_log
+
+    def misread(self: SimDisks, *args: Any) -> Any:
+        records = real(self, *args)
+        if records is None or len(records) < 3:
+            return records
+        records = list(records)
+        records[-2] = dataclasses.replace(records[-2], payload=records[-3].payload)
+        return records
+
+    monkeypatch.setattr(SimDisks, "read_log", misread)
+    monkeypatch.setattr(host_module, "crc32c", types.SimpleNamespace(crc32c=lambda *_: 0))
+    sent, violations = updates_from_logs(FROM_THE_LOG, monkeypatch)
+    assert sent and any(v.startswith("state-transfer") for v in violations), violations
 
 
 def planted(seeds: range, crash: int) -> list[str]:

@@ -125,6 +125,25 @@ class SaveState:
 
 
 @dataclass(frozen=True, slots=True)
+class ReadLog:
+    """Read this member's log of a ``Paxos`` shard from the update at ``after`` on, and hand
+    what it holds to :meth:`~pyderecho.replicated.host.ObjectHost.log_read` with ``read_id``
+    (driver action, off the event loop: it is disk I/O).
+
+    Asked when a member back with an older state wants the updates after it and this member
+    no longer keeps them in memory (``catch_up_bytes``): its log may still hold them. The
+    answer is None when the log does not hold the update at ``after`` (compacted, or a stint
+    that began later), when the read fails, or once the payloads read pass ``limit_bytes``
+    (twice the replica's last snapshot, 16 MiB at least): past that, the whole state is the
+    smaller thing to send and the cheaper one to install."""
+
+    read_id: int
+    key: tuple[str, int, int]
+    after: tuple[int, int]
+    limit_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
 class StateDigest:
     """For the history checker: ``member``'s state of a shard at ``position`` had ``digest``.
 

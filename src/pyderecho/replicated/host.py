@@ -29,7 +29,7 @@ import bisect
 import contextvars
 import itertools
 from collections import Counter
-from collections.abc import Coroutine, Mapping
+from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +54,7 @@ from pyderecho.replicated.events import (
     CallFailed,
     HostFailed,
     QueryDone,
+    ReadLog,
     RunQuery,
     SaveState,
     SendPeer,
@@ -86,7 +87,7 @@ from pyderecho.replicated.messages import (
     encoder,
 )
 from pyderecho.replicated.methods import MethodSpec, TypeSpec, type_spec
-from pyderecho.replicated.recovery import Rebuilt, replay
+from pyderecho.replicated.recovery import LoggedUpdate, Rebuilt, replay
 from pyderecho.replicated.state import digest, restore, snapshot
 
 ShardKey = tuple[str, int, int]
@@ -101,6 +102,7 @@ Output = (
     | CallFailed
     | QueryDone
     | RunQuery
+    | ReadLog
     | StateReceived
     | StateLost
     | StateProgress
@@ -203,6 +205,9 @@ class _Replica:
     not this replica's state: kept whether the replica applied, buffered or skipped them."""
     tail_bytes: int = 0
     """What ``tail`` costs: its payloads and :data:`KEPT_UPDATE_OVERHEAD` each."""
+    saved_bytes: int = 0
+    """Paxos: the size of the last snapshot asked for (0: none since this member started):
+    what bounds a read of the log for updates to send instead of the state."""
     held: Rebuilt | None = None
     """A member back while the group runs: the state its own logs rebuilt, until it catches
     up from there or takes a whole state."""
@@ -262,6 +267,7 @@ class ObjectHost:
         chunk_size: int = CHUNK_SIZE,
         snapshot_every: int = DEFAULT_SNAPSHOT_EVERY,
         catch_up_bytes: int = DEFAULT_CATCH_UP_BYTES,
+        reads_logs: bool = False,
     ) -> None:
         """``types`` maps each replicated type name of the layout to its class; Raw subgroups
         need none. ``record_digests`` reports a :class:`StateDigest` at every view boundary
@@ -270,13 +276,16 @@ class ObjectHost:
         ``snapshot_every``: a ``Paxos`` replica asks for a snapshot of itself (:class:`SaveState`)
         after this many updates, so that its log can be cut there. ``catch_up_bytes``: how
         much of a ``Paxos`` shard's latest updates each replica keeps for members that come
-        back with an older state (0: none; they take the whole state)."""
+        back with an older state (0: none). ``reads_logs``: the driver carries out
+        :class:`ReadLog`, so that a member back with an older state than the updates kept in
+        memory reach is sent the updates the log still holds rather than the whole state."""
         if snapshot_every < 1:
             raise ValueError(f"snapshot_every must be at least 1, got {snapshot_every}")
         if catch_up_bytes < 0:
             raise ValueError(f"catch_up_bytes must not be negative, got {catch_up_bytes}")
         self.snapshot_every = snapshot_every
         self.catch_up_bytes = catch_up_bytes
+        self.reads_logs = reads_logs
         self.node_id = node_id
         self.types = {name: type_spec(name, cls) for name, cls in types.items()}
         self.record_digests = record_digests
@@ -297,6 +306,8 @@ class ObjectHost:
         self._early_requests: dict[tuple[NodeId, ShardKey], StateRequest] = {}
         """State requests made in a view this member has not installed yet: the latest per
         member and shard, so a peer repeating itself cannot grow it."""
+        self._reads: dict[int, tuple[NodeId, StateRequest]] = {}
+        """State requests waiting for the driver to read the log (:class:`ReadLog`)."""
         self._calls: dict[int, _PendingCall] = {}
         self._queries: dict[int, _PendingQuery] = {}
         self._ids = itertools.count(1)
@@ -967,6 +978,7 @@ class ObjectHost:
             except Exception as exc:
                 self._user_failed(f"{replica.spec.cls.__qualname__}.snapshot", exc)
                 return
+        replica.saved_bytes = len(data)
         self._out.append(SaveState(replica.key, position, data))
 
     # -- restart from logs ------------------------------------------------------------------
@@ -1174,7 +1186,22 @@ class ObjectHost:
         # Otherwise a member asked holds the state but could not send it: the next view asks
         # again.
 
-    def _on_state_request(self, src: NodeId, request: StateRequest) -> None:
+    def log_read(self, read_id: int, records: Sequence[LoggedUpdate] | None) -> None:
+        """The driver read a shard's log for the :class:`ReadLog` ``read_id``: ``records``
+        are the log's from the update at its ``after`` on, oldest first (None: the log does
+        not hold that update, or the read failed or passed its limit). The request it was
+        read for is answered now, with the updates where the log and the updates kept in
+        memory since reach from the requester's state to this replica's, else the state."""
+        pending = self._reads.pop(read_id, None)
+        if pending is None:
+            return
+        src, request = pending
+        if src in self.view:
+            self._on_state_request(src, request, () if records is None else records)
+
+    def _on_state_request(
+        self, src: NodeId, request: StateRequest, logged: Sequence[LoggedUpdate] | None = None
+    ) -> None:
         if request.epoch > self.view.epoch:
             # The requester installed a view that this member has not: it may still deliver
             # messages of the old one, which a state sent now would lack. Answer once there.
@@ -1206,16 +1233,29 @@ class ObjectHost:
             elif src not in replica.waiting:
                 replica.waiting.append(src)
         else:
-            self._send_state(replica, src, request.epoch, request)
+            self._send_state(replica, src, request.epoch, request, logged)
 
     def _send_state(
-        self, replica: _Replica, dst: NodeId, epoch: int, request: StateRequest | None = None
+        self,
+        replica: _Replica,
+        dst: NodeId,
+        epoch: int,
+        request: StateRequest | None = None,
+        logged: Sequence[LoggedUpdate] | None = None,
     ) -> None:
         """Send ``dst`` the shard's state: only the updates after the state its ``request``
         says it holds where this member keeps them (with the checksum of the state they lead
-        to), else the snapshot taken at view ``epoch``'s cut, else the current state."""
+        to), else the snapshot taken at view ``epoch``'s cut, else the current state. Where
+        memory no longer reaches back to that state, the log is read first (``logged``: what
+        the read gave)."""
         cut = replica.cut
-        updates = self._updates_after(replica, request) if request is not None else None
+        updates = self._updates_after(replica, request, logged) if request is not None else None
+        if isinstance(updates, ReadLog):
+            assert request is not None
+            self._reads[updates.read_id] = (dst, request)
+            self.stats["catch_up_log_reads"] += 1
+            self._out.append(updates)
+            return
         from_cut = (
             cut is not None and dst in cut.waiting and (updates is not None or cut.epoch == epoch)
         )
@@ -1240,11 +1280,19 @@ class ObjectHost:
                 self._user_failed(f"{replica.spec.cls.__qualname__}.snapshot", exc)
                 self._send(dst, StateHeader(*replica.key, StateStatus.UNSENT))
                 return
+            encoded = b"" if updates is None else encoder.encode(updates)
+            if updates is not None and logged is not None and len(encoded) >= len(data):
+                # Read back from the log, the updates would cost more to send and to apply
+                # than the state they lead to.
+                self.stats["catch_up_log_larger"] += 1
+                updates = None
             if updates is not None:
                 checksum = crc32c.crc32c(data)
                 state_digest = digest(data) if self.record_digests else ""
-                data = encoder.encode(updates)
+                data = encoded
                 self.stats["catch_up_sent"] += 1
+                if logged is not None:
+                    self.stats["catch_up_from_log"] += 1
         header = StateHeader(
             *replica.key,
             StateStatus.SENDING,
@@ -1265,10 +1313,17 @@ class ObjectHost:
         self._outgoing[(dst, replica.key)] = transfer
         self._pump(transfer)
 
-    def _updates_after(self, replica: _Replica, request: StateRequest) -> list[CaughtUpdate] | None:
+    def _updates_after(
+        self,
+        replica: _Replica,
+        request: StateRequest,
+        logged: Sequence[LoggedUpdate] | None = None,
+    ) -> list[CaughtUpdate] | ReadLog | None:
         """The updates after the state ``request`` says its member holds, up to this
-        replica's position, if this member keeps them all and its own history holds the
-        update the requester's state ends with at that position (None: send the state)."""
+        replica's position, if this member keeps them all (in memory, or in its log and
+        memory: ``logged``) and its own history holds the update the requester's state ends
+        with at that position (None: send the state; a :class:`ReadLog`: memory does not reach
+        back that far, read the log first)."""
         have = (request.have_epoch, request.have_count)
         if (
             have[0] < 0
@@ -1278,17 +1333,28 @@ class ObjectHost:
             or replica.skip_until > replica.position
         ):
             return None
-        tail = replica.tail
-        at = bisect.bisect_left(tail, have, key=_update_position)
-        if at == len(tail) or _update_position(tail[at]) != have:
+        history = replica.tail if logged is None else _log_and_tail(replica, logged)
+        at = bisect.bisect_left(history, have, key=_update_position)
+        if at == len(history) or _update_position(history[at]) != have:
+            if (
+                logged is None
+                and self.reads_logs
+                and (not history or have < _update_position(history[0]))
+            ):
+                # Past twice the last snapshot's size (the state may have grown since), the
+                # updates would cost more than the state; the default budget of memory is the
+                # floor (a replica a restart rebuilt has not snapshotted).
+                limit = max(2 * replica.saved_bytes, DEFAULT_CATCH_UP_BYTES)
+                return ReadLog(next(self._ids), replica.key, have, limit)
             self.stats["catch_up_not_kept"] += 1
             return None
-        if (tail[at].sender, tail[at].timestamp) != (request.have_sender, request.have_timestamp):
+        found = history[at]
+        if (found.sender, found.timestamp) != (request.have_sender, request.have_timestamp):
             # Not this history's update at that position: the requester's logs hold another.
             self.stats["catch_up_mismatch"] += 1
             return None
-        assert _update_position(tail[-1]) == replica.position, "the kept updates end at it"
-        return tail[at + 1 :]
+        assert _update_position(history[-1]) == replica.position, "the updates end at it"
+        return history[at + 1 :]
 
     def _trim(self, replica: _Replica) -> None:
         """Drop the oldest kept updates, down to three quarters of the budget."""
@@ -1564,6 +1630,29 @@ def _state_position(replica: _Replica) -> Position:
     state it started from (received, or fresh at a view's start) is ahead of its counting, as
     when a joiner installs state before the deliveries that state holds reach it."""
     return max(replica.position, replica.skip_until)
+
+
+def _log_and_tail(replica: _Replica, logged: Sequence[LoggedUpdate]) -> list[CaughtUpdate]:
+    """The shard's history as this member's log holds it up to the replica's position (a
+    log runs ahead of delivery: a Paxos shard logs an update before it delivers it), with
+    the updates kept in memory after the log's last (those delivered while it was read);
+    empty where the two do not meet."""
+    upto = replica.position
+    history = [
+        CaughtUpdate(r.epoch, r.number, r.sender, r.timestamp, bytes(r.payload))
+        for r in logged
+        if (r.epoch, r.number) <= upto
+    ]
+    if not history:
+        return []
+    last = _update_position(history[-1])
+    if last == upto:
+        return history
+    tail = replica.tail
+    at = bisect.bisect_left(tail, last, key=_update_position)
+    if at == len(tail) or _update_position(tail[at]) != last:
+        return []
+    return history + tail[at + 1 :]
 
 
 def _update_position(update: CaughtUpdate) -> Position:

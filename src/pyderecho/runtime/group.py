@@ -41,6 +41,7 @@ from pyderecho.replicated.events import (
     CallFailed,
     HostFailed,
     QueryDone,
+    ReadLog,
     RunQuery,
     SaveState,
     SendPeer,
@@ -50,7 +51,7 @@ from pyderecho.replicated.host import ObjectHost
 from pyderecho.replicated.recovery import Rebuilt, rebuild
 from pyderecho.runtime.connect import bound_address, build_transport, identify_contacts
 from pyderecho.runtime.member import GroupStopped, Member
-from pyderecho.runtime.persistence import Recovery, ShardKey, load_recovery
+from pyderecho.runtime.persistence import Recovery, ShardKey, StoredRecord, load_recovery
 from pyderecho.storage import DEFAULT_SEGMENT_BYTES, SegmentedLog
 from pyderecho.transport.base import Transport
 from pyderecho.transport.tcp import TcpTransport
@@ -282,6 +283,7 @@ class Group:
             record_digests=record_digests,
             snapshot_every=snapshot_every,
             catch_up_bytes=catch_up_bytes,
+            reads_logs=True,
         )
         view = None if members is None else View(0, tuple(members))
         recovered: dict[ShardKey, SegmentedLog] | None = None
@@ -501,6 +503,11 @@ class Group:
             self.host.saved(key, position)
             self._drain_host()
 
+    def _log_read(self, read_id: int, records: Sequence[StoredRecord] | None) -> None:
+        if not self.member.node.stopped:
+            self.host.log_read(read_id, records)
+            self._drain_host()
+
     def _drain_host(self) -> bool:
         """Act on what the object layer asked for; whether it sent anything. Runs once per
         step of the member, after the step's events, so one burst's replies leave together."""
@@ -531,6 +538,14 @@ class Group:
                         output.position,
                         output.data,
                         functools.partial(self._state_saved, output.key, output.position),
+                    )
+            elif isinstance(output, ReadLog):
+                if not self.member.node.stopped:
+                    self.member.read_log(
+                        output.key,
+                        output.after,
+                        output.limit_bytes,
+                        functools.partial(self._log_read, output.read_id),
                     )
             else:
                 if isinstance(output, StateWaiting):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -31,7 +31,7 @@ from pyderecho.core.events import (
 )
 from pyderecho.core.node import Node
 from pyderecho.core.view import NodeId, View
-from pyderecho.runtime.persistence import ShardKey, ShardLogs
+from pyderecho.runtime.persistence import ShardKey, ShardLogs, StoredRecord
 from pyderecho.storage import DEFAULT_SEGMENT_BYTES, SegmentedLog
 from pyderecho.transport.base import Placement, QuietBeats, Transport
 from pyderecho.wire import Heartbeat, WireMessage, encode_parts
@@ -349,6 +349,21 @@ class Member:
             self._step()
             return
         self.logs.save_state(key, position, data, saved)
+
+    def read_log(
+        self,
+        key: ShardKey,
+        after: tuple[int, int],
+        limit_bytes: int,
+        done: Callable[[Sequence[StoredRecord] | None], None],
+    ) -> None:
+        """Read a ``Paxos`` shard's log from the record at ``after`` on, off the loop (the
+        object layer asks, to catch a member up); ``done`` runs on the loop with the records,
+        or None (see :meth:`ShardLogs.read_updates`)."""
+        if self.logs is None:
+            asyncio.get_running_loop().call_soon(done, None)
+            return
+        self.logs.read_updates(key, after, limit_bytes, done)
 
     def _no_data_dir(self) -> None:
         self.node.fail(

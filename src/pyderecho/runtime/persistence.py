@@ -52,6 +52,7 @@ from pyderecho.core.restart import Logs
 from pyderecho.core.view import NodeId, View
 from pyderecho.storage import (
     DEFAULT_SEGMENT_BYTES,
+    CorruptLog,
     GroupCommitWriter,
     SegmentedLog,
     StorageFailed,
@@ -461,6 +462,36 @@ class ShardLogs:
         except (StorageFailed, RuntimeError) as exc:
             self._fail(str(exc))
 
+    def read_updates(
+        self,
+        key: ShardKey,
+        after: tuple[int, int],
+        limit_bytes: int,
+        done: Callable[[list[StoredRecord] | None], None],
+    ) -> None:
+        """Read the records of ``key``'s log from the one at position ``after`` on, off the
+        loop; ``done(records)`` runs on the loop with them, or with None when the log does
+        not hold that record, the read fails, or the payloads passed ``limit_bytes``.
+
+        The read runs beside the writer thread, which goes on appending: the log's lock lets
+        one read while the other writes. Should compaction remove a segment before the read
+        gets to it, the read fails, and the state is sent instead."""
+        shard = self._logs.get(key)
+        log = shard.log if shard is not None else self._opened.get(key)
+        loop = self._loop
+        if log is None or self.failed:
+            loop.call_soon(done, None)
+            return
+
+        def read() -> None:  # on a thread of the loop's default executor
+            try:
+                records = _records_from(log, after, limit_bytes)
+            except (OSError, CorruptLog, ValueError, msgspec.DecodeError):
+                records = None  # StorageFailed is an OSError
+            loop.call_soon_threadsafe(done, records)
+
+        loop.run_in_executor(None, read)
+
     def _discard(self, key: ShardKey) -> None:
         """An earlier stint's directory of a shard this member enters again: gone before the
         new stint logs anything (its records are all durable: a view is installed only once
@@ -573,6 +604,29 @@ class ShardLogs:
                     self.failed = str(exc)
         self._logs.clear()
         self._opened.clear()
+
+
+def _records_from(
+    log: SegmentedLog, after: tuple[int, int], limit_bytes: int
+) -> list[StoredRecord] | None:
+    """The records of ``log`` from the one at position ``after`` on (None: none is there,
+    or their payloads pass ``limit_bytes``). Positions rise along the log, so the records
+    before it are only decoded, and the scan stops at the first past it."""
+    found: list[StoredRecord] = []
+    payload_bytes = 0
+    for _seq, body in log.records():
+        record = _record_decoder.decode(body)
+        if not found:
+            at = (record.epoch, record.number)
+            if at < after:
+                continue
+            if at != after:
+                return None
+        found.append(record)
+        payload_bytes += record.payload.nbytes
+        if payload_bytes > limit_bytes:
+            return None
+    return found or None
 
 
 def _nothing() -> None:

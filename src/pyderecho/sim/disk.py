@@ -20,6 +20,7 @@ delivery rule after the fact, and :meth:`SimDisks.recovery` gives what a restart
 
 from __future__ import annotations
 
+import bisect
 import random
 from dataclasses import dataclass, field
 
@@ -207,6 +208,25 @@ class SimDisks:
                 )
             )
             self.records += 1
+
+    def read_log(
+        self, member: NodeId, key: ShardKey, after: Position, limit_bytes: int
+    ) -> list[StoredUpdate] | None:
+        """What the real log's read gives (``ShardLogs.read_updates``): the durable records of
+        ``member``'s shard ``key`` from the one at ``after`` on, or None when none is there, the
+        disk failed, or their payloads pass ``limit_bytes``."""
+        disk = self._disks.get(member)
+        shard = None if disk is None or disk.failed else disk.shards.get(key)
+        if shard is None:
+            return None
+        positions = [(r.epoch, r.number) for r in shard.records]
+        at = bisect.bisect_left(positions, after)
+        if at == len(positions) or positions[at] != after:
+            return None
+        found = shard.records[at:]
+        if sum(len(r.payload) for r in found) > limit_bytes:
+            return None
+        return found
 
     def pending(self, member: NodeId) -> bool:
         """Writes are waiting for a sync that has not started yet."""

@@ -59,6 +59,7 @@ from collections import Counter
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
+from pyderecho.config import DEFAULT_CATCH_UP_BYTES
 from pyderecho.core.config import CoreConfig
 from pyderecho.core.errors import LocalProtocolError
 from pyderecho.core.events import (
@@ -82,6 +83,7 @@ from pyderecho.replicated.events import (
     CallFailed,
     HostFailed,
     QueryDone,
+    ReadLog,
     RunQuery,
     SaveState,
     SendPeer,
@@ -126,7 +128,8 @@ HostEvent = StateReceived | StateLost | StateWaiting | UserCodeFailed | HostFail
     _FAIL_DISK,
     _RESTART,
     _FLUSH,
-) = range(14)
+    _LOG_READ,
+) = range(15)
 """Event kinds. A point-to-point frame (a reply, a query, a chunk of state) arrives as
 ``_ARRIVE_P2P``, which counts as scheduled work: a run is not settled while one is in flight,
 since the object layer's progress rides on them and the core's idleness does not see them."""
@@ -145,10 +148,13 @@ class Simulation:
         link: LinkModel | None = None,
         types: Mapping[str, type[Any]] | None = None,
         disk: DiskModel | None = None,
+        catch_up_bytes: int = DEFAULT_CATCH_UP_BYTES,
     ) -> None:
         """``types`` maps the layout's replicated type names to their classes: with it, every
         member runs an object host (see the module's docstring); without it, members move
-        bytes only."""
+        bytes only. ``catch_up_bytes``: each host's budget of updates kept in memory for
+        members that come back (a small one has them read back from the disks instead)."""
+        self.catch_up_bytes = catch_up_bytes
         self.seed = seed
         root = random.Random(seed)
         self.rng = random.Random(root.getrandbits(64))
@@ -254,11 +260,21 @@ class Simulation:
         for node in member_ids:
             self._add(node, Node(node, self.view, layout, self.config, layout_cache=self._layouts))
 
+    def _new_host(self, member: NodeId) -> ObjectHost:
+        assert self.types is not None
+        return ObjectHost(
+            member,
+            self.types,
+            record_digests=True,
+            catch_up_bytes=self.catch_up_bytes,
+            reads_logs=True,
+        )
+
     def _add(self, node_id: NodeId, node: Node) -> None:
         self.nodes[node_id] = node
         self._event_epoch.pop(node_id, None)  # a restarted process starts its history afresh
         if self.types is not None:
-            self.hosts[node_id] = ObjectHost(node_id, self.types, record_digests=True)
+            self.hosts[node_id] = self._new_host(node_id)
         self.messages_sent.setdefault(node_id, 0)
         self.bytes_sent.setdefault(node_id, 0)
         self._drain(node_id)
@@ -644,6 +660,10 @@ class Simulation:
                 node.leave(self.now)
         elif kind == _SYNCED:
             self._synced(node_id, node)
+        elif kind == _LOG_READ:
+            host = self.hosts.get(node_id)
+            if host is not None and not node.stopped:
+                host.log_read(b, c)
         elif not node.stopped:
             node.send(b, c, self.now)
         self._drain(node_id)
@@ -716,7 +736,7 @@ class Simulation:
             floors={k: d.records[-1].timestamp for k, d in shards.items() if d.records},
         )
         if self.types is not None:
-            host = ObjectHost(member, self.types, record_digests=True)
+            host = self._new_host(member)
             rebuilt: dict[tuple[str, int, int], Rebuilt] = {}
             for key, data in shards.items():
                 spec = host.types.get(key[0])
@@ -806,7 +826,10 @@ class Simulation:
             arrival = kind in (_ARRIVE, _ARRIVE_P2P)
             old = (arrival and b == member) or (
                 a == member
-                and (kind in (_TICK, _SYNCED, _FLUSH) or (arrival and counter < crashed_at))
+                and (
+                    kind in (_TICK, _SYNCED, _FLUSH, _LOG_READ)
+                    or (arrival and counter < crashed_at)
+                )
             )
             if old:
                 if kind not in (_ARRIVE, _TICK):
@@ -951,6 +974,13 @@ class Simulation:
             if node_id not in self.crashed:
                 saved = self.disks.save_state(node_id, output.key, output.position, output.data)
                 self._sync_if(node_id, saved)
+        elif isinstance(output, ReadLog):
+            # Read back as the member's disk holds the log now, handed over a disk's latency
+            # later: deliveries go on meanwhile, as they do beside the real read's thread.
+            records = self.disks.read_log(node_id, output.key, output.after, output.limit_bytes)
+            self._push(
+                self.now + self.disks.model.latency, _LOG_READ, node_id, output.read_id, records
+            )
         elif isinstance(output, CallDone | CallFailed):
             self.results.setdefault(node_id, {})[output.call_id] = output
             outcome = output.replies if isinstance(output, CallDone) else output.error

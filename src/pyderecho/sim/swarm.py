@@ -30,6 +30,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from pyderecho.config import DEFAULT_CATCH_UP_BYTES
 from pyderecho.core.config import CoreConfig
 from pyderecho.core.errors import LocalProtocolError
 from pyderecho.core.events import Abandoned, Delivered, Event, Suspected, ViewInstalled
@@ -145,6 +146,10 @@ class SimulationSpec:
     config: CoreConfig = field(default_factory=CoreConfig)
     link: LinkModel = field(default_factory=LinkModel)
     disk: DiskModel = field(default_factory=DiskModel)
+    catch_up_bytes: int = DEFAULT_CATCH_UP_BYTES
+    """Each member's budget of a Paxos shard's latest updates kept in memory: a member back
+    with an older state catches up from those, or from the log read back where they do
+    not reach."""
 
     @property
     def faulty(self) -> bool:
@@ -238,6 +243,7 @@ class _Run:
             link=spec.link,
             types=types,
             disk=spec.disk,
+            catch_up_bytes=spec.catch_up_bytes,
         )
         self.sent: dict[NodeId, set[bytes]] = {}
         self.delivered: dict[NodeId, Counter[bytes]] = {}
