@@ -36,23 +36,39 @@ def kv_after(puts: int) -> KV:
     return kv
 
 
-def back_after_six(
-    last: tuple[int, int] = (0, 0), held: KV | None = None, **host_options: Any
+def back_with(
+    members: Members,
+    *,
+    held_at: int = HELD,
+    held: KV | None = None,
+    last: tuple[int, int] = (0, 0),
+    logs_from: int = 0,
 ) -> Members:
-    """The scenario, run to its end; ``last`` is what member 2 says the last update its
-    state holds was (its sender and timestamp: 0 called every put, at timestamp 0), ``held``
-    the state it rebuilt (by default, the right one)."""
-    members = Members(3, Mode.PAXOS, record_digests=True, **host_options)
-    state = kv_after(HELD) if held is None else held
-    members.hosts[2].restart({KEY: Rebuilt(state, (1, HELD), HELD, 0, 0, last)})
+    """The scenario, run until member 2 joined and every message was routed: member 2's
+    state holds the first ``held_at`` puts (``held``: the state it rebuilt, by default the
+    right one), ``last`` is what it says the last update its state holds was (its sender
+    and timestamp: 0 called every put, at timestamp 0), and compaction cut the old members'
+    logs before their ``logs_from``-th record."""
+    state = kv_after(held_at) if held is None else held
+    members.hosts[2].restart({KEY: Rebuilt(state, (1, held_at), held_at, 0, 0, last)})
     members.install(View(1, (0, 1)))
     members.route()
     for index in range(1, PUTS + 1):
         members.call(0, 1, index, (0, 1), key="k")
     members.route()
+    for member in (0, 1):
+        members.logs[member] = members.logs[member][logs_from:]
     members.install(View(2, (0, 1, 2), joined=(2,)))
     members.route()
     return members
+
+
+def back_after_six(
+    last: tuple[int, int] = (0, 0), held: KV | None = None, **host_options: Any
+) -> Members:
+    """The scenario, run to its end, member 2 back with its state at the thirty-fourth put."""
+    members = Members(3, Mode.PAXOS, record_digests=True, **host_options)
+    return back_with(members, held=held, last=last)
 
 
 def digests(members: Members, member: int, kind: str) -> list[tuple[Any, str]]:
@@ -118,12 +134,7 @@ def test_updates_that_skip_one_are_refused_and_the_next_old_member_asked() -> No
         return [u for u in updates if (u.epoch, u.number) != (1, HELD + 2)] if updates else None
 
     members.hosts[0]._updates_after = one_short  # type: ignore[method-assign,assignment]
-    members.hosts[2].restart({KEY: Rebuilt(kv_after(HELD), (1, HELD), HELD, 0, 0, (0, 0))})
-    members.install(View(1, (0, 1)))
-    for index in range(1, PUTS + 1):
-        members.call(0, 1, index, (0, 1), key="k")
-    members.install(View(2, (0, 1, 2), joined=(2,)))
-    members.route()
+    back_with(members)
     received = assert_caught_up_with_the_others(members)
     assert received.caught_up and received.source == 1, "member 1 sent the updates"
     assert members.hosts[2].stats["state_rejected"] == 1
@@ -178,12 +189,7 @@ def test_the_log_read_back_and_the_updates_delivered_meanwhile_are_sent_together
     Member 0 sends the log's six and memory's three, and member 2 ends where 0 is."""
     members = Members(3, Mode.PAXOS, record_digests=True, catch_up_bytes=1300, reads_logs=True)
     members.hold_reads = True
-    members.hosts[2].restart({KEY: Rebuilt(kv_after(HELD), (1, HELD), HELD, 0, 0, (0, 0))})
-    members.install(View(1, (0, 1)))
-    for index in range(1, PUTS + 1):
-        members.call(0, 1, index, (0, 1), key="k")
-    members.install(View(2, (0, 1, 2), joined=(2,)))
-    members.route()
+    back_with(members)
     assert [member for member, _, _ in members.reads] == [0], "member 0 reads its log"
     for index in range(1, 4):
         members.call(0, 2, index, (0, 1, 2), key="v")
@@ -202,14 +208,7 @@ def test_a_log_that_no_longer_holds_the_members_update_gives_the_whole_state() -
     """Compaction cut the old members' logs after member 2's last update: the read finds
     nothing to start from, and member 0 sends its state."""
     members = Members(3, Mode.PAXOS, record_digests=True, catch_up_bytes=64, reads_logs=True)
-    members.hosts[2].restart({KEY: Rebuilt(kv_after(HELD), (1, HELD), HELD, 0, 0, (0, 0))})
-    members.install(View(1, (0, 1)))
-    for index in range(1, PUTS + 1):
-        members.call(0, 1, index, (0, 1), key="k")
-    for member in (0, 1):
-        members.logs[member] = members.logs[member][HELD + 1 :]
-    members.install(View(2, (0, 1, 2), joined=(2,)))
-    members.route()
+    back_with(members, logs_from=HELD + 1)
     received = assert_caught_up_with_the_others(members)
     assert not received.caught_up
     stats = members.hosts[0].stats
@@ -220,12 +219,7 @@ def test_updates_read_back_that_cost_more_than_the_state_are_not_sent() -> None:
     """Member 2 comes back with its state at the second put; the thirty-eight after it, read
     back from the log, would cost more than the state of forty: member 0 sends the state."""
     members = Members(3, Mode.PAXOS, record_digests=True, catch_up_bytes=64, reads_logs=True)
-    members.hosts[2].restart({KEY: Rebuilt(kv_after(2), (1, 2), 2, 0, 0, (0, 0))})
-    members.install(View(1, (0, 1)))
-    for index in range(1, PUTS + 1):
-        members.call(0, 1, index, (0, 1), key="k")
-    members.install(View(2, (0, 1, 2), joined=(2,)))
-    members.route()
+    back_with(members, held_at=2)
     received = assert_caught_up_with_the_others(members)
     assert not received.caught_up
     assert members.hosts[0].stats["catch_up_log_larger"] == 1
