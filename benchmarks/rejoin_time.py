@@ -5,9 +5,11 @@ fresh data directory under ``--data-root``) hold one ``Paxos`` shard whose state
 values of ``--value-bytes`` each; they fill it, each making ``--keys`` calls. Member 2 is then
 SIGKILLed; once the other two have installed the view without it, each makes
 ``--updates-while-down`` more calls. Member 2 then starts again on its data directory: it
-rebuilds its replica from its log, joins, and takes what it lacks from an old member, either
-the updates after its own state (catching up, the default) or the whole state (every member
-started with ``catch_up_bytes = 0``). The two kinds of round alternate, ``--repeat`` of each.
+rebuilds its replica from its log, joins, and takes what it lacks from an old member. Three
+kinds of round alternate, ``--repeat`` of each: ``memory``, the old members keep the updates
+after its state in memory and send those; ``log``, they keep none (every member started with
+``catch_up_bytes = 0``) and read them back from their logs; ``state``, they keep none and do
+not read their logs (``restart_worker.py --no-log-reads``), so they send the whole state.
 
 Per round, from member 2's launch: ``rebuilt_s`` (its log read and replayed), ``received_s``
 (the updates or the state installed), ``ready_s`` (in the view of three, the replica ready),
@@ -60,14 +62,19 @@ def events(worker: Worker, name: str) -> list[dict[str, Any]]:
     return [r for r in list(worker.records) if r["event"] == name]
 
 
-def one_round(args: argparse.Namespace, catch_up: bool) -> dict[str, Any]:
+KINDS = ("memory", "log", "state")
+
+
+def one_round(args: argparse.Namespace, kind: str) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="rejoin-time-", dir=args.data_root))
     try:
         envs = environments(workdir, 1_000_000_000, args.heartbeat_timeout_ms)
-        if not catch_up:
+        if kind != "memory":
             envs = [env | {"PYDERECHO_CATCH_UP_BYTES": "0"} for env in envs]
         common = ["--members", str(MEMBERS), "--keys", str(args.keys)]
         common += ["--value-bytes", str(args.value_bytes), "--in-flight", str(args.in_flight)]
+        if kind == "state":
+            common.append("--no-log-reads")
         with members(workdir, envs, [*common, "--updates", str(args.keys)], "fill") as workers:
             wait_for(workers, "filled", FILL_WAIT_S)
             down, *others = workers[::-1]
@@ -110,7 +117,7 @@ def one_round(args: argparse.Namespace, catch_up: bool) -> dict[str, Any]:
         assert rebuilt and ready and first
         launched = back.launched
         return {
-            "catch_up": catch_up,
+            "kind": kind,
             "caught_up": received["caught_up"],
             "sent_bytes": received["size"],
             "rebuilt_s": round(rebuilt["at"] - launched, 4),
@@ -144,11 +151,11 @@ def main() -> None:
     parser.add_argument("--out", default="")
     args = parser.parse_args()
     began = time.monotonic()
-    rounds: dict[bool, list[dict[str, Any]]] = {True: [], False: []}
+    rounds: dict[str, list[dict[str, Any]]] = {kind: [] for kind in KINDS}
     for _ in range(args.repeat):
-        for catch_up in (True, False):
-            rounds[catch_up].append(one_round(args, catch_up))
-    caught, whole = summary(rounds[True]), summary(rounds[False])
+        for kind in KINDS:
+            rounds[kind].append(one_round(args, kind))
+    memory, log, whole = (summary(rounds[kind]) for kind in KINDS)
     result = {
         "benchmark": "rejoin_time",
         "members": MEMBERS,
@@ -162,13 +169,15 @@ def main() -> None:
             "python": platform.python_version(),
             "pyderecho": metadata.version("pyderecho"),
         },
-        "catching_up": caught,
+        "from_memory": memory,
+        "from_log": log,
         "whole_state": whole,
-        "ratio_first_call_s": round(
-            caught["median_first_call_s"] / whole["median_first_call_s"], 3
-        ),
-        "ratio_sent_bytes": round(caught["median_sent_bytes"] / whole["median_sent_bytes"], 4),
-        "samples": rounds[True] + rounds[False],
+        **{
+            f"ratio_{name}_{key}": round(part[f"median_{key}"] / whole[f"median_{key}"], 4)
+            for name, part in (("memory", memory), ("log", log))
+            for key in ("first_call_s", "sent_bytes")
+        },
+        "samples": [r for kind in KINDS for r in rounds[kind]],
         "wall_s": round(time.monotonic() - began, 1),
     }
     text = json.dumps(result, indent=2)

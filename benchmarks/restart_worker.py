@@ -219,6 +219,9 @@ async def main(args: argparse.Namespace) -> None:
     if restart:
         instrument()
     async with Group.start(types={"Store": Store}, layout=LAYOUT, on_event=report) as group:
+        # The baseline of rejoin_time.py's rounds: what a member back was sent before the
+        # old members read their logs back for it (the whole state, once memory lacked them).
+        group.host.reads_logs = not args.no_log_reads
         emit("started", at=time.monotonic(), epoch=group.view.epoch)
         replica = await group.wait_ready(Store, timeout=WAIT_S)
         await group.wait_for_view(lambda view: len(view.members) == args.members, WAIT_S)
@@ -250,4 +253,5 @@ if __name__ == "__main__":
     parser.add_argument("--keys", type=int, default=64)
     parser.add_argument("--value-bytes", type=int, default=64 * 1024)
     parser.add_argument("--snapshot-rounds", type=int, default=3)
+    parser.add_argument("--no-log-reads", action="store_true")
     asyncio.run(main(parser.parse_args()))

@@ -36,6 +36,7 @@ names the file, and the rest of the group removes it.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import os
 import shutil
 import threading
@@ -482,10 +483,16 @@ class ShardLogs:
         if log is None or self.failed:
             loop.call_soon(done, None)
             return
+        # The first record of the submission that holds ``after``, where this stint's
+        # durable submissions say (a log read from its start reads every segment).
+        start: int | None = None
+        if shard is not None and shard.durable and shard.durable[0][0] < after:
+            at = bisect.bisect_left(shard.durable, after, key=lambda entry: entry[0])
+            start = shard.durable[at - 1][1] + 1
 
         def read() -> None:  # on a thread of the loop's default executor
             try:
-                records = _records_from(log, after, limit_bytes)
+                records = _records_from(log, after, limit_bytes, start)
             except (OSError, CorruptLog, ValueError, msgspec.DecodeError):
                 records = None  # StorageFailed is an OSError
             loop.call_soon_threadsafe(done, records)
@@ -607,14 +614,15 @@ class ShardLogs:
 
 
 def _records_from(
-    log: SegmentedLog, after: tuple[int, int], limit_bytes: int
+    log: SegmentedLog, after: tuple[int, int], limit_bytes: int, start: int | None = None
 ) -> list[StoredRecord] | None:
-    """The records of ``log`` from the one at position ``after`` on (None: none is there,
-    or their payloads pass ``limit_bytes``). Positions rise along the log, so the records
-    before it are only decoded, and the scan stops at the first past it."""
+    """The records of ``log`` from the one at position ``after`` on, looked for from the
+    record numbered ``start`` (None: the log's first); None when none is there, or their
+    payloads pass ``limit_bytes``. Positions rise along the log, so the records before it
+    are only decoded, and the scan stops at the first past it."""
     found: list[StoredRecord] = []
     payload_bytes = 0
-    for _seq, body in log.records():
+    for _seq, body in log.records(start):
         record = _record_decoder.decode(body)
         if not found:
             at = (record.epoch, record.number)
