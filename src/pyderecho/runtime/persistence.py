@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import os
 import shutil
 import threading
@@ -495,7 +496,8 @@ class ShardLogs:
                 records = _records_from(log, after, limit_bytes, start)
             except (OSError, CorruptLog, ValueError, msgspec.DecodeError):
                 records = None  # StorageFailed is an OSError
-            loop.call_soon_threadsafe(done, records)
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits for it
+                loop.call_soon_threadsafe(done, records)
 
         loop.run_in_executor(None, read)
 
