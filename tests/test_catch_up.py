@@ -223,3 +223,32 @@ def test_updates_read_back_that_cost_more_than_the_state_are_not_sent() -> None:
     received = assert_caught_up_with_the_others(members)
     assert not received.caught_up
     assert members.hosts[0].stats["catch_up_log_larger"] == 1
+
+
+def test_a_member_back_just_after_a_total_restart_is_sent_what_the_log_holds() -> None:
+    """Members 0 and 1 restarted from their logs at the second put and delivered nothing
+    since: memory holds nothing, but 0's log holds the puts before the crash, and member 2,
+    back with its state at the first put, is sent the second from there. No replica has
+    snapshotted since the restart: the read is bounded by twice the snapshot it was rebuilt
+    from (said here to be 20 MiB), not by the 16 MiB floor alone."""
+    members = Members(3, Mode.PAXOS, record_digests=True, catch_up_bytes=64, reads_logs=True)
+    size = 20 << 20
+    for member in (0, 1):
+        rebuilt = Rebuilt(kv_after(2), (1, 2), 2, 0, 0, (0, 0), state_bytes=size)
+        members.hosts[member].restart({KEY: rebuilt})
+    before = Members(2, Mode.PAXOS)  # the run before the crash, for its log
+    before.install(View(1, (0, 1)))
+    for index in (1, 2):
+        before.call(0, 1, index, (0, 1), key="k")
+    members.logs[0] = before.logs[0]
+    members.hosts[2].restart({KEY: Rebuilt(kv_after(1), (1, 1), 1, 0, 0, (0, 0))})
+    members.install(View(2, (0, 1)))
+    members.route()
+    members.install(View(3, (0, 1, 2), joined=(2,)))
+    members.route()
+    [read] = members.reported(0, ReadLog)
+    assert read.after == (1, 1) and read.limit_bytes == 2 * size
+    [received] = members.reported(2, StateReceived)
+    assert received.caught_up and received.position == (1, 2)
+    replicas = [members.hosts[m].replica("KV") for m in range(3)]
+    assert replicas[2].history == replicas[0].history == kv_after(2).history

@@ -206,8 +206,9 @@ class _Replica:
     tail_bytes: int = 0
     """What ``tail`` costs: its payloads and :data:`KEPT_UPDATE_OVERHEAD` each."""
     saved_bytes: int = 0
-    """Paxos: the size of the last snapshot asked for (0: none since this member started):
-    what bounds a read of the log for updates to send instead of the state."""
+    """Paxos: the size of the last snapshot asked for, or of the one a restart rebuilt the
+    replica from (0: neither): what bounds a read of the log for updates to send instead of
+    the state."""
     held: Rebuilt | None = None
     """A member back while the group runs: the state its own logs rebuilt, until it catches
     up from there or takes a whole state."""
@@ -314,6 +315,8 @@ class ObjectHost:
         self._replies: dict[NodeId, list[Reply]] = {}
         self._out: list[Output] = []
         self._recovered: dict[ShardKey, tuple[Any, Position]] = {}
+        self._recovered_bytes: dict[ShardKey, int] = {}
+        """The size of the snapshot each state in ``_recovered`` was rebuilt from."""
         self._rebuilt: dict[ShardKey, Rebuilt] = {}
         """What a restart rebuilt, kept until the first view: should the group have gone on
         without this member, it joins anew and catches up from these states."""
@@ -475,6 +478,7 @@ class ObjectHost:
         """
         assert self.view.epoch < 0, "restart() comes before the first view"
         self._recovered = {key: (r.obj, r.position) for key, r in recovered.items()}
+        self._recovered_bytes = {key: r.state_bytes for key, r in recovered.items()}
         self._rebuilt = dict(recovered)
         self._restarting = True
 
@@ -815,6 +819,7 @@ class ObjectHost:
             # the one it rebuilt where it rebuilt any.
             self._restarting = False
             self._recovered = {}
+            self._recovered_bytes = {}
             self._rejoining = {key: r for key, r in self._rebuilt.items() if r.last is not None}
         self._rebuilt = {}
         for call_id, pending in list(self._calls.items()):
@@ -873,6 +878,7 @@ class ObjectHost:
             self._plan(key, ref, previous.get(key))
         self._restarting = False
         self._recovered = {}
+        self._recovered_bytes = {}
         self._rejoining = {}
         early, self._early_ends = self._early_ends, {}
         for (src, _), end in early.items():
@@ -891,6 +897,7 @@ class ObjectHost:
         if self._restarting and paxos and replica is None and before is None:
             replica = self._replicas[key] = _Replica(key, self.types[key[0]], None, paxos=True)
             replica.recovered = self._recovered.pop(key, None)
+            replica.saved_bytes = self._recovered_bytes.pop(key, 0)
             replica.reconcilers = members
             self._compare_again(replica, ref)
             return
@@ -1325,15 +1332,16 @@ class ObjectHost:
         with at that position (None: send the state; a :class:`ReadLog`: memory does not reach
         back that far, read the log first)."""
         have = (request.have_epoch, request.have_count)
-        if (
-            have[0] < 0
-            or not replica.paxos
-            or replica.obj is None
-            or replica.recovered is not None
-            or replica.skip_until > replica.position
-        ):
+        if have[0] < 0 or not replica.paxos or replica.obj is None or replica.recovered is not None:
             return None
-        history = replica.tail if logged is None else _log_and_tail(replica, logged)
+        if logged is not None:
+            history = _log_and_tail(replica, logged)
+        elif replica.skip_until > replica.position:
+            # The state came whole (received, or kept in a restart) after the last delivery
+            # counted: memory holds nothing that leads to it, the log may.
+            history = []
+        else:
+            history = replica.tail
         at = bisect.bisect_left(history, have, key=_update_position)
         if at == len(history) or _update_position(history[at]) != have:
             if (
@@ -1353,7 +1361,7 @@ class ObjectHost:
             # Not this history's update at that position: the requester's logs hold another.
             self.stats["catch_up_mismatch"] += 1
             return None
-        assert _update_position(history[-1]) == replica.position, "the updates end at it"
+        assert _update_position(history[-1]) == _state_position(replica), "they end at it"
         return history[at + 1 :]
 
     def _trim(self, replica: _Replica) -> None:
@@ -1633,11 +1641,11 @@ def _state_position(replica: _Replica) -> Position:
 
 
 def _log_and_tail(replica: _Replica, logged: Sequence[LoggedUpdate]) -> list[CaughtUpdate]:
-    """The shard's history as this member's log holds it up to the replica's position (a
-    log runs ahead of delivery: a Paxos shard logs an update before it delivers it), with
-    the updates kept in memory after the log's last (those delivered while it was read);
-    empty where the two do not meet."""
-    upto = replica.position
+    """The shard's history as this member's log holds it up to the replica's state (a log
+    runs ahead of delivery: a Paxos shard logs an update before it delivers it), with the
+    updates kept in memory after the log's last (those delivered while it was read); empty
+    where the two do not meet, or do not reach the state."""
+    upto = _state_position(replica)
     history = [
         CaughtUpdate(r.epoch, r.number, r.sender, r.timestamp, bytes(r.payload))
         for r in logged
@@ -1646,13 +1654,13 @@ def _log_and_tail(replica: _Replica, logged: Sequence[LoggedUpdate]) -> list[Cau
     if not history:
         return []
     last = _update_position(history[-1])
-    if last == upto:
-        return history
-    tail = replica.tail
-    at = bisect.bisect_left(tail, last, key=_update_position)
-    if at == len(tail) or _update_position(tail[at]) != last:
-        return []
-    return history + tail[at + 1 :]
+    if last != upto:
+        tail = replica.tail
+        at = bisect.bisect_left(tail, last, key=_update_position)
+        if at == len(tail) or _update_position(tail[at]) != last:
+            return []
+        history += tail[at + 1 :]
+    return history if _update_position(history[-1]) == upto else []
 
 
 def _update_position(update: CaughtUpdate) -> Position:

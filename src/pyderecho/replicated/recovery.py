@@ -10,6 +10,7 @@ delivered raises again here and changes nothing more than it did then.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -57,6 +58,9 @@ class Rebuilt:
     after ``position`` checks that its own history holds that update there."""
     latest_timestamp: int = 0
     """The largest timestamp among the updates replayed (microseconds; 0: none)."""
+    state_bytes: int = 0
+    """The size of the snapshot it was rebuilt from (0: not rebuilt from one): until it
+    snapshots again, what its state is taken to cost to send."""
 
 
 def rebuild(
@@ -70,9 +74,10 @@ def rebuild(
 ) -> Rebuilt:
     """The replica of ``key`` at ``member``: ``state`` (at ``position``) with every record
     after ``position`` applied in order."""
-    return replay(
+    rebuilt = replay(
         spec, key, member, restore(spec, memoryview(state)), position=position, records=records
     )
+    return dataclasses.replace(rebuilt, state_bytes=len(state))
 
 
 def replay(
