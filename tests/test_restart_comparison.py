@@ -11,6 +11,7 @@ the shorter one, and the replicas answered the same call differently.
 
 from __future__ import annotations
 
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -160,7 +161,7 @@ def test_applying_as_soon_as_the_furthest_state_is_held_is_caught(
         if all(m in ends for m in replica.reconcilers):
             held = [_end_position(ends[m]) for m in replica.reconcilers if ends[m].held]
             if replica.recovered[1] == max(held):
-                self._release(replica, replica.recovered[1])
+                self._release(replica, replica.recovered[1], replica.recovered_checksum)
 
     monkeypatch.setattr(ObjectHost, "_reconcile", apply_at_once)
     members, call_id = holders_fail_after_a_call()
@@ -247,8 +248,9 @@ def test_saying_a_state_is_held_before_its_snapshot_is_durable_is_caught(
 
     def held_at_once(replica: Any, epoch: int) -> ShardEnd:
         if replica.unsaved is not None:  # the planted bug: as good as durable at once
-            obj, position, _ = replica.unsaved
-            replica.recovered, replica.unsaved = (obj, position), None
+            unsaved = replica.unsaved
+            replica.recovered, replica.unsaved = (unsaved.obj, unsaved.position), None
+            replica.recovered_checksum = unsaved.checksum
         return original(replica, epoch)
 
     monkeypatch.setattr(host_module, "_end_of", held_at_once)
@@ -278,3 +280,48 @@ def test_a_copy_made_durable_after_its_holder_left_is_served() -> None:
     call_id = members.deliver(0, 3, 1, (0, 1))
     members.route()
     assert members.replies(0, call_id) == {0: 4, 1: 4}
+
+
+def two_states_at_one_position() -> Members:
+    """A second total restart: members 0 and 1 both rebuilt the shard at (2, 2). Member 0
+    had been behind at the first (its own state at (1, 3), where 1 held (1, 5)), logged the
+    restart view's two records and crashed before 1's state reached its disk: its state is
+    its own with those records on top, a hole where (1, 4) and (1, 5) were. Then a call."""
+    members = Members(2)
+    holed = rebuilt(3)
+    whole = rebuilt(5)
+    for kv in (holed, whole):
+        kv.put("r1", 1)
+        kv.put("r2", 2)
+    members.hosts[0].restart({KEY: Rebuilt(holed, (2, 2), 5, 0, 0)})
+    members.hosts[1].restart({KEY: Rebuilt(whole, (2, 2), 7, 0, 0)})
+    members.install(View(3, (0, 1)), (0, 1))
+    members.route()
+    return members
+
+
+def test_two_states_at_one_position_become_one() -> None:
+    """Each used to keep its own, since both reached the furthest position: the replicas
+    then answered calls from two states. The states' checksums differ, so member 1 takes
+    member 0's (the lowest rank's; neither was ever applied to, so either loses nothing
+    anyone saw), and both answer the call alike."""
+    members = two_states_at_one_position()
+    call_id = members.deliver(0, 3, 1, (0, 1))
+    members.route()
+    replicas = [members.hosts[m].replica("KV") for m in (0, 1)]
+    assert replicas[0].history == replicas[1].history
+    replies = members.replies(0, call_id)
+    assert replies[0] == replies[1], replies
+
+
+def test_comparing_positions_alone_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Planted: every checksum reads 0, as before they were compared. Both members keep
+    their own state and answer the call from different ones."""
+    monkeypatch.setattr(host_module, "crc32c", types.SimpleNamespace(crc32c=lambda *_: 0))
+    members = two_states_at_one_position()
+    call_id = members.deliver(0, 3, 1, (0, 1))
+    members.route()
+    replicas = [members.hosts[m].replica("KV") for m in (0, 1)]
+    assert replicas[0].history != replicas[1].history
+    replies = members.replies(0, call_id)
+    assert replies[0] != replies[1], replies

@@ -185,13 +185,16 @@ class _Replica:
     holder_unsent: bool = False
     """A member asked in this view holds the state but could not snapshot it: having asked
     every member then is no loss of the state, and the next view asks again."""
-    unsaved: tuple[Any, Position, Position | None] | None = None
+    recovered_checksum: int = 0
+    """Restart: the CRC32C of ``recovered``'s state (0: it could not be snapshotted)."""
+    unsaved: _Unsaved | None = None
     """Restart: a state received while comparing, until the driver says its snapshot is
-    durable (:meth:`ObjectHost.saved`): the object, its position, and where the member that
-    sent it started applying deliveries (None: it had not)."""
+    durable (:meth:`ObjectHost.saved`)."""
     released_at: Position | None = None
     """Restart: where this member started applying deliveries, once the comparison was over;
     what it answers a member that still compares."""
+    released_checksum: int = 0
+    """Restart: the CRC32C of the state at ``released_at`` (0: not known here)."""
     since_save: int = 0
     """Paxos: updates applied since the last snapshot was asked for."""
     applied_timestamp: float = 0.0
@@ -212,6 +215,18 @@ class _Replica:
     held: Rebuilt | None = None
     """A member back while the group runs: the state its own logs rebuilt, until it catches
     up from there or takes a whole state."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Unsaved:
+    obj: Any
+    position: Position
+    checksum: int
+    """The CRC32C of the state as received."""
+    start: Position | None
+    """Where the member that sent it started applying deliveries (None: it had not)."""
+    start_checksum: int
+    """The CRC32C of the state at ``start``, as the sender said."""
 
 
 @dataclass
@@ -493,21 +508,21 @@ class ObjectHost:
         the same calls, which would reach the same position with another state."""
         replica = self._replicas.get(key)
         unsaved = replica.unsaved if replica is not None else None
-        if replica is None or unsaved is None or unsaved[1] != position:
+        if replica is None or unsaved is None or unsaved.position != position:
             return
-        obj, position, start = unsaved
         replica.unsaved = None
-        replica.recovered = (obj, position)
+        replica.recovered = (unsaved.obj, position)
+        replica.recovered_checksum = unsaved.checksum
         if replica.ends is None or replica.my_end is None:
             # The comparison found no holder meanwhile: its holder left, and the members left
             # hold nothing but copies of its state still unsaved, like this one, which said
             # so. Each waits as a holderless shard (``StateWaiting``). This one now holds that
             # state, the furthest, as the others' copies are: it serves it, and they take it
             # from it in the next view (a copy of theirs saved meanwhile serves alike).
-            self._release(replica, position)
+            self._release(replica, position, unsaved.checksum)
             return
-        if start is not None:
-            self._release(replica, start)
+        if unsaved.start is not None:
+            self._release(replica, unsaved.start, unsaved.start_checksum)
         else:
             self._say_end(replica, replica.my_end.epoch)
             self._reconcile(replica)
@@ -832,6 +847,9 @@ class ObjectHost:
             if query.target not in view:
                 del self._queries[query_id]
                 self._out.append(QueryDone(query_id, MemberRemoved(query.target, view.epoch)))
+        for read_id in [r for r, (src, _) in self._reads.items() if src not in view]:
+            # Its requester was removed: a later incarnation under the same id asks anew.
+            del self._reads[read_id]
         for gone in [k for k in self._outgoing if k[0] not in view]:
             del self._outgoing[gone]
         if not layout.adequate:
@@ -898,6 +916,8 @@ class ObjectHost:
             replica = self._replicas[key] = _Replica(key, self.types[key[0]], None, paxos=True)
             replica.recovered = self._recovered.pop(key, None)
             replica.saved_bytes = self._recovered_bytes.pop(key, 0)
+            if replica.recovered is not None:
+                replica.recovered_checksum = self._checksum(replica, replica.recovered[0])
             replica.reconcilers = members
             self._compare_again(replica, ref)
             return
@@ -976,6 +996,14 @@ class ObjectHost:
             self._apply(replica, entry.position, entry.sender, entry.call)
         self._serve_waiting(replica)
 
+    def _checksum(self, replica: _Replica, obj: Any) -> int:
+        """The CRC32C of ``obj``'s snapshot (0 if the class's snapshot raised)."""
+        try:
+            return crc32c.crc32c(snapshot(replica.spec, obj))
+        except Exception as exc:
+            self._user_failed(f"{replica.spec.cls.__qualname__}.snapshot", exc)
+            return 0
+
     def _save(self, replica: _Replica, position: Position, data: bytes | None = None) -> None:
         """Have the driver write a Paxos replica's state as its shard's snapshot."""
         replica.since_save = 0
@@ -1049,7 +1077,17 @@ class ObjectHost:
             if replica.released_at is not None and not end.released:
                 # The comparison is over here; the member still comparing hears where this
                 # one started applying deliveries, which every member of the shard holds.
-                self._send(src, ShardEnd(*key, end.epoch, True, *replica.released_at, True))
+                self._send(
+                    src,
+                    ShardEnd(
+                        *key,
+                        end.epoch,
+                        True,
+                        *replica.released_at,
+                        True,
+                        replica.released_checksum,
+                    ),
+                )
             return
         if replica.my_end.epoch != end.epoch or src not in replica.reconcilers:
             self.stats["stale_shard_end"] += 1
@@ -1075,13 +1113,16 @@ class ObjectHost:
         if any(m not in ends for m in members):
             return
         mine = _end_position(replica.my_end) if replica.my_end.held else None
+        checksum = replica.my_end.checksum
         released = [m for m in members if ends[m].released]
         if released:
             # One member applies deliveries already: every member here holds the state it
-            # started from, since it waited for each to say so.
-            start = _end_position(ends[released[0]])
-            if mine == start:
-                self._release(replica, start)
+            # started from, since it waited for each to say so, unless its own is another
+            # at the same position (then, or where the checksum is not known, it takes the
+            # state of a member that applies).
+            start, started = _end_position(ends[released[0]]), ends[released[0]].checksum
+            if mine == start and started and checksum == started:
+                self._release(replica, start, started)
             elif replica.asking is None and replica.unsaved is None:
                 replica.candidates, replica.asked = released, set()
                 self._ask(replica)
@@ -1100,26 +1141,41 @@ class ObjectHost:
                 )
             )
             return
-        furthest, _, _ = max(held)
-        if mine == furthest:
-            if all(ends[m].held and _end_position(ends[m]) == furthest for m in members):
-                self._release(replica, furthest)
+        # The furthest state, and of two at that position (one rebuilt with a hole, see
+        # ShardEnd.checksum) the lowest-ranked member's that could be snapshotted: all take
+        # that one. Neither was ever applied to (nobody applies before all hold one state),
+        # so either loses nothing anyone saw; each keeping its own would split the replicas.
+        furthest, _, _, chosen = max((p, ends[m].checksum != 0, r, m) for p, r, m in held)
+        canonical = ends[chosen].checksum
+        if mine == furthest and checksum == canonical:
+            if all(
+                ends[m].held
+                and _end_position(ends[m]) == furthest
+                and ends[m].checksum == canonical
+                for m in members
+            ):
+                self._release(replica, furthest, canonical)
             return
         if replica.asking is None and replica.unsaved is None:
             # The own state stays until the furthest one arrives: should its holders leave
             # first, the next view compares with it.
-            replica.candidates = [m for p, _, m in sorted(held, reverse=True) if p == furthest]
+            replica.candidates = [
+                m
+                for p, _, m in sorted(held, reverse=True)
+                if p == furthest and ends[m].checksum == canonical
+            ]
             replica.asked = set()
             self._ask(replica)
 
-    def _release(self, replica: _Replica, start: Position) -> None:
-        """The comparison is over, all holding the state at ``start``: apply what was buffered
-        to the state held (``start``'s, or one taken since from a member that applied more),
-        and serve it."""
+    def _release(self, replica: _Replica, start: Position, checksum: int) -> None:
+        """The comparison is over, all holding the state at ``start`` (whose CRC32C is
+        ``checksum``): apply what was buffered to the state held (``start``'s, or one taken
+        since from a member that applied more), and serve it."""
         assert replica.recovered is not None and replica.recovered[1] >= start
         obj, position = replica.recovered
         replica.recovered = replica.ends = None
         replica.released_at = start
+        replica.released_checksum = checksum
         replica.obj = obj
         replica.skip_until = position
         self._release_buffered(replica, position)
@@ -1290,9 +1346,11 @@ class ObjectHost:
             encoded = b"" if updates is None else encoder.encode(updates)
             if updates is not None and logged is not None and len(encoded) >= len(data):
                 # Read back from the log, the updates would cost more to send and to apply
-                # than the state they lead to.
+                # than the state they lead to: the state, the cut's where it serves this view.
                 self.stats["catch_up_log_larger"] += 1
                 updates = None
+                if cut is not None and from_cut and cut.epoch == epoch:
+                    data, position = cut.data, (epoch, 0)
             if updates is not None:
                 checksum = crc32c.crc32c(data)
                 state_digest = digest(data) if self.record_digests else ""
@@ -1516,8 +1574,14 @@ class ObjectHost:
             # disk, whatever the comparison does meanwhile.
             assert replica.paxos and replica.my_end is not None
             source = replica.ends.get(incoming.source)
-            start = _end_position(source) if source is not None and source.released else None
-            replica.unsaved = (obj, position, start)
+            released = source is not None and source.released
+            replica.unsaved = _Unsaved(
+                obj,
+                position,
+                crc32c.crc32c(state),
+                _end_position(source) if source is not None and released else None,
+                source.checksum if source is not None and released else 0,
+            )
             self._say_end(replica, replica.my_end.epoch)
             return
         replica.obj = obj
@@ -1686,7 +1750,9 @@ def _end_of(replica: _Replica, epoch: int) -> ShardEnd:
     as in memory (none while the snapshot of one it received is not durable yet)."""
     if replica.recovered is None or replica.unsaved is not None:
         return _holds_nothing(replica.key, epoch)
-    return ShardEnd(*replica.key, epoch, True, *replica.recovered[1])
+    return ShardEnd(
+        *replica.key, epoch, True, *replica.recovered[1], False, replica.recovered_checksum
+    )
 
 
 def _holds_nothing(key: ShardKey, epoch: int) -> ShardEnd:

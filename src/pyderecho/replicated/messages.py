@@ -159,6 +159,12 @@ class ShardEnd(msgspec.Struct, frozen=True, array_like=True, tag="E"):
     released: bool = False
     """The member applies deliveries to this state already: the comparison is over, and
     ``position`` is where it started applying them."""
+    checksum: int = 0
+    """The CRC32C of the state held (released: of the state it started applying to; 0: not
+    known). Two states can claim one position: a member that crashed in a restart's
+    comparison before the state it was behind reached its disk rebuilds its own older state
+    with the restart view's records on top. The members then all take one of them rather
+    than each keep its own."""
 
 
 class RestartView(msgspec.Struct, frozen=True, array_like=True, tag="V"):

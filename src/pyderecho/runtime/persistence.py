@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import logging
 import os
 import shutil
 import threading
@@ -63,6 +64,8 @@ from pyderecho.storage import (
 )
 
 ShardKey = tuple[str, int, int]
+
+_log = logging.getLogger(__name__)
 
 _encoder = msgspec.msgpack.Encoder()
 
@@ -492,14 +495,21 @@ class ShardLogs:
             start = shard.durable[at - 1][1] + 1
 
         def read() -> None:  # on a thread of the loop's default executor
+            records: list[StoredRecord] | None = None
             try:
                 records = _records_from(log, after, limit_bytes, start)
             except (OSError, CorruptLog, ValueError, msgspec.DecodeError):
-                records = None  # StorageFailed is an OSError
-            with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits for it
-                loop.call_soon_threadsafe(done, records)
+                pass  # StorageFailed is an OSError: the state is sent instead
+            except Exception:
+                _log.exception("reading the log of %s back failed", key)
+            finally:  # whatever happened, the request it was read for is answered
+                with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits
+                    loop.call_soon_threadsafe(done, records)
 
-        loop.run_in_executor(None, read)
+        try:
+            loop.run_in_executor(None, read)
+        except RuntimeError:  # the executor shut down: the member is closing
+            loop.call_soon(done, None)
 
     def _discard(self, key: ShardKey) -> None:
         """An earlier stint's directory of a shard this member enters again: gone before the
