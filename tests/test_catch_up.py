@@ -21,6 +21,7 @@ from pyderecho.core.layout import Mode
 from pyderecho.core.view import View
 from pyderecho.replicated import host as host_module
 from pyderecho.replicated.events import ReadLog, SaveState, StateDigest, StateReceived
+from pyderecho.replicated.messages import CaughtUpdate
 from pyderecho.replicated.recovery import Rebuilt
 from pyderecho.sim.swarm import KV
 
@@ -170,10 +171,24 @@ def test_catching_up_without_the_state_checksum_is_caught(monkeypatch: pytest.Mo
     assert received.caught_up
 
 
-def test_a_member_back_after_memory_dropped_the_updates_is_sent_them_from_the_log() -> None:
+@pytest.mark.parametrize("logged_ahead", [0, 2], ids=["log at the state", "log ahead"])
+def test_a_member_back_after_memory_dropped_the_updates_is_sent_them_from_the_log(
+    logged_ahead: int,
+) -> None:
     """The old members keep less than one update in memory, but their logs still hold the
-    updates after member 2's state: member 0 reads them back and sends those six."""
-    members = back_after_six(catch_up_bytes=64, reads_logs=True)
+    updates after member 2's state: member 0 reads them back and sends those six. A log runs
+    ahead of delivery (a Paxos shard logs an update before it delivers it): what it holds
+    past member 0's state is not sent."""
+    members = Members(3, Mode.PAXOS, record_digests=True, catch_up_bytes=64, reads_logs=True)
+    ahead = [CaughtUpdate(2, n, 0, 0, b"logged, not delivered") for n in range(1, logged_ahead + 1)]
+    real = members.read_log
+
+    def read_ahead(member: int, read: Any) -> Any:
+        records = real(member, read)
+        return None if records is None else records + ahead
+
+    members.read_log = read_ahead  # type: ignore[method-assign]
+    back_with(members)
     received = assert_caught_up_with_the_others(members)
     assert received.caught_up and received.source == 0
     stats = members.hosts[0].stats
