@@ -22,6 +22,7 @@ that are gone.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import functools
 import hashlib
@@ -130,6 +131,10 @@ class SimulationSpec:
     total_crash: bool = False
     """Every running member crashes at once mid-run; each restarts from its disk a moment
     later (``Paxos`` shards come back from their logs; others start over)."""
+    second_total_crash: bool = False
+    """With ``total_crash``: every running member crashes again up to a second after the
+    first restart, often while it still compares states or transfers the chosen one, and
+    restarts once more."""
     rejoin: int = 0
     """Of the crashed members, how many restart from their disks while the group runs on
     (before or after it removed them): each comes back as a joiner."""
@@ -250,6 +255,8 @@ class _Run:
         self.abandoned: dict[NodeId, set[bytes]] = {}
         self.first_suspicion: float | None = None
         self.join_started: dict[NodeId, float] = {}
+        self.total_crashes: list[float] = []
+        """When the whole group crashed: the restarts after each are compared apart."""
         self.view_changes: dict[int, float] = {}
         self.minority: set[NodeId] = set()
         self.victims: set[NodeId] = set()
@@ -386,23 +393,30 @@ class _Run:
             )
 
     def restart_conflicts(self) -> int:
-        """Restarts whose founded view is not the group's: older than another restart's, or
-        an epoch the group had installed with other members (the newer view file was not
-        durable anywhere when everyone crashed)."""
+        """Restarts whose founded view is not the group's: older than another restart's
+        after the same total crash, or an epoch the group had installed with other members
+        (the newer view file was not durable anywhere when everyone crashed)."""
         restarts = self.sim.restarts
         if not restarts:
             return 0
-        latest = max(view.epoch for _, _, view in restarts)
         installed: dict[int, set[tuple[NodeId, ...]]] = {}
         for member, views in self.sim.recorder.views.items():
             for view in views:
                 if not any(m == member and v == view for _, m, v in restarts):
                     installed.setdefault(view.epoch, set()).add(view.members)
-        return sum(
-            1
-            for _, _, view in restarts
-            if view.epoch < latest or installed.get(view.epoch, {view.members}) != {view.members}
-        )
+        rounds: dict[int, list[View]] = {}
+        for at, _, view in restarts:
+            rounds.setdefault(bisect.bisect_right(self.total_crashes, at), []).append(view)
+        conflicts = 0
+        for views in rounds.values():
+            latest = max(view.epoch for view in views)
+            conflicts += sum(
+                1
+                for view in views
+                if view.epoch < latest
+                or installed.get(view.epoch, {view.members}) != {view.members}
+            )
+        return conflicts
 
     def _restart_lacks_a_majority(self) -> bool:
         restarts = self.sim.restarts
@@ -574,6 +588,10 @@ class _Run:
             # the Paxos sweep founded 50 ms after the last restart, and was looked at while
             # two members that never came back still had 50 ms of grace).
             restarted_by = at + 0.5
+            if spec.second_total_crash:
+                again = restarted_by + rng.uniform(0.0, 1.0)
+                sim.call(again, self._crash_everyone)
+                restarted_by = again + 0.5
             self.quiet_at = max(
                 self.quiet_at,
                 restarted_by + spec.config.startup_timeout + spec.config.heartbeat_timeout,
@@ -696,6 +714,7 @@ class _Run:
         """Every running member crashes now and restarts from its disk a moment later; what a
         crashed process had sent or called dies with it."""
         sim, rng = self.sim, self.sim.rng
+        self.total_crashes.append(sim.now)
         victims = list(sim.running)
         self._see_states(victims)
         for member in victims:
@@ -909,6 +928,8 @@ def run_simulation(spec: SimulationSpec) -> SimulationReport:
         raise ValueError(
             f"partial_cut must be one of {', '.join(PARTIAL_CUTS)}, not {spec.partial_cut!r}"
         )
+    if spec.second_total_crash and not spec.total_crash:
+        raise ValueError("second_total_crash crashes the group again after a total_crash")
     if spec.rolling and (spec.join or spec.leave or spec.total_crash):
         raise ValueError(
             "a rolling replacement has every founder leave: joins, leaves and a total crash "
