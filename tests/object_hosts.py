@@ -13,6 +13,7 @@ from pyderecho.core.view import NodeId, View
 from pyderecho.replicated.events import ReadLog, SaveState, SendPeer
 from pyderecho.replicated.host import ObjectHost
 from pyderecho.replicated.messages import CaughtUpdate
+from pyderecho.replicated.recovery import updates_from
 from pyderecho.sim.swarm import KV
 
 KEY = ("KV", 0, 0)
@@ -73,11 +74,7 @@ class Members:
 
     def read_log(self, member: NodeId, read: ReadLog) -> list[CaughtUpdate] | None:
         """What the driver's read gives: the records from the one at ``read.after`` on."""
-        log = self.logs[member]
-        at = [i for i, u in enumerate(log) if (u.epoch, u.number) == read.after]
-        if not at or sum(len(u.payload) for u in log[at[0] :]) > read.limit_bytes:
-            return None
-        return log[at[0] :]
+        return updates_from(self.logs[member], read.after, read.limit_bytes)
 
     def hand_over_reads(self) -> None:
         reads, self.reads = self.reads, []

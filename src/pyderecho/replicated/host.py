@@ -329,12 +329,10 @@ class ObjectHost:
         self._ids = itertools.count(1)
         self._replies: dict[NodeId, list[Reply]] = {}
         self._out: list[Output] = []
-        self._recovered: dict[ShardKey, tuple[Any, Position]] = {}
-        self._recovered_bytes: dict[ShardKey, int] = {}
-        """The size of the snapshot each state in ``_recovered`` was rebuilt from."""
-        self._rebuilt: dict[ShardKey, Rebuilt] = {}
-        """What a restart rebuilt, kept until the first view: should the group have gone on
-        without this member, it joins anew and catches up from these states."""
+        self._recovered: dict[ShardKey, Rebuilt] = {}
+        """What a restart rebuilt, kept until the first view: the states the comparison
+        starts from, or, should the group have gone on without this member (it joins anew),
+        those it catches up from."""
         self._rejoining: dict[ShardKey, Rebuilt] = {}
         """A member back while the group runs: the states its logs rebuilt that end with an
         update (whose sender and timestamp it asks with), until the first view plans them."""
@@ -492,9 +490,7 @@ class ObjectHost:
         it, every later view's members hold it too, and so choose it again.
         """
         assert self.view.epoch < 0, "restart() comes before the first view"
-        self._recovered = {key: (r.obj, r.position) for key, r in recovered.items()}
-        self._recovered_bytes = {key: r.state_bytes for key, r in recovered.items()}
-        self._rebuilt = dict(recovered)
+        self._recovered = dict(recovered)
         self._restarting = True
 
     def saved(self, key: ShardKey, position: Position) -> None:
@@ -833,10 +829,8 @@ class ObjectHost:
             # anew, and asks for each state like any joiner, but only for the updates after
             # the one it rebuilt where it rebuilt any.
             self._restarting = False
+            self._rejoining = {k: r for k, r in self._recovered.items() if r.last is not None}
             self._recovered = {}
-            self._recovered_bytes = {}
-            self._rejoining = {key: r for key, r in self._rebuilt.items() if r.last is not None}
-        self._rebuilt = {}
         for call_id, pending in list(self._calls.items()):
             if pending.expected is not None:
                 for member in pending.expected:
@@ -896,7 +890,6 @@ class ObjectHost:
             self._plan(key, ref, previous.get(key))
         self._restarting = False
         self._recovered = {}
-        self._recovered_bytes = {}
         self._rejoining = {}
         early, self._early_ends = self._early_ends, {}
         for (src, _), end in early.items():
@@ -914,10 +907,11 @@ class ObjectHost:
             return
         if self._restarting and paxos and replica is None and before is None:
             replica = self._replicas[key] = _Replica(key, self.types[key[0]], None, paxos=True)
-            replica.recovered = self._recovered.pop(key, None)
-            replica.saved_bytes = self._recovered_bytes.pop(key, 0)
-            if replica.recovered is not None:
-                replica.recovered_checksum = self._checksum(replica, replica.recovered[0])
+            rebuilt = self._recovered.pop(key, None)
+            if rebuilt is not None:
+                replica.recovered = (rebuilt.obj, rebuilt.position)
+                replica.saved_bytes = rebuilt.state_bytes
+                replica.recovered_checksum = self._checksum(replica, rebuilt.obj)
             replica.reconcilers = members
             self._compare_again(replica, ref)
             return

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import msgspec
 
@@ -40,6 +40,34 @@ class LoggedUpdate(Protocol):
     def timestamp(self) -> int: ...
     @property
     def payload(self) -> bytes | memoryview: ...
+
+
+Logged = TypeVar("Logged", bound=LoggedUpdate)
+"""A log record of whatever kind the log holds: the runtime's, the simulator's, a test's."""
+
+
+def updates_from(
+    records: Iterable[Logged], after: Position, limit_bytes: int
+) -> list[Logged] | None:
+    """The records of a shard's log from the one at position ``after`` on (None: the log
+    does not hold it, or the payloads from there pass ``limit_bytes``): what a member reads
+    back to catch another up (:class:`~pyderecho.replicated.events.ReadLog`), from real
+    segment files or from the simulator's disks alike. Positions rise along a log, so the
+    scan stops at the first record past ``after``."""
+    found: list[Logged] = []
+    payload_bytes = 0
+    for record in records:
+        if not found:
+            at = (record.epoch, record.number)
+            if at < after:
+                continue
+            if at != after:
+                return None
+        found.append(record)
+        payload_bytes += len(record.payload)
+        if payload_bytes > limit_bytes:
+            return None
+    return found or None
 
 
 @dataclass(frozen=True, slots=True)

@@ -53,6 +53,7 @@ from pyderecho.core.events import PersistRequested, ViewLogRequested
 from pyderecho.core.layout import Mode, ViewLayout
 from pyderecho.core.restart import Logs
 from pyderecho.core.view import NodeId, View
+from pyderecho.replicated.recovery import updates_from
 from pyderecho.storage import (
     DEFAULT_SEGMENT_BYTES,
     CorruptLog,
@@ -628,25 +629,11 @@ class ShardLogs:
 def _records_from(
     log: SegmentedLog, after: tuple[int, int], limit_bytes: int, start: int | None = None
 ) -> list[StoredRecord] | None:
-    """The records of ``log`` from the one at position ``after`` on, looked for from the
-    record numbered ``start`` (None: the log's first); None when none is there, or their
-    payloads pass ``limit_bytes``. Positions rise along the log, so the records before it
-    are only decoded, and the scan stops at the first past it."""
-    found: list[StoredRecord] = []
-    payload_bytes = 0
-    for _seq, body in log.records(start):
-        record = _record_decoder.decode(body)
-        if not found:
-            at = (record.epoch, record.number)
-            if at < after:
-                continue
-            if at != after:
-                return None
-        found.append(record)
-        payload_bytes += record.payload.nbytes
-        if payload_bytes > limit_bytes:
-            return None
-    return found or None
+    """The records of ``log`` from the one at position ``after`` on (:func:`updates_from`),
+    looked for from the record numbered ``start`` (None: the log's first): the records
+    before it are only decoded."""
+    decoded = (_record_decoder.decode(body) for _seq, body in log.records(start))
+    return updates_from(decoded, after, limit_bytes)
 
 
 def _nothing() -> None:

@@ -20,13 +20,13 @@ delivery rule after the fact, and :meth:`SimDisks.recovery` gives what a restart
 
 from __future__ import annotations
 
-import bisect
 import random
 from dataclasses import dataclass, field
 
 from pyderecho.core.events import PersistRequested, ViewLogRequested
 from pyderecho.core.restart import Logs
 from pyderecho.core.view import NodeId, View
+from pyderecho.replicated.recovery import updates_from
 
 RecordKey = tuple[int, int, int, int, int]
 """A logged message by (epoch, subgroup, shard, sender, timestamp): its timestamp is unique in
@@ -217,16 +217,7 @@ class SimDisks:
         disk failed, or their payloads pass ``limit_bytes``."""
         disk = self._disks.get(member)
         shard = None if disk is None or disk.failed else disk.shards.get(key)
-        if shard is None:
-            return None
-        positions = [(r.epoch, r.number) for r in shard.records]
-        at = bisect.bisect_left(positions, after)
-        if at == len(positions) or positions[at] != after:
-            return None
-        found = shard.records[at:]
-        if sum(len(r.payload) for r in found) > limit_bytes:
-            return None
-        return found
+        return None if shard is None else updates_from(shard.records, after, limit_bytes)
 
     def pending(self, member: NodeId) -> bool:
         """Writes are waiting for a sync that has not started yet."""
