@@ -312,6 +312,16 @@ def test_a_second_total_crash_during_a_comparison_leaves_one_state() -> None:
     assert run_simulation(crashed_twice(3692)).violations == []
 
 
+def test_a_restart_that_waits_for_a_crashed_member_is_given_its_startup_wait() -> None:
+    """Seed 2580 crashed twice: the second restart lacked a majority until member 1, crashed
+    before the total crash, came back 1.2 s after the others, and its view held member 4,
+    which never came back. Its founders wait startup_timeout for member 4 from that
+    install, not from the others' restarts: the run is looked at only after that wait, when
+    the view has moved on without member 4 and the shard's state is settled. (The run was
+    looked at 0.3 s before it, with every member waiting for member 4's state.)"""
+    assert run_simulation(crashed_twice(2580)).violations == []
+
+
 def test_comparing_positions_alone_after_two_total_crashes_is_caught(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

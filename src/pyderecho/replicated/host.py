@@ -946,11 +946,8 @@ class ObjectHost:
             and before is not None
             and [m for m in members if m in before][:1] == [self.node_id]
         ):
-            try:
-                data = snapshot(replica.spec, replica.obj)
-            except Exception as exc:
-                self._user_failed(f"{replica.spec.cls.__qualname__}.snapshot", exc)
-            else:
+            data = self._snapshot(replica, replica.obj)
+            if data is not None:
                 replica.cut = _Cut(self.view.epoch, data, newcomers)
 
     def _start_fresh(self, replica: _Replica, *, lost: bool) -> None:
@@ -990,22 +987,26 @@ class ObjectHost:
             self._apply(replica, entry.position, entry.sender, entry.call)
         self._serve_waiting(replica)
 
-    def _checksum(self, replica: _Replica, obj: Any) -> int:
-        """The CRC32C of ``obj``'s snapshot (0 if the class's snapshot raised)."""
+    def _snapshot(self, replica: _Replica, obj: Any) -> bytes | None:
+        """``obj``'s snapshot, or None (reported as user code failing) if its class's
+        snapshot raised: the caller does without, and the member goes on."""
         try:
-            return crc32c.crc32c(snapshot(replica.spec, obj))
+            return snapshot(replica.spec, obj)
         except Exception as exc:
             self._user_failed(f"{replica.spec.cls.__qualname__}.snapshot", exc)
-            return 0
+            return None
+
+    def _checksum(self, replica: _Replica, obj: Any) -> int:
+        """The CRC32C of ``obj``'s snapshot (0 if the class's snapshot raised)."""
+        data = self._snapshot(replica, obj)
+        return 0 if data is None else crc32c.crc32c(data)
 
     def _save(self, replica: _Replica, position: Position, data: bytes | None = None) -> None:
         """Have the driver write a Paxos replica's state as its shard's snapshot."""
         replica.since_save = 0
         if data is None:
-            try:
-                data = snapshot(replica.spec, replica.obj)
-            except Exception as exc:
-                self._user_failed(f"{replica.spec.cls.__qualname__}.snapshot", exc)
+            data = self._snapshot(replica, replica.obj)
+            if data is None:
                 return
         replica.saved_bytes = len(data)
         self._out.append(SaveState(replica.key, position, data))
@@ -1331,12 +1332,11 @@ class ObjectHost:
                 if replica.recovered is None
                 else replica.recovered
             )
-            try:
-                data = snapshot(replica.spec, obj)
-            except Exception as exc:
-                self._user_failed(f"{replica.spec.cls.__qualname__}.snapshot", exc)
+            snapped = self._snapshot(replica, obj)
+            if snapped is None:
                 self._send(dst, StateHeader(*replica.key, StateStatus.UNSENT))
                 return
+            data = snapped
             encoded = b"" if updates is None else encoder.encode(updates)
             if updates is not None and logged is not None and len(encoded) >= len(data):
                 # Read back from the log, the updates would cost more to send and to apply
@@ -1624,10 +1624,8 @@ class ObjectHost:
             position=held.position,
             records=updates,
         )
-        try:
-            state = snapshot(replica.spec, rebuilt.obj)
-        except Exception as exc:
-            self._user_failed(f"{replica.spec.cls.__qualname__}.snapshot", exc)
+        state = self._snapshot(replica, rebuilt.obj)
+        if state is None:
             return None
         if crc32c.crc32c(state) != header.state_checksum:
             # The state held was not the history's at its position (Paxos seed 12437: an
@@ -1649,10 +1647,8 @@ class ObjectHost:
     def _record_digest(self, replica: _Replica, kind: str) -> None:
         if replica.obj is None:
             return
-        try:
-            data = snapshot(replica.spec, replica.obj)
-        except Exception as exc:
-            self._user_failed(f"{replica.spec.cls.__qualname__}.snapshot", exc)
+        data = self._snapshot(replica, replica.obj)
+        if data is None:
             return
         self._out.append(
             StateDigest(self.node_id, replica.key, _state_position(replica), digest(data), kind)
