@@ -135,6 +135,12 @@ class SimulationSpec:
     """With ``total_crash``: every running member crashes again up to a second after the
     first restart, often while it still compares states or transfers the chosen one, and
     restarts once more."""
+    stay_down: int = 0
+    """With ``total_crash``: of the members running at the (first) total crash, how many never
+    come back, as machines lost with their disks. The rest restart; the group goes on if they
+    are enough (a majority of the last view, a member of every ``Paxos`` shard), and no update
+    any member delivered may be lost either way. A member the scenario restarts later anyway
+    (``rejoin``) comes back then."""
     rejoin: int = 0
     """Of the crashed members, how many restart from their disks while the group runs on
     (before or after it removed them): each comes back as a joiner."""
@@ -723,9 +729,13 @@ class _Run:
         self.total_crashes.append(sim.now)
         victims = list(sim.running)
         self._see_states(victims)
+        lost: set[NodeId] = set()
+        if self.spec.stay_down and len(self.total_crashes) == 1:
+            lost = set(rng.sample(victims, min(self.spec.stay_down, len(victims) - 1)))
         for member in victims:
             sim.crash(member, at=sim.now)
-            sim.restart(member, at=sim.now + rng.uniform(0.05, 0.5))
+            if member not in lost:
+                sim.restart(member, at=sim.now + rng.uniform(0.05, 0.5))
             self._forget(member)
 
     def _forget(self, member: NodeId) -> None:
@@ -934,6 +944,8 @@ def run_simulation(spec: SimulationSpec) -> SimulationReport:
         raise ValueError(
             f"partial_cut must be one of {', '.join(PARTIAL_CUTS)}, not {spec.partial_cut!r}"
         )
+    if spec.stay_down and not spec.total_crash:
+        raise ValueError("stay_down keeps members down after a total_crash")
     if spec.second_total_crash and not spec.total_crash:
         raise ValueError("second_total_crash crashes the group again after a total_crash")
     if spec.rolling and (spec.join or spec.leave or spec.total_crash):
