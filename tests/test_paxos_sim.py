@@ -337,6 +337,17 @@ def test_long_paxos_seed_sweep_with_members_lost_at_a_total_crash(seed: int) -> 
     assert run_simulation(spec).violations == []
 
 
+def test_a_restart_founded_late_is_given_its_startup_wait() -> None:
+    """Seed 5992 with two members lost for good, beyond the fault budget: the restart founded
+    its view 1.1 s after the last member it needed was back (its agreement asks again a while
+    later), and its founders' wait for the two lost members ran past the scheduled end. The
+    sweep now runs to a startup wait after the last install of a founded view, when the view
+    has gone on without them."""
+    spec = lost_at_total_crash(5992, within_budget=False)
+    assert spec is not None
+    assert run_simulation(spec).violations == []
+
+
 @pytest.mark.xfail(
     strict=True,
     reason="known gap (docs/persistence.md, 'An excluded member that the crash saved from "
