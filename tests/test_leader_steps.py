@@ -33,18 +33,21 @@ class CountedMembers(tuple[NodeId, ...]):
         return super().__iter__()
 
 
-def quiet_leader() -> tuple[Membership, float]:
-    """The leader of a view of ``MEMBERS``, a second into a quiet view: every member heard."""
-    view = View(0, CountedMembers(range(MEMBERS)))
-    leader = Membership(0, view, CONFIG, [], 0.0)
-    now = 0.0
-    for _ in range(10):
+def quiet_ticks(leader: Membership, now: float, ticks: int) -> float:
+    """``ticks`` heartbeat intervals in which the leader hears every member it watches."""
+    for _ in range(ticks):
         now += CONFIG.heartbeat_interval
         for member in leader.watched:
             leader.heard_from(member, now)
         leader.tick(now)
         leader.step(now)
-    return leader, now
+    return now
+
+
+def quiet_leader() -> tuple[Membership, float]:
+    """The leader of a view of ``MEMBERS``, a second into a quiet view: every member heard."""
+    leader = Membership(0, View(0, CountedMembers(range(MEMBERS))), CONFIG, [], 0.0)
+    return leader, quiet_ticks(leader, 0.0, 10)
 
 
 # The tuple's own iteration is what the Python build walks; the compiled core reads a tuple's
@@ -53,12 +56,7 @@ def quiet_leader() -> tuple[Membership, float]:
 def test_a_quiet_leaders_steps_walk_no_member_list() -> None:
     leader, now = quiet_leader()
     CountedMembers.walks = 0
-    for _ in range(50):
-        now += CONFIG.heartbeat_interval
-        for member in leader.watched:
-            leader.heard_from(member, now)
-        leader.tick(now)
-        leader.step(now)
+    quiet_ticks(leader, now, 50)
     assert CountedMembers.walks == 0
     assert leader.changes == () and not leader.suspected
 
