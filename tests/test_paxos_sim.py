@@ -384,6 +384,15 @@ def test_a_restart_that_waits_for_a_crashed_member_is_given_its_startup_wait() -
     assert run_simulation(crashed_twice(2580)).violations == []
 
 
+def test_a_removal_only_a_restart_showed_excuses_the_removed_members_log() -> None:
+    """Seed 29867 crashed twice: member 2 was suspected, the commit of view 2 that removes
+    it was logged, and the cleanup of view 1 delivered two updates without waiting for its
+    log, as it may; then everyone crashed before view 2 was installed anywhere, and only the
+    view the restart founded on that commit (0, 1, 3) showed the removal. The durability
+    check now reads founded views too when it looks for the view that removed a member."""
+    assert run_simulation(crashed_twice(29867)).violations == []
+
+
 def test_comparing_positions_alone_after_two_total_crashes_is_caught(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

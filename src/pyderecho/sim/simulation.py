@@ -883,6 +883,14 @@ class Simulation:
                 if (node, view) not in self._founded:
                     installed.setdefault(view.epoch, view.members)
         founded_members = {(node, view.epoch): view.members for node, view in self._founded}
+        # A restart founds the view after the last one installed, or after a commit of the
+        # next that nobody installed (everyone crashed in its cleanup): with the members of
+        # its base, so a member it lacks was removed by that commit (twice-crashed Paxos seed
+        # 29867: the commit removing member 2 was logged, the cleanup delivered without it,
+        # and only the restart's view ever showed the removal).
+        following_views = dict(installed)
+        for _, view in self._founded:
+            following_views.setdefault(view.epoch, view.members)
         for member, at, key in self._paxos_deliveries:
             epoch, subgroup, shard, _, _ = key
             again = founded_members.get((member, epoch))
@@ -890,7 +898,7 @@ class Simulation:
                 continue  # delivered in a view its restart founded again: not the group's
             # A member the cleanup did not wait for had failed or was suspected: the next
             # view, or the one after (a suspicion after the change was final), removes it.
-            following = [installed[e] for e in (epoch + 1, epoch + 2) if e in installed]
+            following = [following_views[e] for e in (epoch + 1, epoch + 2) if e in following_views]
             for peer in self._paxos_shards.get((epoch, subgroup, shard), ()):
                 if any(peer not in members for members in following) or self.disks.failed(peer):
                     continue  # removed, or its disk failed: it holds nothing to restart from
