@@ -77,38 +77,30 @@ def emit(event: str, **record: Any) -> None:
 
 
 def instrument() -> None:
-    """Report when ``Group.start`` has loaded the logs and rebuilt the replicas (each step
-    timed around the library's own function)."""
+    """Report when ``Group.start`` has loaded the logs (read, checked and replayed in one
+    pass) and collected the replicas (each step timed around the library's own function)."""
     load = persistence.load_recovery
     rebuild = group_module._rebuild
 
-    def timed_load(data_dir: Path) -> Recovery | None:
+    def timed_load(data_dir: Path, **options: Any) -> Recovery | None:
         began = time.monotonic()
-        recovery = load(data_dir)
+        recovery = load(data_dir, **options)
         if recovery is not None:
-            records = sum(len(shard.records) for shard in recovery.shards.values())
-            after = sum(
-                1
-                for shard in recovery.shards.values()
-                for record in shard.records
-                if (record.epoch, record.number) > (shard.snapshot.epoch, shard.snapshot.count)
-            )
+            shards = recovery.shards.values()
             emit(
                 "log_loaded",
                 began=began,
                 at=time.monotonic(),
-                records=records,
-                records_after_snapshot=after,
-                payload_bytes=sum(
-                    len(record.payload)
-                    for shard in recovery.shards.values()
-                    for record in shard.records
+                records=sum(shard.records for shard in shards),
+                records_after_snapshot=sum(
+                    r.applied + r.raised + r.malformed
+                    for r in (shard.rebuilt for shard in shards)
+                    if r is not None
                 ),
-                snapshot_bytes=sum(len(s.snapshot.state) for s in recovery.shards.values()),
-                snapshot_position=[
-                    [s.snapshot.epoch, s.snapshot.count] for s in recovery.shards.values()
-                ],
-                truncated_bytes=sum(s.truncated_bytes for s in recovery.shards.values()),
+                payload_bytes=sum(shard.payload_bytes for shard in shards),
+                snapshot_bytes=sum(len(s.snapshot.state) for s in shards),
+                snapshot_position=[[s.snapshot.epoch, s.snapshot.count] for s in shards],
+                truncated_bytes=sum(s.truncated_bytes for s in shards),
             )
         return recovery
 

@@ -48,10 +48,18 @@ from pyderecho.replicated.events import (
     StateWaiting,
 )
 from pyderecho.replicated.host import ObjectHost
-from pyderecho.replicated.recovery import Rebuilt, rebuild
+from pyderecho.replicated.methods import type_spec
+from pyderecho.replicated.recovery import Rebuilt, Replay
 from pyderecho.runtime.connect import bound_address, build_transport, identify_contacts
 from pyderecho.runtime.member import GroupStopped, Member
-from pyderecho.runtime.persistence import Recovery, ShardKey, StoredRecord, load_recovery
+from pyderecho.runtime.persistence import (
+    Recovery,
+    ReplayFor,
+    ShardKey,
+    SnapshotFile,
+    StoredRecord,
+    load_recovery,
+)
 from pyderecho.storage import DEFAULT_SEGMENT_BYTES, SegmentedLog
 from pyderecho.transport.base import Transport
 from pyderecho.transport.tcp import TcpTransport
@@ -151,7 +159,11 @@ class Group:
 
         async def build() -> Group:
             settings = _settings(config, member_id)
-            recovery = await asyncio.to_thread(load_recovery, settings.data_dir)
+            recovery = await asyncio.to_thread(
+                load_recovery,
+                settings.data_dir,
+                replay_for=_replay_for(types or {}, settings.member_id),
+            )
             return await _closing_logs_on_failure(recovery, start(settings, recovery))
 
         async def start(settings: Settings, recovery: Recovery | None) -> Group:
@@ -229,7 +241,10 @@ class Group:
             recovery = None
             if directory is not None:
                 recovery = await asyncio.to_thread(
-                    load_recovery, directory, segment_bytes=segment_bytes
+                    load_recovery,
+                    directory,
+                    segment_bytes=segment_bytes,
+                    replay_for=_replay_for(types or {}, member_id),
                 )
             return await _closing_logs_on_failure(recovery, start(recovery))
 
@@ -739,18 +754,35 @@ async def _closing_logs_on_failure(
         raise
 
 
+def _replay_for(types: Mapping[str, type[Any]], member_id: NodeId) -> ReplayFor:
+    """How a restart rebuilds each recovered shard's replica while it reads the shard's log:
+    from its snapshot, with the class the application gives for the shard's type (a shard of
+    a type it gives no class for is only checked)."""
+
+    def replay_for(key: ShardKey, snapshot: SnapshotFile) -> Replay | None:
+        cls = types.get(key[0])
+        if cls is None:
+            return None
+        return Replay.from_snapshot(
+            type_spec(key[0], cls),
+            key,
+            member_id,
+            state=snapshot.state,
+            position=(snapshot.epoch, snapshot.count),
+        )
+
+    return replay_for
+
+
 def _rebuild(host: ObjectHost, member_id: NodeId, recovery: Recovery) -> dict[ShardKey, Rebuilt]:
-    """Each recovered shard's replica, from its snapshot and log."""
+    """Each recovered shard's replica, rebuilt from its snapshot and log as the restart read
+    them (:func:`_replay_for`)."""
     rebuilt: dict[ShardKey, Rebuilt] = {}
     for key, shard in recovery.shards.items():
-        spec = host.types.get(key[0])
-        if spec is None:
+        replica = shard.rebuilt
+        if replica is None or key[0] not in host.types:
             _log.warning("member %s: no class for recovered shard %s; ignored", member_id, key)
             continue
-        start = (shard.snapshot.epoch, shard.snapshot.count)
-        replica = rebuild(
-            spec, key, member_id, state=shard.snapshot.state, position=start, records=shard.records
-        )
         rebuilt[key] = replica
         _log.info(
             "member %s rebuilt %s at %s: %d updates replayed (%d raised), %d bytes of torn "

@@ -53,7 +53,7 @@ from pyderecho.core.events import PersistRequested, ViewLogRequested
 from pyderecho.core.layout import Mode, ViewLayout
 from pyderecho.core.restart import Logs
 from pyderecho.core.view import NodeId, View
-from pyderecho.replicated.recovery import updates_from
+from pyderecho.replicated.recovery import Rebuilt, Replay, updates_from
 from pyderecho.storage import (
     DEFAULT_SEGMENT_BYTES,
     CorruptLog,
@@ -140,6 +140,32 @@ def _open_reading(directory: Path, segment_bytes: int) -> tuple[list[StoredRecor
     return records, log
 
 
+ReplayFor = Callable[[ShardKey, SnapshotFile], Replay | None]
+"""Given a recovered shard and its snapshot, the replica to apply its log's records to as
+they are read (:class:`~pyderecho.replicated.recovery.Replay`), or None to only check them
+(a shard of a class this member does not know)."""
+
+
+class _ReadingShard:
+    """What a restart keeps of a shard's log while recovery reads it: counts and the last
+    timestamp, not the records; each goes to the replay and is dropped, so the log's segments
+    are freed one by one."""
+
+    __slots__ = ("last_timestamp", "payload_bytes", "records", "replay")
+
+    def __init__(self, replay: Replay | None) -> None:
+        self.replay = replay
+        self.records = self.payload_bytes = self.last_timestamp = 0
+
+    def __call__(self, _seq: int, body: memoryview) -> None:
+        record = _record_decoder.decode(body)
+        self.records += 1
+        self.payload_bytes += len(record.payload)
+        self.last_timestamp = record.timestamp
+        if self.replay is not None:
+            self.replay.apply(record)
+
+
 def shard_directory(data_dir: Path, key: ShardKey) -> Path:
     type_name, index, shard = key
     return data_dir / "shards" / f"{type_name}.{index}.{shard}"
@@ -155,10 +181,18 @@ def _shard_key(name: str) -> ShardKey | None:
 
 @dataclass(frozen=True, slots=True)
 class RecoveredShard:
-    """What a member's disk holds of one shard: its snapshot and the log's records."""
+    """What a member's disk holds of one shard: its snapshot, what its log held, and the
+    replica rebuilt from both."""
 
     snapshot: SnapshotFile
-    records: list[StoredRecord]
+    records: int
+    """Records in the log (those before the snapshot's position included)."""
+    payload_bytes: int
+    last_timestamp: int
+    """The timestamp of the log's last record (0: the log is empty)."""
+    rebuilt: Rebuilt | None
+    """The replica: the snapshot with every record after it applied (None: no class for the
+    shard was given to the restart)."""
     truncated_bytes: int
     """Bytes of a torn tail cut off the log on opening it."""
     log: SegmentedLog
@@ -191,9 +225,7 @@ class Recovery:
     @property
     def floors(self) -> dict[ShardKey, int]:
         """Per shard, the last timestamp its log holds: timestamps rise on from there."""
-        return {
-            key: shard.records[-1].timestamp for key, shard in self.shards.items() if shard.records
-        }
+        return {key: shard.last_timestamp for key, shard in self.shards.items() if shard.records}
 
     @property
     def addresses(self) -> dict[NodeId, str]:
@@ -211,8 +243,17 @@ class Recovery:
             shard.log.close()
 
 
-def load_recovery(data_dir: Path, *, segment_bytes: int = DEFAULT_SEGMENT_BYTES) -> Recovery | None:
+def load_recovery(
+    data_dir: Path,
+    *,
+    segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+    replay_for: ReplayFor | None = None,
+) -> Recovery | None:
     """What ``data_dir`` holds for a restart, or None when it holds nothing (a first start).
+
+    Each shard's replica is rebuilt as its log is read (``replay_for``), one record at a
+    time, so a restart holds a segment of a log, not the log: its memory is bounded by the
+    state and ``segment_bytes``, whatever the log's length.
 
     Opening each log recovers it: a torn tail is truncated; a corrupt record before the end
     raises :class:`~pyderecho.storage.CorruptLog` naming the file and offset, and the member
@@ -242,8 +283,17 @@ def load_recovery(data_dir: Path, *, segment_bytes: int = DEFAULT_SEGMENT_BYTES)
                     ignored[key] = "no snapshot: the member stopped before its state was saved"
                     continue
                 state = msgspec.msgpack.decode(snapshot, type=SnapshotFile)
-                records, log = _open_reading(directory, segment_bytes)
-                shards[key] = RecoveredShard(state, records, log.truncated_bytes, log)
+                reading = _ReadingShard(None if replay_for is None else replay_for(key, state))
+                log = SegmentedLog.open(directory, segment_bytes=segment_bytes, on_record=reading)
+                shards[key] = RecoveredShard(
+                    state,
+                    reading.records,
+                    reading.payload_bytes,
+                    reading.last_timestamp,
+                    None if reading.replay is None else reading.replay.result(),
+                    log.truncated_bytes,
+                    log,
+                )
         commit_data = read_metadata(data_dir / "commit")
         if commit_data is not None:
             commit = msgspec.msgpack.decode(commit_data, type=CommitRecord)
