@@ -348,6 +348,29 @@ def test_a_restart_founded_late_is_given_its_startup_wait() -> None:
     assert run_simulation(spec).violations == []
 
 
+def test_a_member_lost_for_good_with_a_flush_due_does_not_keep_the_group_unsettled() -> None:
+    """Seed 10296 with two members lost for good, beyond the fault budget: member 0 crashed
+    with a frame's flush due and never came back. The simulator left it marked as owing that
+    flush, so its check for an idle group with only flushes due never held, and the regular
+    checks all fell where the one live flush was due: the group of two that went on, both
+    idle, never read as settled."""
+    spec = lost_at_total_crash(10296, within_budget=False)
+    assert spec is not None and spec.stay_down == 2
+    assert run_simulation(spec).violations == []
+
+
+def test_a_view_founded_on_a_founded_view_is_no_restart_conflict() -> None:
+    """Seed 2514 with a member lost for good, beyond the fault budget: after the total crash
+    member 1 heard member 0 restarting, founded view 1 and crashed at once (a crash the seed
+    had scheduled); member 0 never heard of view 1 until 1 came back with it in its logs, and
+    then founded view 2 on it. One history, which the check counted as two restarts' views
+    (it fails without the rule that a view the next one was founded on is the group's)."""
+    spec = lost_at_total_crash(2514, within_budget=False)
+    assert spec is not None
+    report = run_simulation(spec)
+    assert report.violations == [] and report.restart_conflicts == 0
+
+
 @pytest.mark.xfail(
     strict=True,
     reason="known gap (docs/persistence.md, 'An excluded member that the crash saved from "

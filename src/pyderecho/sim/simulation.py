@@ -596,6 +596,12 @@ class Simulation:
                 self._parked.setdefault(node_id, []).append((kind, a, b, c))
             return
         if node_id in self.crashed or node_id not in self.nodes:
+            if kind == _FLUSH:
+                # Its flush died with it. Left marked due, a member that never comes back
+                # (lost for good) would keep :meth:`_only_flushes_due` false, and an idle group
+                # whose one flush due aligns with every check would never read as settled
+                # (Paxos seed 10296 with two members lost at the total crash).
+                self._flush_due.discard(node_id)
             return
         held = self._paused.get(node_id)
         if kind == _PAUSE:
