@@ -39,6 +39,7 @@ from pyderecho.replicated.methods import type_spec
 from pyderecho.replicated.state import snapshot
 from pyderecho.runtime.persistence import (
     CommitRecord,
+    SnapshotFile,
     ViewRecord,
     load_recovery,
     shard_directory,
@@ -76,8 +77,11 @@ LAYOUT = layout_of({"Ledger": every_member(Mode.PAXOS)})
 
 
 class Cluster:
-    def __init__(self, root: Path, **options: Any) -> None:
+    def __init__(
+        self, root: Path, types: dict[str, type[Any]] | None = None, **options: Any
+    ) -> None:
         self.root = root
+        self.types = types or {"Ledger": Ledger}
         self.options = options
         self.network = MemoryNetwork()
         self.addresses = {i: f"mem-{i}" for i in range(8)}
@@ -95,7 +99,7 @@ class Cluster:
             MemoryTransport(member, self.network, self.addresses[member]),
             member_id=member,
             layout=LAYOUT,
-            types={"Ledger": Ledger},
+            types=self.types,
             members=members,
             contacts=contacts,
             addresses=self.addresses,
@@ -356,6 +360,62 @@ def test_a_restart_holds_one_segment_of_a_log_at_a_time(tmp_path: Path) -> None:
     assert recovery.shards[KEY].records == 120
     assert recovery.shards[KEY].payload_bytes > 120 * 3000
     assert peak < log_bytes / 4, f"held {peak} bytes at once reading a {log_bytes}-byte log"
+
+
+class LoopLedger(Ledger):
+    """Counts the calls it applies with no event loop running in their thread."""
+
+    off_the_loop = 0
+
+    @ordered
+    def append(self, entry: str) -> tuple[int, int]:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            LoopLedger.off_the_loop += 1
+        return super().append(entry)
+
+
+def test_a_restart_applies_the_logged_calls_on_the_event_loop(tmp_path: Path) -> None:
+    """The log is read and checked on a thread, but the calls it holds are applied on the
+    event loop, where delivery applies them: an ordered method may use the loop (to wake a
+    waiter, say), and a replay on the reading thread would find none."""
+    LoopLedger.off_the_loop = 0
+
+    async def scenario(cluster: Cluster) -> None:
+        groups = await cluster.start_all([0, 1, 2])
+        before = [f"{g.member_id}-{n}" for n in range(10) for g in groups]
+        for entry in before:
+            await groups[int(entry[0])].subgroup(LoopLedger).append(entry)
+        await cluster.crash_all()
+        assert LoopLedger.off_the_loop == 0
+
+        groups = await cluster.start_all([0, 1, 2])
+        for group in groups:
+            await group.wait_ready(LoopLedger, timeout=WAIT)
+            replica = group.replica(LoopLedger)
+            assert sorted(replica.entries) == sorted(before), "every logged call replayed"
+
+    run(scenario, tmp_path, types={"Ledger": LoopLedger})
+    assert LoopLedger.off_the_loop == 0, "the restart applied logged calls off the loop"
+
+
+def test_a_snapshot_that_does_not_restore_stops_the_restart(tmp_path: Path) -> None:
+    """A snapshot the class cannot restore (here bytes that are no state of it) fails the
+    member's start with the class's error, raised where the restart rebuilds the replica on
+    the event loop and handed back to the thread reading the log: the start neither hangs
+    nor goes on without the replica."""
+
+    async def scenario(cluster: Cluster) -> None:
+        groups = await cluster.start_all([0, 1, 2])
+        await write(groups, 3, "before")
+        await cluster.crash_all()
+        directory = shard_directory(cluster.data(0), KEY)
+        write_atomic(directory / "snapshot", msgspec.msgpack.encode(SnapshotFile(0, 0, b"\xc1")))
+        with pytest.raises(msgspec.DecodeError):
+            await asyncio.wait_for(cluster.start(0, [0, 1, 2]), WAIT)
+
+    run(scenario, tmp_path)
 
 
 def test_a_restart_without_a_majority_waits_and_says_for_whom(

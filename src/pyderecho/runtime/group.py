@@ -16,6 +16,7 @@ import functools
 import logging
 import os
 import secrets
+import threading
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping, Sequence
@@ -162,7 +163,7 @@ class Group:
             recovery = await asyncio.to_thread(
                 load_recovery,
                 settings.data_dir,
-                replay_for=_replay_for(types or {}, settings.member_id),
+                replay_for=_replay_for(types or {}, settings.member_id, asyncio.get_running_loop()),
             )
             return await _closing_logs_on_failure(recovery, start(settings, recovery))
 
@@ -244,7 +245,7 @@ class Group:
                     load_recovery,
                     directory,
                     segment_bytes=segment_bytes,
-                    replay_for=_replay_for(types or {}, member_id),
+                    replay_for=_replay_for(types or {}, member_id, asyncio.get_running_loop()),
                 )
             return await _closing_logs_on_failure(recovery, start(recovery))
 
@@ -754,24 +755,98 @@ async def _closing_logs_on_failure(
         raise
 
 
-def _replay_for(types: Mapping[str, type[Any]], member_id: NodeId) -> ReplayFor:
+_REPLAY_BATCH_BYTES = 4 << 20
+"""Payload bytes of log records a restart's loading thread hands the event loop at a time."""
+
+
+def _replay_for(
+    types: Mapping[str, type[Any]], member_id: NodeId, loop: asyncio.AbstractEventLoop
+) -> ReplayFor:
     """How a restart rebuilds each recovered shard's replica while it reads the shard's log:
     from its snapshot, with the class the application gives for the shard's type (a shard of
-    a type it gives no class for is only checked)."""
+    a type it gives no class for is only checked), on ``loop`` (:class:`_ReplayOnLoop`)."""
 
-    def replay_for(key: ShardKey, snapshot: SnapshotFile) -> Replay | None:
+    def replay_for(key: ShardKey, snapshot: SnapshotFile) -> _ReplayOnLoop | None:
         cls = types.get(key[0])
         if cls is None:
             return None
-        return Replay.from_snapshot(
-            type_spec(key[0], cls),
-            key,
-            member_id,
-            state=snapshot.state,
-            position=(snapshot.epoch, snapshot.count),
+        return _ReplayOnLoop(
+            loop,
+            functools.partial(
+                Replay.from_snapshot,
+                type_spec(key[0], cls),
+                key,
+                member_id,
+                state=snapshot.state,
+                position=(snapshot.epoch, snapshot.count),
+            ),
         )
 
     return replay_for
+
+
+class _ReplayOnLoop:
+    """A shard's replay, fed by the thread that reads and checks the log, applied on the
+    event loop: the application's methods run where delivery runs them (an ordered method
+    may use the loop), and the disk is read meanwhile. Records go over in batches of
+    :data:`_REPLAY_BATCH_BYTES`, and the thread waits while two are unapplied, so what is
+    held of the log is those and the segments they and the thread's read lie in."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, start: Callable[[], Replay]) -> None:
+        self._loop = loop
+        self._start = start
+        self._replay: Replay | None = None
+        self._failure: BaseException | None = None
+        self._batch: list[StoredRecord] = []
+        self._batch_bytes = 0
+        self._changed = threading.Condition()
+        self._unapplied = 0
+        """Batches handed to the loop and not applied yet (guarded by ``_changed``)."""
+
+    def apply(self, record: StoredRecord) -> None:
+        """On the loading thread: queue ``record`` for the loop."""
+        self._batch.append(record)
+        self._batch_bytes += len(record.payload)
+        if self._batch_bytes >= _REPLAY_BATCH_BYTES:
+            self._hand_over()
+
+    def result(self) -> Rebuilt:
+        """On the loading thread, once the log is read: the replica, every record applied."""
+        self._hand_over()
+        self._wait_until(0)
+        if self._failure is not None:
+            raise self._failure
+        assert self._replay is not None, "the last batch started the replay if nothing did"
+        return self._replay.result()
+
+    def _hand_over(self) -> None:
+        batch, self._batch, self._batch_bytes = self._batch, [], 0
+        self._wait_until(1)
+        with self._changed:
+            self._unapplied += 1
+        self._loop.call_soon_threadsafe(self._apply, batch)
+
+    def _wait_until(self, unapplied: int) -> None:
+        with self._changed:
+            while self._unapplied > unapplied:
+                if self._loop.is_closed():
+                    raise RuntimeError("the event loop closed while a restart replayed its log")
+                self._changed.wait(0.5)
+
+    def _apply(self, batch: list[StoredRecord]) -> None:
+        """On the loop: start from the snapshot (the first time), then apply ``batch``."""
+        try:
+            if self._failure is None:
+                if self._replay is None:
+                    self._replay = self._start()
+                for record in batch:
+                    self._replay.apply(record)
+        except Exception as failure:  # restoring the snapshot failed: the restart does
+            self._failure = failure
+        finally:
+            with self._changed:
+                self._unapplied -= 1
+                self._changed.notify_all()
 
 
 def _rebuild(host: ObjectHost, member_id: NodeId, recovery: Recovery) -> dict[ShardKey, Rebuilt]:

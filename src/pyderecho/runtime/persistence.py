@@ -46,6 +46,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import msgspec
 
@@ -53,7 +54,7 @@ from pyderecho.core.events import PersistRequested, ViewLogRequested
 from pyderecho.core.layout import Mode, ViewLayout
 from pyderecho.core.restart import Logs
 from pyderecho.core.view import NodeId, View
-from pyderecho.replicated.recovery import Rebuilt, Replay, updates_from
+from pyderecho.replicated.recovery import Rebuilt, updates_from
 from pyderecho.storage import (
     DEFAULT_SEGMENT_BYTES,
     CorruptLog,
@@ -140,10 +141,18 @@ def _open_reading(directory: Path, segment_bytes: int) -> tuple[list[StoredRecor
     return records, log
 
 
-ReplayFor = Callable[[ShardKey, SnapshotFile], Replay | None]
+class ShardReplay(Protocol):
+    """A replica being rebuilt from a shard's log, record by record
+    (:class:`~pyderecho.replicated.recovery.Replay`, or one that applies them elsewhere)."""
+
+    def apply(self, record: StoredRecord) -> None: ...
+
+    def result(self) -> Rebuilt: ...
+
+
+ReplayFor = Callable[[ShardKey, SnapshotFile], ShardReplay | None]
 """Given a recovered shard and its snapshot, the replica to apply its log's records to as
-they are read (:class:`~pyderecho.replicated.recovery.Replay`), or None to only check them
-(a shard of a class this member does not know)."""
+they are read, or None to only check them (a shard of a class this member does not know)."""
 
 
 class _ReadingShard:
@@ -153,7 +162,7 @@ class _ReadingShard:
 
     __slots__ = ("last_timestamp", "payload_bytes", "records", "replay")
 
-    def __init__(self, replay: Replay | None) -> None:
+    def __init__(self, replay: ShardReplay | None) -> None:
         self.replay = replay
         self.records = self.payload_bytes = self.last_timestamp = 0
 
