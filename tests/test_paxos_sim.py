@@ -371,6 +371,18 @@ def test_a_view_founded_on_a_founded_view_is_no_restart_conflict() -> None:
     assert report.violations == [] and report.restart_conflicts == 0
 
 
+def test_a_holder_moved_out_during_a_comparison_serves_the_members_that_stay() -> None:
+    """Seed 24068 with a member lost at the total crash, beyond the fault budget: shard 1 of
+    members 3, 4 and 5 in the founded view, 3 lost for good, 5's state a transfer not yet on
+    disk. The comparison waited for 3; in the view that removed it the layout moved 4, the
+    one holder left, out of the shard. The newcomers asked 4 and got its state, but 5, which
+    stayed and held nothing, waited for good. It now asks the members that compared before
+    and moved out, as the newcomers do."""
+    spec = lost_at_total_crash(24068, within_budget=False)
+    assert spec is not None
+    assert run_simulation(spec).violations == []
+
+
 @pytest.mark.xfail(
     strict=True,
     reason="known gap (docs/persistence.md, 'An excluded member that the crash saved from "

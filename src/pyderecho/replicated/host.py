@@ -903,7 +903,7 @@ class ObjectHost:
         paxos = ref.layout.mode is Mode.PAXOS
         replica = self._replicas.get(key)
         if replica is not None and replica.ends is not None:
-            self._compare_again(replica, ref)
+            self._compare_again(replica, ref, before)
             return
         if self._restarting and paxos and replica is None and before is None:
             replica = self._replicas[key] = _Replica(key, self.types[key[0]], None, paxos=True)
@@ -913,7 +913,7 @@ class ObjectHost:
                 replica.saved_bytes = rebuilt.state_bytes
                 replica.recovered_checksum = self._checksum(replica, rebuilt.obj)
             replica.reconcilers = members
-            self._compare_again(replica, ref)
+            self._compare_again(replica, ref, None)
             return
         # Who held the shard and is still here: those still in it first, then those the layout
         # moved out (their replica waits for the newcomers, frozen at the cut), rank order.
@@ -1013,19 +1013,30 @@ class ObjectHost:
 
     # -- restart from logs ------------------------------------------------------------------
 
-    def _compare_again(self, replica: _Replica, ref: ShardRef) -> None:
+    def _compare_again(
+        self, replica: _Replica, ref: ShardRef, before: tuple[NodeId, ...] | None
+    ) -> None:
         """A view in which a restart's comparison of states is not over: what was said in
         the view before no longer counts. Each member says afresh what it holds now, so that
         a state received from a member since removed counts as much as the holder did, and
         a transfer of the view before is dropped (its source may no longer be the one the
-        members choose)."""
+        members choose).
+
+        The members that compared in the view before (``before``) and that the layout moved
+        out of the shard keep what they hold for the shard's newcomers: should no member
+        that stays hold a state, they are asked, in rank order, as the newcomers ask them
+        (Paxos seed 24068 with a member lost at the total crash: the one member left that
+        held the shard moved out as the comparison waited for a lost member, and the one
+        that stayed, whose state had come by a transfer not yet on disk, waited for good)."""
         view = self.view
         assert self.node_id in replica.reconcilers and self.node_id not in view.joined
+        members = ref.layout.members
         replica.reconcilers = tuple(
-            m
-            for m in replica.reconcilers
-            if m in view and m not in view.joined and m in ref.layout.members
+            m for m in replica.reconcilers if m in view and m not in view.joined and m in members
         )
+        replica.candidates = [
+            m for m in view.members if before is not None and m in before and m not in members
+        ]
         replica.ends = {}
         replica.heard_ends = set()
         replica.asking = replica.incoming = None
@@ -1126,7 +1137,13 @@ class ObjectHost:
             (_end_position(ends[m]), -rank, m) for rank, m in enumerate(members) if ends[m].held
         ]
         if not held:
-            replica.ends = None  # nobody to take it from: it now waits like any holderless shard
+            replica.ends = None  # nobody here to take it from
+            if replica.candidates:
+                # Those that compared before and moved out: asked as newcomers ask them, or
+                # it waits like any holderless shard (_ask).
+                replica.asked = set()
+                self._ask(replica)
+                return
             self._out.append(
                 StateWaiting(
                     *replica.key,
