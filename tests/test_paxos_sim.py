@@ -383,6 +383,17 @@ def test_a_holder_moved_out_during_a_comparison_serves_the_members_that_stay() -
     assert run_simulation(spec).violations == []
 
 
+def test_a_state_request_of_an_earlier_view_is_no_mutual_ask() -> None:
+    """Seed 46442 with a member lost at the total crash, beyond the fault budget: member 5,
+    a joiner in view 2, asked member 3 for shard 1's state as 3 crashed; the request reached
+    3's next incarnation in view 5, just as 3, rejoining, asked 5, the shard's one holder. 3
+    took it for two members each asking the other with nothing to give (seed 9511's rule),
+    gave up asking and waited, and four calls of 5 never resolved."""
+    spec = lost_at_total_crash(46442, within_budget=False)
+    assert spec is not None
+    assert run_simulation(spec).violations == []
+
+
 @pytest.mark.xfail(
     strict=True,
     reason="known gap (docs/persistence.md, 'An excluded member that the crash saved from "

@@ -1297,12 +1297,18 @@ class ObjectHost:
                 # It waits for a holder itself, with nobody left to ask: the asker should
                 # know it waits too, rather than wait on a member that cannot answer.
                 self._send(src, StateHeader(*key, StateStatus.NOT_HELD))
-            elif replica.asking == src and replica.ends is None:
+            elif (
+                replica.asking == src and replica.ends is None and request.epoch == self.view.epoch
+            ):
                 # The member this one asks asks it in turn: neither holds the state (a member
                 # asks only while it has none), and each waiting for the other would hold both
                 # for good (Paxos seed 9511: the two members left of a shard whose every
                 # holder failed before either had its state). It says so and asks on; the
-                # other does the same when this one's request reaches it.
+                # other does the same when this one's request reaches it. Not a request of
+                # an earlier view, which says nothing of what its sender holds now: the
+                # holder this member had just asked once sent it one as a joiner, and it
+                # reached this member's next incarnation three views later (stay-down seed
+                # 46442 beyond the fault budget), which then gave up asking and waited.
                 self._send(src, StateHeader(*key, StateStatus.NOT_HELD))
                 self._ask(replica)
             elif src not in replica.waiting:
