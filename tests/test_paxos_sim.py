@@ -394,6 +394,18 @@ def test_a_state_request_of_an_earlier_view_is_no_mutual_ask() -> None:
     assert run_simulation(spec).violations == []
 
 
+def test_a_member_whose_transferred_state_died_with_it_is_no_holder() -> None:
+    """Seed 22410 with a member lost at the total crash, beyond the fault budget: shard 1's
+    one durable holder was lost for good; the shard's other member had received the state
+    62 ms before the crash, its snapshot not yet durable, so nothing was delivered in that
+    view and the shard rightly waits for the lost holder. The check counted the other member
+    as a holder the waiting ones ignored; it now asks whether a member holds a state, in
+    memory or on disk."""
+    spec = lost_at_total_crash(22410, within_budget=False)
+    assert spec is not None
+    assert run_simulation(spec).violations == []
+
+
 @pytest.mark.xfail(
     strict=True,
     reason="known gap (docs/persistence.md, 'An excluded member that the crash saved from "

@@ -467,6 +467,12 @@ class ObjectHost:
         """Every replica this member holds, by shard."""
         return {key: replica.obj for key, replica in self._replicas.items()}
 
+    def holds(self, key: ShardKey) -> bool:
+        """Whether this member holds a state of ``key``: its replica's, or one it keeps for
+        the shard's newcomers after the layout moved it out."""
+        replica = self._replicas.get(key) or self._retired.get(key)
+        return replica is not None and replica.obj is not None
+
     def restart(self, recovered: Mapping[ShardKey, Rebuilt]) -> None:
         """This member restarts from its logs after the whole group stopped: ``recovered``
         holds, per ``Paxos`` shard, the state it rebuilt (snapshot and log) and the position

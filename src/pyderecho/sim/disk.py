@@ -253,6 +253,15 @@ class SimDisks:
         disk.mine = set(shards)
         return logs, shards
 
+    def holds_snapshot(self, member: NodeId, key: ShardKey) -> bool:
+        """Whether ``member``'s disk durably holds a snapshot of ``key`` (what a restart of it
+        would rebuild the shard from). Reading it changes nothing, for checks."""
+        disk = self._disks.get(member)
+        if disk is None or disk.failed:
+            return False
+        shard = disk.shards.get(key)
+        return shard is not None and shard.snapshot is not None
+
     def logs(self, member: NodeId) -> Logs | None:
         """What ``member``'s disk says about views, as a restart reads it (the newest view
         installed, and a commit of a later one); None when it holds no view or failed. Reading
