@@ -104,11 +104,9 @@ def instrument() -> None:
             )
         return recovery
 
-    def timed_rebuild(
-        host: Any, member_id: int, recovery: Recovery
-    ) -> dict[tuple[str, int, int], Rebuilt]:
+    def timed_rebuild(member_id: int, recovery: Recovery) -> dict[tuple[str, int, int], Rebuilt]:
         began = time.monotonic()
-        rebuilt = rebuild(host, member_id, recovery)
+        rebuilt = rebuild(member_id, recovery)
         emit(
             "rebuilt",
             began=began,

@@ -132,13 +132,15 @@ class Replay:
     until it had read them all: 1,065 MiB of memory for 1 GiB of log)."""
 
     __slots__ = (
-        "counts",
+        "applied",
         "key",
         "last",
         "latest",
+        "malformed",
         "member",
         "obj",
         "position",
+        "raised",
         "spec",
         "state_bytes",
     )
@@ -158,7 +160,7 @@ class Replay:
         self.member = member
         self.obj = obj
         self.position = position
-        self.counts = [0, 0, 0]
+        self.applied = self.raised = self.malformed = 0
         """Updates applied, updates whose method raised, records that were no call."""
         self.last: tuple[NodeId, int] | None = None
         self.latest = 0
@@ -186,21 +188,20 @@ class Replay:
             return
         self.position = at
         self.last = (record.sender, record.timestamp)
-        counts = self.counts
         try:
             call = decode_call(record.payload)
         except RemoteProtocolError:
-            counts[2] += 1
+            self.malformed += 1
             return
         self.latest = max(self.latest, record.timestamp)  # as delivery counts it: calls only
         method = self.spec.methods.get(call.method)
         if method is None or method.kind != "ordered":
-            counts[1] += 1  # refused with UnknownMethod when it was delivered: nothing changed
+            self.raised += 1  # refused with UnknownMethod when it was delivered: nothing changed
             return
         try:
             arguments = method.args_decoder.decode(call.args)
         except (msgspec.DecodeError, msgspec.ValidationError):
-            counts[1] += 1
+            self.raised += 1
             return
         stamp = record.timestamp / 1_000_000
         token = ctx.enter(ctx.CallContext(record.sender, self.member, self.key, at, stamp, None))
@@ -210,20 +211,19 @@ class Replay:
                 function(*msgspec.structs.astuple(arguments))
             else:
                 function(**msgspec.structs.asdict(arguments))
-            counts[0] += 1
+            self.applied += 1
         except Exception:
-            counts[1] += 1
+            self.raised += 1
         finally:
             ctx.leave(token)
 
     def result(self) -> Rebuilt:
-        applied, raised, malformed = self.counts
         return Rebuilt(
             self.obj,
             self.position,
-            applied,
-            raised,
-            malformed,
+            self.applied,
+            self.raised,
+            self.malformed,
             self.last,
             self.latest,
             self.state_bytes,

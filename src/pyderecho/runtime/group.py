@@ -310,7 +310,7 @@ class Group:
             # the last view this member logged says whom to ask, and where they listened.
             view, restart, floors = None, recovery.logs, recovery.floors
             addresses = recovery.addresses | dict(addresses)
-            rebuilt = _rebuild(host, member_id, recovery)
+            rebuilt = _rebuild(member_id, recovery)
             host.restart(rebuilt)
             # The rebuilt shards' logs go on open, as the restart read them; the others close.
             recovered = {key: recovery.shards[key].log for key in rebuilt}
@@ -849,13 +849,13 @@ class _ReplayOnLoop:
                 self._changed.notify_all()
 
 
-def _rebuild(host: ObjectHost, member_id: NodeId, recovery: Recovery) -> dict[ShardKey, Rebuilt]:
+def _rebuild(member_id: NodeId, recovery: Recovery) -> dict[ShardKey, Rebuilt]:
     """Each recovered shard's replica, rebuilt from its snapshot and log as the restart read
     them (:func:`_replay_for`)."""
     rebuilt: dict[ShardKey, Rebuilt] = {}
     for key, shard in recovery.shards.items():
         replica = shard.rebuilt
-        if replica is None or key[0] not in host.types:
+        if replica is None:
             _log.warning("member %s: no class for recovered shard %s; ignored", member_id, key)
             continue
         rebuilt[key] = replica

@@ -123,22 +123,14 @@ class EarlierRunData(Exception):
 
 def read_shard_log(directory: Path) -> list[StoredRecord]:
     """Every record of the shard log in ``directory``, oldest first (recovering a torn tail
-    as opening a log does)."""
-    records, log = _open_reading(directory, DEFAULT_SEGMENT_BYTES)
-    log.close()
-    return records
-
-
-def _open_reading(directory: Path, segment_bytes: int) -> tuple[list[StoredRecord], SegmentedLog]:
-    """The shard log in ``directory``, opened, and its records: decoded as recovery reads
-    them, so the log is read and checked once."""
+    as opening a log does), decoded as recovery reads them: the log is read once."""
     records: list[StoredRecord] = []
 
     def decode(_seq: int, body: memoryview) -> None:
         records.append(_record_decoder.decode(body))
 
-    log = SegmentedLog.open(directory, segment_bytes=segment_bytes, on_record=decode)
-    return records, log
+    SegmentedLog.open(directory, on_record=decode).close()
+    return records
 
 
 class ShardReplay(Protocol):
