@@ -203,6 +203,21 @@ def test_a_late_member_with_another_commit_at_the_founded_epoch_joins_the_founde
     assert ran.outcome() is None, "it founded or installed that view in an earlier incarnation"
 
 
+def test_a_late_member_a_founder_already_suspects_waits_to_be_removed() -> None:
+    """A founder that suspects the late member (its earlier incarnation's link broke) answers
+    that the founded view runs: the view will remove it, so it waits for that and rejoins,
+    whatever another founder that does not suspect it yet says, and in whichever order."""
+    founded = View(5, (0, 1, 2))
+    runs = Logs(founded).state(RestartPhase.RUNNING, answering=ME)
+    welcomes = Logs(founded).state(RestartPhase.FOUNDED, answering=ME)
+    for answers in ((runs, welcomes), (welcomes, runs)):
+        late = RestartAgreement(2, Logs(View(3, (0, 1, 2))), ME)
+        for src, answer in enumerate(answers):
+            late.receive(src, answer)
+        assert late.outcome() is None
+        assert late.waiting == "the group to remove it from view 5"
+
+
 class Wire:
     """Instant, ordered delivery among a few nodes, with one node's outbox inspectable."""
 
@@ -305,6 +320,26 @@ def test_restarting_nodes_agree_and_found_one_view() -> None:
     wire.run(0.3, 0.6)
     assert late.view == View(5, (0, 1, 2)), "the late member joined the founded view"
     assert not any(isinstance(e, Stopped) for events in wire.events.values() for e in events)
+
+
+def test_a_founder_that_suspects_a_late_member_keeps_it_out_of_the_founded_view() -> None:
+    """Beyond-budget stay-down seed 44145: member 0's earlier incarnation crashed just as 1
+    and 4 founded their view, and they suspected it; its next incarnation took part in the
+    view all the same, led its own pair as 1 led the other, each short of a majority, for
+    good. A founder that suspects the asker now tells it the view runs, and it waits to be
+    removed instead."""
+    logged = {0: Logs(View(3, (0, 1, 2))), 1: Logs(View(4, (0, 1, 2)))}
+    nodes = {m: Node(m, None, PAXOS, FAST, restart=v) for m, v in logged.items()}
+    wire = Wire(nodes)
+    wire.run(0.0, 0.3)
+    assert nodes[0].view == nodes[1].view == View(5, (0, 1, 2))
+    nodes[0].link_lost(2, 0.3, "its earlier incarnation crashed")
+    late = Node(2, None, PAXOS, FAST, restart=Logs(View(3, (0, 1, 2))))
+    wire.nodes[2] = late
+    wire.sent[2], wire.events[2] = [], []
+    wire.run(0.3, 0.35)
+    assert late.view != View(5, (0, 1, 2)), "it took part in a view that removes it"
+    assert late.restart_waits_for == "the group to remove it from view 5"
 
 
 def test_a_rejoining_member_ignores_a_welcome_into_a_view_that_named_its_crashed_self() -> None:

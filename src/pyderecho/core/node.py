@@ -707,8 +707,14 @@ class Node:
                 self._agree(now)
         elif self.membership is not None and asked:
             # A member restarting late asks: it joins the view a restart founded, or learns
-            # that the group went on without it.
-            phase = RestartPhase.FOUNDED if self.view == self.founded else RestartPhase.RUNNING
+            # that the group went on without it. One this member suspects already (its
+            # earlier incarnation's link broke) hears that the view runs: the view will
+            # remove it, and taking part would make it a rival leader's follower in the
+            # meantime (beyond-budget stay-down seed 44145: 0 took part in the view that 1
+            # and 4, which had seen its earlier incarnation crash, were removing it from; 0
+            # and 5 followed 0, 1 and 4 followed 1, each pair short of a majority, for good).
+            founded = self.view == self.founded and src not in self.membership.suspected
+            phase = RestartPhase.FOUNDED if founded else RestartPhase.RUNNING
             answer = Logs(self.view).state(phase, answering=state.incarnation)
             self._outbox.append((src, answer))
 

@@ -102,7 +102,8 @@ class RestartAgreement:
         self.founded: View | None = None
         """The view a peer founded and still runs: this member takes part in it too."""
         self.moved_on: View | None = None
-        """A view a peer runs that no restart founded: the group went on without this one."""
+        """A view a peer runs that no restart founded (the group went on without this one), or
+        a founded one whose member already suspects this one (the view will remove it)."""
         self.waiting = ""
         """What the agreement waits for, while it does."""
 
@@ -145,7 +146,12 @@ class RestartAgreement:
     def outcome(self) -> Outcome | None:
         """What to do now; None while those not heard from yet could change the answer."""
         founded = self.founded
-        if founded is not None and self.me in founded and not self._may_have_run(founded):
+        if (
+            founded is not None
+            and self.me in founded
+            and not self._may_have_run(founded)
+            and not (self.moved_on is not None and self.moved_on.epoch >= founded.epoch)
+        ):
             return Found(founded)
         running = self.moved_on or founded
         if running is not None:
