@@ -406,6 +406,41 @@ def test_a_member_whose_transferred_state_died_with_it_is_no_holder() -> None:
     assert run_simulation(spec).violations == []
 
 
+def test_a_late_member_a_founder_suspects_waits_to_be_removed_instead_of_leading() -> None:
+    """Seed 44145 with a member lost at the total crash, beyond the fault budget: member 0
+    crashed again 30 ms after 1 and 4 founded view 2, and they suspected it; its next
+    incarnation took part in view 2 all the same. 0 and 5 then followed 0, 1 and 4 followed
+    1, each pair short of a majority of five, and the group never moved again. A founder that
+    suspects a late member now tells it that the view runs, and it waits to be removed, then
+    rejoins."""
+    spec = lost_at_total_crash(44145, within_budget=False)
+    assert spec is not None
+    assert run_simulation(spec).violations == []
+
+
+def test_a_restart_short_of_a_member_the_group_removed_before_the_crash_may_wait() -> None:
+    """Seed 26150 with three members lost at the total crash, beyond the fault budget:
+    member 6, paused, had been removed 20 ms before the crash, 3 had crashed; of view 0's
+    seven, three came back, and the restart waits for a majority, as its rules say. A member
+    that a fault was aimed at and that the group removed before the crash is gone as a
+    crashed one is; the sweep counted it as stopped by the protocol and called the wait a
+    failure to settle."""
+    spec = lost_at_total_crash(26150, within_budget=False)
+    assert spec is not None
+    assert run_simulation(spec).violations == []
+
+
+def test_a_member_back_after_a_failure_timeout_counts_as_gone_from_the_founded_view() -> None:
+    """Seed 22800 with a member lost at the total crash, beyond the fault budget: view 1
+    founded with 0, 1, 3 and 4 of six; 3 crashed again 0.26 s later, and the change that
+    removes it blamed 2 (not back yet) and the lost 5 a failure timeout after that. 0, 1 and
+    4 held three of six and stopped, as they must; 2 came back 0.7 s later. The sweep counts
+    a member back more than a failure timeout after the founding as gone."""
+    spec = lost_at_total_crash(22800, within_budget=False)
+    assert spec is not None
+    assert run_simulation(spec).violations == []
+
+
 @pytest.mark.xfail(
     strict=True,
     reason="known gap (docs/persistence.md, 'An excluded member that the crash saved from "
