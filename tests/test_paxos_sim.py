@@ -337,6 +337,44 @@ def test_long_paxos_seed_sweep_with_members_lost_at_a_total_crash(seed: int) -> 
     assert run_simulation(spec).violations == []
 
 
+EXCLUSION_GAP = pytest.mark.xfail(
+    strict=True,
+    reason="known gap (docs/persistence.md, 'An excluded member that the crash saved from "
+    "removal'): a cleanup that excluded members delivers what they never logged",
+)
+"""Seeds beyond the budget that lose what the known gap loses (1233: see
+test_a_cleanup_alone_then_lost_for_good_loses_nothing; 49685 likewise: member 1, excluded from
+view 0's cleanup, came back alone for its shard, whose other members were lost for good or
+had lost their disk)."""
+
+
+def beyond_budget_seeds(seeds: range) -> list[object]:
+    """The seeds that crash the whole group, each losing for good between one member and half
+    the group whatever faults it drew besides: past the budget a majority may be lost for
+    good, and the restart must then wait or stop, as its rules say (the sweep excuses it);
+    every other check holds. Seeds of the known gap are expected to fail."""
+    return [
+        pytest.param(seed, marks=EXCLUSION_GAP) if seed in (1233, 49685) else seed
+        for seed in seeds
+        if lost_at_total_crash(seed, within_budget=False) is not None
+    ]
+
+
+@pytest.mark.parametrize("seed", beyond_budget_seeds(range(1000)))
+def test_paxos_seed_sweep_with_members_lost_beyond_the_budget(seed: int) -> None:
+    spec = lost_at_total_crash(seed, within_budget=False)
+    assert spec is not None
+    assert run_simulation(spec).violations == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", beyond_budget_seeds(range(1000, 20000)))
+def test_long_paxos_seed_sweep_with_members_lost_beyond_the_budget(seed: int) -> None:
+    spec = lost_at_total_crash(seed, within_budget=False)
+    assert spec is not None
+    assert run_simulation(spec).violations == []
+
+
 def test_a_restart_founded_late_is_given_its_startup_wait() -> None:
     """Seed 5992 with two members lost for good, beyond the fault budget: the restart founded
     its view 1.1 s after the last member it needed was back (its agreement asks again a while

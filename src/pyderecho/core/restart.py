@@ -17,11 +17,13 @@ decides alone, by rules that no two members can satisfy with different answers:
 - otherwise wait: those not yet heard could tip it (a commit logged by two of five, two that
   lack it, one silent). The restart says whom it waits for.
 
-A member that hears a peer already running a founded view takes part in that view. One that
-finds itself outside the view chosen, or the group running without it, rejoins as any joiner
-does (its logs then count for nothing: it gets the state by transfer). While the group still
-runs a view that names it (it came back before the others noticed that it had gone), it waits
-to be removed: joining a view it is already in would take over rows it has lost.
+A member that hears a peer already running a founded view takes part in that view, unless a
+peer that runs it suspects this member already (its earlier incarnation crashed there): that
+view will remove it, so it waits for that. One that finds itself outside the view chosen, or
+the group running without it, rejoins as any joiner does (its logs then count for nothing: it
+gets the state by transfer). While the group still runs a view that names it (it came back
+before the others noticed that it had gone), it waits to be removed: joining a view it is
+already in would take over rows it has lost.
 """
 
 from __future__ import annotations
