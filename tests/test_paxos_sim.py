@@ -479,6 +479,20 @@ def test_a_member_back_after_a_failure_timeout_counts_as_gone_from_the_founded_v
     assert run_simulation(spec).violations == []
 
 
+def test_a_state_from_an_earlier_stint_in_a_shard_does_not_count_at_a_restart() -> None:
+    """Seed 63101 with a member lost at the total crash, beyond the fault budget: member 3
+    crashed, view 2 removed it and moved 2 into its shard beside 4, and the shard delivered
+    two more updates; 3 was joining view 3 when everyone crashed. The restart founded view 4
+    on that commit, where the shard was 3 and 4, and 2 moved out; 4 was lost. 3's logs
+    rebuilt its view-1 state of the shard, and as the one member that stayed and held a
+    state, it was taken: two updates short. The logs of a member that missed the newest
+    installed view, or of a shard it did not hold there, count for nothing now, and the
+    shard takes the state from 2, which moved out (96843 and 103467 were alike)."""
+    spec = lost_at_total_crash(63101, within_budget=False)
+    assert spec is not None
+    assert run_simulation(spec).violations == []
+
+
 @pytest.mark.xfail(
     strict=True,
     reason="known gap (docs/persistence.md, 'An excluded member that the crash saved from "

@@ -342,6 +342,22 @@ def test_a_founder_that_suspects_a_late_member_keeps_it_out_of_the_founded_view(
     assert late.restart_waits_for == "the group to remove it from view 5"
 
 
+def test_a_founded_view_says_which_shards_the_logs_hold_current() -> None:
+    """Member 2's logs end in view 2; the group installed view 4 and founds view 5 on it.
+    View 3 went on without 2 (it was removed, then rejoining when everyone crashed), so the
+    state its logs rebuilt is from an earlier stint and must not count in the comparison
+    (beyond-budget stay-down seed 63101); 0 and 1 installed view 4 and hold their shard's
+    logs current."""
+    logged = {0: View(4, (0, 1, 2)), 1: View(4, (0, 1, 2)), 2: View(2, (0, 1, 2))}
+    nodes = {m: Node(m, None, PAXOS, FAST, restart=Logs(v)) for m, v in logged.items()}
+    wire = Wire(nodes)
+    wire.run(0.0, 0.3)
+    for member, current in ((0, {("Ledger", 0, 0)}), (1, {("Ledger", 0, 0)}), (2, set())):
+        installed = [e for e in wire.events[member] if isinstance(e, ViewInstalled)]
+        assert [e.view for e in installed] == [View(5, (0, 1, 2))], member
+        assert installed[0].restarted_shards == frozenset(current), member
+
+
 def test_a_rejoining_member_ignores_a_welcome_into_a_view_that_named_its_crashed_self() -> None:
     """Member 2 learns that view 6 [0, 1] runs without it and asks to join; a contact that has
     not installed view 6 yet still has 2 in its view and welcomes it there, as it would a

@@ -147,6 +147,11 @@ class ViewInstalled:
     view: View
     layout: ViewLayout
     previous: ViewLayout | None = None
+    restarted_shards: frozenset[tuple[str, int, int]] | None = None
+    """In a view this member's restart from logs founded: the shards (type name, subgroup
+    index, shard) whose logs here are current, those it held in the newest view the group
+    installed and in the last one it installed itself. A state its logs rebuilt of any other
+    shard is from an earlier stint, which the shard went on without: it must not count."""
 
 
 class PeerMessage(msgspec.Struct, frozen=True, gc=False):

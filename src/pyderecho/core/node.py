@@ -188,6 +188,8 @@ class Node:
         """The view this member's restart from logs founded."""
         self._founding: View | None = None
         """The view a restart settled on, installed once the driver has logged it."""
+        self._current_shards: frozenset[tuple[str, int, int]] | None = None
+        """The shards whose logs here are current for that view (:meth:`_current_logs`)."""
         self.rejoined = ""
         """Why this member, restarted from logs, joins the group again instead."""
         self._excluded_in = -1
@@ -725,10 +727,12 @@ class Node:
         outcome = self._restart.outcome()
         if outcome is None:
             return
+        logs = self._restart.mine
         self._restart = None
         self._log_commits = True  # it restarted from logs, so the group keeps them
         if isinstance(outcome, Found):
             self._founding = outcome.view
+            self._current_shards = self._current_logs(logs, outcome.view)
             self._events.append(
                 ViewLogRequested(outcome.view, self._addresses_of(outcome.view), False)
             )
@@ -738,6 +742,44 @@ class Node:
             self._contacts = outcome.contacts
             self._next_join = now
             self._join_deadline = now + self.config.join_timeout
+
+    def _current_logs(self, logs: Logs, founded: View) -> frozenset[tuple[str, int, int]] | None:
+        """The shards whose logs here hold this member's part of the newest view the group
+        installed, I, which ``founded`` follows: of those, it held every update delivered
+        anywhere (a Paxos delivery waits for every member's log), and its rebuilt state counts
+        in the restart's comparison. A founded view comes after I (I's epoch is one below
+        it) or after a commit of I's successor (two below), so logs that installed neither,
+        nor logged I's own commit, missed I: the member left the group before it (it was
+        rejoining when everyone crashed), and the shards went on without it. Nor does a shard
+        count that the member did not hold in the last view it installed (its directory is
+        from an earlier stint) or, when its logs end in I's commit, in I (the layout moved it
+        in at I: it never took the state). Beyond-budget stay-down seed 63101: member 3,
+        removed in view 2 and joining view 3 when everyone crashed, came back with its view-1
+        state of a shard, and as the shard's one member back that held a state (the other
+        was lost, the one that had moved in at view 2 moved out in the founded view) its
+        state was taken, two updates short.
+
+        An inadequate layout delivered nothing and says nothing; with no adequate one to go
+        by (None), every rebuilt state counts."""
+        installed, commit = logs.installed, logs.commit
+        reach = installed.epoch >= founded.epoch - 2 or (
+            commit is not None and commit.epoch == founded.epoch - 2
+        )
+        if not reach:
+            return frozenset()
+        views = [installed]
+        if commit is not None and commit.epoch < founded.epoch:
+            views.append(commit)
+        held: list[set[tuple[str, int, int]]] = []
+        for view in views:
+            try:
+                layout = self._layout_for(view)
+            except LayoutFailed:
+                return None  # installing the founded view stops the member with the error
+            if layout.adequate:
+                refs = layout.shards_of(self.node_id)
+                held.append({(r.type_name, r.subgroup_index, r.shard) for r in refs})
+        return frozenset(set.intersection(*held)) if held else None
 
     def _give_up_joining(self) -> None:
         """No contact let this process in within the join timeout: stop, saying for each
@@ -998,7 +1040,8 @@ class Node:
                 )
                 self._shards[(ref.subgroup, ref.shard)] = shard
                 self._by_subgroup[ref.subgroup] = shard
-        self._events.append(ViewInstalled(view, self.layout, previous))
+        restarted = self._current_shards if founding and view == self.founded else None
+        self._events.append(ViewInstalled(view, self.layout, previous, restarted))
         if old is not None and old.leads:
             self._outbox.extend(
                 (joiner, self._welcome(self._admitted[joiner])) for joiner in view.joined

@@ -886,6 +886,11 @@ class ObjectHost:
                 self._retired[key] = replica
             else:
                 self._abandon_buffered(replica)
+        if self._restarting and event.restarted_shards is not None:
+            # A state rebuilt from an earlier stint in a shard, which went on without this
+            # member, says nothing of what the shard delivered since: it holds none there.
+            current = event.restarted_shards
+            self._recovered = {k: r for k, r in self._recovered.items() if k in current}
         if self._restarting and self._restart_view is None:
             self._restart_view = RestartView(view.epoch, view.members)
             for member in view.members:
