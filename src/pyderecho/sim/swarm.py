@@ -764,10 +764,11 @@ class _Run:
         self.total_crashes.append(sim.now)
         victims = list(sim.running)
         self._see_states(victims)
-        if not self.total_crashes[:-1]:
+        first = len(self.total_crashes) == 1
+        if first:
             self.stopped_before_crash = {m for m in sim.stopped if m in self.victims}
         lost: set[NodeId] = set()
-        if self.spec.stay_down and len(self.total_crashes) == 1:
+        if self.spec.stay_down and first:
             lost = set(rng.sample(victims, min(self.spec.stay_down, len(victims) - 1)))
         for member in victims:
             sim.crash(member, at=sim.now)
