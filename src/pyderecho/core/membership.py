@@ -2000,9 +2000,13 @@ def cleanup_ranks(
 
 def ragged_edge_step(
     shard: ShardMulticast, survivors: set[NodeId], excluded: AbstractSet[NodeId]
-) -> list[NodeId]:
-    """Advance one shard's ragged-edge cleanup; returns the members it still waits on, or an
-    empty list once this member has applied the decision.
+) -> list[NodeId] | None:
+    """Advance one shard's ragged-edge cleanup; returns the members it still waits on, an
+    empty list once this member has applied the decision, or None if it finds a decision
+    that keeps messages it does not hold: one made without it, so the change's leader
+    excluded it, though the exclusion has not reached it (it must stop, as an excluded
+    member does; following the decision would deliver what it never received: partial cut
+    with a rejoined member and a joiner, seed 96 of the Paxos cut sweep).
 
     ``survivors`` are the members the final change keeps; ``excluded`` are those of them the
     final then excluded from the cleanup (found failed or cut off during it), as far as this
@@ -2028,12 +2032,16 @@ def ragged_edge_step(
         return _lead_ragged_edge(shard, live, excluded)
     applied = _applied_decision(shard)
     if applied:
+        if not shard.holds(applied):
+            return None
         shard.publish_cutoff(applied)
         return [members[r] for r in shard.apply_cutoff(live)]
     # Echo the leader's decision, and apply it once the leader has: a decision reaches a member
     # from the leader it counts on, so once it stops counting on a leader, that leader's
     # decision cannot reach it sideways.
     if table.cutoff[leader]:
+        if not shard.holds(table.cutoff[leader]):
+            return None
         shard.publish_cutoff(table.cutoff[leader])
     return [members[leader]]
 
@@ -2047,7 +2055,7 @@ def _applied_decision(shard: ShardMulticast) -> tuple[int, ...]:
 
 def _lead_ragged_edge(
     shard: ShardMulticast, live: list[int], excluded: AbstractSet[NodeId]
-) -> list[NodeId]:
+) -> list[NodeId] | None:
     table = shard.table
     members = shard.members
     if not table.cutoff[shard.rank]:
@@ -2071,6 +2079,8 @@ def _lead_ragged_edge(
             senders = range(len(shard.senders))
             held = tuple(min(table.received[r][s] for r in live) for s in senders)
         # A decision a live member already holds is the only one there can be: reuse it.
+        if not shard.holds(held):
+            return None
         shard.publish_cutoff(held)
     cutoff = table.cutoff[shard.rank]
     waiting = [members[r] for r in live if table.cutoff[r] != cutoff]

@@ -862,20 +862,39 @@ class ShardMulticast:
                 if last > self.persist_requested:
                     self._request_persist(last)
 
-    def _cutoff_last(self) -> int:
-        """The last global index the published decision keeps; every message up to it must be
-        held here (the decision is the minimum over the survivors of what they hold)."""
-        cutoff = self.table.cutoff[self.rank]
+    def holds(self, cutoff: tuple[int, ...]) -> bool:
+        """Whether this member holds everything the ragged-edge decision ``cutoff`` keeps.
+
+        A decision is the minimum of what the members its leader counted on received, so each
+        of them holds all it keeps; a member that does not was left out of it: the change's
+        leader excluded it, though the exclusion has not reached it yet (a ``Raw`` shard
+        delivers at receipt and holds nothing back, so it cannot tell)."""
+        return self.mode is Mode.RAW or self._walk_kept(cutoff)[1]
+
+    def _walk_kept(self, cutoff: tuple[int, ...]) -> tuple[int, bool]:
+        """Walk the normal order from the first undelivered message through what ``cutoff``
+        keeps: the global index where the walk stopped, and True if it stopped past the last
+        message kept, False if on one not held here."""
         s = len(self.senders)
         k = self.delivered_upto + 1
         while k // s < cutoff[k % s]:
-            sender, index = k % s, k // s
-            if index not in self._held[sender]:
-                raise RemoteProtocolError(
-                    f"cutoff {cutoff} keeps message {index} of sender {sender}, not held here"
-                )
+            if k // s not in self._held[k % s]:
+                return k, False
             k += 1
-        return k - 1
+        return k, True
+
+    def _cutoff_last(self) -> int:
+        """The last global index the published decision keeps; every message up to it must be
+        held here (the decision is the minimum over the survivors of what they hold, and a
+        member publishes only a decision it holds: :meth:`holds`)."""
+        cutoff = self.table.cutoff[self.rank]
+        end, held = self._walk_kept(cutoff)
+        if not held:
+            s = len(self.senders)
+            raise RemoteProtocolError(
+                f"cutoff {cutoff} keeps message {end // s} of sender {end % s}, not held here"
+            )
+        return end - 1
 
     def apply_cutoff(self, live: list[int]) -> list[int]:
         """Deliver exactly what the published ragged-edge decision keeps, in the normal order;

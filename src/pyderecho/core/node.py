@@ -948,7 +948,15 @@ class Node:
         waiting: set[NodeId] = set()
         for shard in self._shards.values():
             was_clean = shard.cleaned
-            waiting.update(ragged_edge_step(shard, survivors, excluded))
+            waits = ragged_edge_step(shard, survivors, excluded)
+            if waits is None:
+                self._stop(
+                    f"excluded from view {self.view.epoch}'s cleanup: a decision made without "
+                    "it keeps messages it never received (the change's leader found it failed "
+                    "or cut off from members the others reach)"
+                )
+                return
+            waiting.update(waits)
             if shard.cleaned and not was_clean:
                 membership.progress(now)
         membership.cleanup_waits_on = waiting
