@@ -44,6 +44,7 @@ from pyderecho.sim.disk import SimDisks
 from pyderecho.sim.simulation import DiskModel, LinkModel, Simulation
 from pyderecho.sim.swarm import PARTIAL_CUTS, SimulationSpec, _Run, run_simulation
 from test_membership_sim import blame_silent_followers_unasked
+from test_replicated_sim import LAYOUTS, typed_scenario
 
 SLOW_LINKS = LinkModel(latency_s=2e-3, jitter_s=3e-3)
 SLOW_DISK = DiskModel(latency=0.01, jitter=0.03)
@@ -397,6 +398,55 @@ def test_the_partial_cut_sweep_draws_every_fault() -> None:
     for fault in ("crash", "rejoin", "pauses", "disk_failures", "join", "total_crash"):
         assert sum(bool(getattr(s, fault)) for s in specs) > 10, fault
     assert sum(s.stay_down > 0 for s in specs) > 10
+
+
+def typed_paxos_scenario(seed: int) -> SimulationSpec:
+    """The typed fault mix (tests/test_replicated_sim.py: several subgroups, layouts that move
+    members between shards or cannot run below a size, joins, leaves, crashes, pauses,
+    partitions) with every shard in Paxos mode and a disk model drawn; in a third of the runs
+    (and those that drew a partition) the whole group crashes instead of splitting."""
+    rng = random.Random(seed * 7 + 3)
+    spec = dataclasses.replace(
+        typed_scenario(seed), mode=Mode.PAXOS, disk=rng.choice([DiskModel(), SLOW_DISK])
+    )
+    if spec.partition or rng.random() < 0.3:
+        spec = dataclasses.replace(spec, partition=False, total_crash=True)
+    return spec
+
+
+@pytest.mark.parametrize("seed", range(200))
+def test_typed_paxos_seed_sweep(seed: int) -> None:
+    assert run_simulation(typed_paxos_scenario(seed)).violations == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(200, 3000))
+def test_long_typed_paxos_seed_sweep(seed: int) -> None:
+    assert run_simulation(typed_paxos_scenario(seed)).violations == []
+
+
+def test_a_member_joining_founders_that_could_not_run_the_layout_takes_their_state() -> None:
+    """Typed Paxos seed 14: three members, a subgroup of every member and one of exactly
+    three. Member 2, paused, was removed: the view of 0 and 1 could not run the layout. The
+    whole group crashed; 0 and 1 founded a view of the two from their logs, which could not
+    run it either, and 2 (its removal final) rejoined. In that first view able to run the
+    layout, 0 and 1 compared their states, and 2, which had no earlier layout to say who
+    held them, started its shards from the constructor: its replicas and replies differed
+    from theirs. The founded view's members now travel with each view (and welcome) until
+    one can run the layout, and a member that joined since asks them for each state."""
+    spec = SimulationSpec(
+        members=3,
+        layout=LAYOUTS["trio"](),
+        seed=14,
+        mode=Mode.PAXOS,
+        messages=37,
+        pauses=1,
+        total_crash=True,
+        replicated=True,
+        config=dataclasses.replace(FAST, window_size=100),
+        link=dataclasses.replace(SLOW_LINKS, beats_in_memory=True),
+    )
+    assert run_simulation(spec).violations == []
 
 
 def total_crash_seeds(seeds: range) -> list[int]:

@@ -243,6 +243,10 @@ class Welcome(msgspec.Struct, frozen=True, array_like=True, tag="w"):
     incarnation: int = 0
     """The joiner's process this welcome is for (its :class:`JoinRequest`'s): a frame queued
     for a process that died must not let in another started under the same id."""
+    restart_holders: tuple[int, ...] = ()
+    """The members of the view a restart from logs founded, while no view since was adequate
+    (``previous_epoch`` is -1): the joiner gets each ``Paxos`` shard's state from them
+    (:attr:`~pyderecho.core.events.ViewInstalled.restart_holders`)."""
 
 
 class P2P(msgspec.Struct, frozen=True, array_like=True, tag="p"):

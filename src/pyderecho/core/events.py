@@ -152,6 +152,13 @@ class ViewInstalled:
     index, shard) whose logs here are current, those it held in the newest view the group
     installed and in the last one it installed itself. A state its logs rebuilt of any other
     shard is from an earlier stint, which the shard went on without: it must not count."""
+    restart_holders: tuple[NodeId, ...] = ()
+    """While no view since a restart from logs founded the group anew was adequate
+    (``previous`` is None): the founded view's members, the only ones whose logs hold the
+    ``Paxos`` shards' states. They compare their states in the first adequate view; a member
+    that joined since gets each state from them, rather than start over (trio seed 14: a
+    member removed before the total crash rejoined the two founders, whose view could not
+    run the layout, and started its shards from the constructor)."""
 
 
 class PeerMessage(msgspec.Struct, frozen=True, gc=False):

@@ -92,12 +92,13 @@ up to that point and discards the rest; in a ``Paxos`` shard, only once every su
 logged what it keeps. A survivor whose cleanup stalls (it crashed, or a partial cut separates
 it from its shard) is left out only by the change's leader, which proposes an ``EXCLUDE``
 change after the final, agreed like any other: the excluded member stops, and the next view's
-change removes it. A member that applied its cleanups and moved on to the next view, then
-answers no probe while a survivor's cleanup waits on it, is excluded too (it crashed there);
-the survivors reuse the decision it applied, which they echoed. The leader stays in this view
-until every survivor applied its cleanups or is excluded, since a survivor's own suspicions
-must never decide whom a cleanup leaves out: under a partial cut two survivors suspected each
-other and applied different cuts.
+change removes it. One that sees a decision keeping messages it lacks stops too, before the
+exclusion reaches it: the decision was made without it. A member that applied its cleanups
+and moved on to the next view, then answers no probe while a survivor's cleanup waits on it,
+is excluded too (it crashed there); the survivors reuse the decision it applied, which they
+echoed. The leader stays in this view until every survivor applied its cleanups or is
+excluded, since a survivor's own suspicions must never decide whom a cleanup leaves out:
+under a partial cut two survivors suspected each other and applied different cuts.
 """
 
 from __future__ import annotations

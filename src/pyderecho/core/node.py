@@ -190,6 +190,9 @@ class Node:
         """The view a restart settled on, installed once the driver has logged it."""
         self._current_shards: frozenset[tuple[str, int, int]] | None = None
         """The shards whose logs here are current for that view (:meth:`_current_logs`)."""
+        self._restart_holders: tuple[NodeId, ...] = ()
+        """The founded view's members while no view since was adequate (the welcome tells a
+        joiner): :attr:`~pyderecho.core.events.ViewInstalled.restart_holders`."""
         self.rejoined = ""
         """Why this member, restarted from logs, joins the group again instead."""
         self._excluded_in = -1
@@ -604,6 +607,7 @@ class Node:
                     View(message.epoch, message.members, message.joined, message.departed),
                     now,
                     previous=previous,
+                    holders=message.restart_holders,
                 )
             return
         if isinstance(message, Removed):
@@ -976,7 +980,13 @@ class Node:
         self._install(self._next, now, previous=previous)
 
     def _install(
-        self, view: View, now: float, *, previous: ViewLayout | None, founding: bool = False
+        self,
+        view: View,
+        now: float,
+        *,
+        previous: ViewLayout | None,
+        founding: bool = False,
+        holders: tuple[NodeId, ...] | None = None,
     ) -> None:
         """Make ``view`` current: new shards, re-sent leftovers, and the next membership.
 
@@ -1049,7 +1059,15 @@ class Node:
                 self._shards[(ref.subgroup, ref.shard)] = shard
                 self._by_subgroup[ref.subgroup] = shard
         restarted = self._current_shards if founding and view == self.founded else None
-        self._events.append(ViewInstalled(view, self.layout, previous, restarted))
+        if founding:
+            self._restart_holders = view.members if view == self.founded else ()
+        elif holders is not None:
+            self._restart_holders = holders  # a joiner's, from its welcome
+        elif previous is not None:
+            self._restart_holders = ()  # the founders compared in the adequate view before
+        self._events.append(
+            ViewInstalled(view, self.layout, previous, restarted, self._restart_holders)
+        )
         if old is not None and old.leads:
             self._outbox.extend(
                 (joiner, self._welcome(self._admitted[joiner])) for joiner in view.joined
@@ -1087,6 +1105,7 @@ class Node:
             previous.epoch,
             previous.members,
             incarnation,
+            self._restart_holders,
         )
 
     def _subgroup_keys(self) -> list[tuple[ShardKey, ShardMulticast]]:

@@ -337,6 +337,8 @@ class ObjectHost:
         """A member back while the group runs: the states its logs rebuilt that end with an
         update (whose sender and timestamp it asks with), until the first view plans them."""
         self._restarting = False
+        self._restart_holders: tuple[NodeId, ...] = ()
+        """The view's :attr:`~pyderecho.core.events.ViewInstalled.restart_holders`."""
         self._restart_view: RestartView | None = None
         """The view this member founded when it restarted from logs, told to every member."""
         self._heard_restart: set[NodeId] = set()
@@ -852,6 +854,14 @@ class ObjectHost:
             del self._reads[read_id]
         for gone in [k for k in self._outgoing if k[0] not in view]:
             del self._outgoing[gone]
+        if self._restarting and event.restarted_shards is not None:
+            # A state rebuilt from an earlier stint in a shard, which went on without this
+            # member, says nothing of what the shard delivered since: it holds none there.
+            # Filtered here, in the founded view, even where it cannot run the layout: the
+            # comparison then waits for the first view that can.
+            current = event.restarted_shards
+            self._recovered = {k: r for k, r in self._recovered.items() if k in current}
+        self._restart_holders = event.restart_holders
         if not layout.adequate:
             self._refs = {}
             return  # replicas wait, state and all, for a view that can run them
@@ -886,11 +896,6 @@ class ObjectHost:
                 self._retired[key] = replica
             else:
                 self._abandon_buffered(replica)
-        if self._restarting and event.restarted_shards is not None:
-            # A state rebuilt from an earlier stint in a shard, which went on without this
-            # member, says nothing of what the shard delivered since: it holds none there.
-            current = event.restarted_shards
-            self._recovered = {k: r for k, r in self._recovered.items() if k in current}
         if self._restarting and self._restart_view is None:
             self._restart_view = RestartView(view.epoch, view.members)
             for member in view.members:
@@ -923,8 +928,21 @@ class ObjectHost:
                 replica.recovered = (rebuilt.obj, rebuilt.position)
                 replica.saved_bytes = rebuilt.state_bytes
                 replica.recovered_checksum = self._checksum(replica, rebuilt.obj)
-            replica.reconcilers = members
+            holders = self._restart_holders
+            replica.reconcilers = tuple(m for m in members if m in holders) if holders else members
             self._compare_again(replica, ref, None)
+            return
+        if paxos and replica is None and before is None and self._restart_holders:
+            # The first view able to run the layout since a restart founded a view that could
+            # not: the founders compare their states here, and this member, which joined
+            # since, takes the one they agree on.
+            replica = self._replicas[key] = _Replica(key, self.types[key[0]], None, paxos=True)
+            holders = self._restart_holders
+            replica.candidates = [m for m in members if m in holders]
+            if replica.candidates:
+                self._ask(replica)
+            else:
+                self._start_fresh(replica, lost=True)  # it waits for a holder
             return
         # Who held the shard and is still here: those still in it first, then those the layout
         # moved out (their replica waits for the newcomers, frozen at the cut), rank order.
