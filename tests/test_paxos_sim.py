@@ -338,7 +338,7 @@ def cut_scenario(seed: int) -> SimulationSpec:
 
 CUT_AVAILABILITY = pytest.mark.xfail(
     strict=True,
-    reason="open (docs/guarantees.md, 'The Paxos partial-cut sweep'): under a cut, with a "
+    reason="open (docs/guarantees.md, 'Partial cuts in Paxos shards'): under a cut, with a "
     "joiner, a fault and the leader's cover, the members that reach everyone lose their view",
 )
 
@@ -423,6 +423,21 @@ def test_typed_paxos_seed_sweep(seed: int) -> None:
 @pytest.mark.parametrize("seed", range(200, 3000))
 def test_long_typed_paxos_seed_sweep(seed: int) -> None:
     assert run_simulation(typed_paxos_scenario(seed)).violations == []
+
+
+def test_a_leader_that_leaves_stays_to_exclude_a_survivor_whose_cleanup_stalls() -> None:
+    """Typed Paxos seed 7358: eight members; the final change had the leader 0 leave, 3
+    removed and two joiners in, and 0 exited as it learned it. Member 2 crashed during the
+    cleanup; 1, leading the cleanup of two shards, waited for 2's echo, which only the
+    change's leader could excuse by excluding it, and the others waited for 1. They kept
+    following 0, so nobody led: no view for ten seconds, and both joiners gave up. A leader
+    whose leave is final now stays, as any leader does, until every survivor has applied its
+    cleanups or been excluded. (Having the others follow the next member instead failed
+    membership seed 8169: that member took over the change as the rest moved on, blamed
+    them for not answering in the old view, and stopped.)"""
+    spec = typed_paxos_scenario(7358)
+    assert spec.leave and spec.crash and spec.join
+    assert run_simulation(spec).violations == []
 
 
 def test_a_member_joining_founders_that_could_not_run_the_layout_takes_their_state() -> None:

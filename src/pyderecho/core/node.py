@@ -931,16 +931,23 @@ class Node:
     def _clean_up(self, membership: Membership, now: float) -> None:
         if self._next is None:
             self._next = next_view(self.view, membership.changes[: membership.final])
-            if self.node_id not in self._next:
-                self._stop("left the group" if membership.leaving else "removed from the group")
+            if self.node_id in self._next:
+                # The next view's leader hears it too: it is the one that would time out a
+                # member still busy with this cleanup.
+                watchers = watchers_of(self._next, self.node_id, self.config.monitors)
+                leader = self._next.members[0]
+                if leader != self.node_id and leader not in watchers:
+                    watchers.append(leader)
+                membership.next_watchers = watchers
+        if self.node_id not in self._next:
+            if membership.leaving and membership.leads and membership.not_moving_on():
+                # A leader whose own leave is final stays to lead the rest of the change, as
+                # any leader does, with no cleanup of its own: only it can exclude a survivor
+                # whose cleanup stalls (typed Paxos seed 7358: it exited, 2 crashed during the
+                # cleanup, the cleanups waiting on 2 waited for good, and no view came).
                 return
-            # The next view's leader hears it too: it is the one that would time out a member
-            # still busy with this cleanup.
-            watchers = watchers_of(self._next, self.node_id, self.config.monitors)
-            leader = self._next.members[0]
-            if leader != self.node_id and leader not in watchers:
-                watchers.append(leader)
-            membership.next_watchers = watchers
+            self._stop("left the group" if membership.leaving else "removed from the group")
+            return
         excluded = membership.excluded
         if self.node_id in excluded:
             self._stop(
