@@ -203,6 +203,20 @@ def test_a_failed_disk_stops_the_member_and_the_rest_go_on() -> None:
 FAST = CoreConfig(heartbeat_interval=0.05, heartbeat_timeout=0.5, block_size=1024)
 
 
+def paxos_spec(rng: random.Random, **fields: Any) -> SimulationSpec:
+    """A Paxos fault mix's spec: ``fields`` as the caller drew them, every shard in Paxos
+    mode and replicated, then the window, the links and the disk drawn from ``rng`` in that
+    order (each seed's run depends on the order of the draws)."""
+    return SimulationSpec(
+        mode=Mode.PAXOS,
+        replicated=True,
+        config=dataclasses.replace(FAST, window_size=rng.choice([4, 16, 100])),
+        link=rng.choice([LinkModel(), SLOW_LINKS]),
+        disk=rng.choice([DiskModel(), SLOW_DISK]),
+        **fields,
+    )
+
+
 def paxos_scenario(seed: int) -> SimulationSpec:
     """The replicated fault mix for ``seed`` with every shard in Paxos mode, failing disks
     among the faults, and crashed members that restart from their disks while the group runs
@@ -226,11 +240,11 @@ def paxos_scenario(seed: int) -> SimulationSpec:
         crash = rng.randint(0, budget)
         disk_failures = rng.randint(0, budget - crash)
         pauses = rng.randint(0, budget - crash - disk_failures)
-    spec = SimulationSpec(
+    spec = paxos_spec(
+        rng,
         members=members,
         layout=layout,
         seed=seed,
-        mode=Mode.PAXOS,
         messages=rng.randint(20, 80),
         crash=crash,
         disk_failures=disk_failures,
@@ -238,10 +252,6 @@ def paxos_scenario(seed: int) -> SimulationSpec:
         join=joins,
         partition=partition,
         total_crash=total_crash,
-        replicated=True,
-        config=dataclasses.replace(FAST, window_size=rng.choice([4, 16, 100])),
-        link=rng.choice([LinkModel(), SLOW_LINKS]),
-        disk=rng.choice([DiskModel(), SLOW_DISK]),
     )
     # Drawn last, so that the draws above stay what they were for every seed.
     spec = dataclasses.replace(spec, rejoin=rng.randint(0, crash))
@@ -313,13 +323,13 @@ def cut_scenario(seed: int) -> SimulationSpec:
         disk_failures = rng.randint(0, faults - crash)
         pauses = faults - crash - disk_failures
         rejoin = rng.randint(0, crash)
-    return SimulationSpec(
+    return paxos_spec(
+        rng,
         members=members,
         layout=rng.choice(
             [layout_of({"KV": every_member()}), layout_of({"KV": sharded(2, min_size=1)})]
         ),
         seed=seed,
-        mode=Mode.PAXOS,
         messages=rng.randint(20, 80),
         crash=crash,
         disk_failures=disk_failures,
@@ -329,10 +339,6 @@ def cut_scenario(seed: int) -> SimulationSpec:
         partial_cut=kind,
         total_crash=total_crash,
         stay_down=stay_down,
-        replicated=True,
-        config=dataclasses.replace(FAST, window_size=rng.choice([4, 16, 100])),
-        link=rng.choice([LinkModel(), SLOW_LINKS]),
-        disk=rng.choice([DiskModel(), SLOW_DISK]),
     )
 
 
