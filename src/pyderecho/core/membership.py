@@ -2033,17 +2033,14 @@ def ragged_edge_step(
         return _lead_ragged_edge(shard, live, excluded)
     applied = _applied_decision(shard)
     if applied:
-        if not shard.holds(applied):
+        if not shard.publish_cutoff(applied):
             return None
-        shard.publish_cutoff(applied)
         return [members[r] for r in shard.apply_cutoff(live)]
     # Echo the leader's decision, and apply it once the leader has: a decision reaches a member
     # from the leader it counts on, so once it stops counting on a leader, that leader's
     # decision cannot reach it sideways.
-    if table.cutoff[leader]:
-        if not shard.holds(table.cutoff[leader]):
-            return None
-        shard.publish_cutoff(table.cutoff[leader])
+    if table.cutoff[leader] and not shard.publish_cutoff(table.cutoff[leader]):
+        return None
     return [members[leader]]
 
 
@@ -2080,9 +2077,8 @@ def _lead_ragged_edge(
             senders = range(len(shard.senders))
             held = tuple(min(table.received[r][s] for r in live) for s in senders)
         # A decision a live member already holds is the only one there can be: reuse it.
-        if not shard.holds(held):
+        if not shard.publish_cutoff(held):
             return None
-        shard.publish_cutoff(held)
     cutoff = table.cutoff[shard.rank]
     waiting = [members[r] for r in live if table.cutoff[r] != cutoff]
     if not waiting:

@@ -848,28 +848,30 @@ class ShardMulticast:
             self.table.suspected[self.rank] |= 1 << rank
             self.dirty = True
 
-    def publish_cutoff(self, cutoff: tuple[int, ...]) -> None:
-        """Hold the ragged-edge decision in the own row, for the other members to echo.
-
-        A ``Paxos`` shard starts logging what the decision keeps at once: the others wait for
-        this member's log before they deliver, even while it still collects their echoes.
-        """
-        if not self.table.cutoff[self.rank]:
-            self.table.cutoff[self.rank] = cutoff
-            self.dirty = True
-            if self.persistent:
-                last = self._cutoff_last()
-                if last > self.persist_requested:
-                    self._request_persist(last)
-
-    def holds(self, cutoff: tuple[int, ...]) -> bool:
-        """Whether this member holds everything the ragged-edge decision ``cutoff`` keeps.
+    def publish_cutoff(self, cutoff: tuple[int, ...]) -> bool:
+        """Hold the ragged-edge decision in the own row, for the other members to echo; False,
+        publishing nothing, if this member does not hold everything ``cutoff`` keeps.
 
         A decision is the minimum of what the members its leader counted on received, so each
         of them holds all it keeps; a member that does not was left out of it: the change's
         leader excluded it, though the exclusion has not reached it yet (a ``Raw`` shard
-        delivers at receipt and holds nothing back, so it cannot tell)."""
-        return self.mode is Mode.RAW or self._walk_kept(cutoff)[1]
+        delivers at receipt and holds nothing back, so it cannot tell). A member publishes one
+        decision, ever: once it has, this is a no-op.
+
+        A ``Paxos`` shard starts logging what the decision keeps at once: the others wait for
+        this member's log before they deliver, even while it still collects their echoes.
+        """
+        if self.table.cutoff[self.rank]:
+            return True
+        if self.mode is not Mode.RAW and not self._walk_kept(cutoff)[1]:
+            return False
+        self.table.cutoff[self.rank] = cutoff
+        self.dirty = True
+        if self.persistent:
+            last = self._cutoff_last()
+            if last > self.persist_requested:
+                self._request_persist(last)
+        return True
 
     def _walk_kept(self, cutoff: tuple[int, ...]) -> tuple[int, bool]:
         """Walk the normal order from the first undelivered message through what ``cutoff``
@@ -886,7 +888,7 @@ class ShardMulticast:
     def _cutoff_last(self) -> int:
         """The last global index the published decision keeps; every message up to it must be
         held here (the decision is the minimum over the survivors of what they hold, and a
-        member publishes only a decision it holds: :meth:`holds`)."""
+        member publishes only a decision it holds: :meth:`publish_cutoff`)."""
         cutoff = self.table.cutoff[self.rank]
         end, held = self._walk_kept(cutoff)
         if not held:

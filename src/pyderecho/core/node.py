@@ -1065,9 +1065,10 @@ class Node:
                 )
                 self._shards[(ref.subgroup, ref.shard)] = shard
                 self._by_subgroup[ref.subgroup] = shard
-        restarted = self._current_shards if founding and view == self.founded else None
+        restart = founding and view == self.founded
+        restarted = self._current_shards if restart else None
         if founding:
-            self._restart_holders = view.members if view == self.founded else ()
+            self._restart_holders = view.members if restart else ()
         elif holders is not None:
             self._restart_holders = holders  # a joiner's, from its welcome
         elif previous is not None:
