@@ -13,7 +13,7 @@ from __future__ import annotations
 import pytest
 
 from pyderecho.core.config import CoreConfig
-from pyderecho.core.events import Delivered, PersistRequested
+from pyderecho.core.events import CutLogRequested, Delivered, PersistRequested
 from pyderecho.core.layout import Mode, every_member, layout_of
 from pyderecho.core.node import Node
 from pyderecho.core.view import View
@@ -55,6 +55,8 @@ class Exchange:
                     self.delivered[node.node_id].append(bytes(event.payload))
                 elif isinstance(event, PersistRequested):
                     node.persisted(event.subgroup, event.epoch, event.upto, self.now)
+                elif isinstance(event, CutLogRequested):
+                    node.cut_logged(event.subgroup, event.epoch, self.now)
 
     def send(self, member: int, payload: bytes) -> int:
         """Send ``payload`` from ``member`` and run rounds until every member delivered it;

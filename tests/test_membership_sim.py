@@ -27,7 +27,14 @@ import pytest
 from pyderecho.core import membership
 from pyderecho.core.config import CoreConfig
 from pyderecho.core.errors import LocalProtocolError
-from pyderecho.core.events import Event, PersistRequested, Stopped, Suspected, ViewLogRequested
+from pyderecho.core.events import (
+    CutLogRequested,
+    Event,
+    PersistRequested,
+    Stopped,
+    Suspected,
+    ViewLogRequested,
+)
 from pyderecho.core.layout import Mode, every_member, every_member_layout, layout_of
 from pyderecho.core.membership import Membership
 from pyderecho.core.multicast import ShardMulticast
@@ -36,7 +43,15 @@ from pyderecho.core.view import NodeId, View
 from pyderecho.layouts import resolve_layout
 from pyderecho.sim.simulation import LinkModel, Simulation
 from pyderecho.sim.swarm import PARTIAL_CUTS, SimulationSpec, run_simulation
-from pyderecho.wire import Change, Heartbeat, MembershipRow, Removed, ShardRow, WireMessage
+from pyderecho.wire import (
+    CLEANED,
+    Change,
+    Heartbeat,
+    MembershipRow,
+    Removed,
+    ShardRow,
+    WireMessage,
+)
 
 SLOW_LINKS = LinkModel(latency_s=2e-3, jitter_s=3e-3)
 """Links slow enough that a crash or a cut catches messages in flight, so survivors hold
@@ -310,7 +325,7 @@ def test_a_member_past_a_view_answers_an_old_shard_row_with_the_cut_it_applied()
     assert answers[0].cleaned, "the row says the cut was applied, so the asker may apply it"
     node.receive(1, msgspec.structs.replace(old, cutoff=answers[0].cutoff), sim.now)
     assert len([m for _, m in node.outbox() if isinstance(m, ShardRow)]) == 1  # not applied yet
-    applied = msgspec.structs.replace(old, cutoff=answers[0].cutoff, cleaned=True)
+    applied = msgspec.structs.replace(old, cutoff=answers[0].cutoff, cleanup=CLEANED)
     node.receive(1, applied, sim.now)
     assert not [m for _, m in node.outbox() if isinstance(m, ShardRow)]  # it applied the cut
 
@@ -534,6 +549,8 @@ def test_a_member_that_missed_a_crashed_leaders_rows_takes_them_from_the_next_vi
                 for event in node.events():
                     if isinstance(event, PersistRequested):
                         node.persisted(event.subgroup, event.epoch, event.upto, now)
+                    elif isinstance(event, CutLogRequested):
+                        node.cut_logged(event.subgroup, event.epoch, now)
                     elif isinstance(event, ViewLogRequested):
                         node.view_logged(event.view, now)
             frames = [

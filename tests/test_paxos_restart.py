@@ -10,6 +10,7 @@ members compare how far they got, the furthest giving its state to the others.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import tracemalloc
@@ -36,15 +37,17 @@ from pyderecho import (
 from pyderecho.core.layout import Mode
 from pyderecho.replicated.events import StateReceived
 from pyderecho.replicated.methods import type_spec
+from pyderecho.replicated.recovery import Replay
 from pyderecho.replicated.state import snapshot
 from pyderecho.runtime.persistence import (
     CommitRecord,
+    CutFile,
     SnapshotFile,
     ViewRecord,
     load_recovery,
     shard_directory,
 )
-from pyderecho.storage import SegmentedLog, write_atomic
+from pyderecho.storage import SegmentedLog, read_metadata, write_atomic
 from pyderecho.testing import MemoryNetwork, MemoryTransport
 
 FAST = CoreConfig(heartbeat_interval=0.05, heartbeat_timeout=0.5, startup_timeout=2.0)
@@ -261,6 +264,44 @@ def test_a_member_that_joined_by_state_transfer_restarts_from_its_snapshot(
         for group in groups:
             await group.wait_ready(Ledger, timeout=WAIT)
         check_replicas(groups, early | late)
+
+    run(scenario, tmp_path)
+
+
+def replay_ledger(member: int, key: tuple[str, int, int], state: SnapshotFile) -> Replay:
+    """A ledger replica of ``member`` rebuilt from ``state`` as a restart's replay starts."""
+    position = (state.epoch, state.count)
+    spec = type_spec("Ledger", Ledger)
+    return Replay.from_snapshot(spec, key, member, state=state.state, position=position)
+
+
+def test_a_cleanup_marks_each_log_with_its_cut_before_it_delivers(tmp_path: Path) -> None:
+    """The change that admits a joiner cleans up view 0: each founder logs what the cut keeps
+    and then, in a file of its own, that its log holds view 0's cut; the cleanup applies only
+    once both did. A member that is later the only one of its shard back after a total crash
+    is trusted with the shard only with that mark (docs/persistence.md)."""
+
+    async def scenario(cluster: Cluster) -> None:
+        founders = await cluster.start_all([0, 1])
+        await write(founders, 5, "early")
+        for member in (0, 1):
+            assert read_metadata(shard_directory(cluster.data(member), KEY) / "cut") is None
+        joiner = await cluster.start(2, None, contacts=[0, 1])
+        await joiner.wait_ready(Ledger, timeout=WAIT)
+        await write([*founders, joiner], 2, "late")
+        await cluster.crash_all()
+        for member in (0, 1):
+            mark = read_metadata(shard_directory(cluster.data(member), KEY) / "cut")
+            assert mark is not None and msgspec.msgpack.decode(mark, type=CutFile).epoch == 0
+            recovery = load_recovery(
+                cluster.data(member),
+                replay_for=functools.partial(replay_ledger, member),
+            )
+            assert recovery is not None
+            recovery.close()
+            rebuilt = recovery.shards[KEY].rebuilt
+            assert rebuilt is not None and rebuilt.cut_epoch == 0 and rebuilt.doubted == ()
+        assert read_metadata(shard_directory(cluster.data(2), KEY) / "cut") is None
 
     run(scenario, tmp_path)
 

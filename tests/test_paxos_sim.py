@@ -23,6 +23,7 @@ from pyderecho.config import DEFAULT_CATCH_UP_BYTES
 from pyderecho.core.config import CoreConfig
 from pyderecho.core.errors import LocalProtocolError
 from pyderecho.core.events import (
+    CutLogRequested,
     Delivered,
     Event,
     Persisted,
@@ -39,6 +40,7 @@ from pyderecho.core.sst import ShardTable
 from pyderecho.core.view import View
 from pyderecho.replicated import host as host_module
 from pyderecho.replicated import recovery
+from pyderecho.replicated.events import StateWaiting
 from pyderecho.replicated.host import ObjectHost
 from pyderecho.sim.disk import SimDisks
 from pyderecho.sim.simulation import DiskModel, LinkModel, Simulation
@@ -119,9 +121,12 @@ def test_timestamps_rise_in_delivery_order_even_when_clocks_disagree() -> None:
     assert len(stamps[0]) == 2 and stamps[0][0] < stamps[0][1]
 
 
-def with_instant_disks(nodes: dict[int, Node], now: float) -> dict[int, list[Event]]:
+def with_instant_disks(
+    nodes: dict[int, Node], now: float, *, marks: bool = True
+) -> dict[int, list[Event]]:
     """:func:`shuttle`, with every log request answered at once: shards' records, commits
-    and founded views are durable as soon as asked for."""
+    and founded views are durable as soon as asked for, and so are the marks of cuts unless
+    ``marks`` is False (then they are never answered)."""
     events: dict[int, list[Event]] = {n: [] for n in nodes}
     while True:
         batch = shuttle(nodes, now)
@@ -131,6 +136,8 @@ def with_instant_disks(nodes: dict[int, Node], now: float) -> dict[int, list[Eve
             for event in batch[member]:
                 if isinstance(event, PersistRequested):
                     node.persisted(event.subgroup, event.epoch, event.upto, now)
+                elif isinstance(event, CutLogRequested) and marks:
+                    node.cut_logged(event.subgroup, event.epoch, now)
                 elif isinstance(event, ViewLogRequested):
                     node.view_logged(event.view, now)
                 else:
@@ -138,6 +145,30 @@ def with_instant_disks(nodes: dict[int, Node], now: float) -> dict[int, list[Eve
                 answered = True
         if not answered:
             return events
+
+
+def test_a_cleanup_applies_only_once_every_member_counted_marked_its_cut() -> None:
+    """A Paxos cleanup logs what its cut keeps, then the mark that the log holds the cut
+    (``CutLogRequested``), at every member it counts on, before any of them delivers the cut:
+    so a member whose disk lacks the mark was not counted by whoever applied it."""
+    nodes = {m: Node(m, View(0, (0, 1, 2)), paxos_everyone) for m in (0, 1, 2)}
+    with_instant_disks(nodes, 0.0)
+    nodes[0].send(0, b"kept", 0.5)
+    with_instant_disks(nodes, 0.5)
+    del nodes[2]
+    for node in nodes.values():
+        node.report_failure(2, 1.0)
+    events = with_instant_disks(nodes, 1.0, marks=False)
+    for member in nodes:
+        [request] = of_type(events[member], CutLogRequested)
+        assert (request.epoch, request.subgroup) == (0, 0)
+    assert {n.view.epoch for n in nodes.values()} == {0}, "nobody applied the cut unmarked"
+    nodes[0].cut_logged(0, 0, 1.0)
+    with_instant_disks(nodes, 1.0, marks=False)
+    assert {n.view.epoch for n in nodes.values()} == {0}, "one mark of the two counted"
+    nodes[1].cut_logged(0, 0, 1.0)
+    with_instant_disks(nodes, 1.0)
+    assert {n.view.members for n in nodes.values()} == {(0, 1)}
 
 
 def test_timestamps_keep_rising_across_views_even_when_clocks_disagree() -> None:
@@ -344,19 +375,24 @@ def cut_scenario(seed: int) -> SimulationSpec:
 
 CUT_AVAILABILITY = pytest.mark.xfail(
     strict=True,
-    reason="open (docs/guarantees.md, 'Partial cuts in Paxos shards'): under a cut, with a "
-    "joiner, a fault and the leader's cover, the members that reach everyone lose their view",
+    reason="open (docs/guarantees.md, 'Partial cuts in Paxos shards'): a cut during a view "
+    "change, with the leader cut off, or a joiner and a fault, leaves no side a majority",
 )
 
 
 def cut_seeds(seeds: range) -> list[object]:
-    """``seeds``, with those whose runs lose availability (never safety) expected to fail:
-    each has a joiner, so that the larger side and the bridges hold a bare majority of the
-    view (6 of 10, or 5 of 9 with a fault), and the cut's discovery or a fault costs one
-    member more (199: the leader's cover removed a member of the larger side when only one
-    cut link was known, then the leader, a bridge, lost its disk: 5 of 10 were left)."""
+    """``seeds``, with those whose runs lose availability (never safety) expected to fail.
+    2395, 2740 and 3472 have a joiner, so that the larger side and the bridges hold a bare
+    majority of the view (6 of 10, or 5 of 9 with a fault), and the cut's discovery or a
+    fault costs one member more. 1243 and 3358 cut the leader off on the smaller side while
+    a crash's view change cleaned up (since each cleanup of a Paxos shard waits for its
+    members' marks of the cut, one disk sync longer); every member then stopped, each side
+    suspecting half. (199, the leader's cover removing a member of the larger side, then the
+    leader losing its disk, passes since that sync moved its timing.)"""
     return [
-        pytest.param(seed, marks=CUT_AVAILABILITY) if seed in (199, 2395, 3472) else seed
+        pytest.param(seed, marks=CUT_AVAILABILITY)
+        if seed in (1243, 2395, 2740, 3358, 3472)
+        else seed
         for seed in seeds
     ]
 
@@ -525,27 +561,13 @@ def test_long_paxos_seed_sweep_with_members_lost_at_a_total_crash(seed: int) -> 
     assert run_simulation(spec).violations == []
 
 
-EXCLUSION_GAP = pytest.mark.xfail(
-    strict=True,
-    reason="known gap (docs/persistence.md, 'An excluded member that the crash saved from "
-    "removal'): a cleanup that excluded members delivers what they never logged",
-)
-"""Seeds beyond the budget that lose what the known gap loses (1233: see
-test_a_cleanup_alone_then_lost_for_good_loses_nothing; 49685 likewise: member 1, excluded from
-view 0's cleanup, came back alone for its shard, whose other members were lost for good or
-had lost their disk)."""
-
-
-def beyond_budget_seeds(seeds: range) -> list[object]:
+def beyond_budget_seeds(seeds: range) -> list[int]:
     """The seeds that crash the whole group, each losing for good between one member and half
     the group whatever faults it drew besides: past the budget a majority may be lost for
     good, and the restart must then wait or stop, as its rules say (the sweep excuses it);
-    every other check holds. Seeds of the known gap are expected to fail."""
-    return [
-        pytest.param(seed, marks=EXCLUSION_GAP) if seed in (1233, 49685) else seed
-        for seed in seeds
-        if lost_at_total_crash(seed, within_budget=False) is not None
-    ]
+    every other check holds. (1233 and 49685 lost a delivered update until a restart's
+    comparison asked for the last cut: test_a_cleanup_alone_then_lost_for_good_loses_nothing.)"""
+    return [seed for seed in seeds if lost_at_total_crash(seed, within_budget=False) is not None]
 
 
 @pytest.mark.parametrize("seed", beyond_budget_seeds(range(1000)))
@@ -681,22 +703,75 @@ def test_a_state_from_an_earlier_stint_in_a_shard_does_not_count_at_a_restart() 
     assert run_simulation(spec).violations == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap (docs/persistence.md, 'An excluded member that the crash saved from "
-    "removal'): a cleanup that excluded members delivers what they never logged",
-)
 def test_a_cleanup_alone_then_lost_for_good_loses_nothing() -> None:
     """Seed 1233 with two members lost at the total crash, beyond the fault budget: five
     members, shard 0 of members 0, 1 and 2. Members 2 and 0 crashed while the change to view
     1 (a join) cleaned up; member 1 alone logged and delivered the shard's sixth update, which
     the logs of 0 and 2 lack (so the cleanup went on without them: excluded). Then the whole
     group crashed and 1 never came back: a majority of view 1 restarted with 0 and 2 for the
-    shard, their state at five updates was chosen, and the sixth, which 1 had applied, was
-    gone."""
+    shard. Their state at five updates was chosen, and the sixth, which 1 had applied, was
+    gone. Their logs lack the mark of view 0's cut that 1's has, and 1 may have applied it
+    without them: the shard now waits for 1 by name (docs/persistence.md, "An excluded
+    member that the crash saved from removal")."""
     spec = lost_at_total_crash(1233, within_budget=False)
     assert spec is not None and spec.stay_down == 2
-    assert run_simulation(spec).violations == []
+    run = _Run(spec)
+    assert run.check(run.play()) == []
+    for member in (0, 2):
+        waits = [e for e in run.sim.host_events[member] if isinstance(e, StateWaiting)]
+        assert [w.waiting_for for w in waits] == [(1,)], waits
+        assert run.sim.hosts[member].replicas()[("KV", 0, 0)] is None
+
+
+@pytest.mark.patches_compiled
+def test_a_restart_that_takes_a_state_without_the_last_cut_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Planted: the comparison takes the furthest state whatever the logs say of the last
+    cut, as before; seed 1233 then loses the update only member 1 applied."""
+    monkeypatch.setattr(ObjectHost, "_left_out_may_decide", lambda *_: True)
+    spec = lost_at_total_crash(1233, within_budget=False)
+    assert spec is not None
+    violations = run_simulation(spec).violations
+    assert any(v.startswith("durable") for v in violations), violations[:3]
+
+
+def test_a_restart_that_waits_for_members_that_lack_the_cut_too_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Planted: the comparison forgets what the members said of the last cut and waits for
+    each of them whatever it said: seed 2809 with a member lost at the total crash then
+    waits for members that are back, which the sweep's check of such waits reports."""
+    original = ObjectHost._left_out_may_decide
+
+    def forgetful(self: ObjectHost, replica: Any, *args: Any) -> bool:
+        replica.lacks_cut = _Deaf()
+        return original(self, replica, *args)
+
+    monkeypatch.setattr(ObjectHost, "_left_out_may_decide", forgetful)
+    spec = lost_at_total_crash(2809)
+    assert spec is not None
+    violations = run_simulation(spec).violations
+    assert any("which are all back" in v for v in violations), violations[:3]
+
+
+def test_a_restart_that_ignores_the_marks_of_the_cut_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Planted: no member's word that its log holds the last cut counts: seed 7 with a
+    member lost at the total crash then waits for it, though the logs of members back hold
+    the cut, which the sweep's check of such waits reads from their disks."""
+    original = ObjectHost._left_out_may_decide
+
+    def blind(self: ObjectHost, replica: Any, ends: Any, held: Any) -> bool:
+        unmarked = {m: msgspec.structs.replace(e, holds_last_cut=False) for m, e in ends.items()}
+        return original(self, replica, unmarked, held)
+
+    monkeypatch.setattr(ObjectHost, "_left_out_may_decide", blind)
+    spec = lost_at_total_crash(7)
+    assert spec is not None
+    violations = run_simulation(spec).violations
+    assert any("which the logs of members" in v for v in violations), violations[:3]
 
 
 def test_a_second_total_crash_during_a_comparison_leaves_one_state() -> None:
@@ -1099,12 +1174,13 @@ def test_echoing_a_commit_before_logging_it_is_caught(monkeypatch: pytest.Monkey
     view than others did, or lose what the newer view delivered."""
     monkeypatch.setattr(Membership, "commit_to_log", property(lambda self: None))
     # The crash must come between a commit and its view's logging: of the first 1,200 seeds'
-    # total crashes, seed 236 does (found by running them all with the bug planted; any
-    # change of timing moves it: it was 294 before lone senders' rows were pushed lazily, 236
-    # before a sender's row rode on its batch, 14 before a view change's leader waited for
-    # every survivor's cleanup). Beats stay frames, as when the seed was found: beats in
-    # memory move the timing too.
-    spec = paxos_scenario(236)
+    # total crashes, seed 640 does (found by running them all with the bug planted; any
+    # change of timing moves it: it was 236 before a cleanup waited for its members' marks
+    # of the cut, 294 before lone senders' rows were pushed lazily, 236 before a sender's
+    # row rode on its batch, 14 before a view change's leader waited for every survivor's
+    # cleanup). Beats stay frames, as when the seed was found: beats in memory move the
+    # timing too.
+    spec = paxos_scenario(640)
     spec = dataclasses.replace(spec, link=dataclasses.replace(spec.link, beats_in_memory=False))
     caught = run_simulation(spec).violations
     assert any(v.startswith(("restart-conflict", "durab", "grown")) for v in caught), caught[:3]

@@ -11,7 +11,13 @@ from __future__ import annotations
 from collections import deque
 
 from pyderecho.core.config import CoreConfig
-from pyderecho.core.events import PersistRequested, Stopped, ViewInstalled, ViewLogRequested
+from pyderecho.core.events import (
+    CutLogRequested,
+    PersistRequested,
+    Stopped,
+    ViewInstalled,
+    ViewLogRequested,
+)
 from pyderecho.core.layout import Mode, every_member, layout_of
 from pyderecho.core.node import Node
 from pyderecho.core.restart import Found, Logs, Rejoin, RestartAgreement
@@ -241,6 +247,8 @@ class Wire:
                     # the test to say they are logged.
                     if isinstance(event, PersistRequested):
                         node.persisted(event.subgroup, event.epoch, event.upto, now)
+                    elif isinstance(event, CutLogRequested):
+                        node.cut_logged(event.subgroup, event.epoch, now)
                     elif isinstance(event, ViewLogRequested) and not event.commit:
                         node.view_logged(event.view, now)
                     else:

@@ -63,12 +63,35 @@ class ShardRow(msgspec.Struct, frozen=True, array_like=True, tag="r"):
     answers another's message, in the same turn as it pushes its row: the nulls ride on that
     row instead of a frame of their own (:class:`Nulls`), which halved the frames a member
     answering a lone sender sends."""
-    cleaned: bool = False
-    """The member applied the ragged-edge decision its ``cutoff`` holds. A member that follows
-    a cleanup's leader applies the decision only once the leader has (which it does once every
-    member it counts on echoes it), or once any member has: a decision applied anywhere is
-    the only one there can be, and every survivor then holds it or can no longer apply
-    another."""
+    cleanup: int = 0
+    """The member's progress in the ragged-edge cleanup, as bits (one field, so that a row
+    is as long as it was before the second bit existed): :data:`CLEANED` and
+    :data:`CUT_LOGGED`, read as :attr:`cleaned` and :attr:`cut_logged`."""
+
+    @property
+    def cleaned(self) -> bool:
+        """The member applied the ragged-edge decision its ``cutoff`` holds. A member that
+        follows a cleanup's leader applies the decision only once the leader has (which it
+        does once every member it counts on echoes it), or once any member has: a decision
+        applied anywhere is the only one there can be, and every survivor then holds it or
+        can no longer apply another."""
+        return bool(self.cleanup & CLEANED)
+
+    @property
+    def cut_logged(self) -> bool:
+        """``Paxos`` shards: the member's log holds everything its published ``cutoff``
+        keeps, and its disk says so (a durable mark of this epoch's cut,
+        :class:`~pyderecho.core.events.CutLogRequested`). A cleanup applies its decision
+        only once every member it counts on shows this: a restart can then tell a member
+        whose log holds the cut from one the cleanup left out, which may lack what the cut
+        delivered."""
+        return bool(self.cleanup & CUT_LOGGED)
+
+
+CLEANED = 1
+""":attr:`ShardRow.cleanup` bit: the decision is applied."""
+CUT_LOGGED = 2
+""":attr:`ShardRow.cleanup` bit: the log holds the cut, and is marked so."""
 
 
 class Data(msgspec.Struct, frozen=True, array_like=True, tag="d"):

@@ -111,6 +111,23 @@ class PersistRequested:
 
 
 @dataclass(frozen=True, slots=True)
+class CutLogRequested:
+    """A ``Paxos`` shard's member published the ragged-edge decision of ``epoch`` and asked to
+    log what it keeps (:class:`PersistRequested`): once those records are durable, the driver
+    records durably that this shard's log holds ``epoch``'s cut (after everything asked
+    before), then reports :meth:`~pyderecho.core.node.Node.cut_logged`.
+
+    A restart after a total crash reads the mark: a member whose log lacks the last cut may
+    have been left out of that cleanup, which then delivered what it never logged, so its
+    state decides the shard only where no member could have applied the cut without it
+    (docs/persistence.md, "An excluded member that the crash saved from removal")."""
+
+    epoch: int
+    subgroup: int
+    shard: int
+
+
+@dataclass(frozen=True, slots=True)
 class Persisted:
     """A ``Paxos`` shard's persistence frontiers moved: ``local`` is how far this member has
     logged (global index in ``epoch``), ``everywhere`` how far every member of the shard has,
@@ -208,6 +225,7 @@ Event = (
     | Abandoned
     | PeerMessage
     | PersistRequested
+    | CutLogRequested
     | ViewLogRequested
     | Persisted
 )

@@ -49,6 +49,7 @@ from pyderecho.core.buffers import BufferPool
 from pyderecho.core.config import CoreConfig
 from pyderecho.core.errors import LocalProtocolError, RemoteProtocolError
 from pyderecho.core.events import (
+    CutLogRequested,
     Delivered,
     Event,
     LogRecord,
@@ -622,6 +623,17 @@ class ShardMulticast:
             PersistRequested(self.epoch, self.subgroup, self.shard, upto, tuple(records))
         )
 
+    def cut_logged(self) -> None:
+        """The driver logged durably the mark that this member's log holds the decision it
+        published (:class:`~pyderecho.core.events.CutLogRequested`), after every record."""
+        if not self.persistent:
+            raise LocalProtocolError(f"subgroup {self.subgroup} is not a Paxos shard")
+        if not self.table.cutoff[self.rank]:
+            raise LocalProtocolError("a cut logged before this member published a decision")
+        if not self.table.cut_logged[self.rank]:
+            self.table.cut_logged[self.rank] = True
+            self._row_moved(urgent=True)
+
     def persisted(self, upto: int) -> None:
         """The driver logged durably everything requested up to global index ``upto``."""
         if not self.persistent:
@@ -858,8 +870,9 @@ class ShardMulticast:
         delivers at receipt and holds nothing back, so it cannot tell). A member publishes one
         decision, ever: once it has, this is a no-op.
 
-        A ``Paxos`` shard starts logging what the decision keeps at once: the others wait for
-        this member's log before they deliver, even while it still collects their echoes.
+        A ``Paxos`` shard starts logging what the decision keeps at once, then the mark that
+        its log holds this epoch's cut (:class:`~pyderecho.core.events.CutLogRequested`): the
+        others wait for both before they deliver, even while it still collects their echoes.
         """
         if self.table.cutoff[self.rank]:
             return True
@@ -871,6 +884,7 @@ class ShardMulticast:
             last = self._cutoff_last()
             if last > self.persist_requested:
                 self._request_persist(last)
+            self._events.append(CutLogRequested(self.epoch, self.subgroup, self.shard))
         return True
 
     def _walk_kept(self, cutoff: tuple[int, ...]) -> tuple[int, bool]:
@@ -904,15 +918,16 @@ class ShardMulticast:
 
         ``live`` are the ranks of the surviving members this member listens to. A ``Paxos``
         shard first logs what the decision keeps and delivers it only once every live member
-        has logged it too, so that whatever any survivor delivers is in every survivor's log.
+        has logged it too, with the mark that says so (``cut_logged``), so that whatever any
+        survivor delivers is in every survivor's log, and a member whose disk lacks the mark
+        is one that no survivor counted on when it delivered the cut.
         Returns the ranks it still waits on (empty once applied).
         """
         if self.mode is not Mode.RAW:
             last = self._cutoff_last()
             if self.persistent:
-                if last > self.persist_requested:
-                    self._request_persist(last)
-                waiting = [rank for rank in live if self.table.persisted[rank] < last]
+                assert last <= self.persist_requested, "publish_cutoff asked to log the cut"
+                waiting = [rank for rank in live if not self.table.cut_logged[rank]]
                 self.logging_cutoff = bool(waiting)
                 if waiting:
                     return waiting

@@ -327,6 +327,21 @@ class Node:
         else:
             self.flush_due = True
 
+    def cut_logged(self, subgroup: int, epoch: int, now: float) -> None:
+        """The driver logged durably the mark that this member's ``Paxos`` shard of
+        ``subgroup`` holds ``epoch``'s ragged-edge cut
+        (:class:`~pyderecho.core.events.CutLogRequested`). A report for an epoch that has
+        ended is counted and ignored, as for :meth:`persisted`."""
+        if self.stopped:
+            return
+        self._clock.now = now
+        shard = self._by_subgroup.get(subgroup)
+        if shard is None or shard.epoch != epoch:
+            self.stats["stale_cut_logged"] += 1
+            return
+        shard.cut_logged()
+        self._advance(now)
+
     def view_logged(self, view: View, now: float) -> None:
         """The driver logged durably the ``view`` that
         :class:`~pyderecho.core.events.ViewLogRequested` asked for: the row that shows its

@@ -10,7 +10,7 @@ push can never move a column backwards. Protocol steps are predicates over these
 from __future__ import annotations
 
 from pyderecho.core.errors import RemoteProtocolError
-from pyderecho.wire import ShardRow
+from pyderecho.wire import CLEANED, CUT_LOGGED, ShardRow
 
 
 class ShardTable:
@@ -18,6 +18,7 @@ class ShardTable:
 
     __slots__ = (
         "cleaned",
+        "cut_logged",
         "cutoff",
         "delivered",
         "floor",
@@ -43,6 +44,7 @@ class ShardTable:
         self.persisted: list[int] = [-1] * num_members
         self.floor: list[int] = [0] * num_members
         self.cleaned: list[bool] = [False] * num_members
+        self.cut_logged: list[bool] = [False] * num_members
         self.stale_pushes = 0
         """Pushes that changed nothing: harmless, counted so that a flood is visible."""
 
@@ -85,6 +87,9 @@ class ShardTable:
         if row.cleaned and not self.cleaned[rank]:
             self.cleaned[rank] = True
             changed = True
+        if row.cut_logged and not self.cut_logged[rank]:
+            self.cut_logged[rank] = True
+            changed = True
         if not changed:
             self.stale_pushes += 1
         return changed
@@ -116,5 +121,6 @@ class ShardTable:
             persisted=self.persisted[rank],
             floor=self.floor[rank],
             nulls=nulls,
-            cleaned=self.cleaned[rank],
+            cleanup=(CLEANED if self.cleaned[rank] else 0)
+            | (CUT_LOGGED if self.cut_logged[rank] else 0),
         )

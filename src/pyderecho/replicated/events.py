@@ -111,6 +111,9 @@ class StateWaiting:
     shard: int
     epoch: int
     reason: str
+    waiting_for: tuple[NodeId, ...] = ()
+    """The members it waits for by name, where only they will do: after a restart, members
+    of the shard that may hold the last cleanup's cut, which the logs here lack."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +125,23 @@ class SaveState:
     key: tuple[str, int, int]
     position: tuple[int, int]
     data: bytes
+    epoch: int = -1
+    """The view it is taken in: the state holds everything the cuts of the views before
+    delivered (a restart asks, :attr:`~pyderecho.replicated.recovery.Rebuilt.cut_epoch`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SaveDoubt:
+    """Write durably, beside this ``Paxos`` replica's snapshot, the members that may have
+    delivered updates its state lacks (``doubted``), or that none may (empty).
+
+    Emitted when a restart's comparison of states begins with a state whose log lacks the
+    last cleanup's cut, and emptied once the comparison settles: the log may meanwhile mark
+    later cuts over that state, and should the group crash again before it settles, the
+    next restart must still doubt it (:class:`ShardEnd.doubted`)."""
+
+    key: tuple[str, int, int]
+    doubted: tuple[NodeId, ...]
 
 
 @dataclass(frozen=True, slots=True)

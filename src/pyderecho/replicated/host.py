@@ -29,7 +29,7 @@ import bisect
 import contextvars
 import itertools
 from collections import Counter
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Container, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,6 +56,7 @@ from pyderecho.replicated.events import (
     QueryDone,
     ReadLog,
     RunQuery,
+    SaveDoubt,
     SaveState,
     SendPeer,
     StateDigest,
@@ -97,6 +98,7 @@ Position = tuple[int, int]
 Output = (
     SendPeer
     | SaveState
+    | SaveDoubt
     | StateWaiting
     | CallDone
     | CallFailed
@@ -187,6 +189,34 @@ class _Replica:
     every member then is no loss of the state, and the next view asks again."""
     recovered_checksum: int = 0
     """Restart: the CRC32C of ``recovered``'s state (0: it could not be snapshotted)."""
+    holds_last_cut: bool = False
+    """Restart: ``recovered`` is known to hold everything the last cleanup that may have run
+    before the crash delivered (its log is marked with that cut, or it was taken from a
+    state the comparison allowed): :meth:`ObjectHost._left_out_may_decide`."""
+    doubted: tuple[NodeId, ...] = ()
+    """Restart: the members of the shard in the founded view, and those an earlier restart
+    that never settled doubted (:attr:`ShardEnd.doubted`). One of them may have applied the
+    last cleanup's cut without this member (which it then excluded): unless a member that
+    compares holds the cut, the shard goes on only once each of them said its log lacks the
+    cut too, so that none applied it."""
+    doubt_saved: bool = False
+    """Restart: this member wrote its doubt to disk (:class:`SaveDoubt`): it is emptied once
+    the comparison settles."""
+    my_doubts: tuple[NodeId, ...] = ()
+    """Restart: the doubt the own logs held from an earlier restart (:attr:`Rebuilt.doubted`),
+    said to the others."""
+    lacks_cut: set[NodeId] = field(default_factory=set)
+    """Restart: the members that said, in this view or an earlier one, that their logs lack
+    the last cut."""
+    cut_held_at: Position | None = None
+    """Restart: the position of a state said to hold the last cut; a state at or past it (the
+    one chosen, taken by transfer) holds the cut too."""
+    waiting_said: int = -1
+    """Restart: the view in which this member last said the shard waits for a member that
+    may hold the last cut."""
+    outside: dict[NodeId, ShardEnd] = field(default_factory=dict)
+    """Restart: members outside the shard that said, in this view, that they hold a state
+    of it with the last cut (:meth:`ObjectHost._offer_outside`)."""
     unsaved: _Unsaved | None = None
     """Restart: a state received while comparing, until the driver says its snapshot is
     durable (:meth:`ObjectHost.saved`)."""
@@ -338,6 +368,22 @@ class ObjectHost:
         update (whose sender and timestamp it asks with), until the first view plans them."""
         self._restarting = False
         self._restart_holders: tuple[NodeId, ...] = ()
+        self._stale_states: dict[ShardKey, Rebuilt] = {}
+        """Restart: shards whose rebuilt states counted for nothing (an earlier stint's): the
+        logs still hold them, and mark the cuts of the views that follow over them."""
+        self._rejoined_marks: dict[ShardKey, int] = {}
+        """A member that restarted late and rejoined: per shard its logs held, the last
+        view whose cut they were marked with (-1 where a doubt made it worthless). It says
+        so to the shard's members, which may wait for its word (:attr:`ShardEnd.cut_epoch`)."""
+        self._outside: dict[ShardKey, _Replica] = {}
+        """States this member rebuilt of shards it is not in, whose logs hold the last cut
+        before a total crash: the layout moved it out right after it applied that cut. It
+        offers them to the shard's members, which take one when none of theirs holds the
+        cut (:meth:`_left_out_may_decide`), and keeps them until it is in the shard again."""
+        self._last_cut = -1
+        """Restart: the view whose ragged-edge cleanup is the last that may have delivered
+        before the crash: the one before the view a founded view follows (its epoch is two
+        below the founded view's, whether that follows an installed view or a commit)."""
         """The view's :attr:`~pyderecho.core.events.ViewInstalled.restart_holders`."""
         self._restart_view: RestartView | None = None
         """The view this member founded when it restarted from logs, told to every member."""
@@ -472,7 +518,7 @@ class ObjectHost:
     def holds(self, key: ShardKey) -> bool:
         """Whether this member holds a state of ``key``: its replica's, or one it keeps for
         the shard's newcomers after the layout moved it out."""
-        replica = self._replicas.get(key) or self._retired.get(key)
+        replica = self._replicas.get(key) or self._retired.get(key) or self._outside.get(key)
         return replica is not None and replica.obj is not None
 
     def restart(self, recovered: Mapping[ShardKey, Rebuilt]) -> None:
@@ -838,6 +884,9 @@ class ObjectHost:
             # the one it rebuilt where it rebuilt any.
             self._restarting = False
             self._rejoining = {k: r for k, r in self._recovered.items() if r.last is not None}
+            self._rejoined_marks = {
+                k: (-1 if r.doubted else r.cut_epoch) for k, r in self._recovered.items()
+            }
             self._recovered = {}
         for call_id, pending in list(self._calls.items()):
             if pending.expected is not None:
@@ -860,8 +909,11 @@ class ObjectHost:
             # Filtered here, in the founded view, even where it cannot run the layout: the
             # comparison then waits for the first view that can.
             current = event.restarted_shards
+            self._stale_states = {k: r for k, r in self._recovered.items() if k not in current}
             self._recovered = {k: r for k, r in self._recovered.items() if k in current}
         self._restart_holders = event.restart_holders
+        if self._restarting and self._last_cut < 0:
+            self._last_cut = view.epoch - 2  # the founded view: the first installed here
         if not layout.adequate:
             self._refs = {}
             return  # replicas wait, state and all, for a view that can run them
@@ -904,15 +956,64 @@ class ObjectHost:
         previous = _members_by_key(event.previous)
         for key, ref in keys.items():
             self._plan(key, ref, previous.get(key))
+        if self._restarting:
+            self._keep_outside({**self._stale_states, **self._recovered}, keys)
+        for key in [k for k in self._outside if k in keys]:
+            del self._outside[key]  # in the shard again: its replica there is what counts
+        self._offer_outside()
         self._restarting = False
         self._recovered = {}
+        self._stale_states = {}
         self._rejoining = {}
+        self._rejoined_marks = {}
         early, self._early_ends = self._early_ends, {}
         for (src, _), end in early.items():
             self._on_shard_end(src, end)  # said in this view before it installed here
         for replica in self._replicas.values():
             if replica.obj is not None:
                 self._tell_view(replica)
+
+    def _keep_outside(self, rebuilt: Mapping[ShardKey, Rebuilt], mine: Container[ShardKey]) -> None:
+        """Of the states rebuilt at a restart for shards this member is not in, keep those
+        whose logs hold the last cut: their shards' members may need one (seed 8829 with a
+        member lost at the total crash: member 5 applied view 3's cut of a shard the next
+        view moved it out of; the members that stayed had crashed during that cleanup, and
+        without 5's state their comparison waited for good)."""
+        for key, state in rebuilt.items():
+            if key in mine or key[0] not in self.types or state.doubted:
+                continue
+            if state.cut_epoch < self._last_cut:
+                continue
+            replica = _Replica(key, self.types[key[0]], state.obj, paxos=True)
+            replica.position = replica.skip_until = state.position
+            replica.saved_bytes = state.state_bytes
+            replica.recovered_checksum = self._checksum(replica, state.obj)
+            self._outside[key] = replica
+
+    def _offer_outside(self) -> None:
+        """Tell the members of each shard this member keeps an outside state of that it holds
+        one with the last cut, in this view (what was said in a view counts only there)."""
+        layout = self.layout
+        if layout is None:
+            return
+        for key, replica in self._outside.items():
+            ref = next(
+                (r for r in layout.shards if (r.type_name, r.subgroup_index, r.shard) == key),
+                None,
+            )
+            if ref is None:
+                continue
+            end = ShardEnd(
+                *key,
+                self.view.epoch,
+                True,
+                *replica.position,
+                False,
+                replica.recovered_checksum,
+                True,
+            )
+            for member in ref.layout.members:
+                self._send(member, end)
 
     def _plan(self, key: ShardKey, ref: ShardRef, before: tuple[NodeId, ...] | None) -> None:
         members = ref.layout.members
@@ -928,8 +1029,19 @@ class ObjectHost:
                 replica.recovered = (rebuilt.obj, rebuilt.position)
                 replica.saved_bytes = rebuilt.state_bytes
                 replica.recovered_checksum = self._checksum(replica, rebuilt.obj)
+                replica.my_doubts = rebuilt.doubted
+                replica.holds_last_cut = not rebuilt.doubted and (
+                    rebuilt.cut_epoch >= self._last_cut or rebuilt.position[0] > self._last_cut
+                )
             holders = self._restart_holders
             replica.reconcilers = tuple(m for m in members if m in holders) if holders else members
+            replica.doubted = tuple(sorted({*replica.reconcilers, *replica.my_doubts}))
+            if (rebuilt is not None and not replica.holds_last_cut) or key in self._stale_states:
+                # Marks of later cuts over this state (or over an earlier stint's, which the
+                # logs still hold) must not make it look whole should the group crash again
+                # before the comparison settles.
+                replica.doubt_saved = True
+                self._out.append(SaveDoubt(key, replica.doubted))
             self._compare_again(replica, ref, None)
             return
         if paxos and replica is None and before is None and self._restart_holders:
@@ -957,6 +1069,14 @@ class ObjectHost:
                 replica.held = self._rejoining.pop(key, None) if paxos else None
                 replica.candidates = old
                 self._ask(replica)
+                if paxos and self.node_id in self.view.joined and self._rejoined_marks:
+                    # Back late from a restart: members still comparing may wait for this
+                    # member's word on the last cut (beyond-budget seed 16460: they waited
+                    # for 3, which the founded view had removed before it came back).
+                    mark = self._rejoined_marks.get(key, -1)
+                    word = ShardEnd(*key, self.view.epoch, False, -1, 0, cut_epoch=mark)
+                    for member in old:
+                        self._send(member, word)
         elif replica.obj is None:
             if replica.asking is not None and replica.asking not in self.view:
                 replica.asking, replica.incoming = None, None
@@ -1038,7 +1158,7 @@ class ObjectHost:
             if data is None:
                 return
         replica.saved_bytes = len(data)
-        self._out.append(SaveState(replica.key, position, data))
+        self._out.append(SaveState(replica.key, position, data, self.view.epoch))
 
     # -- restart from logs ------------------------------------------------------------------
 
@@ -1067,6 +1187,7 @@ class ObjectHost:
             m for m in view.members if before is not None and m in before and m not in members
         ]
         replica.ends = {}
+        replica.outside = {}
         replica.heard_ends = set()
         replica.asking = replica.incoming = None
         self._say_end(replica, view.epoch)
@@ -1124,6 +1245,15 @@ class ObjectHost:
                     ),
                 )
             return
+        if src not in replica.reconcilers and replica.my_end.epoch == end.epoch:
+            if end.held and end.holds_last_cut:
+                replica.outside[src] = end  # a state outside the shard, offered
+                self._reconcile(replica)
+                return
+            if -1 <= end.cut_epoch < self._last_cut:
+                replica.lacks_cut.add(src)  # back late, and its logs lack the last cut
+                self._reconcile(replica)
+                return
         if replica.my_end.epoch != end.epoch or src not in replica.reconcilers:
             self.stats["stale_shard_end"] += 1
             return
@@ -1144,6 +1274,13 @@ class ObjectHost:
             return  # no longer this member's shard: the view change dropped the replica
         ends = dict(replica.ends)
         ends[self.node_id] = replica.my_end
+        for member, end in ends.items():
+            # What a member says of the last cut stays true (its log can no longer gain that
+            # mark), though it may leave the shard before every member has spoken.
+            if not end.holds_last_cut:
+                replica.lacks_cut.add(member)
+            if end.doubted:
+                replica.doubted = tuple(sorted({*replica.doubted, *end.doubted}))
         members = replica.reconcilers
         if any(m not in ends for m in members):
             return
@@ -1186,6 +1323,8 @@ class ObjectHost:
         # ShardEnd.checksum) the lowest-ranked member's that could be snapshotted: all take
         # that one. Neither was ever applied to (nobody applies before all hold one state),
         # so either loses nothing anyone saw; each keeping its own would split the replicas.
+        if not self._left_out_may_decide(replica, ends, held):
+            return
         furthest, _, _, chosen = max((p, ends[m].checksum != 0, r, m) for p, r, m in held)
         canonical = ends[chosen].checksum
         if mine == furthest and checksum == canonical:
@@ -1208,6 +1347,75 @@ class ObjectHost:
             replica.asked = set()
             self._ask(replica)
 
+    def _left_out_may_decide(
+        self,
+        replica: _Replica,
+        ends: Mapping[NodeId, ShardEnd],
+        held: list[tuple[Position, int, NodeId]],
+    ) -> bool:
+        """Whether the states held may decide the shard, as far as the last cleanup before
+        the crash goes: yes if one holds that cleanup's cut, or if every member of the shard
+        in the founded view said its log lacks it (then none applied it: a member applies a
+        ``Paxos`` cut only once every member it counts on logged it and the mark that says
+        so). Otherwise a member missing here may have applied it after the change's leader
+        excluded those that are here (they crashed during the cleanup): their states may
+        lack updates it delivered, so the shard waits for it (seed 1233 with two members lost
+        for good: member 1 alone applied the cut of view 0, then was lost; 0 and 2, excluded,
+        restarted one update short, and the update 1 had applied was gone)."""
+        holding = [position for position, _, m in held if ends[m].holds_last_cut]
+        if holding:
+            least = min(holding)
+            if replica.cut_held_at is None or least < replica.cut_held_at:
+                replica.cut_held_at = least
+            return True
+        offered = [
+            (_end_position(end), -rank, m)
+            for rank, (m, end) in enumerate(sorted(replica.outside.items()))
+            if m in self.view
+        ]
+        if offered:
+            # A member outside the shard holds the cut: take its state, unless the own one
+            # reaches as far, which then holds the cut too.
+            position, _, source = max(offered)
+            replica.cut_held_at = position
+            mine = replica.recovered
+            if (
+                mine is not None
+                and replica.unsaved is None
+                and (
+                    mine[1] > position
+                    or (
+                        mine[1] == position
+                        and replica.recovered_checksum == replica.outside[source].checksum
+                    )
+                )
+            ):
+                self._say_end(replica, self.view.epoch)  # it now says it holds the cut
+                assert replica.my_end is not None and replica.my_end.holds_last_cut
+                return True
+            if replica.asking is None and replica.unsaved is None:
+                replica.candidates = [m for _, _, m in sorted(offered, reverse=True)]
+                replica.asked = set()
+                self._ask(replica)
+            return False
+        missing = [m for m in replica.doubted if m not in replica.lacks_cut]
+        if not missing:
+            return True
+        if replica.waiting_said != self.view.epoch:
+            replica.waiting_said = self.view.epoch
+            self._out.append(
+                StateWaiting(
+                    *replica.key,
+                    self.view.epoch,
+                    f"the logs here lack the cut of view {self._last_cut}'s cleanup, which "
+                    f"members {missing} may have applied without them: it waits for one of "
+                    "those members (or one whose log holds the cut) rather than go on "
+                    "without the updates that cut delivered",
+                    tuple(missing),
+                )
+            )
+        return False
+
     def _release(self, replica: _Replica, start: Position, checksum: int) -> None:
         """The comparison is over, all holding the state at ``start`` (whose CRC32C is
         ``checksum``): apply what was buffered to the state held (``start``'s, or one taken
@@ -1215,6 +1423,9 @@ class ObjectHost:
         assert replica.recovered is not None and replica.recovered[1] >= start
         obj, position = replica.recovered
         replica.recovered = replica.ends = None
+        if replica.doubt_saved:
+            replica.doubt_saved = False
+            self._out.append(SaveDoubt(replica.key, ()))
         replica.released_at = start
         replica.released_checksum = checksum
         replica.obj = obj
@@ -1313,7 +1524,7 @@ class ObjectHost:
             self._early_requests[(src, key)] = request
             return
         key = (request.type_name, request.subgroup_index, request.shard)
-        replica = self._replicas.get(key) or self._retired.get(key)
+        replica = self._replicas.get(key) or self._retired.get(key) or self._outside.get(key)
         if replica is None:
             self._send(src, StateHeader(*key, StateStatus.NOT_HELD))
         elif replica.obj is None:
@@ -1791,9 +2002,21 @@ def _end_of(replica: _Replica, epoch: int) -> ShardEnd:
     """What a member comparing states says in view ``epoch``: the state it holds, on disk
     as in memory (none while the snapshot of one it received is not durable yet)."""
     if replica.recovered is None or replica.unsaved is not None:
-        return _holds_nothing(replica.key, epoch)
+        return ShardEnd(
+            *replica.key, epoch, False, -1, 0, False, 0, replica.holds_last_cut, replica.my_doubts
+        )
+    at = replica.cut_held_at
+    if at is not None and replica.recovered[1] >= at:
+        replica.holds_last_cut = True  # taken from the state chosen, or as far along
     return ShardEnd(
-        *replica.key, epoch, True, *replica.recovered[1], False, replica.recovered_checksum
+        *replica.key,
+        epoch,
+        True,
+        *replica.recovered[1],
+        False,
+        replica.recovered_checksum,
+        replica.holds_last_cut,
+        replica.my_doubts,
     )
 
 

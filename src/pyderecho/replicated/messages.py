@@ -165,6 +165,18 @@ class ShardEnd(msgspec.Struct, frozen=True, array_like=True, tag="E"):
     comparison before the state it was behind reached its disk rebuilds its own older state
     with the restart view's records on top. The members then all take one of them rather
     than each keep its own."""
+    holds_last_cut: bool = False
+    """The state held is known to hold everything the last ragged-edge cleanup before the
+    crash delivered (the log is marked with its cut). False: the member may have been left
+    out of that cleanup, which then delivered what its log lacks."""
+    doubted: tuple[int, ...] = ()
+    """Members an earlier restart, whose comparison never settled, found may hold updates
+    this member's state lacks: every member comparing waits for their word too."""
+    cut_epoch: int = -2
+    """From a member that restarted after the others had founded their view and rejoined
+    the group: the last view whose cut its logs of the shard were marked with (-1: none).
+    Members still comparing that wait for its word on the last cut take it from this
+    (-2: not such a word)."""
 
 
 class RestartView(msgspec.Struct, frozen=True, array_like=True, tag="V"):

@@ -88,6 +88,13 @@ class Rebuilt:
     state_bytes: int = 0
     """The size of the snapshot it was rebuilt from (0: not rebuilt from one): until it
     snapshots again, what its state is taken to cost to send."""
+    cut_epoch: int = -1
+    """The last view whose ragged-edge cut the shard's log is marked to hold (-1: none):
+    what a restart's comparison of states asks of a member that might have been left out
+    of that cleanup (:class:`~pyderecho.core.events.CutLogRequested`)."""
+    doubted: tuple[NodeId, ...] = ()
+    """Members that may have delivered updates this state lacks, as an earlier restart
+    whose comparison never settled wrote (:class:`~pyderecho.replicated.events.SaveDoubt`)."""
 
 
 def rebuild(

@@ -44,6 +44,7 @@ from pyderecho.replicated.events import (
     QueryDone,
     ReadLog,
     RunQuery,
+    SaveDoubt,
     SaveState,
     SendPeer,
     StateWaiting,
@@ -554,7 +555,11 @@ class Group:
                         output.position,
                         output.data,
                         functools.partial(self._state_saved, output.key, output.position),
+                        epoch=output.epoch,
                     )
+            elif isinstance(output, SaveDoubt):
+                if not self.member.node.stopped:
+                    self.member.save_doubt(output.key, output.doubted)
             elif isinstance(output, ReadLog):
                 if not self.member.node.stopped:
                     self.member.read_log(

@@ -21,6 +21,7 @@ from pathlib import Path
 from types import TracebackType
 
 from pyderecho.core.events import (
+    CutLogRequested,
     Delivered,
     Event,
     MessageSent,
@@ -335,20 +336,42 @@ class Member:
             return
         self.logs.persist(request)
 
+    def _log_cut(self, request: CutLogRequested) -> None:
+        if self.logs is None:
+            self._no_data_dir()
+            return
+        self.logs.log_cut(request, self._on_cut_logged)
+
+    def _on_cut_logged(self, subgroup: int, epoch: int) -> None:
+        self.node.cut_logged(subgroup, epoch, self._now())
+        self._step()
+
     def save_state(
         self,
         key: ShardKey,
         position: tuple[int, int],
         data: bytes,
         saved: Callable[[], None] | None = None,
+        *,
+        epoch: int = -1,
     ) -> None:
-        """Write a ``Paxos`` replica's state as its shard's snapshot (the object layer asks
-        when the replica starts); ``saved()`` runs on the loop once it is durable."""
+        """Write a ``Paxos`` replica's state, taken in view ``epoch``, as its shard's snapshot
+        (the object layer asks when the replica starts); ``saved()`` runs on the loop once
+        it is durable."""
         if self.logs is None:
             self._no_data_dir()
             self._step()
             return
-        self.logs.save_state(key, position, data, saved)
+        self.logs.save_state(key, position, data, saved, epoch=epoch)
+
+    def save_doubt(self, key: ShardKey, doubted: tuple[NodeId, ...]) -> None:
+        """Write which members may have delivered updates the ``Paxos`` replica's state
+        lacks (the object layer asks while a restart's comparison has not settled)."""
+        if self.logs is None:
+            self._no_data_dir()
+            self._step()
+            return
+        self.logs.save_doubt(key, doubted)
 
     def read_log(
         self,
@@ -460,6 +483,9 @@ class Member:
                     continue
                 if isinstance(event, ViewLogRequested):
                     self._log_view(event)
+                    continue
+                if isinstance(event, CutLogRequested):
+                    self._log_cut(event)
                     continue
                 if isinstance(event, ViewInstalled):
                     self._connect_known()

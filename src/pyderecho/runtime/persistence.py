@@ -15,6 +15,10 @@ Layout of a member's data directory::
                                 it to anyone (pyderecho.core.restart says why)
       shards/TYPE.INDEX.SHARD/  per shard this member holds:
         snapshot                the replica's state at a position (metadata)
+        cut                     the last view whose ragged-edge cut the log is known to
+                                hold (metadata, written after the cut's records)
+        doubt                   members that may have delivered updates the state lacks,
+                                while a restart's comparison has not settled (metadata)
         *.seg                   the log: the shard's updates, each with its position
 
 A shard's directory is valid once it has a snapshot: the member writes one when its replica
@@ -38,6 +42,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import dataclasses
 import logging
 import os
 import shutil
@@ -50,7 +55,7 @@ from typing import Protocol
 
 import msgspec
 
-from pyderecho.core.events import PersistRequested, ViewLogRequested
+from pyderecho.core.events import CutLogRequested, PersistRequested, ViewLogRequested
 from pyderecho.core.layout import Mode, ViewLayout
 from pyderecho.core.restart import Logs
 from pyderecho.core.view import NodeId, View
@@ -115,6 +120,24 @@ class SnapshotFile(msgspec.Struct, frozen=True, array_like=True):
     epoch: int
     count: int
     state: bytes
+    view: int = -1
+    """The view the snapshot was taken in (-1: not known): the state holds everything the
+    ragged-edge cuts of the views before it delivered."""
+
+
+class CutFile(msgspec.Struct, frozen=True, array_like=True):
+    """A shard's ``cut`` file: the log holds everything the ragged-edge cleanup of view
+    ``epoch`` kept (:class:`~pyderecho.core.events.CutLogRequested`)."""
+
+    epoch: int
+
+
+class DoubtFile(msgspec.Struct, frozen=True, array_like=True):
+    """A shard's ``doubt`` file: members that may have delivered updates the shard's state
+    here lacks (:class:`~pyderecho.replicated.events.SaveDoubt`); empty once a restart's
+    comparison settled."""
+
+    members: tuple[int, ...]
 
 
 class EarlierRunData(Exception):
@@ -284,14 +307,27 @@ def load_recovery(
                     ignored[key] = "no snapshot: the member stopped before its state was saved"
                     continue
                 state = msgspec.msgpack.decode(snapshot, type=SnapshotFile)
+                cut_data = read_metadata(directory / "cut")
+                cut = -1
+                if cut_data is not None:
+                    cut = msgspec.msgpack.decode(cut_data, type=CutFile).epoch
                 reading = _ReadingShard(None if replay_for is None else replay_for(key, state))
                 log = SegmentedLog.open(directory, segment_bytes=segment_bytes, on_record=reading)
+                doubt_data = read_metadata(directory / "doubt")
+                doubted: tuple[int, ...] = ()
+                if doubt_data is not None:
+                    doubted = msgspec.msgpack.decode(doubt_data, type=DoubtFile).members
+                rebuilt = None if reading.replay is None else reading.replay.result()
+                if rebuilt is not None:
+                    # A snapshot taken in a view holds the cuts of the views before it.
+                    cut = max(cut, state.view - 1)
+                    rebuilt = dataclasses.replace(rebuilt, cut_epoch=cut, doubted=doubted)
                 shards[key] = RecoveredShard(
                     state,
                     reading.records,
                     reading.payload_bytes,
                     reading.last_timestamp,
-                    None if reading.replay is None else reading.replay.result(),
+                    rebuilt,
                     log.truncated_bytes,
                     log,
                 )
@@ -477,14 +513,70 @@ class ShardLogs:
         except (StorageFailed, RuntimeError) as exc:
             self._fail(str(exc))
 
+    def log_cut(self, request: CutLogRequested, done: Callable[[int, int], None]) -> None:
+        """Record durably that the shard's log holds ``request.epoch``'s ragged-edge cut:
+        ordered after every record submitted before it (the writer's metadata barrier), and
+        the core asked to log the cut's records first. ``done(subgroup, epoch)`` runs on the
+        loop once durable."""
+        if self.failed:
+            return
+        key = self._names.get((request.epoch, request.subgroup))
+        if key is None:
+            self._fail(f"no shard is known for subgroup {request.subgroup} of view {request.epoch}")
+            return
+        try:
+            self._shard(key)
+        except (StorageFailed, EarlierRunData, OSError) as exc:
+            self._fail(str(exc))
+            return
+        assert self._writer is not None
+        loop = self._loop
+        subgroup, epoch = request.subgroup, request.epoch
+
+        def durable() -> None:  # on the writer thread
+            loop.call_soon_threadsafe(done, subgroup, epoch)
+
+        try:
+            self._writer.submit_metadata(
+                shard_directory(self.data_dir, key) / "cut",
+                _encoder.encode(CutFile(request.epoch)),
+                durable,
+            )
+        except (StorageFailed, RuntimeError) as exc:
+            self._fail(str(exc))
+
+    def save_doubt(self, key: ShardKey, doubted: tuple[NodeId, ...]) -> None:
+        """Write which members may have delivered updates the state of ``key`` lacks (none:
+        ``doubted`` empty), ordered after everything submitted before it, and before any
+        mark of a later cut (:meth:`log_cut`) that the writer takes after it."""
+        if self.failed:
+            return
+        try:
+            self._shard(key)
+        except (StorageFailed, EarlierRunData, OSError) as exc:
+            self._fail(str(exc))
+            return
+        assert self._writer is not None
+        try:
+            self._writer.submit_metadata(
+                shard_directory(self.data_dir, key) / "doubt",
+                _encoder.encode(DoubtFile(doubted)),
+                _nothing,
+            )
+        except (StorageFailed, RuntimeError) as exc:
+            self._fail(str(exc))
+
     def save_state(
         self,
         key: ShardKey,
         position: tuple[int, int],
         data: bytes,
         saved: Callable[[], None] | None = None,
+        *,
+        epoch: int = -1,
     ) -> None:
-        """Write a replica's state as its shard's snapshot: ordered after every record
+        """Write a replica's state, taken in view ``epoch``, as its shard's snapshot: ordered
+        after every record
         submitted before it (the writer's metadata barrier); ``saved()`` runs on the loop
         once it is durable."""
         if self.failed:
@@ -496,7 +588,7 @@ class ShardLogs:
             return
         assert self._writer is not None
         shard = self._logs[key]
-        snapshot = _encoder.encode(SnapshotFile(position[0], position[1], data))
+        snapshot = _encoder.encode(SnapshotFile(position[0], position[1], data, epoch))
         # Records up to the snapshot's position were delivered here, so they are durable and
         # their sequence numbers known: once the snapshot is durable too, the segments wholly
         # before the first record after it go (on the writer thread, which owns the log).

@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from typing import cast
 
-from pyderecho.core.events import PersistRequested, ViewLogRequested
+from pyderecho.core.events import CutLogRequested, PersistRequested, ViewLogRequested
 from pyderecho.core.restart import Logs
 from pyderecho.core.view import NodeId, View
 from pyderecho.replicated.recovery import updates_from
@@ -60,13 +61,21 @@ class ShardData:
 
     snapshot: tuple[Position, bytes] | None = None
     records: list[StoredUpdate] = field(default_factory=list)
+    snapshot_view: int = -1
+    """The view the snapshot was taken in."""
+    cut: int = -1
+    """The last view whose ragged-edge cut the records are marked to hold (-1: none)."""
+    doubt: tuple[NodeId, ...] = ()
+    """Members that may have delivered updates the state lacks (``SaveDoubt``)."""
 
 
 _Item = (
     tuple[str, ShardKey, PersistRequested]
-    | tuple[str, ShardKey, Position, bytes]
+    | tuple[str, ShardKey, Position, bytes, int]
     | tuple[str, View]
     | tuple[str, ViewLogRequested]
+    | tuple[str, ShardKey, CutLogRequested]
+    | tuple[str, ShardKey, tuple[NodeId, ...]]
 )
 
 
@@ -79,6 +88,8 @@ class Synced:
     views: list[View]
     snapshots: list[tuple[ShardKey, Position]]
     error: str
+    cuts: list[CutLogRequested] = field(default_factory=list)
+    """Marks that a shard's log holds a view's cut."""
 
 
 @dataclass(slots=True)
@@ -114,9 +125,22 @@ class SimDisks:
         """Queue a request's records; True when a sync must start now (none is running)."""
         return self._queue(member, ("records", key, request))
 
-    def save_state(self, member: NodeId, key: ShardKey, position: Position, data: bytes) -> bool:
-        """Queue a replica's snapshot; True when a sync must start now."""
-        return self._queue(member, ("snapshot", key, position, bytes(data)))
+    def log_cut(self, member: NodeId, key: ShardKey, request: CutLogRequested) -> bool:
+        """Queue the mark that ``key``'s log holds a view's cut, after the records queued
+        before it; True when a sync must start now."""
+        return self._queue(member, ("cut", key, request))
+
+    def save_doubt(self, member: NodeId, key: ShardKey, doubted: tuple[NodeId, ...]) -> bool:
+        """Queue which members may have delivered updates the state lacks; True when a sync
+        must start now."""
+        return self._queue(member, ("doubt", key, doubted))
+
+    def save_state(
+        self, member: NodeId, key: ShardKey, position: Position, data: bytes, epoch: int = -1
+    ) -> bool:
+        """Queue a replica's snapshot, taken in view ``epoch``; True when a sync must start
+        now."""
+        return self._queue(member, ("snapshot", key, position, bytes(data), epoch))
 
     def view_installed(
         self, member: NodeId, view: View, paxos_shards: set[ShardKey], persistent: bool
@@ -170,6 +194,7 @@ class SimDisks:
         requests: list[PersistRequested] = []
         views: list[View] = []
         snapshots: list[tuple[ShardKey, Position]] = []
+        cuts: list[CutLogRequested] = []
         for item in done:
             if item[0] == "view":
                 disk.view = item[1]  # type: ignore[assignment]
@@ -182,14 +207,24 @@ class SimDisks:
                     disk.view = view
                 views.append(view)
             elif item[0] == "snapshot":
-                _, key, position, data = item  # type: ignore[misc]
-                disk.shards.setdefault(key, ShardData()).snapshot = (position, data)
+                _, key, position, data, epoch = cast(
+                    tuple[str, ShardKey, Position, bytes, int], item
+                )
+                shard = disk.shards.setdefault(key, ShardData())
+                shard.snapshot, shard.snapshot_view = (position, data), epoch
                 snapshots.append((key, position))
+            elif item[0] == "doubt":
+                _, key, doubted = cast(tuple[str, ShardKey, tuple[NodeId, ...]], item)
+                disk.shards.setdefault(key, ShardData()).doubt = doubted
+            elif item[0] == "cut":
+                _, key, cut = cast(tuple[str, ShardKey, CutLogRequested], item)
+                disk.shards.setdefault(key, ShardData()).cut = cut.epoch
+                cuts.append(cut)
             else:
-                _, key, request = item  # type: ignore[misc]
+                _, key, request = cast(tuple[str, ShardKey, PersistRequested], item)
                 self._make_durable(disk, key, request, now)
                 requests.append(request)
-        return Synced(requests, views, snapshots, "")
+        return Synced(requests, views, snapshots, "", cuts)
 
     def _make_durable(
         self, disk: _Disk, key: ShardKey, request: PersistRequested, now: float
@@ -261,6 +296,15 @@ class SimDisks:
             return False
         shard = disk.shards.get(key)
         return shard is not None and shard.snapshot is not None
+
+    def cut_of(self, member: NodeId, key: ShardKey) -> int:
+        """The last view whose cut ``member``'s disk holds of ``key`` (its log is marked so,
+        or its snapshot was taken in the view after; -1: none, the disk failed, or a doubt
+        written beside it says the state may lack updates). Reading it changes nothing, for
+        checks."""
+        disk = self._disks.get(member)
+        shard = None if disk is None or disk.failed else disk.shards.get(key)
+        return -1 if shard is None or shard.doubt else max(shard.cut, shard.snapshot_view - 1)
 
     def logs(self, member: NodeId) -> Logs | None:
         """What ``member``'s disk says about views, as a restart reads it (the newest view

@@ -50,6 +50,7 @@ counted in :attr:`Simulation.stats`.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import heapq
@@ -63,6 +64,7 @@ from pyderecho.config import DEFAULT_CATCH_UP_BYTES
 from pyderecho.core.config import CoreConfig
 from pyderecho.core.errors import LocalProtocolError
 from pyderecho.core.events import (
+    CutLogRequested,
     Delivered,
     Event,
     MessageSent,
@@ -85,6 +87,7 @@ from pyderecho.replicated.events import (
     QueryDone,
     ReadLog,
     RunQuery,
+    SaveDoubt,
     SaveState,
     SendPeer,
     StateDigest,
@@ -749,8 +752,12 @@ class Simulation:
                 if spec is None or data.snapshot is None:
                     continue
                 position, state = data.snapshot
-                rebuilt[key] = rebuild(
-                    spec, key, member, state=state, position=position, records=data.records
+                rebuilt[key] = dataclasses.replace(
+                    rebuild(
+                        spec, key, member, state=state, position=position, records=data.records
+                    ),
+                    cut_epoch=max(data.cut, data.snapshot_view - 1),
+                    doubted=data.doubt,
                 )
             host.restart(rebuilt)
             self.hosts[member] = host
@@ -864,6 +871,8 @@ class Simulation:
             upto[(request.subgroup, request.epoch)] = request.upto
         for (subgroup, epoch), last in upto.items():
             node.persisted(subgroup, epoch, last, self.now)
+        for cut in synced.cuts:
+            node.cut_logged(cut.subgroup, cut.epoch, self.now)
         for view in synced.views:
             node.view_logged(view, self.now)
         host = self.hosts.get(node_id)
@@ -945,6 +954,9 @@ class Simulation:
                 elif isinstance(event, ViewLogRequested):
                     logged = self.disks.log_view(node_id, event)
                     self._sync_if(node_id, logged)
+                elif isinstance(event, CutLogRequested):
+                    shard_key = self._shard_names[(event.epoch, event.subgroup, event.shard)]
+                    self._sync_if(node_id, self.disks.log_cut(node_id, shard_key, event))
                 elif isinstance(event, ViewInstalled) and event.layout.adequate:
                     mine = {
                         (ref.type_name, ref.subgroup_index, ref.shard)
@@ -986,8 +998,13 @@ class Simulation:
             self._run_query(host, output)
         elif isinstance(output, SaveState):
             if node_id not in self.crashed:
-                saved = self.disks.save_state(node_id, output.key, output.position, output.data)
+                saved = self.disks.save_state(
+                    node_id, output.key, output.position, output.data, output.epoch
+                )
                 self._sync_if(node_id, saved)
+        elif isinstance(output, SaveDoubt):
+            if node_id not in self.crashed:
+                self._sync_if(node_id, self.disks.save_doubt(node_id, output.key, output.doubted))
         elif isinstance(output, ReadLog):
             # Read back as the member's disk holds the log now, handed over a disk's latency
             # later: deliveries go on meanwhile, as they do beside the real read's thread.
