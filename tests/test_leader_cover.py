@@ -9,6 +9,8 @@ equal choices the member the leader suspects already goes.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from pyderecho.core.config import CoreConfig
@@ -613,3 +615,63 @@ def test_a_cut_link_naming_a_stranger_does_not_move_the_leader() -> None:
     leader.receive_row(1, follower_row(2, cut=((99, 0),)), now)
     run(leader, now, 2.5, alive=(1, 2, 3, 4))
     assert not leader.suspected and not leader.stopped, leader.stopped
+
+
+def final_leader_whose_survivor_waits_on_a_member_that_moved_on() -> Membership:
+    """The leader takes a join to final; 1 and 2 clean up and say so, so they moved on to
+    the next view; 4, whose shard's cleanup waits on 1 (1's row saying it applied the
+    decision never reached 4: 1 crashed just after), accuses 1, and 1 answers no probe."""
+    leader = ready_leader()
+    now, version = 0.5, 2
+    leader.request_join(Change(5, ChangeKind.JOIN), now)
+    while not leader.final:
+        assert now < 3, "the join never went final"
+        leader.step(now)
+        for member in (1, 2, 3, 4):
+            leader.receive_row(member, echo(leader, version, cleaned=False), now)
+        version += 1
+        now = run(leader, now, now + CONFIG.heartbeat_interval, alive=(1, 2, 3, 4))
+    for member in (1, 2):
+        leader.receive_row(member, echo(leader, version, cleaned=True), now)
+    accusation = follower_row(
+        version + 1,
+        suspected=(1,),
+        leader_version=leader.version,
+        changes=leader.changes,
+        committed=leader.committed,
+        final=leader.final,
+    )
+    leader.receive_row(4, accusation, now)
+    run(leader, now, now + CONFIG.heartbeat_timeout / 2, alive=(2, 3, 4))
+    return leader
+
+
+def test_a_member_that_moved_on_and_answers_no_probe_is_excluded() -> None:
+    """Only the change's leader may leave a survivor out of a cleanup, and a suspicion of a
+    member that moved on counts for nothing (its view is the next one): so the leader
+    excludes it itself once a survivor still cleaning up accuses it and it answers no probe
+    (Paxos seed 15712: without it, 3 waited for good on its shard's leader 2, which had
+    moved on and crashed)."""
+    leader = final_leader_whose_survivor_waits_on_a_member_that_moved_on()
+    assert Change(1, ChangeKind.EXCLUDE) in leader.changes
+
+
+@pytest.mark.patches_compiled
+def test_waiting_on_a_member_that_moved_on_and_crashed_is_caught_by_the_unit_case(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Planted: the leader never notes that such a member has gone silent."""
+
+    class Deaf(set[int]):
+        def add(self, member: int) -> None:
+            pass
+
+    original = Membership.__init__
+
+    def init(self: Membership, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        self._gone_silent = Deaf()
+
+    monkeypatch.setattr(Membership, "__init__", init)
+    leader = final_leader_whose_survivor_waits_on_a_member_that_moved_on()
+    assert all(c.kind is not ChangeKind.EXCLUDE for c in leader.changes)

@@ -984,30 +984,17 @@ def test_a_survivor_waiting_on_a_shard_leader_that_moved_on_and_crashed_goes_on(
     so the change's leader 0 neither excluded 2 nor went on without 3, and the group stood
     still. The change's leader now excludes from the cleanup a member that moved on and
     answers no probe, accused by a survivor still cleaning up; 3 then leads the shard's
-    cleanup alone and applies the decision it echoed."""
+    cleanup alone and applies the decision it echoed. (Its planted twin, the leader deaf to
+    such a member, is the unit case in tests/test_leader_cover.py: since each Paxos cleanup
+    waits for its members' marks of the cut, 2 crashes here before it installs view 2, and
+    with the plant no seed of the Paxos sweep's 0-2199 nor the typed Paxos sweep's 0-2999
+    stalls.)"""
     assert run_simulation(paxos_scenario(15712)).violations == []
 
 
 class _Deaf(set[int]):
     def add(self, member: int) -> None:
         pass
-
-
-@pytest.mark.patches_compiled
-def test_waiting_on_a_shard_leader_that_moved_on_and_crashed_is_caught(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """Planted: the change's leader never learns that a cleanup waits on a member that
-    moved on (as before seed 15712's fix)."""
-    original = Membership.__init__
-
-    def init(self: Membership, *args: Any, **kwargs: Any) -> None:
-        original(self, *args, **kwargs)
-        self._gone_silent = _Deaf()
-
-    monkeypatch.setattr(Membership, "__init__", init)
-    violations = run_simulation(paxos_scenario(15712)).violations
-    assert any(v.startswith("progress: ") for v in violations), violations[:3]
 
 
 def test_a_restart_whose_chosen_holder_fails_mid_transfer_keeps_one_state() -> None:

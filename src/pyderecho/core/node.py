@@ -314,12 +314,8 @@ class Node:
 
         With ``flush=False`` the row that shows it waits for :meth:`flush`, as for
         :meth:`receive`: a report that lands in a turn with frames goes out in their push."""
-        if self.stopped:
-            return
-        self._clock.now = now
-        shard = self._by_subgroup.get(subgroup)
-        if shard is None or shard.epoch != epoch:
-            self.stats["stale_persisted"] += 1
+        shard = self._reported_shard(subgroup, epoch, now, "stale_persisted")
+        if shard is None:
             return
         shard.persisted(upto)
         if flush:
@@ -332,15 +328,25 @@ class Node:
         ``subgroup`` holds ``epoch``'s ragged-edge cut
         (:class:`~pyderecho.core.events.CutLogRequested`). A report for an epoch that has
         ended is counted and ignored, as for :meth:`persisted`."""
-        if self.stopped:
-            return
-        self._clock.now = now
-        shard = self._by_subgroup.get(subgroup)
-        if shard is None or shard.epoch != epoch:
-            self.stats["stale_cut_logged"] += 1
+        shard = self._reported_shard(subgroup, epoch, now, "stale_cut_logged")
+        if shard is None:
             return
         shard.cut_logged()
         self._advance(now)
+
+    def _reported_shard(
+        self, subgroup: int, epoch: int, now: float, stale: str
+    ) -> ShardMulticast | None:
+        """The shard of ``subgroup`` a driver's report of ``epoch`` is for; None (counted as
+        ``stale``) when the member stopped or that epoch has ended."""
+        if self.stopped:
+            return None
+        self._clock.now = now
+        shard = self._by_subgroup.get(subgroup)
+        if shard is None or shard.epoch != epoch:
+            self.stats[stale] += 1
+            return None
+        return shard
 
     def view_logged(self, view: View, now: float) -> None:
         """The driver logged durably the ``view`` that

@@ -524,45 +524,42 @@ class ShardLogs:
         if key is None:
             self._fail(f"no shard is known for subgroup {request.subgroup} of view {request.epoch}")
             return
-        try:
-            self._shard(key)
-        except (StorageFailed, EarlierRunData, OSError) as exc:
-            self._fail(str(exc))
+        if self._open(key) is None:
             return
-        assert self._writer is not None
         loop = self._loop
         subgroup, epoch = request.subgroup, request.epoch
 
         def durable() -> None:  # on the writer thread
             loop.call_soon_threadsafe(done, subgroup, epoch)
 
-        try:
-            self._writer.submit_metadata(
-                shard_directory(self.data_dir, key) / "cut",
-                _encoder.encode(CutFile(request.epoch)),
-                durable,
-            )
-        except (StorageFailed, RuntimeError) as exc:
-            self._fail(str(exc))
+        self._submit_file(key, "cut", _encoder.encode(CutFile(request.epoch)), durable)
 
     def save_doubt(self, key: ShardKey, doubted: tuple[NodeId, ...]) -> None:
         """Write which members may have delivered updates the state of ``key`` lacks (none:
         ``doubted`` empty), ordered after everything submitted before it, and before any
         mark of a later cut (:meth:`log_cut`) that the writer takes after it."""
+        if self._open(key) is not None:
+            self._submit_file(key, "doubt", _encoder.encode(DoubtFile(doubted)), _nothing)
+
+    def _open(self, key: ShardKey) -> _ShardLog | None:
+        """The shard's log, opened if need be; None once the member failed (opening it can
+        fail it too)."""
         if self.failed:
-            return
+            return None
         try:
-            self._shard(key)
+            return self._shard(key)
         except (StorageFailed, EarlierRunData, OSError) as exc:
             self._fail(str(exc))
-            return
+            return None
+
+    def _submit_file(
+        self, key: ShardKey, name: str, data: bytes, after: Callable[[], None]
+    ) -> None:
+        """Replace the shard's metadata file ``name`` with ``data`` on the writer thread,
+        after every record submitted before; ``after()`` runs there once it is durable."""
         assert self._writer is not None
         try:
-            self._writer.submit_metadata(
-                shard_directory(self.data_dir, key) / "doubt",
-                _encoder.encode(DoubtFile(doubted)),
-                _nothing,
-            )
+            self._writer.submit_metadata(shard_directory(self.data_dir, key) / name, data, after)
         except (StorageFailed, RuntimeError) as exc:
             self._fail(str(exc))
 
@@ -576,18 +573,11 @@ class ShardLogs:
         epoch: int = -1,
     ) -> None:
         """Write a replica's state, taken in view ``epoch``, as its shard's snapshot: ordered
-        after every record
-        submitted before it (the writer's metadata barrier); ``saved()`` runs on the loop
-        once it is durable."""
-        if self.failed:
+        after every record submitted before it (the writer's metadata barrier); ``saved()``
+        runs on the loop once it is durable."""
+        shard = self._open(key)
+        if shard is None:
             return
-        try:
-            self._shard(key)
-        except (StorageFailed, EarlierRunData, OSError) as exc:
-            self._fail(str(exc))
-            return
-        assert self._writer is not None
-        shard = self._logs[key]
         snapshot = _encoder.encode(SnapshotFile(position[0], position[1], data, epoch))
         # Records up to the snapshot's position were delivered here, so they are durable and
         # their sequence numbers known: once the snapshot is durable too, the segments wholly
@@ -604,12 +594,7 @@ class ShardLogs:
             if saved is not None:
                 loop.call_soon_threadsafe(saved)
 
-        try:
-            self._writer.submit_metadata(
-                shard_directory(self.data_dir, key) / "snapshot", snapshot, after
-            )
-        except (StorageFailed, RuntimeError) as exc:
-            self._fail(str(exc))
+        self._submit_file(key, "snapshot", snapshot, after)
 
     def read_updates(
         self,
