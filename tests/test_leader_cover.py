@@ -447,15 +447,9 @@ def test_carrying_every_suspicion_over_as_decided_is_caught(
         test_only_decided_suspicions_carry_over_as_decided()
 
 
-def final_leader_whose_cleanup_stalls(
-    *,
-    cleaned: tuple[int, ...],
-    heard_after: tuple[int, ...],
-    reported: tuple[tuple[int, int], ...] = (),
-) -> Membership:
-    """The leader takes a join to final, every follower echoing it; ``cleaned`` then clean up,
-    say so and move on (the first of them reporting the cut links ``reported``), the others
-    fall silent, and the leader hears only ``heard_after`` for three timeouts."""
+def leader_of_a_final_join() -> tuple[Membership, float, int]:
+    """The leader takes a join to final, every follower echoing it; returns it, the time and
+    the followers' next row version."""
     leader = ready_leader()
     now, version = 0.5, 2
     leader.request_join(Change(5, ChangeKind.JOIN), now)
@@ -466,6 +460,19 @@ def final_leader_whose_cleanup_stalls(
             leader.receive_row(member, echo(leader, version, cleaned=False), now)
         version += 1
         now = run(leader, now, now + CONFIG.heartbeat_interval, alive=(1, 2, 3, 4))
+    return leader, now, version
+
+
+def final_leader_whose_cleanup_stalls(
+    *,
+    cleaned: tuple[int, ...],
+    heard_after: tuple[int, ...],
+    reported: tuple[tuple[int, int], ...] = (),
+) -> Membership:
+    """The leader takes a join to final, every follower echoing it; ``cleaned`` then clean up,
+    say so and move on (the first of them reporting the cut links ``reported``), the others
+    fall silent, and the leader hears only ``heard_after`` for three timeouts."""
+    leader, now, version = leader_of_a_final_join()
     for member in cleaned:
         leader.receive_row(member, echo(leader, version, cleaned=True), now)
     if reported:
@@ -621,16 +628,7 @@ def final_leader_whose_survivor_waits_on_a_member_that_moved_on() -> Membership:
     """The leader takes a join to final; 1 and 2 clean up and say so, so they moved on to
     the next view; 4, whose shard's cleanup waits on 1 (1's row saying it applied the
     decision never reached 4: 1 crashed just after), accuses 1, and 1 answers no probe."""
-    leader = ready_leader()
-    now, version = 0.5, 2
-    leader.request_join(Change(5, ChangeKind.JOIN), now)
-    while not leader.final:
-        assert now < 3, "the join never went final"
-        leader.step(now)
-        for member in (1, 2, 3, 4):
-            leader.receive_row(member, echo(leader, version, cleaned=False), now)
-        version += 1
-        now = run(leader, now, now + CONFIG.heartbeat_interval, alive=(1, 2, 3, 4))
+    leader, now, version = leader_of_a_final_join()
     for member in (1, 2):
         leader.receive_row(member, echo(leader, version, cleaned=True), now)
     accusation = follower_row(

@@ -477,16 +477,9 @@ class ShardLogs:
 
     def persist(self, request: PersistRequested) -> None:
         """Log ``request``'s records; the core hears of it once they are durable."""
-        if self.failed:
-            return
-        key = self._names.get((request.epoch, request.subgroup))
-        if key is None:
-            self._fail(f"no shard is known for subgroup {request.subgroup} of view {request.epoch}")
-            return
-        try:
-            shard = self._shard(key)
-        except (StorageFailed, EarlierRunData, OSError) as exc:
-            self._fail(str(exc))
+        key = self._key_of(request.epoch, request.subgroup)
+        shard = None if key is None else self._open(key)
+        if key is None or shard is None:
             return
         if not request.records:
             if not shard.waiting:
@@ -518,13 +511,8 @@ class ShardLogs:
         ordered after every record submitted before it (the writer's metadata barrier), and
         the core asked to log the cut's records first. ``done(subgroup, epoch)`` runs on the
         loop once durable."""
-        if self.failed:
-            return
-        key = self._names.get((request.epoch, request.subgroup))
-        if key is None:
-            self._fail(f"no shard is known for subgroup {request.subgroup} of view {request.epoch}")
-            return
-        if self._open(key) is None:
+        key = self._key_of(request.epoch, request.subgroup)
+        if key is None or self._open(key) is None:
             return
         loop = self._loop
         subgroup, epoch = request.subgroup, request.epoch
@@ -540,6 +528,16 @@ class ShardLogs:
         mark of a later cut (:meth:`log_cut`) that the writer takes after it."""
         if self._open(key) is not None:
             self._submit_file(key, "doubt", _encoder.encode(DoubtFile(doubted)), _nothing)
+
+    def _key_of(self, epoch: int, subgroup: int) -> ShardKey | None:
+        """The shard the core's request for ``subgroup`` in view ``epoch`` is about; None once
+        the member failed (an unknown one fails it: the core only asks for its own shards)."""
+        if self.failed:
+            return None
+        key = self._names.get((epoch, subgroup))
+        if key is None:
+            self._fail(f"no shard is known for subgroup {subgroup} of view {epoch}")
+        return key
 
     def _open(self, key: ShardKey) -> _ShardLog | None:
         """The shard's log, opened if need be; None once the member failed (opening it can
