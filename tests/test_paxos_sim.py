@@ -765,6 +765,7 @@ def test_a_restart_that_ignores_the_marks_of_the_cut_is_caught(
 
     def blind(self: ObjectHost, replica: Any, ends: Any, held: Any) -> bool:
         unmarked = {m: msgspec.structs.replace(e, holds_last_cut=False) for m, e in ends.items()}
+        replica.said_held = {}
         return original(self, replica, unmarked, held)
 
     monkeypatch.setattr(ObjectHost, "_left_out_may_decide", blind)

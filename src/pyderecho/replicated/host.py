@@ -214,6 +214,10 @@ class _Replica:
     waiting_said: int = -1
     """Restart: the view in which this member last said the shard waits for a member that
     may hold the last cut."""
+    said_held: dict[NodeId, ShardEnd] = field(default_factory=dict)
+    """Restart: members that said, in this view or an earlier one, that they hold a state
+    with the last cut: one the layout moves out keeps it for a view (retired), and is asked
+    like an outside member should no member that stays hold the cut."""
     outside: dict[NodeId, ShardEnd] = field(default_factory=dict)
     """Restart: members outside the shard that said, in this view, that they hold a state
     of it with the last cut (:meth:`ObjectHost._offer_outside`)."""
@@ -956,6 +960,8 @@ class ObjectHost:
         previous = _members_by_key(event.previous)
         for key, ref in keys.items():
             self._plan(key, ref, previous.get(key))
+        if self._rejoined_marks:
+            self._say_marks(layout)
         if self._restarting:
             self._keep_outside({**self._stale_states, **self._recovered}, keys)
         for key in [k for k in self._outside if k in keys]:
@@ -989,6 +995,23 @@ class ObjectHost:
             replica.saved_bytes = state.state_bytes
             replica.recovered_checksum = self._checksum(replica, state.obj)
             self._outside[key] = replica
+
+    def _say_marks(self, layout: ViewLayout) -> None:
+        """Back late from a restart, joined anew: tell the members of every ``Paxos`` shard
+        which cut this member's logs of it hold (-1: none), since members still comparing
+        may wait for its word on the last cut (beyond-budget seeds 16460, 56737: they
+        waited for a member the founded view had removed before it came back, and that
+        joined another shard)."""
+        for ref in layout.shards:
+            key = (ref.type_name, ref.subgroup_index, ref.shard)
+            if ref.layout.mode is not Mode.PAXOS:
+                continue
+            word = ShardEnd(
+                *key, self.view.epoch, False, -1, 0, cut_epoch=self._rejoined_marks.get(key, -1)
+            )
+            for member in ref.layout.members:
+                if member != self.node_id:
+                    self._send(member, word)
 
     def _offer_outside(self) -> None:
         """Tell the members of each shard this member keeps an outside state of that it holds
@@ -1069,14 +1092,6 @@ class ObjectHost:
                 replica.held = self._rejoining.pop(key, None) if paxos else None
                 replica.candidates = old
                 self._ask(replica)
-                if paxos and self.node_id in self.view.joined and self._rejoined_marks:
-                    # Back late from a restart: members still comparing may wait for this
-                    # member's word on the last cut (beyond-budget seed 16460: they waited
-                    # for 3, which the founded view had removed before it came back).
-                    mark = self._rejoined_marks.get(key, -1)
-                    word = ShardEnd(*key, self.view.epoch, False, -1, 0, cut_epoch=mark)
-                    for member in old:
-                        self._send(member, word)
         elif replica.obj is None:
             if replica.asking is not None and replica.asking not in self.view:
                 replica.asking, replica.incoming = None, None
@@ -1279,6 +1294,8 @@ class ObjectHost:
             # mark), though it may leave the shard before every member has spoken.
             if not end.holds_last_cut:
                 replica.lacks_cut.add(member)
+            elif end.held and member != self.node_id:
+                replica.said_held[member] = end
             if end.doubted:
                 replica.doubted = tuple(sorted({*replica.doubted, *end.doubted}))
         members = replica.reconcilers
@@ -1368,9 +1385,10 @@ class ObjectHost:
             if replica.cut_held_at is None or least < replica.cut_held_at:
                 replica.cut_held_at = least
             return True
+        offers = {**replica.said_held, **replica.outside}
         offered = [
             (_end_position(end), -rank, m)
-            for rank, (m, end) in enumerate(sorted(replica.outside.items()))
+            for rank, (m, end) in enumerate(sorted(offers.items()))
             if m in self.view
         ]
         if offered:
@@ -1386,7 +1404,7 @@ class ObjectHost:
                     mine[1] > position
                     or (
                         mine[1] == position
-                        and replica.recovered_checksum == replica.outside[source].checksum
+                        and replica.recovered_checksum == offers[source].checksum
                     )
                 )
             ):
