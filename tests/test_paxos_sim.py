@@ -723,6 +723,19 @@ def test_a_cleanup_alone_then_lost_for_good_loses_nothing() -> None:
         assert run.sim.hosts[member].replicas()[("KV", 0, 0)] is None
 
 
+@pytest.mark.parametrize("seed", [39857, 56737])
+def test_a_restart_that_waits_for_the_last_cut_hears_members_that_moved(seed: int) -> None:
+    """Beyond the fault budget, a shard whose members back all lacked the last cut waited for
+    good: in 39857 member 5 said in the founded view that it holds the cut, and the next view
+    moved it to the other shard (what a member said counted only while it compared: it is
+    now asked as an outside member is); in 56737 member 1 came back after the founded view
+    removed it and rejoined into the other shard, and said which cut its logs hold only to
+    the shard it joined (it now tells every Paxos shard, and lacks the cut)."""
+    spec = lost_at_total_crash(seed, within_budget=False)
+    assert spec is not None
+    assert run_simulation(spec).violations == []
+
+
 @pytest.mark.patches_compiled
 def test_a_restart_that_takes_a_state_without_the_last_cut_is_caught(
     monkeypatch: pytest.MonkeyPatch,
