@@ -19,8 +19,9 @@ import pytest
 
 from pyderecho.core.events import Delivered, PeerMessage, ViewInstalled
 from pyderecho.core.layout import (
+    LayoutFunction,
     Mode,
-    PolicyLayout,
+    ShardLayout,
     ViewLayout,
     compute_layout,
     every_member,
@@ -57,7 +58,7 @@ def rebuilt(updates: int) -> KV:
 class Members:
     """Object hosts whose point-to-point messages the test routes."""
 
-    def __init__(self, count: int, policy: PolicyLayout = LAYOUT) -> None:
+    def __init__(self, count: int, policy: LayoutFunction = LAYOUT) -> None:
         self.policy = policy
         self.hosts = {m: ObjectHost(m, {"KV": KV}) for m in range(count)}
         self.done: dict[NodeId, list[CallDone]] = {m: [] for m in self.hosts}
@@ -433,3 +434,81 @@ def test_a_member_moved_out_after_the_last_cut_gives_its_state_to_those_left_out
     call_id = members.deliver(0, 2, 1, (0, 1))
     members.route()
     assert members.replies(0, call_id) == {0: 7, 1: 7}, "both went on from 2's state"
+
+
+def moved_to_newcomers(view: View) -> dict[str, tuple[tuple[ShardLayout, ...], ...]]:
+    """The shard is 0, 1 and 2 up to view 2, then the joiners 3 and 4 alone."""
+    members = (0, 1, 2) if view.epoch <= 2 else (3, 4)
+    return {"KV": ((ShardLayout(tuple(m for m in members if m in view), Mode.PAXOS),),)}
+
+
+def test_members_moved_out_while_they_wait_for_the_last_cut_do_not_hand_on_their_states() -> None:
+    """As in the case above, 0 and 2 restart left out of view 0's cut, which 1 alone may have
+    applied, and 1 is gone; view 3 removes it and moves the shard to the joiners 3 and 4.
+    0 and 2 still waited for 1: their states may lack what its cut delivered, and handed
+    to the newcomers they would become the shard's, the update 1 applied lost."""
+    members = Members(5, moved_to_newcomers)
+    for m in (0, 2):
+        members.hosts[m].restart({KEY: Rebuilt(rebuilt(5), (0, 5), 5, 0, 0)})
+    members.install(View(2, (0, 1, 2)), (0, 2))
+    members.route()
+    members.install(View(3, (0, 2, 3, 4), joined=(3, 4), departed=(1,)), (0, 2, 3, 4))
+    members.route()
+    for m in (3, 4):
+        assert members.hosts[m].state_digest(KEY) is None, "a state short of the cut went on"
+        assert members.waits[m], "the newcomers say that they wait"
+
+
+def moved_out_after_view_0(view: View) -> dict[str, tuple[tuple[ShardLayout, ...], ...]]:
+    """The shard is 0, 1 and 2 in view 0, then 0 and 2."""
+    members = (0, 1, 2) if view.epoch == 0 else (0, 2)
+    return {"KV": ((ShardLayout(tuple(m for m in members if m in view), Mode.PAXOS),),)}
+
+
+def left_out_of_a_cut_whose_holder_moved_on(*, say_installed: bool) -> Members:
+    """0 and 2 crashed during view 0's cleanup and were excluded; 1 alone applied its cut,
+    and view 1 moved 1 out of the shard. The whole group crashed, 1 for good. The restart
+    founds view 2, whose shard is 0 and 2: 1 is no member of it. ``say_installed``: each
+    restarting member is told the layout of the last view it installed, view 0."""
+    members = Members(3, moved_out_after_view_0)
+    installed = compute_layout(moved_out_after_view_0, View(0, (0, 1, 2)))
+    for m in (0, 2):
+        state = Rebuilt(rebuilt(5), (0, 5), 5, 0, 0)
+        members.hosts[m].restart({KEY: state}, installed if say_installed else None)
+    members.install(View(2, (0, 1, 2)), (0, 2))
+    members.route()
+    members.install(View(3, (0, 2), departed=(1,)), (0, 2))
+    members.route()
+    return members
+
+
+def test_members_left_out_of_the_last_cut_wait_for_its_holder_moved_out_of_the_shard() -> None:
+    """The founded view's layout no longer names 1, but 0 and 2 installed view 0, whose
+    layout does: they wait for 1 by name rather than go on without what 1 may have applied."""
+    members = left_out_of_a_cut_whose_holder_moved_on(say_installed=True)
+    for m in (0, 2):
+        assert members.hosts[m].state_digest(KEY) is None, "went on from a state that may be short"
+        assert members.waits[m] and members.waits[m][-1].waiting_for == (1,)
+        assert members.doubts[m] == [(0, 1, 2)]
+
+
+def test_forgetting_the_shard_of_the_last_view_installed_is_caught() -> None:
+    """Planted: the drivers do not say the last view installed (as before). Knowing only the
+    founded view's layout, 0 and 2 see every member of the shard lack the cut, and go on."""
+    members = left_out_of_a_cut_whose_holder_moved_on(say_installed=False)
+    assert all(members.hosts[m].state_digest(KEY) is not None for m in (0, 2))
+
+
+def test_a_doubt_learned_from_another_member_is_saved_too() -> None:
+    """Only 0 was told the layout of view 0 (2's last view said nothing of 1): 2 learns from
+    0's word that 1 may hold the cut, and writes its doubt again, naming 1, so that a second
+    total crash that 0 does not come back from still leaves the doubt on 2's disk."""
+    members = Members(3, moved_out_after_view_0)
+    installed = compute_layout(moved_out_after_view_0, View(0, (0, 1, 2)))
+    for m in (0, 2):
+        state = Rebuilt(rebuilt(5), (0, 5), 5, 0, 0)
+        members.hosts[m].restart({KEY: state}, installed if m == 0 else None)
+    members.install(View(2, (0, 1, 2)), (0, 2))
+    members.route()
+    assert members.doubts[2] == [(0, 2), (0, 1, 2)]
+    assert members.hosts[2].state_digest(KEY) is None

@@ -372,6 +372,13 @@ class ObjectHost:
         update (whose sender and timestamp it asks with), until the first view plans them."""
         self._restarting = False
         self._restart_holders: tuple[NodeId, ...] = ()
+        """The view's :attr:`~pyderecho.core.events.ViewInstalled.restart_holders`."""
+        self._installed_shards: dict[ShardKey, tuple[NodeId, ...]] = {}
+        """Restart: each shard's members in the last view this member installed before the
+        crash (:meth:`restart`), and that view's epoch."""
+        self._installed_epoch = -1
+        self._founders: tuple[NodeId, ...] | None = None
+        """Restart: the members of the view this member founded."""
         self._stale_states: dict[ShardKey, Rebuilt] = {}
         """Restart: shards whose rebuilt states counted for nothing (an earlier stint's): the
         logs still hold them, and mark the cuts of the views that follow over them."""
@@ -388,7 +395,6 @@ class ObjectHost:
         """Restart: the view whose ragged-edge cleanup is the last that may have delivered
         before the crash: the one before the view a founded view follows (its epoch is two
         below the founded view's, whether that follows an installed view or a commit)."""
-        """The view's :attr:`~pyderecho.core.events.ViewInstalled.restart_holders`."""
         self._restart_view: RestartView | None = None
         """The view this member founded when it restarted from logs, told to every member."""
         self._heard_restart: set[NodeId] = set()
@@ -525,10 +531,13 @@ class ObjectHost:
         replica = self._replicas.get(key) or self._retired.get(key) or self._outside.get(key)
         return replica is not None and replica.obj is not None
 
-    def restart(self, recovered: Mapping[ShardKey, Rebuilt]) -> None:
+    def restart(
+        self, recovered: Mapping[ShardKey, Rebuilt], installed: ViewLayout | None = None
+    ) -> None:
         """This member restarts from its logs after the whole group stopped: ``recovered``
         holds, per ``Paxos`` shard, the state it rebuilt (snapshot and log) and the position
-        that state reaches. Call before the first view.
+        that state reaches; ``installed`` is the layout of the last view it installed (its
+        logs' view). Call before the first view.
 
         Should the group have gone on without it (it joins anew), it asks for only the
         updates after the states it rebuilt, and takes a whole state only from a member that
@@ -550,6 +559,9 @@ class ObjectHost:
         assert self.view.epoch < 0, "restart() comes before the first view"
         self._recovered = dict(recovered)
         self._restarting = True
+        if installed is not None:
+            self._installed_shards = _members_by_key(installed)
+            self._installed_epoch = installed.view.epoch
 
     def saved(self, key: ShardKey, position: Position) -> None:
         """The driver made the snapshot of ``key`` at ``position`` durable (a
@@ -916,8 +928,9 @@ class ObjectHost:
             self._stale_states = {k: r for k, r in self._recovered.items() if k not in current}
             self._recovered = {k: r for k, r in self._recovered.items() if k in current}
         self._restart_holders = event.restart_holders
-        if self._restarting and self._last_cut < 0:
-            self._last_cut = view.epoch - 2  # the founded view: the first installed here
+        if self._restarting and self._founders is None:
+            self._founders = view.members  # the founded view: the first installed here
+            self._last_cut = view.epoch - 2
         if not layout.adequate:
             self._refs = {}
             return  # replicas wait, state and all, for a view that can run them
@@ -937,6 +950,24 @@ class ObjectHost:
         self._retired = {}
         for key in [k for k in self._replicas if k not in keys]:
             replica = self._replicas.pop(key)
+            if replica.recovered is not None and not _may_hand_on(replica):
+                # Moved out while it waited for a member that may have applied the last cut
+                # without it: its state may lack what that cut delivered, and handed to the
+                # shard's newcomers it would become the shard's. They wait instead.
+                self.stats["unvouched_states_dropped"] += 1
+                replica.recovered = None
+                named = tuple(m for m in replica.doubted if m not in replica.lacks_cut)
+                self._out.append(
+                    StateWaiting(
+                        *key,
+                        view.epoch,
+                        f"member {self.node_id}, moved out of the shard, holds a state of it "
+                        f"that may lack the cut of view {self._last_cut}'s cleanup, which "
+                        f"members {list(named)} may have applied: it hands it to no newcomer, "
+                        "and the shard waits for one of them",
+                        named,
+                    )
+                )
             if replica.obj is None and replica.recovered is not None:
                 # Moved out while a restart still compared states. The members that stay
                 # compare without it, so it applies nothing (Paxos seed 4531: one applied what
@@ -961,9 +992,15 @@ class ObjectHost:
         for key, ref in keys.items():
             self._plan(key, ref, previous.get(key))
         if self._rejoined_marks:
-            self._say_marks(layout)
+            self._say_marks(layout, self._rejoined_marks)
         if self._restarting:
-            self._keep_outside({**self._stale_states, **self._recovered}, keys)
+            rebuilt = {**self._stale_states, **self._recovered}
+            self._keep_outside(rebuilt, keys)
+            # The others' comparisons may wait for this member's word on shards it is not
+            # in: it was in one in the last view it installed, and its logs of it lack
+            # the last cut (typed Paxos seed 18 waited so, for a founder moved out).
+            marks = {k: -1 if r.doubted else r.cut_epoch for k, r in rebuilt.items()}
+            self._say_marks(layout, marks, skip={*keys, *self._outside})
         for key in [k for k in self._outside if k in keys]:
             del self._outside[key]  # in the shard again: its replica there is what counts
         self._offer_outside()
@@ -996,19 +1033,20 @@ class ObjectHost:
             replica.recovered_checksum = self._checksum(replica, state.obj)
             self._outside[key] = replica
 
-    def _say_marks(self, layout: ViewLayout) -> None:
-        """Back late from a restart, joined anew: tell the members of every ``Paxos`` shard
-        which cut this member's logs of it hold (-1: none), since members still comparing
-        may wait for its word on the last cut (beyond-budget seeds 16460, 56737: they
-        waited for a member the founded view had removed before it came back, and that
-        joined another shard)."""
+    def _say_marks(
+        self, layout: ViewLayout, marks: Mapping[ShardKey, int], skip: Container[ShardKey] = ()
+    ) -> None:
+        """Tell the members of every ``Paxos`` shard but those in ``skip`` which cut this
+        member's logs of it hold (``marks``; -1: none), since members still comparing may
+        wait for its word on the last cut: once back late from a restart and joined anew
+        (beyond-budget seeds 16460, 56737: they waited for a member the founded view had
+        removed before it came back, and that joined another shard), and once as a founder,
+        for the shards it is not in."""
         for ref in layout.shards:
             key = (ref.type_name, ref.subgroup_index, ref.shard)
-            if ref.layout.mode is not Mode.PAXOS:
+            if ref.layout.mode is not Mode.PAXOS or key in skip:
                 continue
-            word = ShardEnd(
-                *key, self.view.epoch, False, -1, 0, cut_epoch=self._rejoined_marks.get(key, -1)
-            )
+            word = ShardEnd(*key, self.view.epoch, False, -1, 0, cut_epoch=marks.get(key, -1))
             for member in ref.layout.members:
                 if member != self.node_id:
                     self._send(member, word)
@@ -1056,6 +1094,16 @@ class ObjectHost:
                 replica.holds_last_cut = not rebuilt.doubted and (
                     rebuilt.cut_epoch >= self._last_cut or rebuilt.position[0] > self._last_cut
                 )
+            if not replica.holds_last_cut and self._installed_epoch >= self._last_cut:
+                # The shard's members in the last view installed here, which the founded
+                # view's layout may no longer place in it: one of them may have applied the
+                # last cut and been moved out in the next view. The others may not know them
+                # (they installed that next view), so this member says them as its doubt.
+                # Such a member survived that view change, so the founded view names it;
+                # one it does not name failed in it, and applied no cut of it.
+                founders = self._founders or ()
+                known = [m for m in self._installed_shards.get(key, ()) if m in founders]
+                replica.my_doubts = tuple(sorted({*replica.my_doubts, *known}))
             holders = self._restart_holders
             replica.reconcilers = tuple(m for m in members if m in holders) if holders else members
             replica.doubted = tuple(sorted({*replica.reconcilers, *replica.my_doubts}))
@@ -1296,8 +1344,13 @@ class ObjectHost:
                 replica.lacks_cut.add(member)
             elif end.held and member != self.node_id:
                 replica.said_held[member] = end
-            if end.doubted:
-                replica.doubted = tuple(sorted({*replica.doubted, *end.doubted}))
+            doubted = tuple(sorted({*replica.doubted, *end.doubted}))
+            if doubted != replica.doubted:
+                replica.doubted = doubted
+                if replica.doubt_saved:
+                    # Another member's doubt names members this one's did not: on disk too,
+                    # or a second total crash could leave it the doubt that forgets them.
+                    self._out.append(SaveDoubt(replica.key, doubted))
         members = replica.reconcilers
         if any(m not in ends for m in members):
             return
@@ -2036,6 +2089,19 @@ def _end_of(replica: _Replica, epoch: int) -> ShardEnd:
         replica.holds_last_cut,
         replica.my_doubts,
     )
+
+
+def _may_hand_on(replica: _Replica) -> bool:
+    """Whether a state held while a restart compares may become the shard's without the
+    comparison: it holds the last cut (:attr:`_Replica.holds_last_cut`, or it reaches a state
+    said to hold it), or every member that may have applied that cut said its log lacks it.
+    Then it holds every update the shard delivered (a ``Paxos`` update is delivered only
+    once every member counted logged it)."""
+    assert replica.recovered is not None
+    at = replica.cut_held_at
+    if replica.holds_last_cut or (at is not None and replica.recovered[1] >= at):
+        return True
+    return bool(replica.doubted) and all(m in replica.lacks_cut for m in replica.doubted)
 
 
 def _holds_nothing(key: ShardKey, epoch: int) -> ShardEnd:

@@ -32,7 +32,7 @@ from pyderecho.config import (
 )
 from pyderecho.core.config import CoreConfig
 from pyderecho.core.events import Delivered, Event, Stopped, ViewInstalled
-from pyderecho.core.layout import LayoutFunction, Mode
+from pyderecho.core.layout import LayoutFunction, Mode, compute_layout
 from pyderecho.core.node import Node
 from pyderecho.core.view import NodeId, View
 from pyderecho.layouts import resolve_layout
@@ -312,7 +312,7 @@ class Group:
             view, restart, floors = None, recovery.logs, recovery.floors
             addresses = recovery.addresses | dict(addresses)
             rebuilt = _rebuild(member_id, recovery)
-            host.restart(rebuilt)
+            host.restart(rebuilt, compute_layout(layout, recovery.logs.installed))
             # The rebuilt shards' logs go on open, as the restart read them; the others close.
             recovered = {key: recovery.shards[key].log for key in rebuilt}
             for key, shard in recovery.shards.items():

@@ -75,7 +75,7 @@ from pyderecho.core.events import (
     ViewInstalled,
     ViewLogRequested,
 )
-from pyderecho.core.layout import LayoutFunction, Mode, ViewLayout
+from pyderecho.core.layout import LayoutFunction, Mode, ViewLayout, compute_layout
 from pyderecho.core.node import Node
 from pyderecho.core.view import NodeId, View
 from pyderecho.history.checker import HistoryRecorder
@@ -759,7 +759,7 @@ class Simulation:
                     cut_epoch=max(data.cut, data.snapshot_view - 1),
                     doubted=data.doubt,
                 )
-            host.restart(rebuilt)
+            host.restart(rebuilt, compute_layout(self._layout, logs.installed))
             self.hosts[member] = host
         self.nodes[member] = node
         self._drain(member)

@@ -296,6 +296,9 @@ class _Run:
         """The shard each ordered call went to, by (caller, call id)."""
         self.cut_waits: dict[tuple[NodeId, tuple[str, int, int]], tuple[NodeId, ...]] = {}
         """Restart comparisons told to wait for members that may hold the last cut."""
+        self.dropped: set[tuple[NodeId, tuple[str, int, int]]] = set()
+        """Of those, members moved out of the shard that kept their states from its
+        newcomers rather than hand on one that may lack the last cut."""
         self.restarted: set[tuple[NodeId, tuple[str, int, int], int]] = set()
         """(member, shard, epoch) of each start from the constructor (``StateLost``)."""
         self.shards_of: dict[NodeId, dict[tuple[str, int], int]] = {}
@@ -371,6 +374,8 @@ class _Run:
                 # A restart's comparison waits for members that may hold the last cut:
                 # checked once the run settles (_check_cut_wait).
                 self.cut_waits[(member, key)] = output.waiting_for
+                if key not in self.sim.hosts[member].replicas():
+                    self.dropped.add((member, key))  # moved out, its state kept from newcomers
             else:
                 # A Paxos shard with no holder left waits instead of starting over: only when
                 # no holder is left, which is what a loss needs too.
@@ -378,6 +383,17 @@ class _Run:
                 self._check_loss(member, lost)
             self.waiting.add(member)
             self.waited.add((member, key))
+
+    def _cut_wait_lasts(self, member: NodeId, key: tuple[str, int, int]) -> bool:
+        """Whether ``member``'s wait for ``key``'s last cut still holds the shard once the run
+        settled: it runs and still waits, or it was moved out of the shard with a state it
+        would not hand on, and a member of the shard still waits for its state."""
+        sim = self.sim
+        if member not in sim.running:
+            return False
+        if key in sim.hosts[member].replicas():
+            return self._waits(member, key)
+        return (member, key) in self.dropped and any(self._waits(m, key) for m in sim.running)
 
     def _check_cut_wait(
         self, member: NodeId, key: tuple[str, int, int], waiting_for: tuple[NodeId, ...]
@@ -387,9 +403,6 @@ class _Run:
         one of them is not back, and no member that compared with it holds the cut on its
         disk: checked from the disks, not from the comparison's own word."""
         sim = self.sim
-        replica = sim.hosts[member].replicas().get(key, 0)
-        if member not in sim.running or replica is not None:
-            return []  # it stopped, or the wait ended
         view = sim.nodes[member].view
         if all(m in sim.running and m in view for m in waiting_for):
             return [
@@ -1004,11 +1017,13 @@ class _Run:
                 problems.append(f"host: member {member}: user code failed: {failures[0]}")
         if not settled:
             return problems
-        for (member, key), waiting_for in sorted(self.cut_waits.items()):
-            problems.extend(self._check_cut_wait(member, key, waiting_for))
         # Shards some member was told wait for a holder (StateWaiting): a member that joined
         # later asks one of those, and waits with it.
         holderless = {key for member, key in self.waited if self._waits(member, key)}
+        for (member, key), waiting_for in sorted(self.cut_waits.items()):
+            if self._cut_wait_lasts(member, key):
+                problems.extend(self._check_cut_wait(member, key, waiting_for))
+                holderless.add(key)
         for member in sim.running:
             if not sim.nodes[member].layout.adequate:
                 continue  # its calls wait for enough members to join
