@@ -434,6 +434,10 @@ def test_a_member_moved_out_after_the_last_cut_gives_its_state_to_those_left_out
     call_id = members.deliver(0, 2, 1, (0, 1))
     members.route()
     assert members.replies(0, call_id) == {0: 7, 1: 7}, "both went on from 2's state"
+    assert members.hosts[2].holds(KEY)
+    members.install(View(3, (0, 1, 2)), (0, 1, 2))
+    members.route()
+    assert not members.hosts[2].holds(KEY), "it offers its state after the shard settled"
 
 
 def moved_to_newcomers(view: View) -> dict[str, tuple[tuple[ShardLayout, ...], ...]]:

@@ -390,7 +390,8 @@ class ObjectHost:
         """States this member rebuilt of shards it is not in, whose logs hold the last cut
         before a total crash: the layout moved it out right after it applied that cut. It
         offers them to the shard's members, which take one when none of theirs holds the
-        cut (:meth:`_left_out_may_decide`), and keeps them until it is in the shard again."""
+        cut (:meth:`_left_out_may_decide`), and keeps them until a member of the shard answers
+        that it settled, or until it is in the shard again."""
         self._last_cut = -1
         """Restart: the view whose ragged-edge cleanup is the last that may have delivered
         before the crash: the one before the view a founded view follows (its epoch is two
@@ -1288,6 +1289,10 @@ class ObjectHost:
         replica = self._replicas.get(key)
         if end.epoch > self.view.epoch:
             self._early_ends[(src, key)] = end  # the latest per member: it supersedes
+            return
+        if end.released and replica is None and self._outside.pop(key, None) is not None:
+            # The answer to an outside offer: the shard's members settled and serve its
+            # state, so this member stops offering its own.
             return
         if replica is None or end.epoch < self.view.epoch or replica.my_end is None:
             self.stats["stale_shard_end"] += 1
