@@ -344,6 +344,32 @@ def test_comparing_positions_alone_is_caught(monkeypatch: pytest.MonkeyPatch) ->
     assert replies[0] != replies[1], replies
 
 
+def lacking_the_cut(**marks: Any) -> Rebuilt:
+    """A state rebuilt at (0, 5), one update short of view 0's cut at (0, 6)."""
+    return Rebuilt(rebuilt(5), (0, 5), 5, 0, 0, **marks)
+
+
+def holding_the_cut() -> Rebuilt:
+    """A state rebuilt at (0, 6), its log marked with view 0's cut."""
+    return Rebuilt(rebuilt(6), (0, 6), 6, 0, 0, cut_epoch=0)
+
+
+def shard_moves(first: tuple[NodeId, ...], then: tuple[NodeId, ...], after: int) -> LayoutFunction:
+    """A layout whose one ``Paxos`` shard is ``first`` up to view ``after``, then ``then``."""
+
+    def layout(view: View) -> dict[str, tuple[tuple[ShardLayout, ...], ...]]:
+        members = first if view.epoch <= after else then
+        return {"KV": ((ShardLayout(tuple(m for m in members if m in view), Mode.PAXOS),),)}
+
+    return layout
+
+
+MOVED_TO_NEWCOMERS = shard_moves((0, 1, 2), (3, 4), after=2)
+MOVED_OUT_AFTER_VIEW_0 = shard_moves((0, 1, 2), (0, 2), after=0)
+VIEW_0 = compute_layout(MOVED_OUT_AFTER_VIEW_0, View(0, (0, 1, 2)))
+"""The layout of view 0, which the members left out of its cut installed last."""
+
+
 def left_out_of_the_last_cut(*, holder_back: bool) -> Members:
     """Members 0, 1 and 2 held the shard in view 0. 0 and 2 crashed during its cleanup and
     were excluded; 1 alone logged the cut (it reaches (0, 6), its log marked with view 0's
@@ -353,11 +379,7 @@ def left_out_of_the_last_cut(*, holder_back: bool) -> Members:
     members = Members(3)
     back = (0, 1, 2) if holder_back else (0, 2)
     for m in back:
-        if m == 1:
-            state = Rebuilt(rebuilt(6), (0, 6), 6, 0, 0, cut_epoch=0)
-        else:
-            state = Rebuilt(rebuilt(5), (0, 5), 5, 0, 0)
-        members.hosts[m].restart({KEY: state})
+        members.hosts[m].restart({KEY: holding_the_cut() if m == 1 else lacking_the_cut()})
     members.install(View(2, (0, 1, 2)), back)
     members.route()
     if not holder_back:
@@ -408,7 +430,7 @@ def test_a_doubt_from_an_earlier_restart_outlives_the_marks_of_later_cuts() -> N
     view 0's. The restart after view 5 still waits for 1, whom their doubts name."""
     members = Members(3)
     for m in (0, 2):
-        state = Rebuilt(rebuilt(5), (0, 5), 5, 0, 0, cut_epoch=4, doubted=(0, 1, 2))
+        state = lacking_the_cut(cut_epoch=4, doubted=(0, 1, 2))
         members.hosts[m].restart({KEY: state})
     members.install(View(6, (0, 2)), (0, 2))
     members.route()
@@ -426,9 +448,9 @@ def test_a_member_moved_out_after_the_last_cut_gives_its_state_to_those_left_out
     crash did)."""
     members = Members(3, layout_of({"KV": sharded(1, reserved=[[0, 1]], mode=Mode.PAXOS)}))
     for m in (0, 1):
-        state = Rebuilt(rebuilt(5), (0, 5), 5, 0, 0, doubted=(0, 1, 3))
+        state = lacking_the_cut(doubted=(0, 1, 3))
         members.hosts[m].restart({KEY: state})
-    members.hosts[2].restart({KEY: Rebuilt(rebuilt(6), (0, 6), 6, 0, 0, cut_epoch=0)})
+    members.hosts[2].restart({KEY: holding_the_cut()})
     members.install(View(2, (0, 1, 2)), (0, 1, 2))
     members.route()
     call_id = members.deliver(0, 2, 1, (0, 1))
@@ -440,20 +462,14 @@ def test_a_member_moved_out_after_the_last_cut_gives_its_state_to_those_left_out
     assert not members.hosts[2].holds(KEY), "it offers its state after the shard settled"
 
 
-def moved_to_newcomers(view: View) -> dict[str, tuple[tuple[ShardLayout, ...], ...]]:
-    """The shard is 0, 1 and 2 up to view 2, then the joiners 3 and 4 alone."""
-    members = (0, 1, 2) if view.epoch <= 2 else (3, 4)
-    return {"KV": ((ShardLayout(tuple(m for m in members if m in view), Mode.PAXOS),),)}
-
-
 def test_members_moved_out_while_they_wait_for_the_last_cut_do_not_hand_on_their_states() -> None:
     """As in the case above, 0 and 2 restart left out of view 0's cut, which 1 alone may have
     applied, and 1 is gone; view 3 removes it and moves the shard to the joiners 3 and 4.
     0 and 2 still waited for 1: their states may lack what its cut delivered, and handed
     to the newcomers they would become the shard's, the update 1 applied lost."""
-    members = Members(5, moved_to_newcomers)
+    members = Members(5, MOVED_TO_NEWCOMERS)
     for m in (0, 2):
-        members.hosts[m].restart({KEY: Rebuilt(rebuilt(5), (0, 5), 5, 0, 0)})
+        members.hosts[m].restart({KEY: lacking_the_cut()})
     members.install(View(2, (0, 1, 2)), (0, 2))
     members.route()
     members.install(View(3, (0, 2, 3, 4), joined=(3, 4), departed=(1,)), (0, 2, 3, 4))
@@ -463,22 +479,14 @@ def test_members_moved_out_while_they_wait_for_the_last_cut_do_not_hand_on_their
         assert members.waits[m], "the newcomers say that they wait"
 
 
-def moved_out_after_view_0(view: View) -> dict[str, tuple[tuple[ShardLayout, ...], ...]]:
-    """The shard is 0, 1 and 2 in view 0, then 0 and 2."""
-    members = (0, 1, 2) if view.epoch == 0 else (0, 2)
-    return {"KV": ((ShardLayout(tuple(m for m in members if m in view), Mode.PAXOS),),)}
-
-
 def left_out_of_a_cut_whose_holder_moved_on(*, say_installed: bool) -> Members:
     """0 and 2 crashed during view 0's cleanup and were excluded; 1 alone applied its cut,
     and view 1 moved 1 out of the shard. The whole group crashed, 1 for good. The restart
     founds view 2, whose shard is 0 and 2: 1 is no member of it. ``say_installed``: each
     restarting member is told the layout of the last view it installed, view 0."""
-    members = Members(3, moved_out_after_view_0)
-    installed = compute_layout(moved_out_after_view_0, View(0, (0, 1, 2)))
+    members = Members(3, MOVED_OUT_AFTER_VIEW_0)
     for m in (0, 2):
-        state = Rebuilt(rebuilt(5), (0, 5), 5, 0, 0)
-        members.hosts[m].restart({KEY: state}, installed if say_installed else None)
+        members.hosts[m].restart({KEY: lacking_the_cut()}, VIEW_0 if say_installed else None)
     members.install(View(2, (0, 1, 2)), (0, 2))
     members.route()
     members.install(View(3, (0, 2), departed=(1,)), (0, 2))
@@ -507,11 +515,9 @@ def test_a_doubt_learned_from_another_member_is_saved_too() -> None:
     """Only 0 was told the layout of view 0 (2's last view said nothing of 1): 2 learns from
     0's word that 1 may hold the cut, and writes its doubt again, naming 1, so that a second
     total crash that 0 does not come back from still leaves the doubt on 2's disk."""
-    members = Members(3, moved_out_after_view_0)
-    installed = compute_layout(moved_out_after_view_0, View(0, (0, 1, 2)))
+    members = Members(3, MOVED_OUT_AFTER_VIEW_0)
     for m in (0, 2):
-        state = Rebuilt(rebuilt(5), (0, 5), 5, 0, 0)
-        members.hosts[m].restart({KEY: state}, installed if m == 0 else None)
+        members.hosts[m].restart({KEY: lacking_the_cut()}, VIEW_0 if m == 0 else None)
     members.install(View(2, (0, 1, 2)), (0, 2))
     members.route()
     assert members.doubts[2] == [(0, 2), (0, 1, 2)]

@@ -373,10 +373,9 @@ class ObjectHost:
         self._restarting = False
         self._restart_holders: tuple[NodeId, ...] = ()
         """The view's :attr:`~pyderecho.core.events.ViewInstalled.restart_holders`."""
-        self._installed_shards: dict[ShardKey, tuple[NodeId, ...]] = {}
-        """Restart: each shard's members in the last view this member installed before the
-        crash (:meth:`restart`), and that view's epoch."""
-        self._installed_epoch = -1
+        self._installed: ViewLayout | None = None
+        """Restart: the layout of the last view this member installed before the crash
+        (:meth:`restart`)."""
         self._founders: tuple[NodeId, ...] | None = None
         """Restart: the members of the view this member founded."""
         self._stale_states: dict[ShardKey, Rebuilt] = {}
@@ -560,9 +559,7 @@ class ObjectHost:
         assert self.view.epoch < 0, "restart() comes before the first view"
         self._recovered = dict(recovered)
         self._restarting = True
-        if installed is not None:
-            self._installed_shards = _members_by_key(installed)
-            self._installed_epoch = installed.view.epoch
+        self._installed = installed
 
     def saved(self, key: ShardKey, position: Position) -> None:
         """The driver made the snapshot of ``key`` at ``position`` durable (a
@@ -957,7 +954,7 @@ class ObjectHost:
                 # shard's newcomers it would become the shard's. They wait instead.
                 self.stats["unvouched_states_dropped"] += 1
                 replica.recovered = None
-                named = tuple(m for m in replica.doubted if m not in replica.lacks_cut)
+                named = _awaited(replica)
                 self._out.append(
                     StateWaiting(
                         *key,
@@ -1095,7 +1092,12 @@ class ObjectHost:
                 replica.holds_last_cut = not rebuilt.doubted and (
                     rebuilt.cut_epoch >= self._last_cut or rebuilt.position[0] > self._last_cut
                 )
-            if not replica.holds_last_cut and self._installed_epoch >= self._last_cut:
+            installed = self._installed
+            if (
+                not replica.holds_last_cut
+                and installed is not None
+                and installed.view.epoch >= self._last_cut
+            ):
                 # The shard's members in the last view installed here, which the founded
                 # view's layout may no longer place in it: one of them may have applied the
                 # last cut and been moved out in the next view. The others may not know them
@@ -1103,7 +1105,7 @@ class ObjectHost:
                 # Such a member survived that view change, so the founded view names it;
                 # one it does not name failed in it, and applied no cut of it.
                 founders = self._founders or ()
-                known = [m for m in self._installed_shards.get(key, ()) if m in founders]
+                known = [m for m in _members_by_key(installed).get(key, ()) if m in founders]
                 replica.my_doubts = tuple(sorted({*replica.my_doubts, *known}))
             holders = self._restart_holders
             replica.reconcilers = tuple(m for m in members if m in holders) if holders else members
@@ -1474,7 +1476,7 @@ class ObjectHost:
                 replica.asked = set()
                 self._ask(replica)
             return False
-        missing = [m for m in replica.doubted if m not in replica.lacks_cut]
+        missing = list(_awaited(replica))
         if not missing:
             return True
         if replica.waiting_said != self.view.epoch:
@@ -2081,8 +2083,7 @@ def _end_of(replica: _Replica, epoch: int) -> ShardEnd:
         return ShardEnd(
             *replica.key, epoch, False, -1, 0, False, 0, replica.holds_last_cut, replica.my_doubts
         )
-    at = replica.cut_held_at
-    if at is not None and replica.recovered[1] >= at:
+    if _reaches_cut(replica):
         replica.holds_last_cut = True  # taken from the state chosen, or as far along
     return ShardEnd(
         *replica.key,
@@ -2103,10 +2104,22 @@ def _may_hand_on(replica: _Replica) -> bool:
     Then it holds every update the shard delivered (a ``Paxos`` update is delivered only
     once every member counted logged it)."""
     assert replica.recovered is not None
-    at = replica.cut_held_at
-    if replica.holds_last_cut or (at is not None and replica.recovered[1] >= at):
+    if replica.holds_last_cut or _reaches_cut(replica):
         return True
-    return bool(replica.doubted) and all(m in replica.lacks_cut for m in replica.doubted)
+    return bool(replica.doubted) and not _awaited(replica)
+
+
+def _reaches_cut(replica: _Replica) -> bool:
+    """Whether the state held reaches as far as one said to hold the last cut
+    (:attr:`_Replica.cut_held_at`): then it holds that cut too."""
+    at = replica.cut_held_at
+    return replica.recovered is not None and at is not None and replica.recovered[1] >= at
+
+
+def _awaited(replica: _Replica) -> tuple[NodeId, ...]:
+    """The members that may have applied the last cut and have not said their logs lack it:
+    the ones a comparison lacking that cut waits for."""
+    return tuple(m for m in replica.doubted if m not in replica.lacks_cut)
 
 
 def _holds_nothing(key: ShardKey, epoch: int) -> ShardEnd:
