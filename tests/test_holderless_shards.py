@@ -30,6 +30,8 @@ from pyderecho.replicated.events import (
 )
 from pyderecho.replicated.host import ObjectHost
 from pyderecho.replicated.messages import StateChunk, StateHeader, decode_peer
+from pyderecho.replicated.recovery import Rebuilt
+from pyderecho.sim.swarm import KV
 
 
 def holder_fails_before_its_transfer(mode: Mode) -> Members:
@@ -66,6 +68,32 @@ def test_a_paxos_shard_whose_every_holder_failed_waits_at_its_members() -> None:
         assert [w.epoch for w in members.reported(m, StateWaiting)] == [2]
         assert members.reported(m, StateLost) == []
         assert members.hosts[m].state_digest(KEY) is None
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="open (docs/persistence.md, 'What is not built yet'): a holder back while the "
+    "group runs rejoins as a new member, and its logs serve only its own catch-up",
+)
+def test_a_holder_back_while_the_group_runs_ends_the_wait() -> None:
+    """How promise 19's wait should end: 0, the shard's one holder, comes back from its disk
+    (its state at (0, 1), its log marked with view 0's cut, logged as view 1 was installed)
+    and joins view 3. Nothing was delivered since 1 and 2 joined, so 0's state is the one
+    they were to receive; all three should hold it and answer the next call. Today 0 asks
+    1 and 2, which hold nothing, and all three wait for good."""
+    members = holder_fails_before_its_transfer(Mode.PAXOS)
+    kv = KV()
+    kv.put("c1", 1)
+    members.hosts[0] = ObjectHost(0, {"KV": KV})
+    members.hosts[0].restart({KEY: Rebuilt(kv, (0, 1), 1, 0, 0, last=(0, 0), cut_epoch=0)})
+    members.down = set()
+    members.install(View(3, (0, 1, 2), joined=(0,)))
+    members.route()
+    call_id = members.call(1, 3, 1, (0, 1, 2))
+    members.route()
+    replies = [d.replies for d in members.reported(1, CallDone) if d.call_id == call_id]
+    assert replies == [{0: 2, 1: 2, 2: 2}], "the shard still waits"
 
 
 def test_members_that_wait_for_each_other_are_caught(monkeypatch: pytest.MonkeyPatch) -> None:
