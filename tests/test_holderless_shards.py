@@ -70,30 +70,97 @@ def test_a_paxos_shard_whose_every_holder_failed_waits_at_its_members() -> None:
         assert members.hosts[m].state_digest(KEY) is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="open (docs/persistence.md, 'What is not built yet'): a holder back while the "
-    "group runs rejoins as a new member, and its logs serve only its own catch-up",
-)
-def test_a_holder_back_while_the_group_runs_ends_the_wait() -> None:
-    """How promise 19's wait should end: 0, the shard's one holder, comes back from its disk
-    (its state at (0, 1), its log marked with view 0's cut, logged as view 1 was installed)
-    and joins view 3. Nothing was delivered since 1 and 2 joined, so 0's state is the one
-    they were to receive; all three should hold it and answer the next call. Today 0 asks
-    1 and 2, which hold nothing, and all three wait for good."""
+def holder_back(
+    updates: int, position: tuple[int, int], last: tuple[int, int], cut_epoch: int
+) -> Members:
+    """0, the shard's one holder, comes back from its disk with a state of ``updates`` calls
+    at ``position`` (its last update's sender and timestamp ``last``, its log marked with
+    the cut of view ``cut_epoch``) and joins view 3, while 1 and 2 wait for a holder."""
     members = holder_fails_before_its_transfer(Mode.PAXOS)
     kv = KV()
-    kv.put("c1", 1)
+    for n in range(updates):
+        kv.put(f"c{n + 1}", n + 1)
     members.hosts[0] = ObjectHost(0, {"KV": KV})
-    members.hosts[0].restart({KEY: Rebuilt(kv, (0, 1), 1, 0, 0, last=(0, 0), cut_epoch=0)})
+    state = Rebuilt(kv, position, updates, 0, 0, last=last, cut_epoch=cut_epoch)
+    members.hosts[0].restart({KEY: state})
     members.down = set()
     members.install(View(3, (0, 1, 2), joined=(0,)))
     members.route()
-    call_id = members.call(1, 3, 1, (0, 1, 2))
+    return members
+
+
+def replies_to_a_call(members: Members) -> list[dict[NodeId, object]]:
+    call_id = members.call(1, 3, 1, (0, 1, 2), key="d")
     members.route()
-    replies = [d.replies for d in members.reported(1, CallDone) if d.call_id == call_id]
-    assert replies == [{0: 2, 1: 2, 2: 2}], "the shard still waits"
+    return [d.replies for d in members.reported(1, CallDone) if d.call_id == call_id]
+
+
+def test_a_holder_back_while_the_group_runs_ends_the_wait() -> None:
+    """How promise 19's wait ends: 0's log holds the cut of view 0, the last view before 1
+    and 2 joined, and nothing was delivered since: its state is the one they were to
+    receive. They take it, and 0 takes theirs; all three answer the next call alike."""
+    members = holder_back(1, (0, 1), (0, 0), cut_epoch=0)
+    assert replies_to_a_call(members) == [{0: 2, 1: 2, 2: 2}]
+    assert all(members.hosts[m].stats["offers_taken"] == 1 for m in (1, 2))
+
+
+def test_a_state_short_of_the_cut_before_the_wait_is_refused() -> None:
+    """0's log lacks the mark of view 0's cut: its state may lack what that cut delivered,
+    so 1 and 2 keep waiting rather than take it."""
+    members = holder_back(0, (0, 0), (-1, 0), cut_epoch=-1)
+    assert replies_to_a_call(members) == [], "a call answered from a state that may be short"
+    for m in (1, 2):
+        assert members.hosts[m].state_digest(KEY) is None
+        assert members.hosts[m].stats["offers_refused"] == 1
+
+
+def test_taking_any_offered_state_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Planted: the offer is taken whatever it holds. 0 comes back with the state of before
+    its one update (its last records lost, say): the update is gone from the shard, and the
+    next call is answered as the first."""
+    monkeypatch.setattr(host_module, "_meets_history", lambda replica, offer: True)
+    members = holder_back(0, (0, 0), (-1, 0), cut_epoch=-1)
+    assert replies_to_a_call(members) == [{0: 1, 1: 1, 2: 1}]
+
+
+def holder_back_after_a_delivery(timestamp: int) -> Members:
+    """View 1 delivers a call (at (1, 1), timestamp 0) at 0, 1 and 2 before 1 and 2 have the
+    state, and 0 fails before sending it: they wait with that call buffered. 0 comes back
+    with a state at (1, 1) whose last update has ``timestamp``."""
+    members = Members(3, Mode.PAXOS)
+    members.install(View(0, (0,)))
+    members.route()
+    members.call(0, 0, 1, (0,))
+    members.route()
+    members.install(View(1, (0, 1, 2), joined=(1, 2)))
+    members.call(0, 1, 1, (0, 1, 2), key="b")
+    members.down = {0}
+    members.route()
+    members.install(View(2, (1, 2), departed=(0,)))
+    members.route()
+    kv = KV()
+    kv.put("c1", 1)
+    kv.put("b1", 1)
+    members.hosts[0] = ObjectHost(0, {"KV": KV})
+    state = Rebuilt(kv, (1, 1), 2, 0, 0, last=(0, timestamp), cut_epoch=0)
+    members.hosts[0].restart({KEY: state})
+    members.down = set()
+    members.install(View(3, (0, 1, 2), joined=(0,)))
+    members.route()
+    return members
+
+
+def test_a_state_that_ends_with_an_update_the_waiting_members_hold_is_taken() -> None:
+    members = holder_back_after_a_delivery(timestamp=0)
+    assert replies_to_a_call(members) == [{0: 3, 1: 3, 2: 3}]
+
+
+def test_a_state_whose_last_update_is_not_the_one_held_there_is_refused() -> None:
+    """The update at (1, 1) in 0's state has another timestamp than the one 1 and 2
+    delivered there: not the shard's history, and not taken."""
+    members = holder_back_after_a_delivery(timestamp=7)
+    assert replies_to_a_call(members) == []
+    assert all(members.hosts[m].state_digest(KEY) is None for m in (1, 2))
 
 
 def test_members_that_wait_for_each_other_are_caught(monkeypatch: pytest.MonkeyPatch) -> None:

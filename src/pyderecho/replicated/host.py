@@ -80,6 +80,7 @@ from pyderecho.replicated.messages import (
     StateAck,
     StateChunk,
     StateHeader,
+    StateOffer,
     StateRequest,
     StateStatus,
     caught_updates_decoder,
@@ -130,6 +131,8 @@ hold several times the budget."""
 class _Buffered:
     position: Position
     sender: NodeId
+    timestamp: int
+    """The update's hybrid logical timestamp (microseconds; 0 outside ``Paxos`` shards)."""
     call: Call | None
 
 
@@ -162,6 +165,15 @@ class _Replica:
     asking: NodeId | None = None
     rejected: list[str] = field(default_factory=list)
     """Why states received so far could not be installed."""
+    history_from: int = -1
+    """The view from which this replica counted every delivery of the shard while it held
+    no state (-1: none, or it compares states after a restart): what a state offered by a
+    member back from its logs must meet (:meth:`ObjectHost._on_state_offer`)."""
+    asking_offered: bool = False
+    """The member asked (``asking``) is asked for the state it offered."""
+    offers: dict[NodeId, StateOffer] = field(default_factory=dict)
+    """States offered by members back from their logs, not asked for yet: taken once no
+    old member holds the state (:meth:`ObjectHost._take_offer`)."""
     incoming: _Incoming | None = None
     waiting: list[NodeId] = field(default_factory=list)
     """Members that asked this replica for state before it had any."""
@@ -370,6 +382,16 @@ class ObjectHost:
         self._rejoining: dict[ShardKey, Rebuilt] = {}
         """A member back while the group runs: the states its logs rebuilt that end with an
         update (whose sender and timestamp it asks with), until the first view plans them."""
+        self._rejoined_states: dict[ShardKey, Rebuilt] = {}
+        """A member back while the group runs: the states its logs rebuilt, offered to their
+        shards' members in the first view that runs the layout (:class:`StateOffer`)."""
+        self._offered: dict[ShardKey, tuple[int, _Replica]] = {}
+        """The states offered (:class:`StateOffer`), with the view offered in: served to the
+        members that ask for them, through the view after it, or until this member holds
+        the shard's state itself."""
+        self._early_offers: dict[tuple[NodeId, ShardKey], StateOffer] = {}
+        """Offers made in a view this member has not installed yet (the latest per member
+        and shard)."""
         self._restarting = False
         self._restart_holders: tuple[NodeId, ...] = ()
         """The view's :attr:`~pyderecho.core.events.ViewInstalled.restart_holders`."""
@@ -621,6 +643,9 @@ class ObjectHost:
             self._on_peer(event.src, message)
         elif isinstance(event, ViewInstalled):
             self._on_view(event)
+            offers, self._early_offers = self._early_offers, {}
+            for (src, _), offer in offers.items():
+                self._on_state_offer(src, offer)  # before requests, as they were sent
             early, self._early_requests = self._early_requests, {}
             for (src, _), request in early.items():
                 self._on_state_request(src, request)
@@ -683,7 +708,7 @@ class ObjectHost:
             if pending is not None:
                 pending.expected = (self.node_id,) if pending.own else ref.layout.members
         if replica.obj is None:
-            replica.buffered.append(_Buffered(position, event.sender, call))
+            replica.buffered.append(_Buffered(position, event.sender, event.timestamp, call))
         elif position <= replica.skip_until:
             self._caught_up(event.sender, call)
         else:
@@ -901,6 +926,8 @@ class ObjectHost:
             self._rejoined_marks = {
                 k: (-1 if r.doubted else r.cut_epoch) for k, r in self._recovered.items()
             }
+            # A state under a doubt may lack what members it names delivered: not offered.
+            self._rejoined_states = {k: r for k, r in self._recovered.items() if not r.doubted}
             self._recovered = {}
         for call_id, pending in list(self._calls.items()):
             if pending.expected is not None:
@@ -986,6 +1013,12 @@ class ObjectHost:
             for member in view.members:
                 if member != self.node_id:
                     self._send(member, self._restart_view)
+        self._offered = {k: o for k, o in self._offered.items() if o[0] >= view.epoch - 1}
+        if self._rejoined_states:
+            # Before any request of this member's: a member asked for the state it offers
+            # keeps this member's own request until it has the state.
+            self._offer_rebuilt(layout, self._rejoined_states)
+            self._rejoined_states = {}
         previous = _members_by_key(event.previous)
         for key, ref in keys.items():
             self._plan(key, ref, previous.get(key))
@@ -1074,6 +1107,67 @@ class ObjectHost:
             for member in ref.layout.members:
                 self._send(member, end)
 
+    def _offer_rebuilt(self, layout: ViewLayout, states: Mapping[ShardKey, Rebuilt]) -> None:
+        """Back while the group runs: tell each ``Paxos`` shard's members how far the state
+        this member's logs rebuilt of it reaches. A shard whose every holder failed waits
+        for one to come back (promise 19); its members take this state where it meets the
+        deliveries they hold (:meth:`_on_state_offer`), whether or not the layout places
+        this member in the shard again."""
+        for ref in layout.shards:
+            key = (ref.type_name, ref.subgroup_index, ref.shard)
+            state = states.get(key)
+            if ref.layout.mode is not Mode.PAXOS or state is None or key[0] not in self.types:
+                continue
+            replica = _Replica(key, self.types[key[0]], state.obj, paxos=True)
+            replica.position = replica.skip_until = state.position
+            replica.saved_bytes = state.state_bytes
+            self._offered[key] = (self.view.epoch, replica)
+            sender, timestamp = state.last if state.last is not None else (-1, 0)
+            offer = StateOffer(
+                *key, self.view.epoch, *state.position, sender, timestamp, state.cut_epoch
+            )
+            for member in ref.layout.members:
+                if member != self.node_id:
+                    self._send(member, offer)
+
+    def _on_state_offer(self, src: NodeId, offer: StateOffer) -> None:
+        """A member back from its logs offers a state: kept by a member of the shard that
+        holds none, and taken once no old member it asks holds one (:meth:`_take_offer`)."""
+        key = (offer.type_name, offer.subgroup_index, offer.shard)
+        if offer.epoch > self.view.epoch:
+            self._early_offers[(src, key)] = offer
+            return
+        replica = self._replicas.get(key)
+        if (
+            replica is None
+            or offer.epoch < self.view.epoch
+            or replica.obj is not None
+            or not replica.paxos
+            or replica.ends is not None
+            or replica.history_from < 0
+        ):
+            return  # it holds the state, or compares states after a restart
+        replica.offers[src] = offer
+        if replica.asking is None and replica.incoming is None:
+            self._take_offer(replica)
+
+    def _take_offer(self, replica: _Replica) -> bool:
+        """Ask for an offered state that meets the deliveries this member holds
+        (:func:`_meets_history`), the lowest-ranked offerer's first; whether one was."""
+        for src in sorted(replica.offers):
+            offer = replica.offers.pop(src)
+            if src not in self.view:
+                continue
+            if not _meets_history(replica, offer):
+                self.stats["offers_refused"] += 1
+                continue
+            self.stats["offers_taken"] += 1
+            replica.candidates, replica.asked = [src], {src}
+            replica.asking, replica.asking_offered = src, True
+            self._send(src, StateRequest(*replica.key, self.view.epoch, offered=True))
+            return True
+        return False
+
     def _plan(self, key: ShardKey, ref: ShardRef, before: tuple[NodeId, ...] | None) -> None:
         members = ref.layout.members
         paxos = ref.layout.mode is Mode.PAXOS
@@ -1123,6 +1217,7 @@ class ObjectHost:
             # not: the founders compare their states here, and this member, which joined
             # since, takes the one they agree on.
             replica = self._replicas[key] = _Replica(key, self.types[key[0]], None, paxos=True)
+            replica.history_from = self.view.epoch
             holders = self._restart_holders
             replica.candidates = [m for m in members if m in holders]
             if replica.candidates:
@@ -1137,6 +1232,7 @@ class ObjectHost:
         old += [m for m in held if m not in members]
         if replica is None:
             replica = self._replicas[key] = _Replica(key, self.types[key[0]], None, paxos=paxos)
+            replica.history_from = self.view.epoch
             if before is None or not old:
                 self._start_fresh(replica, lost=before is not None)
             else:
@@ -1537,6 +1633,7 @@ class ObjectHost:
     # -- state transfer ---------------------------------------------------------------------
 
     def _ask(self, replica: _Replica) -> None:
+        replica.asking_offered = False
         for candidate in replica.candidates:
             if candidate not in replica.asked and candidate in self.view:
                 replica.asking = candidate
@@ -1558,6 +1655,8 @@ class ObjectHost:
             # state comes here in this view, and all start alike from the constructor at its
             # start; one that comes to the next view instead asks those, which now hold it.
             self._start_fresh(replica, lost=True)
+            return
+        if replica.paxos and not replica.rejected and self._take_offer(replica):
             return
         if replica.paxos and not replica.rejected:
             self._out.append(
@@ -1603,7 +1702,15 @@ class ObjectHost:
             return
         key = (request.type_name, request.subgroup_index, request.shard)
         replica = self._replicas.get(key) or self._retired.get(key) or self._outside.get(key)
-        if replica is None:
+        offered = self._offered.get(key)
+        if request.offered and (replica is None or replica.obj is None):
+            # The state this member offered, which the requester found meets its history.
+            if offered is None:
+                self._send(src, StateHeader(*key, StateStatus.NOT_HELD))
+            else:
+                self.stats["offered_states_sent"] += 1
+                self._send_state(offered[1], src, request.epoch)
+        elif replica is None:
             self._send(src, StateHeader(*key, StateStatus.NOT_HELD))
         elif replica.obj is None:
             if replica.ends is not None and replica.recovered is not None:
@@ -1615,6 +1722,10 @@ class ObjectHost:
                 # It waits for a holder itself, with nobody left to ask: the asker should
                 # know it waits too, rather than wait on a member that cannot answer.
                 self._send(src, StateHeader(*key, StateStatus.NOT_HELD))
+            elif replica.asking == src and replica.asking_offered:
+                # The member whose offered state this one takes: served once it has it.
+                if src not in replica.waiting:
+                    replica.waiting.append(src)
             elif (
                 replica.asking == src and replica.ends is None and request.epoch == self.view.epoch
             ):
@@ -1810,6 +1921,11 @@ class ObjectHost:
                 return
             if header.status is StateStatus.UNSENT:
                 replica.holder_unsent = True
+            if replica.asking_offered and src in replica.waiting:
+                # Its offer came to nothing: its own request, kept for the state it offered,
+                # gets the answer any waiting member gives.
+                replica.waiting.remove(src)
+                self._send(src, StateHeader(*key, StateStatus.NOT_HELD))
             self._ask(replica)
             return
         if header.updates and (replica.held is None or replica.ends is not None):
@@ -1893,6 +2009,8 @@ class ObjectHost:
         if replica.paxos:
             self._save(replica, position, bytes(state))
         replica.asking = None
+        replica.asking_offered = False
+        self._offered.pop(replica.key, None)  # what it holds now is the shard's
         self._out.append(
             StateReceived(
                 *replica.key, incoming.source, header.size, position, header.lost, header.updates
@@ -2008,6 +2126,8 @@ class ObjectHost:
                 self._on_query_reply(src, message)
             elif isinstance(message, StateRequest):
                 self._on_state_request(src, message)
+            elif isinstance(message, StateOffer):
+                self._on_state_offer(src, message)
             elif isinstance(message, StateHeader):
                 self._on_state_header(src, message)
             elif isinstance(message, StateChunk):
@@ -2107,6 +2227,29 @@ def _may_hand_on(replica: _Replica) -> bool:
     if replica.holds_last_cut or _reaches_cut(replica):
         return True
     return bool(replica.doubted) and not _awaited(replica)
+
+
+def _meets_history(replica: _Replica, offer: StateOffer) -> bool:
+    """Whether the state ``offer`` describes, with the deliveries ``replica`` buffered after
+    it, is the shard's state: every delivery since the view this member began counting in
+    (``history_from``, j) is buffered here, so the state must hold every earlier one.
+
+    A member's log holds only stable messages, each of which the shard delivered (a cleanup
+    never trims one), from a snapshot on (an earlier stint's directory is discarded before a
+    new stint logs anything). So the offered state holds every delivery up to its position,
+    and it meets this history if that position is one buffered here with the same sender and
+    timestamp, or, ending before view j, if its log is marked with the cut of view j - 1 (it
+    holds all that view delivered) and of no later view this member buffered deliveries of."""
+    have = (offer.have_epoch, offer.have_count)
+    if have[0] >= replica.history_from:
+        same = [b for b in replica.buffered if b.position == have]
+        return bool(same) and (same[0].sender, same[0].timestamp) == (
+            offer.have_sender,
+            offer.have_timestamp,
+        )
+    return offer.cut_epoch >= replica.history_from - 1 and all(
+        b.position[0] > offer.cut_epoch for b in replica.buffered
+    )
 
 
 def _reaches_cut(replica: _Replica) -> bool:

@@ -81,6 +81,29 @@ class StateRequest(msgspec.Struct, frozen=True, array_like=True, tag="S"):
     """The sender and timestamp of the update at that position, by which the asked member
     checks that its own history holds that update there."""
     have_timestamp: int = 0
+    offered: bool = False
+    """The requester asks for the state the asked member offered (:class:`StateOffer`),
+    which it found meets the deliveries it holds."""
+
+
+class StateOffer(msgspec.Struct, frozen=True, array_like=True, tag="O"):
+    """A member back while the group runs, from its logs, tells a ``Paxos`` shard's members
+    how far the state its logs rebuilt reaches: members that wait for a holder (every one
+    failed) take it where it meets the deliveries they hold."""
+
+    type_name: str
+    subgroup_index: int
+    shard: int
+    epoch: int
+    """The view it offers in."""
+    have_epoch: int
+    have_count: int
+    have_sender: int
+    """The sender and timestamp of the update at (have_epoch, have_count); -1 and 0 where the
+    state is its snapshot's, with no update replayed after it."""
+    have_timestamp: int
+    cut_epoch: int
+    """The last view whose cut its log of the shard is marked to hold (-1: none)."""
 
 
 class StateStatus(enum.IntEnum):
@@ -215,6 +238,7 @@ PeerPayload = (
     | QueryRequest
     | QueryReply
     | StateRequest
+    | StateOffer
     | StateHeader
     | StateChunk
     | StateAck
