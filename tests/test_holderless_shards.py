@@ -118,7 +118,7 @@ def test_taking_any_offered_state_is_caught(monkeypatch: pytest.MonkeyPatch) -> 
     """Planted: the offer is taken whatever it holds. 0 comes back with the state of before
     its one update (its last records lost, say): the update is gone from the shard, and the
     next call is answered as the first."""
-    monkeypatch.setattr(host_module, "_meets_history", lambda replica, offer: True)
+    monkeypatch.setattr(host_module, "_meets_history", lambda replica, src, offer: True)
     members = holder_back(0, (0, 0), (-1, 0), cut_epoch=-1)
     assert replies_to_a_call(members) == [{0: 1, 1: 1, 2: 1}]
 
@@ -161,6 +161,47 @@ def test_a_state_whose_last_update_is_not_the_one_held_there_is_refused() -> Non
     members = holder_back_after_a_delivery(timestamp=7)
     assert replies_to_a_call(members) == []
     assert all(members.hosts[m].state_digest(KEY) is None for m in (1, 2))
+
+
+def sole_holder_crashed(cut_epoch: int) -> Members:
+    """0 holds the shard alone through views 0 and 1 (a call in each) and crashes; view 2
+    removes it and brings 1 and 2 in, new to the shard, with no old member to ask. 0 comes
+    back from its disk (its state at (1, 1), its log marked with the cut of view
+    ``cut_epoch``) and joins view 3."""
+    members = Members(3, Mode.PAXOS)
+    members.install(View(0, (0,)))
+    members.route()
+    members.call(0, 0, 1, (0,))
+    members.install(View(1, (0,)))
+    members.call(0, 1, 1, (0,), key="b")
+    members.route()
+    members.install(View(2, (1, 2), joined=(1, 2), departed=(0,)))
+    members.route()
+    kv = KV()
+    kv.put("c1", 1)
+    kv.put("b1", 1)
+    members.hosts[0] = ObjectHost(0, {"KV": KV})
+    state = Rebuilt(kv, (1, 1), 2, 0, 0, last=(0, 0), cut_epoch=cut_epoch)
+    members.hosts[0].restart({KEY: state})
+    members.install(View(3, (0, 1, 2), joined=(0,)))
+    members.route()
+    return members
+
+
+def test_the_sole_holder_back_after_its_shard_moved_to_newcomers_ends_the_wait() -> None:
+    """No member of the shard in view 1 reached view 2, so view 1's cleanup delivered nothing
+    of it: what view 1 delivered is in 0's log, which holds view 0's cut, so 0 held the state
+    as view 1 began. 1 and 2 take its state."""
+    members = sole_holder_crashed(cut_epoch=0)
+    assert replies_to_a_call(members) == [{0: 3, 1: 3, 2: 3}]
+
+
+def test_a_sole_holder_left_out_of_the_cut_before_is_refused() -> None:
+    """0's log lacks view 0's cut (it was left out of that cleanup, which may have delivered
+    updates at members since gone): its state may be short, and 1 and 2 keep waiting."""
+    members = sole_holder_crashed(cut_epoch=-1)
+    assert replies_to_a_call(members) == []
+    assert all(members.hosts[m].stats["offers_refused"] == 1 for m in (1, 2))
 
 
 def test_members_that_wait_for_each_other_are_caught(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -585,6 +585,76 @@ def test_long_paxos_seed_sweep_with_members_lost_beyond_the_budget(seed: int) ->
     assert run_simulation(spec).violations == []
 
 
+def holder_back_scenario(seed: int) -> SimulationSpec:
+    """Small groups (three to five members) whose shards are small, one or two joiners, and
+    one crash whose member comes back from its disk while the group runs: now and then the
+    crashed member was a shard's one holder, its newcomers wait for the state, and the
+    member back offers the state its logs rebuilt (persistence.md, "A holder back ends a
+    holderless wait")."""
+    rng = random.Random(seed * 104729 + 11)
+    members = rng.randint(3, 5)
+    return paxos_spec(
+        rng,
+        members=members,
+        layout=rng.choice(
+            [layout_of({"KV": sharded(2, min_size=1)}), layout_of({"KV": every_member()})]
+        ),
+        seed=seed,
+        messages=rng.randint(20, 80),
+        crash=1,
+        rejoin=1,
+        join=rng.randint(1, 2),
+    )
+
+
+@pytest.mark.parametrize("seed", range(200))
+def test_paxos_seed_sweep_with_a_holder_back(seed: int) -> None:
+    assert run_simulation(holder_back_scenario(seed)).violations == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(200, 2200))
+def test_long_paxos_seed_sweep_with_a_holder_back(seed: int) -> None:
+    assert run_simulation(holder_back_scenario(seed)).violations == []
+
+
+def offers_met(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Whether each offered state a waiting member weighed met its history, as they come."""
+    weighed: list[bool] = []
+    original = host_module._meets_history
+
+    def counted(replica: Any, src: int, offer: Any) -> bool:
+        weighed.append(original(replica, src, offer))
+        return weighed[-1]
+
+    monkeypatch.setattr(host_module, "_meets_history", counted)
+    return weighed
+
+
+@pytest.mark.parametrize("seed", [3295, 4496, 4616, 6757])
+def test_a_shard_whose_holders_all_failed_takes_the_state_of_one_back(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Beyond the sweep: a shard's one holder crashed, its newcomers waited, and it came back
+    from its disk; they took its state, and every check holds (replicas, state rule)."""
+    weighed = offers_met(monkeypatch)
+    assert run_simulation(holder_back_scenario(seed)).violations == []
+    assert True in weighed, "no offered state was taken: pick another seed"
+
+
+def test_taking_a_state_that_does_not_meet_the_history_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Planted: waiting members take any offered state. In seed 762 member 3, a holder of
+    shard 1, crashed before its newcomer 4 had the state; 5 entered the shard in view 3 and
+    waited too. 3 came back in view 4 with a state that ended in view 0. 4 had buffered
+    every delivery since view 1, but 5 only since view 3: taken by 5, the state lacked what
+    the shard delivered in view 2, and 5's replica parted from the others'."""
+    monkeypatch.setattr(host_module, "_meets_history", lambda replica, src, offer: True)
+    violations = run_simulation(holder_back_scenario(762)).violations
+    assert any(v.startswith("state: ") for v in violations), violations
+
+
 def test_a_restart_founded_late_is_given_its_startup_wait() -> None:
     """Seed 5992 with two members lost for good, beyond the fault budget: the restart founded
     its view 1.1 s after the last member it needed was back (its agreement asks again a while

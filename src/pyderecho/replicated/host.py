@@ -169,6 +169,10 @@ class _Replica:
     """The view from which this replica counted every delivery of the shard while it held
     no state (-1: none, or it compares states after a restart): what a state offered by a
     member back from its logs must meet (:meth:`ObjectHost._on_state_offer`)."""
+    orphaned_by: tuple[NodeId, ...] = ()
+    """The shard's members in the view before ``history_from``, when none of them reached
+    that view (it started without an old member): no cleanup delivered anything of the
+    shard at the end of that view, so what it delivered is in each of their logs."""
     asking_offered: bool = False
     """The member asked (``asking``) is asked for the state it offered."""
     offers: dict[NodeId, StateOffer] = field(default_factory=dict)
@@ -1158,7 +1162,7 @@ class ObjectHost:
             offer = replica.offers.pop(src)
             if src not in self.view:
                 continue
-            if not _meets_history(replica, offer):
+            if not _meets_history(replica, src, offer):
                 self.stats["offers_refused"] += 1
                 continue
             self.stats["offers_taken"] += 1
@@ -1234,6 +1238,8 @@ class ObjectHost:
             replica = self._replicas[key] = _Replica(key, self.types[key[0]], None, paxos=paxos)
             replica.history_from = self.view.epoch
             if before is None or not old:
+                if paxos and before is not None:
+                    replica.orphaned_by = before
                 self._start_fresh(replica, lost=before is not None)
             else:
                 replica.held = self._rejoining.pop(key, None) if paxos else None
@@ -2229,25 +2235,32 @@ def _may_hand_on(replica: _Replica) -> bool:
     return bool(replica.doubted) and not _awaited(replica)
 
 
-def _meets_history(replica: _Replica, offer: StateOffer) -> bool:
-    """Whether the state ``offer`` describes, with the deliveries ``replica`` buffered after
-    it, is the shard's state: every delivery since the view this member began counting in
+def _meets_history(replica: _Replica, src: NodeId, offer: StateOffer) -> bool:
+    """Whether the state ``src`` offers, with the deliveries ``replica`` buffered after it,
+    is the shard's state: every delivery since the view this member began counting in
     (``history_from``, j) is buffered here, so the state must hold every earlier one.
 
     A member's log holds only stable messages, each of which the shard delivered (a cleanup
     never trims one), from a snapshot on (an earlier stint's directory is discarded before a
     new stint logs anything). So the offered state holds every delivery up to its position,
     and it meets this history if that position is one buffered here with the same sender and
-    timestamp, or, ending before view j, if its log is marked with the cut of view j - 1 (it
-    holds all that view delivered) and of no later view this member buffered deliveries of."""
+    timestamp. Or, ending before view j: if its log is marked with the cut of view j - 1 (it
+    holds all that view delivered) and of no later view this member buffered deliveries of;
+    or if ``src`` was a member of the shard in view j - 1, none of whose members reached
+    view j (``orphaned_by``), and its log is marked with the cut of view j - 2: it held the
+    state as j - 1 began, each delivery of j - 1 waited for its log, and no cleanup delivered
+    anything at the end of j - 1 (the one holder crashed, and its shard moved to newcomers)."""
     have = (offer.have_epoch, offer.have_count)
-    if have[0] >= replica.history_from:
+    j = replica.history_from
+    if have[0] >= j:
         same = [b for b in replica.buffered if b.position == have]
         return bool(same) and (same[0].sender, same[0].timestamp) == (
             offer.have_sender,
             offer.have_timestamp,
         )
-    return offer.cut_epoch >= replica.history_from - 1 and all(
+    if src in replica.orphaned_by and offer.cut_epoch >= j - 2:
+        return True
+    return offer.cut_epoch >= j - 1 and all(
         b.position[0] > offer.cut_epoch for b in replica.buffered
     )
 
