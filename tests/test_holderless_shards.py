@@ -34,15 +34,31 @@ from pyderecho.replicated.recovery import Rebuilt
 from pyderecho.sim.swarm import KV
 
 
-def holder_fails_before_its_transfer(mode: Mode) -> Members:
-    """0 holds the state and takes a call; 1 and 2 join and ask it; 0 fails before any of its
-    answer arrives, and view 2 holds 1 and 2 alone."""
-    members = Members(3, mode)
+def joiners_of_one_holder(count: int, mode: Mode) -> Members:
+    """0 holds the state alone and takes a call; 1 and 2 join in view 1 (installed, nothing
+    routed in it yet)."""
+    members = Members(count, mode)
     members.install(View(0, (0,)))
     members.route()
     members.call(0, 0, 1, (0,))
     members.route()
     members.install(View(1, (0, 1, 2), joined=(1, 2)))
+    return members
+
+
+def comes_back(members: Members, state: Rebuilt) -> None:
+    """0 restarts from its disk with ``state`` and joins view 3 with 1 and 2."""
+    members.hosts[0] = ObjectHost(0, {"KV": KV})
+    members.hosts[0].restart({KEY: state})
+    members.down = set()
+    members.install(View(3, (0, 1, 2), joined=(0,)))
+    members.route()
+
+
+def holder_fails_before_its_transfer(mode: Mode) -> Members:
+    """0 holds the state and takes a call; 1 and 2 join and ask it; 0 fails before any of its
+    answer arrives, and view 2 holds 1 and 2 alone."""
+    members = joiners_of_one_holder(3, mode)
     members.down = {0}
     members.route()
     members.install(View(2, (1, 2), departed=(0,)))
@@ -80,12 +96,7 @@ def holder_back(
     kv = KV()
     for n in range(updates):
         kv.put(f"c{n + 1}", n + 1)
-    members.hosts[0] = ObjectHost(0, {"KV": KV})
-    state = Rebuilt(kv, position, updates, 0, 0, last=last, cut_epoch=cut_epoch)
-    members.hosts[0].restart({KEY: state})
-    members.down = set()
-    members.install(View(3, (0, 1, 2), joined=(0,)))
-    members.route()
+    comes_back(members, Rebuilt(kv, position, updates, 0, 0, last=last, cut_epoch=cut_epoch))
     return members
 
 
@@ -127,12 +138,7 @@ def holder_back_after_a_delivery(timestamp: int) -> Members:
     """View 1 delivers a call (at (1, 1), timestamp 0) at 0, 1 and 2 before 1 and 2 have the
     state, and 0 fails before sending it: they wait with that call buffered. 0 comes back
     with a state at (1, 1) whose last update has ``timestamp``."""
-    members = Members(3, Mode.PAXOS)
-    members.install(View(0, (0,)))
-    members.route()
-    members.call(0, 0, 1, (0,))
-    members.route()
-    members.install(View(1, (0, 1, 2), joined=(1, 2)))
+    members = joiners_of_one_holder(3, Mode.PAXOS)
     members.call(0, 1, 1, (0, 1, 2), key="b")
     members.down = {0}
     members.route()
@@ -141,12 +147,7 @@ def holder_back_after_a_delivery(timestamp: int) -> Members:
     kv = KV()
     kv.put("c1", 1)
     kv.put("b1", 1)
-    members.hosts[0] = ObjectHost(0, {"KV": KV})
-    state = Rebuilt(kv, (1, 1), 2, 0, 0, last=(0, timestamp), cut_epoch=0)
-    members.hosts[0].restart({KEY: state})
-    members.down = set()
-    members.install(View(3, (0, 1, 2), joined=(0,)))
-    members.route()
+    comes_back(members, Rebuilt(kv, (1, 1), 2, 0, 0, last=(0, timestamp), cut_epoch=0))
     return members
 
 
@@ -180,11 +181,7 @@ def sole_holder_crashed(cut_epoch: int) -> Members:
     kv = KV()
     kv.put("c1", 1)
     kv.put("b1", 1)
-    members.hosts[0] = ObjectHost(0, {"KV": KV})
-    state = Rebuilt(kv, (1, 1), 2, 0, 0, last=(0, 0), cut_epoch=cut_epoch)
-    members.hosts[0].restart({KEY: state})
-    members.install(View(3, (0, 1, 2), joined=(0,)))
-    members.route()
+    comes_back(members, Rebuilt(kv, (1, 1), 2, 0, 0, last=(0, 0), cut_epoch=cut_epoch))
     return members
 
 
@@ -240,12 +237,7 @@ def test_a_holder_that_cannot_snapshot_its_state_is_not_taken_for_lost(
         return state_module.snapshot(spec, obj)
 
     monkeypatch.setattr(host_module, "snapshot", snapshot)
-    members = Members(4, Mode.ORDERED)
-    members.install(View(0, (0,)))
-    members.route()
-    members.call(0, 0, 1, (0,))
-    members.route()
-    members.install(View(1, (0, 1, 2), joined=(1, 2)))
+    members = joiners_of_one_holder(4, Mode.ORDERED)
     members.route()
     for m in (1, 2):
         assert members.reported(m, StateLost) == []
