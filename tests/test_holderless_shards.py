@@ -162,6 +162,7 @@ def test_a_state_whose_last_update_is_not_the_one_held_there_is_refused() -> Non
     members = holder_back_after_a_delivery(timestamp=7)
     assert replies_to_a_call(members) == []
     assert all(members.hosts[m].state_digest(KEY) is None for m in (1, 2))
+    assert all(members.hosts[m].stats["offers_refused"] == 1 for m in (1, 2))
 
 
 def sole_holder_crashed(cut_epoch: int) -> Members:
@@ -199,6 +200,37 @@ def test_a_sole_holder_left_out_of_the_cut_before_is_refused() -> None:
     members = sole_holder_crashed(cut_epoch=-1)
     assert replies_to_a_call(members) == []
     assert all(members.hosts[m].stats["offers_refused"] == 1 for m in (1, 2))
+
+
+def test_the_states_of_two_holders_that_both_crashed_are_refused() -> None:
+    """0 and 3 held the shard through views 0 and 1 and both crashed; view 2 moved it to 1
+    and 2. 0 had logged a stable message of view 1 that 3 had not when both crashed, which
+    nobody delivered: their states differ, and each is whole by the one-holder rule's
+    reasoning. Two waiting members that each took one would part, so neither is taken."""
+    members = Members(4, Mode.PAXOS)
+    members.install(View(0, (0, 3)))
+    members.route()
+    members.call(0, 0, 1, (0, 3))
+    members.install(View(1, (0, 3)))
+    members.route()
+    members.install(View(2, (1, 2), joined=(1, 2), departed=(0, 3)))
+    members.route()
+    longer, shorter = KV(), KV()
+    for kv in (longer, shorter):
+        kv.put("c1", 1)
+    longer.put("m1", 1)
+    states = {
+        0: Rebuilt(longer, (1, 1), 2, 0, 0, last=(3, 0), cut_epoch=0),
+        3: Rebuilt(shorter, (0, 1), 1, 0, 0, last=(0, 0), cut_epoch=0),
+    }
+    for m, state in states.items():
+        members.hosts[m] = ObjectHost(m, {"KV": KV})
+        members.hosts[m].restart({KEY: state})
+    members.install(View(3, (0, 1, 2, 3), joined=(0, 3)))
+    members.route()
+    for m in (1, 2):
+        assert members.hosts[m].state_digest(KEY) is None, "took one holder's state of two"
+        assert members.hosts[m].stats["offers_refused"] == 2
 
 
 def test_members_that_wait_for_each_other_are_caught(monkeypatch: pytest.MonkeyPatch) -> None:

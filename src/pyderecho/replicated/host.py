@@ -1144,7 +1144,7 @@ class ObjectHost:
         replica = self._replicas.get(key)
         if (
             replica is None
-            or offer.epoch < self.view.epoch
+            or offer.epoch < self.view.epoch - 1  # the offerer serves it through the next
             or replica.obj is not None
             or not replica.paxos
             or replica.ends is not None
@@ -1157,7 +1157,7 @@ class ObjectHost:
 
     def _take_offer(self, replica: _Replica) -> bool:
         """Ask for an offered state that meets the deliveries this member holds
-        (:func:`_meets_history`), the lowest-ranked offerer's first; whether one was."""
+        (:func:`_meets_history`), the lowest id's first; whether one was."""
         for src in sorted(replica.offers):
             offer = replica.offers.pop(src)
             if src not in self.view:
@@ -1276,6 +1276,8 @@ class ObjectHost:
         members to come back (a restart from logs)."""
         if lost and replica.paxos:
             replica.candidates = []
+            if self._take_offer(replica):
+                return  # offered while it asked members that are no longer in the view
             self._out.append(
                 StateWaiting(
                     *replica.key,
@@ -2079,8 +2081,9 @@ class ObjectHost:
             self._user_failed("catching up", ValueError(f"from {source}: {why}"))
             return None
         # Applied to the state held: should the updates fail to encode after, that state is
-        # gone too, and the next member is asked for a whole one.
+        # gone too, and the next member is asked for a whole one. So is the offer of it.
         replica.held = None
+        self._offered.pop(replica.key, None)
         rebuilt = replay(
             replica.spec,
             replica.key,
@@ -2238,18 +2241,23 @@ def _may_hand_on(replica: _Replica) -> bool:
 def _meets_history(replica: _Replica, src: NodeId, offer: StateOffer) -> bool:
     """Whether the state ``src`` offers, with the deliveries ``replica`` buffered after it,
     is the shard's state: every delivery since the view this member began counting in
-    (``history_from``, j) is buffered here, so the state must hold every earlier one.
+    (``history_from``, j) is buffered here, so the state must hold every earlier one, and
+    two members that take offered states must take the same one.
 
-    A member's log holds only stable messages, each of which the shard delivered (a cleanup
-    never trims one), from a snapshot on (an earlier stint's directory is discarded before a
-    new stint logs anything). So the offered state holds every delivery up to its position,
-    and it meets this history if that position is one buffered here with the same sender and
-    timestamp. Or, ending before view j: if its log is marked with the cut of view j - 1 (it
-    holds all that view delivered) and of no later view this member buffered deliveries of;
-    or if ``src`` was a member of the shard in view j - 1, none of whose members reached
-    view j (``orphaned_by``), and its log is marked with the cut of view j - 2: it held the
-    state as j - 1 began, each delivery of j - 1 waited for its log, and no cleanup delivered
-    anything at the end of j - 1 (the one holder crashed, and its shard moved to newcomers)."""
+    A member's log holds only stable messages, from the snapshot of its stint on (an earlier
+    stint's directory is discarded before a new stint logs anything), and each delivery
+    waited for every shard member's log. So the offered state meets this history if its last
+    update is one buffered here (same position, sender and timestamp): everything before it
+    was delivered too. Or, ending before view j, if its log is marked with the cut of view
+    j - 1 and of no later view this member buffered deliveries of: it logged what that
+    view's cleanup kept, and the cleanup trims no stable message, so it holds exactly what
+    the shard delivered. Or if ``src`` was the shard's one member in view j - 1 and did not
+    reach view j (``orphaned_by``), and its log is marked with the cut of view j - 2: it held
+    the state as j - 1 began, every delivery of j - 1 waited for its log, and no cleanup ran
+    at the end of j - 1 (the one holder crashed, and its shard moved to newcomers). Its log
+    may hold a stable message it logged but never delivered; every member that takes a state
+    by this rule takes that one. Not of two members: one may have logged such a message and
+    the other not, and two waiting members, each taking one of the states, would part."""
     have = (offer.have_epoch, offer.have_count)
     j = replica.history_from
     if have[0] >= j:
@@ -2258,7 +2266,7 @@ def _meets_history(replica: _Replica, src: NodeId, offer: StateOffer) -> bool:
             offer.have_sender,
             offer.have_timestamp,
         )
-    if src in replica.orphaned_by and offer.cut_epoch >= j - 2:
+    if replica.orphaned_by == (src,) and offer.cut_epoch >= j - 2:
         return True
     return offer.cut_epoch >= j - 1 and all(
         b.position[0] > offer.cut_epoch for b in replica.buffered
