@@ -618,17 +618,18 @@ def test_long_paxos_seed_sweep_with_a_holder_back(seed: int) -> None:
     assert run_simulation(holder_back_scenario(seed)).violations == []
 
 
-def offers_met(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
-    """Whether each offered state a waiting member weighed met its history, as they come."""
-    weighed: list[bool] = []
-    original = host_module._meets_history
+def answers_of(monkeypatch: pytest.MonkeyPatch, rule: str) -> list[bool]:
+    """What the object layer's ``rule`` (a function of pyderecho.replicated.host that says
+    yes or no) answers in the run to come, in order."""
+    answers: list[bool] = []
+    original = getattr(host_module, rule)
 
-    def counted(replica: Any, src: int, offer: Any) -> bool:
-        weighed.append(original(replica, src, offer))
-        return weighed[-1]
+    def recorded(*args: Any) -> bool:
+        answers.append(original(*args))
+        return answers[-1]
 
-    monkeypatch.setattr(host_module, "_meets_history", counted)
-    return weighed
+    monkeypatch.setattr(host_module, rule, recorded)
+    return answers
 
 
 @pytest.mark.parametrize("seed", [3295, 4496, 4616, 6757])
@@ -637,7 +638,7 @@ def test_a_shard_whose_holders_all_failed_takes_the_state_of_one_back(
 ) -> None:
     """Beyond the sweep: a shard's one holder crashed, its newcomers waited, and it came back
     from its disk; they took its state, and every check holds (replicas, state rule)."""
-    weighed = offers_met(monkeypatch)
+    weighed = answers_of(monkeypatch, "_meets_history")
     assert run_simulation(holder_back_scenario(seed)).violations == []
     assert True in weighed, "no offered state was taken: pick another seed"
 
@@ -826,20 +827,11 @@ def test_members_moved_out_with_states_short_of_the_last_cut_keep_them_from_newc
     waited for good before (its newcomers' wait was not taken for one), and 55364's wait was
     taken for a shard started afresh while a member held it until the member that drops its
     state said so (``StateWaiting.waiting_for``)."""
-    dropped: list[tuple[str, int, int]] = []
-    original = host_module._may_hand_on
-
-    def counted(replica: Any) -> bool:
-        vouched = original(replica)
-        if not vouched:
-            dropped.append(replica.key)
-        return vouched
-
-    monkeypatch.setattr(host_module, "_may_hand_on", counted)
+    vouched = answers_of(monkeypatch, "_may_hand_on")
     spec = lost_at_total_crash(seed, within_budget=False)
     assert spec is not None
     assert run_simulation(spec).violations == []
-    assert dropped, "the run no longer drops a state: pick another seed"
+    assert False in vouched, "the run no longer drops a state: pick another seed"
 
 
 @pytest.mark.patches_compiled

@@ -927,9 +927,7 @@ class ObjectHost:
             # the one it rebuilt where it rebuilt any.
             self._restarting = False
             self._rejoining = {k: r for k, r in self._recovered.items() if r.last is not None}
-            self._rejoined_marks = {
-                k: (-1 if r.doubted else r.cut_epoch) for k, r in self._recovered.items()
-            }
+            self._rejoined_marks = _cut_marks(self._recovered)
             # A state under a doubt may lack what members it names delivered: not offered.
             self._rejoined_states = {k: r for k, r in self._recovered.items() if not r.doubted}
             self._recovered = {}
@@ -1034,8 +1032,7 @@ class ObjectHost:
             # The others' comparisons may wait for this member's word on shards it is not
             # in: it was in one in the last view it installed, and its logs of it lack
             # the last cut (typed Paxos seed 18 waited so, for a founder moved out).
-            marks = {k: -1 if r.doubted else r.cut_epoch for k, r in rebuilt.items()}
-            self._say_marks(layout, marks, skip={*keys, *self._outside})
+            self._say_marks(layout, _cut_marks(rebuilt), skip={*keys, *self._outside})
         for key in [k for k in self._outside if k in keys]:
             del self._outside[key]  # in the shard again: its replica there is what counts
         self._offer_outside()
@@ -1062,9 +1059,7 @@ class ObjectHost:
                 continue
             if state.cut_epoch < self._last_cut:
                 continue
-            replica = _Replica(key, self.types[key[0]], state.obj, paxos=True)
-            replica.position = replica.skip_until = state.position
-            replica.saved_bytes = state.state_bytes
+            replica = self._standing(key, state)
             replica.recovered_checksum = self._checksum(replica, state.obj)
             self._outside[key] = replica
 
@@ -1082,9 +1077,7 @@ class ObjectHost:
             if ref.layout.mode is not Mode.PAXOS or key in skip:
                 continue
             word = ShardEnd(*key, self.view.epoch, False, -1, 0, cut_epoch=marks.get(key, -1))
-            for member in ref.layout.members:
-                if member != self.node_id:
-                    self._send(member, word)
+            self._tell_shard(ref, word)
 
     def _offer_outside(self) -> None:
         """Tell the members of each shard this member keeps an outside state of that it holds
@@ -1108,8 +1101,7 @@ class ObjectHost:
                 replica.recovered_checksum,
                 True,
             )
-            for member in ref.layout.members:
-                self._send(member, end)
+            self._tell_shard(ref, end)
 
     def _offer_rebuilt(self, layout: ViewLayout, states: Mapping[ShardKey, Rebuilt]) -> None:
         """Back while the group runs: tell each ``Paxos`` shard's members how far the state
@@ -1122,17 +1114,26 @@ class ObjectHost:
             state = states.get(key)
             if ref.layout.mode is not Mode.PAXOS or state is None or key[0] not in self.types:
                 continue
-            replica = _Replica(key, self.types[key[0]], state.obj, paxos=True)
-            replica.position = replica.skip_until = state.position
-            replica.saved_bytes = state.state_bytes
-            self._offered[key] = (self.view.epoch, replica)
+            self._offered[key] = (self.view.epoch, self._standing(key, state))
             sender, timestamp = state.last if state.last is not None else (-1, 0)
             offer = StateOffer(
                 *key, self.view.epoch, *state.position, sender, timestamp, state.cut_epoch
             )
-            for member in ref.layout.members:
-                if member != self.node_id:
-                    self._send(member, offer)
+            self._tell_shard(ref, offer)
+
+    def _standing(self, key: ShardKey, state: Rebuilt) -> _Replica:
+        """A replica of ``key`` standing at the state ``state`` rebuilt, held for others:
+        kept outside the shard (:meth:`_keep_outside`) or offered (:meth:`_offer_rebuilt`)."""
+        replica = _Replica(key, self.types[key[0]], state.obj, paxos=True)
+        replica.position = replica.skip_until = state.position
+        replica.saved_bytes = state.state_bytes
+        return replica
+
+    def _tell_shard(self, ref: ShardRef, message: PeerPayload) -> None:
+        """Send ``message`` to each of the shard's members but this one."""
+        for member in ref.layout.members:
+            if member != self.node_id:
+                self._send(member, message)
 
     def _on_state_offer(self, src: NodeId, offer: StateOffer) -> None:
         """A member back from its logs offers a state: kept by a member of the shard that
@@ -2284,6 +2285,12 @@ def _awaited(replica: _Replica) -> tuple[NodeId, ...]:
     """The members that may have applied the last cut and have not said their logs lack it:
     the ones a comparison lacking that cut waits for."""
     return tuple(m for m in replica.doubted if m not in replica.lacks_cut)
+
+
+def _cut_marks(states: Mapping[ShardKey, Rebuilt]) -> dict[ShardKey, int]:
+    """The cut each rebuilt state's log holds, as a member says it to the shards' members:
+    -1 (none) for a state under a doubt, which may lack what the members it names delivered."""
+    return {k: -1 if r.doubted else r.cut_epoch for k, r in states.items()}
 
 
 def _holds_nothing(key: ShardKey, epoch: int) -> ShardEnd:
