@@ -11,13 +11,14 @@ both waited for good and every call to the shard hung.
 
 from __future__ import annotations
 
+from collections.abc import Container
 from typing import Any
 
 import pytest
 
 from object_hosts import KEY, Members
-from pyderecho.core.events import PeerMessage
-from pyderecho.core.layout import Mode
+from pyderecho.core.events import PeerMessage, ViewInstalled
+from pyderecho.core.layout import Mode, compute_layout
 from pyderecho.core.view import NodeId, View
 from pyderecho.replicated import host as host_module
 from pyderecho.replicated import state as state_module
@@ -27,9 +28,10 @@ from pyderecho.replicated.events import (
     StateLost,
     StateReceived,
     StateWaiting,
+    UserCodeFailed,
 )
 from pyderecho.replicated.host import ObjectHost
-from pyderecho.replicated.messages import StateChunk, StateHeader, decode_peer
+from pyderecho.replicated.messages import StateChunk, StateHeader, StateStatus, decode_peer
 from pyderecho.replicated.recovery import Rebuilt
 from pyderecho.sim.swarm import KV
 
@@ -55,10 +57,10 @@ def comes_back(members: Members, state: Rebuilt) -> None:
     members.route()
 
 
-def holder_fails_before_its_transfer(mode: Mode) -> Members:
+def holder_fails_before_its_transfer(mode: Mode, count: int = 3) -> Members:
     """0 holds the state and takes a call; 1 and 2 join and ask it; 0 fails before any of its
-    answer arrives, and view 2 holds 1 and 2 alone."""
-    members = joiners_of_one_holder(3, mode)
+    answer arrives, and view 2 holds 1 and 2 alone (of ``count`` members)."""
+    members = joiners_of_one_holder(count, mode)
     members.down = {0}
     members.route()
     members.install(View(2, (1, 2), departed=(0,)))
@@ -100,8 +102,11 @@ def holder_back(
     return members
 
 
-def replies_to_a_call(members: Members) -> list[dict[NodeId, object]]:
-    call_id = members.call(1, 3, 1, (0, 1, 2), key="d")
+def replies_to_a_call(
+    members: Members, at: tuple[NodeId, ...] = (0, 1, 2)
+) -> list[dict[NodeId, object]]:
+    """The replies to a call of 1's that view 3 delivers at the members ``at``."""
+    call_id = members.call(1, 3, 1, at, key="d")
     members.route()
     return [d.replies for d in members.reported(1, CallDone) if d.call_id == call_id]
 
@@ -299,3 +304,168 @@ def test_a_member_that_cannot_snapshot_its_state_says_so(
     sent = [decode_peer(o.payload) for o in members.hosts[0].outputs() if isinstance(o, SendPeer)]
     assert [m.status.name for m in sent if isinstance(m, StateHeader)] == ["UNSENT"]
     assert not [m for m in sent if isinstance(m, StateChunk)]
+
+
+def hand_over(members: Members, src: NodeId, to: Container[NodeId]) -> None:
+    """Route what ``src`` sent so far to the members ``to`` alone; its other messages are
+    lost."""
+    for output in members.hosts[src].outputs():
+        members.outputs[src].append(output)
+        if isinstance(output, SendPeer) and output.dst in to:
+            members.hosts[output.dst].handle(PeerMessage(src, output.payload))
+
+
+def requests_crossing_a_view_change(mode: Mode) -> Members:
+    """As :func:`holder_fails_before_its_transfer`, but 1 and 2 install view 3 (3 joins)
+    before either request of view 2 to the other arrives."""
+    members = joiners_of_one_holder(4, mode)
+    members.down = {0}
+    members.route()
+    members.install(View(2, (1, 2), departed=(0,)))
+    members.install(View(3, (1, 2, 3), joined=(3,)))
+    members.route()
+    return members
+
+
+def test_members_whose_requests_to_each_other_cross_a_view_change_do_not_wait_for_good() -> None:
+    """Each request, of view 2, reaches a member in view 3: each kept the other's for when it
+    had the state, and every call to the shard hung. Now each asks again in view 3 and
+    learns there that the other holds nothing: an ordered shard starts over at both (and 3
+    receives that state), a Paxos shard waits for a holder at all three."""
+    members = requests_crossing_a_view_change(Mode.ORDERED)
+    for m in (1, 2):
+        assert [lost.epoch for lost in members.reported(m, StateLost)] == [3]
+        assert members.hosts[m].stats["state_asked_again"] == 1
+    assert len({members.hosts[m].state_digest(KEY) for m in (1, 2, 3)}) == 1
+    assert members.hosts[3].state_digest(KEY) is not None
+    members = requests_crossing_a_view_change(Mode.PAXOS)
+    for m in (1, 2, 3):
+        assert [w.epoch for w in members.reported(m, StateWaiting)] == [3]
+
+
+def test_members_that_asked_each_other_across_a_view_change_take_a_holder_back() -> None:
+    """0 comes back from its disk in view 3 while 1 and 2 ask each other; both install view 4
+    before any message of view 3 arrives (3 joins). The offer still ends the wait."""
+    members = holder_fails_before_its_transfer(Mode.PAXOS, count=4)
+    kv = KV()
+    kv.put("c1", 1)
+    members.hosts[0] = ObjectHost(0, {"KV": KV})
+    members.hosts[0].restart({KEY: Rebuilt(kv, (0, 1), 1, 0, 0, last=(0, 0), cut_epoch=0)})
+    members.down = set()
+    members.install(View(3, (0, 1, 2), joined=(0,)))
+    members.install(View(4, (0, 1, 2, 3), joined=(3,)))
+    members.route()
+    call_id = members.call(1, 4, 1, (0, 1, 2, 3), key="d")
+    members.route()
+    assert [d.replies for d in members.reported(1, CallDone) if d.call_id == call_id] == [
+        {0: 2, 1: 2, 2: 2, 3: 2}
+    ]
+
+
+def answered_a_view_before() -> list[dict[NodeId, object]]:
+    """View 2 delivers a call at 1 and 2, which ask each other for the state. 2 gets 1's
+    request in view 2, answers that it holds nothing, finds nobody else to ask and starts
+    the ordered shard over at view 2's start (the call applied). 1 installs view 3 (3 joins)
+    before 2's answer and request arrive. The replies of both to a call in view 3."""
+    members = joiners_of_one_holder(4, Mode.ORDERED)
+    members.down = {0}
+    members.route()
+    members.install(View(2, (1, 2), departed=(0,)))
+    members.call(1, 2, 1, (1, 2), key="v")
+    hand_over(members, 1, {2})
+    members.install(View(3, (1, 2, 3), joined=(3,)))
+    members.route()
+    call_id = members.call(1, 3, 2, (1, 2, 3), key="d")
+    members.route()
+    return [d.replies for d in members.reported(1, CallDone) if d.call_id == call_id]
+
+
+def test_an_answer_said_in_a_view_before_is_asked_again() -> None:
+    """Had 1 taken 2's answer, said in view 2, as holding in view 3, it would have started
+    the shard over at view 3's start without the call 2 applied: the two would part. It
+    asks 2 again in view 3 and receives 2's state, and so does 3."""
+    assert answered_a_view_before() == [{1: 2, 2: 2, 3: 2}]
+
+
+def test_answers_that_name_no_view_are_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Planted: every answer that the state is not held counts, whatever view it was said in
+    (as before the fix): 1 and 3 lack the call 2 applied, and the replies part."""
+
+    def not_held(key: tuple[str, int, int], request: Any) -> StateHeader:
+        type_name, subgroup_index, shard = key
+        return StateHeader(type_name, subgroup_index, shard, StateStatus.NOT_HELD, 1 << 30)
+
+    monkeypatch.setattr(host_module, "_not_held", not_held)
+    assert answered_a_view_before() == [{1: 1, 2: 2, 3: 1}]
+
+
+def back_with_the_state_of_view_0(members: Members, *back: NodeId) -> None:
+    """Each of ``back`` restarts from its disk with the state of view 0's one call, its log
+    marked with view 0's cut."""
+    for m in back:
+        kv = KV()
+        kv.put("c1", 1)
+        members.hosts[m] = ObjectHost(m, {"KV": KV})
+        members.hosts[m].restart({KEY: Rebuilt(kv, (0, 1), 1, 0, 0, last=(0, 0), cut_epoch=0)})
+    members.down = set()
+
+
+def test_an_offer_that_arrives_before_its_view_is_weighed_there() -> None:
+    """0 installs view 3 first: its offer and request reach 1 and 2 in view 2, and are kept
+    until they install view 3 (the offer first, as it was sent)."""
+    members = holder_fails_before_its_transfer(Mode.PAXOS)
+    back_with_the_state_of_view_0(members, 0)
+    view = View(3, (0, 1, 2), joined=(0,))
+    layout = compute_layout(members.plan, view)
+    members.hosts[0].handle(ViewInstalled(view, layout, members.layout))
+    hand_over(members, 0, {1, 2})
+    for m in (1, 2):
+        assert members.hosts[m].state_digest(KEY) is None
+        members.hosts[m].handle(ViewInstalled(view, layout, members.layout))
+    members.layout = layout
+    members.route()
+    assert replies_to_a_call(members) == [{0: 2, 1: 2, 2: 2}]
+    assert all(members.hosts[m].stats["offers_taken"] == 1 for m in (1, 2))
+
+
+def test_of_two_holders_back_the_lowest_ids_state_is_taken_and_the_other_receives_it() -> None:
+    """0 and 3 held the shard and failed before 1 and 2, which joined it, had its state. Both
+    come back with it: 1 and 2 take 0's, and 3, whose request they kept meanwhile, receives
+    theirs."""
+    members = Members(4, Mode.PAXOS)
+    members.install(View(0, (0, 3)))
+    members.route()
+    members.call(0, 0, 1, (0, 3))
+    members.install(View(1, (0, 1, 2, 3), joined=(1, 2)))
+    members.down = {0, 3}
+    members.route()
+    members.install(View(2, (1, 2), departed=(0, 3)))
+    members.route()
+    back_with_the_state_of_view_0(members, 0, 3)
+    members.install(View(3, (0, 1, 2, 3), joined=(0, 3)))
+    members.route()
+    assert replies_to_a_call(members, at=(0, 1, 2, 3)) == [{0: 2, 1: 2, 2: 2, 3: 2}]
+    for m in (1, 2):
+        assert members.hosts[m].stats["offers_taken"] == 1
+        assert [r.source for r in members.reported(m, StateReceived)] == [0]
+
+
+def test_an_offered_state_that_cannot_be_sent_leaves_every_member_waiting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """0's ``snapshot`` raises when it is asked for the state it offered: it says it cannot
+    send it, and 1 and 2 tell 0 they hold nothing in turn (they kept its request meanwhile),
+    so that 0 does not wait on them. All three wait for a holder."""
+
+    def snapshot(spec: Any, obj: Any) -> bytes:
+        raise RuntimeError("snapshot failed")
+
+    monkeypatch.setattr(host_module, "snapshot", snapshot)
+    members = holder_fails_before_its_transfer(Mode.PAXOS)
+    back_with_the_state_of_view_0(members, 0)
+    members.install(View(3, (0, 1, 2), joined=(0,)))
+    members.route()
+    assert members.reported(0, UserCodeFailed) != []
+    for m in (0, 1, 2):
+        assert members.hosts[m].state_digest(KEY) is None
+        assert 3 in [w.epoch for w in members.reported(m, StateWaiting)]

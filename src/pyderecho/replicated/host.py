@@ -163,6 +163,10 @@ class _Replica:
     """Old members of the shard to ask for its state, lowest rank first."""
     asked: set[NodeId] = field(default_factory=set)
     asking: NodeId | None = None
+    asked_in: int = -1
+    """The view this member's request to ``asking`` was sent in. An answer that the state is
+    not held names the view of the request it answers: one of an earlier view than this
+    member's says nothing of whether it is held now (:meth:`ObjectHost._on_state_header`)."""
     rejected: list[str] = field(default_factory=list)
     """Why states received so far could not be installed."""
     history_from: int = -1
@@ -1169,6 +1173,7 @@ class ObjectHost:
             self.stats["offers_taken"] += 1
             replica.candidates, replica.asked = [src], {src}
             replica.asking, replica.asking_offered = src, True
+            replica.asked_in = self.view.epoch
             self._send(src, StateRequest(*replica.key, self.view.epoch, offered=True))
             return True
         return False
@@ -1277,16 +1282,10 @@ class ObjectHost:
         members to come back (a restart from logs)."""
         if lost and replica.paxos:
             replica.candidates = []
-            if self._take_offer(replica):
-                return  # offered while it asked members that are no longer in the view
-            self._out.append(
-                StateWaiting(
-                    *replica.key,
-                    self.view.epoch,
-                    "no member that holds this Paxos shard's state is in the view; it waits "
-                    "for one to restart from its logs rather than start over and drop "
-                    "durable updates",
-                )
+            self._wait_for_holder(
+                replica,
+                "no member that holds this Paxos shard's state is in the view; it waits for "
+                "one to restart from its logs rather than start over and drop durable updates",
             )
             return
         try:
@@ -1306,6 +1305,13 @@ class ObjectHost:
         for entry in later:
             self._apply(replica, entry.position, entry.sender, entry.call)
         self._serve_waiting(replica)
+
+    def _wait_for_holder(self, replica: _Replica, reason: str) -> None:
+        """No member this one may ask holds the ``Paxos`` shard's state: it takes one offered
+        by a member back from its logs where one meets its history, else waits (a holder
+        may still come back) and says why."""
+        if not self._take_offer(replica):
+            self._out.append(StateWaiting(*replica.key, self.view.epoch, reason))
 
     def _snapshot(self, replica: _Replica, obj: Any) -> bytes | None:
         """``obj``'s snapshot, or None (reported as user code failing) if its class's
@@ -1647,13 +1653,7 @@ class ObjectHost:
             if candidate not in replica.asked and candidate in self.view:
                 replica.asking = candidate
                 replica.asked.add(candidate)
-                held = replica.held
-                request = (
-                    StateRequest(*replica.key, self.view.epoch)
-                    if held is None or held.last is None
-                    else StateRequest(*replica.key, self.view.epoch, *held.position, *held.last)
-                )
-                self._send(candidate, request)
+                self._request(replica)
                 return
         replica.asking = None
         if not (replica.paxos or replica.rejected or replica.holder_unsent):
@@ -1665,17 +1665,13 @@ class ObjectHost:
             # start; one that comes to the next view instead asks those, which now hold it.
             self._start_fresh(replica, lost=True)
             return
-        if replica.paxos and not replica.rejected and self._take_offer(replica):
-            return
         if replica.paxos and not replica.rejected:
-            self._out.append(
-                StateWaiting(
-                    *replica.key,
-                    self.view.epoch,
-                    "no member asked holds this Paxos shard's state; it waits for one that "
-                    "does (a restart from logs) rather than start over",
-                )
+            self._wait_for_holder(
+                replica,
+                "no member asked holds this Paxos shard's state; it waits for one that does "
+                "(a restart from logs) rather than start over",
             )
+            return
         if replica.rejected:
             # Every old member sent a state this member cannot install: it cannot serve the
             # shard, and waiting would hold every caller's replies. Its driver leaves.
@@ -1686,6 +1682,19 @@ class ObjectHost:
             )
         # Otherwise a member asked holds the state but could not send it: the next view asks
         # again.
+
+    def _request(self, replica: _Replica) -> None:
+        """Ask ``replica.asking`` for the state in this view (for only the updates after the
+        state this member rebuilt, where it rebuilt one)."""
+        assert replica.asking is not None
+        held = replica.held
+        request = (
+            StateRequest(*replica.key, self.view.epoch)
+            if held is None or held.last is None
+            else StateRequest(*replica.key, self.view.epoch, *held.position, *held.last)
+        )
+        replica.asked_in = self.view.epoch
+        self._send(replica.asking, request)
 
     def log_read(self, read_id: int, records: Sequence[LoggedUpdate] | None) -> None:
         """The driver read a shard's log for the :class:`ReadLog` ``read_id``: ``records``
@@ -1715,12 +1724,12 @@ class ObjectHost:
         if request.offered and (replica is None or replica.obj is None):
             # The state this member offered, which the requester found meets its history.
             if offered is None:
-                self._send(src, StateHeader(*key, StateStatus.NOT_HELD))
+                self._send(src, _not_held(key, request))
             else:
                 self.stats["offered_states_sent"] += 1
                 self._send_state(offered[1], src, request.epoch)
         elif replica is None:
-            self._send(src, StateHeader(*key, StateStatus.NOT_HELD))
+            self._send(src, _not_held(key, request))
         elif replica.obj is None:
             if replica.ends is not None and replica.recovered is not None:
                 if src in replica.reconcilers:
@@ -1730,7 +1739,7 @@ class ObjectHost:
             elif replica.paxos and replica.asking is None and replica.ends is None:
                 # It waits for a holder itself, with nobody left to ask: the asker should
                 # know it waits too, rather than wait on a member that cannot answer.
-                self._send(src, StateHeader(*key, StateStatus.NOT_HELD))
+                self._send(src, _not_held(key, request))
             elif replica.asking == src and replica.asking_offered:
                 # The member whose offered state this one takes: served once it has it.
                 if src not in replica.waiting:
@@ -1747,10 +1756,26 @@ class ObjectHost:
                 # holder this member had just asked once sent it one as a joiner, and it
                 # reached this member's next incarnation three views later (stay-down seed
                 # 46442 beyond the fault budget), which then gave up asking and waited.
-                self._send(src, StateHeader(*key, StateStatus.NOT_HELD))
+                # Kept from an earlier view (below), its older request is answered by this.
+                self._send(src, _not_held(key, request))
+                if src in replica.waiting:
+                    replica.waiting.remove(src)
                 self._ask(replica)
-            elif src not in replica.waiting:
-                replica.waiting.append(src)
+            else:
+                if (
+                    replica.asking == src
+                    and replica.ends is None
+                    and not replica.asking_offered
+                    and replica.asked_in < self.view.epoch
+                ):
+                    # The two asked each other before this view, and each request reached a
+                    # member that had installed it: kept by both, they would hold both for
+                    # good. Asked again in this view, each learns in it that the other
+                    # holds nothing (the rule above), as when the requests do not cross.
+                    self.stats["state_asked_again"] += 1
+                    self._request(replica)
+                if src not in replica.waiting:
+                    replica.waiting.append(src)
         else:
             self._send_state(replica, src, request.epoch, request, logged)
 
@@ -1918,9 +1943,42 @@ class ObjectHost:
     def _on_state_header(self, src: NodeId, header: StateHeader) -> None:
         key = (header.type_name, header.subgroup_index, header.shard)
         replica = self._replicas.get(key)
+        if (
+            replica is not None
+            and replica.asking is None
+            and replica.obj is None
+            and replica.ends is None
+            and header.status is StateStatus.SENDING
+            and src in replica.asked
+        ):
+            # A member asked in this view sends the state after this one stopped asking (it
+            # found nobody holding one, and waits): the member had none when asked, and has
+            # one now (one offered by a member back from its logs). Taken.
+            self.stats["state_taken_late"] += 1
+            replica.asking, replica.asking_offered = src, False
         if replica is None or replica.obj is not None or replica.asking != src:
             self.stats["stale_state"] += 1
             return
+        if header.status is StateStatus.NOT_HELD and header.offered != replica.asking_offered:
+            # The answer to a plain request this member sent the member it asks for the state
+            # that member offered, or the other way round (a plain request asked since):
+            # the request it asks with now is answered in turn.
+            self.stats["stale_state"] += 1
+            return
+        if header.status is StateStatus.NOT_HELD and not replica.asking_offered:
+            if header.epoch < replica.asked_in:
+                # It answers an earlier request of this member's: the one asked since, in
+                # this view, is answered in turn.
+                self.stats["stale_state"] += 1
+                return
+            if header.epoch < self.view.epoch and replica.ends is None:
+                # Said of a view before this one: a member that said so there may have
+                # started the shard over there, and holds it now (one that asks on here
+                # from what was said there could start it over a view later, and the two
+                # would part). Asked again in this view.
+                self.stats["state_asked_again"] += 1
+                self._request(replica)
+                return
         if header.status is not StateStatus.SENDING:
             if replica.ends is not None:
                 # The member chosen holds none after all (its replica went): choose again.
@@ -1934,7 +1992,7 @@ class ObjectHost:
                 # Its offer came to nothing: its own request, kept for the state it offered,
                 # gets the answer any waiting member gives.
                 replica.waiting.remove(src)
-                self._send(src, StateHeader(*key, StateStatus.NOT_HELD))
+                self._send(src, StateHeader(*key, StateStatus.NOT_HELD, self.view.epoch))
             self._ask(replica)
             return
         if header.updates and (replica.held is None or replica.ends is not None):
@@ -2196,6 +2254,12 @@ def _follows(before: Position, after: Position) -> bool:
     """Whether ``after`` can be the delivery right after ``before``: the next in its view,
     or the first of a later one (how many a view delivered is not known here)."""
     return after == (before[0], before[1] + 1) or (after[0] > before[0] and after[1] == 1)
+
+
+def _not_held(key: ShardKey, request: StateRequest) -> StateHeader:
+    """The answer that ``request``'s state is not held here, naming the view it was asked in
+    (:attr:`_Replica.asked_in`) and whether it was asked for an offered state."""
+    return StateHeader(*key, StateStatus.NOT_HELD, request.epoch, offered=request.offered)
 
 
 def _error(error_type: str, message: str) -> Outcome:

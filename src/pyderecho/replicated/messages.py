@@ -137,6 +137,9 @@ class StateHeader(msgspec.Struct, frozen=True, array_like=True, tag="H"):
     requester's must equal once it applied them. A state rebuilt from logs can claim a
     position it does not hold (an older snapshot, and records logged after a state received
     by transfer whose snapshot a crash kept from disk): applied to, it would go on wrong."""
+    offered: bool = False
+    """It answers a request for the state the sender offered (:attr:`StateRequest.offered`):
+    told apart from the answer to a plain request the requester sent it before."""
 
 
 class StateChunk(msgspec.Struct, frozen=True, array_like=True, tag="C"):
