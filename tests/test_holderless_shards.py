@@ -18,7 +18,7 @@ import pytest
 
 from object_hosts import KEY, Members
 from pyderecho.core.events import PeerMessage, ViewInstalled
-from pyderecho.core.layout import Mode, compute_layout
+from pyderecho.core.layout import Mode, compute_layout, layout_of, sharded
 from pyderecho.core.view import NodeId, View
 from pyderecho.replicated import host as host_module
 from pyderecho.replicated import state as state_module
@@ -31,7 +31,15 @@ from pyderecho.replicated.events import (
     UserCodeFailed,
 )
 from pyderecho.replicated.host import ObjectHost
-from pyderecho.replicated.messages import StateChunk, StateHeader, StateStatus, decode_peer
+from pyderecho.replicated.messages import (
+    CaughtUpdate,
+    StateChunk,
+    StateHeader,
+    StateHistory,
+    StateStatus,
+    decode_peer,
+    encoder,
+)
 from pyderecho.replicated.recovery import Rebuilt
 from pyderecho.sim.swarm import KV
 
@@ -469,3 +477,117 @@ def test_an_offered_state_that_cannot_be_sent_leaves_every_member_waiting(
     for m in (0, 1, 2):
         assert members.hosts[m].state_digest(KEY) is None
         assert 3 in [w.epoch for w in members.reported(m, StateWaiting)]
+
+
+SHARD_1 = ("KV", 0, 1)
+
+
+def waiting_member_moved_out() -> tuple[Members, int]:
+    """The first views of :func:`moved_out_while_waiting`, up to view 2 installed (3 asks 1,
+    nothing routed in view 2 yet); the id of 1's call."""
+    members = Members(4, Mode.PAXOS)
+    members.plan = layout_of({"KV": sharded(2, min_size=1, mode=Mode.PAXOS)})
+    members.install(View(0, (0, 1, 2)))
+    members.route()
+    members.call(2, 0, 1, (2,), key="a")
+    members.down = {2}
+    members.install(View(1, (0, 1), departed=(2,)))
+    members.route()
+    call_id = members.call(1, 1, 1, (1,), key="b")
+    members.install(View(2, (0, 1, 3), joined=(3,)))
+    return members, call_id
+
+
+def moved_out_while_waiting() -> tuple[Members, int]:
+    """Two shards over members in rank order. 2, shard 1's one member, takes a call and
+    crashes; view 1 gives shard 1 to 1, which has no old member to ask and waits, and
+    delivers 1's call there (1 buffers it). View 2 brings 3 in, which the layout gives
+    shard 1, moving 1 back to shard 0: 3 asks 1. 2 comes back from its disk with shard 1's
+    state of view 0 and joins view 3, in shard 1 with 3. The members and the id of 1's
+    call."""
+    members, call_id = waiting_member_moved_out()
+    members.route()
+    kv = KV()
+    kv.put("a1", 1)
+    members.hosts[2] = ObjectHost(2, {"KV": KV})
+    members.hosts[2].restart({SHARD_1: Rebuilt(kv, (0, 1), 1, 0, 0, last=(2, 0), cut_epoch=-1)})
+    members.down = set()
+    members.install(View(3, (0, 1, 3, 2), joined=(2,)))
+    members.route()
+    return members, call_id
+
+
+def replies_in_shard_1(members: Members) -> list[dict[NodeId, object]]:
+    call_id = members.call(3, 3, 1, (3, 2), key="d")
+    members.route()
+    return [d.replies for d in members.reported(3, CallDone) if d.call_id == call_id]
+
+
+def test_a_member_moved_out_while_it_waited_hands_its_history_to_the_newcomer() -> None:
+    """1 answers 3 with what it delivered in view 1, and 3 waits on as if it had waited
+    since view 1: 2's state, of the shard's one member in view 0, which reached no later
+    view, meets that history. 3 takes it, applies 1's call after it, and 2 receives 3's
+    state: the next call sees both earlier ones. 1's call was answered once, by 1, when it
+    left the shard."""
+    members, call_id = moved_out_while_waiting()
+    assert replies_in_shard_1(members) == [{3: 3, 2: 3}]
+    assert members.hosts[3].stats["histories_taken"] == 1
+    (done,) = [d for d in members.reported(1, CallDone) if d.call_id == call_id]
+    assert list(done.replies) == [1]
+
+
+def test_a_history_short_of_its_last_delivery_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Planted: the member moved out hands on its history without its last delivery. 3 and
+    2 lose 1's call and answer the next one as the second."""
+    original = host_module._history
+
+    def short(replica: Any) -> Any:
+        history = original(replica)
+        return None if history is None else (*history[:2], history[2][:-1])
+
+    monkeypatch.setattr(host_module, "_history", short)
+    members, _ = moved_out_while_waiting()
+    assert replies_in_shard_1(members) == [{3: 2, 2: 2}]
+
+
+def test_a_holder_back_in_its_old_place_takes_its_own_state_with_the_history_handed_on() -> None:
+    """2, shard 1's one member, crashes after one call; view 1 gives shard 1 to 1, which
+    waits and buffers a call. 2 comes back from its disk into view 2, where the layout gives
+    it its old place and moves 1 out: 2 asks 1, which hands on what it delivered there. 2's
+    own state, of the shard's one member in view 0, meets that history: it applies 1's call
+    to it, and answers the next call with both earlier ones in its state."""
+    members = Members(3, Mode.PAXOS)
+    members.plan = layout_of({"KV": sharded(2, min_size=1, mode=Mode.PAXOS)})
+    members.install(View(0, (0, 1, 2)))
+    members.route()
+    members.call(2, 0, 1, (2,), key="a")
+    members.down = {2}
+    members.install(View(1, (0, 1), departed=(2,)))
+    members.route()
+    members.call(1, 1, 1, (1,), key="b")
+    kv = KV()
+    kv.put("a1", 1)
+    members.hosts[2] = ObjectHost(2, {"KV": KV})
+    members.hosts[2].restart({SHARD_1: Rebuilt(kv, (0, 1), 1, 0, 0, last=(2, 0), cut_epoch=-1)})
+    members.down = set()
+    members.install(View(2, (0, 1, 2), joined=(2,)))
+    members.route()
+    before = len(members.outputs[2])  # those of 2 before its crash, whose ids it reuses
+    call_id = members.call(2, 2, 1, (2,), key="d")
+    members.route()
+    done = [o for o in members.outputs[2][before:] if isinstance(o, CallDone)]
+    assert [d.replies for d in done if d.call_id == call_id] == [{2: 3}]
+    assert members.hosts[2].stats["own_state_taken"] == 1
+
+
+def test_a_history_out_of_order_is_refused_and_counted() -> None:
+    """A history whose updates do not follow one another (a faulty or hostile peer) is
+    counted and changes nothing: 3 still waits for 1's answer, and takes the true one."""
+    members, _ = waiting_member_moved_out()
+    update = CaughtUpdate(1, 2, 1, 0, b"")
+    forged = StateHistory(*SHARD_1, 2, 1, (2,), [update, update])
+    members.hosts[3].handle(PeerMessage(1, encoder.encode(forged)))
+    assert members.hosts[3].stats["rejected_peer_message"] == 1
+    assert members.hosts[3].stats["histories_taken"] == 0
+    members.route()
+    assert members.hosts[3].stats["histories_taken"] == 1

@@ -80,6 +80,7 @@ from pyderecho.replicated.messages import (
     StateAck,
     StateChunk,
     StateHeader,
+    StateHistory,
     StateOffer,
     StateRequest,
     StateStatus,
@@ -134,6 +135,9 @@ class _Buffered:
     timestamp: int
     """The update's hybrid logical timestamp (microseconds; 0 outside ``Paxos`` shards)."""
     call: Call | None
+    answered: bool = False
+    """Counted by a member moved out of the shard, which handed it on (:class:`StateHistory`)
+    and answered its caller: applied here without a reply."""
 
 
 @dataclass
@@ -177,6 +181,9 @@ class _Replica:
     """The shard's members in the view before ``history_from``, when none of them reached
     that view (it started without an old member): no cleanup delivered anything of the
     shard at the end of that view, so what it delivered is in each of their logs."""
+    handed_history: bool = False
+    """Its history reaches back before the view it entered the shard in: a member moved out
+    handed it the deliveries it had counted (:meth:`ObjectHost._on_state_history`)."""
     asking_offered: bool = False
     """The member asked (``asking``) is asked for the state it offered."""
     offers: dict[NodeId, StateOffer] = field(default_factory=dict)
@@ -372,6 +379,10 @@ class ObjectHost:
         """Replicas of shards the last view change moved this member out of: frozen at that
         view's cut (no delivery of the shard reaches them any more), kept through one view so
         that the shard's newcomers can still get the state from them."""
+        self._histories: dict[ShardKey, tuple[int, tuple[NodeId, ...], list[CaughtUpdate]]] = {}
+        """Paxos shards the layout moved this member out of in this view while it waited for
+        their state: the history it counted there (from, orphaned by, the updates), handed
+        to the newcomer that asks (:class:`StateHistory`)."""
         self._outgoing: dict[tuple[NodeId, ShardKey], _Outgoing] = {}
         self._early_requests: dict[tuple[NodeId, ShardKey], StateRequest] = {}
         """State requests made in a view this member has not installed yet: the latest per
@@ -393,7 +404,7 @@ class ObjectHost:
         self._rejoined_states: dict[ShardKey, Rebuilt] = {}
         """A member back while the group runs: the states its logs rebuilt, offered to their
         shards' members in the first view that runs the layout (:class:`StateOffer`)."""
-        self._offered: dict[ShardKey, tuple[int, _Replica]] = {}
+        self._offered: dict[ShardKey, tuple[int, _Replica, StateOffer]] = {}
         """The states offered (:class:`StateOffer`), with the view offered in: served to the
         members that ask for them, through the view after it, or until this member holds
         the shard's state itself."""
@@ -702,15 +713,7 @@ class ObjectHost:
             replica.tail_bytes += len(payload) + KEPT_UPDATE_OVERHEAD
             if replica.tail_bytes > self.catch_up_bytes:
                 self._trim(replica)
-        try:
-            call: Call | None = decode_call(event.payload)
-        except RemoteProtocolError:
-            self.stats["malformed_call"] += 1
-            call = None
-        if call is not None and event.timestamp:
-            # A Paxos shard's hybrid logical timestamp: the caller's clock, kept rising in the
-            # shard's order, and the one the log holds.
-            call = msgspec.structs.replace(call, timestamp=event.timestamp / 1_000_000)
+        call = self._call_of(event.payload, event.timestamp)
         if call is not None and event.sender == self.node_id:
             pending = self._calls.get(call.call_id)
             if pending is not None:
@@ -722,9 +725,30 @@ class ObjectHost:
         else:
             self._apply(replica, position, event.sender, call)
 
+    def _call_of(self, payload: bytes | memoryview, timestamp: int) -> Call | None:
+        """The call a delivery carries (None, counted, if it carries none), with a Paxos
+        shard's hybrid logical timestamp: the caller's clock, kept rising in the shard's
+        order, and the one the log holds."""
+        try:
+            call = decode_call(payload)
+        except RemoteProtocolError:
+            self.stats["malformed_call"] += 1
+            return None
+        if timestamp:
+            call = msgspec.structs.replace(call, timestamp=timestamp / 1_000_000)
+        return call
+
     def _apply(
-        self, replica: _Replica, position: Position, sender: NodeId, call: Call | None
+        self,
+        replica: _Replica,
+        position: Position,
+        sender: NodeId,
+        call: Call | None,
+        *,
+        answered: bool = False,
     ) -> None:
+        """Apply one delivery and answer its caller (``answered``: a member that counted it
+        before this one did, and no longer applies it, has)."""
         if call is None:
             return  # counted as malformed: nobody waits for a reply to bytes that are no call
         if replica.paxos:
@@ -733,19 +757,21 @@ class ObjectHost:
             replica.applied_timestamp = max(replica.applied_timestamp, call.timestamp)
         spec = replica.spec.methods.get(call.method)
         if spec is None or spec.kind != "ordered":
-            self._reply(
-                sender,
-                call,
-                _error(
-                    "UnknownMethod",
-                    f"{replica.spec.cls.__qualname__} has no @ordered {call.method!r}",
-                ),
-            )
+            if not answered:
+                self._reply(
+                    sender,
+                    call,
+                    _error(
+                        "UnknownMethod",
+                        f"{replica.spec.cls.__qualname__} has no @ordered {call.method!r}",
+                    ),
+                )
             return
         try:
             arguments = spec.args_decoder.decode(call.args)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            self._reply(sender, call, _error("InvalidArguments", str(exc)))
+            if not answered:
+                self._reply(sender, call, _error("InvalidArguments", str(exc)))
             return
         token = ctx.enter(
             ctx.CallContext(sender, self.node_id, replica.key, position, call.timestamp, self.group)
@@ -761,7 +787,8 @@ class ObjectHost:
             result, error = None, exc
         finally:
             ctx.leave(token)
-        self._reply(sender, call, self._outcome(spec, result, error))
+        if not answered:
+            self._reply(sender, call, self._outcome(spec, result, error))
         if replica.paxos:
             replica.since_save += 1
             if replica.since_save >= self.snapshot_every:
@@ -771,7 +798,7 @@ class ObjectHost:
         """This member leaves a shard before it held the state to apply what it buffered:
         each caller still hears from it (it waits for one reply per member of the shard)."""
         for entry in replica.buffered:
-            if entry.call is not None:
+            if entry.call is not None and not entry.answered:
                 self._reply(
                     entry.sender,
                     entry.call,
@@ -979,6 +1006,7 @@ class ObjectHost:
         self._refs = {ref.subgroup: ref for ref in mine}
         keys = {(ref.type_name, ref.subgroup_index, ref.shard): ref for ref in mine}
         self._retired = {}
+        self._histories = {}
         for key in [k for k in self._replicas if k not in keys]:
             replica = self._replicas.pop(key)
             if replica.recovered is not None and not _may_hand_on(replica):
@@ -1013,6 +1041,9 @@ class ObjectHost:
             if replica.obj is not None:
                 self._retired[key] = replica
             else:
+                history = _history(replica)
+                if history is not None:
+                    self._histories[key] = history
                 self._abandon_buffered(replica)
         if self._restarting and self._restart_view is None:
             self._restart_view = RestartView(view.epoch, view.members)
@@ -1118,11 +1149,11 @@ class ObjectHost:
             state = states.get(key)
             if ref.layout.mode is not Mode.PAXOS or state is None or key[0] not in self.types:
                 continue
-            self._offered[key] = (self.view.epoch, self._standing(key, state))
             sender, timestamp = state.last if state.last is not None else (-1, 0)
             offer = StateOffer(
                 *key, self.view.epoch, *state.position, sender, timestamp, state.cut_epoch
             )
+            self._offered[key] = (self.view.epoch, self._standing(key, state), offer)
             self._tell_shard(ref, offer)
 
     def _standing(self, key: ShardKey, state: Rebuilt) -> _Replica:
@@ -1303,15 +1334,42 @@ class ObjectHost:
         if replica.paxos:
             self._save(replica, (epoch, 0))
         for entry in later:
-            self._apply(replica, entry.position, entry.sender, entry.call)
+            self._apply(replica, entry.position, entry.sender, entry.call, answered=entry.answered)
         self._serve_waiting(replica)
 
     def _wait_for_holder(self, replica: _Replica, reason: str) -> None:
         """No member this one may ask holds the ``Paxos`` shard's state: it takes one offered
-        by a member back from its logs where one meets its history, else waits (a holder
-        may still come back) and says why."""
-        if not self._take_offer(replica):
+        by a member back from its logs where one meets its history (its own first), else
+        waits (a holder may still come back) and says why."""
+        if not (self._take_own(replica) or self._take_offer(replica)):
             self._out.append(StateWaiting(*replica.key, self.view.epoch, reason))
+
+    def _take_own(self, replica: _Replica) -> bool:
+        """Back from its logs, this member waits in a shard whose state it offered: it takes
+        its own state where that meets the history a member moved out handed it (the layout
+        gave this member its old place, and moved out the one that waited there). Without
+        such a history its own began as it came back, and its state, from before, meets none
+        the offers' rules allow; whether it did."""
+        own = self._offered.get(replica.key)
+        if own is None or not replica.handed_history:
+            return False
+        _, standing, offer = own
+        if not _meets_history(replica, self.node_id, offer):
+            self.stats["offers_refused"] += 1
+            return False
+        self.stats["own_state_taken"] += 1
+        del self._offered[replica.key]  # what it holds now is the shard's
+        if replica.held is not None:
+            latest = replica.held.latest_timestamp / 1_000_000
+            replica.applied_timestamp = max(replica.applied_timestamp, latest)
+        replica.held = None
+        replica.obj, replica.skip_until = standing.obj, standing.skip_until
+        # In no log of this stint's (its directory was discarded as it came back).
+        self._save(replica, standing.skip_until)
+        self._release_buffered(replica, standing.skip_until)
+        self._tell_view(replica)
+        self._serve_waiting(replica)
+        return True
 
     def _snapshot(self, replica: _Replica, obj: Any) -> bytes | None:
         """``obj``'s snapshot, or None (reported as user code failing) if its class's
@@ -1629,9 +1687,16 @@ class ObjectHost:
         buffered, replica.buffered = replica.buffered, []
         for entry in buffered:
             if entry.position <= position:
-                self._caught_up(entry.sender, entry.call)
+                if not entry.answered:
+                    self._caught_up(entry.sender, entry.call)
             else:
-                self._apply(replica, entry.position, entry.sender, entry.call)
+                self._apply(
+                    replica, entry.position, entry.sender, entry.call, answered=entry.answered
+                )
+        if any(entry.answered and entry.position > position for entry in buffered):
+            # Handed on by a member moved out: in no log of this member's, so in its state
+            # on disk before it counts as held here.
+            self._save(replica, replica.position)
 
     def _tell_view(self, replica: _Replica) -> None:
         on_view = getattr(replica.obj, "on_view", None)
@@ -1728,6 +1793,13 @@ class ObjectHost:
             else:
                 self.stats["offered_states_sent"] += 1
                 self._send_state(offered[1], src, request.epoch)
+        elif replica is None and key in self._histories and not request.offered:
+            history_from, orphaned_by, updates = self._histories[key]
+            self.stats["histories_sent"] += 1
+            self._send(
+                src,
+                StateHistory(*key, request.epoch, history_from, orphaned_by, updates),
+            )
         elif replica is None:
             self._send(src, _not_held(key, request))
         elif replica.obj is None:
@@ -2008,6 +2080,53 @@ class ObjectHost:
         if header.size == 0:
             self._install_state(replica)
 
+    def _on_state_history(self, src: NodeId, history: StateHistory) -> None:
+        """A member moved out of the shard while it waited answers with the deliveries it
+        counted there: taken where they reach back before this member's own, which they
+        then precede (it asked that member as an old member, so they end where its own
+        begin); otherwise the answer is that the state is not held."""
+        key = (history.type_name, history.subgroup_index, history.shard)
+        replica = self._replicas.get(key)
+        if replica is None or replica.obj is not None or replica.asking != src:
+            self.stats["stale_state"] += 1
+            return
+        if (
+            replica.ends is not None
+            or replica.asking_offered
+            or replica.handed_history
+            or not 0 <= history.history_from < replica.history_from
+        ):
+            self._on_state_header(src, StateHeader(*key, StateStatus.NOT_HELD, history.epoch))
+            return
+        # Asked in a later view than the one this member entered in, the member moved out
+        # counted some of this member's own deliveries too: only those before are new.
+        earlier = [u for u in history.updates if u.epoch < replica.history_from]
+        positions = [(u.epoch, u.number) for u in earlier]
+        if any(p[0] < history.history_from for p in positions[:1]) or not all(
+            _follows(a, b) for a, b in itertools.pairwise(positions)
+        ):
+            raise RemoteProtocolError(f"a history of {key} out of order: {positions[:4]}")
+        handed = [
+            _Buffered(
+                (u.epoch, u.number),
+                u.sender,
+                u.timestamp,
+                self._call_of(u.payload, u.timestamp),
+                True,
+            )
+            for u in earlier
+        ]
+        self.stats["histories_taken"] += 1
+        if positions:
+            # Counted now: the state's position once they are applied, before any of its own.
+            replica.position = max(replica.position, positions[-1])
+        replica.buffered = handed + replica.buffered
+        replica.tail = earlier + replica.tail
+        replica.tail_bytes += sum(len(u.payload) + KEPT_UPDATE_OVERHEAD for u in earlier)
+        replica.history_from, replica.orphaned_by = history.history_from, history.orphaned_by
+        replica.handed_history = True
+        self._ask(replica)
+
     def _on_state_chunk(self, src: NodeId, chunk: StateChunk) -> None:
         key = (chunk.type_name, chunk.subgroup_index, chunk.shard)
         replica = self._replicas.get(key)
@@ -2196,6 +2315,8 @@ class ObjectHost:
                 self._on_state_request(src, message)
             elif isinstance(message, StateOffer):
                 self._on_state_offer(src, message)
+            elif isinstance(message, StateHistory):
+                self._on_state_history(src, message)
             elif isinstance(message, StateHeader):
                 self._on_state_header(src, message)
             elif isinstance(message, StateChunk):
@@ -2336,6 +2457,23 @@ def _meets_history(replica: _Replica, src: NodeId, offer: StateOffer) -> bool:
     return offer.cut_epoch >= j - 1 and all(
         b.position[0] > offer.cut_epoch for b in replica.buffered
     )
+
+
+def _history(replica: _Replica) -> tuple[int, tuple[NodeId, ...], list[CaughtUpdate]] | None:
+    """What a member moved out of a ``Paxos`` shard while it waited for the state hands to
+    the newcomer that asks: every delivery it counted since ``history_from``, with payloads
+    (kept in its tail), or None where it has no such history, or its tail no longer holds
+    all of it (trimmed to the catch-up budget)."""
+    if not replica.paxos or replica.history_from < 0 or replica.ends is not None:
+        return None
+    updates = (
+        [u for u in replica.tail if (u.epoch, u.number) >= replica.buffered[0].position]
+        if replica.buffered
+        else []
+    )
+    if [(u.epoch, u.number) for u in updates] != [b.position for b in replica.buffered]:
+        return None
+    return replica.history_from, replica.orphaned_by, updates
 
 
 def _reaches_cut(replica: _Replica) -> bool:

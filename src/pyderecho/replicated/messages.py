@@ -227,6 +227,24 @@ class CaughtUpdate(msgspec.Struct, frozen=True, array_like=True, gc=False):
     """The encoded call."""
 
 
+class StateHistory(msgspec.Struct, frozen=True, array_like=True, tag="Y"):
+    """The answer of a member that the layout moved out of a ``Paxos`` shard while it waited
+    for the shard's state (every holder had failed): the deliveries it counted there since
+    it began waiting. The newcomer that asked counted none of them, and waits on with the
+    longer history: a state a holder back from its logs offers is weighed against it."""
+
+    type_name: str
+    subgroup_index: int
+    shard: int
+    epoch: int
+    """The view of the request it answers."""
+    history_from: int
+    """The view from which the sender counted every delivery of the shard."""
+    orphaned_by: tuple[int, ...]
+    """The shard's members in the view before ``history_from``, when none reached it."""
+    updates: list[CaughtUpdate]
+
+
 CaughtUpdates = list[CaughtUpdate]
 """The data of a transfer whose header says ``updates``: the updates in order."""
 
@@ -242,6 +260,7 @@ PeerPayload = (
     | QueryReply
     | StateRequest
     | StateOffer
+    | StateHistory
     | StateHeader
     | StateChunk
     | StateAck
