@@ -482,10 +482,11 @@ def test_an_offered_state_that_cannot_be_sent_leaves_every_member_waiting(
 SHARD_1 = ("KV", 0, 1)
 
 
-def waiting_member_moved_out() -> tuple[Members, int]:
-    """The first views of :func:`moved_out_while_waiting`, up to view 2 installed (3 asks 1,
-    nothing routed in view 2 yet); the id of 1's call."""
-    members = Members(4, Mode.PAXOS)
+def shard_1_waits(count: int) -> tuple[Members, int]:
+    """Two shards over members in rank order (of ``count``). 2, shard 1's one member, takes
+    a call and crashes; view 1 gives shard 1 to 1, which has no old member to ask and waits,
+    and delivers 1's call there (1 buffers it). The members and the id of 1's call."""
+    members = Members(count, Mode.PAXOS)
     members.plan = layout_of({"KV": sharded(2, min_size=1, mode=Mode.PAXOS)})
     members.install(View(0, (0, 1, 2)))
     members.route()
@@ -493,25 +494,33 @@ def waiting_member_moved_out() -> tuple[Members, int]:
     members.down = {2}
     members.install(View(1, (0, 1), departed=(2,)))
     members.route()
-    call_id = members.call(1, 1, 1, (1,), key="b")
-    members.install(View(2, (0, 1, 3), joined=(3,)))
-    return members, call_id
+    return members, members.call(1, 1, 1, (1,), key="b")
 
 
-def moved_out_while_waiting() -> tuple[Members, int]:
-    """Two shards over members in rank order. 2, shard 1's one member, takes a call and
-    crashes; view 1 gives shard 1 to 1, which has no old member to ask and waits, and
-    delivers 1's call there (1 buffers it). View 2 brings 3 in, which the layout gives
-    shard 1, moving 1 back to shard 0: 3 asks 1. 2 comes back from its disk with shard 1's
-    state of view 0 and joins view 3, in shard 1 with 3. The members and the id of 1's
-    call."""
-    members, call_id = waiting_member_moved_out()
-    members.route()
+def shard_1_holder_back(members: Members) -> None:
+    """2 restarts from its disk with shard 1's state of view 0 (its one call)."""
     kv = KV()
     kv.put("a1", 1)
     members.hosts[2] = ObjectHost(2, {"KV": KV})
     members.hosts[2].restart({SHARD_1: Rebuilt(kv, (0, 1), 1, 0, 0, last=(2, 0), cut_epoch=-1)})
     members.down = set()
+
+
+def waiting_member_moved_out() -> tuple[Members, int]:
+    """:func:`shard_1_waits`, then view 2 brings 3 in, which the layout gives shard 1,
+    moving 1 back to shard 0: 3 asks 1 (nothing routed in view 2 yet)."""
+    members, call_id = shard_1_waits(4)
+    members.install(View(2, (0, 1, 3), joined=(3,)))
+    return members, call_id
+
+
+def moved_out_while_waiting() -> tuple[Members, int]:
+    """:func:`waiting_member_moved_out`, routed; 2 comes back from its disk with shard 1's
+    state of view 0 and joins view 3, in shard 1 with 3. The members and the id of 1's
+    call."""
+    members, call_id = waiting_member_moved_out()
+    members.route()
+    shard_1_holder_back(members)
     members.install(View(3, (0, 1, 3, 2), joined=(2,)))
     members.route()
     return members, call_id
@@ -551,25 +560,12 @@ def test_a_history_short_of_its_last_delivery_is_caught(monkeypatch: pytest.Monk
 
 
 def test_a_holder_back_in_its_old_place_takes_its_own_state_with_the_history_handed_on() -> None:
-    """2, shard 1's one member, crashes after one call; view 1 gives shard 1 to 1, which
-    waits and buffers a call. 2 comes back from its disk into view 2, where the layout gives
+    """:func:`shard_1_waits`; 2 comes back from its disk into view 2, where the layout gives
     it its old place and moves 1 out: 2 asks 1, which hands on what it delivered there. 2's
     own state, of the shard's one member in view 0, meets that history: it applies 1's call
     to it, and answers the next call with both earlier ones in its state."""
-    members = Members(3, Mode.PAXOS)
-    members.plan = layout_of({"KV": sharded(2, min_size=1, mode=Mode.PAXOS)})
-    members.install(View(0, (0, 1, 2)))
-    members.route()
-    members.call(2, 0, 1, (2,), key="a")
-    members.down = {2}
-    members.install(View(1, (0, 1), departed=(2,)))
-    members.route()
-    members.call(1, 1, 1, (1,), key="b")
-    kv = KV()
-    kv.put("a1", 1)
-    members.hosts[2] = ObjectHost(2, {"KV": KV})
-    members.hosts[2].restart({SHARD_1: Rebuilt(kv, (0, 1), 1, 0, 0, last=(2, 0), cut_epoch=-1)})
-    members.down = set()
+    members, _ = shard_1_waits(3)
+    shard_1_holder_back(members)
     members.install(View(2, (0, 1, 2), joined=(2,)))
     members.route()
     before = len(members.outputs[2])  # those of 2 before its crash, whose ids it reuses
