@@ -24,6 +24,7 @@ from pyderecho.replicated import host as host_module
 from pyderecho.replicated import state as state_module
 from pyderecho.replicated.events import (
     CallDone,
+    SaveState,
     SendPeer,
     StateLost,
     StateReceived,
@@ -541,6 +542,8 @@ def test_a_member_moved_out_while_it_waited_hands_its_history_to_the_newcomer() 
     members, call_id = moved_out_while_waiting()
     assert replies_in_shard_1(members) == [{3: 3, 2: 3}]
     assert members.hosts[3].stats["histories_taken"] == 1
+    # 1's call is in no log of 3's: 3's state with it applied goes to disk at once.
+    assert [s.position for s in members.reported(3, SaveState)][:2] == [(0, 1), (1, 1)]
     (done,) = [d for d in members.reported(1, CallDone) if d.call_id == call_id]
     assert list(done.replies) == [1]
 
@@ -574,16 +577,20 @@ def test_a_holder_back_in_its_old_place_takes_its_own_state_with_the_history_han
     done = [o for o in members.outputs[2][before:] if isinstance(o, CallDone)]
     assert [d.replies for d in done if d.call_id == call_id] == [{2: 3}]
     assert members.hosts[2].stats["own_state_taken"] == 1
+    # Neither its state nor 1's call is in a log of its new stint: both go to disk.
+    saved = [o.position for o in members.outputs[2][:before] if isinstance(o, SaveState)]
+    assert saved[-2:] == [(0, 1), (1, 1)]
 
 
-def test_a_history_out_of_order_is_refused_and_counted() -> None:
+def test_a_history_out_of_order_is_counted_and_taken_for_no_state() -> None:
     """A history whose updates do not follow one another (a faulty or hostile peer) is
-    counted and changes nothing: 3 still waits for 1's answer, and takes the true one."""
+    counted, and taken for an answer that the member asked holds nothing: 3 asks on, finds
+    nobody, and says it waits; 1's true answer, after it, comes too late."""
     members, _ = waiting_member_moved_out()
     update = CaughtUpdate(1, 2, 1, 0, b"")
     forged = StateHistory(*SHARD_1, 2, 1, (2,), [update, update])
     members.hosts[3].handle(PeerMessage(1, encoder.encode(forged)))
-    assert members.hosts[3].stats["rejected_peer_message"] == 1
-    assert members.hosts[3].stats["histories_taken"] == 0
+    assert members.hosts[3].stats["history_rejected"] == 1
     members.route()
-    assert members.hosts[3].stats["histories_taken"] == 1
+    assert members.hosts[3].stats["histories_taken"] == 0
+    assert [w.epoch for w in members.reported(3, StateWaiting)] == [2]

@@ -632,18 +632,44 @@ def answers_of(monkeypatch: pytest.MonkeyPatch, rule: str) -> list[bool]:
     return answers
 
 
-@pytest.mark.parametrize("seed", [51, 196, 3295, 4496, 4616, 6757])
+def hosts_of(monkeypatch: pytest.MonkeyPatch) -> list[ObjectHost]:
+    """Every object host the run to come builds."""
+    hosts: list[ObjectHost] = []
+    original = ObjectHost.__init__
+
+    def recorded(self: ObjectHost, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        hosts.append(self)
+
+    monkeypatch.setattr(ObjectHost, "__init__", recorded)
+    return hosts
+
+
+@pytest.mark.parametrize(
+    ("seed", "taken", "handed"),
+    [
+        (51, "offers_taken", True),
+        (196, "own_state_taken", True),
+        (3295, "offers_taken", False),
+        (4496, "offers_taken", False),
+        (4616, "offers_taken", False),
+        (6757, "offers_taken", True),
+    ],
+)
 def test_a_shard_whose_holders_all_failed_takes_the_state_of_one_back(
-    seed: int, monkeypatch: pytest.MonkeyPatch
+    seed: int, taken: str, handed: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A shard's one holder crashed, its newcomers waited, and it came back from its disk;
-    they took its state, and every check holds (replicas, state rule). In seed 51 the member
-    that waited first was moved out and handed its history to a joiner, which then took the
-    state; in 196 the holder came back to its old place, was handed the history of the
-    member moved out for it, and took its own state."""
-    weighed = answers_of(monkeypatch, "_meets_history")
+    they took its state (``taken`` counts how), and every check holds (replicas, state
+    rule). In seed 51 the member that waited first was moved out and handed its history to
+    a joiner, which then took the offered state; in 196 the holder came back to its old
+    place, was handed the history of the member moved out for it, and took its own
+    (``handed``: a history was handed on)."""
+    hosts = hosts_of(monkeypatch)
     assert run_simulation(holder_back_scenario(seed)).violations == []
-    assert True in weighed, "no offered state was taken: pick another seed"
+    stats = sum((host.stats for host in hosts), Counter[str]())
+    assert stats[taken] > 0, f"no state was taken so: pick another seed ({dict(stats)})"
+    assert (stats["histories_taken"] > 0) == handed
 
 
 def test_taking_a_state_that_does_not_meet_the_history_is_caught(

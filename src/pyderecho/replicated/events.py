@@ -65,7 +65,8 @@ class StateReceived:
     """This member installed a shard's state from ``source``: ``size`` bytes holding the
     shard's deliveries up to ``position``. ``caught_up``: the member came back with the
     state from its own logs, and ``source`` sent only the updates after it (``size`` bytes
-    of them), which it applied."""
+    of them), which it applied. ``source`` is this member itself (``size`` 0) where it took
+    the state its own logs rebuilt, a history handed on having shown it whole."""
 
     type_name: str
     subgroup_index: int

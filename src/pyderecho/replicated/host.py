@@ -122,6 +122,9 @@ WINDOW_CHUNKS = 4
 """Chunks in flight per transfer before the receiver's acknowledgement."""
 MAX_RESULT_BYTES = MAX_P2P_BYTES - 64 * 1024
 """The largest encoded result a reply carries, leaving room for its envelope."""
+MAX_HISTORY_BYTES = MAX_P2P_BYTES - 64 * 1024
+"""The most a history handed on (:class:`StateHistory`) holds in payloads, with 32 bytes an
+update for its fields: one point-to-point message, with room for its envelope."""
 KEPT_UPDATE_OVERHEAD = 180
 """Bytes an update kept for catching up costs beyond its payload (the struct, the ``bytes``
 object, the list's slot), counted against ``catch_up_bytes`` so that small updates do not
@@ -175,8 +178,9 @@ class _Replica:
     """Why states received so far could not be installed."""
     history_from: int = -1
     """The view from which this replica counted every delivery of the shard while it held
-    no state (-1: none, or it compares states after a restart): what a state offered by a
-    member back from its logs must meet (:meth:`ObjectHost._on_state_offer`)."""
+    no state, itself or, before it entered, a member moved out that handed them on (-1:
+    none, or it compares states after a restart): what a state offered by a member back
+    from its logs must meet (:meth:`ObjectHost._on_state_offer`)."""
     orphaned_by: tuple[NodeId, ...] = ()
     """The shard's members in the view before ``history_from``, when none of them reached
     that view (it started without an old member): no cleanup delivered anything of the
@@ -1045,6 +1049,12 @@ class ObjectHost:
                 if history is not None:
                     self._histories[key] = history
                 self._abandon_buffered(replica)
+                # Members it kept waiting for the state it will not hold here: answered as
+                # a newcomer that asks now is (they may still ask it, and no other).
+                for member in replica.waiting:
+                    if member in view:
+                        self.stats["kept_requests_answered"] += 1
+                        self._answer_moved_out(member, key, view.epoch)
         if self._restarting and self._restart_view is None:
             self._restart_view = RestartView(view.epoch, view.members)
             for member in view.members:
@@ -1366,6 +1376,9 @@ class ObjectHost:
         replica.obj, replica.skip_until = standing.obj, standing.skip_until
         # In no log of this stint's (its directory was discarded as it came back).
         self._save(replica, standing.skip_until)
+        self._out.append(
+            StateReceived(*replica.key, self.node_id, 0, standing.skip_until, lost=False)
+        )
         self._release_buffered(replica, standing.skip_until)
         self._tell_view(replica)
         self._serve_waiting(replica)
@@ -1793,13 +1806,8 @@ class ObjectHost:
             else:
                 self.stats["offered_states_sent"] += 1
                 self._send_state(offered[1], src, request.epoch)
-        elif replica is None and key in self._histories and not request.offered:
-            history_from, orphaned_by, updates = self._histories[key]
-            self.stats["histories_sent"] += 1
-            self._send(
-                src,
-                StateHistory(*key, request.epoch, history_from, orphaned_by, updates),
-            )
+        elif replica is None and key in self._histories:
+            self._answer_moved_out(src, key, request.epoch)
         elif replica is None:
             self._send(src, _not_held(key, request))
         elif replica.obj is None:
@@ -1837,7 +1845,6 @@ class ObjectHost:
                 if (
                     replica.asking == src
                     and replica.ends is None
-                    and not replica.asking_offered
                     and replica.asked_in < self.view.epoch
                 ):
                     # The two asked each other before this view, and each request reached a
@@ -1850,6 +1857,16 @@ class ObjectHost:
                     replica.waiting.append(src)
         else:
             self._send_state(replica, src, request.epoch, request, logged)
+
+    def _answer_moved_out(self, dst: NodeId, key: ShardKey, epoch: int) -> None:
+        """Moved out of the shard in this view while it waited: answer ``dst``'s request (of
+        view ``epoch``) with the history it counted there, or that it holds nothing."""
+        history = self._histories.get(key)
+        if history is None:
+            self._send(dst, StateHeader(*key, StateStatus.NOT_HELD, epoch))
+            return
+        self.stats["histories_sent"] += 1
+        self._send(dst, StateHistory(*key, epoch, *history))
 
     def _send_state(
         self,
@@ -2105,7 +2122,10 @@ class ObjectHost:
         if any(p[0] < history.history_from for p in positions[:1]) or not all(
             _follows(a, b) for a, b in itertools.pairwise(positions)
         ):
-            raise RemoteProtocolError(f"a history of {key} out of order: {positions[:4]}")
+            # A faulty peer's: counted, and taken for an answer that it holds nothing.
+            self.stats["history_rejected"] += 1
+            self._on_state_header(src, StateHeader(*key, StateStatus.NOT_HELD, history.epoch))
+            return
         handed = [
             _Buffered(
                 (u.epoch, u.number),
@@ -2120,9 +2140,15 @@ class ObjectHost:
         if positions:
             # Counted now: the state's position once they are applied, before any of its own.
             replica.position = max(replica.position, positions[-1])
+        own = [b.position for b in replica.buffered[:1]]
+        if self.catch_up_bytes and [(u.epoch, u.number) for u in replica.tail[:1]] == own:
+            # Kept for catching up only where they join the tail held: one with a gap
+            # would hand a rejoining member updates that skip some.
+            replica.tail = earlier + replica.tail
+            replica.tail_bytes += sum(len(u.payload) + KEPT_UPDATE_OVERHEAD for u in earlier)
+            if replica.tail_bytes > self.catch_up_bytes:
+                self._trim(replica)
         replica.buffered = handed + replica.buffered
-        replica.tail = earlier + replica.tail
-        replica.tail_bytes += sum(len(u.payload) + KEPT_UPDATE_OVERHEAD for u in earlier)
         replica.history_from, replica.orphaned_by = history.history_from, history.orphaned_by
         replica.handed_history = True
         self._ask(replica)
@@ -2462,8 +2488,8 @@ def _meets_history(replica: _Replica, src: NodeId, offer: StateOffer) -> bool:
 def _history(replica: _Replica) -> tuple[int, tuple[NodeId, ...], list[CaughtUpdate]] | None:
     """What a member moved out of a ``Paxos`` shard while it waited for the state hands to
     the newcomer that asks: every delivery it counted since ``history_from``, with payloads
-    (kept in its tail), or None where it has no such history, or its tail no longer holds
-    all of it (trimmed to the catch-up budget)."""
+    (kept in its tail), or None where it has no such history, its tail no longer holds
+    all of it (trimmed to the catch-up budget), or it is larger than one message carries."""
     if not replica.paxos or replica.history_from < 0 or replica.ends is not None:
         return None
     updates = (
@@ -2473,6 +2499,8 @@ def _history(replica: _Replica) -> tuple[int, tuple[NodeId, ...], list[CaughtUpd
     )
     if [(u.epoch, u.number) for u in updates] != [b.position for b in replica.buffered]:
         return None
+    if sum(len(u.payload) + 32 for u in updates) > MAX_HISTORY_BYTES:
+        return None  # more than one message carries
     return replica.history_from, replica.orphaned_by, updates
 
 

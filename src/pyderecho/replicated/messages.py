@@ -72,7 +72,8 @@ class StateRequest(msgspec.Struct, frozen=True, array_like=True, tag="S"):
     subgroup_index: int
     shard: int
     epoch: int
-    """The view in which the requester became a member of the shard."""
+    """The view the requester asks in: the one it became a member of the shard in, or a
+    later one where it asks again. An answer that the state is not held names it."""
     have_epoch: int = -1
     """A member back while the group runs holds the shard's state up to (have_epoch,
     have_count) from its own logs, and needs only the updates after it; -1: none."""
@@ -124,7 +125,9 @@ class StateHeader(msgspec.Struct, frozen=True, array_like=True, tag="H"):
     shard: int
     status: StateStatus
     epoch: int = -1
-    """The state includes exactly the shard's deliveries up to (epoch, count)."""
+    """The state includes exactly the shard's deliveries up to (epoch, count). ``NOT_HELD``:
+    the view of the request it answers (:attr:`StateRequest.epoch`), or the view it was said
+    in where the request was kept until then."""
     count: int = 0
     size: int = 0
     lost: bool = False
