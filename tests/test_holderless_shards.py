@@ -555,7 +555,7 @@ def test_a_history_short_of_its_last_delivery_is_caught(monkeypatch: pytest.Monk
 
     def short(replica: Any) -> Any:
         history = original(replica)
-        return None if history is None else (*history[:2], history[2][:-1])
+        return None if history is None else (*history[:3], history[3][:-1])
 
     monkeypatch.setattr(host_module, "_history", short)
     members, _ = moved_out_while_waiting()
@@ -588,7 +588,7 @@ def test_a_history_out_of_order_is_counted_and_taken_for_no_state() -> None:
     nobody, and says it waits; 1's true answer, after it, comes too late."""
     members, _ = waiting_member_moved_out()
     update = CaughtUpdate(1, 2, 1, 0, b"")
-    forged = StateHistory(*SHARD_1, 2, 1, (2,), [update, update])
+    forged = StateHistory(*SHARD_1, 2, 1, 0, (2,), [update, update])
     members.hosts[3].handle(PeerMessage(1, encoder.encode(forged)))
     assert members.hosts[3].stats["history_rejected"] == 1
     members.route()

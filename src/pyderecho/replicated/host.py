@@ -181,10 +181,14 @@ class _Replica:
     no state, itself or, before it entered, a member moved out that handed them on (-1:
     none, or it compares states after a restart): what a state offered by a member back
     from its logs must meet (:meth:`ObjectHost._on_state_offer`)."""
+    shard_before: int = -1
+    """The last view before ``history_from`` whose layout ran the shard: the views between,
+    if any, could not run the layout, and delivered nothing of it."""
     orphaned_by: tuple[NodeId, ...] = ()
-    """The shard's members in the view before ``history_from``, when none of them reached
-    that view (it started without an old member): no cleanup delivered anything of the
-    shard at the end of that view, so what it delivered is in each of their logs."""
+    """The shard's members in view ``shard_before``, where none of them reached
+    ``history_from``'s view but as a new process back from its logs: no cleanup that it
+    ran in may have gone unmarked in its log, and where it was the only one, every delivery
+    of that view waited for its log (:func:`_meets_history`)."""
     handed_history: bool = False
     """Its history reaches back before the view it entered the shard in: a member moved out
     handed it the deliveries it had counted (:meth:`ObjectHost._on_state_history`)."""
@@ -383,10 +387,14 @@ class ObjectHost:
         """Replicas of shards the last view change moved this member out of: frozen at that
         view's cut (no delivery of the shard reaches them any more), kept through one view so
         that the shard's newcomers can still get the state from them."""
-        self._histories: dict[ShardKey, tuple[int, tuple[NodeId, ...], list[CaughtUpdate]]] = {}
+        self._histories: dict[
+            ShardKey, tuple[int, int, tuple[NodeId, ...], list[CaughtUpdate]]
+        ] = {}
         """Paxos shards the layout moved this member out of in this view while it waited for
-        their state: the history it counted there (from, orphaned by, the updates), handed
-        to the newcomer that asks (:class:`StateHistory`)."""
+        their state: the history it counted there (from, the shard's view before, orphaned
+        by, the updates), handed to the newcomer that asks (:class:`StateHistory`)."""
+        self._shard_before = -1
+        """The epoch of the last view before this one that could run the layout."""
         self._outgoing: dict[tuple[NodeId, ShardKey], _Outgoing] = {}
         self._early_requests: dict[tuple[NodeId, ShardKey], StateRequest] = {}
         """State requests made in a view this member has not installed yet: the latest per
@@ -996,6 +1004,7 @@ class ObjectHost:
         if not layout.adequate:
             self._refs = {}
             return  # replicas wait, state and all, for a view that can run them
+        self._shard_before = view.epoch - 1 if event.previous is None else event.previous.view.epoch
         self.layout = layout
         mine = [ref for ref in layout.shards_of(self.node_id) if ref.layout.mode is not Mode.RAW]
         missing = sorted({ref.type_name for ref in mine} - self.types.keys())
@@ -1268,7 +1277,7 @@ class ObjectHost:
             # not: the founders compare their states here, and this member, which joined
             # since, takes the one they agree on.
             replica = self._replicas[key] = _Replica(key, self.types[key[0]], None, paxos=True)
-            replica.history_from = self.view.epoch
+            replica.history_from, replica.shard_before = self.view.epoch, self._shard_before
             holders = self._restart_holders
             replica.candidates = [m for m in members if m in holders]
             if replica.candidates:
@@ -1283,10 +1292,19 @@ class ObjectHost:
         old += [m for m in held if m not in members]
         if replica is None:
             replica = self._replicas[key] = _Replica(key, self.types[key[0]], None, paxos=paxos)
-            replica.history_from = self.view.epoch
+            replica.history_from, replica.shard_before = self.view.epoch, self._shard_before
+            if (
+                paxos
+                and before is not None
+                and not any(m in self.view and m not in self.view.joined for m in before)
+            ):
+                # None of them reached this view, or only as a new process back from its logs:
+                # it holds no state to send, and offers the one its logs rebuilt (a lone
+                # holder that failed and came back while the views between could not run the
+                # layout: slow-link seeds 106 and 207, where the shard waited for good beside
+                # it).
+                replica.orphaned_by = before
             if before is None or not old:
-                if paxos and before is not None:
-                    replica.orphaned_by = before
                 self._start_fresh(replica, lost=before is not None)
             else:
                 replica.held = self._rejoining.pop(key, None) if paxos else None
@@ -1337,10 +1355,27 @@ class ObjectHost:
         epoch = self.view.epoch
         replica.skip_until = (epoch, 0)
         later = [b for b in replica.buffered if b.position[0] >= epoch]
+        dropped = [b for b in replica.buffered if b.position[0] < epoch and not b.answered]
         replica.buffered = []
         replica.lost = lost
         if lost:
             self._out.append(StateLost(*replica.key, epoch))
+        for entry in dropped:
+            # Delivered in an earlier view while this member waited for the state that is
+            # now lost: the shard starts over without it, and its caller, which waits for
+            # every member's reply, hears why (it used to hear nothing, and hung, where the
+            # member's request outlived that view: a slow link's crossings).
+            if entry.call is not None:
+                self.stats["lost_updates_answered"] += 1
+                self._reply(
+                    entry.sender,
+                    entry.call,
+                    _error(
+                        "StateLost",
+                        f"the shard's state was lost before member {self.node_id} could "
+                        f"apply this update; the shard starts over in view {epoch} without it",
+                    ),
+                )
         if replica.paxos:
             self._save(replica, (epoch, 0))
         for entry in later:
@@ -1866,7 +1901,8 @@ class ObjectHost:
             self._send(dst, StateHeader(*key, StateStatus.NOT_HELD, epoch))
             return
         self.stats["histories_sent"] += 1
-        self._send(dst, StateHistory(*key, epoch, *history))
+        history_from, shard_before, orphaned_by, updates = history
+        self._send(dst, StateHistory(*key, epoch, history_from, shard_before, orphaned_by, updates))
 
     def _send_state(
         self,
@@ -2150,6 +2186,7 @@ class ObjectHost:
                 self._trim(replica)
         replica.buffered = handed + replica.buffered
         replica.history_from, replica.orphaned_by = history.history_from, history.orphaned_by
+        replica.shard_before = history.shard_before
         replica.handed_history = True
         self._ask(replica)
 
@@ -2461,31 +2498,33 @@ def _meets_history(replica: _Replica, src: NodeId, offer: StateOffer) -> bool:
     waited for every shard member's log. So the offered state meets this history if its last
     update is one buffered here (same position, sender and timestamp): everything before it
     was delivered too. Or, ending before view j, if its log is marked with the cut of view
-    j - 1 and of no later view this member buffered deliveries of: it logged what that
-    view's cleanup kept, and the cleanup trims no stable message, so it holds exactly what
-    the shard delivered. Or if ``src`` was the shard's one member in view j - 1 and did not
-    reach view j (``orphaned_by``), and its log is marked with the cut of view j - 2: it held
-    the state as j - 1 began, every delivery of j - 1 waited for its log, and no cleanup ran
-    at the end of j - 1 (the one holder crashed, and its shard moved to newcomers). Its log
-    may hold a stable message it logged but never delivered; every member that takes a state
-    by this rule takes that one. Not of two members: one may have logged such a message and
-    the other not, and two waiting members, each taking one of the states, would part."""
+    k (``shard_before``, the last view before j that ran the shard: j - 1 unless the views
+    between could not run the layout, and delivered nothing of it) and of no later view this
+    member buffered deliveries of: it logged what that view's cleanup kept, and the cleanup
+    trims no stable message, so it holds exactly what the shard delivered. Or if ``src`` was
+    the shard's one member in view k and did not reach view j but as a new process back
+    from its logs (``orphaned_by``), and its log is marked with the cut of view k - 1 (none
+    for a founder, k = 0): it held the state as k began, and every delivery of k, its
+    cleanup's too, waited for its log. Its log may hold a stable message it logged but
+    never delivered; every member that takes a state by this rule takes that one. Not of
+    two members: one may have logged such a message and the other not, and two waiting
+    members, each taking one of the states, would part."""
     have = (offer.have_epoch, offer.have_count)
-    j = replica.history_from
+    j, k = replica.history_from, replica.shard_before
     if have[0] >= j:
         same = [b for b in replica.buffered if b.position == have]
         return bool(same) and (same[0].sender, same[0].timestamp) == (
             offer.have_sender,
             offer.have_timestamp,
         )
-    if replica.orphaned_by == (src,) and offer.cut_epoch >= j - 2:
+    if replica.orphaned_by == (src,) and offer.cut_epoch >= k - 1:
         return True
-    return offer.cut_epoch >= j - 1 and all(
-        b.position[0] > offer.cut_epoch for b in replica.buffered
-    )
+    return offer.cut_epoch >= k and all(b.position[0] > offer.cut_epoch for b in replica.buffered)
 
 
-def _history(replica: _Replica) -> tuple[int, tuple[NodeId, ...], list[CaughtUpdate]] | None:
+def _history(
+    replica: _Replica,
+) -> tuple[int, int, tuple[NodeId, ...], list[CaughtUpdate]] | None:
     """What a member moved out of a ``Paxos`` shard while it waited for the state hands to
     the newcomer that asks: every delivery it counted since ``history_from``, with payloads
     (kept in its tail), or None where it has no such history, its tail no longer holds
@@ -2501,7 +2540,7 @@ def _history(replica: _Replica) -> tuple[int, tuple[NodeId, ...], list[CaughtUpd
         return None
     if sum(len(u.payload) + 32 for u in updates) > MAX_HISTORY_BYTES:
         return None  # more than one message carries
-    return replica.history_from, replica.orphaned_by, updates
+    return replica.history_from, replica.shard_before, replica.orphaned_by, updates
 
 
 def _reaches_cut(replica: _Replica) -> bool:

@@ -243,8 +243,10 @@ class StateHistory(msgspec.Struct, frozen=True, array_like=True, tag="Y"):
     """The view of the request it answers."""
     history_from: int
     """The view from which the sender counted every delivery of the shard."""
+    shard_before: int
+    """The last view before ``history_from`` whose layout ran the shard."""
     orphaned_by: tuple[int, ...]
-    """The shard's members in the view before ``history_from``, when none reached it."""
+    """The shard's members in view ``shard_before``."""
     updates: list[CaughtUpdate]
 
 

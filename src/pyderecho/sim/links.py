@@ -38,6 +38,14 @@ class LinkModel:
     wake nobody, are seen up to a heartbeat interval late, and are not ordered with the link's
     frames. Only the simulator models it (:class:`~pyderecho.sim.simulation.Simulation`); the
     memory transport still sends every beat as a frame."""
+    slow_share: float = 0.0
+    """The share of links (each direction of a pair on its own) that are slow: a congested or
+    long path beside fast ones. Which links are slow follows from the seed and the two ends
+    alone, so a joiner's links are drawn like the founders'."""
+    slow_latency_s: float = 0.0
+    """What a slow link adds to every frame's latency. A message then often arrives after
+    messages sent later over other links: a request one member sends another in one view can
+    reach it after a view change that went round by the fast links."""
 
 
 class SimLinks:
@@ -58,6 +66,15 @@ class SimLinks:
         self._free: dict[NodeId, float] = {}
         """When each sender's outgoing link finishes the last frame handed to it."""
         self._last_arrival: dict[tuple[NodeId, NodeId], float] = {}
+        self._slow: dict[tuple[NodeId, NodeId], bool] = {}
+
+    def slow(self, src: NodeId, dst: NodeId) -> bool:
+        """Whether the link from ``src`` to ``dst`` is one of the model's slow ones."""
+        key = (src, dst)
+        if key not in self._slow:
+            draw = random.Random(f"{self.seed}:{src}:{dst}").random()
+            self._slow[key] = draw < self.model.slow_share
+        return self._slow[key]
 
     def hold(self, src: NodeId, dst: NodeId, until: float) -> None:
         """No frame from ``src`` reaches ``dst`` before ``until`` (a cut link that TCP
@@ -76,6 +93,8 @@ class SimLinks:
         departure = max(now, self._free.get(src, 0.0)) + wire / model.bandwidth_bytes_per_s
         self._free[src] = departure
         arrival = departure + model.latency_s + model.jitter_s * self._rng.random()
+        if model.slow_share and self.slow(src, dst):
+            arrival += model.slow_latency_s
         key = (src, dst)
         arrival = max(arrival, self._last_arrival.get(key, 0.0))
         self._last_arrival[key] = arrival

@@ -643,7 +643,17 @@ class _Run:
                         f"view since {epoch}"
                     )
             elif isinstance(reply, RemoteError):
-                if reply.error_type not in ("StateTransferred", "LeftShard"):
+                if reply.error_type == "StateLost":
+                    # Only from a member that started the shard over in a later view.
+                    key = self.call_shards.get((member, done.call_id))
+                    if not any(
+                        (m, k) == (replica, key) and later > epoch for m, k, later in self.restarted
+                    ):
+                        problems.append(
+                            f"replies: {name}: member {replica} said the state was lost "
+                            f"though it started {key} over in no view after {epoch}"
+                        )
+                elif reply.error_type not in ("StateTransferred", "LeftShard"):
                     problems.append(f"replies: {name}: member {replica} failed: {reply}")
             else:
                 results.add(reply)
