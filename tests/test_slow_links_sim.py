@@ -9,7 +9,9 @@ across view changes, and members crashed from ``Paxos`` shards come back from th
 This family found two faults its first sweep (seeds 0-999): callers of an ordered shard
 that started over a view after the calls were delivered never heard from the member that
 dropped them (305, 918); and a ``Paxos`` shard whose one holder failed and came back while
-the views between could not run the layout waited for good beside it (106, 207)."""
+the views between could not run the layout waited for good beside it (106, 207). Its
+sweep of seeds 0-9999 then found the simulator checking a run before the group had removed
+a crashed member (9274)."""
 
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ from pyderecho.replicated import host as host_module
 from pyderecho.replicated.host import ObjectHost
 from pyderecho.sim.links import LinkModel, SimLinks
 from pyderecho.sim.simulation import DiskModel
-from pyderecho.sim.swarm import SimulationSpec, run_simulation
+from pyderecho.sim.swarm import SimulationSpec, _Run, run_simulation
 from test_paxos_sim import FAST, SLOW_DISK, hosts_of
 
 
@@ -142,3 +144,26 @@ def test_slow_links_are_the_same_for_the_same_seed_and_keep_their_order() -> Non
         assert first == pytest.approx(1e-3 + (0.05 if (a, b) in slow else 0.0), abs=1e-5)
         assert links.arrival(a, b, 100, 0.0) >= first
     assert not SimLinks(LinkModel(), seed=7).slow(0, 1)
+
+
+def test_a_run_is_not_checked_before_its_crashed_members_are_removed() -> None:
+    """Seed 9274: member 2 crashed while the change that let 3 join was final. A member not
+    heard from yet in a view is suspected there only after twice the timeout, and the
+    group, idle meanwhile, read as settled 50 ms before 2 was suspected: the checks then
+    found 3 waiting for its shard's state from 2, and two of its calls unanswered. The run
+    now goes on while running members that hold a majority of their view still have a
+    crashed member in it."""
+    run = _Run(slow_link_scenario(9274))
+    assert run.play()
+    assert 2 in run.sim.crashed
+    assert all(2 not in run.sim.nodes[m].view for m in run.sim.running)
+    assert run_simulation(slow_link_scenario(9274)).violations == []
+
+
+def test_checking_a_run_before_its_crashed_members_are_removed_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Planted: the run is checked once idle, crashed members in the view or not."""
+    monkeypatch.setattr(_Run, "_crash_still_due", lambda self: False)
+    violations = run_simulation(slow_link_scenario(9274)).violations
+    assert any("never resolved" in v for v in violations), violations
