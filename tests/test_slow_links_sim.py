@@ -23,11 +23,13 @@ from typing import Any
 import pytest
 
 from pyderecho.core.layout import Mode, layout_of, sharded
+from pyderecho.core.membership import Membership
 from pyderecho.replicated import host as host_module
 from pyderecho.replicated.host import ObjectHost
 from pyderecho.sim.links import LinkModel, SimLinks
 from pyderecho.sim.simulation import DiskModel
 from pyderecho.sim.swarm import SimulationSpec, _Run, run_simulation
+from test_membership_sim import scenario as membership_scenario
 from test_paxos_sim import FAST, SLOW_DISK, hosts_of
 
 
@@ -167,3 +169,36 @@ def test_checking_a_run_before_its_crashed_members_are_removed_is_caught(
     monkeypatch.setattr(_Run, "_crash_still_due", lambda self: False)
     violations = run_simulation(slow_link_scenario(9274)).violations
     assert any("never resolved" in v for v in violations), violations
+
+
+def rolling_over_slow_links(seed: int) -> SimulationSpec:
+    """Membership seed ``seed`` (a rolling restart: each founder in turn makes way for a new
+    process) with half the links 60 ms slow."""
+    spec = membership_scenario(seed)
+    assert spec.rolling
+    slow = dataclasses.replace(spec.link, slow_share=0.5, slow_latency_s=0.06)
+    return dataclasses.replace(spec, link=slow)
+
+
+@pytest.mark.parametrize("seed", [675, 1729, 1758])
+def test_a_joiner_gets_in_while_the_leaders_leave_in_turn(seed: int) -> None:
+    """Seed 1758: five founders leave one after another, each a second after a new process
+    joins. Joiner 6 asked contact 4, which forwarded it to the leader, 0; it came while the
+    change that removed 3 was under way, and waited for the next change, but the view that
+    change installed has a new membership, which knew nothing of it, and the next change was
+    0's own leave. 6 asked again a timeout later, through 1, which forwarded it to 0, leaving;
+    then through 2, gone; then 4 again, whose leader, 1, was leaving too; then contacts that
+    had all left, until its join timed out after 10 s. A leader now hands the joins it has
+    not proposed on to the next view (to itself, or to the next view's leader as it
+    leaves)."""
+    assert run_simulation(rolling_over_slow_links(seed)).violations == []
+
+
+@pytest.mark.patches_compiled
+def test_dropping_the_joins_a_leader_has_not_proposed_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Planted: a leader's joins not yet proposed are dropped with its view's membership."""
+    monkeypatch.setattr(Membership, "unproposed_joins", property(lambda self: ()))
+    violations = run_simulation(rolling_over_slow_links(1758)).violations
+    assert any("could not join" in v for v in violations), violations

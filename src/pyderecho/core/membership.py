@@ -494,6 +494,13 @@ class Membership:
         return self._leading is not None
 
     @property
+    def unproposed_joins(self) -> tuple[Change, ...]:
+        """The joins this member, leading, was asked for and has not proposed yet: they came
+        while a change was under way, and wait for the next. The view they wait for has
+        another membership, and perhaps another leader: the node hands them on there."""
+        return tuple(self._leading.pending_joins) if self._leading is not None else ()
+
+    @property
     def decided(self) -> frozenset[NodeId]:
         """The suspicions this member holds on evidence of its own that needs nobody's word: a
         broken link, a stall it blamed as leader, a cover it chose. The next view carries them
