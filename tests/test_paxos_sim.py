@@ -649,6 +649,11 @@ def hosts_of(monkeypatch: pytest.MonkeyPatch) -> list[ObjectHost]:
     return hosts
 
 
+def stats_of(hosts: list[ObjectHost]) -> Counter[str]:
+    """The object hosts' stats, summed."""
+    return sum((host.stats for host in hosts), Counter[str]())
+
+
 @pytest.mark.parametrize(
     ("seed", "taken", "handed"),
     [
@@ -671,7 +676,7 @@ def test_a_shard_whose_holders_all_failed_takes_the_state_of_one_back(
     (``handed``: a history was handed on)."""
     hosts = hosts_of(monkeypatch)
     assert run_simulation(holder_back_scenario(seed)).violations == []
-    stats = sum((host.stats for host in hosts), Counter[str]())
+    stats = stats_of(hosts)
     assert stats[taken] > 0, f"no state was taken so: pick another seed ({dict(stats)})"
     assert (stats["histories_taken"] > 0) == handed
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import random
-from collections import Counter
 from typing import Any
 
 import pytest
@@ -25,12 +24,11 @@ import pytest
 from pyderecho.core.layout import Mode, layout_of, sharded
 from pyderecho.core.membership import Membership
 from pyderecho.replicated import host as host_module
-from pyderecho.replicated.host import ObjectHost
 from pyderecho.sim.links import LinkModel, SimLinks
 from pyderecho.sim.simulation import DiskModel
 from pyderecho.sim.swarm import SimulationSpec, _Run, run_simulation
 from test_membership_sim import scenario as membership_scenario
-from test_paxos_sim import FAST, SLOW_DISK, hosts_of
+from test_paxos_sim import FAST, SLOW_DISK, hosts_of, stats_of
 
 
 def slow_link_scenario(seed: int) -> SimulationSpec:
@@ -75,10 +73,6 @@ def test_slow_link_seed_sweep(seed: int) -> None:
 @pytest.mark.parametrize("seed", range(200, 2200))
 def test_long_slow_link_seed_sweep(seed: int) -> None:
     assert run_simulation(slow_link_scenario(seed)).violations == []
-
-
-def stats_of(hosts: list[ObjectHost]) -> Counter[str]:
-    return sum((host.stats for host in hosts), Counter[str]())
 
 
 @pytest.mark.parametrize("seed", [305, 918])

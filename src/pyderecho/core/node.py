@@ -832,16 +832,19 @@ class Node:
         if leader is not None and leader not in (self.node_id, src):
             self._outbox.append((leader, request))
 
-    def _hand_on_joins(self, membership: Membership, view: View) -> None:
-        """A leader leaving the group hands the joins it has not proposed to the leader of the
-        next ``view`` (its lowest rank), as a contact forwards a request. Dropped, each joiner would
-        ask again only a timeout later, through a contact of its own choosing: in a rolling
-        restart over slow links, membership seed 1758, one joiner's requests reached three
-        leaders in turn, each leaving, then contacts that had left, until its join timed out."""
-        for change in membership.unproposed_joins:
-            if change.node not in view:
-                request = JoinRequest(change.node, change.address, change.incarnation)
-                self._outbox.append((view.members[0], request))
+    @staticmethod
+    def _joins_to_hand_on(membership: Membership, view: View) -> list[JoinRequest]:
+        """The joins ``membership``'s leader was asked for and has not proposed, of processes
+        not in ``view``, the next one: asked for again there, as a contact forwards a request.
+        Dropped with the old view, each joiner would ask again only a timeout later, through a
+        contact of its own choosing: in a rolling restart over slow links, membership seed
+        1758, one joiner's requests reached three leaders in turn, each leaving, then contacts
+        that had left, until its join timed out."""
+        return [
+            JoinRequest(change.node, change.address, change.incarnation)
+            for change in membership.unproposed_joins
+            if change.node not in view
+        ]
 
     def _welcomes_again(self, membership: Membership, request: JoinRequest) -> bool:
         """A join request names a member of this view: only the process this view admitted,
@@ -978,7 +981,12 @@ class Node:
                 # whose cleanup stalls (typed Paxos seed 7358: it exited, 2 crashed during the
                 # cleanup, the cleanups waiting on 2 waited for good, and no view came).
                 return
-            self._hand_on_joins(membership, self._next)
+            # A leader leaving hands them to the next view's lowest rank, its leader (none
+            # when the last members leave together).
+            if self._next.members:
+                leader = self._next.members[0]
+                for request in self._joins_to_hand_on(membership, self._next):
+                    self._outbox.append((leader, request))
             self._stop("left the group" if membership.leaving else "removed from the group")
             return
         excluded = membership.excluded
@@ -1083,12 +1091,10 @@ class Node:
             silences=self._silences,
         )
         self._reported = set(self.membership.suspected)
-        for change in old.unproposed_joins if old is not None else ():
+        for request in self._joins_to_hand_on(old, view) if old is not None else ():
             # Asked for while the last change was under way: the join waits for this view's
             # change, led here or by the member this one forwards it to.
-            if change.node not in view:
-                request = JoinRequest(change.node, change.address, change.incarnation)
-                self._on_join_request(self.node_id, request, now)
+            self._on_join_request(self.node_id, request, now)
         if self.layout.adequate:
             for ref in self.layout.shards_of(self.node_id):
                 shard = ShardMulticast(

@@ -807,20 +807,27 @@ class ObjectHost:
                 self._save(replica, position)
 
     def _abandon_buffered(self, replica: _Replica) -> None:
-        """This member leaves a shard before it held the state to apply what it buffered:
-        each caller still hears from it (it waits for one reply per member of the shard)."""
-        for entry in replica.buffered:
-            if entry.call is not None and not entry.answered:
-                self._reply(
-                    entry.sender,
-                    entry.call,
-                    _error(
-                        "LeftShard",
-                        f"member {self.node_id} left the shard before it held the state to "
-                        "apply this update (the members that stay applied it)",
-                    ),
-                )
+        """This member leaves a shard before it held the state to apply what it buffered."""
+        self._answer_unapplied(
+            replica.buffered,
+            _error(
+                "LeftShard",
+                f"member {self.node_id} left the shard before it held the state to apply "
+                "this update (the members that stay applied it)",
+            ),
+        )
         replica.buffered.clear()
+
+    def _answer_unapplied(self, entries: Sequence[_Buffered], outcome: Outcome) -> int:
+        """Deliveries this replica buffered and will never apply: each caller still hears
+        from it, with ``outcome`` (it waits for one reply per member of the shard), unless a
+        member that counted the delivery before answered it. How many were answered."""
+        answered = 0
+        for entry in entries:
+            if entry.call is not None and not entry.answered:
+                self._reply(entry.sender, entry.call, outcome)
+                answered += 1
+        return answered
 
     def _caught_up(self, sender: NodeId, call: Call | None) -> None:
         if call is not None:
@@ -1355,27 +1362,23 @@ class ObjectHost:
         epoch = self.view.epoch
         replica.skip_until = (epoch, 0)
         later = [b for b in replica.buffered if b.position[0] >= epoch]
-        dropped = [b for b in replica.buffered if b.position[0] < epoch and not b.answered]
+        dropped = [b for b in replica.buffered if b.position[0] < epoch]
         replica.buffered = []
         replica.lost = lost
         if lost:
             self._out.append(StateLost(*replica.key, epoch))
-        for entry in dropped:
-            # Delivered in an earlier view while this member waited for the state that is
-            # now lost: the shard starts over without it, and its caller, which waits for
-            # every member's reply, hears why (it used to hear nothing, and hung, where the
-            # member's request outlived that view: a slow link's crossings).
-            if entry.call is not None:
-                self.stats["lost_updates_answered"] += 1
-                self._reply(
-                    entry.sender,
-                    entry.call,
-                    _error(
-                        "StateLost",
-                        f"the shard's state was lost before member {self.node_id} could "
-                        f"apply this update; the shard starts over in view {epoch} without it",
-                    ),
-                )
+        # Delivered in an earlier view while this member waited for the state that is now
+        # lost: the shard starts over without them, and their callers hear why (they used to
+        # hear nothing, and hung, where the member's request outlived that view: a slow
+        # link's crossings).
+        self.stats["lost_updates_answered"] += self._answer_unapplied(
+            dropped,
+            _error(
+                "StateLost",
+                f"the shard's state was lost before member {self.node_id} could apply this "
+                f"update; the shard starts over in view {epoch} without it",
+            ),
+        )
         if replica.paxos:
             self._save(replica, (epoch, 0))
         for entry in later:
