@@ -29,7 +29,6 @@ from pyderecho.sim.simulation import DiskModel
 from pyderecho.sim.swarm import SimulationSpec, _Run, run_simulation
 from test_membership_sim import scenario as membership_scenario
 from test_paxos_sim import FAST, SLOW_DISK, hosts_of, stats_of
-from test_replicated_sim import typed_scenario
 
 
 def slow_link_scenario(seed: int) -> SimulationSpec:
@@ -197,35 +196,3 @@ def test_dropping_the_joins_a_leader_has_not_proposed_is_caught(
     monkeypatch.setattr(Membership, "unproposed_joins", property(lambda self: ()))
     violations = run_simulation(rolling_over_slow_links(1758)).violations
     assert any("could not join" in v for v in violations), violations
-
-
-def typed_over_slow_links(seed: int) -> SimulationSpec:
-    """Typed seed ``seed`` with half the links 60 ms slow."""
-    spec = typed_scenario(seed)
-    slow = dataclasses.replace(spec.link, slow_share=0.5, slow_latency_s=0.06)
-    return dataclasses.replace(spec, link=slow)
-
-
-def test_a_leader_learns_the_final_of_members_that_moved_on_before_it_extends_its_own() -> None:
-    """Typed seed 5717: a partition cut 2, 6 and 1 off from the rest as the change that let
-    7 join went final. The larger side excluded 1, 2 and 6 from the cleanup and installed
-    the next view; 1 stopped for want of a majority. Once the partition healed, 2 and 6
-    heard 3 and 5 in the next view, so no longer counted on them to echo (members that
-    moved on echo no more) and, suspecting only 0, 1 and 4, still held a majority of
-    unsuspected members: they excluded 0 and 1 and made that final, a second final of one
-    view, and 2's core raised on the larger side's final when it arrived. The leader now
-    asks each member that moved on for the final it installed, and waits for the answer
-    before it commits exclusions."""
-    spec = typed_over_slow_links(5717)
-    assert spec.partition
-    assert run_simulation(spec).violations == []
-
-
-@pytest.mark.patches_compiled
-def test_extending_a_final_without_the_finals_of_members_that_moved_on_is_caught(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """Planted: a leader commits exclusions without waiting for those finals."""
-    monkeypatch.setattr(Membership, "_awaits_finals", lambda self, now: False)
-    with pytest.raises(AssertionError, match="a final only grows"):
-        run_simulation(typed_over_slow_links(5717))

@@ -14,7 +14,7 @@ import msgspec
 
 from pyderecho.core.errors import RemoteProtocolError
 
-WIRE_VERSION = 6
+WIRE_VERSION = 5
 """Checked in every link's handshake (:mod:`pyderecho.transport.auth`), so that members whose
 messages are encoded differently refuse each other with a clear error instead of rejecting
 each other's frames one by one. 2: :attr:`Block.block_size`, :attr:`Data.row`. 3:
@@ -23,8 +23,7 @@ ragged-edge cleanup's rules changed with them: members of 2 and 3 cannot share a
 pad words between TCP frames (:data:`pyderecho.transport.framing.PAD`), which a member of 3
 refuses as an oversized frame, and ``StateStatus.UNSENT`` in state transfer's headers. 5:
 :attr:`MembershipRow.heard_since`, which changes whom a leader's cover removes (members of 4
-and 5 would choose differently). 6: :attr:`MembershipRow.asks_final`, which a member of 5
-would not answer, and which a leader of 6 waits for before it extends a final."""
+and 5 would choose differently)."""
 
 
 class ShardRow(msgspec.Struct, frozen=True, array_like=True, tag="r"):
@@ -238,10 +237,6 @@ class MembershipRow(msgspec.Struct, frozen=True, array_like=True, tag="m"):
     """Members this member suspects and has heard from since, sorted: their link to it works,
     so its accusation of them came from their silence (a stalled process), not from a cut. The
     leader's cover then removes the accused rather than the accuser."""
-    asks_final: bool = False
-    """Sent to a member that installed the next view: answer with the final change you
-    installed, whatever this row's final. A leader that extends its final with exclusions
-    waits for that answer (:meth:`pyderecho.core.membership.Membership._awaits_finals`)."""
 
 
 class JoinRequest(msgspec.Struct, frozen=True, array_like=True, tag="j"):

@@ -108,8 +108,6 @@ from collections.abc import Container
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
-import msgspec
-
 from pyderecho.core.config import CoreConfig
 from pyderecho.core.multicast import Outbox, ShardMulticast
 from pyderecho.core.view import NodeId, View
@@ -450,11 +448,6 @@ class Membership:
         """Members the ragged-edge cleanup waits on, set by the node once the change is final."""
         self._gone_ahead: set[NodeId] = set()
         """Members heard from in a later view (:meth:`went_ahead`)."""
-        self._finals_heard: set[NodeId] = set()
-        """Members that moved on whose final this member learned (:meth:`adopt_final`)."""
-        self._finals_asked: dict[NodeId, float] = {}
-        """When this leader asked each member that moved on for its final
-        (:meth:`_awaits_finals`)."""
         self._cleanup_probes: dict[NodeId, float] = {}
         """When this member asked each member its cleanup waits on, silent lately, to answer."""
         self._gone_silent: set[NodeId] = set()
@@ -1034,51 +1027,12 @@ class Membership:
             and not self._unsettled
             and not self._pending()
             and self._all_echoed(self._counted_on(), leading.milestone)
-            and not (self.final and self._awaits_finals(now))
         ):
             if not self._holds_majority():
                 self._stop("partitioned: the leader cannot reach a majority of the view")
                 return
             self.committed = len(self.changes)
             self._milestone(now)
-
-    def _awaits_finals(self, now: float) -> bool:
-        """Whether this leader, about to commit exclusions that extend its final, still waits
-        to learn the final of a member that moved on to the next view, which it asks for
-        (:meth:`ask`): for up to a timeout each, since one that crashed there answers never.
-
-        Members that moved on echo no more, so they are not counted on (:meth:`_counted_on`),
-        but they hold a final that may reach further than this leader's: another leader's,
-        whose exclusions they echoed before they moved on. A leader that extended its own
-        final without them made a second, different final in one view (typed seed 5717 over
-        slow links: a partition's smaller side, 2 and 6, still held a majority of
-        unsuspected members once the heal let them hear 3 and 5 in the next view; they
-        excluded 0 and 1 from the cleanup, where the larger side had excluded 1, 2 and 6,
-        and 2's core raised on the larger side's final). A member that moved on answers the
-        ask with the final it installed (``Node._on_old_epoch``), which this leader adopts
-        if it reaches further (:meth:`adopt_final`); a row that says its owner cleaned up
-        holds that final already."""
-        waiting = False
-        timeout = self.config.heartbeat_timeout
-        for member in self.view.members:
-            if (
-                member == self.me
-                or member in self.suspected
-                or member in self._finals_heard
-                or not self._moved_on(member)
-            ):
-                continue
-            row = self.rows.get(member)
-            if row is not None and row.cleaned:
-                continue
-            asked = self._finals_asked.get(member)
-            if asked is None:
-                if self.ask(member):
-                    self._finals_asked[member] = now
-                waiting = True
-            elif now - asked < timeout:
-                waiting = True
-        return waiting
 
     def _wanted_changes(self, leading: _Leading) -> tuple[Change, ...]:
         """The proposal: what is already proposed, then new removals, leaves and joins; once
@@ -1972,18 +1926,15 @@ class Membership:
         for a commit it shows to be logged."""
         if self.commit_to_log is not None:
             return False
-        self._outbox.append((node, msgspec.structs.replace(self._own_row(), asks_final=True)))
+        self._outbox.append((node, self._own_row()))
         return True
 
-    def adopt_final(self, src: NodeId, row: MembershipRow, now: float) -> None:
+    def adopt_final(self, row: MembershipRow, now: float) -> None:
         """Take the final change of ``row``, from a member that installed the next view: a
         final never changes (every later leader adopts the same one), so it is the one this
         member's leader would have led it to, had its rows arrived (``Node._ask_moved_on``).
         """
-        if row.epoch != self.view.epoch or self.stopped:
-            return
-        self._finals_heard.add(src)
-        if row.final <= self.final:
+        if row.final <= self.final or row.epoch != self.view.epoch or self.stopped:
             return
         if any(c.node == self.me and c.kind is ChangeKind.REMOVE for c in row.changes):
             # Stopped before anything logs the commit: a member that a commit removes as

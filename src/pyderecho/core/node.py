@@ -669,7 +669,7 @@ class Node:
             return
         if isinstance(message, MembershipRow):
             if message.final and src in self._moved_on:
-                membership.adopt_final(src, message, now)
+                membership.adopt_final(message, now)
             membership.receive_row(src, message, now)
             return
         self._to_shard(src, message)
@@ -705,10 +705,9 @@ class Node:
             # answer with the final this member installed, which that leader will adopt.
             self._previous.receive_row(src, message, now)
             self._previous.step(now)
-            if message.final < self._previous.final or message.asks_final:
+            if message.final < self._previous.final:
                 # A member that lacks the final: it follows this one, which leads there no
-                # more, or it asks this one, heard from in the next view (_ask_moved_on); or a
-                # leader asks before it extends its own final (Membership._awaits_finals).
+                # more, or it asks this one, heard from in the next view (_ask_moved_on).
                 self._outbox.append((src, self._previous.final_as_leader()))
         elif (
             isinstance(message, ShardRow)
