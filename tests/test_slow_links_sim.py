@@ -75,17 +75,22 @@ def test_long_slow_link_seed_sweep(seed: int) -> None:
     assert run_simulation(slow_link_scenario(seed)).violations == []
 
 
+def with_slow_links(spec: SimulationSpec, share: float, latency_s: float) -> SimulationSpec:
+    """``spec`` with ``share`` of its links ``latency_s`` slower, the rest of its link model
+    as drawn."""
+    slow = dataclasses.replace(spec.link, slow_share=share, slow_latency_s=latency_s)
+    return dataclasses.replace(spec, link=slow)
+
+
 def membership_over_slow_links(seed: int) -> SimulationSpec:
     """Membership seed ``seed`` (its sizes, faults and timeouts) with a quarter or half of the
     links 10-30 ms slow: round trips of up to 60 ms, under a quarter of the family's 0.5-1 s
     timeouts, within which members that are only slow must never be removed (README, "Run it
     in the simulator"; at 60 ms a few seeds per thousand remove one)."""
-    spec = membership_scenario(seed)
     rng = random.Random(f"slow links {seed}")
-    slow = dataclasses.replace(
-        spec.link, slow_share=rng.choice([0.25, 0.5]), slow_latency_s=rng.uniform(0.01, 0.03)
+    return with_slow_links(
+        membership_scenario(seed), rng.choice([0.25, 0.5]), rng.uniform(0.01, 0.03)
     )
-    return dataclasses.replace(spec, link=slow)
 
 
 @pytest.mark.parametrize("seed", range(100))
@@ -212,8 +217,7 @@ def rolling_over_slow_links(seed: int) -> SimulationSpec:
     process) with half the links 60 ms slow."""
     spec = membership_scenario(seed)
     assert spec.rolling
-    slow = dataclasses.replace(spec.link, slow_share=0.5, slow_latency_s=0.06)
-    return dataclasses.replace(spec, link=slow)
+    return with_slow_links(spec, 0.5, 0.06)
 
 
 @pytest.mark.parametrize("seed", [675, 1729, 1758])
